@@ -1,0 +1,45 @@
+# Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd and qemu-img.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup kubo system lint test test-long demo bench bench-quick clean
+
+setup: $(STAMP) kubo system
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+kubo:
+	@./scripts/ensure-kubo >/dev/null
+
+system:
+	@./scripts/ensure-system-packages
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src testbed tests benchmarks
+	$(VENV)/bin/ruff format --check src testbed tests benchmarks
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest -m 'not long'
+
+test-long: setup
+	$(PY) -m pytest -m long
+
+demo: setup
+	$(PY) -m testbed.demo
+
+bench: setup
+	$(PY) -m benchmarks
+
+bench-quick: setup
+	$(PY) -m benchmarks --quick
+
+clean:
+	-$(PY) -m testbed down
+	rm -rf $(VENV) .cache

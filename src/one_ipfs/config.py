@@ -1,0 +1,123 @@
+"""Driver settings: site defaults from ``ipfs.conf`` overridden by the datastore's own attributes.
+
+OpenNebula's convention is that a driver's settings live in the datastore template, so an admin
+changes one datastore with ``onedatastore update`` and the whole site in the defaults file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from one_ipfs.errors import InvalidInput
+from one_ipfs.ipfs.rpc import ImportSettings
+
+DEFAULTS_FILE = Path("etc/datastore/ipfs/ipfs.conf")
+DEPLOY_MODES = ("COPY", "OVERLAY")
+
+
+@dataclass(frozen=True)
+class DatastoreConfig:
+    api: str
+    host_api: str
+    import_settings: ImportSettings
+    transfer_timeout: float
+    stall_timeout: float
+    rpc_timeout: float
+    deploy_mode: str
+    host_cache_mb: int
+    safe_dirs: tuple[str, ...]
+    restricted_dirs: tuple[str, ...]
+
+
+def remotes_dir() -> Path:
+    """The remotes tree this driver runs from (``.../remotes``), found from the launcher's location."""
+    return Path(os.environ.get("ONE_IPFS_REMOTES", "/var/lib/one/remotes"))
+
+
+def read_defaults(path: Path) -> dict[str, str]:
+    """Parse ``KEY=value`` lines (optionally quoted), as the shell-style ``fs.conf`` files are written."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> DatastoreConfig:
+    """Merge the datastore template's attributes over the site defaults and validate the result."""
+    if defaults is None:
+        defaults = read_defaults(remotes_dir() / DEFAULTS_FILE)
+    merged = {**defaults, **{k: v for k, v in attributes.items() if v != ""}}
+
+    def text(key: str, default: str) -> str:
+        return merged.get(key, default).strip()
+
+    def number(key: str, default: float, low: float, high: float) -> float:
+        raw = text(key, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidInput(f"{key} must be a number, not {raw[:40]!r}") from None
+        if not low <= value <= high:
+            raise InvalidInput(f"{key} must be between {low:g} and {high:g}, not {raw[:40]}")
+        return value
+
+    def flag(key: str, default: bool) -> bool:
+        raw = text(key, "YES" if default else "NO").upper()
+        if raw not in ("YES", "NO", "TRUE", "FALSE"):
+            raise InvalidInput(f"{key} must be YES or NO, not {raw[:40]!r}")
+        return raw in ("YES", "TRUE")
+
+    mode = text("IPFS_DEPLOY_MODE", "COPY").upper()
+    if mode not in DEPLOY_MODES:
+        raise InvalidInput(f"IPFS_DEPLOY_MODE must be COPY or OVERLAY, not {mode[:40]!r}")
+    chunker = text("IPFS_CHUNKER", "size-1048576")
+    if not _valid_chunker(chunker):
+        raise InvalidInput(f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}")
+    hash_name = text("IPFS_HASH", "sha2-256")
+    if not hash_name.replace("-", "").isalnum():
+        raise InvalidInput(f"IPFS_HASH is not a hash function name: {hash_name[:40]!r}")
+    return DatastoreConfig(
+        api=_address(text("IPFS_API", "http://127.0.0.1:5001"), "IPFS_API"),
+        host_api=_address(text("IPFS_HOST_API", "http://127.0.0.1:5001"), "IPFS_HOST_API"),
+        import_settings=ImportSettings(
+            chunker=chunker,
+            cid_version=int(number("IPFS_CID_VERSION", 1, 0, 1)),
+            raw_leaves=flag("IPFS_RAW_LEAVES", True),
+            hash=hash_name,
+        ),
+        transfer_timeout=number("IPFS_TRANSFER_TIMEOUT", 21600, 1, 7 * 86400),
+        stall_timeout=number("IPFS_STALL_TIMEOUT", 120, 1, 86400),
+        rpc_timeout=number("IPFS_RPC_TIMEOUT", 60, 1, 3600),
+        deploy_mode=mode,
+        host_cache_mb=int(number("IPFS_HOST_CACHE_MB", 20480, 0, 1 << 40)),
+        safe_dirs=tuple(text("SAFE_DIRS", "/var/tmp").split()),
+        restricted_dirs=tuple(text("RESTRICTED_DIRS", "/").split()),
+    )
+
+
+def _valid_chunker(chunker: str) -> bool:
+    """Only fixed-size chunking guarantees the same bytes always give the same CID."""
+    prefix, _, size = chunker.partition("-")
+    return prefix == "size" and size.isdigit() and 0 < int(size) <= 2096896
+
+
+def _address(value: str, key: str) -> str:
+    """RPC addresses stay on loopback unless they name a host explicitly; anything odd is refused."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/.-_[]")
+    if not value or len(value) > 200 or not set(value) <= allowed:
+        raise InvalidInput(f"{key} is not an RPC address (http://host:port or /ip4/host/tcp/port): {value[:60]!r}")
+    return value

@@ -1,0 +1,151 @@
+"""The datastore driver (DS_MAD ``ipfs``): one function per action oned sends, and the table of them.
+
+Each action gets the parsed DRV_ACTION and the datastore's settings, and returns the one stdout
+line OpenNebula expects (``SOURCE FORMAT`` for cp, MB for stat, ...). Errors are raised, and turned
+into OpenNebula's failure line in ``opennebula.output``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import BinaryIO
+
+from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.datastore import content
+from one_ipfs.errors import InvalidInput, NotSupported
+from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.opennebula import cli
+from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
+from one_ipfs.opennebula.output import log_info
+
+SAVE_AS = "save_as"
+
+
+def cp(action: DsAction, config: DatastoreConfig) -> str:
+    """Register an image: fetch and pin IPFS content, or add a frontend file or URL, under a new handle."""
+    image = _image(action)
+    handle = ImageHandle(action.datastore.id, _image_id(image))
+    imported = content.import_image(image, handle.reference_name(1), config)
+    _record(handle, ImageVersions().with_version(imported.cid), imported.attributes, config)
+    log_info(f"image {handle.image_id} is {imported.cid} ({imported.format})")
+    return f"{handle} {imported.format}"
+
+
+def stat(action: DsAction, config: DatastoreConfig) -> str:
+    """Size in MB, rounded up, without downloading the image."""
+    return str(content.image_size_mb(_image(action).path, config))
+
+
+def clone(action: DsAction, config: DatastoreConfig) -> str:
+    """A new image with the same content: a new handle and reference, zero bytes copied."""
+    image = _image(action)
+    handle = ImageHandle(action.datastore.id, _image_id(image))
+    cid = content.current_cid(image.path, image.cloning_id, config)
+    content.hold(cid, handle.reference_name(1), config)
+    _record(handle, ImageVersions().with_version(cid), {"IPFS_CLONED_FROM": image.path}, config)
+    image_format = image.format or content.read_format(cid, config)
+    return f"{handle} {image_format}"
+
+
+def mkfs(action: DsAction, config: DatastoreConfig) -> str:
+    """An empty datablock (sparse, formatted when FS is set); a save-as placeholder gets content later."""
+    image = _image(action)
+    handle = ImageHandle(action.datastore.id, _image_id(image))
+    if SAVE_AS in (image.format, image.fs):
+        return str(handle)
+    if image.size_mb is None or image.size_mb <= 0:
+        raise InvalidInput("a datablock needs a SIZE in MB greater than 0")
+    cid = content.create_datablock(
+        image.size_mb, image.fs, image.format or "raw", handle.reference_name(1), config
+    )
+    _record(handle, ImageVersions().with_version(cid), {}, config)
+    return str(handle)
+
+
+def rm(action: DsAction, config: DatastoreConfig) -> None:
+    """Release this image's versions; content another image still references stays pinned."""
+    image = _image(action)
+    handle = ImageHandle.parse(image.source)
+    if handle is None:
+        log_info(f"{image.source[:200]} names fixed content this datastore never pinned: nothing to release")
+        return
+    versions = ImageVersions.from_template(image.template)
+    for number, cid in reversed(versions.entries):
+        content.release(cid, handle.reference_name(number), config)
+    log_info(f"released {len(versions.entries)} version(s) of image {handle.image_id}")
+
+
+def monitor(action: DsAction, config: DatastoreConfig) -> str:
+    used, total, free = content.capacity_mb(config)
+    return f"USED_MB={used}\nTOTAL_MB={total}\nFREE_MB={free}"
+
+
+def export(action: DsAction, config: DatastoreConfig) -> str:
+    """IMPORT_INFO for the marketplace: an ``ipfs://`` source any IPFS datastore can import."""
+    image = _image(action)
+    cid = content.current_cid(image.source, image.id, config)
+    size_mb, md5 = content.size_and_md5(cid, config)
+    image_format = image.format or content.read_format(cid, config)
+    return (
+        "<IMPORT_INFO>"
+        f"<IMPORT_SOURCE><![CDATA[ipfs://{cid}]]></IMPORT_SOURCE>"
+        f"<MD5><![CDATA[{md5}]]></MD5>"
+        f"<SIZE><![CDATA[{size_mb}]]></SIZE>"
+        f"<FORMAT><![CDATA[{html.escape(image_format)}]]></FORMAT>"
+        "<DISPOSE>NO</DISPOSE>"
+        "</IMPORT_INFO>"
+    )
+
+
+def _snapshots_not_supported(action: DsAction, config: DatastoreConfig) -> None:
+    raise NotSupported(
+        "image snapshots are not supported by the ipfs datastore: every saved version of a persistent "
+        "image is kept in IPFS_VERSIONS instead"
+    )
+
+
+ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
+    "cp": cp,
+    "stat": stat,
+    "clone": clone,
+    "mkfs": mkfs,
+    "rm": rm,
+    "monitor": monitor,
+    "export": export,
+    "snap_delete": _snapshots_not_supported,
+    "snap_revert": _snapshots_not_supported,
+    "snap_flatten": _snapshots_not_supported,
+}
+
+
+def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
+    """Parse what oned sent (either calling convention) and run the action it names."""
+    action_fn = ACTIONS.get(name)
+    if action_fn is None:
+        raise NotSupported(f"the ipfs datastore driver has no action {name[:40]!r}")
+    action, _ = read_ds_action(args, stdin)
+    return action_fn(action, load_config(action.datastore.attributes))
+
+
+def _image(action: DsAction) -> ImageTemplate:
+    if action.image is None:
+        raise InvalidInput("the driver action carries no IMAGE")
+    return action.image
+
+
+def _image_id(image: ImageTemplate) -> int:
+    if image.id is None:
+        raise InvalidInput("the driver action's IMAGE has no ID")
+    return image.id
+
+
+def _record(handle: ImageHandle, versions: ImageVersions, extra: dict[str, str], config: DatastoreConfig) -> None:
+    """Write the CIDs into OpenNebula's database; if that fails, release what was pinned for it."""
+    current = versions.current
+    assert current is not None
+    try:
+        cli.update_image(handle.image_id, {**versions.attributes(), **content.import_attributes(config), **extra})
+    except Exception:
+        content.release(current[1], handle.reference_name(current[0]), config)
+        raise

@@ -1,0 +1,168 @@
+"""Where an image's bytes come from when they are not in IPFS yet: a frontend file or an http(s) URL.
+
+Images are streamed, never held whole in memory, decompressed on the fly (gzip, bzip2, xz) and
+hashed as they pass so that a template's MD5/SHA1 is checked on the bytes that were published.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from one_ipfs.diskformat import HEADER_BYTES, detect_compression, detect_format, qcow2_virtual_size
+from one_ipfs.errors import InvalidInput, StorageError
+
+MAX_PATH = 4096
+READ_CHUNK = 1 << 20
+
+
+class HashingReader(io.RawIOBase):
+    """A readable stream that feeds every byte it passes on to MD5 and SHA1."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.stream.read(len(buffer))
+        self.md5.update(data)
+        self.sha1.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass
+class ImageStream:
+    """The decompressed bytes of an image, its format, and the checksums of what was read."""
+
+    reader: BinaryIO
+    format: str
+    hashes: HashingReader
+
+    def verify(self, md5: str, sha1: str) -> None:
+        """Refuse an image whose published checksum does not match what was read."""
+        for name, expected, digest in (("MD5", md5, self.hashes.md5), ("SHA1", sha1, self.hashes.sha1)):
+            if expected and expected.strip().lower() != digest.hexdigest():
+                raise InvalidInput(
+                    f"{name} mismatch: the image hashes to {digest.hexdigest()}, the template says "
+                    f"{expected.strip()[:64]}"
+                )
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str]) -> Path:
+    """Resolve a frontend path and apply the datastore's SAFE_DIRS/RESTRICTED_DIRS as OpenNebula's fs driver does.
+
+    A path inside a restricted folder is refused unless it is also inside a safe one; symlinks are
+    resolved first so that a link cannot lead out of a safe folder.
+    """
+    if not path.startswith("/") or len(path) > MAX_PATH or "\0" in path or "\n" in path:
+        raise InvalidInput(f"PATH must be an absolute frontend path, an http(s) URL or an IPFS path: {path[:80]!r}")
+    real = Path(os.path.realpath(path))
+
+    def inside(folder: str) -> bool:
+        base = Path(os.path.realpath(folder))
+        return real == base or base in real.parents
+
+    if any(inside(d) for d in restricted_dirs) and not any(inside(d) for d in safe_dirs):
+        raise InvalidInput(
+            f"{path[:200]} is in a restricted folder of this datastore (SAFE_DIRS: {' '.join(safe_dirs) or '-'})"
+        )
+    if not real.is_file():
+        raise InvalidInput(f"{path[:200]} does not exist on the frontend or is not a regular file")
+    return real
+
+
+@contextmanager
+def open_raw(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float) -> Iterator[BinaryIO]:
+    """The bytes as published: a checked local file, or an http(s) response streamed as it arrives."""
+    if is_url(path):
+        request = urllib.request.Request(path, headers={"User-Agent": "one-ipfs"})  # noqa: S310
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
+        except urllib.error.HTTPError as error:
+            raise InvalidInput(f"{path[:200]} answered HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise InvalidInput(f"cannot download {path[:200]}: {reason}") from None
+        with response:
+            yield response
+        return
+    real = check_local_path(path, safe_dirs, restricted_dirs)
+    try:
+        with open(real, "rb") as handle:
+            yield handle
+    except PermissionError:
+        raise StorageError(f"{path[:200]} is not readable by the driver's user") from None
+
+
+@contextmanager
+def open_image(
+    path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float, decompress: bool = True
+) -> Iterator[ImageStream]:
+    """Open an image for import: hashed as published, then decompressed, with its format known up front."""
+    with open_raw(path, safe_dirs, restricted_dirs, timeout) as raw:
+        hashes = HashingReader(raw)
+        buffered = io.BufferedReader(hashes, buffer_size=READ_CHUNK)
+        compression = detect_compression(buffered.peek(8)[:8]) if decompress else None
+        reader: BinaryIO
+        if compression == "gzip":
+            reader = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        elif compression == "bzip2":
+            reader = bz2.BZ2File(buffered, mode="rb")  # type: ignore[assignment]
+        elif compression == "xz":
+            reader = lzma.LZMAFile(buffered, mode="rb")  # type: ignore[assignment]
+        else:
+            reader = buffered  # type: ignore[assignment]
+        peekable = reader if isinstance(reader, io.BufferedReader) else io.BufferedReader(reader, READ_CHUNK)  # type: ignore[arg-type]
+        try:
+            header = peekable.peek(HEADER_BYTES)[:HEADER_BYTES]
+        except (OSError, EOFError, lzma.LZMAError) as error:
+            raise InvalidInput(f"{path[:200]} is not a valid {compression} file: {error}") from None
+        yield ImageStream(reader=peekable, format=detect_format(header), hashes=hashes)  # type: ignore[arg-type]
+
+
+def local_or_url_size(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float) -> int:
+    """Bytes an image will take, without reading it whole: qcow2 virtual size, else the file's length.
+
+    Compressed images are sized by their decompressed header only when they are qcow2; otherwise
+    the published length is used, as OpenNebula's fs driver reports it before download.
+    """
+    if is_url(path):
+        request = urllib.request.Request(path, method="HEAD", headers={"User-Agent": "one-ipfs"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                length = response.headers.get("Content-Length")
+        except urllib.error.HTTPError as error:
+            raise InvalidInput(f"{path[:200]} answered HTTP {error.code} {error.reason}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise InvalidInput(f"cannot reach {path[:200]}: {getattr(error, 'reason', error)}") from None
+        with open_image(path, safe_dirs, restricted_dirs, timeout) as image:
+            virtual = qcow2_virtual_size(image.reader.peek(HEADER_BYTES)[:HEADER_BYTES])  # type: ignore[attr-defined]
+        if virtual is not None:
+            return virtual
+        if length is None or not length.isdigit():
+            raise InvalidInput(f"{path[:200]} does not say its size (no Content-Length)")
+        return int(length)
+    real = check_local_path(path, safe_dirs, restricted_dirs)
+    with open_image(path, safe_dirs, restricted_dirs, timeout) as image:
+        virtual = qcow2_virtual_size(image.reader.peek(HEADER_BYTES)[:HEADER_BYTES])  # type: ignore[attr-defined]
+    return virtual if virtual is not None else real.stat().st_size

@@ -1,0 +1,63 @@
+"""Every error the drivers raise on purpose.
+
+``str(error)`` is the one line OpenNebula shows the user, so messages name the thing that is wrong
+and, where there is one, what to do about it. Standard library only: hosts raise these too.
+"""
+
+
+class OneIpfsError(Exception):
+    """Base of every error turned into OpenNebula's failure line."""
+
+    exit_code = 1
+
+
+class InvalidInput(OneIpfsError):
+    """A template value, argument or driver action that cannot be accepted as given."""
+
+
+class InvalidReference(InvalidInput):
+    """A PATH or SOURCE that names no IPFS content in an accepted form."""
+
+
+class NotSupported(OneIpfsError):
+    """An action this datastore cannot perform for this image or disk."""
+
+
+class ImmutableImage(NotSupported):
+    """A persistent use of an image whose SOURCE names fixed content (``/ipfs/`` or ``/ipns/``)."""
+
+
+class IpfsError(OneIpfsError):
+    """A Kubo node did not do what was asked."""
+
+
+class DaemonUnreachable(IpfsError):
+    """No Kubo RPC API answers at the configured address."""
+
+
+class ContentNotFound(IpfsError):
+    """The path or CID does not exist, or no reachable node provides it."""
+
+
+class IpfsTimeout(IpfsError):
+    """A bounded wait on Kubo ran out (the client's deadline or Kubo's own ``timeout=``)."""
+
+
+class CommandFailed(IpfsError):
+    """Kubo answered with an error message of its own."""
+
+
+class StreamBroken(IpfsError):
+    """A streaming response ended early or carried ``X-Stream-Error``."""
+
+
+class OpenNebulaError(OneIpfsError):
+    """An OpenNebula command (``onevm``, ``oneimage``, ``onedatastore``) failed."""
+
+
+class HostError(OneIpfsError):
+    """A host could not be reached over ssh, or its side of an action failed."""
+
+
+class StorageError(OneIpfsError):
+    """A local file operation failed (disk full, permissions, missing file)."""

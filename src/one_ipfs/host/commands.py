@@ -1,0 +1,555 @@
+"""The host commands: one plain function each; ``__main__`` only parses arguments and calls them.
+
+Every command is bounded in time, leaves nothing half done on failure (no partial disk, no pin
+the cache does not account for) and is safe to repeat, because OpenNebula retries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from one_ipfs.errors import ContentNotFound, InvalidInput, IpfsTimeout, OneIpfsError, StorageError
+from one_ipfs.host import disks, log_info
+from one_ipfs.host.cache import (
+    CACHE_PIN_PREFIX,
+    CacheEntry,
+    HostCache,
+    Reference,
+    cache_pin_name,
+    pin_owner,
+    unpin_cache_pin,
+)
+from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
+from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, write_stream
+from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
+
+PROGRESS_EVERY = 5.0
+MODES = (COPY, OVERLAY)
+
+
+class Deadline:
+    """The time one command may take in all, shared out among its steps."""
+
+    def __init__(self, seconds: float, action: str) -> None:
+        self.seconds = seconds
+        self.action = action
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise IpfsTimeout(f"{self.action} did not finish within {self.seconds:g} s")
+        return left
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Content this host's node holds completely, for the command that holds its lock."""
+
+    cid: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Base:
+    """The read-only file overlays of one CID are made on, and the bytes written to make it now."""
+
+    path: Path
+    content: disks.ContentFormat
+    stored: int
+
+
+def fetch(
+    client: KuboClient,
+    cache: HostCache,
+    cid: str,
+    disk: Path,
+    *,
+    size_mb: int = 0,
+    mode: str = COPY,
+    image_format: str | None = None,
+    vm: int | None = None,
+    timeout: float,
+    stall_timeout: float,
+    cache_max_mb: int,
+) -> dict[str, Any]:
+    """Deploy a disk from IPFS: the host's node pins the CID (once per host), then the disk is a
+    sparse copy of it (copy) or a qcow2 overlay on a read-only base file shared by the host (overlay).
+    """
+    if mode not in MODES:
+        raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
+    deadline = Deadline(timeout, f"deploying {cid} to {disk}")
+    cache.prepare()
+    _make_folder(disk.parent)
+    with cache.content_lock(cid, deadline.left()):
+        new_entry = cache.entry(cid) is None
+        created = False
+        try:
+            holding = _hold(client, cache, cid, deadline, stall_timeout)
+            if mode == OVERLAY:
+                record, stored = _deploy_overlay(
+                    client,
+                    cache,
+                    holding,
+                    disk,
+                    size_mb=size_mb,
+                    image_format=image_format,
+                    deadline=deadline,
+                )
+            else:
+                record, stored = _deploy_copy(
+                    client, holding, disk, size_mb=size_mb, image_format=image_format, deadline=deadline
+                )
+            created = True
+            disks.write_record(disk, record)
+            cache.record(cid, _used_by(disk, vm, stored, holds=mode == OVERLAY))
+        except BaseException:
+            if created:
+                _remove_file(disk)
+                disks.remove_record(disk)
+            if new_entry:
+                _let_go(client, cache, cid)
+            raise
+    log_info(f"{disk} is ready ({mode} of {cid}, {record.format})")
+    _trim(client, cache, cache_max_mb, deadline)
+    return {"cid": cid, "size": holding.size, "mode": mode, "format": record.format}
+
+
+def prefetch(
+    client: KuboClient,
+    cache: HostCache,
+    cid: str,
+    disk: Path,
+    *,
+    mode: str = COPY,
+    image_format: str | None = None,
+    vm: int | None = None,
+    timeout: float,
+    stall_timeout: float,
+    cache_max_mb: int,
+) -> dict[str, Any]:
+    """Before a disk moves here (migration): hold its content and, for overlays, its base file.
+
+    The overlay disk arrives later, so its reference is kept until released even while the disk
+    file is still missing.
+    """
+    if mode not in MODES:
+        raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
+    deadline = Deadline(timeout, f"fetching {cid} ahead of {disk}")
+    cache.prepare()
+    with cache.content_lock(cid, deadline.left()):
+        new_entry = cache.entry(cid) is None
+        try:
+            holding = _hold(client, cache, cid, deadline, stall_timeout)
+            stored = _base(client, cache, holding, image_format, deadline).stored if mode == OVERLAY else 0
+            cache.record(cid, _used_by(disk, vm, stored, holds=mode == OVERLAY, expected=True))
+        except BaseException:
+            if new_entry:
+                _let_go(client, cache, cid)
+            raise
+    _trim(client, cache, cache_max_mb, deadline)
+    return {"cid": cid, "size": holding.size}
+
+
+def save(
+    client: KuboClient,
+    cache: HostCache,
+    disk: Path,
+    *,
+    image_format: str,
+    settings: ImportSettings,
+    vm: int | None = None,
+    timeout: float,
+) -> dict[str, Any]:
+    """Add a disk (or a snapshot of it) to the host's node as a self-contained ``image_format`` image.
+
+    The result stays pinned as a cache entry referenced by the disk, so the datastore's node can
+    fetch it from here until the disk is deleted.
+    """
+    if image_format not in disks.FORMATS:
+        raise InvalidInput(f"the image format must be raw or qcow2, not {image_format[:40]!r}")
+    deadline = Deadline(timeout, f"saving {disk}")
+    if not disk.is_file():
+        raise StorageError(f"{disk} does not exist on this host")
+    record = disks.read_record(disk)
+    disk_format = record.format if record is not None else image_format
+    flatten = record is not None and record.mode == OVERLAY
+    cache.prepare()
+    with _self_contained(disk, disk_format, image_format, flatten, deadline) as source:
+        size = source.stat().st_size
+        log_info(f"adding {disk} ({size >> 20} MiB, {image_format}) to this host's IPFS node")
+        with cache.adding(deadline.left()):
+            added = client.add(
+                source, settings=settings, pin=False, progress=_add_progress(size), timeout=deadline.left()
+            )
+            with cache.content_lock(added.cid, deadline.left()):
+                owner = pin_owner(client, added.cid)
+                if owner is None:
+                    client.pin_add(added.cid, name=cache_pin_name(added.cid), timeout=deadline.left())
+                owns = owner is None or owner.startswith(CACHE_PIN_PREFIX)
+                stored = allocated(source)
+
+                def saved(entry: CacheEntry) -> None:
+                    entry.size = added.size
+                    entry.owns_pin = owns
+                    _used_by(disk, vm, stored, holds=True)(entry)
+
+                cache.record(added.cid, saved)
+    log_info(f"{disk} is {added.cid}")
+    return {"cid": added.cid, "size": added.size}
+
+
+def delete_disk(
+    client: KuboClient,
+    cache: HostCache,
+    disk: Path,
+    *,
+    vm: int | None = None,
+    timeout: float,
+    cache_max_mb: int,
+) -> None:
+    """Remove a disk with its snapshots and leftovers, and release what it held in the cache.
+
+    A disk that is already gone is a success: OpenNebula repeats deletes.
+    """
+    found = _remove_file(disk)
+    for leftover in (part_path(disk), _saving_path(disk)):
+        _remove_file(leftover)
+    _remove_tree(disks.snapshots_dir(disk))
+    disks.remove_record(disk)
+    cache.prepare()
+    snapshots = f"{disks.snapshots_dir(disk)}/"
+    cache.release(lambda key, ref: key == str(disk) or key.startswith(snapshots))
+    owner = f" of VM {vm}" if vm is not None else ""
+    log_info(f"removed {disk}{owner}" if found else f"{disk}{owner} was already removed")
+    _trim(client, cache, cache_max_mb, Deadline(timeout, f"deleting {disk}"))
+
+
+def delete_folder(
+    client: KuboClient, cache: HostCache, folder: Path, *, timeout: float, cache_max_mb: int
+) -> None:
+    """Remove a VM's folder (disks, snapshots, records) and release every cache reference inside it."""
+    _remove_tree(folder)
+    cache.prepare()
+    inside = f"{folder}/"
+    cache.release(lambda key, ref: key.startswith(inside))
+    log_info(f"removed {folder}")
+    _trim(client, cache, cache_max_mb, Deadline(timeout, f"deleting {folder}"))
+
+
+def release(client: KuboClient, cache: HostCache, vm: int, *, timeout: float, cache_max_mb: int) -> None:
+    """A VM left this host (migrated, or its migration here failed): drop its cache references."""
+    cache.prepare()
+    touched = cache.release(lambda key, ref: ref.vm == vm)
+    log_info(f"released {len(touched)} cached image(s) of VM {vm}")
+    _trim(client, cache, cache_max_mb, Deadline(timeout, f"releasing VM {vm}"))
+
+
+def has(client: KuboClient, cid: str, *, timeout: float) -> dict[str, Any]:
+    """How much of ``cid`` this host's node holds; content it cannot even describe counts as absent."""
+    try:
+        info = client.files_stat(f"/ipfs/{cid}", with_local=True, timeout=timeout)
+    except (ContentNotFound, IpfsTimeout):
+        return {"local": False, "size_local": 0, "size": None}
+    return {"local": bool(info.local), "size_local": info.size_local or 0, "size": info.size}
+
+
+def snapshot_create(disk: Path, snap_id: int) -> None:
+    """A full sparse copy in ``disk.<n>.snap/<id>``, as OpenNebula's ssh driver keeps them."""
+    _require_disk(disk)
+    folder = disks.snapshots_dir(disk)
+    _make_folder(folder)
+    copy_file(disk, folder / str(snap_id))
+    log_info(f"created snapshot {snap_id} of {disk}")
+
+
+def snapshot_revert(disk: Path, snap_id: int) -> None:
+    """The disk becomes a copy of the snapshot; the snapshot stays."""
+    _require_disk(disk)
+    snapshot = disks.snapshots_dir(disk) / str(snap_id)
+    if not snapshot.is_file():
+        raise StorageError(f"snapshot {snap_id} of {disk} does not exist")
+    copy_file(snapshot, disk)
+    log_info(f"reverted {disk} to snapshot {snap_id}")
+
+
+def snapshot_delete(disk: Path, snap_id: int) -> None:
+    snapshot = disks.snapshots_dir(disk) / str(snap_id)
+    if _remove_file(snapshot):
+        log_info(f"deleted snapshot {snap_id} of {disk}")
+    else:
+        log_info(f"snapshot {snap_id} of {disk} was already deleted")
+
+
+def resize(disk: Path, size_mb: int, *, image_format: str | None = None, timeout: float) -> None:
+    """Grow a disk to ``size_mb`` MiB (raw: a hole at the end; qcow2: qemu-img). Disks never shrink."""
+    _require_disk(disk)
+    record = disks.read_record(disk)
+    disk_format = record.format if record is not None else image_format or disks.probe_format(disk)
+    current = disks.qcow2_size(disk) if disk_format == "qcow2" else disk.stat().st_size
+    wanted = size_mb << 20
+    if wanted < current:
+        raise InvalidInput(f"{disk} is {current >> 20} MiB and cannot shrink to {size_mb} MiB")
+    if wanted == current:
+        return
+    if disk_format == "qcow2":
+        disks.resize_qcow2(disk, wanted, timeout=timeout)
+    else:
+        grow(disk, wanted)
+    log_info(f"resized {disk} to {size_mb} MiB")
+
+
+def monitor_marker(folder: Path, tm_name: str) -> None:
+    """Mark the VM folder's system datastore for host-side monitoring, as ``enable_local_monitoring`` does:
+    ``<datastore>/.monitor`` holds the name of the transfer driver whose ``monitor_ds`` reports it."""
+    marker = folder.parent / ".monitor"
+    _make_folder(folder.parent)
+    try:
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == tm_name:
+            return
+        temporary = marker.with_name(".monitor.tmp")
+        temporary.write_text(f"{tm_name}\n", encoding="utf-8")
+        os.replace(temporary, marker)
+    except OSError as exc:
+        raise StorageError(f"cannot write {marker}: {exc.strerror}") from None
+
+
+def cache_status(cache: HostCache) -> dict[str, Any]:
+    cache.prepare()
+    statuses = cache.status()
+    entries = [
+        {**status.entry.to_json(), "base_bytes": status.base_bytes, "cost": status.cost}
+        for status in sorted(statuses, key=lambda s: s.entry.last_used, reverse=True)
+    ]
+    return {"folder": str(cache.folder), "total_bytes": sum(s.cost for s in statuses), "entries": entries}
+
+
+def cache_evict(client: KuboClient, cache: HostCache, keep_mb: int, *, timeout: float) -> dict[str, Any]:
+    """Trim the cache to ``keep_mb`` MiB now; referenced entries stay whatever their size."""
+    cache.prepare()
+    evicted = cache.evict(client, keep_mb << 20, gc_timeout=timeout)
+    return {"evicted": evicted, "total_bytes": sum(status.cost for status in cache.status())}
+
+
+def _hold(
+    client: KuboClient, cache: HostCache, cid: str, deadline: Deadline, stall_timeout: float
+) -> Holding:
+    """Make the host's node hold ``cid`` completely; the caller holds the CID's lock.
+
+    Content pinned by another party is used as it is (pinning again would rename its pin).
+    Blocks fetched before a failure stay in the blockstore, so a retry resumes where this stopped.
+    """
+    info = client.files_stat(f"/ipfs/{cid}", timeout=min(stall_timeout, deadline.left()))
+    if info.type != "file":
+        raise InvalidInput(f"{cid} is a {info.type or 'non-file'}, not a disk image file")
+    owner = pin_owner(client, cid)
+    if owner is None:
+        log_info(f"fetching {cid} ({info.size >> 20} MiB) into this host's IPFS node")
+        _pin(client, cid, info.size, deadline, stall_timeout)
+    else:
+        log_info(f"{cid} is already held by this host's IPFS node")
+    owns = owner is None or owner.startswith(CACHE_PIN_PREFIX)
+
+    def held(entry: CacheEntry) -> None:
+        entry.size = info.size
+        entry.owns_pin = owns
+
+    cache.record(cid, held)
+    return Holding(cid, info.size)
+
+
+def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
+    """Pin with progress lines, ending the pin when no byte arrived for ``stall_timeout``.
+
+    Kubo reports pin progress about twice a second, so a count that stops growing is seen here.
+    """
+    now = time.monotonic()
+    state = {"bytes": -1, "changed": now, "logged": now}
+
+    def on_progress(progress: PinProgress) -> None:
+        now = time.monotonic()
+        if progress.bytes != state["bytes"]:
+            state["bytes"] = progress.bytes
+            state["changed"] = now
+        elif now - state["changed"] > stall_timeout:
+            raise IpfsTimeout(
+                f"no block of {cid} arrived for {stall_timeout:g} s: no reachable node seems to provide it"
+            )
+        if now - state["logged"] >= PROGRESS_EVERY:
+            state["logged"] = now
+            percent = 100 * progress.bytes // max(total, 1)
+            log_info(f"fetching {cid}: {progress.bytes >> 20} of {total >> 20} MiB ({min(percent, 100)}%)")
+
+    client.pin_add(cid, name=cache_pin_name(cid), progress=on_progress, timeout=deadline.left())
+
+
+def _let_go(client: KuboClient, cache: HostCache, cid: str) -> None:
+    """Undo a failed deploy that created the cache entry: the entry goes, with its pin and base."""
+    try:
+        unpin_cache_pin(client, cid)
+        cache.forget(cid)
+    except OneIpfsError as exc:
+        log_info(f"could not release {cid} after the failure: {exc}")
+
+
+def _deploy_copy(
+    client: KuboClient,
+    holding: Holding,
+    disk: Path,
+    *,
+    size_mb: int,
+    image_format: str | None,
+    deadline: Deadline,
+) -> tuple[DiskRecord, int]:
+    with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
+        written = write_stream(disk, chunks, expected_size=holding.size)
+    try:
+        content = disks.content_format(disk, image_format)
+        wanted = size_mb << 20
+        if content.format == "qcow2" and wanted > content.virtual_size:
+            disks.resize_qcow2(disk, wanted, timeout=deadline.left())
+        elif content.format == "raw":
+            grow(disk, wanted)
+    except BaseException:
+        _remove_file(disk)
+        raise
+    log_info(f"wrote {disk}: {holding.size >> 20} MiB, {written.stored >> 20} MiB of it data")
+    return DiskRecord(holding.cid, content.format, COPY), written.stored
+
+
+def _deploy_overlay(
+    client: KuboClient,
+    cache: HostCache,
+    holding: Holding,
+    disk: Path,
+    *,
+    size_mb: int,
+    image_format: str | None,
+    deadline: Deadline,
+) -> tuple[DiskRecord, int]:
+    base = _base(client, cache, holding, image_format, deadline)
+    wanted = size_mb << 20
+    size = wanted if wanted > base.content.virtual_size else None
+    disks.create_overlay(base.path, base.content.format, disk, size, timeout=deadline.left())
+    return DiskRecord(holding.cid, "qcow2", OVERLAY), base.stored
+
+
+def _base(
+    client: KuboClient, cache: HostCache, holding: Holding, image_format: str | None, deadline: Deadline
+) -> Base:
+    """The base file of ``holding.cid``, written once per host (under the CID's lock)."""
+    path = cache.base_path(holding.cid)
+    stored = 0
+    if not path.exists():
+        log_info(f"writing the base file of {holding.cid}")
+        with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
+            stored = write_stream(path, chunks, expected_size=holding.size, mode=0o444).stored
+    try:
+        content = disks.content_format(path, image_format)
+    except InvalidInput:
+        _remove_file(path)
+        raise
+    return Base(path, content, stored)
+
+
+def _used_by(
+    disk: Path, vm: int | None, stored: int, *, holds: bool, expected: bool = False
+) -> Callable[[CacheEntry], None]:
+    """The change to an entry when ``disk`` is made from it; ``holds`` if the disk needs it to stay."""
+
+    def change(entry: CacheEntry) -> None:
+        entry.stored = max(entry.stored, stored)
+        if holds:
+            entry.refs[str(disk)] = Reference(vm, expected)
+
+    return change
+
+
+@contextmanager
+def _self_contained(
+    disk: Path, disk_format: str, image_format: str, flatten: bool, deadline: Deadline
+) -> Iterator[Path]:
+    """The disk itself when it already is a standalone ``image_format`` file, else a converted copy."""
+    if disk_format == image_format and not flatten:
+        yield disk
+        return
+    temporary = _saving_path(disks.disk_of(disk))
+    log_info(f"converting {disk} into a self-contained {image_format} image")
+    try:
+        disks.convert(disk, disk_format, temporary, image_format, timeout=deadline.left())
+        yield temporary
+    finally:
+        _remove_file(temporary)
+
+
+@contextmanager
+def _stream(chunks: Iterator[bytes]) -> Iterator[Iterator[bytes]]:
+    """Close a Kubo stream however its reading ends: closing cancels the read in Kubo."""
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _add_progress(total: int) -> Callable[[int], None]:
+    last = [time.monotonic()]
+
+    def report(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY:
+            last[0] = now
+            log_info(f"added {done >> 20} of {total >> 20} MiB")
+
+    return report
+
+
+def _trim(client: KuboClient, cache: HostCache, cache_max_mb: int, deadline: Deadline) -> None:
+    """Keep the cache within its size; a failure here never fails the command that came before."""
+    try:
+        cache.evict(client, cache_max_mb << 20, gc_timeout=deadline.left())
+    except OneIpfsError as exc:
+        log_info(f"the host cache was not trimmed: {exc}")
+
+
+def _saving_path(disk: Path) -> Path:
+    return disk.with_name(disk.name + ".saving")
+
+
+def _require_disk(disk: Path) -> None:
+    if not disk.is_file():
+        raise StorageError(f"{disk} does not exist on this host")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {folder}: {exc.strerror}") from None
+
+
+def _remove_file(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"cannot remove {path}: {exc.strerror}") from None
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot remove {path}: {exc.strerror}") from None

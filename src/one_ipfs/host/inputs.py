@@ -1,0 +1,173 @@
+"""Checks for every value a host command receives: all of them come from templates or the network.
+
+Paths must be absolute, free of ``..`` and inside oneadmin's tree (``/var/lib/one``, or
+``ONE_IPFS_HOST_ROOT`` for tests), also after following symlinks, so that no argument can make
+a host command touch a file outside it. Each check raises InvalidInput with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path
+
+from one_ipfs.errors import InvalidInput
+
+DEFAULT_ROOT = "/var/lib/one"
+CACHE_FOLDER = "datastores/.one-ipfs-cache"
+MAX_PATH = 1024
+MAX_SIZE_MB = 1 << 24
+MAX_TIMEOUT = 7 * 86400.0
+MAX_ID = 10**9
+CID_PATTERN = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,200}|[fFzmuU][0-9A-Za-z_-]{20,300})$")
+TM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+VM_FOLDER = re.compile(r"^[0-9]{1,9}$")
+CHUNKER = re.compile(r"^size-[1-9][0-9]{0,7}$")
+HASH_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def root() -> Path:
+    """oneadmin's tree on this host; nothing outside it is ever touched."""
+    return Path(os.environ.get("ONE_IPFS_HOST_ROOT", DEFAULT_ROOT))
+
+
+def default_cache_dir() -> Path:
+    """Next to the system datastores, so overlay bases sit on the same filesystem as the disks.
+
+    OpenNebula's host monitoring only looks at numeric folders under ``datastores``, so the
+    hidden cache folder is never mistaken for a datastore.
+    """
+    return root() / CACHE_FOLDER
+
+
+def cid(text: str) -> str:
+    """A CID as Kubo prints them (CIDv0 ``Qm…`` or multibase CIDv1); never a path."""
+    if not CID_PATTERN.match(text):
+        raise InvalidInput(f"not a CID: {text[:80]!r}")
+    return text
+
+
+def path_inside_root(text: str, what: str) -> Path:
+    """An absolute path inside oneadmin's tree, with duplicate slashes collapsed (OpenNebula sends ``//``)."""
+    if not text.startswith("/") or len(text) > MAX_PATH or "\0" in text or "\n" in text:
+        raise InvalidInput(f"{what} must be an absolute path, not {text[:200]!r}")
+    if ".." in text.split("/"):
+        raise InvalidInput(f"{what} must not contain '..': {text[:200]}")
+    path = posixpath.normpath(text)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    base = str(root()).rstrip("/")
+    if not path.startswith(base + "/"):
+        raise InvalidInput(f"{what} {path[:200]} is outside {base}")
+    _check_no_escape(Path(path), base, what)
+    return Path(path)
+
+
+def _check_no_escape(path: Path, base: str, what: str) -> None:
+    """Symlinks inside the tree must not lead out of it."""
+    real_base = os.path.realpath(base)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    real = os.path.realpath(existing)
+    if real != real_base and not real.startswith(real_base.rstrip("/") + "/"):
+        raise InvalidInput(f"{what} {str(path)[:200]} leads outside {base}")
+
+
+def disk_path(text: str) -> Path:
+    """A disk file (``…/<vmid>/disk.<n>``, a snapshot ``disk.<n>.snap/<id>``, kernel, initrd…)."""
+    path = path_inside_root(text, "the disk path")
+    if path.name.startswith(".") or path.name.endswith(".part"):
+        raise InvalidInput(f"{path} is not a disk file name")
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory, not a disk")
+    return path
+
+
+def vm_folder(text: str) -> Path:
+    """A VM's folder in a system datastore: ``…/<datastore id>/<vm id>``, nothing shorter."""
+    path = path_inside_root(text, "the VM folder")
+    if not (VM_FOLDER.match(path.name) and VM_FOLDER.match(path.parent.name)):
+        raise InvalidInput(f"{path} is not a VM folder (<datastore id>/<vm id>)")
+    return path
+
+
+def cache_dir(text: str) -> Path:
+    return path_inside_root(text, "the cache folder")
+
+
+def size_mb(text: str) -> int:
+    """A size in MiB; 0 means 'as large as the content'."""
+    return _bounded_int(text, "the size in MB", 0, MAX_SIZE_MB)
+
+
+def positive_size_mb(text: str) -> int:
+    return _bounded_int(text, "the size in MB", 1, MAX_SIZE_MB)
+
+
+def cache_mb(text: str) -> int:
+    return _bounded_int(text, "the cache size in MB", 0, 1 << 40)
+
+
+def identifier(text: str) -> int:
+    """A VM or snapshot id."""
+    return _bounded_int(text, "the id", 0, MAX_ID)
+
+
+def timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"the timeout must be a number of seconds, not {text[:40]!r}") from None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise InvalidInput(f"the timeout must be between 0 and {MAX_TIMEOUT:g} seconds, not {text[:40]}")
+    return value
+
+
+def api_address(text: str) -> str:
+    """The host's own Kubo RPC: a loopback URL or multiaddr, so a template cannot point it elsewhere."""
+    allowed = (
+        "http://127.0.0.1:",
+        "http://localhost:",
+        "http://[::1]:",
+        "/ip4/127.0.0.1/tcp/",
+        "/ip6/::1/tcp/",
+    )
+    if not text.startswith(allowed) or len(text) > 200 or any(c.isspace() for c in text):
+        raise InvalidInput(f"the Kubo API must be a loopback address, not {text[:80]!r}")
+    return text
+
+
+def tm_name(text: str) -> str:
+    if not TM_NAME.match(text):
+        raise InvalidInput(f"not a transfer driver name: {text[:40]!r}")
+    return text
+
+
+def _bounded_int(text: str, what: str, low: int, high: int) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
+        raise InvalidInput(f"{what} must be a whole number, not {text[:40]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise InvalidInput(f"{what} must be between {low} and {high}, not {value}")
+    return value
+
+
+def boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false", "yes", "no"):
+        raise InvalidInput(f"expected true or false, not {text[:40]!r}")
+    return text.lower() in ("true", "yes")
+
+
+def chunker(text: str) -> str:
+    """Fixed-size chunking only: the same bytes must always give the same CID."""
+    if not CHUNKER.match(text):
+        raise InvalidInput(f"the chunker must look like size-<bytes>, not {text[:40]!r}")
+    return text
+
+
+def hash_name(text: str) -> str:
+    if not HASH_NAME.match(text):
+        raise InvalidInput(f"not a hash function name: {text[:40]!r}")
+    return text

@@ -1,0 +1,208 @@
+"""Images the datastore driver creates: a stable handle for OpenNebula, versions of content in IPFS.
+
+IPFS content is immutable while a persistent image changes, so SOURCE cannot be a CID. SOURCE is a
+handle naming the image (``one-ipfs/ds100/img7``), and the image's CIDs, oldest first, are recorded
+in OpenNebula's own database as image attributes (``IPFS_CID``, ``IPFS_VERSIONS``), where they
+survive the loss of the frontend's IPFS repository and follow OpenNebula HA.
+
+Kubo keeps a single pin per CID, but clones and versions share CIDs, so the datastore's node keeps
+one reference per image version in MFS (``/one-ipfs/refs/<cid>/ds100-img7-v3``) and a CID is unpinned
+only when its last reference goes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from one_ipfs.errors import ContentNotFound, InvalidInput, IpfsTimeout
+from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.rpc import KuboClient, PinProgress
+
+HANDLE_PATTERN = re.compile(r"^one-ipfs/ds(\d{1,9})/img(\d{1,9})$")
+VERSION_PATTERN = re.compile(r"^(\d{1,6}):([A-Za-z0-9]{1,128})$")
+REFS_ROOT = "/one-ipfs/refs"
+MAX_VERSIONS = 10000
+
+
+@dataclass(frozen=True)
+class ImageHandle:
+    """The SOURCE of an image this driver created: no ``:`` and no blanks, as OpenNebula requires."""
+
+    datastore_id: int
+    image_id: int
+
+    def __str__(self) -> str:
+        return f"one-ipfs/ds{self.datastore_id}/img{self.image_id}"
+
+    @classmethod
+    def parse(cls, source: str) -> ImageHandle | None:
+        """The handle in ``source``, or None when SOURCE names fixed content (``/ipfs/...``) instead."""
+        match = HANDLE_PATTERN.match(source)
+        if match is None:
+            return None
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def reference_name(self, version: int) -> str:
+        """The name of one version's pin and MFS reference, unique to this image and version."""
+        return f"one-ds{self.datastore_id}-img{self.image_id}-v{version}"
+
+
+@dataclass(frozen=True)
+class ImageVersions:
+    """An image's content history, oldest first; the last entry is what a deploy gets."""
+
+    entries: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def current(self) -> tuple[int, str] | None:
+        return self.entries[-1] if self.entries else None
+
+    @property
+    def current_cid(self) -> str | None:
+        return self.entries[-1][1] if self.entries else None
+
+    def next_number(self) -> int:
+        return self.entries[-1][0] + 1 if self.entries else 1
+
+    def with_version(self, cid: str) -> ImageVersions:
+        return ImageVersions((*self.entries, (self.next_number(), cid)))
+
+    @classmethod
+    def from_template(cls, template: Mapping[str, str]) -> ImageVersions:
+        """Read ``IPFS_VERSIONS`` (``1:<cid> 2:<cid>``) as the drivers wrote it; anything else is refused."""
+        raw = template.get("IPFS_VERSIONS", "").split()
+        if len(raw) > MAX_VERSIONS:
+            raise InvalidInput(f"IPFS_VERSIONS lists more than {MAX_VERSIONS} versions")
+        entries: list[tuple[int, str]] = []
+        for item in raw:
+            match = VERSION_PATTERN.match(item)
+            if match is None:
+                raise InvalidInput(f"IPFS_VERSIONS holds a malformed entry: {item[:80]!r}")
+            number = int(match.group(1))
+            if entries and number <= entries[-1][0]:
+                raise InvalidInput("IPFS_VERSIONS is not in increasing version order")
+            parse_cid(match.group(2))
+            entries.append((number, match.group(2)))
+        return cls(tuple(entries))
+
+    def attributes(self) -> dict[str, str]:
+        """The image attributes that record this history (written with ``oneimage update``)."""
+        return {
+            "IPFS_CID": self.current_cid or "",
+            "IPFS_VERSIONS": " ".join(f"{number}:{cid}" for number, cid in self.entries),
+        }
+
+
+ProgressLog = Callable[[str], None]
+
+
+class ContentRegistry:
+    """What the datastore's node holds for images, with one reference per image version."""
+
+    def __init__(self, client: KuboClient, lock_dir: Path) -> None:
+        self.client = client
+        self.lock_dir = lock_dir
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Reference changes on one frontend are serialised, so a release never races a hold."""
+        self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.lock_dir / "references.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def hold(
+        self,
+        cid: str,
+        name: str,
+        *,
+        log: ProgressLog,
+        timeout: float,
+        stall_timeout: float,
+        total_bytes: int | None = None,
+    ) -> None:
+        """Pin ``cid`` completely on the datastore's node and reference it as ``name``.
+
+        Returns only once every block is local, so an image is READY only when it is safe.
+        """
+        pin_completely(
+            self.client, cid, name, log=log, timeout=timeout, stall_timeout=stall_timeout, total_bytes=total_bytes
+        )
+        with self._locked():
+            self.client.files_cp(f"/ipfs/{cid}", f"{REFS_ROOT}/{cid}/{name}")
+            # A release may have unpinned the CID between the fetch and the lock; the blocks are
+            # local, so pinning again is instant and keeps pin and reference together.
+            self.client.pin_add(cid, name=name, timeout=timeout)
+
+    def release(self, cid: str, name: str) -> bool:
+        """Drop the reference ``name``; unpin ``cid`` when nothing else references it. True if unpinned."""
+        with self._locked():
+            self.client.files_rm(f"{REFS_ROOT}/{cid}/{name}", force=True)
+            try:
+                remaining = self.client.files_ls(f"{REFS_ROOT}/{cid}")
+            except ContentNotFound:
+                remaining = []
+            if remaining:
+                return False
+            self.client.files_rm(f"{REFS_ROOT}/{cid}", force=True)
+            try:
+                self.client.pin_rm(cid)
+            except ContentNotFound:
+                pass
+            return True
+
+    def references(self, cid: str) -> list[str]:
+        try:
+            return [name for name, _ in self.client.files_ls(f"{REFS_ROOT}/{cid}")]
+        except ContentNotFound:
+            return []
+
+
+def pin_completely(
+    client: KuboClient,
+    cid: str,
+    name: str,
+    *,
+    log: ProgressLog,
+    timeout: float,
+    stall_timeout: float,
+    total_bytes: int | None = None,
+) -> None:
+    """Pin with progress lines and two bounds: the whole transfer, and a transfer that stalls.
+
+    Kubo reports pin progress twice a second, so a count of bytes that stops growing is seen here.
+    """
+    state = {"bytes": -1, "changed": time.monotonic(), "logged": 0.0}
+
+    def on_progress(progress: PinProgress) -> None:
+        now = time.monotonic()
+        if progress.bytes != state["bytes"]:
+            state["bytes"] = progress.bytes
+            state["changed"] = now
+        elif now - state["changed"] > stall_timeout:
+            raise IpfsTimeout(
+                f"no block of {cid} arrived for {stall_timeout:g} s: no reachable node seems to provide it"
+            )
+        if now - state["logged"] >= 5:
+            state["logged"] = now
+            log(_progress_line(cid, progress.bytes, total_bytes))
+
+    client.pin_add(cid, name=name, progress=on_progress, timeout=timeout)
+
+
+def _progress_line(cid: str, done: int, total: int | None) -> str:
+    if total:
+        return f"fetching {cid}: {done >> 20} of {total >> 20} MiB ({100 * done // max(total, 1)}%)"
+    return f"fetching {cid}: {done >> 20} MiB"
+
+
+def state_dir() -> Path:
+    """Where the frontend side keeps its locks (oneadmin's, like OpenNebula's own state)."""
+    return Path(os.environ.get("ONE_IPFS_STATE", "/var/lib/one/.one-ipfs"))

@@ -1,0 +1,115 @@
+"""Put the drivers into an OpenNebula remotes tree.
+
+The remotes tree is what oned runs on the frontend and what ``onehost sync`` copies to every host's
+``/var/tmp/one``. Besides the launchers it carries the host-side bundle: the standard-library-only
+part of this package that hosts run over ssh, stamped with a digest so that the transfer driver can
+tell a host that holds another version and ship the right one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import one_ipfs
+from one_ipfs.errors import StorageError
+
+PACKAGE_DIR = Path(one_ipfs.__file__).resolve().parent
+SOURCE_REMOTES = PACKAGE_DIR.parents[1] / "remotes"
+DRIVER_DIRS = (Path("datastore/ipfs"), Path("tm/ipfs"))
+DEFAULTS = Path("etc/datastore/ipfs/ipfs.conf")
+HOST_LIB = Path("tm/ipfs/lib")
+HOST_LAUNCHER = "one-ipfs-host"
+BUNDLE_STAMP = "BUNDLE"
+
+# The modules a host needs: nothing here imports beyond the standard library.
+HOST_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "ipfs/__init__.py",
+    "ipfs/rpc.py",
+    "ipfs/refs.py",
+    "host/*.py",
+)
+
+HOST_LAUNCHER_TEXT = """#!/usr/bin/env python3
+# Runs one_ipfs's host side from this folder. The transfer driver passes the bundle digest it expects
+# first; exit status 3 tells it that this host holds another version and needs the bundle shipped.
+import os
+import sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+if len(sys.argv) > 2 and sys.argv[1] == "--bundle":
+    with open(os.path.join(here, "BUNDLE")) as stamp:
+        if stamp.read().strip() != sys.argv[2]:
+            sys.stderr.write("one-ipfs host bundle is out of date\\n")
+            sys.exit(3)
+    del sys.argv[1:3]
+sys.path.insert(0, here)
+from one_ipfs.host.__main__ import main  # noqa: E402
+
+sys.exit(main())
+"""
+
+
+def host_bundle_files() -> list[tuple[Path, Path]]:
+    """(source file, path inside ``lib/one_ipfs``) for every module shipped to hosts."""
+    files: list[tuple[Path, Path]] = []
+    for pattern in HOST_MODULES:
+        for source in sorted(PACKAGE_DIR.glob(pattern)):
+            files.append((source, source.relative_to(PACKAGE_DIR)))
+    return files
+
+
+def bundle_digest() -> str:
+    """A digest of the host bundle's content, so any change to host code is a new version."""
+    digest = hashlib.sha256()
+    for source, relative in host_bundle_files():
+        digest.update(str(relative).encode())
+        digest.update(source.read_bytes())
+    digest.update(HOST_LAUNCHER_TEXT.encode())
+    return digest.hexdigest()[:16]
+
+
+def write_host_bundle(lib_dir: Path) -> str:
+    """Write the host bundle into ``lib_dir`` (replacing an older one) and return its digest."""
+    target = lib_dir / "one_ipfs"
+    if target.exists():
+        shutil.rmtree(target)
+    for source, relative in host_bundle_files():
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+    launcher = lib_dir / HOST_LAUNCHER
+    launcher.write_text(HOST_LAUNCHER_TEXT, encoding="utf-8")
+    launcher.chmod(0o755)
+    digest = bundle_digest()
+    (lib_dir / BUNDLE_STAMP).write_text(digest + "\n", encoding="utf-8")
+    return digest
+
+
+def install_remotes(remotes_dir: Path, python: str) -> None:
+    """Copy the launchers and defaults into ``remotes_dir``, record ``python`` and write the host bundle.
+
+    An existing defaults file is kept (it holds the admin's settings) except for the interpreter line.
+    """
+    if not SOURCE_REMOTES.is_dir():
+        raise StorageError(f"the one-ipfs remotes tree is missing at {SOURCE_REMOTES}: reinstall one-ipfs")
+    for driver_dir in DRIVER_DIRS:
+        target = remotes_dir / driver_dir
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(SOURCE_REMOTES / driver_dir, target, symlinks=True)
+    defaults = remotes_dir / DEFAULTS
+    if not defaults.exists():
+        defaults.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SOURCE_REMOTES / DEFAULTS, defaults)
+    text = defaults.read_text(encoding="utf-8")
+    line = f'ONE_IPFS_PYTHON="{python}"'
+    text, count = re.subn(r"(?m)^ONE_IPFS_PYTHON=.*$", lambda _: line, text)
+    if count == 0:
+        text += f"\n{line}\n"
+    defaults.write_text(text, encoding="utf-8")
+    write_host_bundle(remotes_dir / HOST_LIB)

@@ -1,0 +1,348 @@
+"""The transfer driver (TM_MAD ``ipfs``): one function per action in oned's transfer files, and the table.
+
+Actions run on the frontend with oned's argument lists; whatever touches a disk runs on its host
+through ``hostcall``, and whatever touches an image's recorded content goes through the same
+rules as the datastore driver (``datastore.content``), so a saved disk is a new version of the
+image held exactly like an imported one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.datastore import content
+from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported
+from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.opennebula import cli
+from one_ipfs.opennebula.action import VmDisk, parse_vm_xml, read_ds_action
+from one_ipfs.opennebula.location import Location, disk_id_of
+from one_ipfs.opennebula.output import log_info
+from one_ipfs.transfer.hostcall import run_on_host
+
+SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
+MAX_VM_XML = 16 << 20
+HOST_CALL_SLACK = 120.0
+
+
+@dataclass(frozen=True)
+class DiskRequest:
+    """What a deploy-time action (clone, ln) knows: where the image is and where the disk goes."""
+
+    source: str
+    disk: Location
+    vm_id: int
+    datastore_id: int
+
+
+def _int(value: str, what: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidInput(f"{what} must be a non-negative integer, not {value[:40]!r}")
+    return int(value)
+
+
+def _snapshot_id(value: str) -> int:
+    return -1 if value == "-1" else _int(value, "the snapshot id")
+
+
+def _args(args: list[str], count: int, usage: str) -> list[str]:
+    if len(args) != count:
+        raise InvalidInput(f"expected {count} arguments ({usage}), got {len(args)}")
+    return args
+
+
+def _source_of(text: str) -> str:
+    """oned prefixes ``<frontend>:`` to a SOURCE without a colon; drop it to get SOURCE back."""
+    return text.split(":", 1)[1] if ":" in text else text
+
+
+def _config(datastore_id: int) -> DatastoreConfig:
+    return load_config(cli.show_datastore(datastore_id).attributes)
+
+
+def _disk(vm_id: int, location: Location) -> VmDisk:
+    disk_id = disk_id_of(location.path)
+    if disk_id is None:
+        raise InvalidInput(f"{location.path[:200]} is not a VM disk path (…/<vmid>/disk.<n>)")
+    for disk in cli.show_vm(vm_id).disks:
+        if disk.disk_id == disk_id:
+            return disk
+    raise InvalidInput(f"VM {vm_id} has no disk {disk_id}")
+
+
+def _content_of(source: str, image_id: int | None, config: DatastoreConfig) -> str:
+    return content.current_cid(source, image_id, config)
+
+
+def _host_timeout(config: DatastoreConfig) -> float:
+    return config.transfer_timeout + HOST_CALL_SLACK
+
+
+def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str) -> None:
+    disk = _disk(request.vm_id, request.disk)
+    handle = ImageHandle.parse(request.source)
+    cid = _content_of(request.source, handle.image_id if handle else disk.image_id, config)
+    size_mb = max(disk.size_mb or 0, disk.original_size_mb or 0)
+    log_info(f"deploying {cid} to {request.disk.host}:{request.disk.path}")
+    run_on_host(
+        request.disk.host,
+        "fetch",
+        [
+            "--cid", cid,
+            "--disk", request.disk.path,
+            "--size-mb", str(size_mb),
+            "--timeout", f"{config.transfer_timeout:g}",
+            "--stall-timeout", f"{config.stall_timeout:g}",
+            "--api", config.host_api,
+            "--mode", mode,
+            "--cache-max-mb", str(config.host_cache_mb),
+            "--vm", str(request.vm_id),
+        ],
+        timeout=_host_timeout(config),
+    )
+
+
+def _deploy_request(args: list[str]) -> DiskRequest:
+    source, disk, vm_id, ds_id = _args(args, 4, "fe:SOURCE host:remote_system_ds/disk.i vmid dsid")
+    return DiskRequest(_source_of(source), Location.parse(disk), _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"))
+
+
+def clone(args: list[str], stdin: BinaryIO) -> None:
+    """Non-persistent disk: the host's node fetches the image and writes a private, sparse copy."""
+    request = _deploy_request(args)
+    config = _config(request.datastore_id)
+    _fetch(request, config, mode=config.deploy_mode.lower())
+
+
+def ln(args: list[str], stdin: BinaryIO) -> None:
+    """Persistent disk: like clone, but only images this driver created can take changes back."""
+    request = _deploy_request(args)
+    if ImageHandle.parse(request.source) is None:
+        raise ImmutableImage(
+            f"{request.source[:200]} names fixed IPFS content and cannot be a persistent disk: "
+            "import it with a PATH (oneimage create --path) or clone it to get an image that can be saved"
+        )
+    _fetch(request, _config(request.datastore_id), mode="copy")
+
+
+def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, snapshot_id: int) -> None:
+    """Add a disk on its host, pin it on the datastore's node, then record it as the image's next version."""
+    handle = ImageHandle.parse(target_source)
+    if handle is None:
+        raise ImmutableImage(f"{target_source[:200]} names fixed IPFS content: a disk cannot be saved into it")
+    config = _config(datastore_id)
+    image = cli.show_image(handle.image_id)
+    versions = ImageVersions.from_template(image.template)
+    path = disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}"
+    settings = config.import_settings
+    saved = run_on_host(
+        disk.host,
+        "save",
+        [
+            "--disk", path,
+            "--format", image.format or "raw",
+            "--api", config.host_api,
+            "--timeout", f"{config.transfer_timeout:g}",
+            "--chunker", settings.chunker,
+            "--cid-version", str(settings.cid_version),
+            "--raw-leaves", "true" if settings.raw_leaves else "false",
+            "--hash", settings.hash,
+            "--vm", str(vm_id),
+        ],
+        timeout=_host_timeout(config),
+    )
+    cid = saved.get("cid")
+    if not isinstance(cid, str):
+        raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
+    if versions.current_cid == cid:
+        log_info(f"disk {disk.path} is unchanged ({cid}): image {handle.image_id} keeps its current version")
+        return
+    updated = versions.with_version(cid)
+    number = updated.entries[-1][0]
+    log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
+    content.hold(cid, handle.reference_name(number), config, total_bytes=int(saved.get("size", 0)) or None)
+    try:
+        cli.update_image(handle.image_id, {**updated.attributes(), **content.import_attributes(config)})
+    except Exception:
+        content.release(cid, handle.reference_name(number), config)
+        raise
+    log_info(f"image {handle.image_id} is now version {number}: {cid}")
+
+
+def mvds(args: list[str], stdin: BinaryIO) -> None:
+    """Save a persistent disk back into its image as a new version; the previous one stays intact."""
+    disk, source, vm_id, ds_id = _args(args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
+    _save(Location.parse(disk), source, _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"), -1)
+
+
+def cpds(args: list[str], stdin: BinaryIO) -> None:
+    """Save-as: the disk (or one of its snapshots) becomes the content of the image mkfs created."""
+    disk, source, snap_id, vm_id, ds_id = _args(args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid")
+    _save(
+        Location.parse(disk),
+        source,
+        _int(vm_id, "the VM id"),
+        _int(ds_id, "the datastore id"),
+        _snapshot_id(snap_id),
+    )
+
+
+def delete(args: list[str], stdin: BinaryIO) -> None:
+    """Remove a disk (or a VM folder) from its host and release the host's cache reference."""
+    target, vm_id, ds_id = _args(args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
+    location = Location.parse(target)
+    config = _config(_int(ds_id, "the datastore id"))
+    kind = "--disk" if disk_id_of(location.path) is not None else "--dir"
+    run_on_host(
+        location.host,
+        "delete",
+        [kind, location.path, "--vm", str(_int(vm_id, "the VM id")), "--cache-max-mb", str(config.host_cache_mb)],
+        timeout=_host_timeout(config),
+    )
+
+
+def mv(args: list[str], stdin: BinaryIO) -> None:
+    """Stop, undeploy, resume, cold migrate: the system datastore moves the folder; an overlay's base
+    is fetched on the target from IPFS rather than carried from the source host."""
+    source, target, vm_id, ds_id = _args(args, 4, "src_host:dir[/disk.i] dst_host:dir[/disk.i] vmid dsid")
+    src, dst = Location.parse(source), Location.parse(target)
+    if disk_id_of(dst.path) is None or src.host == dst.host:
+        return
+    vm = _int(vm_id, "the VM id")
+    config = _config(_int(ds_id, "the datastore id"))
+    if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
+        return
+    _prefetch(dst.host, _disk(vm, dst), vm, config)
+
+
+def _is_frontend(host: str) -> bool:
+    import socket
+
+    return host in ("localhost", socket.gethostname(), socket.getfqdn())
+
+
+def _prefetch(host: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> None:
+    if not disk.source:
+        return
+    handle = ImageHandle.parse(disk.source)
+    cid = _content_of(disk.source, handle.image_id if handle else disk.image_id, config)
+    run_on_host(
+        host,
+        "prefetch",
+        [
+            "--cid", cid,
+            "--api", config.host_api,
+            "--timeout", f"{config.transfer_timeout:g}",
+            "--stall-timeout", f"{config.stall_timeout:g}",
+            "--mode", config.deploy_mode.lower(),
+            "--vm", str(vm_id),
+        ],
+        timeout=_host_timeout(config),
+    )
+
+
+def _migrate_vm(args: list[str], stdin: BinaryIO) -> tuple[str, str, int, list[VmDisk]]:
+    """Parse a live-migration step: 5 arguments (6 when another TM forwards it) and the base64 VM."""
+    if len(args) not in (5, 6):
+        raise InvalidInput(f"expected 5 or 6 arguments (src_host dst_host dir vmid dsid [tm]), got {len(args)}")
+    src_host = Location.parse(f"{args[0]}:/").host
+    dst_host = Location.parse(f"{args[1]}:/").host
+    vm_id = _int(args[3], "the VM id")
+    payload = stdin.read(MAX_VM_XML + 1)
+    if len(payload) > MAX_VM_XML:
+        raise InvalidInput("the VM template on stdin is too large")
+    try:
+        text = base64.b64decode(payload.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("the VM template on stdin is not base64-encoded XML") from None
+    disks = [d for d in parse_vm_xml(text).disks if d.tm_mad == "ipfs"] if text else cli.show_vm(vm_id).disks
+    return src_host, dst_host, vm_id, disks
+
+
+def premigrate(args: list[str], stdin: BinaryIO) -> None:
+    """Before a live migration the target's node fetches what the VM's disks are made of, from IPFS."""
+    _, dst_host, vm_id, disks = _migrate_vm(args, stdin)
+    for disk in disks:
+        if disk.datastore_id is not None:
+            _prefetch(dst_host, disk, vm_id, _config(disk.datastore_id))
+
+
+def postmigrate(args: list[str], stdin: BinaryIO) -> None:
+    """After a live migration the source host lets go of this VM's cache references."""
+    src_host, _, vm_id, disks = _migrate_vm(args, stdin)
+    _release_vm(src_host, vm_id, disks)
+
+
+def failmigrate(args: list[str], stdin: BinaryIO) -> None:
+    """A failed live migration: the target lets go of what premigrate fetched for this VM."""
+    _, dst_host, vm_id, disks = _migrate_vm(args, stdin)
+    _release_vm(dst_host, vm_id, disks)
+
+
+def _release_vm(host: str, vm_id: int, disks: list[VmDisk]) -> None:
+    for disk in disks:
+        if disk.datastore_id is None:
+            continue
+        config = _config(disk.datastore_id)
+        run_on_host(
+            host,
+            "release",
+            ["--vm", str(vm_id), "--cache-max-mb", str(config.host_cache_mb)],
+            timeout=_host_timeout(config),
+        )
+        return
+
+
+def _disk_step(command: str, extra: str) -> Callable[[list[str], BinaryIO], None]:
+    """snap_create, snap_revert, snap_delete and resize: each a file operation on the disk's host."""
+
+    def step(args: list[str], stdin: BinaryIO) -> None:
+        disk, value, _vm_id, ds_id = _args(args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
+        location = Location.parse(disk)
+        number = _int(value, extra)
+        config = _config(_int(ds_id, "the datastore id"))
+        option = "--size-mb" if command == "resize" else "--snap-id"
+        run_on_host(location.host, command, ["--disk", location.path, option, str(number)], timeout=_host_timeout(config))
+
+    step.__doc__ = f"``{command}`` on the disk's host, as OpenNebula's ssh driver does for file disks."
+    return step
+
+
+def monitor(args: list[str], stdin: BinaryIO) -> str:
+    """Capacity of the datastore's node, for a system datastore that uses this driver."""
+    action, _ = read_ds_action(args, stdin)
+    used, total, free = content.capacity_mb(load_config(action.datastore.attributes))
+    return f"USED_MB={used}\nTOTAL_MB={total}\nFREE_MB={free}"
+
+
+ACTIONS: dict[str, Callable[[list[str], BinaryIO], str | None]] = {
+    "clone": clone,
+    "ln": ln,
+    "mvds": mvds,
+    "cpds": cpds,
+    "delete": delete,
+    "mv": mv,
+    "premigrate": premigrate,
+    "postmigrate": postmigrate,
+    "failmigrate": failmigrate,
+    "snap_create": _disk_step("snapshot-create", "snap_id"),
+    "snap_revert": _disk_step("snapshot-revert", "snap_id"),
+    "snap_delete": _disk_step("snapshot-delete", "snap_id"),
+    "resize": _disk_step("resize", "size_mb"),
+    "monitor": monitor,
+}
+
+
+def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
+    """Run the action a transfer-file line names; ``clone.ssh`` and friends run ``clone``."""
+    base, _, suffix = name.partition(".")
+    if suffix and suffix not in SUFFIXES:
+        raise NotSupported(f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}")
+    action_fn = ACTIONS.get(base)
+    if action_fn is None:
+        raise NotSupported(f"the ipfs transfer driver has no action {name[:40]!r}")
+    return action_fn(args, stdin)

@@ -1,0 +1,135 @@
+"""Running the host side of an action over ssh, as OpenNebula's own TM drivers reach hosts.
+
+Hosts run the standard-library bundle from the remotes tree that ``onehost sync`` copied to
+``/var/tmp/one``. A host that lacks it, or holds another version, gets it over this same ssh
+connection, so a forgotten sync never breaks a deploy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from one_ipfs.config import remotes_dir
+from one_ipfs.errors import HostError
+from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LAUNCHER, HOST_LIB
+
+STALE_BUNDLE = 3
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
+LOG_PREFIXES = ("INFO:", "ERROR:", "WARN:", "DEBUG:")
+UNPACK = (
+    "import sys, tarfile; "
+    "tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz').extractall(sys.argv[1])"
+)
+
+
+def remote_lib() -> str:
+    """Where the bundle sits on hosts: OpenNebula's SCRIPTS_REMOTE_DIR plus the driver's lib folder."""
+    return f"{os.environ.get('ONE_IPFS_SCRIPTS_REMOTE_DIR', '/var/tmp/one')}/{HOST_LIB}"
+
+
+def local_lib() -> Path:
+    return remotes_dir() / HOST_LIB
+
+
+def ssh_argv(host: str, remote: list[str]) -> list[str]:
+    """ssh's remote command is one string for the remote shell: every word is quoted, none trusted."""
+    return ["ssh", *SSH_OPTIONS, "--", host, shlex.join(remote)]
+
+
+def run_on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, Any]:
+    """Run ``one-ipfs-host <command> <args>`` on ``host``; its log lines flow into the driver's log.
+
+    Returns the JSON object the host printed (empty when it printed none); a failure raises
+    HostError with the host's own one-line reason.
+    """
+    digest = (local_lib() / BUNDLE_STAMP).read_text(encoding="utf-8").strip()
+    remote = ["python3", f"{remote_lib()}/{HOST_LAUNCHER}", "--bundle", digest, command, *args]
+    code, out, reason = _run(host, remote, timeout=timeout)
+    if code == STALE_BUNDLE or (code == 2 and "can't open file" in reason):
+        ship_bundle(host, timeout=timeout)
+        code, out, reason = _run(host, remote, timeout=timeout)
+    if code != 0:
+        raise HostError(f"{host}: {reason or f'{command} failed with exit code {code}'}")
+    text = out.strip()
+    if not text:
+        return {}
+    try:
+        result = json.loads(text.splitlines()[-1])
+    except json.JSONDecodeError:
+        raise HostError(f"{host}: {command} printed something that is not its JSON result") from None
+    if not isinstance(result, dict):
+        raise HostError(f"{host}: {command} printed something that is not its JSON result")
+    return result
+
+
+def ship_bundle(host: str, *, timeout: float) -> None:
+    """Copy the host bundle of this frontend to ``host`` over ssh (it replaces any older one)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(local_lib(), arcname=".")
+    remote = ["sh", "-c", 'mkdir -p "$1" && exec python3 -c "$2" "$1"', "sh", remote_lib(), UNPACK]
+    try:
+        result = subprocess.run(
+            ssh_argv(host, remote), input=archive.getvalue(), capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise HostError(f"{host}: copying the one-ipfs host bundle took longer than {timeout:g} s") from None
+    if result.returncode != 0:
+        raise HostError(f"{host}: cannot copy the one-ipfs host bundle: {_last_plain_line(result.stderr)}")
+    sys.stderr.write(f"INFO: copied the one-ipfs host bundle to {host}\n")
+
+
+def _run(host: str, remote: list[str], *, timeout: float) -> tuple[int, str, str]:
+    """Run over ssh, relaying the host's log lines live; return (exit code, stdout, last plain line)."""
+    process = subprocess.Popen(
+        ssh_argv(host, remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    plain: list[str] = []
+    relay = threading.Thread(target=_relay_log, args=(process.stderr, plain), daemon=True)
+    relay.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        out = process.stdout.read() if process.stdout is not None else b""
+        process.wait()
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise HostError(f"{host}: the host side did not finish within {timeout:g} s")
+    relay.join(timeout=5)
+    reason = plain[-1] if plain else ""
+    if process.returncode == 255 and not reason:
+        reason = "ssh could not reach the host"
+    return process.returncode, out.decode(errors="replace"), reason
+
+
+def _relay_log(stream: IO[bytes] | None, plain: list[str]) -> None:
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip("\n")
+        if line.startswith(LOG_PREFIXES):
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        elif line.strip():
+            plain.append(line.strip())
+
+
+def _last_plain_line(stderr: bytes) -> str:
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no message"

@@ -1,0 +1,799 @@
+"""The test bed: a frontend and N hypervisor hosts on one machine, with real Kubo nodes, sshd and namespaces.
+
+Topology (default Layout, design.md section 7)::
+
+    root namespace                                  bridge oibr0 (no address)
+      frontend Kubo: RPC 127.0.0.1:5001,              |-- oi-feb ~ oi-fea  198.18.0.1/24   (root namespace)
+        gateway 127.0.0.1:8080,                       |-- oi-h1a ~ oi-h1b  198.18.0.11/24  (netns oi-h1)
+        swarm 198.18.0.1:4001                         |-- oi-h2a ~ oi-h2b  198.18.0.12/24  (netns oi-h2)
+      frontend mount ns: /var/lib/one = BED/frontend/var-lib-one (drivers run there as oneadmin)
+    netns oi-h<k> + own mount ns (/var/lib/one, /var/tmp/one = BED/h<k>/var-lib-one, var-tmp-one):
+      Kubo (RPC 127.0.0.1:5001 in the netns, swarm 198.18.0.(10+k):4001), sshd on 198.18.0.(10+k):22
+
+The frontend's address sits on a veth of its own rather than on the bridge, so that every link, the
+frontend's included, is a veth pair that a token bucket on each end limits in both directions
+(``set_rate``): what a node sends leaves through its inner end, what it receives through its bridge port.
+
+Every node shares one swarm key and peers with every other. The bed's state is kept in BED/state.json, so
+``python -m testbed status|down`` work from another process, and ``up`` first removes whatever a killed
+run left (processes carrying the bed's marker, namespaces and links with the bed's prefix).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import json
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from one_ipfs.errors import HostError, StorageError
+from one_ipfs.ipfs import network
+from testbed import kubo, sshd, system
+from testbed.kubo import Node
+from testbed.system import (
+    NETNS_DIR,
+    ONEADMIN,
+    ONEADMIN_HOME,
+    Process,
+    add_veth,
+    check_traversable,
+    ensure_oneadmin,
+    links,
+    marked_processes,
+    namespace_id,
+    netns_list,
+    netns_processes,
+    port_free,
+    processes_in_namespace,
+    run,
+    spawn,
+    stop_processes,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = REPO / ".bed"
+VAR_TMP_ONE = Path("/var/tmp/one")
+BED_FILE = ".one-ipfs-bed"
+"""Marks a folder as a bed root, the only kind of folder ``up`` empties."""
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names and addresses of one bed.
+
+    The default is the layout the whole project assumes. Another one (its own prefix, a /25 inside
+    198.18.0.0/24, other frontend ports) lets a second, small bed run beside the first.
+    """
+
+    prefix: str = "oi"
+    frontend_address: str = "198.18.0.1"
+    prefix_length: int = 24
+    host_offset: int = 10
+    """Host k gets the network's address + host_offset + k."""
+    extra_offset: int = 200
+    """Nodes added by ``add_node`` get the network's address + extra_offset + i."""
+    frontend_api_port: int = kubo.API_PORT
+    frontend_gateway_port: int = kubo.GATEWAY_PORT
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}br0"
+
+    def netns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def address(self, offset: int) -> str:
+        net = ipaddress.ip_network(f"{self.frontend_address}/{self.prefix_length}", strict=False)
+        address = net.network_address + offset
+        if address not in net or address in (net.network_address, net.broadcast_address):
+            raise HostError(f"test bed: offset {offset} falls outside {net}")
+        return str(address)
+
+
+@dataclass
+class Host:
+    """A hypervisor host: its network namespace, its own /var/lib/one and /var/tmp/one, its Kubo node.
+
+    ``var_lib_one`` and ``var_tmp_one`` are the root namespace's paths of the folders the host sees at
+    /var/lib/one and /var/tmp/one.
+    """
+
+    name: str
+    address: str
+    netns: str
+    folder: Path
+    var_lib_one: Path
+    var_tmp_one: Path
+    node: Node
+
+
+class Bed:
+    """A running bed. Build it with ``Bed.up()`` (or ``Bed.load()`` for one another process started)."""
+
+    def __init__(self, root: Path, layout: Layout, swarm_key: bytes, rate_mbit: float | None) -> None:
+        self.root = root
+        self.layout = layout
+        self.swarm_key = swarm_key
+        self.rate_mbit = rate_mbit
+        self.frontend = Node(
+            name="frontend",
+            repo=root / "frontend" / "ipfs",
+            api=f"http://127.0.0.1:{layout.frontend_api_port}",
+            gateway=f"http://127.0.0.1:{layout.frontend_gateway_port}",
+            peer_id="",
+            swarm_address=f"/ip4/{layout.frontend_address}/tcp/{kubo.SWARM_PORT}",
+            netns=None,
+        )
+        self.hosts: list[Host] = []
+        self.extras: list[Node] = []
+        self._processes: dict[str, Process] = {}
+        self._popens: dict[str, subprocess.Popen[bytes]] = {}
+        self._namespaces: dict[str, str] = {}  # holder name -> mount namespace identity
+        self._lock = threading.Lock()
+        self._previous_handlers: dict[int, Any] = {}
+
+    # Bring-up -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def up(
+        cls,
+        hosts: int = 3,
+        rate_mbit: float | None = None,
+        root: Path = DEFAULT_ROOT,
+        layout: Layout = Layout(),
+    ) -> Bed:
+        """Start a frontend and ``hosts`` hosts, all connected; tear everything down again on any failure.
+
+        Until ``down()`` (or ``detach()``), an exit of this process, Ctrl-C or SIGTERM also tears it down.
+        """
+        _require_root()
+        if hosts < 1:
+            raise HostError(f"test bed: at least one host is needed, not {hosts}")
+        root = root.resolve()
+        clear(root, layout)
+        _prepare_root(root)
+        bed = cls(root, layout, network.generate_swarm_key(), rate_mbit)
+        bed._arm()
+        try:
+            bed._build(hosts)
+        except BaseException:
+            bed.down()
+            raise
+        return bed
+
+    def _build(self, count: int) -> None:
+        user = ensure_oneadmin()
+        _check_driver_python(user)
+        layout = self.layout
+        for port in (layout.frontend_api_port, layout.frontend_gateway_port):
+            if not port_free("127.0.0.1", port):
+                raise HostError(f"test bed: 127.0.0.1:{port} is in use; the frontend's Kubo node needs it")
+        self.hosts = [self._describe_host(k) for k in range(1, count + 1)]
+        self._save()
+        self._create_repositories()
+        self._create_network()
+        if self.rate_mbit is not None:
+            targets: list[Host | str] = ["frontend", *self.hosts]
+            for target in targets:
+                self.set_rate(target, self.rate_mbit)
+        for mountpoint in (ONEADMIN_HOME, VAR_TMP_ONE):
+            mountpoint.mkdir(parents=True, exist_ok=True)
+        self._start_frontend_namespace(user)
+        self._start_sshds(user)
+        deadline = time.monotonic() + START_TIMEOUT
+        nodes = self.nodes
+        for node in nodes:
+            self._start_daemon(node)
+        for node in nodes:
+            kubo.wait_ready(node, self._processes[f"{node.name}/kubo"], deadline)
+        kubo.wait_connected(nodes, deadline)
+
+    def _describe_host(self, k: int) -> Host:
+        name = f"h{k}"
+        folder = self.root / name
+        address = self.layout.address(self.layout.host_offset + k)
+        netns = self.layout.netns(name)
+        node = Node(
+            name=name,
+            repo=folder / "ipfs",
+            api=f"http://127.0.0.1:{kubo.API_PORT}",
+            gateway=f"http://127.0.0.1:{kubo.GATEWAY_PORT}",
+            peer_id="",
+            swarm_address=f"/ip4/{address}/tcp/{kubo.SWARM_PORT}",
+            netns=netns,
+        )
+        return Host(name, address, netns, folder, folder / "var-lib-one", folder / "var-tmp-one", node)
+
+    def _create_repositories(self) -> None:
+        nodes = self.nodes
+        for node in nodes:
+            node.repo.parent.mkdir(parents=True, exist_ok=True)
+            node.peer_id = network.init_repository(kubo.KUBO, node.repo)
+        for node in nodes:
+            peers = tuple(network.Peer(o.peer_id, (o.swarm_address,)) for o in nodes if o is not node)
+            network.configure_private_node(node.repo, self.swarm_key, self._settings(node, peers))
+        self._save()
+
+    def _settings(self, node: Node, peers: tuple[network.Peer, ...]) -> network.NodeSettings:
+        api, gateway = (
+            (self.layout.frontend_api_port, self.layout.frontend_gateway_port)
+            if node is self.frontend
+            else (kubo.API_PORT, kubo.GATEWAY_PORT)
+        )
+        return network.NodeSettings(
+            swarm_addresses=(node.swarm_address,),
+            api_address=f"/ip4/127.0.0.1/tcp/{api}",
+            gateway_address=f"/ip4/127.0.0.1/tcp/{gateway}",
+            peers=peers,
+        )
+
+    def _create_network(self) -> None:
+        layout = self.layout
+        run(["ip", "link", "add", layout.bridge, "type", "bridge"])
+        # Bridged frames must not meet the machine's firewall (br_netfilter may be loaded by e.g. docker).
+        run(
+            [
+                "ip",
+                "link",
+                "set",
+                layout.bridge,
+                "type",
+                "bridge",
+                "nf_call_iptables",
+                "0",
+                "nf_call_ip6tables",
+                "0",
+                "nf_call_arptables",
+                "0",
+            ]
+        )
+        run(["ip", "link", "set", layout.bridge, "up"])
+        frontend_link = f"{layout.frontend_address}/{layout.prefix_length}"
+        add_veth(f"{layout.prefix}-feb", f"{layout.prefix}-fea", layout.bridge, None, frontend_link)
+        for host in self.hosts:
+            run(["ip", "netns", "add", host.netns])
+            link = f"{host.address}/{layout.prefix_length}"
+            add_veth(f"{host.netns}a", f"{host.netns}b", layout.bridge, host.netns, link)
+
+    def _start_frontend_namespace(self, user: pwd.struct_passwd) -> None:
+        folder = self.root / "frontend" / "var-lib-one"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        self._start_holder("frontend", [], {ONEADMIN_HOME: folder})
+
+    def _start_sshds(self, user: pwd.struct_passwd) -> None:
+        keys = []
+        for host in self.hosts:
+            for folder in (host.var_lib_one, host.var_tmp_one):
+                folder.mkdir(parents=True, exist_ok=True)
+                os.chown(folder, user.pw_uid, user.pw_gid)
+            keys.append((host.name, host.address, sshd.host_key(host.folder)))
+        client_key = sshd.setup_client(self.root / "frontend" / "var-lib-one" / ".ssh", user, keys)
+        authorized = self.root / "authorized_keys"
+        authorized.write_text(client_key + "\n")
+        authorized.chmod(0o644)
+        for host in self.hosts:
+            self._start_holder(
+                host.name,
+                ["ip", "netns", "exec", host.netns],
+                {ONEADMIN_HOME: host.var_lib_one, VAR_TMP_ONE: host.var_tmp_one},
+            )
+            config = sshd.write_sshd_config(host.folder, host.address, authorized)
+            self._spawn(
+                f"{host.name}/sshd",
+                [*self._enter(host.name), *sshd.sshd_command(config)],
+                log=host.folder / "sshd.log",
+                cwd=host.folder,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        for host in self.hosts:
+            _wait_listening(host.address, 22, self._processes[f"{host.name}/sshd"], deadline, host.folder)
+
+    def _start_holder(self, name: str, prefix: list[str], binds: Mapping[Path, Path]) -> None:
+        """A process that only holds a private mount namespace in which ``binds`` are mounted.
+
+        Everything of that node (sshd, Kubo, the drivers) is started into this namespace with nsenter.
+        """
+        holder = f"{name}/namespace"
+        self._spawn(
+            holder,
+            [*prefix, "unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+            log=self.root / name / "namespace.log",
+            cwd=self.root,
+        )
+        process = self._processes[holder]
+        deadline = time.monotonic() + 10.0
+        # unshare execs sleep only once the namespace is private: mount before that and the root one gets it.
+        while _command_name(process.pid) != "sleep":
+            if time.monotonic() > deadline or not process.alive():
+                raise HostError(f"test bed: the mount namespace of {name} did not come up")
+            time.sleep(0.01)
+        identity = namespace_id(process.pid, "mnt")
+        if identity is None or identity == namespace_id(os.getpid(), "mnt"):
+            raise HostError(f"test bed: the mount namespace of {name} is not a namespace of its own")
+        self._namespaces[holder] = identity
+        self._save()
+        for target, source in binds.items():
+            run(["nsenter", "-t", str(process.pid), "-m", "mount", "--bind", source, target])
+
+    def _enter(self, name: str) -> list[str]:
+        """nsenter into the namespaces of ``name`` (``frontend``: its mount namespace; a host: both)."""
+        pid = str(self._processes[f"{name}/namespace"].pid)
+        return ["nsenter", "-t", pid, "-m"] if name == "frontend" else ["nsenter", "-t", pid, "-m", "-n"]
+
+    def _start_daemon(self, node: Node) -> None:
+        if node.netns is None:
+            prefix = []
+        elif f"{node.name}/namespace" in self._processes:
+            prefix = self._enter(node.name)
+        else:
+            prefix = ["nsenter", f"--net={NETNS_DIR / node.netns}"]
+        process, popen = kubo.start_daemon(node, prefix, str(self.root))
+        self._track(f"{node.name}/kubo", process, popen)
+
+    def _spawn(self, name: str, argv: Sequence[str | os.PathLike[str]], *, log: Path, cwd: Path) -> None:
+        env = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
+        process, popen = spawn(name, argv, log=log, env=env, marker=str(self.root), cwd=cwd)
+        self._track(name, process, popen)
+
+    def _track(self, name: str, process: Process, popen: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._processes[name] = process
+            self._popens[name] = popen
+        self._save()
+
+    # Using the bed --------------------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The frontend's node, then the hosts' (nodes added with ``add_node`` are in ``extras``)."""
+        return [self.frontend, *(host.node for host in self.hosts)]
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise HostError(f"test bed: no host named {name}")
+
+    def frontend_command(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        user: str = ONEADMIN,
+        *,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        check: bool = False,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` on the frontend as ``user``, where /var/lib/one is the frontend's folder.
+
+        The environment is a login-like base (PATH, HOME, USER, LOGNAME, LANG) updated with ``env``;
+        the working directory is /var/lib/one. Output is captured.
+        """
+        account = pwd.getpwnam(user)
+        base = {"PATH": BASE_PATH, "HOME": account.pw_dir, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
+        drop = (
+            []
+            if account.pw_uid == 0
+            else ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
+        )
+        command = [
+            *self._enter("frontend"),
+            f"--wd={ONEADMIN_HOME}",
+            "--",
+            *drop,
+            *[os.fspath(a) for a in argv],
+        ]
+        return subprocess.run(
+            command,
+            env={**base, **(env or {})},
+            input=input,
+            capture_output=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def host_run(
+        self,
+        host: Host,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        input: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` as root on ``host``, in its network and mount namespaces (its loopback and folders)."""
+        command = [*self._enter(host.name), "--wd=/", "--", *[os.fspath(a) for a in argv]]
+        result = subprocess.run(
+            command,
+            env={"PATH": BASE_PATH, "LANG": "C.UTF-8"},
+            input=input,
+            capture_output=True,
+            check=False,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            reason = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
+            raise HostError(
+                f"test bed: {shlex.join([os.fspath(a) for a in argv])} on {host.name} failed: {reason}"
+            )
+        return result
+
+    def ssh(
+        self,
+        host: Host,
+        argv: Sequence[str],
+        user: str = ONEADMIN,
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """ssh from the frontend to ``host`` as ``user`` (the same account on both ends).
+
+        oneadmin goes through its ``~/.ssh/config`` exactly as the drivers do (``ssh h1 ...``); another
+        user gets the same key and known_hosts on the command line.
+        """
+        remote = shlex.join(argv)
+        if user == ONEADMIN:
+            command = ["ssh", host.name, remote]
+        else:
+            seen = ONEADMIN_HOME / ".ssh"
+            command = [
+                "ssh",
+                "-i",
+                str(seen / sshd.CLIENT_KEY),
+                "-o",
+                f"UserKnownHostsFile={seen / 'known_hosts'}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-l",
+                user,
+                host.address,
+                remote,
+            ]
+        return self.frontend_command(command, user=user, input=input, timeout=timeout)
+
+    def stop_node(self, node: Node) -> None:
+        """Stop a node's Kubo daemon (SIGTERM, as a service manager would)."""
+        name = f"{node.name}/kubo"
+        with self._lock:
+            process = self._processes.pop(name, None)
+        if process is not None:
+            stop_processes([process])
+            self._forget(name)
+        self._save()
+
+    def start_node(self, node: Node, *, wait_peers: bool = True) -> None:
+        """Start a stopped node again and wait until its RPC answers and it is connected to every bed node."""
+        if f"{node.name}/kubo" in self._processes:
+            raise HostError(f"test bed: the Kubo node of {node.name} is already running")
+        self._start_daemon(node)
+        deadline = time.monotonic() + START_TIMEOUT
+        kubo.wait_ready(node, self._processes[f"{node.name}/kubo"], deadline)
+        if wait_peers:
+            kubo.wait_connected([n for n in self.nodes if f"{n.name}/kubo" in self._processes], deadline)
+
+    def set_rate(self, target: Host | Node | str, mbit: float | None) -> None:
+        """Limit a node's link to ``mbit`` Mbit/s in each direction (None removes the limit).
+
+        ``target``: a Host, a Node, or a name (``frontend``, ``h1``).
+        """
+        name = target if isinstance(target, str) else target.name
+        layout = self.layout
+        if name == "frontend":
+            ends: list[tuple[str, str | None]] = [
+                (f"{layout.prefix}-fea", None),
+                (f"{layout.prefix}-feb", None),
+            ]
+        else:
+            netns = layout.netns(name)
+            ends = [(f"{netns}b", netns), (f"{netns}a", None)]
+        for device, inside in ends:
+            system.set_rate(device, inside, mbit)
+
+    def add_node(self, name: str, swarm_key: bytes | None = None) -> Node:
+        """An extra Kubo node in a namespace of its own on the bridge (no sshd, no folders).
+
+        It peers with every bed node, but the bed's nodes do not list it. ``swarm_key`` defaults to the
+        bed's; another key makes an outsider that must not get in.
+        """
+        index = len(self.extras) + 1
+        address = self.layout.address(self.layout.extra_offset + index)
+        netns = self.layout.netns(name)
+        node = Node(
+            name=name,
+            repo=self.root / name / "ipfs",
+            api=f"http://127.0.0.1:{kubo.API_PORT}",
+            gateway=f"http://127.0.0.1:{kubo.GATEWAY_PORT}",
+            peer_id="",
+            swarm_address=f"/ip4/{address}/tcp/{kubo.SWARM_PORT}",
+            netns=netns,
+        )
+        node.repo.parent.mkdir(parents=True, exist_ok=True)
+        node.peer_id = network.init_repository(kubo.KUBO, node.repo)
+        peers = tuple(network.Peer(o.peer_id, (o.swarm_address,)) for o in self.nodes)
+        network.configure_private_node(node.repo, swarm_key or self.swarm_key, self._settings(node, peers))
+        self.extras.append(node)
+        run(["ip", "netns", "add", netns])
+        self._save()
+        add_veth(
+            f"{netns}a", f"{netns}b", self.layout.bridge, netns, f"{address}/{self.layout.prefix_length}"
+        )
+        self._start_daemon(node)
+        kubo.wait_ready(node, self._processes[f"{name}/kubo"], time.monotonic() + START_TIMEOUT)
+        return node
+
+    def remove_node(self, node: Node) -> None:
+        """Stop a node added with ``add_node`` and remove its namespace and link."""
+        node.close()
+        self.stop_node(node)
+        assert node.netns is not None
+        for pid_process in netns_processes(node.netns):
+            stop_processes([pid_process])
+        run(["ip", "netns", "del", node.netns], check=False)
+        run(["ip", "link", "del", f"{node.netns}a"], check=False)
+        self.extras = [n for n in self.extras if n is not node]
+        self._save()
+
+    # Teardown -------------------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every process, remove every namespace and link of this bed (idempotent)."""
+        self._disarm()
+        for node in [*self.nodes, *self.extras]:
+            node.close()
+        clear(self.root, self.layout)
+        for name in list(self._popens):
+            self._forget(name)
+        self._processes.clear()
+
+    def detach(self) -> None:
+        """Leave the bed running after this process exits (``python -m testbed up``)."""
+        self._disarm()
+        for node in [*self.nodes, *self.extras]:
+            node.close()
+        self._popens.clear()
+
+    def __enter__(self) -> Bed:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.down()
+
+    def _forget(self, name: str) -> None:
+        popen = self._popens.pop(name, None)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=1)
+
+    def _arm(self) -> None:
+        """Tear down on interpreter exit and on SIGTERM/SIGHUP (Ctrl-C raises KeyboardInterrupt anyway)."""
+        atexit.register(self.down)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    self._previous_handlers[sig] = signal.signal(sig, _exit_on_signal)
+
+    def _disarm(self) -> None:
+        atexit.unregister(self.down)
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+
+    # State ----------------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        with self._lock:
+            state = {
+                "root": str(self.root),
+                "layout": asdict(self.layout),
+                "swarm_key": self.swarm_key.decode(),
+                "rate_mbit": self.rate_mbit,
+                "nodes": {n.name: _node_state(n) for n in [*self.nodes, *self.extras]},
+                "hosts": [
+                    {"name": h.name, "address": h.address, "netns": h.netns, "folder": str(h.folder)}
+                    for h in self.hosts
+                ],
+                "extras": [n.name for n in self.extras],
+                "processes": {name: asdict(p) for name, p in self._processes.items()},
+                "namespaces": dict(self._namespaces),
+            }
+        path = self.root / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, root: Path = DEFAULT_ROOT) -> Bed:
+        """The bed another process started at ``root`` (its processes stay that process's children)."""
+        state = _read_state(root.resolve())
+        if state is None:
+            raise StorageError(f"test bed: no bed is running at {root} (no state.json)")
+        bed = cls(
+            Path(state["root"]), Layout(**state["layout"]), state["swarm_key"].encode(), state["rate_mbit"]
+        )
+        nodes = {name: Node(**_node_fields(fields)) for name, fields in state["nodes"].items()}
+        bed.frontend = nodes["frontend"]
+        for h in state["hosts"]:
+            folder = Path(h["folder"])
+            bed.hosts.append(
+                Host(
+                    h["name"],
+                    h["address"],
+                    h["netns"],
+                    folder,
+                    folder / "var-lib-one",
+                    folder / "var-tmp-one",
+                    nodes[h["name"]],
+                )
+            )
+        bed.extras = [nodes[name] for name in state["extras"]]
+        bed._processes = {name: Process(**fields) for name, fields in state["processes"].items()}
+        bed._namespaces = dict(state["namespaces"])
+        return bed
+
+    def status(self) -> str:
+        """One line per node: whether its daemon runs and how many bed peers it is connected to."""
+        lines = [
+            f"bed at {self.root}: frontend + {len(self.hosts)} hosts, rate {self.rate_mbit or 'unlimited'}"
+        ]
+        for node in [*self.nodes, *self.extras]:
+            process = self._processes.get(f"{node.name}/kubo")
+            if process is None or not process.alive():
+                lines.append(f"  {node.name:9} {node.swarm_address:28} stopped")
+                continue
+            try:
+                peers = len(node.client(timeout=5).swarm_peers())
+                state = f"running, {peers} peers"
+            except Exception as exc:  # status reports whatever is wrong
+                state = f"running, RPC failing: {exc}"
+            lines.append(f"  {node.name:9} {node.swarm_address:28} {state}")
+        for node in [*self.nodes, *self.extras]:
+            node.close()
+        return "\n".join(lines)
+
+
+def clear(root: Path, layout: Layout) -> None:
+    """Remove every process, namespace and link of the bed at ``root``, running or left by a killed run."""
+    state = _read_state(root) or {}
+    victims = {p.pid: p for p in marked_processes(str(root))}
+    for fields in state.get("processes", {}).values():
+        process = Process(**fields)
+        if process.alive():
+            victims[process.pid] = process
+    for identity in state.get("namespaces", {}).values():
+        victims.update({p.pid: p for p in processes_in_namespace("mnt", identity)})
+    netns_names = netns_list(layout.prefix)
+    for netns in netns_names:
+        victims.update({p.pid: p for p in netns_processes(netns)})
+    victims.pop(os.getpid(), None)
+    stop_processes(victims.values())
+    for netns in netns_names:
+        run(["ip", "netns", "del", netns])
+    for link in links(layout.prefix):
+        if link == layout.bridge or link.startswith(f"{layout.prefix}-"):
+            run(["ip", "link", "del", link], check=False)  # a veth's peer may have gone with it
+    with contextlib.suppress(FileNotFoundError):
+        (root / "state.json").unlink()
+
+
+def _node_state(node: Node) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "repo": str(node.repo),
+        "api": node.api,
+        "gateway": node.gateway,
+        "peer_id": node.peer_id,
+        "swarm_address": node.swarm_address,
+        "netns": node.netns,
+    }
+
+
+def _node_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {**fields, "repo": Path(fields["repo"])}
+
+
+def _read_state(root: Path) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads((root / "state.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"test bed: cannot read {root / 'state.json'}: {exc}") from exc
+    return state
+
+
+def _prepare_root(root: Path) -> None:
+    """An empty bed root: created, or emptied if an earlier bed used it (never any other folder)."""
+    if root.exists():
+        if any(root.iterdir()) and not (root / BED_FILE).exists():
+            raise StorageError(f"test bed: {root} is not empty and holds no earlier bed; choose another root")
+        shutil.rmtree(root)
+    root.mkdir(mode=0o755, parents=True)
+    (root / BED_FILE).write_text("This folder is a one-ipfs test bed; `python -m testbed up` empties it.\n")
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise HostError("test bed: must run as root (network namespaces, mounts, sshd)")
+    missing = [
+        tool
+        for tool in ("ip", "tc", "nsenter", "unshare", "setpriv", "ssh", "ssh-keygen")
+        if not shutil.which(tool)
+    ]
+    if missing or not sshd.SSHD.exists():
+        raise HostError(f"test bed: missing {', '.join(missing) or sshd.SSHD}; run `make system`")
+    if not kubo.KUBO.exists():
+        raise HostError(f"test bed: no Kubo binary at {kubo.KUBO}; run `make kubo`")
+
+
+def _check_driver_python(user: pwd.struct_passwd) -> None:
+    """oneadmin runs the drivers with this venv's python: make sure it can, or say what stops it."""
+    python = Path(sys.executable)
+    result = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            "--init-groups",
+            "--",
+            python,
+            "-c",
+            "import one_ipfs, testbed",
+        ],
+        capture_output=True,
+        check=False,
+        cwd="/",
+    )
+    if result.returncode != 0:
+        check_traversable(python, user)
+        check_traversable(python.resolve(), user)
+        reason = result.stderr.decode(errors="replace").strip().splitlines()
+        raise StorageError(
+            f"test bed: {user.pw_name} cannot run {python}: {reason[-1] if reason else 'no output'}"
+        )
+
+
+def _command_name(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _wait_listening(address: str, port: int, process: Process, deadline: float, folder: Path) -> None:
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=1):
+            return
+        if not process.alive():
+            raise HostError(f"test bed: {process.name} exited; see {folder}")
+        if time.monotonic() > deadline:
+            raise HostError(f"test bed: nothing listens on {address}:{port} ({process.name}); see {folder}")
+        time.sleep(0.05)
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

@@ -1,0 +1,71 @@
+"""Reach a host's loopback-only Kubo RPC API from the test process in the root namespace.
+
+A host's node listens on 127.0.0.1:5001 inside the host's network namespace, as on a real hypervisor, and
+nothing in the root namespace can connect there. A Forwarder listens on an ephemeral port of the root
+namespace's loopback and, for each connection, opens the other end from inside the host's namespace
+(``setns`` in a worker thread). The node itself is left exactly as configured: no extra listener, no socket
+file, nothing exposed beyond loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from testbed.system import connect_in_netns
+
+_PIECE = 1 << 20
+
+
+class Forwarder:
+    """``127.0.0.1:<port>`` here -> ``127.0.0.1:<target_port>`` inside network namespace ``netns``."""
+
+    def __init__(self, netns: str, target_port: int, connect_timeout: float = 5.0) -> None:
+        self.netns = netns
+        self.target_port = target_port
+        self.connect_timeout = connect_timeout
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name=f"forward-{netns}", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        """Stop accepting; open connections end when either side closes them."""
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = connect_in_netns(self.netns, ("127.0.0.1", self.target_port), self.connect_timeout)
+        except OSError:
+            client.close()  # the caller sees a closed connection, as with a refused one
+            return
+        upstream.settimeout(None)
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy until ``source`` ends, then pass the end on (half-close)."""
+    try:
+        while piece := source.recv(_PIECE):
+            sink.sendall(piece)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

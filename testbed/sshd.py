@@ -1,0 +1,92 @@
+"""ssh between the frontend's oneadmin and each host, set up the way an OpenNebula installation has it.
+
+Each host runs its own sshd (its own host key, listening only on the host's address); the frontend's
+oneadmin has a key, an ``~/.ssh/config`` naming every host and a known_hosts file that already holds every
+host key, so that the drivers' ``ssh h1 ...`` works non-interactively and verifies the host.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Sequence
+from pathlib import Path
+
+from one_ipfs.errors import InvalidInput
+from testbed.system import ONEADMIN_HOME, run
+
+SSHD = Path("/usr/sbin/sshd")
+PRIVSEP_DIR = Path("/run/sshd")
+CLIENT_KEY = "id_ed25519"
+
+
+def host_key(folder: Path) -> str:
+    """Create the host's ed25519 key in ``folder`` and return the public line (``ssh-ed25519 AAAA...``)."""
+    key = folder / "ssh_host_ed25519_key"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", folder.name, "-f", key])
+    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
+
+
+def write_sshd_config(folder: Path, address: str, authorized_keys: Path) -> Path:
+    """An sshd_config for one host; StrictModes is off because the keys live in the bed's folder."""
+    for path in (folder, authorized_keys):
+        if any(c.isspace() or c in "\"'#" for c in str(path)):
+            raise InvalidInput(f"test bed: sshd cannot take the path {path}: use a bed root without spaces")
+    config = folder / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"ListenAddress {address}",
+                "Port 22",
+                f"HostKey {folder / 'ssh_host_ed25519_key'}",
+                f"AuthorizedKeysFile {authorized_keys}",
+                f"PidFile {folder / 'sshd.pid'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "PrintMotd no",
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def sshd_command(config: Path) -> list[str]:
+    """sshd in the foreground (the bed tracks its pid), logging to stderr (the bed's log file)."""
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    return [str(SSHD), "-D", "-e", "-f", str(config)]
+
+
+def setup_client(ssh_dir: Path, user: pwd.struct_passwd, hosts: Sequence[tuple[str, str, str]]) -> str:
+    """oneadmin's ``~/.ssh`` (at ``ssh_dir`` in the root namespace): key, config, known_hosts.
+
+    ``hosts`` holds (name, address, host public key). Paths inside the files are as oneadmin sees them in
+    the frontend's mount namespace (``/var/lib/one/.ssh/...``). Returns the client's public key line.
+    """
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ssh_dir / CLIENT_KEY
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "oneadmin@frontend", "-f", key])
+    seen = ONEADMIN_HOME / ".ssh"
+    blocks = []
+    for name, address, _ in hosts:
+        blocks.append(
+            f"Host {name}\n"
+            f"    HostName {address}\n"
+            "    User oneadmin\n"
+            f"    IdentityFile {seen / CLIENT_KEY}\n"
+            "    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {seen / 'known_hosts'}\n"
+            "    StrictHostKeyChecking yes\n"
+            "    BatchMode yes\n"
+            "    ConnectTimeout 5\n"
+        )
+    (ssh_dir / "config").write_text("\n".join(blocks))
+    (ssh_dir / "known_hosts").write_text(
+        "".join(f"{name},{address} {public}\n" for name, address, public in hosts)
+    )
+    for path in (ssh_dir, *ssh_dir.iterdir()):
+        os.chown(path, user.pw_uid, user.pw_gid)
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return " ".join(key.with_suffix(".pub").read_text().split()[:2])
