@@ -30,7 +30,6 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,10 +45,12 @@ from one_ipfs.ipfs import network
 from testbed import kubo, sshd, system
 from testbed.kubo import Node
 from testbed.system import (
+    BASE_PATH,
     NETNS_DIR,
     ONEADMIN,
     ONEADMIN_HOME,
     Process,
+    add_bridge,
     add_veth,
     check_traversable,
     ensure_oneadmin,
@@ -70,7 +71,6 @@ DEFAULT_ROOT = REPO / ".bed"
 VAR_TMP_ONE = Path("/var/tmp/one")
 BED_FILE = ".one-ipfs-bed"
 """Marks a folder as a bed root, the only kind of folder ``up`` empties."""
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT = 60.0
 
 
@@ -246,25 +246,7 @@ class Bed:
 
     def _create_network(self) -> None:
         layout = self.layout
-        run(["ip", "link", "add", layout.bridge, "type", "bridge"])
-        # Bridged frames must not meet the machine's firewall (br_netfilter may be loaded by e.g. docker).
-        run(
-            [
-                "ip",
-                "link",
-                "set",
-                layout.bridge,
-                "type",
-                "bridge",
-                "nf_call_iptables",
-                "0",
-                "nf_call_ip6tables",
-                "0",
-                "nf_call_arptables",
-                "0",
-            ]
-        )
-        run(["ip", "link", "set", layout.bridge, "up"])
+        add_bridge(layout.bridge)
         frontend_link = f"{layout.frontend_address}/{layout.prefix_length}"
         add_veth(f"{layout.prefix}-feb", f"{layout.prefix}-fea", layout.bridge, None, frontend_link)
         for host in self.hosts:
@@ -273,7 +255,7 @@ class Bed:
             add_veth(f"{host.netns}a", f"{host.netns}b", layout.bridge, host.netns, link)
 
     def _start_frontend_namespace(self, user: pwd.struct_passwd) -> None:
-        folder = self.root / "frontend" / "var-lib-one"
+        folder = self.frontend_var_lib_one
         folder.mkdir(parents=True, exist_ok=True)
         os.chown(folder, user.pw_uid, user.pw_gid)
         self._start_holder("frontend", [], {ONEADMIN_HOME: folder})
@@ -285,17 +267,15 @@ class Bed:
                 folder.mkdir(parents=True, exist_ok=True)
                 os.chown(folder, user.pw_uid, user.pw_gid)
             keys.append((host.name, host.address, sshd.host_key(host.folder)))
-        client_key = sshd.setup_client(self.root / "frontend" / "var-lib-one" / ".ssh", user, keys)
-        authorized = self.root / "authorized_keys"
-        authorized.write_text(client_key + "\n")
-        authorized.chmod(0o644)
+        client_key = sshd.setup_client(self.frontend_var_lib_one / ".ssh", user, keys)
         for host in self.hosts:
+            sshd.authorize(host.var_lib_one, user, client_key)
             self._start_holder(
                 host.name,
                 ["ip", "netns", "exec", host.netns],
                 {ONEADMIN_HOME: host.var_lib_one, VAR_TMP_ONE: host.var_tmp_one},
             )
-            config = sshd.write_sshd_config(host.folder, host.address, authorized)
+            config = sshd.write_sshd_config(host.folder, host.address)
             self._spawn(
                 f"{host.name}/sshd",
                 [*self._enter(host.name), *sshd.sshd_command(config)],
@@ -304,7 +284,9 @@ class Bed:
             )
         deadline = time.monotonic() + START_TIMEOUT
         for host in self.hosts:
-            _wait_listening(host.address, 22, self._processes[f"{host.name}/sshd"], deadline, host.folder)
+            _wait_logged(
+                host.folder / "sshd.log", "Server listening", self._processes[f"{host.name}/sshd"], deadline
+            )
 
     def _start_holder(self, name: str, prefix: list[str], binds: Mapping[Path, Path]) -> None:
         """A process that only holds a private mount namespace in which ``binds`` are mounted.
@@ -362,6 +344,11 @@ class Bed:
     # Using the bed --------------------------------------------------------------------------------------
 
     @property
+    def frontend_var_lib_one(self) -> Path:
+        """The folder the frontend's drivers see as /var/lib/one (its root-namespace path)."""
+        return self.root / "frontend" / "var-lib-one"
+
+    @property
     def nodes(self) -> list[Node]:
         """The frontend's node, then the hosts' (nodes added with ``add_node`` are in ``extras``)."""
         return [self.frontend, *(host.node for host in self.hosts)]
@@ -415,15 +402,19 @@ class Bed:
         host: Host,
         argv: Sequence[str | os.PathLike[str]],
         *,
+        env: Mapping[str, str] | None = None,
         input: bytes | None = None,
         check: bool = True,
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run ``argv`` as root on ``host``, in its network and mount namespaces (its loopback and folders)."""
+        """Run ``argv`` as root on ``host``, inside its network and mount namespaces.
+
+        The environment is PATH, HOME, LANG updated with ``env``; output is captured.
+        """
         command = [*self._enter(host.name), "--wd=/", "--", *[os.fspath(a) for a in argv]]
         result = subprocess.run(
             command,
-            env={"PATH": BASE_PATH, "LANG": "C.UTF-8"},
+            env={"PATH": BASE_PATH, "HOME": "/root", "LANG": "C.UTF-8", **(env or {})},
             input=input,
             capture_output=True,
             check=False,
@@ -473,6 +464,11 @@ class Bed:
                 remote,
             ]
         return self.frontend_command(command, user=user, input=input, timeout=timeout)
+
+    def daemon_pid(self, node: Node) -> int | None:
+        """The pid of a node's running Kubo daemon (None when it is stopped)."""
+        process = self._processes.get(f"{node.name}/kubo")
+        return process.pid if process is not None and process.alive() else None
 
     def stop_node(self, node: Node) -> None:
         """Stop a node's Kubo daemon (SIGTERM, as a service manager would)."""
@@ -546,11 +542,11 @@ class Bed:
 
     def remove_node(self, node: Node) -> None:
         """Stop a node added with ``add_node`` and remove its namespace and link."""
+        if node not in self.extras or node.netns is None:
+            raise HostError(f"test bed: {node.name} was not added with add_node")
         node.close()
         self.stop_node(node)
-        assert node.netns is not None
-        for pid_process in netns_processes(node.netns):
-            stop_processes([pid_process])
+        stop_processes(netns_processes(node.netns))
         run(["ip", "netns", "del", node.netns], check=False)
         run(["ip", "link", "del", f"{node.netns}a"], check=False)
         self.extras = [n for n in self.extras if n is not node]
@@ -784,14 +780,13 @@ def _command_name(pid: int) -> str | None:
         return None
 
 
-def _wait_listening(address: str, port: int, process: Process, deadline: float, folder: Path) -> None:
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=1):
-            return
+def _wait_logged(log: Path, text: str, process: Process, deadline: float) -> None:
+    """Wait for ``text`` in a daemon's log (a probe connection would leave complaints in sshd's log)."""
+    while text not in log.read_text(errors="replace"):
         if not process.alive():
-            raise HostError(f"test bed: {process.name} exited; see {folder}")
+            raise HostError(f"test bed: {process.name} exited; see {log}")
         if time.monotonic() > deadline:
-            raise HostError(f"test bed: nothing listens on {address}:{port} ({process.name}); see {folder}")
+            raise HostError(f"test bed: {process.name} did not start in time; see {log}")
         time.sleep(0.05)
 
 

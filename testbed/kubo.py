@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -14,13 +13,12 @@ from one_ipfs.errors import DaemonUnreachable, IpfsError, IpfsTimeout
 from one_ipfs.ipfs import network
 from one_ipfs.ipfs.rpc import KuboClient
 from testbed.forward import Forwarder
-from testbed.system import Process, spawn
+from testbed.system import BASE_PATH, Process, spawn
 
 KUBO = Path(__file__).resolve().parent.parent / ".cache" / "kubo" / "bin" / "ipfs"
 API_PORT = 5001
 GATEWAY_PORT = 8080
 SWARM_PORT = 4001
-READY_TIMEOUT = 60.0
 
 
 @dataclass
@@ -68,20 +66,13 @@ class Node:
             self._forwarder = None
 
 
-def create_repository(repo: Path, swarm_key: bytes, settings: network.NodeSettings) -> str:
-    """A fresh private-network repository; returns its peer ID."""
-    peer_id = network.init_repository(KUBO, repo)
-    network.configure_private_node(repo, swarm_key, settings)
-    return peer_id
-
-
 def start_daemon(node: Node, prefix: Sequence[str], marker: str) -> tuple[Process, subprocess.Popen[bytes]]:
     """Start ``ipfs daemon`` behind ``prefix`` (the nsenter that puts it into its namespaces).
 
     No ``--enable-gc``: the bed keeps every block until a test removes it, so that what a host holds is
     decided by pins and never by when GC happened to run.
     """
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **network.daemon_environment(node.repo)}
+    env = {"PATH": BASE_PATH, **network.daemon_environment(node.repo)}
     return spawn(
         f"{node.name}/kubo",
         [*prefix, KUBO, "daemon"],

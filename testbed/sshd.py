@@ -18,6 +18,7 @@ from testbed.system import ONEADMIN_HOME, run
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 CLIENT_KEY = "id_ed25519"
+AUTHORIZED_KEYS = ONEADMIN_HOME / ".ssh" / "authorized_keys"
 
 
 def host_key(folder: Path) -> str:
@@ -27,11 +28,14 @@ def host_key(folder: Path) -> str:
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
-def write_sshd_config(folder: Path, address: str, authorized_keys: Path) -> Path:
-    """An sshd_config for one host; StrictModes is off because the keys live in the bed's folder."""
-    for path in (folder, authorized_keys):
-        if any(c.isspace() or c in "\"'#" for c in str(path)):
-            raise InvalidInput(f"test bed: sshd cannot take the path {path}: use a bed root without spaces")
+def write_sshd_config(folder: Path, address: str) -> Path:
+    """An sshd_config for one host; StrictModes is off because the keys live in the bed's folder.
+
+    Every account (oneadmin, and root for tests) is authorized by the host's own
+    ``/var/lib/one/.ssh/authorized_keys``, as sshd sees it in the host's mount namespace.
+    """
+    if any(c.isspace() or c in "\"'#" for c in str(folder)):
+        raise InvalidInput(f"test bed: sshd cannot take the path {folder}: use a bed root without spaces")
     config = folder / "sshd_config"
     config.write_text(
         "\n".join(
@@ -39,7 +43,7 @@ def write_sshd_config(folder: Path, address: str, authorized_keys: Path) -> Path
                 f"ListenAddress {address}",
                 "Port 22",
                 f"HostKey {folder / 'ssh_host_ed25519_key'}",
-                f"AuthorizedKeysFile {authorized_keys}",
+                f"AuthorizedKeysFile {AUTHORIZED_KEYS}",
                 f"PidFile {folder / 'sshd.pid'}",
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
@@ -57,6 +61,17 @@ def sshd_command(config: Path) -> list[str]:
     """sshd in the foreground (the bed tracks its pid), logging to stderr (the bed's log file)."""
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     return [str(SSHD), "-D", "-e", "-f", str(config)]
+
+
+def authorize(var_lib_one: Path, user: pwd.struct_passwd, public_key: str) -> None:
+    """Let ``public_key`` in on a host: its oneadmin's ``~/.ssh/authorized_keys``, as on a real host."""
+    ssh_dir = var_lib_one / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(public_key + "\n")
+    for path in (ssh_dir, keys):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    keys.chmod(0o600)
 
 
 def setup_client(ssh_dir: Path, user: pwd.struct_passwd, hosts: Sequence[tuple[str, str, str]]) -> str:

@@ -24,6 +24,7 @@ from one_ipfs.errors import HostError, StorageError
 MARKER = "ONE_IPFS_BED"
 """Set (to the bed's root) in the environment of every process the bed starts, to find them after a crash."""
 
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ONEADMIN = "oneadmin"
 ONEADMIN_HOME = Path("/var/lib/one")
 NETNS_DIR = Path("/run/netns")
@@ -178,7 +179,11 @@ def links(prefix: str) -> list[str]:
 
 
 def add_bridge(name: str) -> None:
+    """The bed's switch. Bridged frames skip the machine's firewall (br_netfilter may be loaded, e.g. by
+    docker, with a FORWARD policy that would drop them)."""
     run(["ip", "link", "add", name, "type", "bridge"])
+    for table in ("iptables", "ip6tables", "arptables"):
+        run(["ip", "link", "set", name, "type", "bridge", f"nf_call_{table}", "0"])
     run(["ip", "link", "set", name, "up"])
 
 

@@ -44,8 +44,8 @@ def read_defaults(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return values
-    for line in text.splitlines():
-        line = line.strip()
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
@@ -86,7 +86,9 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
         raise InvalidInput(f"IPFS_DEPLOY_MODE must be COPY or OVERLAY, not {mode[:40]!r}")
     chunker = text("IPFS_CHUNKER", "size-1048576")
     if not _valid_chunker(chunker):
-        raise InvalidInput(f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}")
+        raise InvalidInput(
+            f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
+        )
     hash_name = text("IPFS_HASH", "sha2-256")
     if not hash_name.replace("-", "").isalnum():
         raise InvalidInput(f"IPFS_HASH is not a hash function name: {hash_name[:40]!r}")
@@ -119,5 +121,7 @@ def _address(value: str, key: str) -> str:
     """RPC addresses stay on loopback unless they name a host explicitly; anything odd is refused."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:/.-_[]")
     if not value or len(value) > 200 or not set(value) <= allowed:
-        raise InvalidInput(f"{key} is not an RPC address (http://host:port or /ip4/host/tcp/port): {value[:60]!r}")
+        raise InvalidInput(
+            f"{key} is not an RPC address (http://host:port or /ip4/host/tcp/port): {value[:60]!r}"
+        )
     return value

@@ -20,10 +20,10 @@ def main(argv: list[str]) -> int:
     if kind == "datastore":
         from one_ipfs.datastore.actions import run as run_datastore
 
-        return run_action(lambda: run_datastore(action, args, sys.stdin.buffer))
+        return run_action(lambda: run_datastore(action, args, sys.stdin.buffer), f"{kind} {action}")
     from one_ipfs.transfer.actions import run as run_transfer
 
-    return run_action(lambda: run_transfer(action, args, sys.stdin.buffer))
+    return run_action(lambda: run_transfer(action, args, sys.stdin.buffer), f"{kind} {action}")
 
 
 if __name__ == "__main__":

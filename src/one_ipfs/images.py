@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +133,13 @@ class ContentRegistry:
         Returns only once every block is local, so an image is READY only when it is safe.
         """
         pin_completely(
-            self.client, cid, name, log=log, timeout=timeout, stall_timeout=stall_timeout, total_bytes=total_bytes
+            self.client,
+            cid,
+            name,
+            log=log,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            total_bytes=total_bytes,
         )
         with self._locked():
             self.client.files_cp(f"/ipfs/{cid}", f"{REFS_ROOT}/{cid}/{name}")
@@ -152,10 +158,8 @@ class ContentRegistry:
             if remaining:
                 return False
             self.client.files_rm(f"{REFS_ROOT}/{cid}", force=True)
-            try:
+            with suppress(ContentNotFound):
                 self.client.pin_rm(cid)
-            except ContentNotFound:
-                pass
             return True
 
     def references(self, cid: str) -> list[str]:

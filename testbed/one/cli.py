@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-import xml.etree.ElementTree as ET  # noqa: S405 - type only
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from testbed.one import template as tmpl

@@ -1,4 +1,4 @@
-"""OpenNebula's objects as the XML documents ``oneimage/onedatastore/onevm show -x`` and ``onehost list -x`` print.
+"""OpenNebula objects as the XML documents ``one{image,datastore,vm} show -x`` and ``onehost list -x`` print.
 
 The simulator keeps these documents themselves as its state (not a model rendered on demand), so what a
 driver reads through the CLI stand-ins is byte for byte what the simulator reasons about. Element names and
@@ -11,7 +11,7 @@ the same characters for any XML parser.
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET  # noqa: S405 - building and serialising only; parsing goes through defusedxml
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from defusedxml.ElementTree import fromstring
@@ -290,6 +290,7 @@ def vector_remove(vector: ET.Element, key: str) -> None:
 def datastore_document(
     oid: int,
     name: str,
+    *,
     ds_mad: str,
     tm_mad: str,
     base_path: str,
@@ -316,16 +317,17 @@ def datastore_document(
 def image_document(
     oid: int,
     name: str,
-    image_type: int,
-    persistent: bool,
-    source: str,
-    path: str,
-    image_format: str,
-    fs: str,
-    size_mb: int,
-    state: int,
+    *,
     datastore: ET.Element,
-    attributes: list[tmpl.Attribute],
+    image_type: int = 0,
+    persistent: bool = False,
+    source: str = "",
+    path: str = "",
+    image_format: str = "",
+    fs: str = "",
+    size_mb: int = 0,
+    state: int = 4,
+    attributes: list[tmpl.Attribute] | None = None,
     cloning_id: int = -1,
 ) -> ET.Element:
     uid, gid, uname, gname = ONEADMIN
@@ -356,7 +358,7 @@ def image_document(
             id_collection("VMS", []),
             id_collection("CLONES", []),
             id_collection("APP_CLONES", []),
-            template_element("TEMPLATE", attributes),
+            template_element("TEMPLATE", attributes or []),
             snapshots_document(-1, "NO"),
             element("BACKUP_INCREMENTS"),
             id_collection("BACKUP_DISK_IDS", []),
@@ -374,7 +376,7 @@ def snapshots_document(disk_id: int, allow_orphans: str) -> ET.Element:
 
 
 def history_element(
-    vm_id: int, seq: int, hostname: str, host_id: int, tm_mad: str, ds_id: int, now: int
+    vm_id: int, seq: int, *, hostname: str, host_id: int, tm_mad: str, ds_id: int, now: int
 ) -> ET.Element:
     uid, gid, _, _ = ONEADMIN
     return element(

@@ -119,8 +119,8 @@ def interpret(
         logs.extend(_log(oid, f"Command execution failed (exit code: {code}): {command}"))
         logs.extend(_log(oid, stderr))
     plain = ""
-    for line in _each_line(stderr):
-        line = _strip(line)
+    for raw in _each_line(stderr):
+        line = _strip(raw)
         match = _INFO_LINE.match(line)
         if not match:
             plain += line
@@ -133,7 +133,7 @@ def interpret(
         info = "-"
     if encode64:
         info = base64.b64encode(info.encode()).decode()
-    return _finish(action, oid, success, info, logs, command, code, execution)
+    return _finish(action, oid, success, info, logs, command=command, code=code, execution=execution)
 
 
 def _finish(
@@ -142,6 +142,7 @@ def _finish(
     success: bool,
     info: str,
     logs: list[LogLine],
+    *,
     command: str = "",
     code: int | None = None,
     execution: Execution | None = None,
@@ -187,7 +188,7 @@ class Environment(Protocol):
 
 
 class DatastoreDriverManager:
-    """``one_datastore.rb`` with its options: ``-d`` (``ds_mads``), ``-s`` (``system_tms``), ``-w`` (``timeout``).
+    """``one_datastore.rb``, options ``-d`` (``ds_mads``), ``-s`` (``system_tms``), ``-w`` (``timeout``).
 
     ``remotes`` is the frontend's remotes tree as this process reaches it, ``driver_remotes`` the same
     tree as the scripts see it (their command lines and argv[0]).
@@ -199,6 +200,7 @@ class DatastoreDriverManager:
         remotes: Path,
         driver_remotes: str,
         environment: Environment,
+        *,
         ds_mads: tuple[str, ...] | None = None,
         system_tms: tuple[str, ...] = DEFAULT_SYSTEM_DS_TMS,
         timeout: float | None = None,
@@ -262,6 +264,7 @@ class TransferDriverManager:
         remotes: Path,
         driver_remotes: str,
         environment: Environment,
+        *,
         simulated: Mapping[str, SimulatedTM],
         tm_mads: tuple[str, ...] | None = None,
     ) -> None:

@@ -11,6 +11,7 @@ temporary folder per "machine"; the test bed supplies one with namespaces, ssh a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import signal
@@ -107,10 +108,8 @@ def capture(
         process.wait(timeout=timeout if timeout and timeout > 0 else None)
     except subprocess.TimeoutExpired:
         timed_out = True
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         process.wait()
     for thread in threads[:2]:
         thread.join(READER_GRACE)

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import threading
-import xml.etree.ElementTree as ET  # noqa: S405 - type only; parsing goes through defusedxml
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 

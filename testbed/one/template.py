@@ -16,7 +16,7 @@ that a driver escapes the wrong way must come out as wrong here as it would in O
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Value = str | dict[str, str]
@@ -169,7 +169,7 @@ def render(attributes: Iterable[Attribute] | Mapping[str, Value]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(current: list[Attribute], update: list[Attribute]) -> list[Attribute]:
+def merge(current: Sequence[Attribute], update: Sequence[Attribute]) -> list[Attribute]:
     """``Template::merge`` (``--append``): every name in ``update`` replaces all attributes of that name."""
     names = {name for name, _ in update}
     return [(name, value) for name, value in current if name not in names] + list(update)

@@ -140,12 +140,16 @@ def _image_id(image: ImageTemplate) -> int:
     return image.id
 
 
-def _record(handle: ImageHandle, versions: ImageVersions, extra: dict[str, str], config: DatastoreConfig) -> None:
+def _record(
+    handle: ImageHandle, versions: ImageVersions, extra: dict[str, str], config: DatastoreConfig
+) -> None:
     """Write the CIDs into OpenNebula's database; if that fails, release what was pinned for it."""
     current = versions.current
     assert current is not None
     try:
-        cli.update_image(handle.image_id, {**versions.attributes(), **content.import_attributes(config), **extra})
+        cli.update_image(
+            handle.image_id, {**versions.attributes(), **content.import_attributes(config), **extra}
+        )
     except Exception:
         content.release(current[1], handle.reference_name(current[0]), config)
         raise

@@ -7,11 +7,10 @@ with Kubo, so that the transfer driver's save-back uses the very same holding ru
 from __future__ import annotations
 
 import hashlib
-import os
-import time
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +103,9 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         hold(cid, name, config, total_bytes=size)
         return ImportedContent(cid, read_format(cid, config), {"IPFS_ORIGIN": origin})
     template = image.template
-    with sources.open_image(image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout) as stream:
+    with sources.open_image(
+        image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout
+    ) as stream:
         added = client(config).add(
             stream.reader, settings=config.import_settings, pin=False, progress=_add_progress()
         )
@@ -122,7 +123,9 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
         info = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
         virtual = qcow2_virtual_size(read_header(cid, config)) if info.size >= 32 else None
         return size_mb(virtual if virtual is not None else info.size)
-    return size_mb(sources.local_or_url_size(path, config.safe_dirs, config.restricted_dirs, config.stall_timeout))
+    return size_mb(
+        sources.local_or_url_size(path, config.safe_dirs, config.restricted_dirs, config.stall_timeout)
+    )
 
 
 def current_cid(source: str, image_id: int | None, config: DatastoreConfig) -> str:
@@ -138,7 +141,9 @@ def current_cid(source: str, image_id: int | None, config: DatastoreConfig) -> s
     return cid
 
 
-def create_datablock(size: int, filesystem: str, image_format: str, name: str, config: DatastoreConfig) -> str:
+def create_datablock(
+    size: int, filesystem: str, image_format: str, name: str, config: DatastoreConfig
+) -> str:
     """Make an empty sparse disk (formatted with ``filesystem`` if given) and add it; zeros cost nothing."""
     if filesystem and filesystem not in FILESYSTEMS:
         raise InvalidInput(f"FS must be one of {', '.join(FILESYSTEMS)}, not {filesystem[:40]!r}")
@@ -151,7 +156,9 @@ def create_datablock(size: int, filesystem: str, image_format: str, name: str, c
         with open(disk, "wb") as handle:
             handle.truncate(size << 20)
         if filesystem:
-            _run_tool([f"mkfs.{filesystem}", *(["-F"] if filesystem.startswith("ext") else []), "-q", str(disk)])
+            _run_tool(
+                [f"mkfs.{filesystem}", *(["-F"] if filesystem.startswith("ext") else []), "-q", str(disk)]
+            )
         if image_format == "qcow2":
             converted = Path(folder) / "disk.qcow2"
             _run_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(disk), str(converted)])
@@ -164,17 +171,11 @@ def create_datablock(size: int, filesystem: str, image_format: str, name: str, c
 
 def capacity_mb(config: DatastoreConfig) -> tuple[int, int, int]:
     """USED, TOTAL and FREE MB: the repo's size against the lower of its storage limit and its disk."""
-    stats = client(config).repo_stat()
-    used = stats.repo_size
-    total = stats.storage_max if stats.storage_max > 0 else None
-    try:
-        fs = os.statvfs(stats.repo_path)
-        disk_total = used + fs.f_bavail * fs.f_frsize
-        total = disk_total if total is None else min(total, disk_total)
-    except OSError:
-        pass
-    if total is None:
-        total = used
+    node = client(config)
+    stats = node.repo_stat()
+    used, limit = stats.repo_size, stats.storage_max
+    disk_total = used + node.repo_disk().free
+    total = min(limit, disk_total) if limit > 0 else disk_total
     return used >> 20, total >> 20, max(total - used, 0) >> 20
 
 
@@ -205,4 +206,6 @@ def _run_tool(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, timeout=MKFS_TIMEOUT, check=False)
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise StorageError(f"{argv[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}")
+        raise StorageError(
+            f"{argv[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}"
+        )

@@ -14,17 +14,33 @@ import lzma
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, cast
 
 from one_ipfs.diskformat import HEADER_BYTES, detect_compression, detect_format, qcow2_virtual_size
 from one_ipfs.errors import InvalidInput, StorageError
 
 MAX_PATH = 4096
 READ_CHUNK = 1 << 20
+
+
+class _Peekable(Protocol):
+    """What every reader here offers: read, and a look at the first bytes without consuming them."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def peek(self, size: int, /) -> bytes: ...
+
+
+# Openers of decompressing readers; open_image enters each into its ExitStack.
+DECOMPRESSORS: dict[str, Callable[[BinaryIO], _Peekable]] = {
+    "gzip": lambda stream: gzip.GzipFile(fileobj=stream, mode="rb"),
+    "bzip2": lambda stream: bz2.BZ2File(stream, mode="rb"),
+    "xz": lambda stream: lzma.LZMAFile(stream, mode="rb"),  # noqa: SIM115
+}
 
 
 class HashingReader(io.RawIOBase):
@@ -52,6 +68,7 @@ class ImageStream:
 
     reader: BinaryIO
     format: str
+    header: bytes
     hashes: HashingReader
 
     def verify(self, md5: str, sha1: str) -> None:
@@ -69,13 +86,15 @@ def is_url(path: str) -> bool:
 
 
 def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str]) -> Path:
-    """Resolve a frontend path and apply the datastore's SAFE_DIRS/RESTRICTED_DIRS as OpenNebula's fs driver does.
+    """Resolve a frontend path and apply SAFE_DIRS/RESTRICTED_DIRS as OpenNebula's fs driver does.
 
     A path inside a restricted folder is refused unless it is also inside a safe one; symlinks are
     resolved first so that a link cannot lead out of a safe folder.
     """
     if not path.startswith("/") or len(path) > MAX_PATH or "\0" in path or "\n" in path:
-        raise InvalidInput(f"PATH must be an absolute frontend path, an http(s) URL or an IPFS path: {path[:80]!r}")
+        raise InvalidInput(
+            f"PATH must be an absolute frontend path, an http(s) URL or an IPFS path: {path[:80]!r}"
+        )
     real = Path(os.path.realpath(path))
 
     def inside(folder: str) -> bool:
@@ -83,16 +102,17 @@ def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Seque
         return real == base or base in real.parents
 
     if any(inside(d) for d in restricted_dirs) and not any(inside(d) for d in safe_dirs):
-        raise InvalidInput(
-            f"{path[:200]} is in a restricted folder of this datastore (SAFE_DIRS: {' '.join(safe_dirs) or '-'})"
-        )
+        safe = " ".join(safe_dirs) or "-"
+        raise InvalidInput(f"{path[:200]} is in a restricted folder of this datastore (SAFE_DIRS: {safe})")
     if not real.is_file():
         raise InvalidInput(f"{path[:200]} does not exist on the frontend or is not a regular file")
     return real
 
 
 @contextmanager
-def open_raw(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float) -> Iterator[BinaryIO]:
+def open_raw(
+    path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float
+) -> Iterator[BinaryIO]:
     """The bytes as published: a checked local file, or an http(s) response streamed as it arrives."""
     if is_url(path):
         request = urllib.request.Request(path, headers={"User-Agent": "one-ipfs"})  # noqa: S310
@@ -116,31 +136,38 @@ def open_raw(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str]
 
 @contextmanager
 def open_image(
-    path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float, decompress: bool = True
+    path: str,
+    safe_dirs: Sequence[str],
+    restricted_dirs: Sequence[str],
+    timeout: float,
+    decompress: bool = True,
 ) -> Iterator[ImageStream]:
     """Open an image for import: hashed as published, then decompressed, with its format known up front."""
     with open_raw(path, safe_dirs, restricted_dirs, timeout) as raw:
         hashes = HashingReader(raw)
         buffered = io.BufferedReader(hashes, buffer_size=READ_CHUNK)
         compression = detect_compression(buffered.peek(8)[:8]) if decompress else None
-        reader: BinaryIO
-        if compression == "gzip":
-            reader = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
-        elif compression == "bzip2":
-            reader = bz2.BZ2File(buffered, mode="rb")  # type: ignore[assignment]
-        elif compression == "xz":
-            reader = lzma.LZMAFile(buffered, mode="rb")  # type: ignore[assignment]
-        else:
-            reader = buffered  # type: ignore[assignment]
-        peekable = reader if isinstance(reader, io.BufferedReader) else io.BufferedReader(reader, READ_CHUNK)  # type: ignore[arg-type]
-        try:
-            header = peekable.peek(HEADER_BYTES)[:HEADER_BYTES]
-        except (OSError, EOFError, lzma.LZMAError) as error:
-            raise InvalidInput(f"{path[:200]} is not a valid {compression} file: {error}") from None
-        yield ImageStream(reader=peekable, format=detect_format(header), hashes=hashes)  # type: ignore[arg-type]
+        reader: _Peekable = buffered
+        stack = ExitStack()
+        if compression is not None:
+            reader = stack.enter_context(DECOMPRESSORS[compression](cast(BinaryIO, buffered)))  # type: ignore[arg-type]
+        with stack:
+            yield _sniffed(path, reader, compression, hashes)
 
 
-def local_or_url_size(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float) -> int:
+def _sniffed(path: str, reader: _Peekable, compression: str | None, hashes: HashingReader) -> ImageStream:
+    try:
+        header = reader.peek(HEADER_BYTES)[:HEADER_BYTES]
+    except (OSError, EOFError, lzma.LZMAError) as error:
+        raise InvalidInput(f"{path[:200]} is not a valid {compression} file: {error}") from None
+    return ImageStream(
+        reader=cast(BinaryIO, reader), format=detect_format(header), header=header, hashes=hashes
+    )
+
+
+def local_or_url_size(
+    path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float
+) -> int:
     """Bytes an image will take, without reading it whole: qcow2 virtual size, else the file's length.
 
     Compressed images are sized by their decompressed header only when they are qcow2; otherwise
@@ -156,7 +183,7 @@ def local_or_url_size(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequ
         except (urllib.error.URLError, OSError) as error:
             raise InvalidInput(f"cannot reach {path[:200]}: {getattr(error, 'reason', error)}") from None
         with open_image(path, safe_dirs, restricted_dirs, timeout) as image:
-            virtual = qcow2_virtual_size(image.reader.peek(HEADER_BYTES)[:HEADER_BYTES])  # type: ignore[attr-defined]
+            virtual = qcow2_virtual_size(image.header)
         if virtual is not None:
             return virtual
         if length is None or not length.isdigit():
@@ -164,5 +191,5 @@ def local_or_url_size(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequ
         return int(length)
     real = check_local_path(path, safe_dirs, restricted_dirs)
     with open_image(path, safe_dirs, restricted_dirs, timeout) as image:
-        virtual = qcow2_virtual_size(image.reader.peek(HEADER_BYTES)[:HEADER_BYTES])  # type: ignore[attr-defined]
+        virtual = qcow2_virtual_size(image.header)
     return virtual if virtual is not None else real.stat().st_size

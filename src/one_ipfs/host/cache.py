@@ -34,6 +34,7 @@ from one_ipfs.ipfs.rpc import KuboClient
 
 CACHE_PIN_PREFIX = "one-cache-"
 INDEX_LOCK_TIMEOUT = 120.0
+GC_LOCK_WAIT = 30.0
 LOCK_POLL = 0.1
 
 
@@ -103,6 +104,8 @@ class EntryStatus:
 
 
 class HostCache:
+    """The cache folder of this host (see the module docstring for its layout)."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.entries_dir = folder / "entries"
@@ -188,7 +191,7 @@ class HostCache:
                     if status.entry.owns_pin:
                         unpinned = unpin_cache_pin(client, status.entry.cid) or unpinned
                     self._drop(status.entry.cid)
-                    (self.locks_dir / f"{status.entry.cid}.lock").unlink()
+                    (self.locks_dir / f"{status.entry.cid}.lock").unlink(missing_ok=True)
                 total -= status.cost
                 evicted.append(status.entry.cid)
                 log_info(f"evicted {status.entry.cid} from the host cache ({status.cost >> 20} MiB)")
@@ -197,9 +200,11 @@ class HostCache:
         return evicted
 
     def _collect(self, client: KuboClient, timeout: float) -> None:
+        """repo/gc, unless an addition is under way: then its blocks are collected after a later eviction."""
+        wait = min(GC_LOCK_WAIT, timeout)
         try:
-            with _flock(self.folder / "gc.lock", fcntl.LOCK_EX, timeout, "the IPFS cache's collection lock"):
-                client.repo_gc()
+            with _flock(self.folder / "gc.lock", fcntl.LOCK_EX, wait, "the IPFS cache's collection lock"):
+                client.repo_gc(timeout=timeout)
         except IpfsTimeout as exc:
             log_info(f"garbage collection postponed: {exc}")
 

@@ -179,10 +179,8 @@ def save(
     if not disk.is_file():
         raise StorageError(f"{disk} does not exist on this host")
     record = disks.read_record(disk)
-    disk_format = record.format if record is not None else image_format
-    flatten = record is not None and record.mode == OVERLAY
     cache.prepare()
-    with _self_contained(disk, disk_format, image_format, flatten, deadline) as source:
+    with _self_contained(cache, disk, record, image_format, deadline) as source:
         size = source.stat().st_size
         log_info(f"adding {disk} ({size >> 20} MiB, {image_format}) to this host's IPFS node")
         with cache.adding(deadline.left()):
@@ -366,17 +364,17 @@ def _hold(
 
 
 def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
-    """Pin with progress lines, ending the pin when no byte arrived for ``stall_timeout``.
+    """Pin with progress lines, ending the pin when no block arrived for ``stall_timeout``.
 
-    Kubo reports pin progress about twice a second, so a count that stops growing is seen here.
+    Kubo reports pin progress about twice a second, so counts that stop growing are seen here.
     """
     now = time.monotonic()
-    state = {"bytes": -1, "changed": now, "logged": now}
+    state = {"nodes": -1, "bytes": -1, "changed": now, "logged": now}
 
     def on_progress(progress: PinProgress) -> None:
         now = time.monotonic()
-        if progress.bytes != state["bytes"]:
-            state["bytes"] = progress.bytes
+        if (progress.nodes, progress.bytes) != (state["nodes"], state["bytes"]):
+            state["nodes"], state["bytes"] = progress.nodes, progress.bytes
             state["changed"] = now
         elif now - state["changed"] > stall_timeout:
             raise IpfsTimeout(
@@ -467,19 +465,34 @@ def _used_by(
     def change(entry: CacheEntry) -> None:
         entry.stored = max(entry.stored, stored)
         if holds:
-            entry.refs[str(disk)] = Reference(vm, expected)
+            known = entry.refs.get(str(disk))
+            entry.refs[str(disk)] = Reference(vm if vm is not None or known is None else known.vm, expected)
 
     return change
 
 
 @contextmanager
 def _self_contained(
-    disk: Path, disk_format: str, image_format: str, flatten: bool, deadline: Deadline
+    cache: HostCache, disk: Path, record: DiskRecord | None, image_format: str, deadline: Deadline
 ) -> Iterator[Path]:
-    """The disk itself when it already is a standalone ``image_format`` file, else a converted copy."""
-    if disk_format == image_format and not flatten:
-        yield disk
-        return
+    """A standalone ``image_format`` file with the disk's content: the disk itself, the base of an
+    overlay the guest never wrote to (so an unchanged disk keeps its CID), or a converted copy."""
+    disk_format = record.format if record is not None else image_format
+    if record is None or record.mode == COPY:
+        if disk_format == image_format:
+            yield disk
+            return
+    else:
+        base = cache.base_path(record.cid)
+        content = disks.content_format(base, None) if base.is_file() else None
+        if (
+            content is not None
+            and content.format == image_format
+            and disks.overlay_untouched(disk, content, timeout=deadline.left())
+        ):
+            log_info(f"{disk} is unchanged: saving its base {record.cid}")
+            yield base
+            return
     temporary = _saving_path(disks.disk_of(disk))
     log_info(f"converting {disk} into a self-contained {image_format} image")
     try:

@@ -131,8 +131,8 @@ def probe_format(path: Path) -> str:
     return "qcow2" if _header(path).startswith(QCOW2_MAGIC) else "raw"
 
 
-def qemu_img(args: list[str], *, timeout: float, doing: str) -> None:
-    """Run qemu-img with an argument list; its last error line becomes the failure reason."""
+def qemu_img(args: list[str], *, timeout: float, doing: str) -> bytes:
+    """Run qemu-img with an argument list and return its output; its last error line is the failure reason."""
     if shutil.which("qemu-img") is None:
         raise StorageError(f"qemu-img is not installed on this host (needed for {doing})")
     try:
@@ -146,6 +146,7 @@ def qemu_img(args: list[str], *, timeout: float, doing: str) -> None:
         raise StorageError(
             f"qemu-img failed for {doing}: {lines[-1].strip() if lines else result.returncode}"
         )
+    return result.stdout
 
 
 def create_overlay(base: Path, base_format: str, disk: Path, size: int | None, *, timeout: float) -> None:
@@ -171,6 +172,24 @@ def convert(source: Path, source_format: str, target: Path, target_format: str, 
         ["convert", "-q", "-f", source_format, "-O", target_format, str(source), str(target)],
         timeout=timeout,
         doing=f"converting {source} to {target_format}",
+    )
+
+
+def overlay_untouched(disk: Path, base: ContentFormat, *, timeout: float) -> bool:
+    """True when an overlay holds no cluster of its own and is as large as its base (up to the last
+    sector): then its content is exactly the base's."""
+    if qcow2_size(disk) > -(-base.virtual_size // 512) * 512:
+        return False
+    listing = qemu_img(
+        ["map", "--output=json", "-f", "qcow2", str(disk)], timeout=timeout, doing=f"mapping {disk}"
+    )
+    try:
+        extents = json.loads(listing)
+    except ValueError:
+        raise StorageError(f"qemu-img map printed no JSON for {disk}") from None
+    return not any(
+        extent.get("depth") == 0 and extent.get("present", extent.get("data") or extent.get("zero"))
+        for extent in extents
     )
 
 

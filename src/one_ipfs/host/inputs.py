@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from one_ipfs.errors import InvalidInput
+from one_ipfs.ipfs.refs import parse_cid
 
 DEFAULT_ROOT = "/var/lib/one"
 CACHE_FOLDER = "datastores/.one-ipfs-cache"
@@ -20,9 +21,9 @@ MAX_PATH = 1024
 MAX_SIZE_MB = 1 << 24
 MAX_TIMEOUT = 7 * 86400.0
 MAX_ID = 10**9
-CID_PATTERN = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,200}|[fFzmuU][0-9A-Za-z_-]{20,300})$")
 TM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 VM_FOLDER = re.compile(r"^[0-9]{1,9}$")
+DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNKER = re.compile(r"^size-[1-9][0-9]{0,7}$")
 HASH_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
@@ -42,9 +43,8 @@ def default_cache_dir() -> Path:
 
 
 def cid(text: str) -> str:
-    """A CID as Kubo prints them (CIDv0 ``Qm…`` or multibase CIDv1); never a path."""
-    if not CID_PATTERN.match(text):
-        raise InvalidInput(f"not a CID: {text[:80]!r}")
+    """A structurally valid CID (never a path or an option), kept as written: Kubo reads every multibase."""
+    parse_cid(text)
     return text
 
 
@@ -76,10 +76,14 @@ def _check_no_escape(path: Path, base: str, what: str) -> None:
 
 
 def disk_path(text: str) -> Path:
-    """A disk file (``…/<vmid>/disk.<n>``, a snapshot ``disk.<n>.snap/<id>``, kernel, initrd…)."""
+    """A file in a VM folder (``<ds>/<vm>/disk.<n>``) or a snapshot of one (``disk.<n>.snap/<id>``);
+    nothing else in oneadmin's tree (keys, the cache, other drivers' files) can be named as a disk."""
     path = path_inside_root(text, "the disk path")
-    if path.name.startswith(".") or path.name.endswith(".part"):
+    if not DISK_NAME.match(path.name) or path.name.endswith((".part", ".saving")):
         raise InvalidInput(f"{path} is not a disk file name")
+    folder = path.parent.parent if path.parent.name.endswith(".snap") else path.parent
+    if not (VM_FOLDER.match(folder.name) and VM_FOLDER.match(folder.parent.name)):
+        raise InvalidInput(f"{path} is not a disk in a VM folder (<datastore id>/<vm id>/disk.<n>)")
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory, not a disk")
     return path

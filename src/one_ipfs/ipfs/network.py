@@ -136,7 +136,17 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         "AutoNAT.ServiceMode": "disabled",
         "AutoTLS.Enabled": False,
         "HTTPRetrieval.Enabled": False,
+        # A PSK network is TCP only; a WebSocket listener would share the TCP port, which libp2p refuses
+        # (and logs an error for) on a private network.
+        "Swarm.Transports.Network.Websocket": False,
+        # Every member serves the DHT to the others (with AutoNAT off, "dht" would never decide to serve).
+        # libp2p's LAN DHT admits peers with private addresses (10/8, 172.16/12, 192.168/16, ...); peers in
+        # 198.18.0.0/15 (the test bed) count as neither public nor private and never enter a routing table.
+        # Content still flows between peered nodes (bitswap asks every connected peer), and IPNS records
+        # travel over pubsub between connected peers, which works for any address.
         "Routing.Type": "dhtserver",
+        "Pubsub.Enabled": True,
+        "Ipns.UsePubsub": True,
         "Datastore.StorageMax": settings.storage_max,
     }
 

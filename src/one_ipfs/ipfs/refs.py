@@ -196,12 +196,11 @@ def _parse_reference(text: str) -> ImageRef:
 
 def _parse_parts(namespace: str, rest: str) -> ImageRef:
     root, slash, tail = rest.partition("/")
-    subpath = _subpath(slash + tail)
     if namespace == "ipfs":
         _content_root(root)
     else:
         root = _ipns_name(root)
-    return ImageRef(namespace, root, subpath)
+    return ImageRef(namespace, root, _subpath(slash + tail))
 
 
 def _content_root(root: str) -> None:

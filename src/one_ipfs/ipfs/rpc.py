@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -101,6 +101,12 @@ class RepoStat:
 
 
 @dataclass(frozen=True)
+class DiskSpace:
+    free: int
+    total: int
+
+
+@dataclass(frozen=True)
 class NodeId:
     peer_id: str
     addresses: list[str]
@@ -146,6 +152,7 @@ class KuboClient:
         deadline; it ends instead when nothing moves (no byte read from ``source`` and no progress
         from Kubo) for the client's timeout. ``progress`` gets the bytes Kubo has taken in so far.
         """
+        # Progress events also show the import is alive, so they are asked for even without a callback.
         params = {**settings.query(), "pin": _flag(pin), "progress": "true"}
         if pin and pin_name:
             params["pin-name"] = pin_name
@@ -187,7 +194,7 @@ class KuboClient:
         length: int | None = None,
         chunk_size: int = PIECE,
         timeout: float | None = None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """The bytes of ``path`` in pieces of ``chunk_size`` (the last may be shorter).
 
         Closing the generator early closes the connection, which cancels the read in Kubo.
@@ -255,16 +262,16 @@ class KuboClient:
         """Size and shape of ``/ipfs/<cid>`` from its root block only; ``with_local`` adds what is local."""
         params = {"with-local": "true"} if with_local else {}
         answer = self._call("files/stat", (path,), params, timeout)
-        local = answer.get("Local") if with_local else None
-        size_local = answer.get("SizeLocal") if with_local else None
+        local = bool(answer.get("Local", False)) if with_local else None  # Kubo leaves out false and 0
+        size_local = int(answer.get("SizeLocal", 0)) if with_local else None
         return FileStat(
             cid=str(answer["Hash"]),
             size=int(answer.get("Size", 0)),
             cumulative_size=int(answer.get("CumulativeSize", 0)),
             blocks=int(answer.get("Blocks", 0)),
             type=str(answer.get("Type", "")),
-            local=bool(local) if local is not None else None,
-            size_local=int(size_local) if size_local is not None else None,
+            local=local,
+            size_local=size_local,
         )
 
     def files_cp(self, source: str, destination: str) -> None:
@@ -289,6 +296,11 @@ class KuboClient:
             num_objects=int(answer.get("NumObjects", 0)),
             repo_path=str(answer.get("RepoPath", "")),
         )
+
+    def repo_disk(self) -> DiskSpace:
+        """Space on the filesystem that holds the repository, as the node itself sees it."""
+        info = self._call("diag/sys", (), {}).get("diskinfo") or {}
+        return DiskSpace(free=int(info.get("free_space", 0)), total=int(info.get("total_space", 0)))
 
     def repo_gc(self, *, timeout: float | None = None) -> None:
         with self._open("repo/gc", (), {}, timeout) as exchange:
@@ -436,6 +448,7 @@ class _Exchange:
         self.answered = False
         self.upload: _Upload | None = None
         self.sender: threading.Thread | None = None
+        self.status = 0
         self.headers: dict[str, str] = {}
         self.received = 0
 
@@ -469,7 +482,7 @@ class _Exchange:
             self.sock.close()
         self.selector.close()
         if self.sender is not None:
-            self.sender.join(5)
+            self.sender.join(1)  # it stops at once unless the source blocks; then it stops when that returns
 
     def body(self) -> Iterator[bytes]:
         """The response body, unframed; ends by checking the trailer for ``X-Stream-Error``."""
@@ -492,7 +505,10 @@ class _Exchange:
                     raise self.broken("Kubo sent a malformed chunked stream")
             self._read_trailer()
             return
-        left = int(self.headers.get("content-length", "0"))
+        length = self.headers.get("content-length", "0")
+        if not length.isdigit():
+            raise self._failure(f"Kubo sent a malformed Content-Length: {length[:40]!r}")
+        left = int(length)
         while left:
             piece = self._read_some(left)
             left -= len(piece)
@@ -506,6 +522,8 @@ class _Exchange:
             pending += piece
             if len(pending) > MAX_LINE:
                 raise self.broken(f"Kubo sent a JSON value larger than {MAX_LINE >> 20} MiB")
+            if b"\n" not in piece:  # a long value (a big pin list) arrives in many pieces
+                continue
             *lines, rest = pending.split(b"\n")
             pending = bytearray(rest)
             for line in lines:
@@ -517,9 +535,7 @@ class _Exchange:
     def broken(self, reason: str) -> IpfsError:
         """The error for a stream that failed after Kubo had answered 200."""
         if DEADLINE_MESSAGE in reason:
-            return IpfsTimeout(
-                f"ipfs {self.label}: Kubo gave up after {self.clock.limit:g} s (its timeout ran out)"
-            )
+            return self._kubo_timeout()
         return StreamBroken(
             f"ipfs {self.label}: the stream broke after {self.received} bytes: {_one_line(reason)}"
         )
@@ -634,9 +650,7 @@ class _Exchange:
         where = f"ipfs {self.label}"
         if self.status == 500:
             if DEADLINE_MESSAGE in message:
-                return IpfsTimeout(
-                    f"{where}: Kubo gave up after {self.clock.limit:g} s (its timeout ran out)"
-                )
+                return self._kubo_timeout()
             if any(text in message for text in NOT_FOUND_MESSAGES):
                 return ContentNotFound(f"{where}: {message}")
             return CommandFailed(f"{where}: {message}")
@@ -690,6 +704,11 @@ class _Exchange:
             raise self._failure("Kubo closed the connection")
         self.clock.touch()
         return data
+
+    def _kubo_timeout(self) -> IpfsTimeout:
+        return IpfsTimeout(
+            f"ipfs {self.label}: Kubo gave up after {self.clock.limit:g} s (its timeout ran out)"
+        )
 
     def _client_timeout(self) -> IpfsTimeout:
         if self.clock.stall:

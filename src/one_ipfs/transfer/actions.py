@@ -92,15 +92,24 @@ def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str) -> None:
         request.disk.host,
         "fetch",
         [
-            "--cid", cid,
-            "--disk", request.disk.path,
-            "--size-mb", str(size_mb),
-            "--timeout", f"{config.transfer_timeout:g}",
-            "--stall-timeout", f"{config.stall_timeout:g}",
-            "--api", config.host_api,
-            "--mode", mode,
-            "--cache-max-mb", str(config.host_cache_mb),
-            "--vm", str(request.vm_id),
+            "--cid",
+            cid,
+            "--disk",
+            request.disk.path,
+            "--size-mb",
+            str(size_mb),
+            "--timeout",
+            f"{config.transfer_timeout:g}",
+            "--stall-timeout",
+            f"{config.stall_timeout:g}",
+            "--api",
+            config.host_api,
+            "--mode",
+            mode,
+            "--cache-max-mb",
+            str(config.host_cache_mb),
+            "--vm",
+            str(request.vm_id),
         ],
         timeout=_host_timeout(config),
     )
@@ -108,7 +117,9 @@ def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str) -> None:
 
 def _deploy_request(args: list[str]) -> DiskRequest:
     source, disk, vm_id, ds_id = _args(args, 4, "fe:SOURCE host:remote_system_ds/disk.i vmid dsid")
-    return DiskRequest(_source_of(source), Location.parse(disk), _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"))
+    return DiskRequest(
+        _source_of(source), Location.parse(disk), _int(vm_id, "the VM id"), _int(ds_id, "the datastore id")
+    )
 
 
 def clone(args: list[str], stdin: BinaryIO) -> None:
@@ -133,7 +144,9 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     """Add a disk on its host, pin it on the datastore's node, then record it as the image's next version."""
     handle = ImageHandle.parse(target_source)
     if handle is None:
-        raise ImmutableImage(f"{target_source[:200]} names fixed IPFS content: a disk cannot be saved into it")
+        raise ImmutableImage(
+            f"{target_source[:200]} names fixed IPFS content: a disk cannot be saved into it"
+        )
     config = _config(datastore_id)
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
@@ -143,15 +156,24 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
         disk.host,
         "save",
         [
-            "--disk", path,
-            "--format", image.format or "raw",
-            "--api", config.host_api,
-            "--timeout", f"{config.transfer_timeout:g}",
-            "--chunker", settings.chunker,
-            "--cid-version", str(settings.cid_version),
-            "--raw-leaves", "true" if settings.raw_leaves else "false",
-            "--hash", settings.hash,
-            "--vm", str(vm_id),
+            "--disk",
+            path,
+            "--format",
+            image.format or "raw",
+            "--api",
+            config.host_api,
+            "--timeout",
+            f"{config.transfer_timeout:g}",
+            "--chunker",
+            settings.chunker,
+            "--cid-version",
+            str(settings.cid_version),
+            "--raw-leaves",
+            "true" if settings.raw_leaves else "false",
+            "--hash",
+            settings.hash,
+            "--vm",
+            str(vm_id),
         ],
         timeout=_host_timeout(config),
     )
@@ -181,7 +203,9 @@ def mvds(args: list[str], stdin: BinaryIO) -> None:
 
 def cpds(args: list[str], stdin: BinaryIO) -> None:
     """Save-as: the disk (or one of its snapshots) becomes the content of the image mkfs created."""
-    disk, source, snap_id, vm_id, ds_id = _args(args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid")
+    disk, source, snap_id, vm_id, ds_id = _args(
+        args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid"
+    )
     _save(
         Location.parse(disk),
         source,
@@ -200,7 +224,14 @@ def delete(args: list[str], stdin: BinaryIO) -> None:
     run_on_host(
         location.host,
         "delete",
-        [kind, location.path, "--vm", str(_int(vm_id, "the VM id")), "--cache-max-mb", str(config.host_cache_mb)],
+        [
+            kind,
+            location.path,
+            "--vm",
+            str(_int(vm_id, "the VM id")),
+            "--cache-max-mb",
+            str(config.host_cache_mb),
+        ],
         timeout=_host_timeout(config),
     )
 
@@ -234,12 +265,18 @@ def _prefetch(host: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> N
         host,
         "prefetch",
         [
-            "--cid", cid,
-            "--api", config.host_api,
-            "--timeout", f"{config.transfer_timeout:g}",
-            "--stall-timeout", f"{config.stall_timeout:g}",
-            "--mode", config.deploy_mode.lower(),
-            "--vm", str(vm_id),
+            "--cid",
+            cid,
+            "--api",
+            config.host_api,
+            "--timeout",
+            f"{config.transfer_timeout:g}",
+            "--stall-timeout",
+            f"{config.stall_timeout:g}",
+            "--mode",
+            config.deploy_mode.lower(),
+            "--vm",
+            str(vm_id),
         ],
         timeout=_host_timeout(config),
     )
@@ -248,7 +285,9 @@ def _prefetch(host: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> N
 def _migrate_vm(args: list[str], stdin: BinaryIO) -> tuple[str, str, int, list[VmDisk]]:
     """Parse a live-migration step: 5 arguments (6 when another TM forwards it) and the base64 VM."""
     if len(args) not in (5, 6):
-        raise InvalidInput(f"expected 5 or 6 arguments (src_host dst_host dir vmid dsid [tm]), got {len(args)}")
+        raise InvalidInput(
+            f"expected 5 or 6 arguments (src_host dst_host dir vmid dsid [tm]), got {len(args)}"
+        )
     src_host = Location.parse(f"{args[0]}:/").host
     dst_host = Location.parse(f"{args[1]}:/").host
     vm_id = _int(args[3], "the VM id")
@@ -306,7 +345,12 @@ def _disk_step(command: str, extra: str) -> Callable[[list[str], BinaryIO], None
         number = _int(value, extra)
         config = _config(_int(ds_id, "the datastore id"))
         option = "--size-mb" if command == "resize" else "--snap-id"
-        run_on_host(location.host, command, ["--disk", location.path, option, str(number)], timeout=_host_timeout(config))
+        run_on_host(
+            location.host,
+            command,
+            ["--disk", location.path, option, str(number)],
+            timeout=_host_timeout(config),
+        )
 
     step.__doc__ = f"``{command}`` on the disk's host, as OpenNebula's ssh driver does for file disks."
     return step
@@ -341,7 +385,9 @@ def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
     """Run the action a transfer-file line names; ``clone.ssh`` and friends run ``clone``."""
     base, _, suffix = name.partition(".")
     if suffix and suffix not in SUFFIXES:
-        raise NotSupported(f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}")
+        raise NotSupported(
+            f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}"
+        )
     action_fn = ACTIONS.get(base)
     if action_fn is None:
         raise NotSupported(f"the ipfs transfer driver has no action {name[:40]!r}")

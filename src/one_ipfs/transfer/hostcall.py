@@ -25,10 +25,7 @@ from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LAUNCHER, HOST_LIB
 STALE_BUNDLE = 3
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
 LOG_PREFIXES = ("INFO:", "ERROR:", "WARN:", "DEBUG:")
-UNPACK = (
-    "import sys, tarfile; "
-    "tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz').extractall(sys.argv[1])"
-)
+UNPACK = "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz').extractall(sys.argv[1])"
 
 
 def remote_lib() -> str:
@@ -79,7 +76,11 @@ def ship_bundle(host: str, *, timeout: float) -> None:
     remote = ["sh", "-c", 'mkdir -p "$1" && exec python3 -c "$2" "$1"', "sh", remote_lib(), UNPACK]
     try:
         result = subprocess.run(
-            ssh_argv(host, remote), input=archive.getvalue(), capture_output=True, timeout=timeout, check=False
+            ssh_argv(host, remote),
+            input=archive.getvalue(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise HostError(f"{host}: copying the one-ipfs host bundle took longer than {timeout:g} s") from None

@@ -1,0 +1,298 @@
+"""What OpenNebula hands the drivers, parsed once into dataclasses: the datastore driver action
+(``DS_DRIVER_ACTION_DATA``) and the VM, image and datastore XML its CLI prints.
+
+All of it carries values users wrote into templates, so it is hostile input: the payload is capped,
+base64 is decoded strictly, the XML parser refuses DTDs and entities, and every number is checked
+before use. The XML itself is never logged: oned decrypts datastore templates before sending them,
+so they may hold credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as safe_xml  # type: ignore[import-untyped,unused-ignore]
+from defusedxml import DefusedXmlException  # type: ignore[import-untyped,unused-ignore]
+
+from one_ipfs.errors import InvalidInput
+
+MAX_PAYLOAD = 16 << 20
+MAX_ID = 2**31 - 1
+MAX_SIZE_MB = 1 << 40
+UNSET = "-1"
+# Image TYPE as Image::to_xml writes it (enum Image::ImageType).
+IMAGE_TYPES = ("OS", "CDROM", "DATABLOCK", "KERNEL", "RAMDISK", "CONTEXT", "BACKUP")
+_UNSIGNED = re.compile(r"[0-9]{1,19}")
+_ID_ARGUMENT = re.compile(r"[0-9]{1,10}")
+
+
+@dataclass(frozen=True)
+class DatastoreTemplate:
+    """A datastore as ``Datastore::to_xml`` writes it; ``attributes`` are its TEMPLATE's simple values."""
+
+    id: int
+    name: str
+    ds_mad: str
+    tm_mad: str
+    type: int | None
+    base_path: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImageTemplate:
+    """An image as ``Image::to_xml`` writes it. STAT's minimal IMAGE has only PATH, hence the Nones.
+
+    ``template`` holds the image TEMPLATE's simple values (MD5, SHA1, IPFS_CID, ...).
+    """
+
+    id: int | None
+    source: str
+    path: str
+    size_mb: int | None
+    format: str
+    fs: str
+    type: str
+    persistent: bool
+    cloning_id: int | None
+    target_snapshot: int | None
+    template: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DsAction:
+    """One datastore driver action; ``image`` is None for MONITOR."""
+
+    image: ImageTemplate | None
+    datastore: DatastoreTemplate
+    raw: Element
+
+
+@dataclass(frozen=True)
+class VmDisk:
+    """One ``VM/TEMPLATE/DISK``: what a TM action needs to know about the disk it handles."""
+
+    disk_id: int
+    image_id: int | None
+    source: str
+    datastore_id: int | None
+    tm_mad: str
+    size_mb: int | None
+    original_size_mb: int | None
+    format: str
+    persistent: bool
+    clone: bool
+    type: str
+
+
+@dataclass(frozen=True)
+class VmHistory:
+    """The VM's last history record: the host it is (or was last) on and its system datastore."""
+
+    hostname: str
+    datastore_id: int
+
+
+@dataclass(frozen=True)
+class VmTemplate:
+    """A VM as ``onevm show -x`` prints it, reduced to what the transfer driver uses."""
+
+    id: int
+    state: int
+    lcm_state: int
+    disks: list[VmDisk]
+    history: VmHistory | None
+
+
+def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
+    """The action and the id argument, in either calling convention of the DS driver manager.
+
+    OpenNebula >= 6.8 runs ``<action> <id>`` with the base64 action on stdin; older releases ran
+    ``<action> <base64> <id>`` and left stdin alone, so it is only read in the first case.
+    """
+    if len(argv) == 1:
+        object_id, where = argv[0], "on stdin"
+        encoded = stdin.read(MAX_PAYLOAD + 1)
+    elif len(argv) == 2:
+        object_id, where = argv[1], "in the first argument"
+        encoded = os.fsencode(argv[0])
+    else:
+        raise InvalidInput(
+            "expected the object id with the base64 driver action on stdin (OpenNebula 6.8 and later) "
+            f"or the base64 driver action and the object id as arguments, got {len(argv)} arguments"
+        )
+    if not _ID_ARGUMENT.fullmatch(object_id):
+        raise InvalidInput(f"the object id must be a non-negative whole number, not {_shown(object_id)}")
+    return parse_ds_action(_decode_base64(encoded, where)), object_id
+
+
+def parse_ds_action(xml: bytes | str) -> DsAction:
+    """Parse a decoded ``DS_DRIVER_ACTION_DATA`` document (backup drivers get it in plain XML)."""
+    root = _parse_xml(xml, "DS_DRIVER_ACTION_DATA")
+    datastore = root.find("DATASTORE")
+    if datastore is None:
+        raise InvalidInput("the driver action has no DATASTORE")
+    image = root.find("IMAGE")
+    return DsAction(None if image is None else _image(image), _datastore(datastore), root)
+
+
+def parse_image_xml(xml: bytes | str) -> ImageTemplate:
+    """Parse ``oneimage show -x`` output."""
+    return _image(_parse_xml(xml, "IMAGE"))
+
+
+def parse_datastore_xml(xml: bytes | str) -> DatastoreTemplate:
+    """Parse ``onedatastore show -x`` output."""
+    return _datastore(_parse_xml(xml, "DATASTORE"))
+
+
+def parse_vm_xml(xml: bytes | str) -> VmTemplate:
+    """Parse ``onevm show -x`` output (also what live-migration steps get base64-encoded on stdin)."""
+    vm = _parse_xml(xml, "VM")
+    records = vm.findall("HISTORY_RECORDS/HISTORY")
+    history = None
+    if records:
+        last = records[-1]
+        history = VmHistory(_text(last, "HOSTNAME"), _required(last, "DS_ID"))
+    return VmTemplate(
+        id=_required(vm, "ID"),
+        state=_required(vm, "STATE"),
+        lcm_state=_required(vm, "LCM_STATE"),
+        disks=[_disk(disk) for disk in vm.findall("TEMPLATE/DISK")],
+        history=history,
+    )
+
+
+def _shown(text: str) -> str:
+    return ascii(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+def _decode_base64(encoded: bytes, where: str) -> bytes:
+    if len(encoded) > MAX_PAYLOAD:
+        raise InvalidInput(f"the driver action {where} is larger than {MAX_PAYLOAD >> 20} MiB")
+    compact = b"".join(encoded.split())
+    if not compact:
+        raise InvalidInput(f"no driver action {where}: OpenNebula sends it base64-encoded")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except binascii.Error:
+        raise InvalidInput(f"the driver action {where} is not valid base64") from None
+
+
+def _parse_xml(xml: bytes | str, root_tag: str) -> Element:
+    if len(xml) > MAX_PAYLOAD:
+        raise InvalidInput(f"the {root_tag} document is larger than {MAX_PAYLOAD >> 20} MiB")
+    try:
+        root: Element = safe_xml.fromstring(xml, forbid_dtd=True)
+    except DefusedXmlException:
+        raise InvalidInput(f"the {root_tag} document declares a DTD or entities, which are refused") from None
+    except ParseError as exc:
+        raise InvalidInput(f"the {root_tag} document is not well-formed XML: {exc}") from None
+    if root.tag != root_tag:
+        raise InvalidInput(f"expected a {root_tag} document, got {_shown(str(root.tag))}")
+    return root
+
+
+def _text(element: Element, tag: str) -> str:
+    child = element.find(tag)
+    return "" if child is None or child.text is None else child.text
+
+
+def _number(element: Element, tag: str, maximum: int = MAX_ID, unset: str = "") -> int | None:
+    """A non-negative integer, or None when absent, empty or the ``unset`` marker OpenNebula uses."""
+    text = _text(element, tag)
+    if text in ("", unset):
+        return None
+    if not _UNSIGNED.fullmatch(text) or int(text) > maximum:
+        raise InvalidInput(
+            f"{element.tag}/{tag} must be a whole number from 0 to {maximum}, not {_shown(text)}"
+        )
+    return int(text)
+
+
+def _required(element: Element, tag: str) -> int:
+    value = _number(element, tag)
+    if value is None:
+        raise InvalidInput(f"{element.tag} has no {tag}")
+    return value
+
+
+def _flag(element: Element, tag: str) -> bool:
+    """OpenNebula writes booleans as ``1``/``0`` in object XML and ``YES``/``NO`` in templates."""
+    text = _text(element, tag).upper()
+    if text in ("1", "YES"):
+        return True
+    if text in ("", "0", "NO"):
+        return False
+    raise InvalidInput(f"{element.tag}/{tag} must be YES or NO, not {_shown(text)}")
+
+
+def _attributes(template: Element | None) -> dict[str, str]:
+    """The simple attributes of a TEMPLATE; vector attributes are skipped, the first of a name wins."""
+    attributes: dict[str, str] = {}
+    if template is not None:
+        for child in template:
+            if not len(child):
+                attributes.setdefault(str(child.tag).upper(), child.text or "")
+    return attributes
+
+
+def _image_type(text: str) -> str:
+    if text.upper() in IMAGE_TYPES or not text:
+        return text.upper()
+    if not _UNSIGNED.fullmatch(text):
+        raise InvalidInput(
+            f"IMAGE/TYPE must be a number or one of {', '.join(IMAGE_TYPES)}, not {_shown(text)}"
+        )
+    number = int(text)
+    return IMAGE_TYPES[number] if number < len(IMAGE_TYPES) else str(number)
+
+
+def _datastore(element: Element) -> DatastoreTemplate:
+    return DatastoreTemplate(
+        id=_required(element, "ID"),
+        name=_text(element, "NAME"),
+        ds_mad=_text(element, "DS_MAD"),
+        tm_mad=_text(element, "TM_MAD"),
+        type=_number(element, "TYPE"),
+        base_path=_text(element, "BASE_PATH"),
+        attributes=_attributes(element.find("TEMPLATE")),
+    )
+
+
+def _image(element: Element) -> ImageTemplate:
+    return ImageTemplate(
+        id=_number(element, "ID"),
+        source=_text(element, "SOURCE"),
+        path=_text(element, "PATH"),
+        size_mb=_number(element, "SIZE", MAX_SIZE_MB),
+        format=_text(element, "FORMAT"),
+        fs=_text(element, "FS"),
+        type=_image_type(_text(element, "TYPE")),
+        persistent=_flag(element, "PERSISTENT"),
+        cloning_id=_number(element, "CLONING_ID", unset=UNSET),
+        target_snapshot=_number(element, "TARGET_SNAPSHOT", unset=UNSET),
+        template=_attributes(element.find("TEMPLATE")),
+    )
+
+
+def _disk(element: Element) -> VmDisk:
+    return VmDisk(
+        disk_id=_required(element, "DISK_ID"),
+        image_id=_number(element, "IMAGE_ID"),
+        source=_text(element, "SOURCE"),
+        datastore_id=_number(element, "DATASTORE_ID"),
+        tm_mad=_text(element, "TM_MAD"),
+        size_mb=_number(element, "SIZE", MAX_SIZE_MB),
+        original_size_mb=_number(element, "ORIGINAL_SIZE", MAX_SIZE_MB),
+        format=_text(element, "FORMAT"),
+        persistent=_flag(element, "PERSISTENT"),
+        clone=_flag(element, "CLONE"),
+        type=_text(element, "TYPE"),
+    )

@@ -1,0 +1,86 @@
+"""The one place that turns an action's outcome into OpenNebula's driver output convention.
+
+On success stdout carries exactly the action's result. On failure the driver managers show the user
+every stderr line *not* prefixed ``ERROR:``/``INFO:``/``WARN:``/``DEBUG:``, glued together with no
+separator, so exactly one such plain line is written; everything else is a prefixed log line,
+flattened to one line. Nothing here prints the environment: it may hold credentials.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from collections.abc import Callable
+
+from one_ipfs.errors import OneIpfsError
+
+MAX_LINE = 4000
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not a refused request
+# The managers' log-line pattern (DriverExecHelper): a plain line matching it would be taken for a log line.
+_LOG_LINE = re.compile(r"(?:ERROR|INFO|WARN|DEBUG):\s")
+_CONTROLS = {code: "?" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {0x09: " "}
+
+
+def log_info(message: str) -> None:
+    """An ``INFO:`` line: shown in oned.log, or the VM log for transfer actions."""
+    _log("INFO", message)
+
+
+def log_error(message: str) -> None:
+    """An ``ERROR:`` line: logged, but not what the user sees as the failure reason."""
+    _log("ERROR", message)
+
+
+def run_action(fn: Callable[[], str | None], action: str = "driver") -> int:
+    """Run an action and report its outcome; returns the exit status for the driver manager.
+
+    ``action`` names it in the message of an unexpected error, e.g. ``datastore cp``.
+    """
+    try:
+        result = fn()
+    except OneIpfsError as exc:
+        reason = str(exc) or type(exc).__name__
+        log_error(reason)
+        _failure(reason)
+        return _exit_code(exc)
+    except Exception as exc:
+        for line in "".join(traceback.format_exception(exc)).splitlines():
+            if line.strip():
+                log_error(line)
+        _failure(f"Internal error in one-ipfs {action}: {type(exc).__name__}: {exc}")
+        return INTERNAL_ERROR_EXIT
+    if result is not None:
+        sys.stdout.write(result.rstrip("\n") + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _one_line(message: str) -> str:
+    """Line breaks become spaces and other control characters ``?``, so no message can forge lines."""
+    line = " ".join(message.splitlines()).translate(_CONTROLS).strip()
+    return line if len(line) <= MAX_LINE else line[:MAX_LINE] + "..."
+
+
+def _log(severity: str, message: str) -> None:
+    line = _one_line(message)
+    if line[:1].isdigit():
+        # The managers read a number right after the prefix as the id of the object to log to.
+        line = f"one-ipfs: {line}"
+    sys.stderr.write(f"{severity}: {line}\n")
+    sys.stderr.flush()
+
+
+def _failure(reason: str) -> None:
+    """The one plain stderr line, which OpenNebula shows as the reason the action failed."""
+    line = _one_line(reason) or "the action failed without a message"
+    if _LOG_LINE.match(line):
+        line = f"one-ipfs: {line}"
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _exit_code(error: OneIpfsError) -> int:
+    """The error's exit status; never 0, which would tell OpenNebula the action succeeded."""
+    code = error.exit_code
+    return code if 0 < code < 256 else 1

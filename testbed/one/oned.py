@@ -1,0 +1,1864 @@
+"""oned, as far as datastore and transfer drivers can tell: images, datastores, VMs and their life cycles.
+
+``OneSim`` plays the ImageManager (``ImageManagerActions.cc``, ``ImageManagerProtocol.cc``), the
+TransferManager (``TransferManager.cc``: transfer files line for line), the LifeCycleManager's state
+changes and the VMM driver's TM steps (``one_vmm_exec.rb``), and calls the real driver scripts through
+the driver managers of ``testbed.one.managers``. Calls are synchronous (oned's are not, but a driver
+cannot tell): each operation returns when oned would have processed the driver's reply, and raises
+``OneFailure`` with the FAILURE info where OpenNebula would report an error, leaving the objects in the
+state OpenNebula leaves them (image ERROR, VM PROLOG_FAILURE...).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from one_ipfs.errors import OpenNebulaError
+from one_ipfs.opennebula.install import install_remotes
+from testbed.one import cli
+from testbed.one import template as tmpl
+from testbed.one.conf import OnedConf
+from testbed.one.documents import (
+    DATASTORE_TYPES,
+    DISK_TYPES,
+    IMAGE_STATES,
+    IMAGE_TYPES,
+    LCM_STATES,
+    VM_STATES,
+    Datastore,
+    Host,
+    Image,
+    VirtualMachine,
+    collection_ids,
+    datastore_document,
+    fill_template,
+    history_element,
+    host_document,
+    image_document,
+    integer,
+    log_time,
+    set_collection,
+    set_text,
+    snapshots_document,
+    template_attributes,
+    template_get,
+    template_set,
+    text,
+    to_string,
+    vector_element,
+    vector_get,
+    vector_remove,
+    vector_set,
+    vm_document,
+)
+from testbed.one.hosts import HostFiles, Hypervisor, SimulatedSystemTM
+from testbed.one.managers import DatastoreDriverManager, DriverResult, TransferDriverManager
+from testbed.one.runner import Execution, Runner
+from testbed.one.state import STATE_ENV, StateStore
+
+SYSTEM_DS_ID = 0
+FIRST_DATASTORE_ID = 100
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class OneFailure(OpenNebulaError):
+    """OpenNebula reported a failure: a driver's FAILURE reply or an API call oned refused.
+
+    ``action`` is the protocol action (``CP``, ``TRANSFER``, ``MIGRATE``...) or the API call
+    (``one.vm.deploy``); ``info`` is exactly the text OpenNebula got; ``oid`` the object concerned.
+    """
+
+    def __init__(self, action: str, info: str, oid: int | None = None) -> None:
+        super().__init__(f"{action} failed: {info}")
+        self.action = action
+        self.info = info
+        self.oid = oid
+
+
+ImageRef = Image | int
+DatastoreRef = Datastore | int
+VmRef = VirtualMachine | int
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A DISK of a VM template that uses an image, with the options a user may add."""
+
+    image: ImageRef
+    size_mb: int | None = None
+    target: str | None = None
+    dev_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Volatile:
+    """A volatile DISK (``TYPE=fs`` or ``swap``), created by the system datastore's TM."""
+
+    size_mb: int
+    type: str = "fs"
+    format: str = "raw"
+
+
+DiskRef = ImageRef | DiskSpec | Volatile
+
+
+def _oid(ref: Image | Datastore | VirtualMachine | Host | int) -> int:
+    return ref if isinstance(ref, int) else ref.id
+
+
+def _b64(document: str) -> str:
+    return base64.b64encode(document.encode()).decode()
+
+
+def _is_volatile(disk: ET.Element) -> bool:
+    return vector_get(disk, "TYPE").upper() in ("SWAP", "FS")
+
+
+class OneSim:
+    """A frontend's oned with one system datastore (0, ``ssh``) and one host object per runner host.
+
+    ``state`` is the folder of the object documents (the CLI stand-ins' ``ONE_SIM_STATE``); it must be
+    reachable by the driver user. ``python`` runs the CLI stand-ins. ``extra_env`` is added to the
+    environment of every driver script.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        state: Path,
+        conf: OnedConf | None = None,
+        python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.conf = conf or OnedConf()
+        self.hostname = self.conf.hostname or runner.frontend_hostname
+        self.store = StateStore(state, owner=runner.owner)
+        self.extra_env = dict(extra_env or {})
+        self.exchanges: list[DriverResult] = []
+        cli.install(self.store.bin_dir, python)
+        self.files = HostFiles(runner)
+        self.hypervisor = Hypervisor(self.files)
+        self.remotes = runner.var_lib_one / "remotes"
+        self.driver_remotes = f"{runner.driver_var_lib_one}/remotes"
+        for folder in (self.remotes / "datastore", self.remotes / "tm", runner.var_lib_one / "vms"):
+            self.files.make_dirs(folder)
+        self._write_config()
+        self.system_tm = SimulatedSystemTM(self.files, self.driver_remotes, self._run_script)
+        self.datastore_manager = DatastoreDriverManager(
+            runner,
+            self.remotes,
+            self.driver_remotes,
+            self.environment,
+            ds_mads=self.conf.datastore_mads,
+            system_tms=self.conf.system_ds_tms,
+            timeout=self.conf.datastore_timeout,
+        )
+        self.transfer_manager = TransferDriverManager(
+            runner,
+            self.remotes,
+            self.driver_remotes,
+            self.environment,
+            simulated={name: self.system_tm for name in SimulatedSystemTM.NAMES},
+            tm_mads=self.conf.tm_mads,
+        )
+        with self.store.locked():
+            if self.store.read("datastore", SYSTEM_DS_ID) is None:
+                self._allocate_datastore(
+                    SYSTEM_DS_ID, {"NAME": "system", "TYPE": "SYSTEM_DS", "TM_MAD": "ssh"}
+                )
+            for index, host in enumerate(runner.hosts):
+                if self.store.read("host", index) is None:
+                    self.store.write("host", index, host_document(index, host, []))
+
+    # ----------------------------------------------------------------------------------------------
+    # Environment of the drivers, remotes, hosts
+    # ----------------------------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """oned's environment as its driver managers pass it on, plus the CLI stand-ins first on PATH."""
+        env = self.runner.base_env()
+        env["PATH"] = f"{self.store.bin_dir}:{env.get('PATH') or DEFAULT_PATH}"
+        env[STATE_ENV] = str(self.store.root)
+        env.update(self.extra_env)
+        return env
+
+    def _run_script(self, argv: list[str], stdin: bytes) -> Execution:
+        return self.runner.run(argv, env=self.environment(), stdin=stdin, timeout=None)
+
+    def _write_config(self) -> None:
+        """``/var/lib/one/config``, which oned writes at start and the Ruby driver helpers read."""
+        lines = [
+            f"DATASTORE_LOCATION={self.conf.datastore_location}",
+            f"DEFAULT_DEVICE_PREFIX={self.conf.default_device_prefix}",
+            f"DEFAULT_CDROM_DEVICE_PREFIX={self.conf.default_cdrom_device_prefix}",
+            f"HOSTNAME={self.hostname}",
+            f"SCRIPTS_REMOTE_DIR={self.conf.scripts_remote_dir}",
+        ]
+        self.files.write(self.runner.var_lib_one / "config", ("\n".join(lines) + "\n").encode())
+
+    def install_drivers(self, python: str | None = None) -> None:
+        """``one-ipfs install`` into the frontend's remotes tree (launchers, defaults, host bundle)."""
+        install_remotes(self.remotes, python or sys.executable)
+        self.files.give(self.remotes)
+
+    def onehost_sync(self) -> None:
+        """``onehost sync``: ``rsync -LRaz --delete`` of the remotes tree into every host's /var/tmp/one."""
+        for host in self.runner.hosts:
+            target = self.runner.host_path(host, self.conf.scripts_remote_dir)
+            for entry in list(target.iterdir()) if target.exists() else []:
+                self.files.remove(entry)
+            self.files.make_dirs(target)
+            shutil.copytree(self.remotes, target, symlinks=False, dirs_exist_ok=True)
+            self.files.give(target)
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading objects
+    # ----------------------------------------------------------------------------------------------
+
+    def _read(self, kind: str, oid: int) -> ET.Element:
+        root = self.store.read(kind, oid)
+        if root is None:
+            noun = {"vm": "virtual machine"}.get(kind, kind)
+            raise OneFailure(f"one.{kind}.info", f"Error getting {noun} [{oid}].", oid)
+        return root
+
+    def image(self, image: ImageRef) -> Image:
+        return Image.from_xml(to_string(self._read("image", _oid(image))))
+
+    def datastore(self, datastore: DatastoreRef) -> Datastore:
+        return Datastore.from_xml(to_string(self._read("datastore", _oid(datastore))))
+
+    def vm(self, vm: VmRef) -> VirtualMachine:
+        return VirtualMachine.from_xml(to_string(self._read("vm", _oid(vm))))
+
+    def host(self, name: str) -> Host:
+        return Host.from_xml(to_string(self._read("host", self._host_id(name))))
+
+    def images(self) -> list[Image]:
+        return [self.image(oid) for oid in self.store.ids("image")]
+
+    def results(self, action: str | None = None) -> list[DriverResult]:
+        """Every driver manager exchange so far (optionally of one action), oldest first."""
+        return [r for r in self.exchanges if action is None or r.action == action]
+
+    def _host_id(self, name: str) -> int:
+        for oid in self.store.ids("host"):
+            root = self.store.read("host", oid)
+            if root is not None and text(root, "NAME") == name:
+                return oid
+        raise OneFailure("one.host.info", f"Host named {name} not found.")
+
+    # ----------------------------------------------------------------------------------------------
+    # Datastores
+    # ----------------------------------------------------------------------------------------------
+
+    def datastore_create(self, template: Mapping[str, str], *, monitor: bool = True) -> Datastore:
+        """``onedatastore create``: validated against DS_MAD_CONF/TM_MAD_CONF as ``Datastore::insert``.
+
+        oned monitors datastores every MONITORING_INTERVAL_DATASTORE; ``monitor`` runs the first
+        cycle now so that the capacity check of the next image sees real numbers.
+        """
+        oid = self.store.next_id("datastore", FIRST_DATASTORE_ID)
+        with self.store.locked():
+            self._allocate_datastore(oid, dict(template))
+        if monitor:
+            self.datastore_monitor(oid)
+        return self.datastore(oid)
+
+    def _allocate_datastore(self, oid: int, template: dict[str, str]) -> None:
+        attributes: list[tmpl.Attribute] = [
+            (k.upper(), v) for k, v in template.items() if k.upper() != "NAME"
+        ]
+        values = {k.upper(): v for k, v in template.items()}
+        api = "one.datastore.allocate"
+        name = values.get("NAME", "")
+        if not name:
+            raise OneFailure(api, "NAME cannot be empty")
+        type_name = values.get("TYPE", "IMAGE_DS").upper() or "IMAGE_DS"
+        ds_type = DATASTORE_TYPES.index(type_name) if type_name in DATASTORE_TYPES else 0
+        ds_mad = values.get("DS_MAD", "")
+        if ds_type == 1:
+            if ds_mad:
+                raise OneFailure(api, "SYSTEM datastores cannot have DS_MAD defined.")
+            ds_mad = "-"
+        else:
+            if not ds_mad:
+                raise OneFailure(api, "No DS_MAD in template.")
+            conf = self.conf.ds_mad_conf.get(ds_mad)
+            if conf is None:
+                raise OneFailure(api, f'DS_MAD named "{ds_mad}" is not defined in oned.conf')
+            for required in filter(
+                None, (a.strip().upper() for a in conf.get("REQUIRED_ATTRS", "").split(","))
+            ):
+                if not values.get(required):
+                    raise OneFailure(
+                        api, f'Datastore template is missing the "{required}" attribute or it\'s empty.'
+                    )
+        tm_mad = values.get("TM_MAD", "")
+        attributes = self._tm_mad_attributes(api, tm_mad, ds_type, attributes)
+        disk_type = "FILE"
+        for attr_name, value in attributes:
+            if attr_name == "DISK_TYPE" and isinstance(value, str) and value:
+                disk_type = value.upper()
+        attributes = [(n, v) for n, v in attributes if n != "DISK_TYPE"]
+        attributes.append(("DISK_TYPE", disk_type))
+        names = {n for n, _ in attributes}
+        if "SAFE_DIRS" not in names and "RESTRICTED_DIRS" not in names:
+            attributes += [("SAFE_DIRS", "/var/tmp"), ("RESTRICTED_DIRS", "/")]
+        location = self.conf.datastore_location
+        base_path = f"{location}{oid}" if location.endswith("/") else f"{location}/{oid}"
+        root = datastore_document(
+            oid,
+            name,
+            ds_mad=ds_mad,
+            tm_mad=tm_mad,
+            base_path=base_path,
+            ds_type=ds_type,
+            disk_type=DISK_TYPES.get(disk_type, 0),
+            attributes=attributes,
+        )
+        self.store.write("datastore", oid, root)
+
+    def _tm_mad_attributes(
+        self, api: str, tm_mad: str, ds_type: int, attributes: list[tmpl.Attribute]
+    ) -> list[tmpl.Attribute]:
+        """``Datastore::set_tm_mad``: what TM_MAD_CONF copies into the datastore template."""
+        if not tm_mad:
+            raise OneFailure(api, "No TM_MAD in template.")
+        conf = self.conf.tm_mad_conf.get(tm_mad)
+        if conf is None:
+            raise OneFailure(api, f'TM_MAD named "{tm_mad}" is not defined in oned.conf')
+        wrong = (
+            f"Attribute shared, ln_target or clone_target in TM_MAD_CONF for {tm_mad} "
+            "is missing or has wrong value in oned.conf"
+        )
+        values: list[tmpl.Attribute] = list(attributes)
+
+        def replace(name: str, value: str) -> None:
+            nonlocal values
+            values = [(n, v) for n, v in values if n != name] + [(name, value)]
+
+        def target(name: str) -> str:
+            value = conf.get(name, "").upper()
+            if value not in ("NONE", "SELF", "SYSTEM"):
+                raise OneFailure(api, wrong)
+            return value
+
+        if ds_type == 1:
+            if "SHARED" not in conf:
+                raise OneFailure(api, wrong)
+            replace("SHARED", "YES" if conf["SHARED"].upper() == "YES" else "NO")
+            replace("DS_MIGRATE", "NO" if conf.get("DS_MIGRATE", "YES").upper() == "NO" else "YES")
+            values = [(n, v) for n, v in values if n not in ("LN_TARGET", "CLONE_TARGET")]
+        elif ds_type != 3:
+            modes = conf.get("TM_MAD_SYSTEM", "")
+            if modes:
+                replace("TM_MAD_SYSTEM", modes)
+                for mode in filter(None, (m.strip().upper() for m in modes.split(","))):
+                    replace(f"LN_TARGET_{mode}", target(f"LN_TARGET_{mode}"))
+                    replace(f"CLONE_TARGET_{mode}", target(f"CLONE_TARGET_{mode}"))
+                    if not conf.get(f"DISK_TYPE_{mode}"):
+                        raise OneFailure(api, wrong)
+                    replace(f"DISK_TYPE_{mode}", conf[f"DISK_TYPE_{mode}"])
+            replace("LN_TARGET", target("LN_TARGET"))
+            replace("CLONE_TARGET", target("CLONE_TARGET"))
+            for name in ("DRIVER", "DISK_TYPE"):
+                if conf.get(name):
+                    replace(name, conf[name])
+            values = [(n, v) for n, v in values if n != "SHARED"]
+        if ds_type != 3:
+            replace("ALLOW_ORPHANS", conf.get("ALLOW_ORPHANS", "NO"))
+        return values
+
+    def datastore_update(
+        self, datastore: DatastoreRef, attributes: Mapping[str, str], *, append: bool = True
+    ) -> Datastore:
+        """``onedatastore update [--append]`` of plain attributes (how per-datastore settings change)."""
+        oid = _oid(datastore)
+        with self.store.edit("datastore", oid) as root:
+            node = root.find("TEMPLATE")
+            assert node is not None
+            update: list[tmpl.Attribute] = [(name.upper(), value) for name, value in attributes.items()]
+            current = template_attributes(node)
+            fill_template(node, tmpl.merge(current, update) if append else update)
+        return self.datastore(oid)
+
+    def datastore_monitor(self, datastore: DatastoreRef) -> DriverResult | None:
+        """One monitoring cycle (``ImageManager::monitor_datastore``); None for an unmonitored system DS."""
+        oid = _oid(datastore)
+        root = self._read("datastore", oid)
+        extra = ""
+        if integer(root, "TYPE") == 1:
+            node = root.find("TEMPLATE")
+            if node is None or template_get(node, "SHARED").upper() != "YES":
+                return None
+            extra = (
+                f"<DATASTORE_LOCATION>{self.conf.datastore_location}</DATASTORE_LOCATION>"
+                "<MONITOR_VM_DISKS>0</MONITOR_VM_DISKS>"
+            )
+        payload = _b64(f"<DS_DRIVER_ACTION_DATA>{to_string(root)}{extra}</DS_DRIVER_ACTION_DATA>")
+        result = self._ds_request("MONITOR", oid, payload)
+        if result.success:
+            try:
+                values = dict(
+                    (n, v)
+                    for n, v in tmpl.parse(base64.b64decode(result.info).decode(errors="replace"))
+                    if isinstance(v, str)
+                )
+            except (tmpl.TemplateSyntaxError, ValueError):
+                return result
+            with self.store.edit("datastore", oid) as ds:
+                for name in ("TOTAL_MB", "FREE_MB", "USED_MB"):
+                    try:
+                        number = int(float(values.get(name, "0")))
+                    except ValueError:
+                        number = 0
+                    set_text(ds, name, number)
+        return result
+
+    def _ds_request(self, action: str, oid: int, payload: str) -> DriverResult:
+        result = self.datastore_manager.request(action, oid, payload, self.conf.convention)
+        self.exchanges.append(result)
+        return result
+
+    def _ds_payload(self, image_xml: str, datastore_id: int, extra: str = "") -> str:
+        ds_xml = to_string(self._read("datastore", datastore_id))
+        return _b64(f"<DS_DRIVER_ACTION_DATA>{image_xml}{ds_xml}{extra}</DS_DRIVER_ACTION_DATA>")
+
+    # ----------------------------------------------------------------------------------------------
+    # Images
+    # ----------------------------------------------------------------------------------------------
+
+    def image_create(
+        self,
+        datastore: DatastoreRef,
+        *,
+        name: str,
+        path: str | None = None,
+        source: str | None = None,
+        size_mb: int | None = None,
+        type: str = "OS",
+        persistent: bool = False,
+        format: str = "",
+        fs: str = "",
+        template: Mapping[str, str] | None = None,
+    ) -> Image:
+        """``oneimage create``: STAT (sync) and CP for a PATH, nothing for a SOURCE, MKFS for an empty one.
+
+        Raises OneFailure("one.image.allocate", ...) when oned refuses the request (no image is
+        created) and OneFailure(<action>, info, image id) when the driver fails (the image stays, in ERROR).
+        """
+        ds_id = _oid(datastore)
+        ds_root = self._read("datastore", ds_id)
+        api = "one.image.allocate"
+        image_type = type.upper()
+        if image_type not in IMAGE_TYPES:
+            raise OneFailure(api, f"Unknown type {type}")
+        if integer(ds_root, "TYPE") == 1:
+            raise OneFailure(api, "Cannot allocate images in a SYSTEM_DS")
+        if path and source:
+            raise OneFailure(api, "Template malformed, PATH and SOURCE are mutually exclusive")
+        if not persistent and self._persistent_only(ds_root):
+            persistent = True
+        size = self._stat_image(image_type, path, source, size_mb, ds_id)
+        self._check_capacity(ds_root, size)
+        attributes: list[tmpl.Attribute] = [(k.upper(), v) for k, v in (template or {}).items()]
+        oid = self.store.next_id("image")
+        with self.store.locked():
+            root = image_document(
+                oid,
+                name,
+                datastore=self._read("datastore", ds_id),
+                image_type=IMAGE_TYPES.index(image_type),
+                persistent=persistent,
+                source=source or "",
+                path=path or "",
+                image_format=format,
+                fs=fs,
+                size_mb=size,
+                attributes=attributes,
+            )
+            self.store.write("image", oid, root)
+            self._datastore_images(ds_id, add=oid)
+        return self._register_image(oid, ds_id)
+
+    def _persistent_only(self, ds_root: ET.Element) -> bool:
+        conf = self.conf.ds_mad_conf.get(text(ds_root, "DS_MAD"), {})
+        return conf.get("PERSISTENT_ONLY", "NO").upper() == "YES"
+
+    def _stat_image(
+        self, image_type: str, path: str | None, source: str | None, size_mb: int | None, ds_id: int
+    ) -> int:
+        """``ImageManager::stat_image``: SIZE from the template, or a synchronous STAT of the PATH."""
+        api = "one.image.allocate"
+        if source or not path:
+            if image_type in ("OS", "DATABLOCK", "CDROM", "KERNEL", "RAMDISK", "CONTEXT") and (
+                source or image_type in ("OS", "DATABLOCK")
+            ):
+                if size_mb is None:
+                    raise OneFailure(
+                        api, "Cannot determine Image SIZE: Wrong number or missing SIZE attribute."
+                    )
+                return size_mb
+            raise OneFailure(
+                api, f"Cannot determine Image SIZE: Either PATH or SOURCE are required for {image_type}"
+            )
+        request = self.store.next_id("request")
+        image_xml = f"<IMAGE><PATH>{_escape(path)}</PATH></IMAGE>"
+        result = self._ds_request("STAT", request, self._ds_payload(image_xml, ds_id))
+        if not result.success:
+            raise OneFailure("STAT", result.info, request)
+        if not result.info:
+            raise OneFailure("STAT", "Cannot get size from STAT", request)
+        try:
+            return int(result.info.split()[0])
+        except (ValueError, IndexError):
+            raise OneFailure(api, f"Cannot parse image SIZE: {result.info}") from None
+
+    def _check_capacity(self, ds_root: ET.Element, size: int) -> None:
+        node = ds_root.find("TEMPLATE")
+        check_value = template_get(node, "DATASTORE_CAPACITY_CHECK") if node is not None else ""
+        check = check_value.upper() == "YES" if check_value else self.conf.datastore_capacity_check
+        avail = integer(ds_root, "FREE_MB")
+        limit = template_get(node, "LIMIT_MB") if node is not None else ""
+        if limit.isdigit():
+            avail = min(avail, int(limit) - integer(ds_root, "USED_MB"))
+        if check and size > max(avail, 0):
+            raise OneFailure("one.image.allocate", "Not enough space in datastore")
+
+    def _register_image(self, oid: int, ds_id: int) -> Image:
+        """``ImageManager::register_image`` and the reply handlers ``_cp``/``_mkfs``."""
+        root = self._read("image", oid)
+        path, source = text(root, "PATH"), text(root, "SOURCE")
+        node = root.find("TEMPLATE")
+        saving = node is not None and template_get(node, "SAVE_AS_HOT").upper() == "YES"
+        if not path and source:
+            with self.store.edit("image", oid) as image:
+                _unlock(image)
+            return self.image(oid)
+        if not path and not (saving or IMAGE_TYPES[integer(root, "TYPE")] in ("DATABLOCK", "OS")):
+            return self.image(oid)
+        action = "CP" if path else "MKFS"
+        result = self._ds_request(action, oid, self._ds_payload(to_string(root), ds_id))
+        failure = ""
+        with self.store.edit("image", oid) as image:
+            if action == "CP" and result.success:
+                words = result.info.split()
+                if not words:
+                    failure = _error_text("Error copying image in the datastore", result.info)
+                else:
+                    set_text(image, "SOURCE", words[0])
+                    if len(words) < 2:
+                        failure = "CP operation succeeded but image FORMAT was not returned."
+                    else:
+                        set_text(image, "FORMAT", words[1])
+                        _unlock(image)
+            elif action == "CP":
+                failure = _error_text("Error copying image in the datastore", result.info)
+            elif result.success:
+                set_text(image, "SOURCE", result.info)
+                if not saving:
+                    _unlock(image)
+            else:
+                failure = _error_text("Error creating datablock", result.info)
+            if failure:
+                _set_error(image, failure)
+                _set_image_state(image, "ERROR")
+        if not saving or failure:
+            self.datastore_monitor(ds_id)
+        if failure:
+            raise OneFailure(action, result.info if not result.success else failure, oid)
+        return self.image(oid)
+
+    def image_clone(self, image: ImageRef, name: str, datastore: DatastoreRef | None = None) -> Image:
+        """``oneimage clone``: a new image whose PATH is the original's SOURCE; CLONE on the target DS."""
+        api = "one.image.clone"
+        source_id = _oid(image)
+        original = self._read("image", source_id)
+        ds_id = _oid(datastore) if datastore is not None else integer(original, "DATASTORE_ID")
+        ds_root = self._read("datastore", ds_id)
+        source_ds = self._read("datastore", integer(original, "DATASTORE_ID"))
+        if integer(ds_root, "TYPE") != 0:
+            raise OneFailure(api, "Clone only supported for IMAGE_DS Datastores")
+        if text(ds_root, "DS_MAD") != text(source_ds, "DS_MAD"):
+            raise OneFailure(api, "Clone only supported for IMAGE_DS Datastores of the same type")
+        state = IMAGE_STATES[integer(original, "STATE")]
+        if state not in ("READY", "USED", "CLONE"):
+            raise OneFailure(api, f"Cannot clone image in state: {state}")
+        size = integer(original, "SIZE")
+        self._check_capacity(ds_root, size)
+        attributes = template_attributes(original.find("TEMPLATE"))
+        oid = self.store.next_id("image")
+        with self.store.locked():
+            clone = image_document(
+                oid,
+                name,
+                datastore=ds_root,
+                image_type=integer(original, "TYPE"),
+                persistent=text(original, "PERSISTENT") == "1",
+                path=text(original, "SOURCE"),
+                image_format=text(original, "FORMAT"),
+                size_mb=size,
+                attributes=attributes,
+                cloning_id=source_id,
+            )
+            self.store.write("image", oid, clone)
+            self._datastore_images(ds_id, add=oid)
+            with self.store.edit("image", source_id) as src:
+                set_text(src, "CLONING_OPS", integer(src, "CLONING_OPS") + 1)
+                set_collection(src, "CLONES", [*collection_ids(src, "CLONES"), oid])
+                if state == "READY":
+                    _set_image_state(src, "CLONE" if text(src, "PERSISTENT") == "1" else "USED")
+        result = self._ds_request("CLONE", oid, self._ds_payload(to_string(clone), ds_id))
+        failure = ""
+        with self.store.edit("image", oid) as new:
+            words = result.info.split() if result.success else []
+            if words:
+                set_text(new, "SOURCE", words[0])
+                if len(words) > 1:
+                    set_text(new, "FORMAT", words[1])
+                _unlock(new)
+            else:
+                failure = _error_text(f"Error cloning from Image {source_id}", result.info)
+                _set_error(new, failure)
+                _set_image_state(new, "ERROR")
+            set_text(new, "CLONING_ID", -1)
+        self._release_cloning(source_id, oid)
+        if not failure:
+            self.datastore_monitor(ds_id)
+            return self.image(oid)
+        raise OneFailure("CLONE", result.info, oid)
+
+    def _release_cloning(self, source_id: int, clone_id: int) -> None:
+        with self.store.edit("image", source_id) as src:
+            clones = [i for i in collection_ids(src, "CLONES") if i != clone_id]
+            set_collection(src, "CLONES", clones)
+            set_text(src, "CLONING_OPS", len(clones))
+            state = IMAGE_STATES[integer(src, "STATE")]
+            if state in ("USED", "CLONE") and not clones and integer(src, "RUNNING_VMS") == 0:
+                _set_image_state(src, "READY")
+
+    def image_delete(self, image: ImageRef) -> None:
+        """``oneimage delete``: RM through the driver when the image has a SOURCE; ERROR if RM fails."""
+        oid = _oid(image)
+        root = self._read("image", oid)
+        state = IMAGE_STATES[integer(root, "STATE")]
+        api = "one.image.delete"
+        running = integer(root, "RUNNING_VMS")
+        if (state == "READY" and running) or state in (
+            "USED",
+            "USED_PERS",
+            "LOCKED_USED",
+            "LOCKED_USED_PERS",
+        ):
+            raise OneFailure(api, f"There are {running} VMs using it.", oid)
+        if state == "CLONE":
+            raise OneFailure(api, f"There are {integer(root, 'CLONING_OPS')} active clone operations.", oid)
+        ds_id = integer(root, "DATASTORE_ID")
+        cloning_id = integer(root, "CLONING_ID")
+        if not text(root, "SOURCE"):
+            self._drop_image(oid, ds_id)
+        else:
+            with self.store.edit("image", oid) as current:
+                _set_image_state(current, "DELETE")
+                set_text(current, "CLONING_ID", -1)
+                payload = self._ds_payload(to_string(current), ds_id)
+            result = self._ds_request("RM", oid, payload)
+            node = root.find("TEMPLATE")
+            forced = node is not None and template_get(node, "FORCE_DELETE").upper() == "YES"
+            if not (result.success or forced):
+                with self.store.edit("image", oid) as current:
+                    _set_error(
+                        current,
+                        "Error removing image from datastore. Retry the operation or manually remove image "
+                        "source  and run the delete --force operation to completely delete the image",
+                    )
+                    _set_image_state(current, "ERROR")
+                raise OneFailure("RM", result.info, oid)
+            self._drop_image(oid, ds_id)
+            self.datastore_monitor(ds_id)
+        if cloning_id != -1 and self.store.read("image", cloning_id) is not None:
+            self._release_cloning(cloning_id, oid)
+
+    def _drop_image(self, oid: int, ds_id: int) -> None:
+        with self.store.locked():
+            self.store.delete("image", oid)
+            self._datastore_images(ds_id, remove=oid)
+
+    def _datastore_images(self, ds_id: int, add: int | None = None, remove: int | None = None) -> None:
+        with self.store.edit("datastore", ds_id) as ds:
+            ids = [i for i in collection_ids(ds, "IMAGES") if i != remove]
+            set_collection(ds, "IMAGES", ids + ([add] if add is not None else []))
+
+    def image_persistent(self, image: ImageRef, persistent: bool) -> Image:
+        """``oneimage persistent|nonpersistent``: allowed only while no VM uses the image."""
+        oid = _oid(image)
+        with self.store.edit("image", oid) as root:
+            state = IMAGE_STATES[integer(root, "STATE")]
+            if state not in ("READY", "ERROR", "DISABLED", "LOCKED"):
+                raise OneFailure(
+                    "one.image.persistent", f"Image cannot be in state {state} to change persistency", oid
+                )
+            ds_root = self._read("datastore", integer(root, "DATASTORE_ID"))
+            if not persistent and self._persistent_only(ds_root):
+                raise OneFailure(
+                    "one.image.persistent", "This Datastore only accepts persistent images.", oid
+                )
+            set_text(root, "PERSISTENT", int(persistent))
+        return self.image(oid)
+
+    def image_update(
+        self, image: ImageRef, attributes: Mapping[str, str] | str, *, append: bool = False
+    ) -> Image:
+        """``oneimage update [--append]`` with a dict or template text, parsed as the CLI would send it."""
+        content = attributes if isinstance(attributes, str) else tmpl.render(attributes)
+        update_file = self.store.root / f".update-{os.getpid()}-{time.monotonic_ns()}"
+        update_file.write_text(content, encoding="utf-8")
+        try:
+            cli.run(
+                "oneimage",
+                ["update", str(_oid(image)), str(update_file), *(["--append"] if append else [])],
+                self.store,
+            )
+        except cli.CliError as exc:
+            raise OneFailure("one.image.update", str(exc), _oid(image)) from None
+        finally:
+            update_file.unlink()
+        return self.image(image)
+
+    # ----------------------------------------------------------------------------------------------
+    # Virtual machines: creation and deployment
+    # ----------------------------------------------------------------------------------------------
+
+    def vm_deploy(
+        self,
+        disks: Sequence[DiskRef],
+        host: str,
+        *,
+        context: bool = True,
+        name: str | None = None,
+        system_ds: int = SYSTEM_DS_ID,
+    ) -> VirtualMachine:
+        """``onevm create`` + ``onevm deploy``: acquire the images, prolog on ``host``, boot.
+
+        Raises OneFailure("one.vm.allocate"/"one.vm.deploy", ...) for refused requests (a VM refused at
+        deploy stays PENDING, holding its images, as in OpenNebula) and OneFailure("TRANSFER", info, vm)
+        for a failed prolog (the VM is left in PROLOG_FAILURE).
+        """
+        oid = self.store.next_id("vm")
+        vm_disks = self._build_disks(oid, disks, system_ds)
+        attributes: list[tmpl.Attribute] = [("CPU", "1"), ("MEMORY", "128"), ("VMID", str(oid))]
+        if context:
+            attributes.append(("CONTEXT", {"DISK_ID": str(len(disks)), "TARGET": "hda"}))
+        root = vm_document(oid, name or f"vm-{oid}", attributes)
+        template_node = root.find("TEMPLATE")
+        assert template_node is not None
+        for disk in vm_disks:
+            template_node.append(disk)
+        _sort_template(template_node)
+        with self.store.locked():
+            self.store.write("vm", oid, root)
+        self._deploy(oid, host, system_ds, prolog="PROLOG")
+        return self.vm(oid)
+
+    def _build_disks(self, vmid: int, disks: Sequence[DiskRef], system_ds: int) -> list[ET.Element]:
+        """``VirtualMachineDisks::get_images``: acquire each image and fill in the DISK attributes."""
+        result: list[ET.Element] = []
+        acquired: list[int] = []
+        queues: dict[str, list[tuple[str, ET.Element]]] = {"os": [], "cdrom": [], "datablock": []}
+        used: set[str] = set()
+        try:
+            for disk_id, spec in enumerate(disks):
+                if isinstance(spec, Volatile):
+                    disk = self._volatile_disk(disk_id, spec, system_ds)
+                    kind = "datablock"
+                else:
+                    image_spec = spec if isinstance(spec, DiskSpec) else DiskSpec(spec)
+                    disk, image_type = self._image_disk(vmid, disk_id, image_spec, attach=False)
+                    acquired.append(_oid(image_spec.image))
+                    kind = {"OS": "os", "CDROM": "cdrom"}.get(image_type, "datablock")
+                    if kind == "os" and queues["os"]:
+                        kind = "datablock"
+                target = vector_get(disk, "TARGET")
+                if target:
+                    if target in used:
+                        raise OneFailure(
+                            "one.vm.allocate", f"Two disks have defined the same target {target}"
+                        )
+                    used.add(target)
+                else:
+                    queues[kind].append((vector_get(disk, "DEV_PREFIX"), disk))
+                result.append(disk)
+        except OneFailure:
+            for image_id in acquired:
+                self._release_image(vmid, image_id, failed=False)
+            raise
+        for kind in ("os", "cdrom", "datablock"):
+            for prefix, disk in queues[kind]:
+                vector_set(disk, "TARGET", _next_target(prefix, used))
+        return result
+
+    def _volatile_disk(self, disk_id: int, spec: Volatile, system_ds: int) -> ET.Element:
+        ds = self._read("datastore", system_ds)
+        driver = self.conf.tm_mad_conf.get(text(ds, "TM_MAD"), {}).get("DRIVER", "")
+        image_format = (driver or spec.format or "raw") if spec.type.upper() == "FS" else "raw"
+        return vector_element(
+            "DISK",
+            {
+                "CLUSTER_ID": "0",
+                "DATASTORE": text(ds, "NAME"),
+                "DATASTORE_ID": text(ds, "ID"),
+                "DEV_PREFIX": self.conf.default_device_prefix,
+                "DISK_ID": str(disk_id),
+                "DISK_TYPE": "FILE",
+                "DRIVER": image_format,
+                "FORMAT": image_format,
+                "SIZE": str(spec.size_mb),
+                "TM_MAD": text(ds, "TM_MAD"),
+                "TYPE": spec.type,
+            },
+        )
+
+    def _image_disk(self, vmid: int, disk_id: int, spec: DiskSpec, attach: bool) -> tuple[ET.Element, str]:
+        """Acquire the image (``ImageManager::acquire_image``) and compose the DISK
+        (``Image::disk_attribute`` + ``Datastore::disk_attribute``)."""
+        image_id = _oid(spec.image)
+        api = "one.vm.attach" if attach else "one.vm.allocate"
+        with self.store.locked():
+            image = self.store.read("image", image_id)
+            if image is None:
+                raise OneFailure(api, f"DISK {disk_id}: Image with ID: {image_id} does not exist")
+            image_type = IMAGE_TYPES[integer(image, "TYPE")]
+            if image_type not in ("OS", "DATABLOCK", "CDROM"):
+                raise OneFailure(
+                    api,
+                    f"DISK {disk_id}: Image {image_id} ({text(image, 'NAME')}) of type {image_type} "
+                    "cannot be used as DISK.",
+                )
+            problem = _acquire(image, vmid, attach)
+            if problem:
+                raise OneFailure(api, f"DISK {disk_id}: {problem}")
+            self.store.write("image", image_id, image)
+        ds = self._read("datastore", integer(image, "DATASTORE_ID"))
+        node = image.find("TEMPLATE")
+        own = template_get(node, "DEV_PREFIX") if node is not None else ""
+        default = (
+            self.conf.default_cdrom_device_prefix
+            if image_type == "CDROM"
+            else self.conf.default_device_prefix
+        )
+        persistent = text(image, "PERSISTENT") == "1"
+        image_format = text(image, "FORMAT").lower()
+        values: dict[str, str] = {
+            "DISK_ID": str(disk_id),
+            "DEV_PREFIX": spec.dev_prefix or own or default,
+            "IMAGE": text(image, "NAME"),
+            "IMAGE_ID": str(image_id),
+            "IMAGE_UID": text(image, "UID"),
+            "IMAGE_UNAME": text(image, "UNAME"),
+            "SOURCE": text(image, "SOURCE"),
+            "ORIGINAL_SIZE": text(image, "SIZE"),
+            "SIZE": str(spec.size_mb) if spec.size_mb is not None else text(image, "SIZE"),
+            "DISK_SNAPSHOT_TOTAL_SIZE": "0",
+            "IMAGE_STATE": text(image, "STATE"),
+            "TYPE": "CDROM"
+            if image_type == "CDROM"
+            else next((n for n, c in DISK_TYPES.items() if c == integer(image, "DISK_TYPE")), "FILE"),
+            "DATASTORE": text(ds, "NAME"),
+            "DATASTORE_ID": text(ds, "ID"),
+            "TM_MAD": text(ds, "TM_MAD"),
+            "CLUSTER_ID": "0",
+        }
+        if image_format:
+            values["DRIVER"] = values["FORMAT"] = image_format
+        if image_type == "CDROM":
+            values.update(SAVE="NO", CLONE="NO", READONLY="YES")
+        else:
+            values["READONLY"] = (
+                "YES" if node is not None and template_get(node, "READONLY").upper() == "YES" else "NO"
+            )
+            if persistent:
+                values.update(PERSISTENT="YES", CLONE="NO", SAVE="YES")
+            else:
+                values.update(CLONE="YES", SAVE="NO")
+        target = spec.target or (template_get(node, "TARGET") if node is not None else "")
+        if target:
+            values["TARGET"] = target
+        ds_template = ds.find("TEMPLATE")
+        if ds_template is not None:
+            for name in ("CLONE_TARGET", "LN_TARGET"):
+                value = template_get(ds_template, name)
+                if value:
+                    values[name] = value
+        if integer(image, "STATE") in (
+            IMAGE_STATES.index(s) for s in ("LOCKED", "LOCKED_USED", "LOCKED_USED_PERS")
+        ):
+            values["CLONING"] = "YES"
+        return vector_element("DISK", values), image_type
+
+    def _check_tm_mad(self, disk: ET.Element, system_tm: str) -> str:
+        """``check_tm_mad_disks`` for one DISK: TM_MAD_SYSTEM modes of its image datastore ('' if fine)."""
+        tm_mad = vector_get(disk, "TM_MAD")
+        if _is_volatile(disk) or not vector_get(disk, "IMAGE_ID") or tm_mad == system_tm:
+            return ""
+        ds = self._read("datastore", int(vector_get(disk, "DATASTORE_ID")))
+        node = ds.find("TEMPLATE")
+        mode = system_tm.strip().upper()
+        values = [
+            template_get(node, f"{n}_{mode}") if node is not None else ""
+            for n in ("CLONE_TARGET", "LN_TARGET", "DISK_TYPE")
+        ]
+        if not all(values):
+            return f"Image Datastore does not support transfer mode: {system_tm}"
+        clone_target, ln_target, disk_type = values
+        vector_set(disk, "CLONE_TARGET", clone_target)
+        vector_set(disk, "LN_TARGET", ln_target)
+        vector_set(disk, "TYPE", disk_type)
+        vector_set(disk, "DISK_TYPE", disk_type)
+        vector_set(disk, "TM_MAD_SYSTEM", system_tm)
+        return ""
+
+    def _deploy(self, vmid: int, host: str, system_ds: int, prolog: str) -> None:
+        """``one.vm.deploy`` then PROLOG (or PROLOG_RESUME/PROLOG_UNDEPLOY) and boot."""
+        host_id = self._host_id(host)
+        ds = self._read("datastore", system_ds)
+        system_tm = text(ds, "TM_MAD")
+        with self.store.edit("vm", vmid) as root:
+            template = root.find("TEMPLATE")
+            assert template is not None
+            for disk in template.findall("DISK"):
+                problem = self._check_tm_mad(disk, system_tm)
+                if problem:
+                    raise OneFailure("one.vm.deploy", problem, vmid)
+            template_set(template, "TM_MAD_SYSTEM", system_tm)
+            history = root.find("HISTORY_RECORDS")
+            assert history is not None
+            seq = len(history.findall("HISTORY"))
+            record = history_element(
+                vmid,
+                seq,
+                hostname=host,
+                host_id=host_id,
+                tm_mad=system_tm,
+                ds_id=system_ds,
+                now=int(time.time()),
+            )
+            history.append(record)
+            _set_vm_state(root, "ACTIVE", prolog)
+        self._host_vms(host, add=vmid)
+        if prolog == "PROLOG":
+            lines = self._prolog_lines(vmid)
+            result = self._transfer(vmid, "prolog", lines)
+        else:
+            result = self._transfer(vmid, "resume", self._move_lines(vmid, "resume"))
+        if not result.success:
+            self._transfer_failed(vmid, f"{prolog}_FAILURE", result)
+        boot = {"PROLOG": "BOOT", "PROLOG_RESUME": "BOOT_STOPPED", "PROLOG_UNDEPLOY": "BOOT_UNDEPLOY"}[prolog]
+        self._set_state(vmid, "ACTIVE", boot)
+        self._boot(vmid, restore=prolog == "PROLOG_RESUME")
+
+    def _boot(self, vmid: int, restore: bool = False) -> None:
+        root = self._read("vm", vmid)
+        host, folder, seq = self._location(root)
+        if restore:
+            self.hypervisor.restore(host, folder)
+        self.hypervisor.boot(host, folder, seq, f"<domain><name>one-{vmid}</name></domain>\n".encode())
+        with self.store.edit("vm", vmid) as current:
+            set_text(current, "DEPLOY_ID", f"one-{vmid}")
+            _set_vm_state(current, "ACTIVE", "RUNNING")
+
+    def _location(self, root: ET.Element, previous: bool = False) -> tuple[str, str, int]:
+        """(hostname, system dir, seq) of the current (or previous) history record."""
+        records = root.findall("HISTORY_RECORDS/HISTORY")
+        record = records[-2] if previous else records[-1]
+        folder = f"{self.conf.datastore_location}/{text(record, 'DS_ID')}/{text(root, 'ID')}"
+        return text(record, "HOSTNAME"), folder, integer(record, "SEQ")
+
+    def _system(self, root: ET.Element) -> tuple[str, int]:
+        record = root.findall("HISTORY_RECORDS/HISTORY")[-1]
+        return text(record, "TM_MAD"), integer(record, "DS_ID")
+
+    # ----------------------------------------------------------------------------------------------
+    # Transfer files (TransferManager.cc)
+    # ----------------------------------------------------------------------------------------------
+
+    def _source_argument(self, source: str) -> str:
+        """``fe:SOURCE`` unless SOURCE already names a host (contains ``:``), as oned writes it."""
+        return source if ":" in source else f"{self.hostname}:{source}"
+
+    def _prolog_command(self, root: ET.Element, disk: ET.Element) -> str:
+        """``prolog_transfer_command``: MKSWAP/MKIMAGE on the system TM, CLONE/LN on the image TM."""
+        host, folder, _ = self._location(root)
+        system_tm, ds_id = self._system(root)
+        vmid = text(root, "ID")
+        disk_id = vector_get(disk, "DISK_ID")
+        target = f"{host}:{folder}/disk.{disk_id}"
+        kind = vector_get(disk, "TYPE").upper()
+        if kind == "SWAP":
+            return f"MKSWAP {system_tm} {vector_get(disk, 'SIZE')} {target} {vmid} {ds_id}"
+        if kind == "FS":
+            size, image_format = vector_get(disk, "SIZE"), vector_get(disk, "FORMAT")
+            return f"MKIMAGE {system_tm} {size} {image_format} {target} {vmid} {ds_id}"
+        values = [vector_get(disk, n) for n in ("TM_MAD", "DATASTORE_ID", "SOURCE", "CLONE")]
+        if not all(values):
+            raise OneFailure(
+                "TRANSFER",
+                "missing DISK mandatory attributes (SOURCE, TM_MAD, CLONE, DATASTORE_ID) "
+                f"for VM {vmid}, DISK {disk_id}",
+                int(vmid),
+            )
+        tm_mad, image_ds, source, clone = values
+        action = "CLONE" if clone.upper() == "YES" else "LN"
+        suffix = _suffix(disk)
+        return f"{action}{suffix} {tm_mad} {self._source_argument(source)} {target} {vmid} {image_ds}"
+
+    def _prolog_lines(self, vmid: int) -> list[str]:
+        root = self._read("vm", vmid)
+        lines = [self._prolog_command(root, disk) for disk in root.findall("TEMPLATE/DISK")]
+        context = root.find("TEMPLATE/CONTEXT")
+        if context is not None:
+            host, folder, _ = self._location(root)
+            system_tm, ds_id = self._system(root)
+            context_file = self._write_context(vmid, context)
+            disk_id = vector_get(context, "DISK_ID")
+            lines.append(f"CONTEXT {system_tm} {context_file} {host}:{folder}/disk.{disk_id} {vmid} {ds_id}")
+        return lines
+
+    def _write_context(self, vmid: int, context: ET.Element) -> str:
+        """``generate_context``: vms/<id>/context.sh on the frontend; returns the drivers' view of it."""
+        content = "# Context variables generated by OpenNebula\n" + "".join(
+            f"{child.tag}='{child.text or ''}'\n" for child in context
+        )
+        self.files.write(self.runner.var_lib_one / "vms" / str(vmid) / "context.sh", content.encode())
+        return f"{self.runner.driver_var_lib_one}/vms/{vmid}/context.sh"
+
+    def _disk_tm(self, root: ET.Element, disk: ET.Element, previous: bool = False) -> tuple[str, str] | None:
+        """(tm_mad, ds_id) oned uses for a disk's per-disk line: the system DS's for volatile disks."""
+        if _is_volatile(disk):
+            records = root.findall("HISTORY_RECORDS/HISTORY")
+            record = records[-2] if previous else records[-1]
+            return text(record, "TM_MAD"), text(record, "DS_ID")
+        tm_mad, ds_id = vector_get(disk, "TM_MAD"), vector_get(disk, "DATASTORE_ID")
+        if not tm_mad or not ds_id:
+            return None
+        return tm_mad, ds_id
+
+    def _move_lines(self, vmid: int, op: str) -> list[str]:
+        """MV lines of ``migrate`` (prev host -> host), ``resume`` (fe -> host) and ``stop`` (host -> fe).
+
+        As in TransferManager.cc the ``.<sys>`` suffix variable is not reset between disks, so once a
+        disk with TM_MAD_SYSTEM is seen every later disk line carries the suffix too.
+        """
+        root = self._read("vm", vmid)
+        host, folder, _ = self._location(root)
+        system_tm, ds_id = self._system(root)
+        if op == "stop":
+            source_host, source_dir, target_host, target_dir = host, folder, self.hostname, folder
+        else:
+            previous_host, previous_dir, _ = self._location(root, previous=True)
+            source_host = previous_host if op == "migrate" else self.hostname
+            source_dir, target_host, target_dir = previous_dir, host, folder
+        lines = []
+        suffix = ""
+        for disk in root.findall("TEMPLATE/DISK"):
+            tm = self._disk_tm(root, disk)
+            if tm is None:
+                continue
+            suffix = _suffix(disk) or suffix
+            disk_id = vector_get(disk, "DISK_ID")
+            lines.append(
+                f"MV{suffix} {tm[0]} {source_host}:{source_dir}/disk.{disk_id} "
+                f"{target_host}:{target_dir}/disk.{disk_id} {vmid} {tm[1]}"
+            )
+        lines.append(f"MV {system_tm} {source_host}:{source_dir} {target_host}:{target_dir} {vmid} {ds_id}")
+        return lines
+
+    def _epilog_command(self, root: ET.Element, disk: ET.Element, host: str) -> str | None:
+        """``epilog_transfer_command``: MVDS for a disk to save (SOURCE verbatim), else DELETE."""
+        _, folder, _ = self._location(root)
+        vmid = text(root, "ID")
+        disk_id = vector_get(disk, "DISK_ID")
+        suffix = _suffix(disk)
+        if vector_get(disk, "SAVE").upper() == "YES":
+            tm_mad, ds_id, source = (vector_get(disk, n) for n in ("TM_MAD", "DATASTORE_ID", "SOURCE"))
+            if not tm_mad or not ds_id or not source:
+                return None
+            return f"MVDS{suffix} {tm_mad} {host}:{folder}/disk.{disk_id} {source} {vmid} {ds_id}"
+        tm = self._disk_tm(root, disk)
+        if tm is None:
+            return None
+        return f"DELETE{suffix} {tm[0]} {host}:{folder}/disk.{disk_id} {vmid} {tm[1]}"
+
+    def _epilog_lines(self, vmid: int, local: bool) -> list[str]:
+        root = self._read("vm", vmid)
+        host, folder, _ = self._location(root)
+        system_tm, ds_id = self._system(root)
+        host = self.hostname if local else host
+        lines = [
+            line for disk in root.findall("TEMPLATE/DISK") if (line := self._epilog_command(root, disk, host))
+        ]
+        lines.append(f"DELETE {system_tm} {host}:{folder} {vmid} {ds_id}")
+        return lines
+
+    def _delete_lines(self, vmid: int, local: bool = False, previous: bool = False) -> list[str]:
+        """``epilog_delete_commands``: DELETE every disk and the folder, never saving anything."""
+        root = self._read("vm", vmid)
+        host, folder, _ = self._location(root, previous=previous)
+        records = root.findall("HISTORY_RECORDS/HISTORY")
+        record = records[-2] if previous else records[-1]
+        system_tm, ds_id = text(record, "TM_MAD"), text(record, "DS_ID")
+        if local:
+            host = self.hostname
+        lines = []
+        suffix = ""
+        for disk in root.findall("TEMPLATE/DISK"):
+            tm = self._disk_tm(root, disk, previous=previous)
+            if tm is None:
+                continue
+            suffix = _suffix(disk) or suffix
+            lines.append(
+                f"DELETE{suffix} {tm[0]} {host}:{folder}/disk.{vector_get(disk, 'DISK_ID')} {vmid} {tm[1]}"
+            )
+        lines.append(f"DELETE {system_tm} {host}:{folder} {vmid} {ds_id}")
+        return lines
+
+    def _transfer(self, vmid: int, op: str, lines: list[str]) -> DriverResult:
+        """Write ``vms/<id>/transfer.<seq>.<op>`` and send TRANSFER to the transfer manager."""
+        root = self._read("vm", vmid)
+        _, _, seq = self._location(root)
+        name = f"transfer.{seq}.{op}"
+        local = self.runner.var_lib_one / "vms" / str(vmid) / name
+        self.files.write(local, "".join(f"{line}\n" for line in lines).encode())
+        result = self.transfer_manager.transfer(
+            vmid, local, f"{self.runner.driver_var_lib_one}/vms/{vmid}/{name}"
+        )
+        self.exchanges.append(result)
+        return result
+
+    def _tm_step(self, vmid: int, command: str, stdin: bytes | None = None) -> DriverResult:
+        """A TM command run by the VMM driver (attach, detach, resize, live snapshot, migrate steps)."""
+        result = self.transfer_manager.command(vmid, command.split(), stdin)
+        self.exchanges.append(result)
+        return result
+
+    def _transfer_failed(self, vmid: int, lcm_state: str, result: DriverResult) -> None:
+        """TransferManagerProtocol: the ERROR attribute, the failure state, and the exception."""
+        with self.store.edit("vm", vmid) as root:
+            if result.info and not result.info.startswith("-"):
+                _set_vm_error(root, f"Error executing image transfer script: {result.info}")
+            state = "ACTIVE"
+            _set_vm_state(root, state, lcm_state)
+        raise OneFailure(result.action, result.info, vmid)
+
+    def transfer_file(self, vm: VmRef, op: str, seq: int | None = None) -> str:
+        """The text of a transfer file oned wrote for ``vm`` (``op`` = prolog, epilog, migrate...)."""
+        vmid = _oid(vm)
+        if seq is None:
+            _, _, seq = self._location(self._read("vm", vmid))
+        return (self.runner.var_lib_one / "vms" / str(vmid) / f"transfer.{seq}.{op}").read_text(
+            encoding="utf-8"
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Virtual machines: life cycle
+    # ----------------------------------------------------------------------------------------------
+
+    def _state(self, vmid: int) -> tuple[str, str]:
+        view = self.vm(vmid)
+        return view.state, view.lcm_state
+
+    def _set_state(self, vmid: int, state: str, lcm: str = "LCM_INIT") -> None:
+        with self.store.edit("vm", vmid) as root:
+            _set_vm_state(root, state, lcm)
+
+    def _refuse(self, api: str, vmid: int) -> OneFailure:
+        state, lcm = self._state(vmid)
+        shown = lcm if state == "ACTIVE" else state
+        return OneFailure(api, f"This action is not available for state {shown}", vmid)
+
+    def vm_terminate(self, vm: VmRef) -> None:
+        """``onevm terminate``: shutdown, then EPILOG (MVDS saved disks, DELETE the rest and the folder)."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        if state in ("PENDING", "HOLD"):
+            self._done(vmid)
+            return
+        if not ((state == "ACTIVE" and lcm == "RUNNING") or state in ("POWEROFF", "STOPPED", "UNDEPLOYED")):
+            raise self._refuse("one.vm.terminate", vmid)
+        local = state in ("STOPPED", "UNDEPLOYED")
+        if lcm == "RUNNING":
+            self._set_state(vmid, "ACTIVE", "SHUTDOWN")
+        self._set_state(vmid, "ACTIVE", "EPILOG")
+        result = self._transfer(vmid, "epilog", self._epilog_lines(vmid, local))
+        if not result.success:
+            self._transfer_failed(vmid, "EPILOG_FAILURE", result)
+        self._done(vmid)
+
+    def vm_recover_delete(self, vm: VmRef) -> DriverResult:
+        """``onevm recover --delete``: DELETE every disk and the folder (nothing saved), VM DONE."""
+        vmid = _oid(vm)
+        root = self._read("vm", vmid)
+        result = None
+        if root.find("HISTORY_RECORDS/HISTORY") is not None:
+            state, _ = self._state(vmid)
+            self._set_state(vmid, "ACTIVE", "CLEANUP_DELETE")
+            local = state in ("STOPPED", "UNDEPLOYED")
+            result = self._transfer(vmid, "delete", self._delete_lines(vmid, local=local))
+        self._done(vmid)
+        return result or DriverResult("TRANSFER", vmid, True, "-")
+
+    def _done(self, vmid: int) -> None:
+        """DONE: release every image (``release_images``) and leave the host."""
+        root = self._read("vm", vmid)
+        for disk in root.findall("TEMPLATE/DISK"):
+            self._release_disk(vmid, disk)
+        records = root.findall("HISTORY_RECORDS/HISTORY")
+        if records:
+            self._host_vms(text(records[-1], "HOSTNAME"), remove=vmid)
+        with self.store.edit("vm", vmid) as current:
+            _set_vm_state(current, "DONE", "LCM_INIT")
+            set_text(current, "ETIME", int(time.time()))
+
+    def _release_disk(self, vmid: int, disk: ET.Element, failed: bool = False) -> None:
+        image_id = vector_get(disk, "IMAGE_ID")
+        if not image_id:
+            return
+        size, original = int(vector_get(disk, "SIZE") or 0), int(vector_get(disk, "ORIGINAL_SIZE") or 0)
+        with self.store.locked():
+            image = self.store.read("image", int(image_id))
+            if image is None:
+                return
+            if size > original and IMAGE_STATES[integer(image, "STATE")] == "USED_PERS":
+                set_text(image, "SIZE", size)
+            self.store.write("image", int(image_id), image)
+        self._release_image(vmid, int(image_id), failed)
+
+    def _release_image(self, vmid: int, image_id: int, failed: bool) -> None:
+        """``ImageManager::release_image``."""
+        with self.store.locked():
+            image = self.store.read("image", image_id)
+            if image is None:
+                return
+            state = IMAGE_STATES[integer(image, "STATE")]
+            vms = [i for i in collection_ids(image, "VMS") if i != vmid]
+            if state in ("USED", "USED_PERS", "LOCKED_USED", "LOCKED_USED_PERS"):
+                set_collection(image, "VMS", vms)
+                set_text(image, "RUNNING_VMS", len(vms))
+                idle = not vms and (state.endswith("PERS") or integer(image, "CLONING_OPS") == 0)
+                if failed and state.endswith("PERS"):
+                    _set_image_state(image, "ERROR")
+                elif idle:
+                    _set_image_state(image, "LOCKED" if state.startswith("LOCKED") else "READY")
+            self.store.write("image", image_id, image)
+
+    def vm_poweroff(self, vm: VmRef) -> None:
+        """``onevm poweroff``: the hypervisor stops the VM; no transfer."""
+        vmid = _oid(vm)
+        if self._state(vmid) != ("ACTIVE", "RUNNING"):
+            raise self._refuse("one.vm.poweroff", vmid)
+        self._set_state(vmid, "ACTIVE", "SHUTDOWN_POWEROFF")
+        self._set_state(vmid, "POWEROFF")
+
+    def vm_stop(self, vm: VmRef) -> None:
+        """``onevm stop``: checkpoint, then EPILOG_STOP moves the disks and the folder to the frontend."""
+        vmid = _oid(vm)
+        if self._state(vmid) != ("ACTIVE", "RUNNING"):
+            raise self._refuse("one.vm.stop", vmid)
+        self._set_state(vmid, "ACTIVE", "SAVE_STOP")
+        host, folder, _ = self._location(self._read("vm", vmid))
+        self.hypervisor.save(host, folder)
+        self._to_frontend(vmid, "EPILOG_STOP", "STOPPED")
+
+    def vm_undeploy(self, vm: VmRef) -> None:
+        """``onevm undeploy``: shut down (if running), then the same transfer as stop."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        if not ((state, lcm) == ("ACTIVE", "RUNNING") or state == "POWEROFF"):
+            raise self._refuse("one.vm.undeploy", vmid)
+        if lcm == "RUNNING":
+            self._set_state(vmid, "ACTIVE", "SHUTDOWN_UNDEPLOY")
+        self._to_frontend(vmid, "EPILOG_UNDEPLOY", "UNDEPLOYED")
+
+    def _to_frontend(self, vmid: int, lcm: str, final: str) -> None:
+        self._set_state(vmid, "ACTIVE", lcm)
+        result = self._transfer(vmid, "stop", self._move_lines(vmid, "stop"))
+        if not result.success:
+            self._transfer_failed(vmid, f"{lcm}_FAILURE", result)
+        host, _, _ = self._location(self._read("vm", vmid))
+        self._host_vms(host, remove=vmid)
+        self._set_state(vmid, final)
+
+    def vm_resume(self, vm: VmRef, host: str | None = None) -> None:
+        """``onevm resume``: boot a powered-off VM, or deploy a stopped/undeployed one (on ``host``,
+        default the last one) with PROLOG_RESUME/PROLOG_UNDEPLOY moving everything back."""
+        vmid = _oid(vm)
+        state, _ = self._state(vmid)
+        root = self._read("vm", vmid)
+        if state == "POWEROFF":
+            self._set_state(vmid, "ACTIVE", "BOOT_POWEROFF")
+            self._boot(vmid)
+            return
+        if state not in ("STOPPED", "UNDEPLOYED"):
+            raise self._refuse("one.vm.resume", vmid)
+        last_host, _, _ = self._location(root)
+        _, ds_id = self._system(root)
+        self._set_state(vmid, "PENDING")
+        prolog = "PROLOG_RESUME" if state == "STOPPED" else "PROLOG_UNDEPLOY"
+        self._deploy(vmid, host or last_host, ds_id, prolog=prolog)
+
+    def vm_migrate(self, vm: VmRef, host: str, *, live: bool = False) -> None:
+        """``onevm migrate [--live]``: cold = save, MV lines, restore; live = the VMM driver's
+        PREMIGRATE, hypervisor migration (FAILMIGRATE on failure), POSTMIGRATE."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        running = (state, lcm) == ("ACTIVE", "RUNNING")
+        if not (running or (state == "POWEROFF" and not live)):
+            raise self._refuse("one.vm.migrate", vmid)
+        root = self._read("vm", vmid)
+        previous_host, folder, _ = self._location(root)
+        if live:
+            self._new_history(vmid, host)
+            self._set_state(vmid, "ACTIVE", "MIGRATE")
+            self._live_migrate(vmid, previous_host, host)
+            return
+        if running:
+            self._set_state(vmid, "ACTIVE", "SAVE_MIGRATE")
+            self.hypervisor.save(previous_host, folder)
+        self._new_history(vmid, host)
+        lcm_state = "PROLOG_MIGRATE" if running else "PROLOG_MIGRATE_POWEROFF"
+        self._set_state(vmid, "ACTIVE", lcm_state)
+        result = self._transfer(vmid, "migrate", self._move_lines(vmid, "migrate"))
+        if not result.success:
+            self._transfer_failed(vmid, f"{lcm_state}_FAILURE", result)
+        if running:
+            self._set_state(vmid, "ACTIVE", "BOOT_MIGRATE")
+            self._boot(vmid, restore=True)
+        else:
+            self._set_state(vmid, "POWEROFF")
+
+    def _new_history(self, vmid: int, host: str) -> None:
+        """A new HISTORY record on ``host`` (same system datastore), moving the VM between hosts."""
+        host_id = self._host_id(host)
+        with self.store.edit("vm", vmid) as root:
+            records = root.findall("HISTORY_RECORDS/HISTORY")
+            last = records[-1]
+            history = root.find("HISTORY_RECORDS")
+            assert history is not None
+            record = history_element(
+                vmid,
+                len(records),
+                hostname=host,
+                host_id=host_id,
+                tm_mad=text(last, "TM_MAD"),
+                ds_id=integer(last, "DS_ID"),
+                now=int(time.time()),
+            )
+            history.append(record)
+            previous = text(last, "HOSTNAME")
+        self._host_vms(previous, remove=vmid)
+        self._host_vms(host, add=vmid)
+
+    def _live_migrate(self, vmid: int, source: str, target: str) -> None:
+        root = self._read("vm", vmid)
+        system_tm, ds_id = self._system(root)
+        _, folder, _ = self._location(root)
+        command = f"MIGRATE {system_tm} {source} {target} {folder} {vmid} {ds_id}"
+        stdin = _b64(to_string(root)).encode()
+        result = self._tm_step(vmid, f"PRE{command}", stdin)
+        if result.success:
+            try:
+                self.hypervisor.migrate(source, target, folder)
+            except OSError as exc:
+                self._tm_step(vmid, f"FAIL{command}", stdin)
+                result = DriverResult("MIGRATE", vmid, False, f"hypervisor migration failed: {exc}")
+        if not result.success:
+            self._new_history(vmid, source)
+            self._set_state(vmid, "ACTIVE", "RUNNING")
+            raise OneFailure("MIGRATE", result.info, vmid)
+        self._tm_step(vmid, f"POST{command}", stdin)
+        self._set_state(vmid, "ACTIVE", "RUNNING")
+
+    def _host_vms(self, name: str, add: int | None = None, remove: int | None = None) -> None:
+        try:
+            host_id = self._host_id(name)
+        except OneFailure:
+            return
+        with self.store.edit("host", host_id) as root:
+            ids = [i for i in collection_ids(root, "VMS") if i != remove] + ([add] if add is not None else [])
+            set_collection(root, "VMS", ids)
+            set_text(root, "HOST_SHARE/RUNNING_VMS", len(set(ids)))
+
+    # ----------------------------------------------------------------------------------------------
+    # Disks of a VM: attach, detach, save as, snapshots, resize
+    # ----------------------------------------------------------------------------------------------
+
+    def disk_attach(self, vm: VmRef, disk: DiskRef) -> int:
+        """``onevm disk-attach``: RUNNING via the VMM driver's TM step, POWEROFF via ``prolog_attach``.
+
+        Returns the new DISK_ID; on failure the disk is removed again and its image released.
+        """
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        running = (state, lcm) == ("ACTIVE", "RUNNING")
+        if not (running or state == "POWEROFF"):
+            raise self._refuse("one.vm.attach", vmid)
+        root = self._read("vm", vmid)
+        ids = [int(vector_get(d, "DISK_ID")) for d in root.findall("TEMPLATE/DISK")]
+        context = root.find("TEMPLATE/CONTEXT")
+        if context is not None:
+            ids.append(int(vector_get(context, "DISK_ID")))
+        disk_id = max(ids, default=-1) + 1
+        _, ds_id = self._system(root)
+        if isinstance(disk, Volatile):
+            new = self._volatile_disk(disk_id, disk, ds_id)
+        else:
+            new, _ = self._image_disk(
+                vmid, disk_id, disk if isinstance(disk, DiskSpec) else DiskSpec(disk), attach=True
+            )
+        system_tm, _ = self._system(root)
+        problem = self._check_tm_mad(new, system_tm)
+        if problem:
+            self._release_disk(vmid, new)
+            raise OneFailure("one.vm.attach", problem, vmid)
+        used = {vector_get(d, "TARGET") for d in root.findall("TEMPLATE/DISK")}
+        if context is not None:
+            used.add(vector_get(context, "TARGET"))
+        if not vector_get(new, "TARGET"):
+            vector_set(new, "TARGET", _next_target(vector_get(new, "DEV_PREFIX"), used))
+        vector_set(new, "ATTACH", "YES")
+        with self.store.edit("vm", vmid) as current:
+            template = current.find("TEMPLATE")
+            assert template is not None
+            template.append(new)
+            _sort_template(template)
+            _set_vm_state(current, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_PROLOG_POWEROFF")
+        command = self._prolog_command(self._read("vm", vmid), new)
+        result = self._tm_step(vmid, command) if running else self._transfer(vmid, "prolog_attach", [command])
+        with self.store.edit("vm", vmid) as current:
+            node = _find_disk(current, disk_id)
+            if result.success:
+                vector_remove(node, "ATTACH")
+            else:
+                template = current.find("TEMPLATE")
+                assert template is not None
+                template.remove(node)
+            _set_vm_state(current, *(("ACTIVE", "RUNNING") if running else ("POWEROFF", "LCM_INIT")))
+        if not result.success:
+            self._release_disk(vmid, new)
+            raise OneFailure(result.action, result.info, vmid)
+        return disk_id
+
+    def disk_detach(self, vm: VmRef, disk_id: int) -> None:
+        """``onevm disk-detach``: MVDS (persistent) or DELETE of one disk, then the image is released."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        running = (state, lcm) == ("ACTIVE", "RUNNING")
+        if not (running or state == "POWEROFF"):
+            raise self._refuse("one.vm.detach", vmid)
+        with self.store.edit("vm", vmid) as root:
+            disk = _find_disk(root, disk_id)
+            vector_set(disk, "ATTACH", "YES")
+            _set_vm_state(root, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_EPILOG_POWEROFF")
+        root = self._read("vm", vmid)
+        host, _, _ = self._location(root)
+        disk = _find_disk(root, disk_id)
+        command = self._epilog_command(root, disk, host)
+        if command is None:
+            result = DriverResult("TRANSFER", vmid, True, "-")
+        elif running:
+            result = self._tm_step(vmid, command)
+        else:
+            result = self._transfer(vmid, "epilog_detach", [command])
+        with self.store.edit("vm", vmid) as current:
+            node = _find_disk(current, disk_id)
+            if result.success:
+                template = current.find("TEMPLATE")
+                assert template is not None
+                template.remove(node)
+            else:
+                vector_remove(node, "ATTACH")
+            _set_vm_state(current, *(("ACTIVE", "RUNNING") if running else ("POWEROFF", "LCM_INIT")))
+        if not result.success:
+            raise OneFailure(result.action, result.info, vmid)
+        self._release_disk(vmid, disk)
+
+    def disk_saveas(self, vm: VmRef, disk_id: int, name: str, *, snapshot_id: int = -1) -> Image:
+        """``onevm disk-saveas``: a new image (MKFS placeholder, FORMAT ``save_as``), then CPDS into it."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        saveas = {
+            ("ACTIVE", "RUNNING"): "HOTPLUG_SAVEAS",
+            ("POWEROFF", "LCM_INIT"): "HOTPLUG_SAVEAS_POWEROFF",
+            ("SUSPENDED", "LCM_INIT"): "HOTPLUG_SAVEAS_SUSPENDED",
+            ("UNDEPLOYED", "LCM_INIT"): "HOTPLUG_SAVEAS_UNDEPLOYED",
+            ("STOPPED", "LCM_INIT"): "HOTPLUG_SAVEAS_STOPPED",
+        }.get((state, lcm))
+        if saveas is None:
+            raise self._refuse("one.vm.disksaveas", vmid)
+        root = self._read("vm", vmid)
+        disk = _find_disk(root, disk_id)
+        if _is_volatile(disk) or not vector_get(disk, "IMAGE_ID"):
+            raise OneFailure("one.vm.disksaveas", "Cannot save volatile disks", vmid)
+        original = self._read("image", int(vector_get(disk, "IMAGE_ID")))
+        ds_id = int(vector_get(disk, "DATASTORE_ID"))
+        size = int(vector_get(disk, "SIZE") or 0)
+        self._check_capacity(self._read("datastore", ds_id), size)
+        attributes: list[tmpl.Attribute] = [
+            ("SAVED_DISK_ID", str(disk_id)),
+            ("SAVED_IMAGE_ID", vector_get(disk, "IMAGE_ID")),
+            ("SAVED_SNAPSHOT_ID", str(snapshot_id)),
+            ("SAVED_VM_ID", str(vmid)),
+            ("SAVE_AS_HOT", "YES"),
+        ]
+        oid = self.store.next_id("image")
+        with self.store.locked():
+            image = image_document(
+                oid,
+                name,
+                datastore=self._read("datastore", ds_id),
+                image_type=integer(original, "TYPE"),
+                image_format="save_as",
+                size_mb=size,
+                attributes=attributes,
+            )
+            self.store.write("image", oid, image)
+            self._datastore_images(ds_id, add=oid)
+        self._set_state(vmid, "ACTIVE", saveas)
+        restore = (state, lcm)
+        try:
+            self._register_image(oid, ds_id)
+        except OneFailure:
+            self._set_state(vmid, *restore)
+            raise
+        source = self.image(oid).source
+        with self.store.edit("vm", vmid) as current:
+            node = _find_disk(current, disk_id)
+            for key, value in (
+                ("HOTPLUG_SAVE_AS", oid),
+                ("HOTPLUG_SAVE_AS_ACTIVE", "YES"),
+                ("HOTPLUG_SAVE_AS_SNAPSHOT_ID", snapshot_id),
+                ("HOTPLUG_SAVE_AS_SOURCE", source),
+            ):
+                vector_set(node, key, value)
+            image_format = vector_get(node, "FORMAT") or vector_get(node, "DRIVER")
+        host, folder, _ = self._location(root)
+        if saveas in ("HOTPLUG_SAVEAS_STOPPED", "HOTPLUG_SAVEAS_UNDEPLOYED"):
+            host = self.hostname
+        line = (
+            f"CPDS{_suffix(disk)} {vector_get(disk, 'TM_MAD')} {host}:{folder}/disk.{disk_id} "
+            f"{source} {snapshot_id} {vmid} {ds_id}"
+        )
+        result = self._transfer(vmid, "disk_saveas", [line])
+        with self.store.edit("image", oid) as new:
+            if image_format:
+                set_text(new, "FORMAT", image_format)
+            if result.success:
+                _unlock(new)
+            else:
+                _set_error(new, _error_text("Error saving image", result.info))
+                _set_image_state(new, "ERROR")
+        with self.store.edit("vm", vmid) as current:
+            node = _find_disk(current, disk_id)
+            for key in (
+                "HOTPLUG_SAVE_AS",
+                "HOTPLUG_SAVE_AS_ACTIVE",
+                "HOTPLUG_SAVE_AS_SNAPSHOT_ID",
+                "HOTPLUG_SAVE_AS_SOURCE",
+            ):
+                vector_remove(node, key)
+            _set_vm_state(current, *restore)
+        self.datastore_monitor(ds_id)
+        if not result.success:
+            raise OneFailure("TRANSFER", result.info, vmid)
+        return self.image(oid)
+
+    def disk_snapshot_create(self, vm: VmRef, disk_id: int, name: str = "") -> int:
+        """``onevm disk-snapshot-create``: SNAP_CREATE (poweroff), or the live/VMM path when running."""
+        return self._disk_snapshot(vm, disk_id, "SNAP_CREATE", None, name)
+
+    def disk_snapshot_revert(self, vm: VmRef, disk_id: int, snapshot_id: int) -> None:
+        """``onevm disk-snapshot-revert``: SNAP_REVERT, VM powered off."""
+        self._disk_snapshot(vm, disk_id, "SNAP_REVERT", snapshot_id)
+
+    def disk_snapshot_delete(self, vm: VmRef, disk_id: int, snapshot_id: int) -> None:
+        """``onevm disk-snapshot-delete``: SNAP_DELETE."""
+        self._disk_snapshot(vm, disk_id, "SNAP_DELETE", snapshot_id)
+
+    def _disk_snapshot(
+        self, vm: VmRef, disk_id: int, action: str, snapshot_id: int | None, name: str = ""
+    ) -> int:
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        running = (state, lcm) == ("ACTIVE", "RUNNING")
+        api = f"one.vm.disksnapshot{action.split('_')[1].lower()}"
+        if not (state in ("POWEROFF", "SUSPENDED") or (running and action != "SNAP_REVERT")):
+            raise self._refuse(api, vmid)
+        root = self._read("vm", vmid)
+        disk = _find_disk(root, disk_id)
+        if _is_volatile(disk):
+            raise OneFailure(api, "Cannot make snapshots on volatile disks", vmid)
+        tm_mad = vector_get(disk, "TM_MAD")
+        live = running and action == "SNAP_CREATE" and f"kvm-{tm_mad}" in self.conf.live_disk_snapshots
+        with self.store.edit("vm", vmid) as current:
+            allow_orphans = vector_get(_find_disk(current, disk_id), "ALLOW_ORPHANS") or "NO"
+            snapshots = _disk_snapshots(current, disk_id, allow_orphans)
+            existing = _find_snapshot(snapshots, snapshot_id)
+            if action == "SNAP_CREATE":
+                snapshot_id = _create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
+            elif snapshot_id is None or existing is None:
+                raise OneFailure(api, f"Snapshot {snapshot_id} does not exist", vmid)
+            elif action == "SNAP_DELETE" and (
+                text(existing, "ACTIVE") == "YES" or text(existing, "CHILDREN")
+            ):
+                raise OneFailure(
+                    api, f"Cannot delete snapshot {snapshot_id}: it is active or has children", vmid
+                )
+            suffix_state = {"SNAP_CREATE": "", "SNAP_REVERT": "_REVERT", "SNAP_DELETE": "_DELETE"}[action]
+            if running:
+                _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}")
+            else:
+                _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}_{state}")
+        host, folder, _ = self._location(root)
+        verb = f"{action}_LIVE" if live else action
+        line = (
+            f"{verb}{_suffix(disk)} {tm_mad} {host}:{folder}/disk.{disk_id} {snapshot_id} {vmid} "
+            f"{vector_get(disk, 'DATASTORE_ID')}"
+        )
+        via_vmm = running and action == "SNAP_CREATE"
+        result = self._tm_step(vmid, line) if via_vmm else self._transfer(vmid, "disk_snapshot", [line])
+        with self.store.edit("vm", vmid) as current:
+            snapshots = _disk_snapshots(current, disk_id, "NO")
+            if action == "SNAP_CREATE" and not result.success:
+                snapshot = _find_snapshot(snapshots, snapshot_id)
+                if snapshot is not None:
+                    snapshots.remove(snapshot)
+            elif result.success and action in ("SNAP_CREATE", "SNAP_REVERT"):
+                _activate_snapshot(snapshots, snapshot_id)
+            elif result.success:
+                _delete_snapshot(snapshots, snapshot_id)
+            _update_snapshot_attributes(current, disk_id, snapshots)
+            if running:
+                _set_vm_state(current, "ACTIVE", "RUNNING")
+            else:
+                _set_vm_state(current, state, "LCM_INIT")
+        if not result.success:
+            raise OneFailure(result.action, result.info, vmid)
+        return snapshot_id
+
+    def disk_resize(self, vm: VmRef, disk_id: int, size_mb: int) -> None:
+        """``onevm disk-resize``: RESIZE through a transfer file (poweroff/undeployed) or the VMM driver."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        running = (state, lcm) == ("ACTIVE", "RUNNING")
+        if not (running or state in ("POWEROFF", "UNDEPLOYED")):
+            raise self._refuse("one.vm.diskresize", vmid)
+        with self.store.edit("vm", vmid) as root:
+            disk = _find_disk(root, disk_id)
+            current = int(vector_get(disk, "SIZE") or 0)
+            if size_mb <= current:
+                raise OneFailure(
+                    "one.vm.diskresize", "New disk size has to be greater than current one", vmid
+                )
+            vector_set(disk, "SIZE_PREV", current)
+            vector_set(disk, "SIZE", size_mb)
+            vector_set(disk, "RESIZE", "YES")
+            lcm_state = "DISK_RESIZE" if running else f"DISK_RESIZE_{state}"
+            _set_vm_state(root, "ACTIVE", lcm_state)
+        root = self._read("vm", vmid)
+        disk = _find_disk(root, disk_id)
+        host, folder, _ = self._location(root)
+        tm = self._disk_tm(root, disk)
+        assert tm is not None
+        line = f"RESIZE{_suffix(disk)} {tm[0]} {host}:{folder}/disk.{disk_id} {size_mb} {vmid} {tm[1]}"
+        result = self._tm_step(vmid, line) if running else self._transfer(vmid, "disk_resize", [line])
+        with self.store.edit("vm", vmid) as root:
+            node = _find_disk(root, disk_id)
+            if not result.success:
+                vector_set(node, "SIZE", vector_get(node, "SIZE_PREV"))
+            vector_remove(node, "SIZE_PREV")
+            vector_remove(node, "RESIZE")
+            if running:
+                _set_vm_state(root, "ACTIVE", "RUNNING")
+            else:
+                _set_vm_state(root, state, "LCM_INIT")
+        if not result.success:
+            raise OneFailure(result.action, result.info, vmid)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers on documents
+# --------------------------------------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _error_text(prefix: str, info: str) -> str:
+    """oned appends the driver's info unless it is empty or starts with ``-``."""
+    return f"{prefix}: {info}" if info and not info.startswith("-") else prefix
+
+
+def _suffix(disk: ET.Element) -> str:
+    system = vector_get(disk, "TM_MAD_SYSTEM")
+    return f".{system}" if system else ""
+
+
+def _next_target(prefix: str, used: set[str]) -> str:
+    for index in range(26):
+        target = f"{prefix}{chr(ord('a') + index)}"
+        if target not in used:
+            used.add(target)
+            return target
+    return f"{prefix}z"
+
+
+def _sort_template(node: ET.Element) -> None:
+    children = sorted(list(node), key=lambda child: child.tag)
+    for child in list(node):
+        node.remove(child)
+    node.extend(children)
+
+
+def _set_error(root: ET.Element, message: str) -> None:
+    node = root.find("TEMPLATE")
+    assert node is not None
+    template_set(node, "ERROR", f"{log_time()}: {message}")
+
+
+def _set_vm_error(root: ET.Element, message: str) -> None:
+    node = root.find("USER_TEMPLATE")
+    assert node is not None
+    template_set(node, "ERROR", f"{log_time()}: {message}")
+
+
+def _set_image_state(root: ET.Element, state: str) -> None:
+    set_text(root, "PREV_STATE", text(root, "STATE"))
+    set_text(root, "STATE", IMAGE_STATES.index(state))
+
+
+def _unlock(root: ET.Element) -> None:
+    """``Image::set_state_unlock``."""
+    state = IMAGE_STATES[integer(root, "STATE")]
+    _set_image_state(root, {"LOCKED_USED": "USED", "LOCKED_USED_PERS": "USED_PERS"}.get(state, "READY"))
+
+
+def _acquire(image: ET.Element, vmid: int, attach: bool) -> str:
+    """``ImageManager::acquire_image``; returns the refusal ('' when acquired)."""
+    oid = text(image, "ID")
+    state = IMAGE_STATES[integer(image, "STATE")]
+    persistent = text(image, "PERSISTENT") == "1"
+    node = image.find("TEMPLATE")
+    shareable = node is not None and template_get(node, "PERSISTENT_TYPE").upper() == "SHAREABLE"
+    if state in ("USED_PERS", "LOCKED_USED_PERS") and not shareable:
+        return f"Cannot acquire image {oid}, it is persistent and already in use"
+    if state.startswith("LOCKED") and attach:
+        return f"Cannot acquire image {oid}, it is locked"
+    if state == "READY":
+        _set_image_state(image, "USED_PERS" if persistent else "USED")
+    elif state == "LOCKED":
+        _set_image_state(image, "LOCKED_USED_PERS" if persistent else "LOCKED_USED")
+    elif state not in ("USED", "USED_PERS", "LOCKED_USED", "LOCKED_USED_PERS"):
+        return f"Cannot acquire image {oid}, it is in state: {state}"
+    vms = [*collection_ids(image, "VMS"), vmid]
+    set_collection(image, "VMS", vms)
+    set_text(image, "RUNNING_VMS", len(set(vms)))
+    return ""
+
+
+def _set_vm_state(root: ET.Element, state: str, lcm: str = "LCM_INIT") -> None:
+    set_text(root, "PREV_STATE", text(root, "STATE"))
+    set_text(root, "PREV_LCM_STATE", text(root, "LCM_STATE"))
+    set_text(root, "STATE", VM_STATES[state])
+    set_text(root, "LCM_STATE", LCM_STATES[lcm])
+
+
+def _find_disk(root: ET.Element, disk_id: int) -> ET.Element:
+    for disk in root.findall("TEMPLATE/DISK"):
+        if vector_get(disk, "DISK_ID") == str(disk_id):
+            return disk
+    raise OneFailure(
+        "one.vm.info", f"VM {text(root, 'ID')} has no DISK with ID {disk_id}", integer(root, "ID")
+    )
+
+
+def _disk_snapshots(root: ET.Element, disk_id: int, allow_orphans: str) -> ET.Element:
+    for node in root.findall("SNAPSHOTS"):
+        if text(node, "DISK_ID") == str(disk_id):
+            return node
+    node = snapshots_document(disk_id, allow_orphans)
+    root.append(node)
+    return node
+
+
+def _find_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> ET.Element | None:
+    for snapshot in snapshots.findall("SNAPSHOT"):
+        if text(snapshot, "ID") == str(snapshot_id):
+            return snapshot
+    return None
+
+
+def _create_snapshot(snapshots: ET.Element, name: str, size_mb: int) -> int:
+    """``Snapshots::create_snapshot``: a child of the active snapshot (or a root)."""
+    snapshot_id = integer(snapshots, "NEXT_SNAPSHOT")
+    active = next((s for s in snapshots.findall("SNAPSHOT") if text(s, "ACTIVE") == "YES"), None)
+    parent = integer(active, "ID") if active is not None else -1
+    values = {
+        "DATE": str(int(time.time())),
+        "ID": str(snapshot_id),
+        "NAME": name or f"snapshot-{snapshot_id}",
+        "PARENT": str(parent),
+        "SIZE": str(size_mb),
+    }
+    snapshots.append(vector_element("SNAPSHOT", values))
+    if active is not None:
+        children = [c for c in text(active, "CHILDREN").split(",") if c]
+        vector_set(active, "CHILDREN", ",".join([*children, str(snapshot_id)]))
+    set_text(snapshots, "NEXT_SNAPSHOT", snapshot_id + 1)
+    return snapshot_id
+
+
+def _activate_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
+    for snapshot in snapshots.findall("SNAPSHOT"):
+        if text(snapshot, "ID") == str(snapshot_id):
+            vector_set(snapshot, "ACTIVE", "YES")
+        else:
+            vector_remove(snapshot, "ACTIVE")
+
+
+def _delete_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
+    snapshot = _find_snapshot(snapshots, snapshot_id)
+    if snapshot is None:
+        return
+    parent = _find_snapshot(snapshots, integer(snapshot, "PARENT", -1))
+    if parent is not None:
+        children = [c for c in text(parent, "CHILDREN").split(",") if c and c != str(snapshot_id)]
+        if children:
+            vector_set(parent, "CHILDREN", ",".join(children))
+        else:
+            vector_remove(parent, "CHILDREN")
+    snapshots.remove(snapshot)
+
+
+def _update_snapshot_attributes(root: ET.Element, disk_id: int, snapshots: ET.Element) -> None:
+    disk = _find_disk(root, disk_id)
+    entries = snapshots.findall("SNAPSHOT")
+    active = next((s for s in entries if text(s, "ACTIVE") == "YES"), None)
+    vector_set(disk, "DISK_SNAPSHOT_TOTAL_SIZE", sum(integer(s, "SIZE") for s in entries))
+    if active is not None:
+        vector_set(disk, "DISK_SNAPSHOT_ACTIVE", "YES")
+        vector_set(disk, "DISK_SNAPSHOT_ID", text(active, "ID"))
+    if not entries:
+        root.remove(snapshots)
+        vector_remove(disk, "DISK_SNAPSHOT_ACTIVE")
+        vector_remove(disk, "DISK_SNAPSHOT_ID")

@@ -1,0 +1,606 @@
+"""The host side of the transfer driver against a fake Kubo node: real files, real locks, real qemu-img."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from one_ipfs.errors import InvalidInput, StreamBroken
+from one_ipfs.host import __main__ as cli
+from one_ipfs.host import commands, disks
+from one_ipfs.host.cache import HostCache
+from one_ipfs.ipfs.refs import Cid
+from one_ipfs.ipfs.rpc import AddResult, FileStat, ImportSettings, Pin, PinProgress
+
+MIB = 1 << 20
+RAW_CODEC = 0x55
+SHA2_256 = 0x12
+needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+
+
+class FakeKubo:
+    """A node that 'fetches' from a dict of published content and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.network: dict[str, bytes] = {}
+        self.pins: dict[str, str] = {}
+        self.pin_adds: list[str] = []
+        self.gc_runs = 0
+        self.break_cat_after: int | None = None
+        self.pin_delay = 0.0
+        self.lock = threading.Lock()
+
+    def publish(self, data: bytes) -> str:
+        cid = Cid(1, RAW_CODEC, SHA2_256, hashlib.sha256(data).digest()).v1_base32()
+        self.network[cid] = data
+        return cid
+
+    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+        cid = path.removeprefix("/ipfs/")
+        data = self.network[cid]
+        local = cid in self.pins
+        return FileStat(cid, len(data), len(data), 1, "file", local if with_local else None, None)
+
+    def pin_ls(
+        self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
+    ) -> list[Pin]:
+        with self.lock:
+            return [Pin(c, "recursive", n) for c, n in self.pins.items() if cid in (None, c)]
+
+    def pin_add(self, cid: str, *, name=None, progress=None, timeout=None) -> None:
+        with self.lock:
+            self.pin_adds.append(cid)
+        time.sleep(self.pin_delay)
+        if progress is not None:
+            progress(PinProgress(1, len(self.network[cid])))
+        with self.lock:
+            self.pins[cid] = name or ""
+
+    def pin_rm(self, cid: str) -> None:
+        with self.lock:
+            del self.pins[cid]
+
+    def cat(
+        self, path: str, *, offset: int = 0, length=None, chunk_size: int = MIB, timeout=None
+    ) -> Iterator[bytes]:
+        data = self.network[path.removeprefix("/ipfs/")]
+        for start in range(0, len(data), chunk_size):
+            if self.break_cat_after is not None and start >= self.break_cat_after:
+                raise StreamBroken("ipfs cat: the stream broke")
+            yield data[start : start + chunk_size]
+
+    def add(
+        self,
+        source,
+        *,
+        settings: ImportSettings,
+        pin: bool = True,
+        pin_name=None,
+        progress=None,
+        timeout=None,
+    ):
+        data = Path(source).read_bytes()
+        cid = self.publish(data)
+        if pin:
+            self.pins[cid] = pin_name or ""
+        return AddResult(cid, len(data))
+
+    def repo_gc(self, *, timeout: float | None = None) -> None:
+        self.gc_runs += 1
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ONE_IPFS_HOST_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def kubo() -> FakeKubo:
+    return FakeKubo()
+
+
+@pytest.fixture
+def cache(root: Path) -> HostCache:
+    return HostCache(root / "datastores" / ".one-ipfs-cache")
+
+
+def disk_of_vm(root: Path, vm: int, disk_id: int = 0) -> Path:
+    return root / "datastores" / "0" / str(vm) / f"disk.{disk_id}"
+
+
+def half_zero_image() -> bytes:
+    """Data and zero runs, some of the zero runs inside 1 MiB chunks, some spanning whole chunks."""
+    pieces = []
+    for index in range(8):
+        pieces.append(os.urandom(128 << 10))
+        pieces.append(bytes((384 << 10) if index % 2 else (2 << 20)))
+    return b"".join(pieces)
+
+
+def deploy(kubo: FakeKubo, cache: HostCache, cid: str, disk: Path, **options) -> dict:
+    settings = {"timeout": 60.0, "stall_timeout": 10.0, "cache_max_mb": 1 << 20, **options}
+    return commands.fetch(kubo, cache, cid, disk, **settings)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def plain(self) -> list[str]:
+        """The stderr lines that are not log lines: a failure's reason."""
+        return [line for line in self.err.splitlines() if not line.startswith(("INFO:", "ERROR:"))]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *words: str) -> CliRun:
+    code = cli.main(list(words))
+    captured = capsys.readouterr()
+    return CliRun(code, captured.out, captured.err)
+
+
+def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    result = deploy(kubo, cache, cid, disk)
+
+    assert disk.read_bytes() == image
+    assert disk.stat().st_blocks * 512 < len(image) // 3
+    assert not disk.with_name("disk.0.part").exists()
+    assert result == {"cid": cid, "size": len(image), "mode": "copy", "format": "raw"}
+    assert kubo.pins == {cid: f"one-cache-{cid}"}
+
+
+def test_deployed_disk_grows_to_the_disk_size(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    image = os.urandom(3 * MIB)
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    deploy(kubo, cache, cid, disk, size_mb=32)
+
+    assert disk.stat().st_size == 32 * MIB
+    with open(disk, "rb") as handle:
+        assert handle.read(len(image)) == image
+        assert handle.read() == bytes(29 * MIB)
+
+
+def test_deployed_disk_never_shrinks_below_its_content(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    image = os.urandom(3 * MIB + 5)
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    deploy(kubo, cache, cid, disk, size_mb=1)
+
+    assert disk.read_bytes() == image
+
+
+def test_broken_transfer_leaves_no_disk_no_part_and_no_pin(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(5 * MIB))
+    kubo.break_cat_after = 2 * MIB
+    disk = disk_of_vm(root, 7)
+
+    with pytest.raises(StreamBroken):
+        deploy(kubo, cache, cid, disk)
+
+    assert sorted(p.name for p in disk.parent.iterdir()) == []
+    assert kubo.pins == {}
+    assert cache.entry(cid) is None
+
+
+def test_retried_deploy_after_a_broken_transfer_succeeds(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = os.urandom(5 * MIB)
+    cid = kubo.publish(image)
+    kubo.break_cat_after = 2 * MIB
+    disk = disk_of_vm(root, 7)
+    with pytest.raises(StreamBroken):
+        deploy(kubo, cache, cid, disk)
+
+    kubo.break_cat_after = None
+    deploy(kubo, cache, cid, disk)
+
+    assert disk.read_bytes() == image
+
+
+def test_failed_deploy_keeps_content_other_disks_still_use(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(3 * MIB))
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    kubo.break_cat_after = MIB
+
+    with pytest.raises(StreamBroken):
+        deploy(kubo, cache, cid, disk_of_vm(root, 8))
+
+    assert cid in kubo.pins
+    assert cache.entry(cid) is not None
+    assert not disk_of_vm(root, 8).exists()
+
+
+def test_concurrent_deploys_of_one_image_fetch_it_once(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    image = os.urandom(2 * MIB)
+    cid = kubo.publish(image)
+    kubo.pin_delay = 0.3
+    errors: list[BaseException] = []
+
+    def deploy_vm(vm: int) -> None:
+        try:
+            deploy(kubo, HostCache(cache.folder), cid, disk_of_vm(root, vm), vm=vm)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy_vm, args=(vm,)) for vm in (7, 8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert kubo.pin_adds == [cid]
+    assert disk_of_vm(root, 7).read_bytes() == image
+    assert disk_of_vm(root, 8).read_bytes() == image
+
+
+def test_content_pinned_by_the_datastore_is_used_but_never_unpinned(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    kubo.pins[cid] = "one-ds100-img7-v3"
+
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    cache.evict(kubo, 0, gc_timeout=10)
+
+    assert kubo.pin_adds == []
+    assert kubo.pins == {cid: "one-ds100-img7-v3"}
+    assert cache.entry(cid) is None
+
+
+@needs_qemu_img
+def test_eviction_keeps_the_base_of_a_running_overlay_disk(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    used, old, recent = (kubo.publish(os.urandom(2 * MIB)) for _ in range(3))
+    deploy(kubo, cache, used, disk_of_vm(root, 7), mode="overlay")
+    deploy(kubo, cache, old, disk_of_vm(root, 8))
+    deploy(kubo, cache, recent, disk_of_vm(root, 9))
+    total = commands.cache_status(cache)["total_bytes"]
+
+    evicted = cache.evict(kubo, total - 1, gc_timeout=10)
+
+    assert evicted == [old]
+    assert set(kubo.pins) == {used, recent}
+    assert kubo.gc_runs == 1
+    assert cache.base_path(used).exists()
+
+    evicted = cache.evict(kubo, 0, gc_timeout=10)
+
+    assert evicted == [recent]
+    assert set(kubo.pins) == {used}
+    assert cache.base_path(used).exists()
+
+
+@needs_qemu_img
+def test_overlay_disk_reads_the_image_through_its_base(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    deploy(kubo, cache, cid, disk, mode="overlay", size_mb=64)
+
+    raw = disk.with_name("flat.raw")
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", disk, raw], check=True)
+    assert raw.stat().st_size == 64 * MIB
+    with open(raw, "rb") as handle:
+        assert handle.read(len(image)) == image
+    assert cache.base_path(cid).stat().st_mode & 0o222 == 0
+    assert disks.read_record(disk) == disks.DiskRecord(cid, "qcow2", "overlay")
+
+
+@needs_qemu_img
+def test_image_that_points_at_host_files_is_refused(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    crafted = root / "crafted.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname", crafted, "1M"],
+        check=True,
+    )
+    cid = kubo.publish(crafted.read_bytes())
+    disk = disk_of_vm(root, 7)
+
+    with pytest.raises(InvalidInput, match="refers to other files"):
+        deploy(kubo, cache, cid, disk, mode="overlay")
+
+    assert not disk.exists()
+    assert not cache.base_path(cid).exists()
+    assert kubo.pins == {}
+
+
+@needs_qemu_img
+def test_unchanged_overlay_disk_saves_back_to_its_image_cid(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = os.urandom(2 * MIB + 100)
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+    deploy(kubo, cache, cid, disk, mode="overlay")
+
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+
+    assert saved == {"cid": cid, "size": len(image)}
+
+
+@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io is not installed")
+def test_overlay_disk_the_guest_wrote_to_saves_as_a_whole_raw_image(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = os.urandom(2 * MIB)
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+    deploy(kubo, cache, cid, disk, mode="overlay", size_mb=4)
+    guest_write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", disk]
+    subprocess.run(guest_write, check=True, capture_output=True)
+
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+
+    expected = image[:MIB] + b"\xab" * (64 << 10) + image[MIB + (64 << 10) :] + bytes(2 * MIB)
+    assert kubo.network[saved["cid"]] == expected
+    assert not disk.with_name("disk.0.saving").exists()
+    assert set(kubo.pins) == {cid, saved["cid"]}
+
+
+def test_saved_disk_stays_pinned_until_the_disk_is_deleted(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    disk = disk_of_vm(root, 7)
+    disk.parent.mkdir(parents=True)
+    disk.write_bytes(os.urandom(MIB))
+
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    cache.evict(kubo, 0, gc_timeout=10)
+
+    assert kubo.pins == {saved["cid"]: f"one-cache-{saved['cid']}"}
+
+    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=0)
+
+    assert kubo.pins == {}
+
+
+@needs_qemu_img
+def test_deleting_a_disk_twice_succeeds_and_releases_it(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    disk = disk_of_vm(root, 7)
+    deploy(kubo, cache, cid, disk, mode="overlay")
+    commands.snapshot_create(disk, 0)
+
+    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=1 << 20)
+    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=1 << 20)
+
+    assert list(disk.parent.iterdir()) == []
+    entry = cache.entry(cid)
+    assert entry is not None and entry.refs == {}
+
+
+def test_reference_of_a_disk_that_moved_away_lapses(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+    disk = disk_of_vm(root, 7)
+    disk.parent.mkdir(parents=True)
+    disk.write_bytes(os.urandom(MIB))
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+
+    shutil.rmtree(disk.parent)
+    cache.evict(kubo, 0, gc_timeout=10)
+
+    assert cache.entry(saved["cid"]) is None
+
+
+@needs_qemu_img
+def test_migration_target_keeps_the_base_until_the_vm_is_released(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    disk = disk_of_vm(root, 7)
+    options = {"timeout": 60.0, "stall_timeout": 10.0, "cache_max_mb": 0}
+
+    commands.prefetch(kubo, cache, cid, disk, mode="overlay", vm=7, **options)
+
+    assert cache.base_path(cid).exists()
+    assert not disk.exists()
+
+    commands.release(kubo, cache, 7, timeout=60, cache_max_mb=0)
+
+    assert not cache.base_path(cid).exists()
+    assert kubo.pins == {}
+
+
+@needs_qemu_img
+def test_vm_that_left_the_host_releases_its_overlay_bases(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    disk = disk_of_vm(root, 7)
+    deploy(kubo, cache, cid, disk, mode="overlay", vm=7)
+    commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), timeout=60)
+    cache.evict(kubo, 0, gc_timeout=10)
+    assert cache.base_path(cid).exists()
+
+    commands.release(kubo, cache, 7, timeout=60, cache_max_mb=0)
+
+    assert not cache.base_path(cid).exists()
+    assert kubo.pins == {}
+
+
+def test_snapshot_revert_restores_the_disk(root: Path) -> None:
+    disk = disk_of_vm(root, 7)
+    disk.parent.mkdir(parents=True)
+    before = os.urandom(MIB) + bytes(4 * MIB)
+    disk.write_bytes(before)
+
+    commands.snapshot_create(disk, 3)
+    disk.write_bytes(os.urandom(2 * MIB))
+    commands.snapshot_revert(disk, 3)
+
+    assert disk.read_bytes() == before
+    assert (disk.parent / "disk.0.snap" / "3").stat().st_blocks * 512 < 2 * MIB
+    commands.snapshot_delete(disk, 3)
+    commands.snapshot_delete(disk, 3)
+    assert list((disk.parent / "disk.0.snap").iterdir()) == []
+
+
+def test_resize_grows_a_raw_disk_and_refuses_to_shrink_it(root: Path) -> None:
+    disk = disk_of_vm(root, 7)
+    disk.parent.mkdir(parents=True)
+    disk.write_bytes(os.urandom(2 * MIB))
+
+    commands.resize(disk, 10, timeout=60)
+
+    assert disk.stat().st_size == 10 * MIB
+    with pytest.raises(InvalidInput, match="cannot shrink"):
+        commands.resize(disk, 5, timeout=60)
+
+
+def test_monitor_marker_names_the_monitoring_driver(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = root / "datastores" / "0" / "7"
+
+    run = run_cli(capsys, "monitor-marker", "--dir", str(folder))
+
+    assert (run.code, run.out, run.plain) == (0, "", [])
+    assert (root / "datastores" / "0" / ".monitor").read_text() == "ssh\n"
+
+
+def test_has_prints_one_json_line(
+    root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout: kubo)
+
+    run = run_cli(capsys, "has", "--cid", cid)
+
+    assert (run.code, run.plain) == (0, [])
+    assert json.loads(run.out) == {"local": False, "size_local": 0, "size": MIB}
+
+
+def test_fetch_through_the_cli(
+    root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = os.urandom(MIB)
+    cid = kubo.publish(image)
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout: kubo)
+    disk = disk_of_vm(root, 7)
+
+    run = run_cli(
+        capsys,
+        "fetch",
+        "--cid",
+        cid,
+        "--disk",
+        f"{root}/datastores//0/7/disk.0",
+        "--size-mb",
+        "2",
+        "--vm",
+        "7",
+    )
+
+    assert (run.code, run.plain) == (0, [])
+    assert json.loads(run.out)["cid"] == cid
+    assert disk.stat().st_size == 2 * MIB
+
+
+@pytest.mark.parametrize(
+    ("words", "reason"),
+    [
+        (["fetch", "--cid", "bafybad!", "--disk", "{root}/datastores/0/7/disk.0"], "not a valid CID"),
+        (["fetch", "--cid", "{cid}", "--disk", "datastores/0/7/disk.0"], "absolute path"),
+        (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/../../../../etc/passwd"], "'..'"),
+        (["fetch", "--cid", "{cid}", "--disk", "/etc/passwd"], "outside"),
+        (
+            ["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "-1"],
+            "whole number",
+        ),
+        (
+            ["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "99999999999"],
+            "between",
+        ),
+        (
+            [
+                "fetch",
+                "--cid",
+                "{cid}",
+                "--disk",
+                "{root}/datastores/0/7/disk.0",
+                "--api",
+                "http://198.51.100.7:5001",
+            ],
+            "loopback",
+        ),
+        (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--timeout", "0"], "timeout"),
+        (
+            ["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--mode", "link"],
+            "invalid choice",
+        ),
+        (["fetch", "--cid", "{cid}"], "required"),
+        (["delete", "--dir", "{root}/datastores"], "not a VM folder"),
+        (["delete", "--dir", "{root}"], "outside"),
+        (["resize", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "0"], "between"),
+        (["snapshot-create", "--disk", "{root}/datastores/0/7/.monitor", "--snap-id", "1"], "not a disk"),
+        (
+            ["monitor-marker", "--dir", "{root}/datastores/0/7", "--tm", "ssh; rm -rf /"],
+            "transfer driver name",
+        ),
+        (["format-host"], "invalid choice"),
+        (["delete", "--disk", "{root}/.ssh/authorized_keys"], "not a disk in a VM folder"),
+        (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/.one-ipfs-cache/bases/{cid}"], "VM folder"),
+        (["save", "--disk", "{root}/datastores/0/7/disk.0.part", "--format", "raw"], "not a disk file name"),
+    ],
+)
+def test_hostile_input_is_refused_with_one_line(
+    root: Path, kubo: FakeKubo, capsys: pytest.CaptureFixture[str], words: list[str], reason: str
+) -> None:
+    cid = kubo.publish(b"x")
+    filled = [word.format(root=root, cid=cid) for word in words]
+
+    run = run_cli(capsys, *filled)
+
+    assert (run.code, run.out) == (1, "")
+    assert len(run.plain) == 1 and reason in run.plain[0]
+    assert not (root / "datastores" / "0").exists()
+
+
+def test_symlink_out_of_the_tree_is_refused(
+    root: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (root / "datastores").mkdir()
+    (root / "datastores" / "0").symlink_to(outside)
+
+    run = run_cli(capsys, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
+
+    assert run.code == 1 and "leads outside" in run.plain[0]
+
+
+def test_unexpected_error_names_its_type_in_one_line(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "resize", broken)
+    run = run_cli(capsys, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
+
+    assert (run.code, run.out) == (1, "")
+    assert run.plain == ["host resize failed: RuntimeError: boom"]
+    assert run.err.startswith("ERROR: Traceback")

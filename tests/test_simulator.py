@@ -1,0 +1,733 @@
+"""The OpenNebula simulator behaves as oned and its driver managers do.
+
+The first half reproduces, one test each, the observations of docs/opennebula-driver-protocol.md §3 (made
+with the genuine Ruby driver managers and recording drivers); the second half checks the image and VM
+life cycles: which actions oned sends, in which transfer files, with which arguments, and the states it
+leaves behind. Everything runs locally with recording drivers: no bed, no Kubo.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testbed.one import DiskSpec, LocalRunner, OnedConf, OneFailure, OneSim, Volatile
+from testbed.one import template as tmpl
+from testbed.one.documents import parse_xml, text
+from testbed.one.recorder import Behaviour, RecordingDrivers
+
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+MONITOR = "USED_MB=9720\nTOTAL_MB=20480\nFREE_MB=20480\n"
+TM_ACTIONS = ("clone", "ln", "delete", "mv", "mvds", "cpds", "premigrate", "postmigrate", "failmigrate")
+TM_ACTIONS += ("snap_create", "snap_revert", "snap_delete", "resize")
+
+
+@dataclass
+class Sim:
+    one: OneSim
+    drivers: RecordingDrivers
+    runner: LocalRunner
+    tmp: Path
+
+    def calls(self, kind: str | None = None, action: str | None = None) -> list[object]:
+        return list(self.drivers.calls(kind=kind, action=action))
+
+
+def make_sim(tmp_path: Path, conf: OnedConf | None = None) -> Sim:
+    runner = LocalRunner(tmp_path / "machines")
+    one = OneSim(runner, state=tmp_path / "state", conf=conf)
+    return Sim(one, RecordingDrivers(one.remotes, tmp_path / "calls.jsonl"), runner, tmp_path)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Sim:
+    return make_sim(tmp_path)
+
+
+def ipfs_drivers(sim: Sim, **behaviours: Behaviour) -> None:
+    """Recording ipfs DS and TM drivers answering like working ones, ``behaviours`` overriding."""
+    answers = {
+        "monitor": Behaviour(stdout=MONITOR),
+        "stat": Behaviour(stdout="10\n"),
+        "cp": Behaviour(stdout=f"/ipfs/{CID} raw\n"),
+        "clone": Behaviour(stdout="/one-ipfs/100/8 raw\n"),
+        "mkfs": Behaviour(stdout="/one-ipfs/100/9\n"),
+        "rm": Behaviour(),
+    }
+    for action, behaviour in answers.items():
+        sim.drivers.install("datastore", "ipfs", action, behaviours.get(f"ds_{action}", behaviour))
+    for action in TM_ACTIONS:
+        sim.drivers.install("tm", "ipfs", action, behaviours.get(f"tm_{action}", Behaviour()))
+
+
+def ipfs_datastore(sim: Sim) -> int:
+    return sim.one.datastore_create({"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs"}).id
+
+
+def payload(image: str = "<IMAGE><ID>7</ID></IMAGE>", ds_mad: str = "ipfs", ds_type: int = 0) -> str:
+    datastore = f"<DATASTORE><ID>100</ID><DS_MAD>{ds_mad}</DS_MAD><TM_MAD>ipfs</TM_MAD><TYPE>{ds_type}</TYPE></DATASTORE>"
+    return base64.b64encode(f"<DS_DRIVER_ACTION_DATA>{image}{datastore}</DS_DRIVER_ACTION_DATA>".encode()).decode()
+
+
+# --------------------------------------------------------------------------------------------------
+# §3: the datastore driver manager
+# --------------------------------------------------------------------------------------------------
+
+
+def test_datastore_script_gets_the_id_as_argument_and_the_action_on_stdin(sim: Sim) -> None:
+    sim.drivers.install("datastore", "ipfs", "stat", Behaviour(stdout="10\n"))
+    message = payload()
+
+    result = sim.one.datastore_manager.request("STAT", 7, message)
+
+    (call,) = sim.drivers.calls(action="stat")
+    assert call.args == ["7"]
+    assert call.stdin == message
+    assert call.cwd == str(sim.runner.var_lib_one)
+    assert call.env["ONE_SIM_STATE"] == str(sim.tmp / "state")
+    assert (call.env["PATH"] or "").split(":")[0] == str(sim.one.store.bin_dir)
+    assert result.request == f"STAT  7 {message}"
+    assert result.wire == ("STAT SUCCESS 7 10",)
+
+
+def test_pre_6_8_convention_passes_the_action_as_first_argument(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, OnedConf(convention="pre-6.8"))
+    sim.drivers.install("datastore", "ipfs", "rm")
+    message = payload()
+
+    sim.one.datastore_manager.request("RM", 7, message, convention="pre-6.8")
+
+    (call,) = sim.drivers.calls(action="rm")
+    assert (call.args, call.stdin) == ([message, "7"], "")
+
+
+def test_cp_that_parses_its_action_answers_source_and_format(sim: Sim) -> None:
+    script = sim.one.remotes / "datastore" / "ipfs" / "cp"
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import base64, sys, xml.etree.ElementTree as ET\n"
+        "action = ET.fromstring(base64.b64decode(sys.stdin.read()))\n"
+        "sys.stderr.write('INFO: cp called for image ' + sys.argv[1] + '\\n')\n"
+        "print(action.findtext('IMAGE/PATH') + ' raw')\n"
+    )
+    script.chmod(0o755)
+
+    result = sim.one.datastore_manager.request("CP", 7, payload(f"<IMAGE><PATH>/ipfs/{CID}</PATH></IMAGE>"))
+
+    assert result.wire == ("LOG I -1 cp called for image 7", f"CP SUCCESS 7 /ipfs/{CID} raw")
+    assert result.info == f"/ipfs/{CID} raw"
+
+
+def test_failing_script_reports_its_plain_stderr_line(sim: Sim) -> None:
+    sim.drivers.install("datastore", "ipfs", "cp", Behaviour(stderr="Unsupported PATH http://x/y.img\n", exit_code=1))
+
+    result = sim.one.datastore_manager.request("CP", 8, payload())
+
+    command = f"{sim.one.driver_remotes}/datastore/ipfs/cp 8"
+    assert result.wire[0] == f"LOG I 8 Command execution failed (exit code: 1): {command}"
+    assert result.wire[-1] == "CP FAILURE 8 Unsupported PATH http://x/y.img"
+    assert (result.success, result.info) == (False, "Unsupported PATH http://x/y.img")
+
+
+def test_plain_stderr_lines_are_glued_without_separator_and_prefixed_ones_logged(sim: Sim) -> None:
+    stderr = "ERROR: rm: something bad happened\nINFO: 7 rm: info line with id\nplain stderr line one\nplain stderr line two\n"
+    sim.drivers.install("datastore", "ipfs", "rm", Behaviour(stderr=stderr, exit_code=3))
+
+    result = sim.one.datastore_manager.request("RM", 7, payload())
+
+    assert result.wire[-1] == "RM FAILURE 7 plain stderr line oneplain stderr line two"
+    assert "LOG E -1 rm: something bad happened" in result.wire
+    assert "LOG I 7 rm: info line with id" in result.wire
+    assert "LOG I 7 plain stderr line one" in result.wire  # CommandManager logs every stderr line on failure
+
+
+def test_script_running_past_the_timeout_is_killed(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, OnedConf(datastore_timeout=0.5))
+    sim.drivers.install("datastore", "ipfs", "clone", Behaviour(sleep=30))
+
+    result = sim.one.datastore_manager.request("CLONE", 7, payload())
+
+    assert result.wire[-1] == f"CLONE FAILURE 7 Timeout executing {sim.one.driver_remotes}/datastore/ipfs/clone 7"
+
+
+def test_datastore_driver_left_out_of_the_enabled_list_is_refused(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, OnedConf(datastore_mads=("fs", "ipfs")))
+
+    result = sim.one.datastore_manager.request("CP", 8, payload(ds_mad="nosuch"))
+
+    assert result.wire == ("CP FAILURE 8 Datastore driver 'nosuch' not available",)
+    assert sim.drivers.calls() == []
+
+
+def test_system_datastore_monitor_runs_the_tm_monitor_if_allowed(sim: Sim) -> None:
+    sim.drivers.install("tm", "ipfs", "monitor", Behaviour(stdout=MONITOR))
+    message = payload(image="", ds_type=1)
+
+    refused = sim.one.datastore_manager.request("MONITOR", 101, message)
+    sim.one.datastore_manager.system_tms = ("ssh", "ipfs")
+    answered = sim.one.datastore_manager.request("MONITOR", 101, message)
+
+    assert refused.wire == ("MONITOR FAILURE 101 System datastore driver 'ipfs' not available",)
+    (call,) = sim.drivers.calls(kind="tm", action="monitor")
+    assert (call.args, call.stdin) == (["101"], message)
+    assert answered.wire == ("MONITOR SUCCESS 101 VVNFRF9NQj05NzIwClRPVEFMX01CPTIwNDgwCkZSRUVfTUI9MjA0ODAK",)
+
+
+def test_monitor_reply_is_base64_of_stdout_and_sets_the_datastore_capacity(sim: Sim) -> None:
+    ipfs_drivers(sim)
+
+    datastore = sim.one.datastore_create({"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs"})
+
+    (monitor,) = sim.one.results("MONITOR")
+    assert base64.b64decode(monitor.info).decode() == MONITOR
+    assert (datastore.total_mb, datastore.free_mb, datastore.used_mb) == (20480, 20480, 9720)
+
+
+# --------------------------------------------------------------------------------------------------
+# §3: the transfer driver manager
+# --------------------------------------------------------------------------------------------------
+
+
+def write_transfer(sim: Sim, vmid: int, lines: list[str]) -> tuple[Path, str]:
+    local = sim.runner.var_lib_one / "vms" / str(vmid) / "transfer.0.prolog"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text("".join(line + "\n" for line in lines))
+    return local, f"{sim.runner.driver_var_lib_one}/vms/{vmid}/transfer.0.prolog"
+
+
+def test_transfer_file_commands_get_oneds_arguments_and_suffix_falls_back(sim: Sim) -> None:
+    for action in ("clone", "ln", "mkimage", "mkswap", "context"):
+        sim.drivers.install("tm", "rec", action)
+    disk = "host1:/var/lib/one//datastores/0/42/disk.{}"
+    lines = [
+        "# a comment, then a blank line",
+        "",
+        f"CLONE rec fe.example:/ipfs/{CID} {disk.format(0)} 42 100",
+        f"LN rec fe.example:/ipfs/{CID} {disk.format(1)} 42 100",
+        f"CLONE.SSH rec fe.example:/ipfs/{CID} {disk.format(2)} 42 100",
+        f"MKIMAGE rec 1024 raw {disk.format(3)} 42 0",
+        f"MKSWAP rec 512 {disk.format(4)} 42 0",
+        f"CONTEXT rec /var/lib/one/vms/42/context.sh {disk.format(5)} 42 0",
+    ]
+    local, driver_path = write_transfer(sim, 42, lines)
+
+    result = sim.one.transfer_manager.transfer(42, local, driver_path)
+
+    calls = sim.drivers.calls(kind="tm")
+    assert [(c.action, c.args) for c in calls] == [
+        ("clone", [f"fe.example:/ipfs/{CID}", disk.format(0), "42", "100"]),
+        ("ln", [f"fe.example:/ipfs/{CID}", disk.format(1), "42", "100"]),
+        ("clone", [f"fe.example:/ipfs/{CID}", disk.format(2), "42", "100"]),
+        ("mkimage", ["1024", "raw", disk.format(3), "42", "0"]),
+        ("mkswap", ["512", disk.format(4), "42", "0"]),
+        ("context", ["/var/lib/one/vms/42/context.sh", disk.format(5), "42", "0"]),
+    ]
+    assert all(call.stdin == "" for call in calls)
+    assert result.request == f"TRANSFER  42 {driver_path}"
+    assert result.wire == ("TRANSFER SUCCESS 42 -",)
+
+
+def test_epilog_stops_at_the_first_failure_with_its_plain_line(sim: Sim) -> None:
+    stderr = "ERROR: mvds: could not upload\nError moving disk back to datastore\n"
+    sim.drivers.install("tm", "rec", "mvds", Behaviour(stderr=stderr, exit_code=1))
+    sim.drivers.install("tm", "rec", "delete")
+    lines = [
+        "MVDS rec h1:/var/lib/one//datastores/0/42/disk.0 /one-ipfs/100/7 42 100",
+        "DELETE rec h1:/var/lib/one//datastores/0/42 42 0",
+    ]
+    local, driver_path = write_transfer(sim, 42, lines)
+
+    result = sim.one.transfer_manager.transfer(42, local, driver_path)
+
+    assert [c.action for c in sim.drivers.calls()] == ["mvds"]
+    assert result.wire[-1] == "TRANSFER FAILURE 42 Error moving disk back to datastore"
+    assert "LOG E -1 mvds: could not upload" in result.wire
+
+
+def test_missing_transfer_file_fails_the_transfer(sim: Sim) -> None:
+    missing = sim.runner.var_lib_one / "vms" / "43" / "transfer.0.prolog"
+
+    result = sim.one.transfer_manager.transfer(43, missing, "/var/lib/one/vms/43/transfer.0.prolog")
+
+    assert result.wire == ("TRANSFER FAILURE 43 Transfer file '/var/lib/one/vms/43/transfer.0.prolog' does not exist",)
+
+
+def test_transfer_commands_have_no_timeout(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, OnedConf(datastore_timeout=0.2))
+    sim.drivers.install("tm", "rec", "delete", Behaviour(sleep=1.0))
+    local, driver_path = write_transfer(sim, 42, ["DELETE rec h1:/var/lib/one//datastores/0/42 42 0"])
+
+    result = sim.one.transfer_manager.transfer(42, local, driver_path)
+
+    assert result.wire == ("TRANSFER SUCCESS 42 -",)
+
+
+def test_vmm_driven_steps_pass_arguments_and_stdin_verbatim(sim: Sim) -> None:
+    for action in ("premigrate", "prebackup", "snap_create_live", "resize"):
+        sim.drivers.install("tm", "rec", action)
+    vm64 = base64.b64encode(b"<VM><ID>42</ID></VM>").decode()
+    folder = "/var/lib/one//datastores/0/42"
+    manager = sim.one.transfer_manager
+
+    manager.command(42, ["PREMIGRATE", "rec", "h1", "h2", folder, "42", "0"], vm64.encode())
+    manager.command(42, ["PREBACKUP", "rec", f"h1:{folder}", "0:1", "one-42", "-", "42", "0"], b"<VM/>")
+    manager.command(42, ["SNAP_CREATE_LIVE", "rec", f"h1:{folder}/disk.0", "0", "42", "100"])
+    manager.command(42, ["RESIZE", "rec", f"h1:{folder}/disk.0", "2048", "42", "100"])
+    unknown = manager.command(42, ["NOSUCH", "rec", "x"])
+
+    assert [(c.action, c.args, c.stdin) for c in sim.drivers.calls()] == [
+        ("premigrate", ["h1", "h2", folder, "42", "0"], vm64),
+        ("prebackup", [f"h1:{folder}", "0:1", "one-42", "-", "42", "0"], "<VM/>"),
+        ("snap_create_live", [f"h1:{folder}/disk.0", "0", "42", "100"], ""),
+        ("resize", [f"h1:{folder}/disk.0", "2048", "42", "100"], ""),
+    ]
+    assert unknown.info == f"Driver path '{sim.one.driver_remotes}/tm/rec/nosuch' does not exists"
+
+
+def test_transfer_driver_left_out_of_the_enabled_list_is_refused(tmp_path: Path) -> None:
+    sim = make_sim(tmp_path, OnedConf(tm_mads=("ssh",)))
+    sim.drivers.install("tm", "rec", "clone")
+
+    result = sim.one.transfer_manager.command(42, ["CLONE", "rec", "a", "b", "42", "100"])
+
+    assert result.info == "Transfer Driver 'rec' not available"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI stand-ins and template syntax
+# --------------------------------------------------------------------------------------------------
+
+
+def cli(sim: Sim, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), env=sim.one.environment(), capture_output=True, text=True)
+
+
+def test_cli_shows_documents_and_fails_like_the_ruby_cli(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    ds = ipfs_datastore(sim)
+    image = sim.one.image_create(ds, name="alpine", path=f"/ipfs/{CID}")
+
+    shown = cli(sim, "oneimage", "show", "-x", str(image.id))
+    by_name = cli(sim, "onedatastore", "show", "ipfs", "-x")
+    missing = cli(sim, "oneimage", "show", "-x", "77")
+    hosts = cli(sim, "onehost", "list", "-x")
+
+    assert text(parse_xml(shown.stdout), "SOURCE") == f"/ipfs/{CID}"
+    assert text(parse_xml(by_name.stdout), "ID") == str(ds)
+    assert (missing.returncode, missing.stderr) == (255, "[one.image.info] Error getting image [77].\n")
+    assert [h.findtext("NAME") for h in parse_xml(hosts.stdout).findall("HOST")] == ["h1", "h2", "h3"]
+
+
+def test_oneimage_update_replaces_or_appends_with_oned_quoting(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}", template={"A": "1"})
+    update = sim.tmp / "update.tmpl"
+
+    update.write_text('IPFS_CID = "bafy\\"quoted\\" and \\\\backslash"\nB=2\n')
+    appended = cli(sim, "oneimage", "update", str(image.id), str(update), "--append")
+    after_append = sim.one.image(image).template
+    update.write_text("C = 3\n")
+    cli(sim, "oneimage", "update", str(image.id), str(update))
+
+    assert appended.returncode == 0
+    assert after_append == {"A": "1", "B": "2", "IPFS_CID": 'bafy"quoted" and \\\\backslash'}
+    assert sim.one.image(image).template == {"C": "3"}
+
+
+def test_template_parser_follows_oned_rules() -> None:
+    parsed = tmpl.parse('# comment\nname = "multi\nline"\nEMPTY =\nDISK = [ image = "a", size=10 ]\nname=again\n')
+
+    assert parsed == [("NAME", "multi\nline"), ("EMPTY", ""), ("DISK", {"IMAGE": "a", "SIZE": "10"}), ("NAME", "again")]
+    with pytest.raises(tmpl.TemplateSyntaxError):
+        tmpl.parse('A = "x]]>y"\n')
+
+
+def test_driver_can_record_an_attribute_during_cp(sim: Sim) -> None:
+    update = sim.tmp / "cid.tmpl"
+    update.write_text(f'IPFS_CID = "{CID}"\n')
+    record = Behaviour(stdout=f"/one-ipfs/100/0 raw\n", run=(("oneimage", "update", "{1}", str(update), "--append"),))
+    ipfs_drivers(sim, ds_cp=record)
+
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    (call,) = sim.drivers.calls(action="cp")
+    assert call.runs[0]["code"] == 0
+    assert (image.state, image.source, image.template["IPFS_CID"]) == ("READY", "/one-ipfs/100/0", CID)
+
+
+# --------------------------------------------------------------------------------------------------
+# Image life cycle
+# --------------------------------------------------------------------------------------------------
+
+
+def test_image_with_path_is_stat_then_copied_then_ready(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    ds = ipfs_datastore(sim)
+
+    image = sim.one.image_create(ds, name="alpine", path=f"/ipfs/{CID}")
+
+    stat, cp = sim.drivers.calls(action="stat")[0], sim.drivers.calls(action="cp")[0]
+    stat_action = parse_xml(base64.b64decode(stat.stdin))
+    cp_action = parse_xml(base64.b64decode(cp.stdin))
+    assert [child.tag for child in stat_action.find("IMAGE")] == ["PATH"]
+    assert stat.args == ["0"]  # a sync-request id, not the image id
+    assert (cp.args, text(cp_action, "IMAGE/SIZE"), text(cp_action, "DATASTORE/ID")) == (["0"], "10", str(ds))
+    assert (image.state, image.source, image.format, image.size_mb) == ("READY", f"/ipfs/{CID}", "raw", 10)
+    assert [r.action for r in sim.one.results()] == ["MONITOR", "STAT", "CP", "MONITOR"]
+
+
+def test_cp_without_format_leaves_the_image_in_error(sim: Sim) -> None:
+    ipfs_drivers(sim, ds_cp=Behaviour(stdout=f"/ipfs/{CID}\n"))
+
+    with pytest.raises(OneFailure) as failure:
+        sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    image = sim.one.image(failure.value.oid or 0)
+    assert failure.value.info == "CP operation succeeded but image FORMAT was not returned."
+    assert (image.state, image.source) == ("ERROR", f"/ipfs/{CID}")
+    assert image.error.endswith(": CP operation succeeded but image FORMAT was not returned.")
+
+
+def test_failed_cp_leaves_the_image_in_error_with_the_driver_reason(sim: Sim) -> None:
+    ipfs_drivers(sim, ds_cp=Behaviour(stderr="no provider found for the CID\n", exit_code=1))
+
+    with pytest.raises(OneFailure) as failure:
+        sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    assert (failure.value.action, failure.value.info) == ("CP", "no provider found for the CID")
+    image = sim.one.image(failure.value.oid or 0)
+    assert image.state == "ERROR"
+    assert image.error.endswith("Error copying image in the datastore: no provider found for the CID")
+
+
+def test_failed_stat_refuses_the_image(sim: Sim) -> None:
+    ipfs_drivers(sim, ds_stat=Behaviour(stderr="cannot resolve /ipns/x\n", exit_code=1))
+
+    with pytest.raises(OneFailure, match="cannot resolve"):
+        sim.one.image_create(ipfs_datastore(sim), name="alpine", path="/ipns/x")
+
+    assert sim.one.images() == []
+
+
+def test_image_with_source_is_ready_without_any_script(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    ds = ipfs_datastore(sim)
+
+    image = sim.one.image_create(ds, name="alpine", source=f"/ipfs/{CID}", size_mb=40)
+
+    assert (image.state, image.size_mb) == ("READY", 40)
+    assert sim.drivers.calls(kind="datastore") == sim.drivers.calls(action="monitor")
+
+
+def test_empty_datablock_is_made_by_mkfs(sim: Sim) -> None:
+    ipfs_drivers(sim)
+
+    image = sim.one.image_create(ipfs_datastore(sim), name="data", type="DATABLOCK", size_mb=1024, fs="ext4")
+
+    (mkfs,) = sim.drivers.calls(action="mkfs")
+    action = parse_xml(base64.b64decode(mkfs.stdin))
+    assert (text(action, "IMAGE/SIZE"), text(action, "IMAGE/FS")) == ("1024", "ext4")
+    assert (image.state, image.source) == ("READY", "/one-ipfs/100/9")
+
+
+def test_not_enough_space_refuses_the_image(sim: Sim) -> None:
+    ipfs_drivers(sim, ds_stat=Behaviour(stdout="30000\n"))
+
+    with pytest.raises(OneFailure, match="Not enough space in datastore"):
+        sim.one.image_create(ipfs_datastore(sim), name="big", path=f"/ipfs/{CID}")
+
+
+def test_clone_passes_the_original_source_as_path(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    ds = ipfs_datastore(sim)
+    original = sim.one.image_create(ds, name="alpine", path=f"/ipfs/{CID}")
+
+    clone = sim.one.image_clone(original, "alpine-copy")
+
+    (call,) = sim.drivers.calls(action="clone")
+    action = parse_xml(base64.b64decode(call.stdin))
+    assert (text(action, "IMAGE/PATH"), text(action, "IMAGE/CLONING_ID")) == (f"/ipfs/{CID}", str(original.id))
+    assert (clone.state, clone.source) == ("READY", "/one-ipfs/100/8")
+    assert sim.one.image(original).state == "READY"
+
+
+def test_delete_runs_rm_and_a_failed_rm_leaves_the_image_in_error(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    ds = ipfs_datastore(sim)
+    gone = sim.one.image_create(ds, name="gone", path=f"/ipfs/{CID}")
+    sim.one.image_delete(gone)
+    sim.drivers.install("datastore", "ipfs", "rm", Behaviour(stderr="pin is still in use\n", exit_code=1))
+    kept = sim.one.image_create(ds, name="kept", path=f"/ipfs/{CID}")
+
+    with pytest.raises(OneFailure, match="pin is still in use"):
+        sim.one.image_delete(kept)
+
+    assert [i.name for i in sim.one.images()] == ["kept"]
+    assert sim.one.image(kept).state == "ERROR"
+    assert sim.one.datastore(ds).xml.count("<ID>") == 2  # the datastore's own ID and its one IMAGE
+
+
+# --------------------------------------------------------------------------------------------------
+# VM life cycle
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deployed(sim: Sim) -> tuple[Sim, int, int]:
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+    vm = sim.one.vm_deploy([image], "h1")
+    return sim, vm.id, image.id
+
+
+def test_deploy_writes_the_prolog_as_oned_and_boots(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, image = deployed
+
+    prolog = sim.one.transfer_file(vm, "prolog", seq=0)
+
+    folder = f"h1:/var/lib/one//datastores/0/{vm}"
+    context = f"{sim.runner.driver_var_lib_one}/vms/{vm}/context.sh"
+    assert prolog == (
+        f"CLONE.ssh ipfs fe:/ipfs/{CID} {folder}/disk.0 {vm} 100\n"
+        f"CONTEXT ssh {context} {folder}/disk.1 {vm} 0\n"
+    )
+    view = sim.one.vm(vm)
+    assert (view.state, view.lcm_state, view.hostname) == ("ACTIVE", "RUNNING", "h1")
+    disk = view.disk(0)
+    assert (disk["TM_MAD"], disk["TM_MAD_SYSTEM"], disk["CLONE"], disk["TARGET"]) == ("ipfs", "ssh", "YES", "sda")
+    assert sim.one.image(image).state == "USED"
+    host_folder = sim.runner.host_path("h1", f"/var/lib/one/datastores/0/{vm}")
+    assert sorted(p.name for p in host_folder.iterdir()) == ["deployment.0", "disk.1"]
+
+
+def test_deploy_is_refused_when_the_image_datastore_lacks_the_system_mode(tmp_path: Path) -> None:
+    conf = OnedConf()
+    for key in [k for k in conf.tm_mad_conf["ipfs"] if "SSH" in k or k == "TM_MAD_SYSTEM"]:
+        del conf.tm_mad_conf["ipfs"][key]
+    sim = make_sim(tmp_path, conf)
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    with pytest.raises(OneFailure, match="Image Datastore does not support transfer mode: ssh"):
+        sim.one.vm_deploy([image], "h1")
+
+
+def test_failed_prolog_leaves_the_vm_in_prolog_failure(sim: Sim) -> None:
+    ipfs_drivers(sim, tm_clone=Behaviour(stderr="host h1: no space left\n", exit_code=1))
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    with pytest.raises(OneFailure) as failure:
+        sim.one.vm_deploy([image], "h1")
+
+    vm = sim.one.vm(failure.value.oid or 0)
+    assert (vm.lcm_state, failure.value.info) == ("PROLOG_FAILURE", "host h1: no space left")
+    assert vm.error.endswith("Error executing image transfer script: host h1: no space left")
+    sim.one.vm_recover_delete(vm)
+    assert sim.one.transfer_file(vm, "delete").startswith(f"DELETE.ssh ipfs h1:/var/lib/one//datastores/0/{vm.id}/disk.0")
+    assert sim.one.image(image).state == "READY"
+
+
+def test_terminate_deletes_a_non_persistent_disk_and_the_folder(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, image = deployed
+
+    sim.one.vm_terminate(vm)
+
+    folder = f"h1:/var/lib/one//datastores/0/{vm}"
+    assert sim.one.transfer_file(vm, "epilog") == (
+        f"DELETE.ssh ipfs {folder}/disk.0 {vm} 100\nDELETE ssh {folder} {vm} 0\n"
+    )
+    assert (sim.one.vm(vm).state, sim.one.image(image).state) == ("DONE", "READY")
+    assert not sim.runner.host_path("h1", f"/var/lib/one/datastores/0/{vm}").exists()
+
+
+def test_persistent_disk_is_linked_and_saved_back_with_mvds(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="data", path=f"/ipfs/{CID}", persistent=True)
+    vm = sim.one.vm_deploy([image], "h2", context=False)
+    assert sim.one.image(image).state == "USED_PERS"
+
+    sim.one.vm_terminate(vm)
+
+    folder = f"h2:/var/lib/one//datastores/0/{vm.id}"
+    assert sim.one.transfer_file(vm, "prolog") == f"LN.ssh ipfs fe:/ipfs/{CID} {folder}/disk.0 {vm.id} 100\n"
+    assert sim.one.transfer_file(vm, "epilog") == (
+        f"MVDS.ssh ipfs {folder}/disk.0 /ipfs/{CID} {vm.id} 100\nDELETE ssh {folder} {vm.id} 0\n"
+    )
+    assert sim.one.image(image).state == "READY"
+
+
+def test_failed_mvds_leaves_the_vm_in_epilog_failure(sim: Sim) -> None:
+    ipfs_drivers(sim, tm_mvds=Behaviour(stderr="Error moving disk back to datastore\n", exit_code=1))
+    image = sim.one.image_create(ipfs_datastore(sim), name="data", path=f"/ipfs/{CID}", persistent=True)
+    vm = sim.one.vm_deploy([image], "h1")
+
+    with pytest.raises(OneFailure, match="Error moving disk back to datastore"):
+        sim.one.vm_terminate(vm)
+
+    assert sim.one.vm(vm).lcm_state == "EPILOG_FAILURE"
+    assert sim.one.image(image).state == "USED_PERS"
+
+
+def test_stop_and_resume_move_the_vm_through_the_frontend(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+    folder = f"/var/lib/one//datastores/0/{vm}"
+
+    sim.one.vm_stop(vm)
+    on_frontend = sim.runner.host_path("fe", folder)
+    stopped = (sim.one.vm(vm).state, sorted(p.name for p in on_frontend.iterdir()))
+    sim.one.vm_resume(vm, host="h3")
+
+    assert sim.one.transfer_file(vm, "stop", seq=0) == (
+        f"MV.ssh ipfs h1:{folder}/disk.0 fe:{folder}/disk.0 {vm} 100\nMV ssh h1:{folder} fe:{folder} {vm} 0\n"
+    )
+    assert sim.one.transfer_file(vm, "resume", seq=1) == (
+        f"MV.ssh ipfs fe:{folder}/disk.0 h3:{folder}/disk.0 {vm} 100\nMV ssh fe:{folder} h3:{folder} {vm} 0\n"
+    )
+    assert stopped == ("STOPPED", ["checkpoint", "deployment.0", "disk.1"])
+    assert (sim.one.vm(vm).lcm_state, sim.one.vm(vm).hostname) == ("RUNNING", "h3")
+    assert not on_frontend.exists()
+    assert sorted(p.name for p in sim.runner.host_path("h3", folder).iterdir()) == ["deployment.0", "deployment.1", "disk.1"]
+
+
+def test_undeploy_then_terminate_deletes_on_the_frontend(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+
+    sim.one.vm_undeploy(vm)
+    sim.one.vm_terminate(vm)
+
+    folder = f"fe:/var/lib/one//datastores/0/{vm}"
+    assert sim.one.transfer_file(vm, "epilog") == f"DELETE.ssh ipfs {folder}/disk.0 {vm} 100\nDELETE ssh {folder} {vm} 0\n"
+    assert sim.one.vm(vm).state == "DONE"
+
+
+def test_cold_migration_moves_disks_then_the_folder(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+
+    sim.one.vm_migrate(vm, "h2")
+
+    folder = f"/var/lib/one//datastores/0/{vm}"
+    assert sim.one.transfer_file(vm, "migrate", seq=1) == (
+        f"MV.ssh ipfs h1:{folder}/disk.0 h2:{folder}/disk.0 {vm} 100\nMV ssh h1:{folder} h2:{folder} {vm} 0\n"
+    )
+    view = sim.one.vm(vm)
+    assert (view.lcm_state, [h.hostname for h in view.history]) == ("RUNNING", ["h1", "h2"])
+
+
+def test_live_migration_calls_our_premigrate_with_six_arguments_and_the_vm(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+
+    sim.one.vm_migrate(vm, "h2", live=True)
+
+    folder = f"/var/lib/one//datastores/0/{vm}"
+    pre, post = sim.drivers.calls(action="premigrate")[0], sim.drivers.calls(action="postmigrate")[0]
+    assert pre.args == post.args == ["h1", "h2", folder, str(vm), "0", "ssh"]
+    assert text(parse_xml(base64.b64decode(pre.stdin)), "HISTORY_RECORDS/HISTORY[last()]/HOSTNAME") == "h2"
+    assert sim.one.vm(vm).hostname == "h2"
+    assert not sim.runner.host_path("h1", folder).exists()
+    assert (sim.runner.host_path("h2", folder) / "disk.1").exists()
+
+
+def test_failed_premigrate_keeps_the_vm_on_its_host(sim: Sim) -> None:
+    ipfs_drivers(sim, tm_premigrate=Behaviour(stderr="h2 cannot reach any provider\n", exit_code=1))
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+    vm = sim.one.vm_deploy([image], "h1")
+
+    with pytest.raises(OneFailure, match="h2 cannot reach any provider"):
+        sim.one.vm_migrate(vm, "h2", live=True)
+
+    view = sim.one.vm(vm)
+    assert (view.lcm_state, view.hostname) == ("RUNNING", "h1")
+    assert sim.drivers.calls(action="postmigrate") == []
+
+
+def test_disk_saveas_creates_a_placeholder_then_copies_into_it(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+
+    saved = sim.one.disk_saveas(vm, 0, "alpine-saved")
+
+    (mkfs,) = sim.drivers.calls(action="mkfs")
+    assert text(parse_xml(base64.b64decode(mkfs.stdin)), "IMAGE/FORMAT") == "save_as"
+    assert sim.one.transfer_file(vm, "disk_saveas") == (
+        f"CPDS.ssh ipfs h1:/var/lib/one//datastores/0/{vm}/disk.0 /one-ipfs/100/9 -1 {vm} 100\n"
+    )
+    assert (saved.state, saved.source, saved.format) == ("READY", "/one-ipfs/100/9", "raw")
+    assert sim.one.vm(vm).lcm_state == "RUNNING"
+
+
+def test_disk_snapshots_and_resize_of_a_powered_off_vm(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+    sim.one.vm_poweroff(vm)
+
+    first = sim.one.disk_snapshot_create(vm, 0, "before")
+    second = sim.one.disk_snapshot_create(vm, 0, "after")
+    sim.one.disk_snapshot_revert(vm, 0, first)
+    sim.one.disk_snapshot_delete(vm, 0, second)
+    sim.one.disk_resize(vm, 0, 2048)
+
+    disk = f"h1:/var/lib/one//datastores/0/{vm}/disk.0"
+    assert sim.one.transfer_file(vm, "disk_snapshot") == f"SNAP_DELETE.ssh ipfs {disk} {second} {vm} 100\n"
+    assert sim.one.transfer_file(vm, "disk_resize") == f"RESIZE.ssh ipfs {disk} 2048 {vm} 100\n"
+    assert [(c.action, c.args[1]) for c in sim.drivers.calls(kind="tm") if c.action.startswith("snap")] == [
+        ("snap_create", "0"),
+        ("snap_create", "1"),
+        ("snap_revert", "0"),
+        ("snap_delete", "1"),
+    ]
+    view = sim.one.vm(vm)
+    assert (view.state, view.disk(0)["SIZE"], view.disk(0)["DISK_SNAPSHOT_ID"]) == ("POWEROFF", "2048", "0")
+
+
+def test_attach_and_detach_run_the_disk_lines_through_the_vmm_when_running(deployed: tuple[Sim, int, int]) -> None:
+    sim, vm, _ = deployed
+    data = sim.one.image_create(100, name="data", path=f"/ipfs/{CID}", persistent=True)
+
+    disk_id = sim.one.disk_attach(vm, data)
+    attached = sim.one.vm(vm).disk(disk_id)
+    sim.one.disk_detach(vm, disk_id)
+
+    folder = f"h1:/var/lib/one//datastores/0/{vm}"
+    assert disk_id == 2  # after disk 0 and the context disk 1
+    assert attached["TARGET"] == "sdb"
+    ln, mvds = sim.drivers.calls(action="ln")[0], sim.drivers.calls(action="mvds")[0]
+    assert ln.args == [f"fe:/ipfs/{CID}", f"{folder}/disk.2", str(vm), "100"]
+    assert mvds.args == [f"{folder}/disk.2", f"/ipfs/{CID}", str(vm), "100"]
+    assert [d.id for d in sim.one.vm(vm).disks] == [0]
+    assert sim.one.image(data).state == "READY"
+
+
+def test_volatile_disks_are_made_by_the_system_datastore(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    vm = sim.one.vm_deploy([DiskSpec(image, size_mb=20), Volatile(64), Volatile(32, type="swap")], "h1", context=False)
+
+    folder = f"h1:/var/lib/one//datastores/0/{vm.id}"
+    assert sim.one.transfer_file(vm, "prolog") == (
+        f"CLONE.ssh ipfs fe:/ipfs/{CID} {folder}/disk.0 {vm.id} 100\n"
+        f"MKIMAGE ssh 64 raw {folder}/disk.1 {vm.id} 0\n"
+        f"MKSWAP ssh 32 {folder}/disk.2 {vm.id} 0\n"
+    )
+    assert (vm.disk(0)["SIZE"], vm.disk(0)["ORIGINAL_SIZE"]) == ("20", "10")
+    on_host = sim.runner.host_path("h1", f"/var/lib/one/datastores/0/{vm.id}/disk.1")
+    assert on_host.stat().st_size == 64 << 20
+
+
+def test_onehost_sync_copies_the_remotes_dereferencing_links(sim: Sim) -> None:
+    driver = sim.drivers.install("tm", "ipfs", "clone")
+    (driver.parent / "ln").symlink_to("clone")
+    stale = sim.runner.host_path("h2", "/var/tmp/one/stale")
+    stale.write_text("old")
+
+    sim.one.onehost_sync()
+
+    copied = sim.runner.host_path("h2", "/var/tmp/one/tm/ipfs/ln")
+    assert copied.is_file() and not copied.is_symlink()
+    assert os.access(copied, os.X_OK)
+    assert not stale.exists()
