@@ -10,6 +10,7 @@ file, nothing exposed beyond loopback.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 
@@ -38,6 +39,7 @@ class Forwarder:
         self._listener.close()
 
     def _accept(self) -> None:
+        _ignore_signals()
         while True:
             try:
                 client, _ = self._listener.accept()
@@ -46,6 +48,7 @@ class Forwarder:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        _ignore_signals()
         try:
             upstream = connect_in_netns(self.netns, ("127.0.0.1", self.target_port), self.connect_timeout)
         except OSError:
@@ -62,6 +65,7 @@ class Forwarder:
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
     """Copy until ``source`` ends, then pass the end on (half-close)."""
+    _ignore_signals()
     try:
         while piece := source.recv(_PIECE):
             sink.sendall(piece)
@@ -69,3 +73,9 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         pass
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+def _ignore_signals() -> None:
+    """Leave Ctrl-C and SIGTERM to the main thread: a signal the kernel hands to a worker thread would not
+    interrupt the main thread's blocking call, so the bed's teardown would wait for it to return."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})

@@ -233,8 +233,8 @@ def leftovers(
     return found
 
 
-def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed, tmp_path: Path) -> None:
-    root = tmp_path / "bed"
+def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed) -> None:
+    root = bed.root / "second"
     crashed = Bed.up(hosts=1, root=root, layout=SECOND)
     first = list(crashed._processes.values())
     crashed.detach()  # as if its process had been killed: only state.json and the markers remain
@@ -251,8 +251,8 @@ def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed, tmp_path: 
     assert len(bed.frontend.client().swarm_peers()) == len(bed.hosts)  # the session's bed is untouched
 
 
-def test_sigterm_tears_the_bed_down(bed: Bed, tmp_path: Path) -> None:
-    root = tmp_path / "bed"
+def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
+    root = bed.root / "second"
     script = (
         "import sys; from pathlib import Path; from testbed.bed import Bed, Layout\n"
         f"bed = Bed.up(hosts=1, root=Path({str(root)!r}), layout=Layout(**{asdict(SECOND)!r}))\n"

@@ -15,15 +15,15 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.errors import ContentNotFound, InvalidInput, IpfsTimeout
+from one_ipfs.errors import ContentNotFound, InvalidInput
+from one_ipfs.ipfs.pinning import pin_with_progress
 from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.ipfs.rpc import KuboClient, PinProgress
+from one_ipfs.ipfs.rpc import KuboClient
 
 HANDLE_PATTERN = re.compile(r"^one-ipfs/ds(\d{1,9})/img(\d{1,9})$")
 VERSION_PATTERN = re.compile(r"^(\d{1,6}):([A-Za-z0-9]{1,128})$")
@@ -132,7 +132,7 @@ class ContentRegistry:
 
         Returns only once every block is local, so an image is READY only when it is safe.
         """
-        pin_completely(
+        pin_with_progress(
             self.client,
             cid,
             name,
@@ -167,44 +167,6 @@ class ContentRegistry:
             return [name for name, _ in self.client.files_ls(f"{REFS_ROOT}/{cid}")]
         except ContentNotFound:
             return []
-
-
-def pin_completely(
-    client: KuboClient,
-    cid: str,
-    name: str,
-    *,
-    log: ProgressLog,
-    timeout: float,
-    stall_timeout: float,
-    total_bytes: int | None = None,
-) -> None:
-    """Pin with progress lines and two bounds: the whole transfer, and a transfer that stalls.
-
-    Kubo reports pin progress twice a second, so a count of bytes that stops growing is seen here.
-    """
-    state = {"bytes": -1, "changed": time.monotonic(), "logged": 0.0}
-
-    def on_progress(progress: PinProgress) -> None:
-        now = time.monotonic()
-        if progress.bytes != state["bytes"]:
-            state["bytes"] = progress.bytes
-            state["changed"] = now
-        elif now - state["changed"] > stall_timeout:
-            raise IpfsTimeout(
-                f"no block of {cid} arrived for {stall_timeout:g} s: no reachable node seems to provide it"
-            )
-        if now - state["logged"] >= 5:
-            state["logged"] = now
-            log(_progress_line(cid, progress.bytes, total_bytes))
-
-    client.pin_add(cid, name=name, progress=on_progress, timeout=timeout)
-
-
-def _progress_line(cid: str, done: int, total: int | None) -> str:
-    if total:
-        return f"fetching {cid}: {done >> 20} of {total >> 20} MiB ({100 * done // max(total, 1)}%)"
-    return f"fetching {cid}: {done >> 20} MiB"
 
 
 def state_dir() -> Path:

@@ -483,6 +483,7 @@ class Datastore:
     total_mb: int
     free_mb: int
     used_mb: int
+    images: tuple[int, ...]
     template: dict[str, str]
     xml: str = field(repr=False)
 
@@ -499,6 +500,7 @@ class Datastore:
             total_mb=integer(root, "TOTAL_MB"),
             free_mb=integer(root, "FREE_MB"),
             used_mb=integer(root, "USED_MB"),
+            images=tuple(collection_ids(root, "IMAGES")),
             template=_single_attributes(root.find("TEMPLATE")),
             xml=xml,
         )

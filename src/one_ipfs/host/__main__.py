@@ -85,9 +85,16 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
 def _fetch_options(parser: argparse.ArgumentParser) -> None:
     _deploy_options(parser)
     parser.add_argument("--size-mb", type=inputs.size_mb, default=0, help="grow the disk to this size")
+    parser.add_argument(
+        "--monitor-tm",
+        type=inputs.tm_name,
+        help="also mark the system datastore for host monitoring by this transfer driver's monitor_ds",
+    )
 
 
 def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.monitor_tm:
+        commands.monitor_marker(args.disk.parent, args.monitor_tm)
     return commands.fetch(
         _client(args),
         _cache(args),

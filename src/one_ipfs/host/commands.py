@@ -28,9 +28,9 @@ from one_ipfs.host.cache import (
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, write_stream
-from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
+from one_ipfs.ipfs.pinning import PROGRESS_EVERY, pin_with_progress
+from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
 
-PROGRESS_EVERY = 5.0
 MODES = (COPY, OVERLAY)
 
 
@@ -364,28 +364,15 @@ def _hold(
 
 
 def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
-    """Pin with progress lines, ending the pin when no block arrived for ``stall_timeout``.
-
-    Kubo reports pin progress about twice a second, so counts that stop growing are seen here.
-    """
-    now = time.monotonic()
-    state = {"nodes": -1, "bytes": -1, "changed": now, "logged": now}
-
-    def on_progress(progress: PinProgress) -> None:
-        now = time.monotonic()
-        if (progress.nodes, progress.bytes) != (state["nodes"], state["bytes"]):
-            state["nodes"], state["bytes"] = progress.nodes, progress.bytes
-            state["changed"] = now
-        elif now - state["changed"] > stall_timeout:
-            raise IpfsTimeout(
-                f"no block of {cid} arrived for {stall_timeout:g} s: no reachable node seems to provide it"
-            )
-        if now - state["logged"] >= PROGRESS_EVERY:
-            state["logged"] = now
-            percent = 100 * progress.bytes // max(total, 1)
-            log_info(f"fetching {cid}: {progress.bytes >> 20} of {total >> 20} MiB ({min(percent, 100)}%)")
-
-    client.pin_add(cid, name=cache_pin_name(cid), progress=on_progress, timeout=deadline.left())
+    pin_with_progress(
+        client,
+        cid,
+        cache_pin_name(cid),
+        log=log_info,
+        timeout=deadline.left(),
+        stall_timeout=stall_timeout,
+        total_bytes=total,
+    )
 
 
 def _let_go(client: KuboClient, cache: HostCache, cid: str) -> None:

@@ -28,9 +28,11 @@ BUNDLE_STAMP = "BUNDLE"
 HOST_MODULES = (
     "__init__.py",
     "errors.py",
+    "diskformat.py",
     "ipfs/__init__.py",
     "ipfs/rpc.py",
     "ipfs/refs.py",
+    "ipfs/pinning.py",
     "host/*.py",
 )
 

@@ -25,8 +25,20 @@ from one_ipfs.opennebula.output import log_info
 from one_ipfs.transfer.hostcall import run_on_host
 
 SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
+# System datastores whose hosts report disk sizes themselves, from a ``.monitor`` marker.
+LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
 HOST_CALL_SLACK = 120.0
+
+
+@dataclass(frozen=True)
+class TmCall:
+    """One transfer-file line as the action sees it: its arguments, its stdin, and the system
+    datastore's driver that the action name's suffix (``clone.ssh``) tells."""
+
+    args: list[str]
+    stdin: BinaryIO
+    system_tm: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ def _host_timeout(config: DatastoreConfig) -> float:
     return config.transfer_timeout + HOST_CALL_SLACK
 
 
-def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str) -> None:
+def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str, system_tm: str) -> None:
     disk = _disk(request.vm_id, request.disk)
     handle = ImageHandle.parse(request.source)
     cid = _content_of(request.source, handle.image_id if handle else disk.image_id, config)
@@ -122,22 +134,22 @@ def _deploy_request(args: list[str]) -> DiskRequest:
     )
 
 
-def clone(args: list[str], stdin: BinaryIO) -> None:
+def clone(call: TmCall) -> None:
     """Non-persistent disk: the host's node fetches the image and writes a private, sparse copy."""
-    request = _deploy_request(args)
+    request = _deploy_request(call.args)
     config = _config(request.datastore_id)
-    _fetch(request, config, mode=config.deploy_mode.lower())
+    _fetch(request, config, mode=config.deploy_mode.lower(), system_tm=call.system_tm)
 
 
-def ln(args: list[str], stdin: BinaryIO) -> None:
+def ln(call: TmCall) -> None:
     """Persistent disk: like clone, but only images this driver created can take changes back."""
-    request = _deploy_request(args)
+    request = _deploy_request(call.args)
     if ImageHandle.parse(request.source) is None:
         raise ImmutableImage(
             f"{request.source[:200]} names fixed IPFS content and cannot be a persistent disk: "
             "import it with a PATH (oneimage create --path) or clone it to get an image that can be saved"
         )
-    _fetch(request, _config(request.datastore_id), mode="copy")
+    _fetch(request, _config(request.datastore_id), mode="copy", system_tm=call.system_tm)
 
 
 def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, snapshot_id: int) -> None:
@@ -195,16 +207,16 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
-def mvds(args: list[str], stdin: BinaryIO) -> None:
+def mvds(call: TmCall) -> None:
     """Save a persistent disk back into its image as a new version; the previous one stays intact."""
-    disk, source, vm_id, ds_id = _args(args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
+    disk, source, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
     _save(Location.parse(disk), source, _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"), -1)
 
 
-def cpds(args: list[str], stdin: BinaryIO) -> None:
+def cpds(call: TmCall) -> None:
     """Save-as: the disk (or one of its snapshots) becomes the content of the image mkfs created."""
     disk, source, snap_id, vm_id, ds_id = _args(
-        args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid"
+        call.args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid"
     )
     _save(
         Location.parse(disk),
@@ -215,9 +227,9 @@ def cpds(args: list[str], stdin: BinaryIO) -> None:
     )
 
 
-def delete(args: list[str], stdin: BinaryIO) -> None:
+def delete(call: TmCall) -> None:
     """Remove a disk (or a VM folder) from its host and release the host's cache reference."""
-    target, vm_id, ds_id = _args(args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
+    target, vm_id, ds_id = _args(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
     location = Location.parse(target)
     config = _config(_int(ds_id, "the datastore id"))
     kind = "--disk" if disk_id_of(location.path) is not None else "--dir"
@@ -236,10 +248,12 @@ def delete(args: list[str], stdin: BinaryIO) -> None:
     )
 
 
-def mv(args: list[str], stdin: BinaryIO) -> None:
+def mv(call: TmCall) -> None:
     """Stop, undeploy, resume, cold migrate: the system datastore moves the folder; an overlay's base
     is fetched on the target from IPFS rather than carried from the source host."""
-    source, target, vm_id, ds_id = _args(args, 4, "src_host:dir[/disk.i] dst_host:dir[/disk.i] vmid dsid")
+    source, target, vm_id, ds_id = _args(
+        call.args, 4, "src_host:dir[/disk.i] dst_host:dir[/disk.i] vmid dsid"
+    )
     src, dst = Location.parse(source), Location.parse(target)
     if disk_id_of(dst.path) is None or src.host == dst.host:
         return
@@ -247,7 +261,7 @@ def mv(args: list[str], stdin: BinaryIO) -> None:
     config = _config(_int(ds_id, "the datastore id"))
     if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
         return
-    _prefetch(dst.host, _disk(vm, dst), vm, config)
+    _prefetch(dst.host, dst.path, _disk(vm, dst), vm, config)
 
 
 def _is_frontend(host: str) -> bool:
@@ -256,7 +270,8 @@ def _is_frontend(host: str) -> bool:
     return host in ("localhost", socket.gethostname(), socket.getfqdn())
 
 
-def _prefetch(host: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> None:
+def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> None:
+    """Have ``host`` hold what the disk at ``path`` is made of before the disk itself arrives."""
     if not disk.source:
         return
     handle = ImageHandle.parse(disk.source)
@@ -282,65 +297,77 @@ def _prefetch(host: str, disk: VmDisk, vm_id: int, config: DatastoreConfig) -> N
     )
 
 
-def _migrate_vm(args: list[str], stdin: BinaryIO) -> tuple[str, str, int, list[VmDisk]]:
-    """Parse a live-migration step: 5 arguments (6 when another TM forwards it) and the base64 VM."""
-    if len(args) not in (5, 6):
-        raise InvalidInput(
-            f"expected 5 or 6 arguments (src_host dst_host dir vmid dsid [tm]), got {len(args)}"
-        )
-    src_host = Location.parse(f"{args[0]}:/").host
-    dst_host = Location.parse(f"{args[1]}:/").host
-    vm_id = _int(args[3], "the VM id")
-    payload = stdin.read(MAX_VM_XML + 1)
-    if len(payload) > MAX_VM_XML:
-        raise InvalidInput("the VM template on stdin is too large")
-    try:
-        text = base64.b64decode(payload.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("the VM template on stdin is not base64-encoded XML") from None
-    disks = [d for d in parse_vm_xml(text).disks if d.tm_mad == "ipfs"] if text else cli.show_vm(vm_id).disks
-    return src_host, dst_host, vm_id, disks
+@dataclass(frozen=True)
+class MigrationStep:
+    """A live-migration step: 5 arguments (6 when another driver forwards it) and the base64 VM."""
+
+    source_host: str
+    target_host: str
+    vm_dir: str
+    vm_id: int
+    disks: list[VmDisk]
+
+    @classmethod
+    def parse(cls, call: TmCall) -> MigrationStep:
+        args = call.args
+        if len(args) not in (5, 6):
+            raise InvalidInput(
+                f"expected 5 or 6 arguments (src_host dst_host dir vmid dsid [tm]), got {len(args)}"
+            )
+        vm_dir = Location.parse(f"{args[0]}:{args[2]}")
+        target = Location.parse(f"{args[1]}:{args[2]}")
+        vm_id = _int(args[3], "the VM id")
+        payload = call.stdin.read(MAX_VM_XML + 1)
+        if len(payload) > MAX_VM_XML:
+            raise InvalidInput("the VM template on stdin is too large")
+        try:
+            text = base64.b64decode(payload.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidInput("the VM template on stdin is not base64-encoded XML") from None
+        vm = parse_vm_xml(text) if text else cli.show_vm(vm_id)
+        disks = [disk for disk in vm.disks if disk.tm_mad == "ipfs" and disk.datastore_id is not None]
+        return cls(vm_dir.host, target.host, vm_dir.path, vm_id, disks)
 
 
-def premigrate(args: list[str], stdin: BinaryIO) -> None:
-    """Before a live migration the target's node fetches what the VM's disks are made of, from IPFS."""
-    _, dst_host, vm_id, disks = _migrate_vm(args, stdin)
-    for disk in disks:
-        if disk.datastore_id is not None:
-            _prefetch(dst_host, disk, vm_id, _config(disk.datastore_id))
+def premigrate(call: TmCall) -> None:
+    """Before a live migration the target's node fetches what the VM's disks are made of, from IPFS,
+    so the hypervisor has to copy only what the VM changed."""
+    step = MigrationStep.parse(call)
+    for disk in step.disks:
+        assert disk.datastore_id is not None
+        path = f"{step.vm_dir}/disk.{disk.disk_id}"
+        _prefetch(step.target_host, path, disk, step.vm_id, _config(disk.datastore_id))
 
 
-def postmigrate(args: list[str], stdin: BinaryIO) -> None:
+def postmigrate(call: TmCall) -> None:
     """After a live migration the source host lets go of this VM's cache references."""
-    src_host, _, vm_id, disks = _migrate_vm(args, stdin)
-    _release_vm(src_host, vm_id, disks)
+    step = MigrationStep.parse(call)
+    _release_vm(step.source_host, step)
 
 
-def failmigrate(args: list[str], stdin: BinaryIO) -> None:
+def failmigrate(call: TmCall) -> None:
     """A failed live migration: the target lets go of what premigrate fetched for this VM."""
-    _, dst_host, vm_id, disks = _migrate_vm(args, stdin)
-    _release_vm(dst_host, vm_id, disks)
+    step = MigrationStep.parse(call)
+    _release_vm(step.target_host, step)
 
 
-def _release_vm(host: str, vm_id: int, disks: list[VmDisk]) -> None:
-    for disk in disks:
-        if disk.datastore_id is None:
-            continue
-        config = _config(disk.datastore_id)
-        run_on_host(
-            host,
-            "release",
-            ["--vm", str(vm_id), "--cache-max-mb", str(config.host_cache_mb)],
-            timeout=_host_timeout(config),
-        )
+def _release_vm(host: str, step: MigrationStep) -> None:
+    if not step.disks or step.disks[0].datastore_id is None:
         return
+    config = _config(step.disks[0].datastore_id)
+    run_on_host(
+        host,
+        "release",
+        ["--vm", str(step.vm_id), "--cache-max-mb", str(config.host_cache_mb)],
+        timeout=_host_timeout(config),
+    )
 
 
-def _disk_step(command: str, extra: str) -> Callable[[list[str], BinaryIO], None]:
+def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
     """snap_create, snap_revert, snap_delete and resize: each a file operation on the disk's host."""
 
-    def step(args: list[str], stdin: BinaryIO) -> None:
-        disk, value, _vm_id, ds_id = _args(args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
+    def step(call: TmCall) -> None:
+        disk, value, _vm_id, ds_id = _args(call.args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
         location = Location.parse(disk)
         number = _int(value, extra)
         config = _config(_int(ds_id, "the datastore id"))
@@ -356,14 +383,14 @@ def _disk_step(command: str, extra: str) -> Callable[[list[str], BinaryIO], None
     return step
 
 
-def monitor(args: list[str], stdin: BinaryIO) -> str:
+def monitor(call: TmCall) -> str:
     """Capacity of the datastore's node, for a system datastore that uses this driver."""
-    action, _ = read_ds_action(args, stdin)
+    action, _ = read_ds_action(call.args, call.stdin)
     used, total, free = content.capacity_mb(load_config(action.datastore.attributes))
     return f"USED_MB={used}\nTOTAL_MB={total}\nFREE_MB={free}"
 
 
-ACTIONS: dict[str, Callable[[list[str], BinaryIO], str | None]] = {
+ACTIONS: dict[str, Callable[[TmCall], str | None]] = {
     "clone": clone,
     "ln": ln,
     "mvds": mvds,
@@ -391,4 +418,4 @@ def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
     action_fn = ACTIONS.get(base)
     if action_fn is None:
         raise NotSupported(f"the ipfs transfer driver has no action {name[:40]!r}")
-    return action_fn(args, stdin)
+    return action_fn(TmCall(args, stdin, suffix))

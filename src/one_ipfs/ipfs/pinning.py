@@ -1,0 +1,54 @@
+"""Pinning whole images with progress and two bounds, on the frontend and on hosts alike.
+
+Standard library only: hosts ship it. A pin of a large image can take long and legitimately, so
+the bound that catches content nobody provides is a stall (no new block for a while), not a short
+total deadline; Kubo reports pin progress about twice a second, so counts that stop growing are
+seen here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from one_ipfs.errors import IpfsTimeout
+from one_ipfs.ipfs.rpc import KuboClient, PinProgress
+
+PROGRESS_EVERY = 5.0
+
+
+def pin_with_progress(
+    client: KuboClient,
+    cid: str,
+    name: str,
+    *,
+    log: Callable[[str], None],
+    timeout: float,
+    stall_timeout: float,
+    total_bytes: int | None = None,
+) -> None:
+    """Pin ``cid`` as ``name`` with progress lines; IpfsTimeout once no block came for ``stall_timeout``."""
+    now = time.monotonic()
+    state = {"nodes": -1, "bytes": -1, "changed": now, "logged": now}
+
+    def on_progress(progress: PinProgress) -> None:
+        now = time.monotonic()
+        if (progress.nodes, progress.bytes) != (state["nodes"], state["bytes"]):
+            state["nodes"], state["bytes"] = progress.nodes, progress.bytes
+            state["changed"] = now
+        elif now - state["changed"] > stall_timeout:
+            raise IpfsTimeout(
+                f"no block of {cid} arrived for {stall_timeout:g} s: no reachable node seems to provide it"
+            )
+        if now - state["logged"] >= PROGRESS_EVERY:
+            state["logged"] = now
+            log(_progress_line(cid, progress.bytes, total_bytes))
+
+    client.pin_add(cid, name=name, progress=on_progress, timeout=timeout)
+
+
+def _progress_line(cid: str, done: int, total: int | None) -> str:
+    if total:
+        percent = min(100 * done // max(total, 1), 100)
+        return f"fetching {cid}: {done >> 20} of {total >> 20} MiB ({percent}%)"
+    return f"fetching {cid}: {done >> 20} MiB"
