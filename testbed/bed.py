@@ -180,7 +180,6 @@ class Bed:
 
     def _build(self, count: int) -> None:
         user = ensure_oneadmin()
-        _check_driver_python(user)
         layout = self.layout
         for port in (layout.frontend_api_port, layout.frontend_gateway_port):
             if not port_free("127.0.0.1", port):
@@ -259,6 +258,40 @@ class Bed:
         folder.mkdir(parents=True, exist_ok=True)
         os.chown(folder, user.pw_uid, user.pw_gid)
         self._start_holder("frontend", [], {ONEADMIN_HOME: folder})
+        self._expose_interpreter(user)
+        _check_driver_python(self, user)
+
+    def _expose_interpreter(self, user: pwd.struct_passwd) -> None:
+        """Let oneadmin reach this interpreter and the project inside the frontend's mount namespace.
+
+        A Python installed in a private home (pyenv under /root, mode 0700) is out of oneadmin's
+        reach, as it would be on a real frontend; there the admin installs one-ipfs somewhere
+        readable. Here each needed folder under such a home is staged, a world-traversable tmpfs
+        covers the home in this namespace only, and the folders are moved back into it.
+        """
+        needed = {
+            Path(os.path.realpath(sys.base_prefix)),
+            Path(os.path.realpath(sys.prefix)),
+            Path(__file__).resolve().parent.parent,
+        }
+        blocked: dict[Path, set[Path]] = {}
+        for path in needed:
+            home = _first_untraversable(path, user)
+            if home is not None:
+                blocked.setdefault(home, set()).add(home / path.relative_to(home).parts[0])
+        enter = self._enter("frontend")
+        stage = self.root / "frontend" / "staged"
+        for home, children in blocked.items():
+            staged = []
+            for child in sorted(children):
+                slot = stage / str(len(staged))
+                slot.mkdir(parents=True, exist_ok=True)
+                run([*enter, "mount", "--bind", str(child), str(slot)])
+                staged.append((child, slot))
+            run([*enter, "mount", "-t", "tmpfs", "-o", "mode=0755", "one-ipfs-bed", str(home)])
+            for child, slot in staged:
+                run([*enter, "mkdir", "-p", str(child)])
+                run([*enter, "mount", "--move", str(slot), str(child)])
 
     def _start_sshds(self, user: pwd.struct_passwd) -> None:
         keys = []
@@ -514,8 +547,13 @@ class Bed:
         It peers with every bed node, but the bed's nodes do not list it. ``swarm_key`` defaults to the
         bed's; another key makes an outsider that must not get in.
         """
-        index = len(self.extras) + 1
-        address = self.layout.address(self.layout.extra_offset + index)
+        if name in {n.name for n in [*self.nodes, *self.extras]}:
+            raise HostError(f"test bed: a node named {name} is already running")
+        taken = {n.swarm_address.split("/")[2] for n in self.extras}
+        offset = self.layout.extra_offset + 1
+        while self.layout.address(offset) in taken:
+            offset += 1
+        address = self.layout.address(offset)
         netns = self.layout.netns(name)
         node = Node(
             name=name,
@@ -526,7 +564,8 @@ class Bed:
             swarm_address=f"/ip4/{address}/tcp/{kubo.SWARM_PORT}",
             netns=netns,
         )
-        node.repo.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(node.repo.parent, ignore_errors=True)  # a node of that name added and removed before
+        node.repo.parent.mkdir(parents=True)
         node.peer_id = network.init_repository(kubo.KUBO, node.repo)
         peers = tuple(network.Peer(o.peer_id, (o.swarm_address,)) for o in self.nodes)
         network.configure_private_node(node.repo, swarm_key or self.swarm_key, self._settings(node, peers))
@@ -549,6 +588,12 @@ class Bed:
         stop_processes(netns_processes(node.netns))
         run(["ip", "netns", "del", node.netns], check=False)
         run(["ip", "link", "del", f"{node.netns}a"], check=False)
+        # A connection the node was opening as it stopped can outlive it, half-open, on the bed's side:
+        # reset whatever still points at its address, as a real peer's reboot would.
+        address = node.swarm_address.split("/")[2]
+        for netns in [None, *(host.netns for host in self.hosts)]:
+            inside = [] if netns is None else ["ip", "netns", "exec", netns]
+            run([*inside, "ss", "--kill", "--tcp", "dst", address])
         self.extras = [n for n in self.extras if n is not node]
         self._save()
 
@@ -687,13 +732,20 @@ def clear(root: Path, layout: Layout) -> None:
         victims.update({p.pid: p for p in netns_processes(netns)})
     victims.pop(os.getpid(), None)
     stop_processes(victims.values())
+    # Whatever is already gone is fine (a veth goes with its peer); whatever stays is an error.
     for netns in netns_names:
-        run(["ip", "netns", "del", netns])
-    for link in links(layout.prefix):
-        if link == layout.bridge or link.startswith(f"{layout.prefix}-"):
-            run(["ip", "link", "del", link], check=False)  # a veth's peer may have gone with it
+        run(["ip", "netns", "del", netns], check=False)
+    for link in _bed_links(layout):
+        run(["ip", "link", "del", link], check=False)
+    remaining = netns_list(layout.prefix) + _bed_links(layout)
+    if remaining:
+        raise HostError(f"test bed: could not remove {', '.join(remaining)}")
     with contextlib.suppress(FileNotFoundError):
         (root / "state.json").unlink()
+
+
+def _bed_links(layout: Layout) -> list[str]:
+    return [n for n in links(layout.prefix) if n == layout.bridge or n.startswith(f"{layout.prefix}-")]
 
 
 def _node_state(node: Node) -> dict[str, Any]:
@@ -746,27 +798,29 @@ def _require_root() -> None:
         raise HostError(f"test bed: no Kubo binary at {kubo.KUBO}; run `make kubo`")
 
 
-def _check_driver_python(user: pwd.struct_passwd) -> None:
+def _first_untraversable(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first folder above ``path`` that ``user`` may not traverse (mode bits only), if any."""
+    for folder in reversed(path.parents):
+        st = folder.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid == user.pw_gid:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return folder
+    return None
+
+
+def _check_driver_python(bed: Bed, user: pwd.struct_passwd) -> None:
     """oneadmin runs the drivers with this venv's python: make sure it can, or say what stops it."""
     python = Path(sys.executable)
-    result = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--init-groups",
-            "--",
-            python,
-            "-c",
-            "import one_ipfs, testbed",
-        ],
-        capture_output=True,
-        check=False,
-        cwd="/",
-    )
+    version = ".".join(map(str, sys.version_info[:3]))
+    script = "import platform, sys, one_ipfs, testbed; assert platform.python_version() == sys.argv[1]"
+    result = bed.frontend_command([python, "-c", script, version], user.pw_name)
     if result.returncode != 0:
         check_traversable(python, user)
-        check_traversable(python.resolve(), user)
         reason = result.stderr.decode(errors="replace").strip().splitlines()
         raise StorageError(
             f"test bed: {user.pw_name} cannot run {python}: {reason[-1] if reason else 'no output'}"

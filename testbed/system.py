@@ -30,9 +30,9 @@ ONEADMIN_HOME = Path("/var/lib/one")
 NETNS_DIR = Path("/run/netns")
 
 
-def run(argv: Sequence[str | os.PathLike[str]], *, input: bytes | None = None, check: bool = True) -> str:
+def run(argv: Sequence[str | os.PathLike[str]], *, check: bool = True) -> str:
     """Run a plumbing command (``ip``, ``tc``, ``mount`` ...) and return its stdout."""
-    result = subprocess.run([os.fspath(a) for a in argv], input=input, capture_output=True, check=False)
+    result = subprocess.run([os.fspath(a) for a in argv], capture_output=True, check=False)
     if check and result.returncode != 0:
         reason = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
         raise HostError(f"test bed: `{' '.join(map(str, argv))}` failed: {reason}")
@@ -217,8 +217,8 @@ def set_rate(device: str, netns: str | None, mbit: float | None) -> None:
         raise HostError(f"test bed: a rate limit must be positive, not {mbit} Mbit/s")
     rate_bits = int(mbit * 1_000_000)
     burst = max(16384, rate_bits // 8 // 100)
-    run([*inside, "tc", "qdisc", "replace", "dev", device, "root", "tbf",
-         "rate", f"{rate_bits}bit", "burst", str(burst), "latency", "100ms"])  # fmt: skip
+    tbf = ["tbf", "rate", f"{rate_bits}bit", "burst", str(burst), "latency", "100ms"]
+    run([*inside, "tc", "qdisc", "replace", "dev", device, "root", *tbf])
 
 
 def port_free(host: str, port: int) -> bool:
@@ -276,8 +276,8 @@ def ensure_oneadmin() -> pwd.struct_passwd:
     try:
         user = pwd.getpwnam(ONEADMIN)
     except KeyError:
-        run(["useradd", "--system", "--home-dir", ONEADMIN_HOME, "--no-create-home", "--shell", "/bin/bash",
-             "--user-group", ONEADMIN])  # fmt: skip
+        home = ["--home-dir", str(ONEADMIN_HOME), "--no-create-home"]
+        run(["useradd", "--system", *home, "--shell", "/bin/bash", "--user-group", ONEADMIN])
         user = pwd.getpwnam(ONEADMIN)
     shadow = run(["getent", "shadow", ONEADMIN]).split(":")
     if len(shadow) > 1 and shadow[1].startswith("!"):
@@ -288,7 +288,7 @@ def ensure_oneadmin() -> pwd.struct_passwd:
 def check_traversable(path: Path, user: pwd.struct_passwd) -> None:
     """Raise StorageError naming the first directory that keeps ``user`` from reaching ``path``.
 
-    Only the "other" and group permission bits are considered: the bed's users own none of these directories.
+    Mode bits only (no ACLs): enough to name the usual culprit, such as a home folder in mode 0700.
     """
     checked = Path("/")
     for part in path.parts[1:]:

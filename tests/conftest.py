@@ -1,18 +1,22 @@
 """Fixtures shared by every test file.
 
-``bed``: one test bed (frontend + 3 hosts, see ``testbed.bed``) for the whole session, brought up on first use
-and torn down at the end. Tests that take it are marked ``@pytest.mark.bed``. It replaces any bed left at
-the default root (``.bed/``), including one started with ``python -m testbed up``.
+``bed``: one test bed (frontend + 3 hosts, see ``testbed.bed``) for the whole session, brought up on first
+use and torn down at the end; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore.
+Tests that take them are marked ``@pytest.mark.bed``. The bed replaces any bed left at the default root
+(``.bed/``), including one started with ``python -m testbed up``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from testbed.bed import Bed
+from testbed.one import Datastore, OneSim
+from testbed.one.bedrunner import BedRunner
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,26 @@ def bed() -> Iterator[Bed]:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
     with Bed.up(hosts=3) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def one(bed: Bed) -> Iterator[OneSim]:
+    """The OpenNebula simulator on the bed, with the drivers installed and synced to every host.
+
+    One for the session: image and VM ids then never repeat, as in a real cloud, so no test can
+    mistake another's leftovers for its own.
+    """
+    state = bed.root / "one"
+    shutil.rmtree(state, ignore_errors=True)
+    simulator = OneSim(BedRunner(bed), state=state)
+    simulator.install_drivers()
+    simulator.onehost_sync()
+    yield simulator
+
+
+@pytest.fixture(scope="session")
+def ipfs_ds(one: OneSim) -> Datastore:
+    """An IPFS datastore with the defaults an admin gets from DS_MAD=ipfs TM_MAD=ipfs, short waits aside."""
+    return one.datastore_create(
+        {"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_STALL_TIMEOUT": "15"}
+    )

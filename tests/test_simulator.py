@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from testbed.bed import Bed
 from testbed.one import DiskSpec, LocalRunner, OnedConf, OneFailure, OneSim, Volatile
 from testbed.one import template as tmpl
+from testbed.one.bedrunner import BedRunner
 from testbed.one.documents import parse_xml, text
 from testbed.one.recorder import Behaviour, RecordingDrivers
 
@@ -727,6 +731,29 @@ def test_disk_snapshots_and_resize_of_a_powered_off_vm(deployed: tuple[Sim, int,
     assert (view.state, view.disk(0)["SIZE"], view.disk(0)["DISK_SNAPSHOT_ID"]) == ("POWEROFF", "2048", "0")
 
 
+def test_snapshots_of_a_persistent_disk_stay_with_its_image(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    for action in ("snap_delete", "snap_revert", "snap_flatten"):
+        sim.drivers.install("datastore", "ipfs", action)
+    image = sim.one.image_create(ipfs_datastore(sim), name="data", path=f"/ipfs/{CID}", persistent=True)
+    vm = sim.one.vm_deploy([image], "h1", context=False)
+    sim.one.vm_poweroff(vm)
+    sim.one.disk_snapshot_create(vm, 0, "first")
+    sim.one.vm_terminate(vm)
+    again = sim.one.vm_deploy([image], "h1", context=False)
+    inherited = again.disk(0)["DISK_SNAPSHOT_ID"]
+    sim.one.vm_terminate(again)
+
+    flattened = sim.one.image_snapshot_flatten(image, 0)
+
+    (flatten,) = sim.drivers.calls(action="snap_flatten")
+    sent = parse_xml(base64.b64decode(flatten.stdin))
+    assert (flatten.args, text(sent, "IMAGE/TARGET_SNAPSHOT")) == ([str(image.id)], "0")
+    assert text(sent, "IMAGE/SNAPSHOTS/SNAPSHOT/NAME") == "first"
+    assert inherited == "0"
+    assert (flattened.state, "<SNAPSHOT>" in flattened.xml) == ("READY", False)
+
+
 def test_attach_and_detach_run_the_disk_lines_through_the_vmm_when_running(
     deployed: tuple[Sim, int, int],
 ) -> None:
@@ -745,6 +772,23 @@ def test_attach_and_detach_run_the_disk_lines_through_the_vmm_when_running(
     assert mvds.args == [f"{folder}/disk.2", f"/ipfs/{CID}", str(vm), "100"]
     assert [d.id for d in sim.one.vm(vm).disks] == [0]
     assert sim.one.image(data).state == "READY"
+
+
+def test_concurrent_deploys_of_one_image_share_it(sim: Sim) -> None:
+    ipfs_drivers(sim)
+    image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
+
+    with ThreadPoolExecutor(3) as pool:
+        vms = list(pool.map(lambda host: sim.one.vm_deploy([image], host), ["h1", "h2", "h3"]))
+
+    assert [sim.one.vm(vm).lcm_state for vm in vms] == ["RUNNING"] * 3
+    shared = sim.one.image(image)
+    assert (shared.state, shared.running_vms, sorted(shared.vms)) == ("USED", 3, sorted(vm.id for vm in vms))
+    assert sorted(call.args[1].split(":")[0] for call in sim.drivers.calls(action="clone")) == [
+        "h1",
+        "h2",
+        "h3",
+    ]
 
 
 def test_volatile_disks_are_made_by_the_system_datastore(sim: Sim) -> None:
@@ -778,3 +822,69 @@ def test_onehost_sync_copies_the_remotes_dereferencing_links(sim: Sim) -> None:
     assert copied.is_file() and not copied.is_symlink()
     assert os.access(copied, os.X_OK)
     assert not stale.exists()
+
+
+def test_installed_drivers_reach_every_host_with_onehost_sync(sim: Sim) -> None:
+    sim.one.install_drivers()
+
+    sim.one.onehost_sync()
+
+    for host in sim.runner.hosts:
+        clone = sim.runner.host_path(host, "/var/tmp/one/tm/ipfs/clone")
+        assert clone.is_file() and not clone.is_symlink() and os.access(clone, os.X_OK)
+        assert sim.runner.host_path(host, "/var/tmp/one/tm/ipfs/lib/BUNDLE").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# On the test bed: oneadmin, the frontend's mount namespace, ssh to hosts
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.bed
+def test_on_the_bed_drivers_run_as_oneadmin_and_host_files_belong_to_it(bed: Bed) -> None:
+    runner = BedRunner(bed)
+    state = bed.root / "simulator-test"
+    shutil.rmtree(state, ignore_errors=True)
+    conf = OnedConf()
+    conf.ds_mad_conf["rec"] = {**conf.ds_mad_conf["ipfs"], "NAME": "rec"}
+    conf.tm_mad_conf["rec"] = {**conf.tm_mad_conf["ipfs"], "NAME": "rec"}
+    one = OneSim(runner, state=state, conf=conf)
+    log = state / "calls.jsonl"
+    log.touch()
+    os.chown(log, *(runner.owner or (0, 0)))
+    drivers = RecordingDrivers(one.remotes, log)
+    folder = "/var/lib/one/datastores/0/{3}"
+    make_disk = ("ssh", "h1", f"mkdir -p {folder} && truncate -s 1M {folder}/disk.0")
+    try:
+        for action, behaviour in (
+            ("monitor", Behaviour(stdout=MONITOR)),
+            ("stat", Behaviour(stdout="1\n")),
+            ("cp", Behaviour(stdout=f"/ipfs/{CID} raw\n", run=(("id", "-un"),))),
+        ):
+            drivers.install("datastore", "rec", action, behaviour)
+        drivers.install("tm", "rec", "clone", Behaviour(run=(make_disk,)))
+        for action in ("premigrate", "postmigrate", "delete"):
+            drivers.install("tm", "rec", action)
+        one.files.give(one.remotes)
+        ds = one.datastore_create({"NAME": "rec", "DS_MAD": "rec", "TM_MAD": "rec"})
+        image = one.image_create(ds, name="alpine", path=f"/ipfs/{CID}")
+        vm = one.vm_deploy([image], "h1")
+        on_h1 = bed.host("h1").var_lib_one / "datastores" / "0" / str(vm.id)
+        owners = {path.name: path.stat().st_uid for path in [on_h1, *on_h1.iterdir()]}
+        one.vm_migrate(vm, "h2", live=True)
+        on_h2 = sorted(
+            p.name for p in (bed.host("h2").var_lib_one / "datastores" / "0" / str(vm.id)).iterdir()
+        )
+        one.vm_terminate(vm)
+
+        (cp,) = drivers.calls(action="cp")
+        assert (cp.cwd, cp.runs[0]["stdout"]) == ("/var/lib/one", "oneadmin\n")
+        assert set(owners.values()) == {runner.owner[0] if runner.owner else -1}
+        assert sorted(owners) == [str(vm.id), "deployment.0", "disk.0", "disk.1"]
+        assert on_h2 == ["deployment.0", "disk.0", "disk.1"]
+        assert not on_h1.exists()
+        assert one.vm(vm).state == "DONE"
+    finally:
+        for kind in ("datastore", "tm"):
+            shutil.rmtree(one.remotes / kind / "rec", ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)

@@ -9,8 +9,9 @@ command lines, stdin, environment, transfer files and result mapping (see
 
 from testbed.one.conf import OnedConf
 from testbed.one.documents import Datastore, Disk, History, Host, Image, VirtualMachine
+from testbed.one.failure import OneFailure
 from testbed.one.managers import DriverResult, LogLine
-from testbed.one.oned import DiskSpec, OneFailure, OneSim, Volatile
+from testbed.one.oned import DiskSpec, OneSim, Volatile
 from testbed.one.runner import Execution, LocalRunner, Runner
 
 __all__ = [

@@ -44,7 +44,8 @@ class DriverResult:
 
     ``info`` is what oned reads as the reply's info (the rest of the first reply line); ``wire`` holds
     every line the manager wrote to oned (LOG lines, then the reply) and ``request`` the line oned sent.
-    ``steps`` are the commands of a TRANSFER, in order, up to the first failure.
+    ``steps`` are the commands of a TRANSFER (or the TM step of a VMM action), in order, up to the
+    first failure; their own reply lines are what ``do_transfer_action`` returned, not sent to oned.
     """
 
     action: str

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.errors import OpenNebulaError
 from one_ipfs.opennebula.install import install_remotes
 from testbed.one import cli
 from testbed.one import template as tmpl
@@ -39,15 +38,16 @@ from testbed.one.documents import (
     VirtualMachine,
     collection_ids,
     datastore_document,
+    element,
     fill_template,
     history_element,
     host_document,
     image_document,
     integer,
     log_time,
+    parse_xml,
     set_collection,
     set_text,
-    snapshots_document,
     template_attributes,
     template_get,
     template_set,
@@ -59,28 +59,25 @@ from testbed.one.documents import (
     vector_set,
     vm_document,
 )
+from testbed.one.failure import OneFailure
 from testbed.one.hosts import HostFiles, Hypervisor, SimulatedSystemTM
 from testbed.one.managers import DatastoreDriverManager, DriverResult, TransferDriverManager
 from testbed.one.runner import Execution, Runner
+from testbed.one.snapshots import (
+    activate_snapshot,
+    create_snapshot,
+    delete_snapshot,
+    disk_snapshots,
+    find_snapshot,
+    set_image_snapshots,
+    update_disk,
+)
 from testbed.one.state import STATE_ENV, StateStore
+from testbed.one.transfers import TransferLines, is_volatile
 
 SYSTEM_DS_ID = 0
 FIRST_DATASTORE_ID = 100
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class OneFailure(OpenNebulaError):
-    """OpenNebula reported a failure: a driver's FAILURE reply or an API call oned refused.
-
-    ``action`` is the protocol action (``CP``, ``TRANSFER``, ``MIGRATE``...) or the API call
-    (``one.vm.deploy``); ``info`` is exactly the text OpenNebula got; ``oid`` the object concerned.
-    """
-
-    def __init__(self, action: str, info: str, oid: int | None = None) -> None:
-        super().__init__(f"{action} failed: {info}")
-        self.action = action
-        self.info = info
-        self.oid = oid
 
 
 ImageRef = Image | int
@@ -118,10 +115,6 @@ def _b64(document: str) -> str:
     return base64.b64encode(document.encode()).decode()
 
 
-def _is_volatile(disk: ET.Element) -> bool:
-    return vector_get(disk, "TYPE").upper() in ("SWAP", "FS")
-
-
 class OneSim:
     """A frontend's oned with one system datastore (0, ``ssh``) and one host object per runner host.
 
@@ -142,6 +135,7 @@ class OneSim:
         self.runner = runner
         self.conf = conf or OnedConf()
         self.hostname = self.conf.hostname or runner.frontend_hostname
+        self.lines = TransferLines(self.hostname, self.conf.datastore_location)
         self.store = StateStore(state, owner=runner.owner)
         self.extra_env = dict(extra_env or {})
         self.exchanges: list[DriverResult] = []
@@ -499,17 +493,17 @@ class OneSim:
     def _stat_image(
         self, image_type: str, path: str | None, source: str | None, size_mb: int | None, ds_id: int
     ) -> int:
-        """``ImageManager::stat_image``: SIZE from the template, or a synchronous STAT of the PATH."""
+        """``ImageManager::stat_image``: SIZE from the template, or a synchronous STAT of the PATH.
+
+        SIZE is mandatory with a SOURCE and for an OS/DATABLOCK without PATH (made by MKFS); other
+        types need a PATH or a SOURCE. The STAT id is a sync-request id, not an image id.
+        """
         api = "one.image.allocate"
-        if source or not path:
-            if image_type in ("OS", "DATABLOCK", "CDROM", "KERNEL", "RAMDISK", "CONTEXT") and (
-                source or image_type in ("OS", "DATABLOCK")
-            ):
-                if size_mb is None:
-                    raise OneFailure(
-                        api, "Cannot determine Image SIZE: Wrong number or missing SIZE attribute."
-                    )
-                return size_mb
+        if source or (not path and image_type in ("OS", "DATABLOCK")):
+            if size_mb is None:
+                raise OneFailure(api, "Cannot determine Image SIZE: Wrong number or missing SIZE attribute.")
+            return size_mb
+        if not path:
             raise OneFailure(
                 api, f"Cannot determine Image SIZE: Either PATH or SOURCE are required for {image_type}"
             )
@@ -518,8 +512,6 @@ class OneSim:
         result = self._ds_request("STAT", request, self._ds_payload(image_xml, ds_id))
         if not result.success:
             raise OneFailure("STAT", result.info, request)
-        if not result.info:
-            raise OneFailure("STAT", "Cannot get size from STAT", request)
         try:
             return int(result.info.split()[0])
         except (ValueError, IndexError):
@@ -554,15 +546,12 @@ class OneSim:
         with self.store.edit("image", oid) as image:
             if action == "CP" and result.success:
                 words = result.info.split()
-                if not words:
-                    failure = _error_text("Error copying image in the datastore", result.info)
+                set_text(image, "SOURCE", words[0] if words else "")
+                if len(words) < 2:
+                    failure = "CP operation succeeded but image FORMAT was not returned."
                 else:
-                    set_text(image, "SOURCE", words[0])
-                    if len(words) < 2:
-                        failure = "CP operation succeeded but image FORMAT was not returned."
-                    else:
-                        set_text(image, "FORMAT", words[1])
-                        _unlock(image)
+                    set_text(image, "FORMAT", words[1])
+                    _unlock(image)
             elif action == "CP":
                 failure = _error_text("Error copying image in the datastore", result.info)
             elif result.success:
@@ -678,6 +667,7 @@ class OneSim:
             forced = node is not None and template_get(node, "FORCE_DELETE").upper() == "YES"
             if not (result.success or forced):
                 with self.store.edit("image", oid) as current:
+                    # oned writes the SOURCE variable before setting it, hence the two spaces.
                     _set_error(
                         current,
                         "Error removing image from datastore. Retry the operation or manually remove image "
@@ -705,10 +695,8 @@ class OneSim:
         oid = _oid(image)
         with self.store.edit("image", oid) as root:
             state = IMAGE_STATES[integer(root, "STATE")]
-            if state not in ("READY", "ERROR", "DISABLED", "LOCKED"):
-                raise OneFailure(
-                    "one.image.persistent", f"Image cannot be in state {state} to change persistency", oid
-                )
+            if state in ("USED", "CLONE", "USED_PERS", "LOCKED_USED", "LOCKED_USED_PERS"):
+                raise OneFailure("one.image.persistent", f"Image cannot be in state {state}.", oid)
             ds_root = self._read("datastore", integer(root, "DATASTORE_ID"))
             if not persistent and self._persistent_only(ds_root):
                 raise OneFailure(
@@ -736,6 +724,60 @@ class OneSim:
             update_file.unlink()
         return self.image(image)
 
+    def image_snapshot_delete(self, image: ImageRef, snapshot_id: int) -> Image:
+        """``oneimage snapshot-delete``: SNAP_DELETE with TARGET_SNAPSHOT set; image LOCKED meanwhile."""
+        return self._image_snapshot(image, "SNAP_DELETE", snapshot_id)
+
+    def image_snapshot_revert(self, image: ImageRef, snapshot_id: int) -> Image:
+        """``oneimage snapshot-revert``: SNAP_REVERT; the snapshot becomes the active one."""
+        return self._image_snapshot(image, "SNAP_REVERT", snapshot_id)
+
+    def image_snapshot_flatten(self, image: ImageRef, snapshot_id: int) -> Image:
+        """``oneimage snapshot-flatten``: SNAP_FLATTEN; the image keeps no snapshots afterwards."""
+        return self._image_snapshot(image, "SNAP_FLATTEN", snapshot_id)
+
+    def _image_snapshot(self, image: ImageRef, action: str, snapshot_id: int) -> Image:
+        """``ImageManager::{delete,revert,flatten}_snapshot`` and their reply handlers."""
+        oid = _oid(image)
+        api = f"one.image.snapshot{action.split('_')[1].lower()}"
+        with self.store.edit("image", oid) as root:
+            state = IMAGE_STATES[integer(root, "STATE")]
+            if state != "READY":
+                raise OneFailure(api, f"Cannot {action.split('_')[1].lower()} snapshot in state {state}", oid)
+            snapshots = root.find("SNAPSHOTS")
+            snapshot = find_snapshot(snapshots, snapshot_id) if snapshots is not None else None
+            if snapshots is None or snapshot is None:
+                raise OneFailure(api, f"Snapshot {snapshot_id} does not exist", oid)
+            if action == "SNAP_DELETE" and (text(snapshot, "ACTIVE") == "YES" or text(snapshot, "CHILDREN")):
+                raise OneFailure(
+                    api, f"Cannot delete snapshot {snapshot_id}: it is active or has children", oid
+                )
+            set_text(root, "TARGET_SNAPSHOT", snapshot_id)
+            payload = self._ds_payload(to_string(root), integer(root, "DATASTORE_ID"))
+            _set_image_state(root, "LOCKED")
+        result = self._ds_request(action, oid, payload)
+        with self.store.edit("image", oid) as root:
+            _unlock(root)
+            snapshots = root.find("SNAPSHOTS")
+            assert snapshots is not None
+            if not result.success:
+                prefix = {
+                    "SNAP_DELETE": f"Error removing snapshot {snapshot_id} from image {oid}",
+                    "SNAP_REVERT": f"Error reverting image {oid} to snapshot {snapshot_id}",
+                    "SNAP_FLATTEN": "Error flattening image snapshot",
+                }[action]
+                _set_error(root, _error_text(prefix, result.info))
+            elif action == "SNAP_DELETE":
+                delete_snapshot(snapshots, snapshot_id)
+            elif action == "SNAP_REVERT":
+                activate_snapshot(snapshots, snapshot_id)
+            else:
+                set_image_snapshots(root, None)
+            set_text(root, "TARGET_SNAPSHOT", -1)
+        if not result.success:
+            raise OneFailure(action, result.info, oid)
+        return self.image(oid)
+
     # ----------------------------------------------------------------------------------------------
     # Virtual machines: creation and deployment
     # ----------------------------------------------------------------------------------------------
@@ -756,23 +798,43 @@ class OneSim:
         for a failed prolog (the VM is left in PROLOG_FAILURE).
         """
         oid = self.store.next_id("vm")
-        vm_disks = self._build_disks(oid, disks, system_ds)
+        context_disk = vector_element("CONTEXT", {"DISK_ID": str(len(disks))}) if context else None
+        vm_disks = self._build_disks(oid, disks, system_ds, context_disk)
         attributes: list[tmpl.Attribute] = [("CPU", "1"), ("MEMORY", "128"), ("VMID", str(oid))]
-        if context:
-            attributes.append(("CONTEXT", {"DISK_ID": str(len(disks)), "TARGET": "hda"}))
         root = vm_document(oid, name or f"vm-{oid}", attributes)
         template_node = root.find("TEMPLATE")
         assert template_node is not None
-        for disk in vm_disks:
+        for disk in [*vm_disks, *([context_disk] if context_disk is not None else [])]:
             template_node.append(disk)
         _sort_template(template_node)
+        for disk in vm_disks:
+            self._inherit_snapshots(root, disk)
         with self.store.locked():
             self.store.write("vm", oid, root)
         self._deploy(oid, host, system_ds, prolog="PROLOG")
         return self.vm(oid)
 
-    def _build_disks(self, vmid: int, disks: Sequence[DiskRef], system_ds: int) -> list[ET.Element]:
-        """``VirtualMachineDisks::get_images``: acquire each image and fill in the DISK attributes."""
+    def _inherit_snapshots(self, vm: ET.Element, disk: ET.Element) -> None:
+        """A persistent image's snapshots become its disk's (``ImagePool::acquire_disk``)."""
+        if vector_get(disk, "PERSISTENT") != "YES":
+            return
+        image = self._read("image", int(vector_get(disk, "IMAGE_ID")))
+        snapshots = image.find("SNAPSHOTS")
+        if snapshots is None or not snapshots.findall("SNAPSHOT"):
+            return
+        copy = parse_xml(to_string(snapshots))
+        for node in copy.findall("DISK_ID"):
+            copy.remove(node)
+        position = [child.tag for child in copy].index("NEXT_SNAPSHOT")
+        copy.insert(position, element("DISK_ID", vector_get(disk, "DISK_ID")))
+        vm.append(copy)
+        update_disk(vm, disk, copy)
+
+    def _build_disks(
+        self, vmid: int, disks: Sequence[DiskRef], system_ds: int, context: ET.Element | None
+    ) -> list[ET.Element]:
+        """``VirtualMachineDisks::get_images``: acquire each image, fill in the DISK attributes and
+        assign TARGETs: the first OS disk first, then CD-ROMs and the context CD, then the rest."""
         result: list[ET.Element] = []
         acquired: list[int] = []
         queues: dict[str, list[tuple[str, ET.Element]]] = {"os": [], "cdrom": [], "datablock": []}
@@ -803,6 +865,8 @@ class OneSim:
             for image_id in acquired:
                 self._release_image(vmid, image_id, failed=False)
             raise
+        if context is not None:
+            queues["cdrom"].append((self.conf.default_cdrom_device_prefix, context))
         for kind in ("os", "cdrom", "datablock"):
             for prefix, disk in queues[kind]:
                 vector_set(disk, "TARGET", _next_target(prefix, used))
@@ -909,7 +973,7 @@ class OneSim:
     def _check_tm_mad(self, disk: ET.Element, system_tm: str) -> str:
         """``check_tm_mad_disks`` for one DISK: TM_MAD_SYSTEM modes of its image datastore ('' if fine)."""
         tm_mad = vector_get(disk, "TM_MAD")
-        if _is_volatile(disk) or not vector_get(disk, "IMAGE_ID") or tm_mad == system_tm:
+        if is_volatile(disk) or not vector_get(disk, "IMAGE_ID") or tm_mad == system_tm:
             return ""
         ds = self._read("datastore", int(vector_get(disk, "DATASTORE_ID")))
         node = ds.find("TEMPLATE")
@@ -957,10 +1021,17 @@ class OneSim:
             _set_vm_state(root, "ACTIVE", prolog)
         self._host_vms(host, add=vmid)
         if prolog == "PROLOG":
-            lines = self._prolog_lines(vmid)
+            root = self._read("vm", vmid)
+            context = root.find("TEMPLATE/CONTEXT")
+            context_file = self._write_context(vmid, context) if context is not None else None
+            try:
+                lines = self.lines.prolog(root, context_file)
+            except OneFailure:
+                self._set_state(vmid, "ACTIVE", "PROLOG_FAILURE")
+                raise
             result = self._transfer(vmid, "prolog", lines)
         else:
-            result = self._transfer(vmid, "resume", self._move_lines(vmid, "resume"))
+            result = self._transfer(vmid, "resume", self.lines.moves(self._read("vm", vmid), "resume"))
         if not result.success:
             self._transfer_failed(vmid, f"{prolog}_FAILURE", result)
         boot = {"PROLOG": "BOOT", "PROLOG_RESUME": "BOOT_STOPPED", "PROLOG_UNDEPLOY": "BOOT_UNDEPLOY"}[prolog]
@@ -969,7 +1040,8 @@ class OneSim:
 
     def _boot(self, vmid: int, restore: bool = False) -> None:
         root = self._read("vm", vmid)
-        host, folder, seq = self._location(root)
+        place = self.lines.place(root)
+        host, folder, seq = place.host, place.folder, place.seq
         if restore:
             self.hypervisor.restore(host, folder)
         self.hypervisor.boot(host, folder, seq, f"<domain><name>one-{vmid}</name></domain>\n".encode())
@@ -977,62 +1049,9 @@ class OneSim:
             set_text(current, "DEPLOY_ID", f"one-{vmid}")
             _set_vm_state(current, "ACTIVE", "RUNNING")
 
-    def _location(self, root: ET.Element, previous: bool = False) -> tuple[str, str, int]:
-        """(hostname, system dir, seq) of the current (or previous) history record."""
-        records = root.findall("HISTORY_RECORDS/HISTORY")
-        record = records[-2] if previous else records[-1]
-        folder = f"{self.conf.datastore_location}/{text(record, 'DS_ID')}/{text(root, 'ID')}"
-        return text(record, "HOSTNAME"), folder, integer(record, "SEQ")
-
-    def _system(self, root: ET.Element) -> tuple[str, int]:
-        record = root.findall("HISTORY_RECORDS/HISTORY")[-1]
-        return text(record, "TM_MAD"), integer(record, "DS_ID")
-
     # ----------------------------------------------------------------------------------------------
-    # Transfer files (TransferManager.cc)
+    # Transfer files (TransferManager.cc) and the VMM driver's TM steps
     # ----------------------------------------------------------------------------------------------
-
-    def _source_argument(self, source: str) -> str:
-        """``fe:SOURCE`` unless SOURCE already names a host (contains ``:``), as oned writes it."""
-        return source if ":" in source else f"{self.hostname}:{source}"
-
-    def _prolog_command(self, root: ET.Element, disk: ET.Element) -> str:
-        """``prolog_transfer_command``: MKSWAP/MKIMAGE on the system TM, CLONE/LN on the image TM."""
-        host, folder, _ = self._location(root)
-        system_tm, ds_id = self._system(root)
-        vmid = text(root, "ID")
-        disk_id = vector_get(disk, "DISK_ID")
-        target = f"{host}:{folder}/disk.{disk_id}"
-        kind = vector_get(disk, "TYPE").upper()
-        if kind == "SWAP":
-            return f"MKSWAP {system_tm} {vector_get(disk, 'SIZE')} {target} {vmid} {ds_id}"
-        if kind == "FS":
-            size, image_format = vector_get(disk, "SIZE"), vector_get(disk, "FORMAT")
-            return f"MKIMAGE {system_tm} {size} {image_format} {target} {vmid} {ds_id}"
-        values = [vector_get(disk, n) for n in ("TM_MAD", "DATASTORE_ID", "SOURCE", "CLONE")]
-        if not all(values):
-            raise OneFailure(
-                "TRANSFER",
-                "missing DISK mandatory attributes (SOURCE, TM_MAD, CLONE, DATASTORE_ID) "
-                f"for VM {vmid}, DISK {disk_id}",
-                int(vmid),
-            )
-        tm_mad, image_ds, source, clone = values
-        action = "CLONE" if clone.upper() == "YES" else "LN"
-        suffix = _suffix(disk)
-        return f"{action}{suffix} {tm_mad} {self._source_argument(source)} {target} {vmid} {image_ds}"
-
-    def _prolog_lines(self, vmid: int) -> list[str]:
-        root = self._read("vm", vmid)
-        lines = [self._prolog_command(root, disk) for disk in root.findall("TEMPLATE/DISK")]
-        context = root.find("TEMPLATE/CONTEXT")
-        if context is not None:
-            host, folder, _ = self._location(root)
-            system_tm, ds_id = self._system(root)
-            context_file = self._write_context(vmid, context)
-            disk_id = vector_get(context, "DISK_ID")
-            lines.append(f"CONTEXT {system_tm} {context_file} {host}:{folder}/disk.{disk_id} {vmid} {ds_id}")
-        return lines
 
     def _write_context(self, vmid: int, context: ET.Element) -> str:
         """``generate_context``: vms/<id>/context.sh on the frontend; returns the drivers' view of it."""
@@ -1042,100 +1061,10 @@ class OneSim:
         self.files.write(self.runner.var_lib_one / "vms" / str(vmid) / "context.sh", content.encode())
         return f"{self.runner.driver_var_lib_one}/vms/{vmid}/context.sh"
 
-    def _disk_tm(self, root: ET.Element, disk: ET.Element, previous: bool = False) -> tuple[str, str] | None:
-        """(tm_mad, ds_id) oned uses for a disk's per-disk line: the system DS's for volatile disks."""
-        if _is_volatile(disk):
-            records = root.findall("HISTORY_RECORDS/HISTORY")
-            record = records[-2] if previous else records[-1]
-            return text(record, "TM_MAD"), text(record, "DS_ID")
-        tm_mad, ds_id = vector_get(disk, "TM_MAD"), vector_get(disk, "DATASTORE_ID")
-        if not tm_mad or not ds_id:
-            return None
-        return tm_mad, ds_id
-
-    def _move_lines(self, vmid: int, op: str) -> list[str]:
-        """MV lines of ``migrate`` (prev host -> host), ``resume`` (fe -> host) and ``stop`` (host -> fe).
-
-        As in TransferManager.cc the ``.<sys>`` suffix variable is not reset between disks, so once a
-        disk with TM_MAD_SYSTEM is seen every later disk line carries the suffix too.
-        """
-        root = self._read("vm", vmid)
-        host, folder, _ = self._location(root)
-        system_tm, ds_id = self._system(root)
-        if op == "stop":
-            source_host, source_dir, target_host, target_dir = host, folder, self.hostname, folder
-        else:
-            previous_host, previous_dir, _ = self._location(root, previous=True)
-            source_host = previous_host if op == "migrate" else self.hostname
-            source_dir, target_host, target_dir = previous_dir, host, folder
-        lines = []
-        suffix = ""
-        for disk in root.findall("TEMPLATE/DISK"):
-            tm = self._disk_tm(root, disk)
-            if tm is None:
-                continue
-            suffix = _suffix(disk) or suffix
-            disk_id = vector_get(disk, "DISK_ID")
-            lines.append(
-                f"MV{suffix} {tm[0]} {source_host}:{source_dir}/disk.{disk_id} "
-                f"{target_host}:{target_dir}/disk.{disk_id} {vmid} {tm[1]}"
-            )
-        lines.append(f"MV {system_tm} {source_host}:{source_dir} {target_host}:{target_dir} {vmid} {ds_id}")
-        return lines
-
-    def _epilog_command(self, root: ET.Element, disk: ET.Element, host: str) -> str | None:
-        """``epilog_transfer_command``: MVDS for a disk to save (SOURCE verbatim), else DELETE."""
-        _, folder, _ = self._location(root)
-        vmid = text(root, "ID")
-        disk_id = vector_get(disk, "DISK_ID")
-        suffix = _suffix(disk)
-        if vector_get(disk, "SAVE").upper() == "YES":
-            tm_mad, ds_id, source = (vector_get(disk, n) for n in ("TM_MAD", "DATASTORE_ID", "SOURCE"))
-            if not tm_mad or not ds_id or not source:
-                return None
-            return f"MVDS{suffix} {tm_mad} {host}:{folder}/disk.{disk_id} {source} {vmid} {ds_id}"
-        tm = self._disk_tm(root, disk)
-        if tm is None:
-            return None
-        return f"DELETE{suffix} {tm[0]} {host}:{folder}/disk.{disk_id} {vmid} {tm[1]}"
-
-    def _epilog_lines(self, vmid: int, local: bool) -> list[str]:
-        root = self._read("vm", vmid)
-        host, folder, _ = self._location(root)
-        system_tm, ds_id = self._system(root)
-        host = self.hostname if local else host
-        lines = [
-            line for disk in root.findall("TEMPLATE/DISK") if (line := self._epilog_command(root, disk, host))
-        ]
-        lines.append(f"DELETE {system_tm} {host}:{folder} {vmid} {ds_id}")
-        return lines
-
-    def _delete_lines(self, vmid: int, local: bool = False, previous: bool = False) -> list[str]:
-        """``epilog_delete_commands``: DELETE every disk and the folder, never saving anything."""
-        root = self._read("vm", vmid)
-        host, folder, _ = self._location(root, previous=previous)
-        records = root.findall("HISTORY_RECORDS/HISTORY")
-        record = records[-2] if previous else records[-1]
-        system_tm, ds_id = text(record, "TM_MAD"), text(record, "DS_ID")
-        if local:
-            host = self.hostname
-        lines = []
-        suffix = ""
-        for disk in root.findall("TEMPLATE/DISK"):
-            tm = self._disk_tm(root, disk, previous=previous)
-            if tm is None:
-                continue
-            suffix = _suffix(disk) or suffix
-            lines.append(
-                f"DELETE{suffix} {tm[0]} {host}:{folder}/disk.{vector_get(disk, 'DISK_ID')} {vmid} {tm[1]}"
-            )
-        lines.append(f"DELETE {system_tm} {host}:{folder} {vmid} {ds_id}")
-        return lines
-
     def _transfer(self, vmid: int, op: str, lines: list[str]) -> DriverResult:
         """Write ``vms/<id>/transfer.<seq>.<op>`` and send TRANSFER to the transfer manager."""
         root = self._read("vm", vmid)
-        _, _, seq = self._location(root)
+        seq = self.lines.place(root).seq
         name = f"transfer.{seq}.{op}"
         local = self.runner.var_lib_one / "vms" / str(vmid) / name
         self.files.write(local, "".join(f"{line}\n" for line in lines).encode())
@@ -1145,26 +1074,30 @@ class OneSim:
         self.exchanges.append(result)
         return result
 
-    def _tm_step(self, vmid: int, command: str, stdin: bytes | None = None) -> DriverResult:
-        """A TM command run by the VMM driver (attach, detach, resize, live snapshot, migrate steps)."""
-        result = self.transfer_manager.command(vmid, command.split(), stdin)
-        self.exchanges.append(result)
-        return result
+    def _tm_step(
+        self, vmid: int, command: str, stdin: bytes | None = None, *, vmm_action: str
+    ) -> DriverResult:
+        """A TM command run by the VMM driver as a step of ``vmm_action`` (ATTACHDISK, MIGRATE...).
+
+        The result carries ``vmm_action``: a failing step fails that VMM action, not a TRANSFER.
+        """
+        step = self.transfer_manager.command(vmid, command.split(), stdin)
+        self.exchanges.append(step)
+        return DriverResult(**{**step.__dict__, "action": vmm_action, "steps": (step,)})
 
     def _transfer_failed(self, vmid: int, lcm_state: str, result: DriverResult) -> None:
         """TransferManagerProtocol: the ERROR attribute, the failure state, and the exception."""
         with self.store.edit("vm", vmid) as root:
             if result.info and not result.info.startswith("-"):
                 _set_vm_error(root, f"Error executing image transfer script: {result.info}")
-            state = "ACTIVE"
-            _set_vm_state(root, state, lcm_state)
+            _set_vm_state(root, "ACTIVE", lcm_state)
         raise OneFailure(result.action, result.info, vmid)
 
     def transfer_file(self, vm: VmRef, op: str, seq: int | None = None) -> str:
         """The text of a transfer file oned wrote for ``vm`` (``op`` = prolog, epilog, migrate...)."""
         vmid = _oid(vm)
         if seq is None:
-            _, _, seq = self._location(self._read("vm", vmid))
+            seq = self.lines.place(self._read("vm", vmid)).seq
         return (self.runner.var_lib_one / "vms" / str(vmid) / f"transfer.{seq}.{op}").read_text(
             encoding="utf-8"
         )
@@ -1199,7 +1132,7 @@ class OneSim:
         if lcm == "RUNNING":
             self._set_state(vmid, "ACTIVE", "SHUTDOWN")
         self._set_state(vmid, "ACTIVE", "EPILOG")
-        result = self._transfer(vmid, "epilog", self._epilog_lines(vmid, local))
+        result = self._transfer(vmid, "epilog", self.lines.epilog(self._read("vm", vmid), local))
         if not result.success:
             self._transfer_failed(vmid, "EPILOG_FAILURE", result)
         self._done(vmid)
@@ -1213,7 +1146,7 @@ class OneSim:
             state, _ = self._state(vmid)
             self._set_state(vmid, "ACTIVE", "CLEANUP_DELETE")
             local = state in ("STOPPED", "UNDEPLOYED")
-            result = self._transfer(vmid, "delete", self._delete_lines(vmid, local=local))
+            result = self._transfer(vmid, "delete", self.lines.deletes(self._read("vm", vmid), local=local))
         self._done(vmid)
         return result or DriverResult("TRANSFER", vmid, True, "-")
 
@@ -1234,12 +1167,19 @@ class OneSim:
         if not image_id:
             return
         size, original = int(vector_get(disk, "SIZE") or 0), int(vector_get(disk, "ORIGINAL_SIZE") or 0)
+        vm = self.store.read("vm", vmid)
+        disk_snapshots = None
+        for node in vm.findall("SNAPSHOTS") if vm is not None else []:
+            if text(node, "DISK_ID") == vector_get(disk, "DISK_ID"):
+                disk_snapshots = node
         with self.store.locked():
             image = self.store.read("image", int(image_id))
             if image is None:
                 return
-            if size > original and IMAGE_STATES[integer(image, "STATE")] == "USED_PERS":
-                set_text(image, "SIZE", size)
+            if IMAGE_STATES[integer(image, "STATE")] == "USED_PERS":
+                if size > original:
+                    set_text(image, "SIZE", size)
+                set_image_snapshots(image, disk_snapshots)
             self.store.write("image", int(image_id), image)
         self._release_image(vmid, int(image_id), failed)
 
@@ -1275,7 +1215,8 @@ class OneSim:
         if self._state(vmid) != ("ACTIVE", "RUNNING"):
             raise self._refuse("one.vm.stop", vmid)
         self._set_state(vmid, "ACTIVE", "SAVE_STOP")
-        host, folder, _ = self._location(self._read("vm", vmid))
+        place = self.lines.place(self._read("vm", vmid))
+        host, folder = place.host, place.folder
         self.hypervisor.save(host, folder)
         self._to_frontend(vmid, "EPILOG_STOP", "STOPPED")
 
@@ -1291,10 +1232,10 @@ class OneSim:
 
     def _to_frontend(self, vmid: int, lcm: str, final: str) -> None:
         self._set_state(vmid, "ACTIVE", lcm)
-        result = self._transfer(vmid, "stop", self._move_lines(vmid, "stop"))
+        result = self._transfer(vmid, "stop", self.lines.moves(self._read("vm", vmid), "stop"))
         if not result.success:
             self._transfer_failed(vmid, f"{lcm}_FAILURE", result)
-        host, _, _ = self._location(self._read("vm", vmid))
+        host = self.lines.place(self._read("vm", vmid)).host
         self._host_vms(host, remove=vmid)
         self._set_state(vmid, final)
 
@@ -1310,8 +1251,8 @@ class OneSim:
             return
         if state not in ("STOPPED", "UNDEPLOYED"):
             raise self._refuse("one.vm.resume", vmid)
-        last_host, _, _ = self._location(root)
-        _, ds_id = self._system(root)
+        last = self.lines.place(root)
+        last_host, ds_id = last.host, int(last.ds_id)
         self._set_state(vmid, "PENDING")
         prolog = "PROLOG_RESUME" if state == "STOPPED" else "PROLOG_UNDEPLOY"
         self._deploy(vmid, host or last_host, ds_id, prolog=prolog)
@@ -1325,7 +1266,8 @@ class OneSim:
         if not (running or (state == "POWEROFF" and not live)):
             raise self._refuse("one.vm.migrate", vmid)
         root = self._read("vm", vmid)
-        previous_host, folder, _ = self._location(root)
+        place = self.lines.place(root)
+        previous_host, folder = place.host, place.folder
         if live:
             self._new_history(vmid, host)
             self._set_state(vmid, "ACTIVE", "MIGRATE")
@@ -1337,7 +1279,7 @@ class OneSim:
         self._new_history(vmid, host)
         lcm_state = "PROLOG_MIGRATE" if running else "PROLOG_MIGRATE_POWEROFF"
         self._set_state(vmid, "ACTIVE", lcm_state)
-        result = self._transfer(vmid, "migrate", self._move_lines(vmid, "migrate"))
+        result = self._transfer(vmid, "migrate", self.lines.moves(self._read("vm", vmid), "migrate"))
         if not result.success:
             self._transfer_failed(vmid, f"{lcm_state}_FAILURE", result)
         if running:
@@ -1370,22 +1312,21 @@ class OneSim:
 
     def _live_migrate(self, vmid: int, source: str, target: str) -> None:
         root = self._read("vm", vmid)
-        system_tm, ds_id = self._system(root)
-        _, folder, _ = self._location(root)
-        command = f"MIGRATE {system_tm} {source} {target} {folder} {vmid} {ds_id}"
+        folder = self.lines.place(root).folder
+        command = self.lines.migrate(root)
         stdin = _b64(to_string(root)).encode()
-        result = self._tm_step(vmid, f"PRE{command}", stdin)
+        result = self._tm_step(vmid, f"PRE{command}", stdin, vmm_action="MIGRATE")
         if result.success:
             try:
                 self.hypervisor.migrate(source, target, folder)
             except OSError as exc:
-                self._tm_step(vmid, f"FAIL{command}", stdin)
+                self._tm_step(vmid, f"FAIL{command}", stdin, vmm_action="MIGRATE")
                 result = DriverResult("MIGRATE", vmid, False, f"hypervisor migration failed: {exc}")
         if not result.success:
             self._new_history(vmid, source)
             self._set_state(vmid, "ACTIVE", "RUNNING")
             raise OneFailure("MIGRATE", result.info, vmid)
-        self._tm_step(vmid, f"POST{command}", stdin)
+        self._tm_step(vmid, f"POST{command}", stdin, vmm_action="MIGRATE")
         self._set_state(vmid, "ACTIVE", "RUNNING")
 
     def _host_vms(self, name: str, add: int | None = None, remove: int | None = None) -> None:
@@ -1418,14 +1359,14 @@ class OneSim:
         if context is not None:
             ids.append(int(vector_get(context, "DISK_ID")))
         disk_id = max(ids, default=-1) + 1
-        _, ds_id = self._system(root)
+        ds_id = int(self.lines.place(root).ds_id)
         if isinstance(disk, Volatile):
             new = self._volatile_disk(disk_id, disk, ds_id)
         else:
             new, _ = self._image_disk(
                 vmid, disk_id, disk if isinstance(disk, DiskSpec) else DiskSpec(disk), attach=True
             )
-        system_tm, _ = self._system(root)
+        system_tm = self.lines.place(root).tm_mad
         problem = self._check_tm_mad(new, system_tm)
         if problem:
             self._release_disk(vmid, new)
@@ -1442,8 +1383,12 @@ class OneSim:
             template.append(new)
             _sort_template(template)
             _set_vm_state(current, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_PROLOG_POWEROFF")
-        command = self._prolog_command(self._read("vm", vmid), new)
-        result = self._tm_step(vmid, command) if running else self._transfer(vmid, "prolog_attach", [command])
+        command = self.lines.prolog_disk(self._read("vm", vmid), new)
+        result = (
+            self._tm_step(vmid, command, vmm_action="ATTACHDISK")
+            if running
+            else self._transfer(vmid, "prolog_attach", [command])
+        )
         with self.store.edit("vm", vmid) as current:
             node = _find_disk(current, disk_id)
             if result.success:
@@ -1470,13 +1415,12 @@ class OneSim:
             vector_set(disk, "ATTACH", "YES")
             _set_vm_state(root, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_EPILOG_POWEROFF")
         root = self._read("vm", vmid)
-        host, _, _ = self._location(root)
         disk = _find_disk(root, disk_id)
-        command = self._epilog_command(root, disk, host)
+        command = self.lines.epilog_disk(root, disk, self.lines.place(root).host)
         if command is None:
             result = DriverResult("TRANSFER", vmid, True, "-")
         elif running:
-            result = self._tm_step(vmid, command)
+            result = self._tm_step(vmid, command, vmm_action="DETACHDISK")
         else:
             result = self._transfer(vmid, "epilog_detach", [command])
         with self.store.edit("vm", vmid) as current:
@@ -1507,7 +1451,7 @@ class OneSim:
             raise self._refuse("one.vm.disksaveas", vmid)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        if _is_volatile(disk) or not vector_get(disk, "IMAGE_ID"):
+        if is_volatile(disk) or not vector_get(disk, "IMAGE_ID"):
             raise OneFailure("one.vm.disksaveas", "Cannot save volatile disks", vmid)
         original = self._read("image", int(vector_get(disk, "IMAGE_ID")))
         ds_id = int(vector_get(disk, "DATASTORE_ID"))
@@ -1551,36 +1495,42 @@ class OneSim:
             ):
                 vector_set(node, key, value)
             image_format = vector_get(node, "FORMAT") or vector_get(node, "DRIVER")
-        host, folder, _ = self._location(root)
+        if not image_format:
+            problem = (
+                "Image created to save as a disk but VM disk does not contains either FORMAT or DRIVER "
+                "attribute."
+            )
+            with self.store.edit("image", oid) as new:
+                _set_error(new, problem)
+                _set_image_state(new, "ERROR")
+            self._end_saveas(vmid, disk_id, restore)
+            raise OneFailure("MKFS", problem, oid)
+        host = self.lines.place(root).host
         if saveas in ("HOTPLUG_SAVEAS_STOPPED", "HOTPLUG_SAVEAS_UNDEPLOYED"):
             host = self.hostname
-        line = (
-            f"CPDS{_suffix(disk)} {vector_get(disk, 'TM_MAD')} {host}:{folder}/disk.{disk_id} "
-            f"{source} {snapshot_id} {vmid} {ds_id}"
-        )
+        line = self.lines.saveas(root, disk, host, source, snapshot_id)
         result = self._transfer(vmid, "disk_saveas", [line])
         with self.store.edit("image", oid) as new:
-            if image_format:
-                set_text(new, "FORMAT", image_format)
+            set_text(new, "FORMAT", image_format)
             if result.success:
                 _unlock(new)
             else:
                 _set_error(new, _error_text("Error saving image", result.info))
                 _set_image_state(new, "ERROR")
-        with self.store.edit("vm", vmid) as current:
-            node = _find_disk(current, disk_id)
-            for key in (
-                "HOTPLUG_SAVE_AS",
-                "HOTPLUG_SAVE_AS_ACTIVE",
-                "HOTPLUG_SAVE_AS_SNAPSHOT_ID",
-                "HOTPLUG_SAVE_AS_SOURCE",
-            ):
-                vector_remove(node, key)
-            _set_vm_state(current, *restore)
+        self._end_saveas(vmid, disk_id, restore)
         self.datastore_monitor(ds_id)
         if not result.success:
             raise OneFailure("TRANSFER", result.info, vmid)
         return self.image(oid)
+
+    def _end_saveas(self, vmid: int, disk_id: int, restore: tuple[str, str]) -> None:
+        """``clear_saveas_disk`` + ``clear_saveas_state``: the VM back in the state it was in."""
+        with self.store.edit("vm", vmid) as current:
+            node = _find_disk(current, disk_id)
+            for key in ("ACTIVE", "SNAPSHOT_ID", "SOURCE"):
+                vector_remove(node, f"HOTPLUG_SAVE_AS_{key}")
+            vector_remove(node, "HOTPLUG_SAVE_AS")
+            _set_vm_state(current, *restore)
 
     def disk_snapshot_create(self, vm: VmRef, disk_id: int, name: str = "") -> int:
         """``onevm disk-snapshot-create``: SNAP_CREATE (poweroff), or the live/VMM path when running."""
@@ -1605,16 +1555,16 @@ class OneSim:
             raise self._refuse(api, vmid)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        if _is_volatile(disk):
+        if is_volatile(disk):
             raise OneFailure(api, "Cannot make snapshots on volatile disks", vmid)
         tm_mad = vector_get(disk, "TM_MAD")
         live = running and action == "SNAP_CREATE" and f"kvm-{tm_mad}" in self.conf.live_disk_snapshots
         with self.store.edit("vm", vmid) as current:
             allow_orphans = vector_get(_find_disk(current, disk_id), "ALLOW_ORPHANS") or "NO"
-            snapshots = _disk_snapshots(current, disk_id, allow_orphans)
-            existing = _find_snapshot(snapshots, snapshot_id)
+            snapshots = disk_snapshots(current, disk_id, allow_orphans)
+            existing = find_snapshot(snapshots, snapshot_id)
             if action == "SNAP_CREATE":
-                snapshot_id = _create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
+                snapshot_id = create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
             elif snapshot_id is None or existing is None:
                 raise OneFailure(api, f"Snapshot {snapshot_id} does not exist", vmid)
             elif action == "SNAP_DELETE" and (
@@ -1628,25 +1578,24 @@ class OneSim:
                 _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}")
             else:
                 _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}_{state}")
-        host, folder, _ = self._location(root)
-        verb = f"{action}_LIVE" if live else action
-        line = (
-            f"{verb}{_suffix(disk)} {tm_mad} {host}:{folder}/disk.{disk_id} {snapshot_id} {vmid} "
-            f"{vector_get(disk, 'DATASTORE_ID')}"
-        )
+        line = self.lines.snapshot(root, disk, f"{action}_LIVE" if live else action, snapshot_id)
         via_vmm = running and action == "SNAP_CREATE"
-        result = self._tm_step(vmid, line) if via_vmm else self._transfer(vmid, "disk_snapshot", [line])
+        result = (
+            self._tm_step(vmid, line, vmm_action="DISKSNAPSHOTCREATE")
+            if via_vmm
+            else self._transfer(vmid, "disk_snapshot", [line])
+        )
         with self.store.edit("vm", vmid) as current:
-            snapshots = _disk_snapshots(current, disk_id, "NO")
+            snapshots = disk_snapshots(current, disk_id, "NO")
             if action == "SNAP_CREATE" and not result.success:
-                snapshot = _find_snapshot(snapshots, snapshot_id)
+                snapshot = find_snapshot(snapshots, snapshot_id)
                 if snapshot is not None:
                     snapshots.remove(snapshot)
             elif result.success and action in ("SNAP_CREATE", "SNAP_REVERT"):
-                _activate_snapshot(snapshots, snapshot_id)
+                activate_snapshot(snapshots, snapshot_id)
             elif result.success:
-                _delete_snapshot(snapshots, snapshot_id)
-            _update_snapshot_attributes(current, disk_id, snapshots)
+                delete_snapshot(snapshots, snapshot_id)
+            update_disk(current, _find_disk(current, disk_id), snapshots)
             if running:
                 _set_vm_state(current, "ACTIVE", "RUNNING")
             else:
@@ -1676,11 +1625,12 @@ class OneSim:
             _set_vm_state(root, "ACTIVE", lcm_state)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        host, folder, _ = self._location(root)
-        tm = self._disk_tm(root, disk)
-        assert tm is not None
-        line = f"RESIZE{_suffix(disk)} {tm[0]} {host}:{folder}/disk.{disk_id} {size_mb} {vmid} {tm[1]}"
-        result = self._tm_step(vmid, line) if running else self._transfer(vmid, "disk_resize", [line])
+        line = self.lines.resize(root, disk)
+        result = (
+            self._tm_step(vmid, line, vmm_action="RESIZEDISK")
+            if running
+            else self._transfer(vmid, "disk_resize", [line])
+        )
         with self.store.edit("vm", vmid) as root:
             node = _find_disk(root, disk_id)
             if not result.success:
@@ -1707,11 +1657,6 @@ def _escape(value: str) -> str:
 def _error_text(prefix: str, info: str) -> str:
     """oned appends the driver's info unless it is empty or starts with ``-``."""
     return f"{prefix}: {info}" if info and not info.startswith("-") else prefix
-
-
-def _suffix(disk: ET.Element) -> str:
-    system = vector_get(disk, "TM_MAD_SYSTEM")
-    return f".{system}" if system else ""
 
 
 def _next_target(prefix: str, used: set[str]) -> str:
@@ -1748,9 +1693,11 @@ def _set_image_state(root: ET.Element, state: str) -> None:
 
 
 def _unlock(root: ET.Element) -> None:
-    """``Image::set_state_unlock``."""
+    """``Image::set_state_unlock``: only the LOCKED states change (an ERROR stays)."""
+    unlocked = {"LOCKED": "READY", "LOCKED_USED": "USED", "LOCKED_USED_PERS": "USED_PERS"}
     state = IMAGE_STATES[integer(root, "STATE")]
-    _set_image_state(root, {"LOCKED_USED": "USED", "LOCKED_USED_PERS": "USED_PERS"}.get(state, "READY"))
+    if state in unlocked:
+        _set_image_state(root, unlocked[state])
 
 
 def _acquire(image: ET.Element, vmid: int, attach: bool) -> str:
@@ -1790,75 +1737,3 @@ def _find_disk(root: ET.Element, disk_id: int) -> ET.Element:
     raise OneFailure(
         "one.vm.info", f"VM {text(root, 'ID')} has no DISK with ID {disk_id}", integer(root, "ID")
     )
-
-
-def _disk_snapshots(root: ET.Element, disk_id: int, allow_orphans: str) -> ET.Element:
-    for node in root.findall("SNAPSHOTS"):
-        if text(node, "DISK_ID") == str(disk_id):
-            return node
-    node = snapshots_document(disk_id, allow_orphans)
-    root.append(node)
-    return node
-
-
-def _find_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> ET.Element | None:
-    for snapshot in snapshots.findall("SNAPSHOT"):
-        if text(snapshot, "ID") == str(snapshot_id):
-            return snapshot
-    return None
-
-
-def _create_snapshot(snapshots: ET.Element, name: str, size_mb: int) -> int:
-    """``Snapshots::create_snapshot``: a child of the active snapshot (or a root)."""
-    snapshot_id = integer(snapshots, "NEXT_SNAPSHOT")
-    active = next((s for s in snapshots.findall("SNAPSHOT") if text(s, "ACTIVE") == "YES"), None)
-    parent = integer(active, "ID") if active is not None else -1
-    values = {
-        "DATE": str(int(time.time())),
-        "ID": str(snapshot_id),
-        "NAME": name or f"snapshot-{snapshot_id}",
-        "PARENT": str(parent),
-        "SIZE": str(size_mb),
-    }
-    snapshots.append(vector_element("SNAPSHOT", values))
-    if active is not None:
-        children = [c for c in text(active, "CHILDREN").split(",") if c]
-        vector_set(active, "CHILDREN", ",".join([*children, str(snapshot_id)]))
-    set_text(snapshots, "NEXT_SNAPSHOT", snapshot_id + 1)
-    return snapshot_id
-
-
-def _activate_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
-    for snapshot in snapshots.findall("SNAPSHOT"):
-        if text(snapshot, "ID") == str(snapshot_id):
-            vector_set(snapshot, "ACTIVE", "YES")
-        else:
-            vector_remove(snapshot, "ACTIVE")
-
-
-def _delete_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
-    snapshot = _find_snapshot(snapshots, snapshot_id)
-    if snapshot is None:
-        return
-    parent = _find_snapshot(snapshots, integer(snapshot, "PARENT", -1))
-    if parent is not None:
-        children = [c for c in text(parent, "CHILDREN").split(",") if c and c != str(snapshot_id)]
-        if children:
-            vector_set(parent, "CHILDREN", ",".join(children))
-        else:
-            vector_remove(parent, "CHILDREN")
-    snapshots.remove(snapshot)
-
-
-def _update_snapshot_attributes(root: ET.Element, disk_id: int, snapshots: ET.Element) -> None:
-    disk = _find_disk(root, disk_id)
-    entries = snapshots.findall("SNAPSHOT")
-    active = next((s for s in entries if text(s, "ACTIVE") == "YES"), None)
-    vector_set(disk, "DISK_SNAPSHOT_TOTAL_SIZE", sum(integer(s, "SIZE") for s in entries))
-    if active is not None:
-        vector_set(disk, "DISK_SNAPSHOT_ACTIVE", "YES")
-        vector_set(disk, "DISK_SNAPSHOT_ID", text(active, "ID"))
-    if not entries:
-        root.remove(snapshots)
-        vector_remove(disk, "DISK_SNAPSHOT_ACTIVE")
-        vector_remove(disk, "DISK_SNAPSHOT_ID")

@@ -105,6 +105,9 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
     """Config values by dotted key, each with the reason it is set.
 
     Kept as data so that the admin tool can show them and the tests can check every key against Kubo.
+    ``Addresses.NoAnnounce`` and ``Swarm.AddrFilters`` stay empty: ``Addresses.Announce`` already replaces
+    every inferred address, AddrFilters is a deny list that cannot say "only the storage network", and
+    nothing here gives a node any address to dial but its peers'.
     """
     swarm = list(settings.swarm_addresses)
     return {
@@ -117,6 +120,7 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         "Ipns.DelegatedPublishers": [],
         # Members find each other by configuration, not by multicast on whatever LAN the host sits on.
         "Discovery.MDNS.Enabled": False,
+        # Telemetry is opt-in since Kubo 0.43 but was opt-out in 0.37-0.42.
         "Plugins.Plugins.telemetry.Config.Mode": "off",
         # The RPC API grants full control of the node: loopback only, like the gateway.
         "Addresses.API": settings.api_address,

@@ -61,9 +61,10 @@ def update_image(image_id: int, attributes: Mapping[str, str]) -> None:
     for name, value in attributes.items():
         if not ATTRIBUTE_NAME.match(name):
             raise OpenNebulaError(f"refusing to write the image attribute {name[:40]!r}")
-        if any(ch in value for ch in "\n\r\0"):
-            raise OpenNebulaError(f"refusing to write a multi-line value to {name}")
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        if any(ch in value for ch in "\n\r\0\\"):
+            raise OpenNebulaError(f"refusing to write a value with a newline or backslash to {name}")
+        # oned's template parser unescapes only \" inside a quoted value.
+        escaped = value.replace('"', '\\"')
         lines.append(f'{name} = "{escaped}"\n')
     descriptor, path = tempfile.mkstemp(prefix="one-ipfs-", suffix=".tmpl")
     try:
