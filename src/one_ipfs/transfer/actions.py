@@ -28,6 +28,7 @@ SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 # System datastores whose hosts report disk sizes themselves, from a ``.monitor`` marker.
 LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
+DISK_FORMATS = ("raw", "qcow2")
 HOST_CALL_SLACK = 120.0
 
 
@@ -171,7 +172,7 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
             "--disk",
             path,
             "--format",
-            image.format or "raw",
+            _saved_format(image.format, vm_id, disk),
             "--api",
             config.host_api,
             "--timeout",
@@ -205,6 +206,14 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
         content.release(cid, handle.reference_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
+
+
+def _saved_format(image_format: str, vm_id: int, disk: Location) -> str:
+    """The format the saved content gets: the image's, or for a save-as placeholder the disk's."""
+    if image_format in DISK_FORMATS:
+        return image_format
+    disk_format = _disk(vm_id, disk).format
+    return disk_format if disk_format in DISK_FORMATS else "raw"
 
 
 def mvds(call: TmCall) -> None:
@@ -282,6 +291,8 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
         [
             "--cid",
             cid,
+            "--disk",
+            path,
             "--api",
             config.host_api,
             "--timeout",

@@ -1,0 +1,279 @@
+"""The transfer driver through the OpenNebula simulator: VMs deployed, saved and migrated on real hosts.
+
+Every life cycle checks the disk bytes by hash at each step; the disks live in each host's own
+/var/lib/one (its mount namespace), reached here through the bed's root-namespace folders.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from one_ipfs.ipfs.rpc import ImportSettings
+from testbed.bed import Bed
+from testbed.one import Datastore, DiskSpec, Image, OneFailure, OneSim, VirtualMachine
+from tests.support.images import disk_bytes, sha256
+
+pytestmark = pytest.mark.bed
+
+SETTINGS = ImportSettings()
+
+
+def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine, disk_id: int = 0, host: str | None = None) -> Path:
+    where = host or one.vm(vm).hostname
+    return bed.host(where).var_lib_one / "datastores" / "0" / str(vm.id) / f"disk.{disk_id}"
+
+
+def image_from(bed: Bed, one: OneSim, ds: Datastore, data: bytes, name: str, **kwargs: object) -> Image:
+    """An image whose content was put on h3's node only: deploys must fetch it peer to peer."""
+    cid = bed.host("h3").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
+    return one.image_create(ds, name=name, path=f"/ipfs/{cid}", **kwargs)  # type: ignore[arg-type]
+
+
+def guest_view(bed: Bed, one: OneSim, vm: VirtualMachine) -> bytes:
+    """The bytes the guest sees through its disk, read on its host (a qcow2 overlay's base lives there)."""
+    host = bed.host(one.vm(vm).hostname)
+    folder = f"/var/lib/one/datastores/0/{vm.id}"
+    bed.host_run(host, ["qemu-img", "convert", "-O", "raw", f"{folder}/disk.0", f"{folder}/guest.raw"])
+    flat = host.var_lib_one / "datastores" / "0" / str(vm.id) / "guest.raw"
+    try:
+        return flat.read_bytes()
+    finally:
+        flat.unlink()
+
+
+def disks_on(bed: Bed, host: str) -> set[Path]:
+    """Every disk file (and partial one) in the host's system datastore."""
+    return set((bed.host(host).var_lib_one / "datastores" / "0").rglob("disk.*"))
+
+
+def write_into(path: Path, offset: int, data: bytes) -> None:
+    """What a guest does to its disk."""
+    with open(path, "r+b") as disk:
+        disk.seek(offset)
+        disk.write(data)
+
+
+@pytest.fixture(scope="module")
+def overlay_ds(one: OneSim) -> Datastore:
+    return one.datastore_create(
+        {"NAME": "ipfs-overlay", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_DEPLOY_MODE": "OVERLAY"}
+    )
+
+
+def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(8 << 20, seed=21)
+    image = image_from(bed, one, ipfs_ds, data, "fleet")
+
+    vms = [one.vm_deploy([image], host) for host in ("h1", "h2", "h3")]
+
+    for vm in vms:
+        path = disk_path(bed, one, vm)
+        assert sha256(path.read_bytes()) == sha256(data)
+        assert path.stat().st_blocks * 512 <= 0.55 * len(data)
+        assert not path.with_name("disk.0.part").exists()
+    for vm in vms:
+        one.vm_terminate(vm)
+        assert not disk_path(bed, one, vm, host=one.vm(vm).hostname).exists()
+
+
+def test_deploy_grows_the_disk_to_the_size_the_vm_asks_for(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+    data = disk_bytes(2 << 20, seed=22)
+    image = image_from(bed, one, ipfs_ds, data, "grow")
+
+    vm = one.vm_deploy([DiskSpec(image, size_mb=64)], "h1")
+
+    content = disk_path(bed, one, vm).read_bytes()
+    assert len(content) == 64 << 20
+    assert content[: len(data)] == data
+    assert content[len(data) :].count(0) == len(content) - len(data)
+    one.vm_terminate(vm)
+
+
+def test_a_persistent_disk_saved_on_one_host_deploys_with_its_change_on_another(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(4 << 20, seed=23)
+    image = image_from(bed, one, ipfs_ds, data, "persistent", persistent=True)
+    first_cid = one.image(image).template["IPFS_CID"]
+
+    vm = one.vm_deploy([image], "h1")
+    write_into(disk_path(bed, one, vm), 1 << 20, b"changed on h1" * 100)
+    changed = disk_path(bed, one, vm).read_bytes()
+    one.vm_terminate(vm)
+
+    saved = one.image(image)
+    versions = saved.template["IPFS_VERSIONS"].split()
+    assert versions[0] == f"1:{first_cid}"
+    assert versions[1].startswith("2:")
+    assert saved.template["IPFS_CID"] != first_cid
+    assert first_cid in {pin.cid for pin in bed.frontend.client().pin_ls()}
+    again = one.vm_deploy([image], "h2")
+    assert sha256(disk_path(bed, one, again).read_bytes()) == sha256(changed)
+    one.vm_terminate(again)
+
+
+def test_an_unchanged_persistent_disk_records_no_new_version(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=24), "untouched", persistent=True)
+
+    one.vm_terminate(one.vm_deploy([image], "h2"))
+
+    assert len(one.image(image).template["IPFS_VERSIONS"].split()) == 1
+
+
+def test_a_fixed_ipfs_source_cannot_be_persistent_and_fails_at_deploy(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    cid = bed.host("h1").node.client().add(io.BytesIO(disk_bytes(1 << 20, seed=25)), settings=SETTINGS).cid
+    image = one.image_create(ipfs_ds, name="fixed", source=f"/ipfs/{cid}", size_mb=1, persistent=True)
+
+    with pytest.raises(OneFailure) as failure:
+        one.vm_deploy([image], "h1")
+
+    assert "cannot be a persistent disk" in failure.value.info
+    assert "\n" not in failure.value.info
+
+
+def test_a_fixed_ipfs_source_deploys_as_a_non_persistent_disk(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(1 << 20, seed=26)
+    cid = bed.host("h2").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
+    image = one.image_create(ipfs_ds, name="fixed-np", source=f"/ipfs/{cid}", size_mb=1)
+
+    vm = one.vm_deploy([image], "h1")
+
+    assert disk_path(bed, one, vm).read_bytes() == data
+    one.vm_terminate(vm)
+
+
+def test_disk_saveas_makes_a_new_image_with_the_disk_content(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=27), "saveas-source")
+    vm = one.vm_deploy([image], "h3")
+    write_into(disk_path(bed, one, vm), 0, b"saved as a new image")
+    expected = disk_path(bed, one, vm).read_bytes()
+
+    saved = one.disk_saveas(vm, 0, "saved")
+
+    content = b"".join(bed.frontend.client().cat(f"/ipfs/{one.image(saved).template['IPFS_CID']}"))
+    assert sha256(content) == sha256(expected)
+    one.vm_terminate(vm)
+
+
+def test_live_migration_keeps_the_disk_and_the_target_fetches_the_image_from_ipfs(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(4 << 20, seed=28)
+    image = image_from(bed, one, ipfs_ds, data, "live")
+    vm = one.vm_deploy([image], "h1")
+    write_into(disk_path(bed, one, vm), 0, b"state before migration")
+    before = disk_path(bed, one, vm).read_bytes()
+    cid = one.image(image).template["IPFS_CID"]
+
+    one.vm_migrate(vm, "h2", live=True)
+
+    assert one.vm(vm).hostname == "h2"
+    assert sha256(disk_path(bed, one, vm, host="h2").read_bytes()) == sha256(before)
+    stat = bed.host("h2").node.client().files_stat(f"/ipfs/{cid}", with_local=True)
+    assert stat.local
+    one.vm_terminate(vm)
+
+
+@pytest.mark.parametrize("how", ["stop", "undeploy", "migrate"])
+def test_cold_life_cycle_keeps_the_disk_byte_identical(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore, how: str
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=29), f"cold-{how}")
+    vm = one.vm_deploy([image], "h1")
+    write_into(disk_path(bed, one, vm), 4096, how.encode() * 50)
+    before = sha256(disk_path(bed, one, vm).read_bytes())
+
+    if how == "migrate":
+        one.vm_migrate(vm, "h3")
+    else:
+        getattr(one, f"vm_{how}")(vm)
+        one.vm_resume(vm, "h3")
+
+    assert one.vm(vm).hostname == "h3"
+    assert sha256(disk_path(bed, one, vm).read_bytes()) == before
+    one.vm_terminate(vm)
+
+
+def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
+    bed: Bed, one: OneSim, overlay_ds: Datastore
+) -> None:
+    data = disk_bytes(4 << 20, seed=30)
+    image = image_from(bed, one, overlay_ds, data, "overlay")
+
+    first, second = one.vm_deploy([image], "h2"), one.vm_deploy([image], "h2")
+
+    for vm in (first, second):
+        assert disk_path(bed, one, vm).read_bytes()[:4] == b"QFI\xfb"
+        assert guest_view(bed, one, vm)[: len(data)] == data
+    bases = bed.host("h2").var_lib_one / "datastores" / ".one-ipfs-cache" / "bases"
+    assert len(list(bases.iterdir())) == 1
+    one.vm_terminate(first)
+    one.vm_migrate(second, "h1", live=True)
+    assert guest_view(bed, one, second)[: len(data)] == data
+    one.vm_terminate(second)
+
+
+def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=31), "snapshots")
+    vm = one.vm_deploy([image], "h1")
+    one.vm_poweroff(vm)
+    before = disk_path(bed, one, vm).read_bytes()
+
+    snapshot = one.disk_snapshot_create(vm, 0, "before")
+    write_into(disk_path(bed, one, vm), 0, b"after the snapshot")
+    later = one.disk_snapshot_create(vm, 0, "after")
+    one.disk_snapshot_revert(vm, 0, snapshot)
+
+    assert disk_path(bed, one, vm).read_bytes() == before
+    one.disk_snapshot_delete(vm, 0, later)
+    assert not (disk_path(bed, one, vm).parent / "disk.0.snap" / str(later)).exists()
+    one.disk_resize(vm, 0, 16)
+    assert disk_path(bed, one, vm).stat().st_size == 16 << 20
+    one.vm_terminate(vm)
+
+
+def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_no_disk(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=32), "node-down")
+    disks = disks_on(bed, "h2")
+    node = bed.host("h2").node
+    bed.stop_node(node)
+    try:
+        with pytest.raises(OneFailure) as failure:
+            one.vm_deploy([image], "h2")
+    finally:
+        bed.start_node(node)
+
+    assert failure.value.info.startswith("h2: ")
+    assert "daemon may be down" in failure.value.info
+    assert disks_on(bed, "h2") == disks
+
+
+def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    cid = bed.frontend.client().add(io.BytesIO(os.urandom(4096)), settings=SETTINGS, only_hash=True).cid
+    image = one.image_create(ipfs_ds, name="nobody", source=f"/ipfs/{cid}", size_mb=1)
+    disks = disks_on(bed, "h3")
+
+    with pytest.raises(OneFailure) as failure:
+        one.vm_deploy([image], "h3")
+
+    assert cid in failure.value.info
+    assert cid not in {pin.cid for pin in bed.host("h3").node.client().pin_ls()}
+    assert disks_on(bed, "h3") == disks
