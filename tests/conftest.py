@@ -11,19 +11,41 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from testbed.bed import Bed
+from testbed.bed import DEFAULT_ROOT, Bed, Layout
 from testbed.one import Datastore, OneSim
 from testbed.one.bedrunner import BedRunner
+from tests.support.datastores import ipfs_datastore_template
+
+
+def _layout() -> tuple[Layout, Path]:
+    """The bed's layout: the default, or ``ONE_IPFS_TEST_BED=prefix:address/length:api:gateway`` so that
+    a developer's run can share the machine with another bed (a /27 inside 198.18.0.0/24, say)."""
+    spec = os.environ.get("ONE_IPFS_TEST_BED")
+    if not spec:
+        return Layout(), DEFAULT_ROOT
+    prefix, network, api, gateway = spec.split(":")
+    address, length = network.split("/")
+    layout = Layout(
+        prefix=prefix,
+        frontend_address=address,
+        prefix_length=int(length),
+        extra_offset=20,
+        frontend_api_port=int(api),
+        frontend_gateway_port=int(gateway),
+    )
+    return layout, DEFAULT_ROOT.parent / f".bed-{prefix}"
 
 
 @pytest.fixture(scope="session")
 def bed() -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
-    with Bed.up(hosts=3) as running:
+    layout, root = _layout()
+    with Bed.up(hosts=3, root=root, layout=layout) as running:
         yield running
 
 
@@ -43,8 +65,6 @@ def one(bed: Bed) -> Iterator[OneSim]:
 
 
 @pytest.fixture(scope="session")
-def ipfs_ds(one: OneSim) -> Datastore:
+def ipfs_ds(bed: Bed, one: OneSim) -> Datastore:
     """An IPFS datastore with the defaults an admin gets from DS_MAD=ipfs TM_MAD=ipfs, short waits aside."""
-    return one.datastore_create(
-        {"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_STALL_TIMEOUT": "15"}
-    )
+    return one.datastore_create(ipfs_datastore_template(bed, "ipfs"))

@@ -15,6 +15,7 @@ import pytest
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
 from testbed.one import Datastore, DiskSpec, Image, OneFailure, OneSim, VirtualMachine
+from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 
 pytestmark = pytest.mark.bed
@@ -58,10 +59,8 @@ def write_into(path: Path, offset: int, data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def overlay_ds(one: OneSim) -> Datastore:
-    return one.datastore_create(
-        {"NAME": "ipfs-overlay", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_DEPLOY_MODE": "OVERLAY"}
-    )
+def overlay_ds(bed: Bed, one: OneSim) -> Datastore:
+    return one.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))
 
 
 def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
