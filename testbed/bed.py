@@ -92,6 +92,34 @@ class Layout:
     frontend_api_port: int = kubo.API_PORT
     frontend_gateway_port: int = kubo.GATEWAY_PORT
 
+    @classmethod
+    def parse(cls, spec: str) -> Layout:
+        """``prefix:address/length:api:gateway`` (``od:198.18.0.33/27:5401:8480``): a small bed beside the
+        default one, as developers name it in ONE_IPFS_TEST_BED or ONE_IPFS_DEMO_BED to share the machine."""
+        try:
+            prefix, network, api, gateway = spec.split(":")
+            address, length = network.split("/")
+            ipaddress.ip_interface(network)
+            return cls(
+                prefix=prefix,
+                frontend_address=address,
+                prefix_length=int(length),
+                extra_offset=20,
+                frontend_api_port=int(api),
+                frontend_gateway_port=int(gateway),
+            )
+        except ValueError:
+            raise HostError(
+                f"test bed: layout {spec!r} is not prefix:address/length:api:gateway "
+                "(e.g. od:198.18.0.33/27:5401:8480)"
+            ) from None
+
+    @property
+    def root(self) -> Path:
+        """The folder of a bed of this layout: ``.bed`` for the default prefix, ``.bed-<prefix>`` beside it
+        otherwise, so that two beds never empty each other's folder."""
+        return DEFAULT_ROOT if self.prefix == Layout.prefix else DEFAULT_ROOT.parent / f".bed-{self.prefix}"
+
     @property
     def bridge(self) -> str:
         return f"{self.prefix}br0"

@@ -1,106 +1,249 @@
-"""``make demo``: one disk image added on the frontend, fetched by three hosts at once over the private swarm.
+"""``make demo``: the life of a disk image in an OpenNebula cloud whose datastore is IPFS.
 
-Each host fetches through its own Kubo node, the way the transfer driver will: ssh to the host as oneadmin
-and run a little stdlib-only python3 there that pins the image and writes it to a file. The host-side code
-(``one_ipfs.ipfs.rpc``) is shipped into the host's /var/tmp/one, where ``onehost sync`` would put it.
+A test bed (a frontend and three hypervisor hosts, each with its own Kubo node on a private swarm) and
+the OpenNebula simulator run the real drivers exactly as oned would. The story: an admin creates an
+IPFS datastore and imports a 256 MiB image; three VMs boot from it at once; a persistent copy carries a
+guest's change from one host to another; a VM live-migrates; a disk is saved as a new image. Every step
+checks the bytes by sha256, because a fast transfer of the wrong bytes is worth nothing.
+
+``ONE_IPFS_DEMO_BED=prefix:address/length:api:gateway`` runs it on a small bed of its own (see
+``Layout.parse``), so that it can share the machine with the default bed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
-import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from one_ipfs.ipfs.rpc import ImportSettings
-from testbed.bed import Bed, Host
+from one_ipfs.errors import OneIpfsError
+from testbed.bed import Bed, Layout
+from testbed.one import Image, OneSim, VirtualMachine
+from testbed.one.bedrunner import BedRunner
 
+BED_ENV = "ONE_IPFS_DEMO_BED"
 IMAGE_SIZE = 256 << 20
-SOURCE = Path(__file__).resolve().parent.parent / "src" / "one_ipfs"
-
-FETCH = """
-import hashlib, json, sys, time
-from one_ipfs.ipfs.rpc import KuboClient
-cid, target = sys.argv[1], sys.argv[2]
-client = KuboClient(timeout=120)
-start = time.monotonic()
-client.pin_add(cid, name="demo")
-digest = hashlib.sha256()
-with open(target, "wb") as out:
-    for piece in client.cat(cid):
-        out.write(piece)
-        digest.update(piece)
-print(json.dumps({"seconds": time.monotonic() - start, "sha256": digest.hexdigest()}))
-"""
+RUN = 64 << 10
+"""Length of each run of random data and of zeros in the generated image."""
+LABEL_WIDTH = 46
 
 
-def make_image(path: Path) -> str:
-    """A disk image that is half random data, half zeros (zeros deduplicate to one block); its sha256."""
+@dataclass
+class Line:
+    """What a step prints after its time (a CID, an id, the verdict of its check)."""
+
+    note: str = ""
+
+
+@dataclass
+class Story:
+    """Prints each step as one timed line and keeps the verdicts, so that every mismatch is reported."""
+
+    started: float = field(default_factory=time.monotonic)
+    checks: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[Line]:
+        """The label first, so a slow step shows what it is doing; its time and note when it ends."""
+        print(f"  {label} ".ljust(LABEL_WIDTH, "."), end=" ", flush=True)
+        line = Line()
+        start = time.monotonic()
+        try:
+            yield line
+        except BaseException:
+            print("failed", flush=True)
+            raise
+        note = f"  ({line.note})" if line.note else ""
+        print(f"{time.monotonic() - start:5.1f} s{note}", flush=True)
+
+    def check(self, ok: bool, failure: str) -> str:
+        """Record one verification; its word for the step's note."""
+        self.checks += 1
+        if not ok:
+            self.failures.append(failure)
+        return "ok" if ok else "MISMATCH"
+
+
+def layout_from_env() -> Layout:
+    spec = os.environ.get(BED_ENV)
+    return Layout.parse(spec) if spec else Layout()
+
+
+def write_disk_image(path: Path) -> str:
+    """Write a disk-like image a run at a time (never all of it in memory); its sha256.
+
+    Random runs are what no chunk deduplicates; zero runs are what a real disk is mostly made of and what
+    a deploy must keep sparse on the host.
+    """
     digest = hashlib.sha256()
+    zeros = bytes(RUN)
     with path.open("wb") as out:
-        for index in range(IMAGE_SIZE >> 20):
-            piece = os.urandom(1 << 20) if index < (IMAGE_SIZE >> 21) else bytes(1 << 20)
-            out.write(piece)
-            digest.update(piece)
+        for _ in range(IMAGE_SIZE // (2 * RUN)):
+            for piece in (os.urandom(RUN), zeros):
+                out.write(piece)
+                digest.update(piece)
+    path.chmod(0o644)
     return digest.hexdigest()
 
 
-def ship_host_code(host: Host) -> None:
-    """Put the stdlib-only package where ``onehost sync`` puts the remotes: the host's /var/tmp/one."""
-    target = host.var_tmp_one / "one_ipfs"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(SOURCE, target, ignore=shutil.ignore_patterns("__pycache__"))
-    for folder, dirs, files in os.walk(target):
-        for name in [".", *dirs, *files]:
-            os.chown(
-                os.path.join(folder, name), host.var_tmp_one.stat().st_uid, host.var_tmp_one.stat().st_gid
-            )
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def fetch(bed: Bed, host: Host, cid: str) -> dict[str, object]:
-    argv = ["env", "PYTHONPATH=/var/tmp/one", "python3", "-c", FETCH, cid, "/var/lib/one/demo.img"]
-    result = bed.ssh(host, argv)
-    if result.returncode != 0:
-        return {"error": result.stderr.decode(errors="replace").strip()}
-    answer: dict[str, object] = json.loads(result.stdout)
-    return answer
+def pieces_sha256(pieces: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
 
 
-def main() -> int:
-    print("bringing up the test bed: frontend + 3 hosts ...", flush=True)
-    with Bed.up(hosts=3) as bed:
-        image = bed.root / "demo.img"
-        digest = make_image(image)
-        print(f"image: {image} ({IMAGE_SIZE >> 20} MiB, half random, half zeros), sha256 {digest[:16]}...")
+def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine) -> Path:
+    """Disk 0 of ``vm`` in its host's system datastore, as the root namespace reaches it."""
+    where = one.vm(vm).hostname
+    return bed.host(where).var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
 
-        start = time.monotonic()
-        cid = bed.frontend.client(timeout=120).add(image, settings=ImportSettings(), pin_name="demo").cid
-        print(f"added on the frontend in {time.monotonic() - start:.1f} s: /ipfs/{cid}")
 
-        for host in bed.hosts:
-            ship_host_code(host)
-        start = time.monotonic()
-        with ThreadPoolExecutor(len(bed.hosts)) as pool:
-            results = list(pool.map(lambda host: fetch(bed, host, cid), bed.hosts))
-        print(f"fetched by {len(bed.hosts)} hosts at once in {time.monotonic() - start:.1f} s:")
+def guest_writes(path: Path, text: str) -> None:
+    """What a guest does to its disk: new bytes in the middle of a zero run."""
+    with path.open("r+b") as disk:
+        disk.seek(IMAGE_SIZE // 2 + RUN)
+        disk.write(text.encode())
 
-        ok = True
-        for host, result in zip(bed.hosts, results, strict=True):
-            if "error" in result:
-                ok = False
-                print(f"  {host.name}: FAILED: {result['error']}")
-                continue
-            good = result["sha256"] == digest
-            ok = ok and good
-            verdict = "checksum ok" if good else "CHECKSUM MISMATCH"
-            print(f"  {host.name} ({host.address}): {result['seconds']:.1f} s, {verdict}")
-        print("tearing down ...", flush=True)
-    print("done" if ok else "FAILED")
-    return 0 if ok else 1
+
+def image_sha256(bed: Bed, one: OneSim, image: Image) -> str:
+    """The content a deploy of ``image`` gets: its recorded CID, read from the frontend's node."""
+    cid = one.image(image).template["IPFS_CID"]
+    return pieces_sha256(bed.frontend.client(timeout=300).cat(f"/ipfs/{cid}"))
+
+
+def short(value: str) -> str:
+    return f"{value[:12]}…{value[-6:]}"
+
+
+def tell(story: Story, bed: Bed, image_file: Path) -> None:
+    """The story proper, on a running bed."""
+    one = OneSim(BedRunner(bed), state=bed.root / "one")
+    with story.step("install the drivers, onehost sync"):
+        one.install_drivers()
+        one.onehost_sync()
+
+    with story.step("onedatastore create (DS_MAD/TM_MAD ipfs)") as line:
+        template = {"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_API": bed.frontend.api}
+        ds = one.datastore_create(template)
+        line.note = f"datastore {ds.id}, IPFS_API {bed.frontend.api}"
+
+    with story.step(f"write a {IMAGE_SIZE >> 20} MiB disk image") as line:
+        original = write_disk_image(image_file)
+        line.note = f"{image_file}, sha256 {short(original)}"
+
+    with story.step("oneimage create --path <that file>") as line:
+        image = one.image_create(ds, name="demo", path=str(image_file))
+        cid = image.template["IPFS_CID"]
+        imported = image_sha256(bed, one, image)
+        verdict = story.check(imported == original, "the imported image differs from the file")
+        line.note = f"image {image.id}, CID {short(cid)}, content {verdict}"
+
+    hosts = [host.name for host in bed.hosts]
+    with story.step(f"deploy a VM on {', '.join(hosts)} at once") as line:
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            vms = list(pool.map(lambda host: one.vm_deploy([image], host), hosts))
+            hashes = list(pool.map(lambda vm: file_sha256(disk_path(bed, one, vm)), vms))
+        verdicts = [
+            story.check(h == original, f"VM {vm.id}'s disk on {host} differs from the image")
+            for host, vm, h in zip(hosts, vms, hashes, strict=True)
+        ]
+        pairs = zip(vms, verdicts, strict=True)
+        line.note = "sha256: " + ", ".join(f"VM {vm.id} {verdict}" for vm, verdict in pairs)
+
+    with story.step("oneimage clone, oneimage persistent") as line:
+        copy = one.image_persistent(one.image_clone(image, "demo-persistent"), True)
+        line.note = f"image {copy.id}, CID {short(copy.template['IPFS_CID'])}"
+
+    with story.step("deploy it on h1, guest writes, terminate") as line:
+        vm = one.vm_deploy([copy], "h1")
+        guest_writes(disk_path(bed, one, vm), f"written by the guest of VM {vm.id} on h1")
+        changed = file_sha256(disk_path(bed, one, vm))
+        one.vm_terminate(vm)
+        versions = one.image(copy).template["IPFS_VERSIONS"].split()
+        story.check(len(versions) == 2, f"terminate saved no version 2: IPFS_VERSIONS {versions}")
+        line.note = f"VM {vm.id}, IPFS_VERSIONS {' '.join(short(v) for v in versions)}"
+
+    with story.step("deploy it on h2") as line:
+        vm = one.vm_deploy([copy], "h2")
+        seen = file_sha256(disk_path(bed, one, vm))
+        verdict = story.check(seen == changed, "the disk on h2 is not what the guest left on h1")
+        line.note = f"VM {vm.id}, the change from h1 is there: {verdict}"
+
+    moving = vms[hosts.index("h2")]
+    with story.step(f"onevm migrate --live VM {moving.id} h2 -> h3") as line:
+        guest_writes(disk_path(bed, one, moving), f"written by the guest of VM {moving.id} on h2")
+        before = file_sha256(disk_path(bed, one, moving))
+        one.vm_migrate(moving, "h3", live=True)
+        moved = one.vm(moving)
+        after = file_sha256(disk_path(bed, one, moved))
+        verdict = story.check(moved.hostname == "h3" and after == before, "the live-migrated disk changed")
+        line.note = f"now on {moved.hostname}, disk byte-identical: {verdict}"
+
+    with story.step(f"onevm disk-saveas VM {moving.id} disk 0") as line:
+        saved = one.disk_saveas(moving, 0, "demo-saved")
+        verdict = story.check(image_sha256(bed, one, saved) == after, "the saved image differs from the disk")
+        line.note = f"image {saved.id}, CID {short(saved.template['IPFS_CID'])}, content {verdict}"
+
+
+@contextlib.contextmanager
+def running_bed(story: Story, layout: Layout | None, root: Path | None) -> Iterator[Bed]:
+    """A frontend and 3 hosts, torn down whatever happens (``Bed`` turns SIGTERM into an exit too)."""
+    layout = layout or layout_from_env()
+    print(f"one-ipfs demo: VM disks from IPFS, on a frontend and 3 hosts (bed {layout.prefix})")
+    with story.step("bring up the bed") as line:
+        bed = Bed.up(hosts=3, root=root or layout.root, layout=layout)
+        addresses = [f"frontend {layout.frontend_address}", *(f"{h.name} {h.address}" for h in bed.hosts)]
+        line.note = ", ".join(addresses)
+    try:
+        yield bed
+    finally:
+        with story.step("tear the bed down"):
+            bed.down()
+
+
+@contextlib.contextmanager
+def scratch_file() -> Iterator[Path]:
+    """A file in /var/tmp, the datastore's default SAFE_DIRS, that oneadmin can read; removed after."""
+    handle, name = tempfile.mkstemp(prefix="one-ipfs-demo-", suffix=".img", dir="/var/tmp")
+    os.close(handle)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def main(layout: Layout | None = None, root: Path | None = None) -> int:
+    """Tell the story on a bed of ``layout`` (by default ONE_IPFS_DEMO_BED's, or the default one) at
+    ``root`` (by default the layout's); 0 only if every check passed."""
+    story = Story()
+    try:
+        with running_bed(story, layout, root) as bed, scratch_file() as image_file:
+            tell(story, bed, image_file)
+    except OneIpfsError as exc:
+        print(f"demo FAILED: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.monotonic() - story.started
+    if story.failures:
+        print(f"demo FAILED: {len(story.failures)} of {story.checks} checks:", file=sys.stderr)
+        for failure in story.failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    print(f"all {story.checks} checks passed in {seconds:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":

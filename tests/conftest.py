@@ -11,41 +11,28 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from testbed.bed import DEFAULT_ROOT, Bed, Layout
+from testbed.bed import Bed, Layout
 from testbed.one import Datastore, OneSim
 from testbed.one.bedrunner import BedRunner
 from tests.support.datastores import ipfs_datastore_template
 
 
-def _layout() -> tuple[Layout, Path]:
+def _layout() -> Layout:
     """The bed's layout: the default, or ``ONE_IPFS_TEST_BED=prefix:address/length:api:gateway`` so that
     a developer's run can share the machine with another bed (a /27 inside 198.18.0.0/24, say)."""
     spec = os.environ.get("ONE_IPFS_TEST_BED")
-    if not spec:
-        return Layout(), DEFAULT_ROOT
-    prefix, network, api, gateway = spec.split(":")
-    address, length = network.split("/")
-    layout = Layout(
-        prefix=prefix,
-        frontend_address=address,
-        prefix_length=int(length),
-        extra_offset=20,
-        frontend_api_port=int(api),
-        frontend_gateway_port=int(gateway),
-    )
-    return layout, DEFAULT_ROOT.parent / f".bed-{prefix}"
+    return Layout.parse(spec) if spec else Layout()
 
 
 @pytest.fixture(scope="session")
 def bed() -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
-    layout, root = _layout()
-    with Bed.up(hosts=3, root=root, layout=layout) as running:
+    layout = _layout()
+    with Bed.up(hosts=3, root=layout.root, layout=layout) as running:
         yield running
 
 

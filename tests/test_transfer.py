@@ -76,6 +76,7 @@ def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
         assert sha256(path.read_bytes()) == sha256(data)
         assert path.stat().st_blocks * 512 <= 0.55 * len(data)
         assert not path.with_name("disk.0.part").exists()
+        assert (path.parent.parent / ".monitor").read_text().strip() == "ssh"
     for vm in vms:
         one.vm_terminate(vm)
         assert not disk_path(bed, one, vm, host=one.vm(vm).hostname).exists()

@@ -41,7 +41,7 @@ def clone(action: DsAction, config: DatastoreConfig) -> str:
     """A new image with the same content: a new handle and reference, zero bytes copied."""
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
-    cid = content.current_cid(image.path, image.cloning_id, config)
+    cid = content.current_cid(image.path, config)
     content.hold(cid, handle.reference_name(1), config)
     _record(handle, ImageVersions().with_version(cid), {"IPFS_CLONED_FROM": image.path}, config)
     image_format = image.format or content.read_format(cid, config)
@@ -84,7 +84,7 @@ def monitor(action: DsAction, config: DatastoreConfig) -> str:
 def export(action: DsAction, config: DatastoreConfig) -> str:
     """IMPORT_INFO for the marketplace: an ``ipfs://`` source any IPFS datastore can import."""
     image = _image(action)
-    cid = content.current_cid(image.source, image.id, config)
+    cid = content.current_cid(image.source, config)
     size_mb, md5 = content.size_and_md5(cid, config)
     image_format = image.format or content.read_format(cid, config)
     return (

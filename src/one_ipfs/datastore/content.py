@@ -128,14 +128,13 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
     )
 
 
-def current_cid(source: str, image_id: int | None, config: DatastoreConfig) -> str:
+def current_cid(source: str, config: DatastoreConfig) -> str:
     """What an image holds now: the last recorded version of a handle, or the content a fixed SOURCE names."""
-    if ImageHandle.parse(source) is not None:
-        if image_id is None:
-            raise InvalidInput(f"the image behind {source[:80]} has no ID to look its content up")
-        cid = ImageVersions.from_template(cli.show_image(image_id).template).current_cid
+    handle = ImageHandle.parse(source)
+    if handle is not None:
+        cid = ImageVersions.from_template(cli.show_image(handle.image_id).template).current_cid
         if cid is None:
-            raise InvalidInput(f"image {image_id} has no content yet (no IPFS_CID recorded)")
+            raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
         return cid
     cid, _ = resolve(source, config)
     return cid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -87,45 +88,37 @@ def _disk(vm_id: int, location: Location) -> VmDisk:
     raise InvalidInput(f"VM {vm_id} has no disk {disk_id}")
 
 
-def _content_of(source: str, image_id: int | None, config: DatastoreConfig) -> str:
-    return content.current_cid(source, image_id, config)
-
-
 def _host_timeout(config: DatastoreConfig) -> float:
     return config.transfer_timeout + HOST_CALL_SLACK
 
 
+def _options(**values: str | int | float | None) -> list[str]:
+    """``--name value`` pairs for the host command (``size_mb`` becomes ``--size-mb``); None is left out."""
+    argv: list[str] = []
+    for name, value in values.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
+
+
 def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str, system_tm: str) -> None:
     disk = _disk(request.vm_id, request.disk)
-    handle = ImageHandle.parse(request.source)
-    cid = _content_of(request.source, handle.image_id if handle else disk.image_id, config)
-    size_mb = max(disk.size_mb or 0, disk.original_size_mb or 0)
+    cid = content.current_cid(request.source, config)
     log_info(f"deploying {cid} to {request.disk.host}:{request.disk.path}")
-    run_on_host(
-        request.disk.host,
-        "fetch",
-        [
-            "--cid",
-            cid,
-            "--disk",
-            request.disk.path,
-            "--size-mb",
-            str(size_mb),
-            "--timeout",
-            f"{config.transfer_timeout:g}",
-            "--stall-timeout",
-            f"{config.stall_timeout:g}",
-            "--api",
-            config.host_api,
-            "--mode",
-            mode,
-            "--cache-max-mb",
-            str(config.host_cache_mb),
-            "--vm",
-            str(request.vm_id),
-        ],
-        timeout=_host_timeout(config),
+    options = _options(
+        cid=cid,
+        disk=request.disk.path,
+        size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
+        format=disk.format if disk.format in DISK_FORMATS else None,
+        mode=mode,
+        vm=request.vm_id,
+        api=config.host_api,
+        timeout=config.transfer_timeout,
+        stall_timeout=config.stall_timeout,
+        cache_max_mb=config.host_cache_mb,
+        monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
     )
+    run_on_host(request.disk.host, "fetch", options, timeout=_host_timeout(config))
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -163,33 +156,19 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     config = _config(datastore_id)
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
-    path = disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}"
     settings = config.import_settings
-    saved = run_on_host(
-        disk.host,
-        "save",
-        [
-            "--disk",
-            path,
-            "--format",
-            _saved_format(image.format, vm_id, disk),
-            "--api",
-            config.host_api,
-            "--timeout",
-            f"{config.transfer_timeout:g}",
-            "--chunker",
-            settings.chunker,
-            "--cid-version",
-            str(settings.cid_version),
-            "--raw-leaves",
-            "true" if settings.raw_leaves else "false",
-            "--hash",
-            settings.hash,
-            "--vm",
-            str(vm_id),
-        ],
-        timeout=_host_timeout(config),
+    options = _options(
+        disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
+        format=_saved_format(image.format, vm_id, disk),
+        vm=vm_id,
+        api=config.host_api,
+        timeout=config.transfer_timeout,
+        chunker=settings.chunker,
+        cid_version=settings.cid_version,
+        raw_leaves="true" if settings.raw_leaves else "false",
+        hash=settings.hash,
     )
+    saved = run_on_host(disk.host, "save", options, timeout=_host_timeout(config))
     cid = saved.get("cid")
     if not isinstance(cid, str):
         raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
@@ -241,20 +220,11 @@ def delete(call: TmCall) -> None:
     target, vm_id, ds_id = _args(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
     location = Location.parse(target)
     config = _config(_int(ds_id, "the datastore id"))
-    kind = "--disk" if disk_id_of(location.path) is not None else "--dir"
-    run_on_host(
-        location.host,
-        "delete",
-        [
-            kind,
-            location.path,
-            "--vm",
-            str(_int(vm_id, "the VM id")),
-            "--cache-max-mb",
-            str(config.host_cache_mb),
-        ],
-        timeout=_host_timeout(config),
+    kind = "disk" if disk_id_of(location.path) is not None else "dir"
+    options = _options(
+        **{kind: location.path}, vm=_int(vm_id, "the VM id"), cache_max_mb=config.host_cache_mb
     )
+    run_on_host(location.host, "delete", options, timeout=_host_timeout(config))
 
 
 def mv(call: TmCall) -> None:
@@ -274,8 +244,7 @@ def mv(call: TmCall) -> None:
 
 
 def _is_frontend(host: str) -> bool:
-    import socket
-
+    """oned names the frontend by its hostname in MV lines to and from it (stop, undeploy, resume)."""
     return host in ("localhost", socket.gethostname(), socket.getfqdn())
 
 
@@ -283,29 +252,17 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
     """Have ``host`` hold what the disk at ``path`` is made of before the disk itself arrives."""
     if not disk.source:
         return
-    handle = ImageHandle.parse(disk.source)
-    cid = _content_of(disk.source, handle.image_id if handle else disk.image_id, config)
-    run_on_host(
-        host,
-        "prefetch",
-        [
-            "--cid",
-            cid,
-            "--disk",
-            path,
-            "--api",
-            config.host_api,
-            "--timeout",
-            f"{config.transfer_timeout:g}",
-            "--stall-timeout",
-            f"{config.stall_timeout:g}",
-            "--mode",
-            config.deploy_mode.lower(),
-            "--vm",
-            str(vm_id),
-        ],
-        timeout=_host_timeout(config),
+    options = _options(
+        cid=content.current_cid(disk.source, config),
+        disk=path,
+        format=disk.format if disk.format in DISK_FORMATS else None,
+        mode=config.deploy_mode.lower(),
+        vm=vm_id,
+        api=config.host_api,
+        timeout=config.transfer_timeout,
+        stall_timeout=config.stall_timeout,
     )
+    run_on_host(host, "prefetch", options, timeout=_host_timeout(config))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--bed-layout SPEC]``: run, save, plot, report.
+
+Brings up its own bed (frontend + as many hosts as the fleet suite needs), runs the suites, writes
+``benchmarks/results/<mode>-<time>.json``, the plots under ``docs/benchmarks/`` and ``docs/benchmarks.md``,
+and prints the table. ``python -m benchmarks --report FILE.json`` only regenerates plots and docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import fleet, import_, latency, report, single_host, update, warm
+from benchmarks.common import Bench, Figure, Params, command_line, environment_note, parse_layout
+from testbed.bed import DEFAULT_ROOT, Bed, Layout
+
+SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
+    "fleet": fleet.run,
+    "single_host": single_host.run,
+    "warm": warm.run,
+    "update": update.run,
+    "import": import_.run,
+    "latency": latency.run,
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+LAYOUT_ENV = "ONE_IPFS_BENCH_BED"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller images, N up to 4, fewer runs")
+    parser.add_argument("--only", action="append", choices=sorted(SUITES), help="run only these suites")
+    parser.add_argument(
+        "--bed-layout",
+        default=os.environ.get(LAYOUT_ENV, ""),
+        metavar="PREFIX:ADDRESS/LEN:API:GATEWAY",
+        help=f"run on a bed of its own layout beside another (default: ${LAYOUT_ENV}, else the default bed)",
+    )
+    parser.add_argument("--report", type=Path, metavar="JSON", help="only regenerate plots and docs")
+    options = parser.parse_args(argv)
+    if options.report:
+        results = json.loads(options.report.read_text())
+        print(report.write(results))
+        return 0
+    params = Params.choose(options.quick)
+    suites = options.only or list(SUITES)
+    layout, root = Layout(), DEFAULT_ROOT
+    if options.bed_layout:
+        layout = parse_layout(options.bed_layout)
+        root = DEFAULT_ROOT.parent / f".bed-{layout.prefix}"
+    hosts = max(params.fleet_hosts) if "fleet" in suites else 1
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    figures = []
+    with Bed.up(hosts=hosts, root=root, layout=layout) as bed:
+        bench = Bench(bed)
+        try:
+            for name in suites:
+                print(f"== {name}", flush=True)
+                figure = SUITES[name](bench, params)
+                figure.command = command_line(argv, name)
+                figures.append(figure.to_json())
+                print(report.figure_table(figures[-1]), flush=True)
+        finally:
+            bench.close()
+    results = {
+        "mode": "quick" if params.quick else "full",
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": argv,
+        "params": vars(params),
+        "machine": environment_note(),
+        "figures": figures,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{results['mode']}-{started.replace(':', '')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {path}")
+    print(report.write(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""Fleet deploy: one image to N hosts at once over rate-limited links, vs one host and vs ssh.
+
+Every link, the frontend's included, is limited (``Bed.set_rate``). The physical floor of a deploy to N
+hosts is the time one host needs, since each host receives the image over its own link; OpenNebula's ssh
+driver streams the file from the frontend to each host, so its makespan grows with N on the frontend's
+link. IPFS lets the hosts fetch blocks from each other as well as from the frontend.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, concurrently, write_image
+from one_ipfs.errors import HostError
+
+SSH_TARGET = "/var/lib/one/bench-ssh.img"
+
+
+def run(bench: Bench, params: Params) -> Figure:
+    top = max(params.fleet_hosts)
+    figure = Figure(
+        "fleet",
+        f"Fleet deploy of one {params.fleet_mib} MiB image, links at {params.fleet_rate_mbit:g} Mbit/s",
+        "ipfs: `onevm deploy` of one VM per host, all at once (the simulator's PROLOG, TM `clone` on "
+        "each host); makespan from the first request to the last disk written. ssh: "
+        f"`ssh hK dd of={SSH_TARGET}` from the frontend as oneadmin, the image on stdin, N at once "
+        "(OpenNebula's ssh TM streams the file that way). A fresh image for every deploy, so every host "
+        "starts cold.",
+    )
+    targets = ["frontend", *(host.name for host in bench.bed.hosts)]
+    for target in targets:
+        bench.bed.set_rate(target, params.fleet_rate_mbit)
+    try:
+        for _ in range(params.repetitions):
+            single = None
+            for count in params.fleet_hosts:
+                hosts = [f"h{k}" for k in range(1, count + 1)]
+                ipfs = _ipfs_makespan(bench, params.fleet_mib, hosts)
+                ssh = _ssh_makespan(bench, params.fleet_mib, hosts)
+                single = ipfs if count == 1 else single
+                figure.measure(f"ipfs makespan, N={count}", "s").samples.append(ipfs)
+                figure.measure(f"ssh makespan, N={count}", "s").samples.append(ssh)
+                figure.measure(f"ssh / ipfs, N={count}", "x").samples.append(ssh / ipfs)
+                if single is not None:
+                    figure.measure(f"ipfs N={count} / ipfs N=1", "x").samples.append(ipfs / single)
+    finally:
+        for target in targets:
+            bench.bed.set_rate(target, None)
+    figure.checks += [
+        Check(f"makespan at N={top} <= 1.5x the N=1 time", f"ipfs N={top} / ipfs N=1", 1.5),
+        Check(f"ipfs >= 4x faster than ssh at N={top}", f"ssh / ipfs, N={top}", 4.0, at_most=False),
+    ]
+    return figure
+
+
+def _ipfs_makespan(bench: Bench, size_mib: int, hosts: list[str]) -> float:
+    image = bench.image(size_mib)
+    vms = []
+    try:
+
+        def deploy(host: str) -> None:
+            vms.append(bench.deploy(image, host))
+
+        return concurrently([partial(deploy, host) for host in hosts])
+    finally:
+        cid = bench.cid(image)
+        for vm in vms:
+            bench.one.vm_terminate(vm)
+        bench.forget_on_hosts(cid, hosts)
+        bench.drop(image)
+
+
+def _ssh_makespan(bench: Bench, size_mib: int, hosts: list[str]) -> float:
+    path = write_image(WORKDIR / "ssh.img", size_mib, bench.next_seed())
+    data = path.read_bytes()
+    path.unlink()
+    bed = bench.bed
+
+    def stream(host: str) -> None:
+        done = bed.ssh(bed.host(host), ["dd", f"of={SSH_TARGET}", "bs=1M", "status=none"], input=data)
+        if done.returncode != 0:
+            raise HostError(f"ssh to {host} failed: {done.stderr.decode(errors='replace').strip()}")
+
+    try:
+        return concurrently([partial(stream, host) for host in hosts])
+    finally:
+        for host in hosts:
+            (bed.host(host).var_lib_one / "bench-ssh.img").unlink(missing_ok=True)

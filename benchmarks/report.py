@@ -1,0 +1,154 @@
+"""docs/benchmarks.md and its plots, regenerated from one results JSON and ``explanation.md``.
+
+The explanation is written by hand; its ``{{name}}`` markers are replaced: ``{{run}}`` (when, what,
+which machine), ``{{summary}}`` (every target, met or not), ``{{figure:<id>}}`` (a figure's method,
+command and table), ``{{plot:<name>}}`` (a plot's image link).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+PLOTS = DOCS / "benchmarks"
+TEMPLATE = Path(__file__).resolve().parent / "explanation.md"
+MARKER = re.compile(r"\{\{(\w+)(?::([\w-]+))?\}\}")
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def figure_table(figure: dict[str, Any]) -> str:
+    """A markdown table of a figure's measures (median, min, max) and one of its targets."""
+    lines = ["| measure | median | min | max | unit | runs |", "|---|---:|---:|---:|---|---:|"]
+    for m in figure["measures"]:
+        cells = [m["name"], _number(m["median"]), _number(m["min"]), _number(m["max"]), m["unit"]]
+        lines.append("| " + " | ".join([*cells, str(len(m["samples"]))]) + " |")
+    if figure["checks"]:
+        lines += ["", "| target | median | met |", "|---|---:|---|"]
+        for check in figure["checks"]:
+            value = "-" if check["value"] is None else _number(check["value"])
+            met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
+            lines.append(f"| {check['target']} | {value} | {met} |")
+    return "\n".join(lines)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    lines = ["| figure | target | median | met |", "|---|---|---:|---|"]
+    for figure in results["figures"]:
+        for check in figure["checks"]:
+            value = "-" if check["value"] is None else _number(check["value"])
+            met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
+            lines.append(f"| {figure['id']} | {check['target']} | {value} | {met} |")
+    return "\n".join(lines)
+
+
+def _run_text(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
+    params = results["params"]
+    return (
+        f"Mode **{results['mode']}**, {results['started']} to {results['finished']}, "
+        f"{machine['cpus']} CPUs, load average at the end {load}; images of {params['image_mib']} MiB "
+        f"(fleet {params['fleet_mib']} MiB to N = {', '.join(map(str, params['fleet_hosts']))}, import "
+        f"{params['import_mib']} MiB), {params['repetitions']} repetitions, {params['latency_runs']} "
+        f"latency calls. Command: `.venv/bin/python -m benchmarks {' '.join(results['argv'])}`."
+    )
+
+
+def _figure_text(results: dict[str, Any], figure_id: str) -> str:
+    for figure in results["figures"]:
+        if figure["id"] == figure_id:
+            parts = [
+                f"**{figure['title']}.** {figure['method']}",
+                f"Command: `{figure['command']}`",
+                figure_table(figure),
+                *figure["notes"],
+            ]
+            return "\n\n".join(parts)
+    return f"*Not part of the {results['mode']} run of {results['started']}.*"
+
+
+def _measure(figure: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((m for m in figure["measures"] if m["name"] == name), None)
+
+
+def _fleet_plot(results: dict[str, Any]) -> str | None:
+    figure = next((f for f in results["figures"] if f["id"] == "fleet"), None)
+    if figure is None:
+        return None
+    counts = results["params"]["fleet_hosts"]
+    axes = plt.figure(figsize=(6, 4)).gca()
+    for method, style in (("ipfs", "o-"), ("ssh", "s--")):
+        found = [(n, _measure(figure, f"{method} makespan, N={n}")) for n in counts]
+        points = [(n, m) for n, m in found if m is not None]
+        medians = [m["median"] for _, m in points]
+        errors = [[m["median"] - m["min"] for _, m in points], [m["max"] - m["median"] for _, m in points]]
+        axes.errorbar([n for n, _ in points], medians, yerr=errors, fmt=style, capsize=4, label=method)
+    axes.set_xlabel("hosts deployed at once (N)")
+    axes.set_ylabel("makespan (s), median, min-max")
+    axes.set_xticks(counts)
+    axes.set_title(f"{results['params']['fleet_mib']} MiB image, every link at 100 Mbit/s")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(f"{results['mode']}-fleet.png")
+
+
+def _targets_plot(results: dict[str, Any]) -> str:
+    """Each target's median as a share of its limit (inverted for 'at least' targets): < 1 is met."""
+    labels, shares, colours = [], [], []
+    for figure in results["figures"]:
+        for check in figure["checks"]:
+            if check["value"] is None:
+                continue
+            share = check["value"] / check["limit"] if check["at_most"] else check["limit"] / check["value"]
+            labels.append(f"{figure['id']}: {check['target']}")
+            shares.append(share)
+            colours.append("tab:green" if check["met"] else "tab:red")
+    axes = plt.figure(figsize=(8, 0.45 * len(labels) + 1.2)).gca()
+    axes.barh(range(len(labels)), shares, color=colours)
+    axes.axvline(1.0, color="black", linewidth=1)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("median / limit (at most), limit / median (at least): 1 = the target")
+    plt.tight_layout()
+    return _save(f"{results['mode']}-targets.png")
+
+
+def _save(name: str) -> str:
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    plt.savefig(PLOTS / name, dpi=100, bbox_inches="tight")
+    plt.close("all")
+    return f"benchmarks/{name}"
+
+
+def write(results: dict[str, Any]) -> str:
+    """Write the plots and docs/benchmarks.md; return the summary table."""
+    plots = {"targets": _targets_plot(results)}
+    fleet = _fleet_plot(results)
+    if fleet is not None:
+        plots["fleet"] = fleet
+
+    def replace(match: re.Match[str]) -> str:
+        kind, name = match.group(1), match.group(2)
+        if kind == "run":
+            return _run_text(results)
+        if kind == "summary":
+            return summary_table(results)
+        if kind == "figure":
+            return _figure_text(results, name)
+        if kind == "plot":
+            return f"![{name}]({plots[name]})" if name in plots else f"*No {name} plot in this run.*"
+        raise ValueError(f"unknown marker {match.group(0)} in {TEMPLATE}")
+
+    (DOCS / "benchmarks.md").write_text(MARKER.sub(replace, TEMPLATE.read_text()))
+    return summary_table(results)

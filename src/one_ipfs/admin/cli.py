@@ -1,0 +1,273 @@
+"""``one-ipfs``: install the drivers, check the frontend and hosts, build the private IPFS network."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from one_ipfs.admin import doctor as doctor_checks
+from one_ipfs.admin import install as installer
+from one_ipfs.admin import network as private_network
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_names
+from one_ipfs.errors import OneIpfsError
+
+HOST_REPO = "/var/lib/one/.ipfs"
+NEXT_STEPS = (
+    "Next: 1. restart oned (systemctl restart opennebula)  "
+    "2. copy the drivers to every host: onehost sync --force"
+)
+
+console = Console()
+errors = Console(stderr=True)
+
+one_location_option = click.option(
+    "--one-location",
+    type=click.Path(file_okay=False),
+    help="A self-contained OpenNebula (default: $ONE_LOCATION, else the system-wide /etc/one, /var/lib/one).",
+)
+hosts_option = click.option(
+    "--hosts", help="Comma-separated host names (default: every host of `onehost list`)."
+)
+repo_option = click.option(
+    "--repo",
+    default=lambda: os.environ.get("IPFS_PATH", "~/.ipfs"),
+    show_default="$IPFS_PATH or ~/.ipfs",
+    help="The frontend's Kubo repository.",
+)
+host_repo_option = click.option(
+    "--host-repo",
+    default=HOST_REPO,
+    show_default=True,
+    help="Each host's Kubo repository (as oneadmin sees it).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Manage the one-ipfs OpenNebula drivers and their private IPFS network."""
+
+
+@main.command()
+@one_location_option
+@click.option("--oned-conf", type=click.Path(dir_okay=False), help="oned.conf to register the drivers in.")
+@click.option(
+    "--python", default=sys.executable, show_default=True, help="Interpreter that runs the drivers."
+)
+@click.option(
+    "--print", "dry_run", is_flag=True, help="Show the changes (a diff of oned.conf) without making them."
+)
+def install(one_location: str | None, oned_conf: str | None, python: str, dry_run: bool) -> None:
+    """Copy the drivers into the remotes tree and register them in oned.conf (safe to repeat)."""
+    site = _site(one_location, oned_conf)
+    change = _run(lambda: installer.install(site, python, dry_run=dry_run))
+    _show_change(change, dry_run, "install")
+
+
+@main.command()
+@one_location_option
+@click.option("--oned-conf", type=click.Path(dir_okay=False), help="oned.conf to remove the drivers from.")
+@click.option("--print", "dry_run", is_flag=True, help="Show the changes without making them.")
+def uninstall(one_location: str | None, oned_conf: str | None, dry_run: bool) -> None:
+    """Remove exactly what install added, from oned.conf and from the remotes tree."""
+    site = _site(one_location, oned_conf)
+    change = _run(lambda: installer.uninstall(site, dry_run=dry_run))
+    _show_change(change, dry_run, "uninstall")
+
+
+@main.command()
+@hosts_option
+@one_location_option
+@repo_option
+@host_repo_option
+@json_option
+def doctor(hosts: str | None, one_location: str | None, repo: str, host_repo: str, as_json: bool) -> None:
+    """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
+    target = doctor_checks.Target(Site.find(one_location), repo, host_repo)
+    names = _run(lambda: host_names(hosts))
+    replies = _with_progress(
+        "Checking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
+    )
+    report = doctor_checks.diagnose(target, replies)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"ok": report.ok, "nodes": report.facts, "problems": [asdict(p) for p in report.problems]},
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title="one-ipfs doctor")
+        for column in ("Node", "Check", "Problem", "Fix"):
+            table.add_column(column)
+        for problem in report.problems:
+            table.add_row(problem.node, problem.check, problem.what, problem.fix)
+        if report.ok:
+            console.print(
+                f"[green]All good:[/green] frontend and {len(names)} host(s) checked, no problem found."
+            )
+        else:
+            console.print(table)
+    sys.exit(0 if report.ok else 1)
+
+
+@main.group()
+def network() -> None:
+    """The private IPFS network of the frontend and the hosts."""
+
+
+@network.command("init")
+@hosts_option
+@repo_option
+@host_repo_option
+@click.option(
+    "--address", help="The frontend's storage-network address (default: the one its node listens on)."
+)
+def network_init(hosts: str | None, repo: str, host_repo: str, address: str | None) -> None:
+    """Create the swarm key (once) and make the frontend and every host peers of one private network."""
+    _configure(hosts, repo, host_repo, address, new_network=True)
+
+
+@network.command("join")
+@click.argument("new_hosts", nargs=-1, required=True)
+@hosts_option
+@repo_option
+@host_repo_option
+def network_join(new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_repo: str) -> None:
+    """Bring NEW_HOSTS into the existing network (every member learns about them)."""
+    names = _run(lambda: host_names(hosts))
+    _configure(",".join(dict.fromkeys([*names, *new_hosts])), repo, host_repo, None, new_network=False)
+
+
+@network.command("status")
+@hosts_option
+@one_location_option
+@repo_option
+@host_repo_option
+@json_option
+def network_status(
+    hosts: str | None, one_location: str | None, repo: str, host_repo: str, as_json: bool
+) -> None:
+    """Peer ID, Kubo version, peers and private-network mode of every node."""
+    target = doctor_checks.Target(Site.find(one_location), repo, host_repo)
+    names = _run(lambda: host_names(hosts))
+    replies = _with_progress(
+        "Asking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
+    )
+    key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
+    rows = [_status_row(name, reply, key) for name, reply in replies.items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="one-ipfs network")
+    for column in ("Node", "Peer ID", "Kubo", "Peers", "Private network"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["node"], row["peer_id"] or "-", row["version"] or "down", str(row["peers"]), row["private"]
+        )
+    console.print(table)
+
+
+def _configure(
+    hosts: str | None, repo: str, host_repo: str, address: str | None, *, new_network: bool
+) -> None:
+    names = _run(lambda: host_names(hosts))
+    changed = _with_progress(
+        "Configuring nodes",
+        2 * (len(names) + 1),
+        False,
+        lambda tick: private_network.join(
+            repo, host_repo, names, address, new_network=new_network, progress=tick
+        ),
+    )
+    table = Table(title="private IPFS network")
+    table.add_column("Node")
+    table.add_column("Configuration")
+    for name, was_changed in changed.items():
+        table.add_row(name, "changed: restart its Kubo daemon" if was_changed else "unchanged")
+    console.print(table)
+    if any(changed.values()):
+        console.print(
+            "Restart Kubo on every changed node (systemctl restart ipfs), then run `one-ipfs doctor`."
+        )
+
+
+def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
+    facts = reply.result
+    daemon = facts.get("daemon", {})
+    held = facts.get("repo", {}).get("swarm_key")
+    private = "no swarm.key" if held is None else "yes" if held == key else f"other key ({held})"
+    return {
+        "node": name,
+        "peer_id": daemon.get("peer_id") or facts.get("repo", {}).get("peer_id"),
+        "version": daemon.get("version"),
+        "peers": len(daemon.get("peers", [])),
+        "private": private if not reply.error else reply.error,
+    }
+
+
+def _site(one_location: str | None, oned_conf: str | None) -> Site:
+    site = Site.find(one_location)
+    return Site(site.remotes, site.oned_conf if oned_conf is None else type(site.oned_conf)(oned_conf))
+
+
+def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
+    verb = "would change" if dry_run else "changed"
+    if change.diff:
+        console.print(f"oned.conf {verb}: {change.oned_conf}")
+        console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
+    else:
+        console.print(f"oned.conf {change.oned_conf}: nothing to change")
+    if change.backup is not None:
+        console.print(f"backup of the original: {change.backup}")
+    touched = (
+        "would write"
+        if dry_run and action == "install"
+        else "would remove"
+        if dry_run
+        else ("wrote" if action == "install" else "removed")
+    )
+    for path in change.remotes:
+        console.print(f"{touched} {path}")
+    if not dry_run:
+        console.print(NEXT_STEPS)
+
+
+def _with_progress(
+    title: str, total: int, quiet: bool, work: Callable[[Callable[[Reply], None]], Any]
+) -> Any:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[node]}"),
+        console=errors,
+        transient=True,
+        disable=quiet or not errors.is_terminal,
+    ) as progress:
+        task = progress.add_task(title, total=total, node="")
+
+        def tick(reply: Reply) -> None:
+            progress.update(task, advance=1, node=reply.node)
+
+        return _run(lambda: work(tick))
+
+
+def _run(work: Callable[[], Any]) -> Any:
+    """Run ``work``; a one-ipfs error becomes its one line on stderr and exit status 1."""
+    try:
+        return work()
+    except OneIpfsError as exc:
+        errors.print(f"[red]Error:[/red] {exc}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,255 @@
+"""``one-ipfs doctor``: everything that keeps images from reaching VMs, on the frontend and on every host.
+
+Each node answers one ``remote.probe`` (hosts over ssh, as the drivers reach them); the verdicts are drawn
+here, so a host needs nothing but python3.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
+from one_ipfs.config import read_defaults
+from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB
+
+MIN_KUBO = (0, 40)
+MIN_PYTHON = (3, 9)
+MAX_SKEW = 5.0
+HOST_BUNDLE = f"/var/tmp/one/{HOST_LIB}/{BUNDLE_STAMP}"
+DEFAULT_API = "http://127.0.0.1:5001"
+LOOPBACK = re.compile(r"^/(ip4/127\.\d+\.\d+\.\d+|ip6/::1|unix)/")
+
+
+@dataclass(frozen=True)
+class Problem:
+    node: str
+    check: str
+    what: str
+    fix: str
+
+
+@dataclass
+class Report:
+    """The probes' facts per node and every problem found (``ok`` when there is none)."""
+
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, node: str, check: str, what: str, fix: str) -> None:
+        self.problems.append(Problem(node, check, what, fix))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to look: the remotes tree, the frontend's repo and API, the hosts' repo and API."""
+
+    site: Site
+    repo: str
+    host_repo: str
+    api: str | None = None
+    host_api: str | None = None
+
+    def apis(self) -> tuple[str, str]:
+        defaults = read_defaults(self.site.remotes / DEFAULTS)
+        return (
+            self.api or defaults.get("IPFS_API", DEFAULT_API),
+            self.host_api or defaults.get("IPFS_HOST_API", DEFAULT_API),
+        )
+
+
+def probe_all(
+    target: Target, hosts: list[str], progress: Callable[[Reply], None] | None = None
+) -> dict[str, Reply]:
+    """The frontend's probe, then every host's."""
+    api, host_api = target.apis()
+    replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api})}
+    if progress is not None:
+        progress(replies[FRONTEND])
+    replies.update(
+        call_all(
+            hosts,
+            "probe",
+            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": HOST_BUNDLE},
+            progress,
+        )
+    )
+    return replies
+
+
+def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
+    report = Report()
+    _check_remotes(target.site, report)
+    frontend = replies[FRONTEND].result
+    for name, reply in replies.items():
+        report.facts[name] = _public_facts(reply)
+        if reply.python_missing:
+            report.add(
+                name,
+                "python3",
+                "python3 is not on the PATH of ssh sessions",
+                f"install python3 (>= 3.9) on {name}",
+            )
+            continue
+        if not reply.result:
+            report.add(
+                name,
+                "ssh",
+                reply.error or "no answer",
+                f"check that oneadmin can `ssh {name}` without a password",
+            )
+            continue
+        _check_node(name, reply, report, frontend, target)
+        if name != FRONTEND:
+            _check_host(name, reply, report, frontend, target)
+    return report
+
+
+def _check_remotes(site: Site, report: Report) -> None:
+    missing = [
+        str(site.remotes / d)
+        for d in (*DRIVER_DIRS, HOST_LIB / BUNDLE_STAMP)
+        if not (site.remotes / d).exists()
+    ]
+    if missing:
+        report.add(
+            FRONTEND,
+            "drivers",
+            f"the drivers are not installed ({', '.join(missing)} missing)",
+            "run `one-ipfs install`",
+        )
+
+
+def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any], target: Target) -> None:
+    facts = reply.result
+    daemon, repo = facts["daemon"], facts["repo"]
+    python = tuple(int(part) for part in facts["python"].split(".")[:2])
+    if python < MIN_PYTHON:
+        report.add(
+            name,
+            "python3",
+            f"python3 is {facts['python']}, older than 3.9",
+            f"install python3 >= 3.9 on {name}",
+        )
+    if daemon["up"]:
+        version = daemon.get("version") or "0"
+        if _version(version) < MIN_KUBO:
+            report.add(
+                name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
+            )
+    elif facts.get("ipfs_binary") is None:
+        report.add(
+            name,
+            "kubo",
+            f"Kubo is missing: no ipfs command and {daemon['error']}",
+            f"install Kubo >= 0.40 on {name}",
+        )
+    else:
+        report.add(
+            name,
+            "daemon",
+            f"the Kubo daemon is down: {daemon['error']}",
+            f"start the Kubo daemon on {name} (systemctl start ipfs)",
+        )
+    if repo.get("error"):
+        report.add(name, "repo", repo["error"], _repo_fix(name, target))
+    elif repo.get("swarm_key") is None:
+        report.add(
+            name,
+            "private",
+            "not in private-network mode: the repository has no swarm.key",
+            "run `one-ipfs network init`",
+        )
+    elif name != FRONTEND and repo["swarm_key"] != frontend.get("repo", {}).get("swarm_key"):
+        report.add(
+            name,
+            "private",
+            f"holds another swarm key (fingerprint {repo['swarm_key']}, the frontend's is "
+            f"{frontend.get('repo', {}).get('swarm_key')})",
+            f"run `one-ipfs network join {name}` and restart its Kubo daemon",
+        )
+    api_address = daemon.get("api_address") if daemon["up"] else repo.get("api_address")
+    exposed = [a for a in _as_list(api_address) if not LOOPBACK.match(a)]
+    if exposed:
+        report.add(
+            name,
+            "rpc",
+            f"the Kubo RPC API listens beyond loopback ({', '.join(exposed)}): it grants full control",
+            "set Addresses.API to /ip4/127.0.0.1/tcp/5001 (`ipfs config Addresses.API ...`) and restart Kubo",
+        )
+    limit, held = daemon.get("storage_max"), daemon.get("repo_size")
+    if daemon["up"] and limit is not None and held is not None and limit < held:
+        report.add(
+            name,
+            "storage",
+            f"Datastore.StorageMax ({limit} B) is below what the node holds ({held} B)",
+            "raise Datastore.StorageMax (`ipfs config Datastore.StorageMax 500GB`) and restart Kubo",
+        )
+
+
+def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any], target: Target) -> None:
+    facts, daemon = reply.result, reply.result["daemon"]
+    frontend_id = frontend.get("daemon", {}).get("peer_id") or frontend.get("repo", {}).get("peer_id")
+    if daemon["up"] and frontend_id and frontend_id not in daemon.get("peers", []):
+        report.add(
+            name,
+            "peering",
+            "not connected to the frontend's node: images cannot reach this host",
+            "run `one-ipfs network join "
+            + name
+            + "`, restart Kubo there, and check that swarm port 4001 is open",
+        )
+    expected = _frontend_bundle(target.site)
+    if facts.get("bundle") != expected:
+        held = facts.get("bundle") or "none"
+        report.add(
+            name, "remotes", f"host bundle {held}, the frontend's is {expected}", "run `onehost sync --force`"
+        )
+    skew = facts["time"] - (reply.sent_at + reply.received_at) / 2
+    allowed = MAX_SKEW + (reply.received_at - reply.sent_at) / 2
+    if abs(skew) > allowed:
+        report.add(
+            name,
+            "clock",
+            f"the clock is {skew:+.1f} s off the frontend's",
+            f"run NTP (chrony) on {name} and the frontend",
+        )
+
+
+def _frontend_bundle(site: Site) -> str | None:
+    try:
+        return (site.remotes / HOST_LIB / BUNDLE_STAMP).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def _public_facts(reply: Reply) -> dict[str, Any]:
+    facts = dict(reply.result)
+    if reply.error:
+        facts["error"] = reply.error
+    return facts
+
+
+def _repo_fix(name: str, target: Target) -> str:
+    option = "--repo" if name == FRONTEND else "--host-repo"
+    path = target.repo if name == FRONTEND else target.host_repo
+    return f"run Kubo as oneadmin with IPFS_PATH={path}, or name its repository with {option}"
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = [*(int(n) for n in re.findall(r"\d+", text)[:2]), 0, 0][:2]
+    return major, minor
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return []

@@ -1,0 +1,140 @@
+"""``one-ipfs install`` / ``uninstall``: the drivers into the remotes tree, their registration into oned.conf.
+
+Both are safe to repeat. oned.conf is only ever replaced atomically, with its mode and owner, after a backup
+of the original; uninstall takes out only what install put in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from one_ipfs.admin.nodes import Site
+from one_ipfs.errors import StorageError
+from one_ipfs.opennebula import oned_conf
+from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, SOURCE_REMOTES, install_remotes
+
+BACKUP_SUFFIX = ".one-ipfs.bak"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What install or uninstall does (or, with ``--print``, would do)."""
+
+    oned_conf: Path
+    diff: str
+    backup: Path | None
+    remotes: tuple[str, ...]
+
+
+def install(site: Site, python: str, *, dry_run: bool) -> Change:
+    original = _read(site.oned_conf)
+    updated = oned_conf.register(original)
+    remotes = tuple(str(site.remotes / d) for d in (*DRIVER_DIRS, DEFAULTS))
+    backup = None
+    if not dry_run:
+        if not site.remotes.is_dir():
+            raise StorageError(
+                f"the remotes tree {site.remotes} does not exist: is OpenNebula installed here?"
+            )
+        install_remotes(site.remotes, python)
+        _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
+        if updated != original:
+            backup = _backup(site.oned_conf, original)
+            _replace(site.oned_conf, updated)
+    return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, remotes)
+
+
+def uninstall(site: Site, *, dry_run: bool) -> Change:
+    original = _read(site.oned_conf)
+    updated = oned_conf.unregister(original)
+    removed = [site.remotes / d for d in DRIVER_DIRS if (site.remotes / d).exists()]
+    defaults = site.remotes / DEFAULTS
+    if defaults.exists() and _untouched_defaults(defaults):
+        removed.append(defaults)
+    backup = None
+    if not dry_run:
+        for path in removed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        for folder in (defaults.parent, site.remotes / "etc" / "datastore"):
+            if folder.is_dir() and not any(folder.iterdir()) and folder != site.remotes:
+                folder.rmdir()
+                break
+        if updated != original:
+            backup = _backup(site.oned_conf, original)
+            _replace(site.oned_conf, updated)
+    return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, tuple(map(str, removed)))
+
+
+def _untouched_defaults(defaults: Path) -> bool:
+    """True when ipfs.conf is the shipped one apart from the interpreter line install writes."""
+
+    def settings(path: Path) -> list[str]:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [line for line in lines if line.strip() and not line.startswith("ONE_IPFS_PYTHON=")]
+
+    return settings(defaults) == settings(SOURCE_REMOTES / DEFAULTS)
+
+
+def _read(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise StorageError(f"no oned.conf at {path}: name it with --oned-conf or --one-location") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _backup(path: Path, original: str) -> Path:
+    """``oned.conf.one-ipfs.bak`` holds the file as it was before one-ipfs first changed it; a later change
+    of a different file gets a timestamped backup beside it."""
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    if backup.exists() and _read(backup) != original:
+        backup = path.with_name(f"{path.name}.one-ipfs.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+    if not backup.exists():
+        shutil.copy2(path, backup)
+    return backup
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` over ``path`` atomically, keeping its mode and owner (oned reads it as oneadmin)."""
+    status = path.stat()
+    tmp = path.with_name(f".{path.name}.one-ipfs.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, status.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(tmp, status.st_uid, status.st_gid)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _give_to_owner(remotes: Path, paths: list[Path]) -> None:
+    """Files root copied into the remotes tree belong to its owner, as OpenNebula's own drivers do."""
+    if os.geteuid() != 0:
+        return
+    owner = remotes.stat()
+    for top in paths:
+        for folder, _, files in os.walk(top):
+            os.chown(folder, owner.st_uid, owner.st_gid)
+            for name in files:
+                os.chown(Path(folder) / name, owner.st_uid, owner.st_gid)
+
+
+def _diff(path: Path, before: str, after: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True), after.splitlines(keepends=True), str(path), f"{path} (one-ipfs)"
+        )
+    )

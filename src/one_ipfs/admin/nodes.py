@@ -1,0 +1,153 @@
+"""The nodes the admin tool looks after: the frontend (in this process) and every host (over ssh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from defusedxml import ElementTree
+
+from one_ipfs.admin import remote
+from one_ipfs.errors import HostError, OpenNebulaError
+from one_ipfs.transfer.hostcall import ssh_argv
+
+FRONTEND = "frontend"
+SSH_TIMEOUT = 60.0
+PYTHON_MISSING = 127
+SSH_FAILED = 255
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where OpenNebula keeps its files here: system-wide, or self-contained under ONE_LOCATION."""
+
+    remotes: Path
+    oned_conf: Path
+
+    @classmethod
+    def find(cls, one_location: str | None) -> Site:
+        location = one_location or os.environ.get("ONE_LOCATION")
+        if location:
+            return cls(Path(location) / "var" / "remotes", Path(location) / "etc" / "oned.conf")
+        return cls(Path("/var/lib/one/remotes"), Path("/etc/one/oned.conf"))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A node's answer to a remote command; ``error`` set (and ``result`` empty) when it gave none."""
+
+    node: str
+    result: dict[str, Any]
+    error: str | None = None
+    python_missing: bool = False
+    sent_at: float = 0.0
+    received_at: float = 0.0
+
+
+def host_names(given: str | None) -> list[str]:
+    """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``onehost list -x``)."""
+    if given:
+        return [name.strip() for name in given.split(",") if name.strip()]
+    try:
+        result = subprocess.run(["onehost", "list", "-x"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise OpenNebulaError(f"cannot run onehost ({exc.strerror}): name the hosts with --hosts") from exc
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise OpenNebulaError(f"onehost list failed: {lines[-1] if lines else 'no output'}")
+    try:
+        pool = ElementTree.fromstring(result.stdout)
+    except ElementTree.ParseError as exc:
+        raise OpenNebulaError(f"onehost list -x printed something that is not XML: {exc}") from exc
+    return [name.text for name in pool.iterfind("HOST/NAME") if name.text]
+
+
+def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PLR0911 - one per way to fail
+    """Run a ``remote`` command: in this process for the frontend, one python3 over ssh on a host."""
+    sent = time.time()
+    if node == FRONTEND:
+        result = _local(command, payload)
+        return Reply(node, result, result.get("error"), sent_at=sent, received_at=time.time())
+    message = {
+        "script": Path(remote.__file__).read_text(encoding="utf-8"),
+        "command": command,
+        "payload": payload,
+    }
+    try:
+        done = subprocess.run(
+            ssh_argv(node, ["python3", "-c", remote.BOOT]),
+            input=json.dumps(message) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=SSH_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Reply(node, {}, f"{node} did not answer within {SSH_TIMEOUT:g} s", sent_at=sent)
+    received = time.time()
+    reason = _last_line(done.stderr)
+    if done.returncode == PYTHON_MISSING:
+        return Reply(node, {}, f"python3 is missing on {node}", python_missing=True, sent_at=sent)
+    if done.returncode == SSH_FAILED:
+        return Reply(node, {}, f"ssh to {node} failed: {reason or 'no message'}", sent_at=sent)
+    if done.returncode != 0:
+        return Reply(node, {}, f"{node}: {reason or f'exit status {done.returncode}'}", sent_at=sent)
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return Reply(node, {}, f"{node} printed no JSON result", sent_at=sent)
+    return Reply(node, result, result.get("error"), sent_at=sent, received_at=received)
+
+
+def call_all(
+    nodes: Iterable[str],
+    command: str,
+    payload: Callable[[str], dict[str, Any]],
+    progress: Callable[[Reply], None] | None = None,
+) -> dict[str, Reply]:
+    """``call`` on every node in parallel (a few at a time), reporting each reply as it comes."""
+    names = list(nodes)
+    replies: dict[str, Reply] = {}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = {name: pool.submit(call, name, command, payload(name)) for name in names}
+        for name in names:
+            replies[name] = futures[name].result()
+            if progress is not None:
+                progress(replies[name])
+    return replies
+
+
+def resolve_address(host: str) -> str:
+    """The address ssh reaches ``host`` at: ssh's own config first, where oneadmin's ``Host`` entries are."""
+    result = subprocess.run(["ssh", "-G", host], capture_output=True, text=True, check=False)
+    name = host
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value:
+            name = value.strip()
+    try:
+        return socket.gethostbyname(name)
+    except OSError as exc:
+        raise HostError(f"cannot resolve {host} ({name}): {exc}") from exc
+
+
+def _local(command: str, payload: dict[str, Any]) -> dict[str, Any]:
+    handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        "probe": remote.probe,
+        "init": remote.init,
+        "configure": remote.configure,
+    }
+    return handlers[command](payload)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
