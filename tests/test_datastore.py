@@ -13,10 +13,12 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import lzma
 import os
 import subprocess
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +26,9 @@ import pytest
 
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
+from testbed.kubo import KUBO
 from testbed.one import Datastore, Image, OneFailure, OneSim
-from tests.support.images import disk_bytes, sha256
+from tests.support.images import disk_bytes, sha256, unixfs_file_node
 
 pytestmark = pytest.mark.bed
 
@@ -311,3 +314,59 @@ def test_a_stopped_frontend_node_fails_the_import_with_one_line(
 
     assert "daemon may be down" in info
     assert cid not in frontend_pins(bed)
+
+
+def zero_image_on(bed: Bed, host: str, gib: int) -> str:
+    """A ``gib`` GiB all-zero image on one host's node, built block by block in a second.
+
+    Its DAG is what ``ipfs add`` makes of zeros with 1 MiB raw leaves (one leaf block shared by every
+    chunk), without hashing gigabytes: a leaf, a node of 1024 links per GiB, and a root.
+    """
+
+    def ipfs(argv: list[str], data: bytes) -> str:
+        command = [str(KUBO), "--api=/ip4/127.0.0.1/tcp/5001", *argv]
+        return bed.host_run(bed.host(host), command, input=data).stdout.decode().strip()
+
+    def file_node(child: str, sizes: list[int]) -> str:
+        document = {
+            "Data": {"/": {"bytes": base64.b64encode(unixfs_file_node(sizes)).decode().rstrip("=")}},
+            "Links": [{"Hash": {"/": child}, "Name": "", "Tsize": size} for size in sizes],
+        }
+        return ipfs(
+            ["dag", "put", "--store-codec=dag-pb", "--input-codec=dag-json"], json.dumps(document).encode()
+        )
+
+    leaf = ipfs(["block", "put", "--cid-codec=raw"], bytes(1 << 20))
+    gibibyte = file_node(leaf, [1 << 20] * 1024)
+    return file_node(gibibyte, [1 << 30] * gib)
+
+
+def test_stat_sizes_a_10_gib_image_without_fetching_it(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+    cid = zero_image_on(bed, "h2", 10)
+    repo_before = bed.frontend.client().repo_stat().repo_size
+    payload = base64.b64encode(
+        (
+            f"<DS_DRIVER_ACTION_DATA><IMAGE><PATH>/ipfs/{cid}</PATH></IMAGE>"
+            f"{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>"
+        ).encode()
+    ).decode()
+
+    result = one.datastore_manager.request("STAT", 43, payload)
+
+    assert (result.success, result.info) == (True, "10240")
+    assert bed.frontend.client().repo_stat().repo_size - repo_before < 4 << 20
+
+
+def test_export_gives_the_marketplace_an_ipfs_source(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+    data = disk_bytes(2 << 20, seed=19)
+    image = one.image_create(ipfs_ds, name="to-market", path=f"/ipfs/{add_on(bed, 'h3', data)}")
+    payload = base64.b64encode(
+        f"<DS_DRIVER_ACTION_DATA>{image.xml}{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>".encode()
+    ).decode()
+
+    result = one.datastore_manager.request("EXPORT", image.id, payload)
+
+    info = ET.fromstring(result.info)
+    assert info.findtext("IMPORT_SOURCE") == f"ipfs://{image.template['IPFS_CID']}"
+    assert info.findtext("MD5") == hashlib.md5(data).hexdigest()
+    assert (info.findtext("SIZE"), info.findtext("FORMAT")) == ("2", "raw")

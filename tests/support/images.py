@@ -18,3 +18,19 @@ def disk_bytes(size: int, seed: int = 0) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def unixfs_file_node(child_sizes: list[int]) -> bytes:
+    """The UnixFS ``Data`` of a file node whose children hold ``child_sizes`` bytes (protobuf by hand)."""
+    data = b"\x08\x02" + b"\x18" + _varint(sum(child_sizes))
+    return data + b"".join(b"\x20" + _varint(size) for size in child_sizes)
