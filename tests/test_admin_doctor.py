@@ -1,4 +1,4 @@
-"""``one-ipfs network init`` and ``one-ipfs doctor`` on the bed, run by oneadmin on the frontend as an admin would.
+"""``one-ipfs network init`` and ``one-ipfs doctor`` on the bed, run by oneadmin on the frontend.
 
 Kubo runs as oneadmin on a real host, with its repository at /var/lib/one/.ipfs; here the bed's repositories
 are lent to oneadmin (and reached through that path on each host) for the module, and given back afterwards.

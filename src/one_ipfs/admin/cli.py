@@ -12,7 +12,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.syntax import Syntax
 from rich.table import Table
 
 from one_ipfs.admin import doctor as doctor_checks
@@ -49,6 +48,12 @@ host_repo_option = click.option(
     default=HOST_REPO,
     show_default=True,
     help="Each host's Kubo repository (as oneadmin sees it).",
+)
+api_options = (
+    click.option("--api", help="The frontend node's RPC API (default: IPFS_API of ipfs.conf)."),
+    click.option(
+        "--host-api", help="Each host node's RPC API, as seen on the host (default: IPFS_HOST_API)."
+    ),
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
@@ -91,9 +96,20 @@ def uninstall(one_location: str | None, oned_conf: str | None, dry_run: bool) ->
 @repo_option
 @host_repo_option
 @json_option
-def doctor(hosts: str | None, one_location: str | None, repo: str, host_repo: str, as_json: bool) -> None:
+@api_options[0]
+@api_options[1]
+def doctor(
+    *,
+    hosts: str | None,
+    one_location: str | None,
+    repo: str,
+    host_repo: str,
+    api: str | None,
+    host_api: str | None,
+    as_json: bool,
+) -> None:
     """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
-    target = doctor_checks.Target(Site.find(one_location), repo, host_repo)
+    target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
     names = _run(lambda: host_names(hosts))
     replies = _with_progress(
         "Checking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
@@ -155,11 +171,20 @@ def network_join(new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_
 @repo_option
 @host_repo_option
 @json_option
+@api_options[0]
+@api_options[1]
 def network_status(
-    hosts: str | None, one_location: str | None, repo: str, host_repo: str, as_json: bool
+    *,
+    hosts: str | None,
+    one_location: str | None,
+    repo: str,
+    host_repo: str,
+    api: str | None,
+    host_api: str | None,
+    as_json: bool,
 ) -> None:
     """Peer ID, Kubo version, peers and private-network mode of every node."""
-    target = doctor_checks.Target(Site.find(one_location), repo, host_repo)
+    target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
     names = _run(lambda: host_names(hosts))
     replies = _with_progress(
         "Asking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
@@ -223,25 +248,21 @@ def _site(one_location: str | None, oned_conf: str | None) -> Site:
 
 
 def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
-    verb = "would change" if dry_run else "changed"
+    """Plain lines, never wrapped: the diff stays a valid patch and the paths stay whole."""
     if change.diff:
-        console.print(f"oned.conf {verb}: {change.oned_conf}")
-        console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
+        click.echo(f"oned.conf {'would change' if dry_run else 'changed'}: {change.oned_conf}")
+        colours = {"+": "green", "-": "red", "@": "cyan"}
+        for line in change.diff.splitlines(keepends=True):
+            click.echo(click.style(line, fg=colours.get(line[:1])), nl=False)
     else:
-        console.print(f"oned.conf {change.oned_conf}: nothing to change")
+        click.echo(f"oned.conf {change.oned_conf}: nothing to change")
     if change.backup is not None:
-        console.print(f"backup of the original: {change.backup}")
-    touched = (
-        "would write"
-        if dry_run and action == "install"
-        else "would remove"
-        if dry_run
-        else ("wrote" if action == "install" else "removed")
-    )
+        click.echo(f"backup of the original: {change.backup}")
+    done = {"install": ("wrote", "would write"), "uninstall": ("removed", "would remove")}[action]
     for path in change.remotes:
-        console.print(f"{touched} {path}")
+        click.echo(f"{done[dry_run]} {path}")
     if not dry_run:
-        console.print(NEXT_STEPS)
+        click.echo(NEXT_STEPS)
 
 
 def _with_progress(

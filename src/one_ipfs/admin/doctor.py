@@ -143,11 +143,11 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             report.add(
                 name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
             )
-    elif facts.get("ipfs_binary") is None:
+    elif facts.get("ipfs_binary") is None and repo.get("error"):
         report.add(
             name,
             "kubo",
-            f"Kubo is missing: no ipfs command and {daemon['error']}",
+            f"Kubo is missing: no ipfs command, no repository, {daemon['error']}",
             f"install Kubo >= 0.40 on {name}",
         )
     else:
