@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -19,6 +19,8 @@ from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_names
 from one_ipfs.errors import OneIpfsError
+
+T = TypeVar("T")
 
 HOST_REPO = "/var/lib/one/.ipfs"
 NEXT_STEPS = (
@@ -90,6 +92,16 @@ def uninstall(one_location: str | None, oned_conf: str | None, dry_run: bool) ->
     _show_change(change, dry_run, "uninstall")
 
 
+def _probe_nodes(
+    label: str, target: doctor_checks.Target, hosts: str | None, as_json: bool
+) -> dict[str, Reply]:
+    """Ask the frontend and every host (given, or from ``onehost list``) what the doctor needs to know."""
+    names = _run(lambda: host_names(hosts))
+    return _with_progress(
+        label, len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
+    )
+
+
 @main.command()
 @hosts_option
 @one_location_option
@@ -110,10 +122,7 @@ def doctor(
 ) -> None:
     """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
     target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
-    names = _run(lambda: host_names(hosts))
-    replies = _with_progress(
-        "Checking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
-    )
+    replies = _probe_nodes("Checking nodes", target, hosts, as_json)
     report = doctor_checks.diagnose(target, replies)
     if as_json:
         click.echo(
@@ -130,7 +139,7 @@ def doctor(
             table.add_row(problem.node, problem.check, problem.what, problem.fix)
         if report.ok:
             console.print(
-                f"[green]All good:[/green] frontend and {len(names)} host(s) checked, no problem found."
+                f"[green]All good:[/green] frontend and {len(replies) - 1} host(s) checked, no problem found."
             )
         else:
             console.print(table)
@@ -185,10 +194,7 @@ def network_status(
 ) -> None:
     """Peer ID, Kubo version, peers and private-network mode of every node."""
     target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
-    names = _run(lambda: host_names(hosts))
-    replies = _with_progress(
-        "Asking nodes", len(names) + 1, as_json, lambda tick: doctor_checks.probe_all(target, names, tick)
-    )
+    replies = _probe_nodes("Asking nodes", target, hosts, as_json)
     key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
     rows = [_status_row(name, reply, key) for name, reply in replies.items()]
     if as_json:
@@ -265,9 +271,7 @@ def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
         click.echo(NEXT_STEPS)
 
 
-def _with_progress(
-    title: str, total: int, quiet: bool, work: Callable[[Callable[[Reply], None]], Any]
-) -> Any:
+def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable[[Reply], None]], T]) -> T:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -285,7 +289,7 @@ def _with_progress(
         return _run(lambda: work(tick))
 
 
-def _run(work: Callable[[], Any]) -> Any:
+def _run(work: Callable[[], T]) -> T:
     """Run ``work``; a one-ipfs error becomes its one line on stderr and exit status 1."""
     try:
         return work()
