@@ -51,6 +51,12 @@ class FakeKubo:
         local = cid in self.pins
         return FileStat(cid, len(data), len(data), 1, "file", local if with_local else None, None)
 
+    def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
+        return len(self.network[cid])
+
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[str]:
+        return []
+
     def pin_ls(
         self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
     ) -> list[Pin]:

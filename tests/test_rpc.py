@@ -24,6 +24,7 @@ from one_ipfs.errors import (
     StreamBroken,
 )
 from one_ipfs.ipfs import network
+from one_ipfs.ipfs.pinning import scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
 from testbed.system import Process, spawn, stop_processes
@@ -284,6 +285,23 @@ def test_pin_add_fetches_an_image_from_a_peer_under_its_name(
         (cid, "recursive", "one-vm42-disk0")
     ]
     assert b"".join(host.cat(f"/ipfs/{cid}", timeout=10)) == image.read_bytes()
+
+
+def test_scatter_fetch_brings_every_block_of_an_image_from_a_peer(
+    kubo: KuboClient, peer_node: LocalNode, image: Path
+) -> None:
+    host = peer_node.client()
+    host.swarm_connect(kubo.id().addresses[0])
+    cid = kubo.add(image, settings=SETTINGS).cid
+    leaves = kubo.dag_links(cid)
+    assert len(leaves) == -(-image.stat().st_size // MIB)
+    assert kubo.block_stat(leaves[0]) == MIB
+
+    scatter_fetch(host, cid, log=lambda _: None, timeout=30, stall_timeout=10)
+
+    local = host.files_stat(f"/ipfs/{cid}", with_local=True)
+    assert local.local is True
+    assert (local.size_local or 0) >= image.stat().st_size
 
 
 def test_pin_add_reports_progress_in_nodes_and_bytes(kubo: KuboClient, kubo_node: LocalNode) -> None:

@@ -28,7 +28,7 @@ from one_ipfs.host.cache import (
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, write_stream
-from one_ipfs.ipfs.pinning import PROGRESS_EVERY, pin_with_progress
+from one_ipfs.ipfs.pinning import PROGRESS_EVERY, pin_with_progress, scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
 
 MODES = (COPY, OVERLAY)
@@ -364,6 +364,9 @@ def _hold(
 
 
 def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
+    scatter_fetch(
+        client, cid, log=log_info, timeout=deadline.left(), stall_timeout=stall_timeout, total_bytes=total
+    )
     pin_with_progress(
         client,
         cid,

@@ -8,13 +8,17 @@ seen here.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from one_ipfs.errors import IpfsTimeout
 from one_ipfs.ipfs.rpc import KuboClient, PinProgress
 
 PROGRESS_EVERY = 5.0
+RAW_CODEC_PREFIX = "bafk"
+SCATTER_WORKERS = 8
 
 
 def pin_with_progress(
@@ -52,3 +56,50 @@ def _progress_line(cid: str, done: int, total: int | None) -> str:
         percent = min(100 * done // max(total, 1), 100)
         return f"fetching {cid}: {done >> 20} of {total >> 20} MiB ({percent}%)"
     return f"fetching {cid}: {done >> 20} MiB"
+
+
+def scatter_fetch(
+    client: KuboClient,
+    cid: str,
+    *,
+    log: Callable[[str], None],
+    timeout: float,
+    stall_timeout: float,
+    total_bytes: int | None = None,
+) -> None:
+    """Fetch an image's leaf blocks in an order of this host's own before pinning it.
+
+    Hosts that deploy one image at once would otherwise all ask for the same blocks in DAG order,
+    and the one node that has them (the frontend) would send each block to every host. In a
+    random order each host soon holds blocks the others still want, and bitswap lets them trade.
+    """
+    deadline = time.monotonic() + timeout
+    leaves = _leaves(client, cid, stall_timeout)
+    random.shuffle(leaves)
+
+    def fetch(leaf: str) -> int:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise IpfsTimeout(f"fetching {cid} did not finish within {timeout:g} s")
+        return client.block_stat(leaf, timeout=min(stall_timeout, left))
+
+    fetched, logged = 0, time.monotonic()
+    with ThreadPoolExecutor(SCATTER_WORKERS) as pool:
+        for size in pool.map(fetch, leaves):
+            fetched += size
+            if time.monotonic() - logged >= PROGRESS_EVERY:
+                logged = time.monotonic()
+                log(_progress_line(cid, fetched, total_bytes))
+
+
+def _leaves(client: KuboClient, cid: str, stall_timeout: float) -> list[str]:
+    """The distinct raw leaf blocks under ``cid``, reading only its interior nodes."""
+    leaves: set[str] = set()
+    pending = [cid]
+    while pending:
+        node = pending.pop()
+        if node.startswith(RAW_CODEC_PREFIX):
+            leaves.add(node)
+            continue
+        pending.extend(client.dag_links(node, timeout=stall_timeout))
+    return sorted(leaves)

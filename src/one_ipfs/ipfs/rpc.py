@@ -258,6 +258,15 @@ class KuboClient:
         keys = answer.get("Keys") or {}
         return [Pin(key, str(info.get("Type", "")), str(info.get("Name", ""))) for key, info in keys.items()]
 
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[str]:
+        """The CIDs a dag-pb node links to (fetching that one node, not what it links to)."""
+        answer = self._call("dag/get", (cid,), {"output-codec": "dag-json"}, timeout)
+        return [str(link["Hash"]["/"]) for link in answer.get("Links") or []]
+
+    def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
+        """Size of one block; a block the node lacks is fetched from its peers first."""
+        return int(self._call("block/stat", (cid,), {}, timeout).get("Size", 0))
+
     def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
         """Size and shape of ``/ipfs/<cid>`` from its root block only; ``with_local`` adds what is local."""
         params = {"with-local": "true"} if with_local else {}
