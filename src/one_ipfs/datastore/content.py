@@ -102,14 +102,14 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
         hold(cid, name, config, total_bytes=size)
         return ImportedContent(cid, read_format(cid, config), {"IPFS_ORIGIN": origin})
-    template = image.template
+    checksums = {name: image.template.get(name, "") for name in sources.HASHES}
     with sources.open_image(
-        image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout
+        image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout, checksums
     ) as stream:
         added = client(config).add(
             stream.reader, settings=config.import_settings, pin=False, progress=_add_progress()
         )
-        stream.verify(template.get("MD5", ""), template.get("SHA1", ""))
+        stream.verify()
         image_format = stream.format
     log_info(f"added {added.size >> 20} MiB as {added.cid}")
     hold(added.cid, name, config)

@@ -14,7 +14,7 @@ import lzma
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,21 +43,27 @@ DECOMPRESSORS: dict[str, Callable[[BinaryIO], _Peekable]] = {
 }
 
 
-class HashingReader(io.RawIOBase):
-    """A readable stream that feeds every byte it passes on to MD5 and SHA1."""
+HASHES = {"MD5": "md5", "SHA1": "sha1"}
 
-    def __init__(self, stream: BinaryIO) -> None:
+
+class HashingReader(io.RawIOBase):
+    """A readable stream that feeds every byte it passes on to the checksums the template asks for.
+
+    Hashing costs a CPU core at import speed, so only a checksum to be checked is computed.
+    """
+
+    def __init__(self, stream: BinaryIO, expected: Mapping[str, str]) -> None:
         self.stream = stream
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.expected = {name: value.strip().lower() for name, value in expected.items() if value.strip()}
+        self.digests = {name: hashlib.new(HASHES[name], usedforsecurity=False) for name in self.expected}
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self.stream.read(len(buffer))
-        self.md5.update(data)
-        self.sha1.update(data)
+        for digest in self.digests.values():
+            digest.update(data)
         buffer[: len(data)] = data
         return len(data)
 
@@ -71,13 +77,13 @@ class ImageStream:
     header: bytes
     hashes: HashingReader
 
-    def verify(self, md5: str, sha1: str) -> None:
+    def verify(self) -> None:
         """Refuse an image whose published checksum does not match what was read."""
-        for name, expected, digest in (("MD5", md5, self.hashes.md5), ("SHA1", sha1, self.hashes.sha1)):
-            if expected and expected.strip().lower() != digest.hexdigest():
+        for name, expected in self.hashes.expected.items():
+            actual = self.hashes.digests[name].hexdigest()
+            if actual != expected:
                 raise InvalidInput(
-                    f"{name} mismatch: the image hashes to {digest.hexdigest()}, the template says "
-                    f"{expected.strip()[:64]}"
+                    f"{name} mismatch: the image hashes to {actual}, the template says {expected[:64]}"
                 )
 
 
@@ -140,13 +146,14 @@ def open_image(
     safe_dirs: Sequence[str],
     restricted_dirs: Sequence[str],
     timeout: float,
-    decompress: bool = True,
+    checksums: Mapping[str, str] | None = None,
 ) -> Iterator[ImageStream]:
-    """Open an image for import: hashed as published, then decompressed, with its format known up front."""
+    """Open an image for import: hashed as published (``checksums``: MD5/SHA1 to check), then
+    decompressed, with its format known up front."""
     with open_raw(path, safe_dirs, restricted_dirs, timeout) as raw:
-        hashes = HashingReader(raw)
+        hashes = HashingReader(raw, checksums or {})
         buffered = io.BufferedReader(hashes, buffer_size=READ_CHUNK)
-        compression = detect_compression(buffered.peek(8)[:8]) if decompress else None
+        compression = detect_compression(buffered.peek(8)[:8])
         reader: _Peekable = buffered
         stack = ExitStack()
         if compression is not None:
