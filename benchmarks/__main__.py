@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import fleet, import_, latency, report, single_host, update, warm
-from benchmarks.common import Bench, Figure, Params, command_line, environment_note, parse_layout
-from testbed.bed import DEFAULT_ROOT, Bed, Layout
+from benchmarks.common import Bench, Figure, Params, command_line, environment_note
+from testbed.bed import Bed, Layout
 
 SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "fleet": fleet.run,
@@ -49,14 +49,11 @@ def main(argv: list[str]) -> int:
         return 0
     params = Params.choose(options.quick)
     suites = options.only or list(SUITES)
-    layout, root = Layout(), DEFAULT_ROOT
-    if options.bed_layout:
-        layout = parse_layout(options.bed_layout)
-        root = DEFAULT_ROOT.parent / f".bed-{layout.prefix}"
+    layout = Layout.parse(options.bed_layout) if options.bed_layout else Layout()
     hosts = max(params.fleet_hosts) if "fleet" in suites else 1
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []
-    with Bed.up(hosts=hosts, root=root, layout=layout) as bed:
+    with Bed.up(hosts=hosts, root=layout.root, layout=layout) as bed:
         bench = Bench(bed)
         try:
             for name in suites:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.bed import Bed, Host, Layout
+from testbed.bed import Bed, Host
 from testbed.kubo import KUBO
 from testbed.one import Datastore, Image, OneSim, VirtualMachine
 from testbed.one.bedrunner import BedRunner
@@ -197,25 +197,6 @@ def allocated(path: Path) -> int:
 
 
 # The bed and the simulator --------------------------------------------------------------------------------
-
-
-def parse_layout(spec: str) -> Layout:
-    """``prefix:address/length:api:gateway``, as ONE_IPFS_TEST_BED for the tests."""
-    try:
-        prefix, network, api, gateway = spec.split(":")
-        address, length = network.split("/")
-        return Layout(
-            prefix=prefix,
-            frontend_address=address,
-            prefix_length=int(length),
-            extra_offset=20,
-            frontend_api_port=int(api),
-            frontend_gateway_port=int(gateway),
-        )
-    except ValueError:
-        raise SystemExit(
-            f"--bed-layout must look like prefix:address/length:api:gateway, not {spec!r}"
-        ) from None
 
 
 class TimedRunner(BedRunner):
