@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from one_ipfs.config import DatastoreConfig
-from one_ipfs.datastore import sources
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, StorageError
 from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, state_dir
@@ -102,6 +101,8 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
         hold(cid, name, config, total_bytes=size)
         return ImportedContent(cid, read_format(cid, config), {"IPFS_ORIGIN": origin})
+    from one_ipfs.datastore import sources  # urllib, http and the decompressors: only imports need them
+
     checksums = {name: image.template.get(name, "") for name in sources.HASHES}
     with sources.open_image(
         image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout, checksums
@@ -123,6 +124,8 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
         info = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
         virtual = qcow2_virtual_size(read_header(cid, config)) if info.size >= 32 else None
         return size_mb(virtual if virtual is not None else info.size)
+    from one_ipfs.datastore import sources
+
     return size_mb(
         sources.local_or_url_size(path, config.safe_dirs, config.restricted_dirs, config.stall_timeout)
     )
