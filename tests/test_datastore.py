@@ -16,7 +16,9 @@ import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -33,7 +35,6 @@ from tests.support.images import disk_bytes, sha256, unixfs_file_node
 pytestmark = pytest.mark.bed
 
 SETTINGS = ImportSettings()
-LOCAL_DIR = Path("/var/tmp/one-ipfs-tests")
 
 
 def image_content(bed: Bed, image: Image) -> bytes:
@@ -52,12 +53,11 @@ def add_on(bed: Bed, host: str, data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def local_dir() -> Iterator[Path]:
-    LOCAL_DIR.mkdir(exist_ok=True)
-    LOCAL_DIR.chmod(0o755)
-    yield LOCAL_DIR
-    for path in LOCAL_DIR.iterdir():
-        path.unlink()
-    LOCAL_DIR.rmdir()
+    """A folder of this run's own in /var/tmp, the default SAFE_DIRS, readable by oneadmin."""
+    folder = Path(tempfile.mkdtemp(prefix="one-ipfs-tests-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
 
 
 def local_file(folder: Path, name: str, data: bytes) -> Path:
@@ -254,7 +254,7 @@ def failed_create(one: OneSim, ipfs_ds: Datastore, **kwargs: object) -> str:
     [
         ("/ipfs/not-a-cid", "not a valid IPFS reference"),
         ("/ipfs/bafy; rm -rf /", "not a valid IPFS reference"),
-        ("/var/tmp/one-ipfs-tests/missing.img", "does not exist"),
+        ("/var/tmp/one-ipfs-tests-missing/disk.img", "does not exist"),
         ("/etc/passwd", "restricted folder"),
         ("/var/tmp/../../etc/shadow", "restricted folder"),
         ("ftp://example.org/disk.img", "absolute frontend path"),
