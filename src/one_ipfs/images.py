@@ -162,12 +162,6 @@ class ContentRegistry:
                 self.client.pin_rm(cid)
             return True
 
-    def references(self, cid: str) -> list[str]:
-        try:
-            return [name for name, _ in self.client.files_ls(f"{REFS_ROOT}/{cid}")]
-        except ContentNotFound:
-            return []
-
 
 def state_dir() -> Path:
     """Where the frontend side keeps its locks (oneadmin's, like OpenNebula's own state)."""
