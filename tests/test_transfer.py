@@ -277,3 +277,28 @@ def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
     assert cid in failure.value.info
     assert cid not in {pin.cid for pin in bed.host("h3").node.client().pin_ls()}
     assert disks_on(bed, "h3") == disks
+
+
+def test_a_full_disk_on_the_host_fails_the_deploy_with_one_line_and_no_disk(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(16 << 20, seed=33), "disk-full")
+    host = bed.host("h1")
+    owner = host.var_lib_one.stat()
+    options = f"size=2m,mode=0755,uid={owner.st_uid},gid={owner.st_gid}"
+    for folder in ("/var/lib/one/datastores", "/var/lib/one/datastores/0"):
+        bed.host_run(host, ["install", "-d", "-o", str(owner.st_uid), "-g", str(owner.st_gid), folder])
+    bed.host_run(host, ["mount", "-t", "tmpfs", "-o", options, "one-ipfs-full", "/var/lib/one/datastores/0"])
+    try:
+        with pytest.raises(OneFailure) as failure:
+            one.vm_deploy([image], "h1")
+        left = bed.host_run(host, ["find", "/var/lib/one/datastores/0", "-name", "disk.*"]).stdout
+    finally:
+        bed.host_run(host, ["umount", "/var/lib/one/datastores/0"])
+
+    assert failure.value.info.startswith("h1: ")
+    assert "space" in failure.value.info.lower()
+    assert "\n" not in failure.value.info
+    assert left == b""
+    cid = one.image(image).template["IPFS_CID"]
+    assert cid not in {pin.cid for pin in host.node.client().pin_ls()}
