@@ -273,7 +273,7 @@ def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
         namespaces = list(state["namespaces"].values())
 
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+        assert child.wait(timeout=180) == 128 + signal.SIGTERM
     finally:
         if child.poll() is None:
             child.kill()
