@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks import fleet, import_, latency, report, single_host, update, warm
 from benchmarks.common import Bench, Figure, Params, command_line, environment_note
@@ -58,9 +59,19 @@ def main(argv: list[str]) -> int:
         try:
             for name in suites:
                 print(f"== {name}", flush=True)
+                figure_started = time.strftime("%Y-%m-%dT%H:%M:%S")
                 figure = SUITES[name](bench, params)
                 figure.command = command_line(argv, name)
-                figures.append(figure.to_json())
+                figures.append(
+                    {
+                        **figure.to_json(),
+                        "run": {
+                            "started": figure_started,
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "load_average": os.getloadavg(),
+                        },
+                    }
+                )
                 print(report.figure_table(figures[-1]), flush=True)
         finally:
             bench.close()
@@ -73,12 +84,44 @@ def main(argv: list[str]) -> int:
         "machine": environment_note(),
         "figures": figures,
     }
+    if options.only:
+        results = merge(results, latest_results(results["mode"]))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{results['mode']}-{started.replace(':', '')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {path}")
     print(report.write(results))
     return 0
+
+
+def latest_results(mode: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest results file of ``mode`` (file names sort by the run's start time)."""
+    for path in sorted(RESULTS.glob(f"{mode}-*.json"), reverse=True):
+        try:
+            return path, json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def merge(results: dict[str, Any], previous: tuple[Path, dict[str, Any]] | None) -> dict[str, Any]:
+    """A run of some suites (``--only``) keeps the other figures of the newest earlier run of the same
+    mode, so the page and the JSON always show every figure; each figure names the run it comes from."""
+    if previous is None:
+        return results
+    path, earlier = previous
+    when = {
+        "started": earlier["started"],
+        "finished": earlier["finished"],
+        "load_average": earlier["machine"]["load_average"],
+    }
+    figures = {figure["id"]: {"run": when, **figure} for figure in earlier.get("figures", [])}
+    figures.update({figure["id"]: figure for figure in results["figures"]})
+    return {
+        **results,
+        "figures": [figures[name] for name in SUITES if name in figures],
+        "merged_from": path.name,
+    }
 
 
 if __name__ == "__main__":

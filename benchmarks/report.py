@@ -56,13 +56,27 @@ def _run_text(results: dict[str, Any]) -> str:
     machine = results["machine"]
     load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
     params = results["params"]
-    return (
+    text = (
         f"Mode **{results['mode']}**, {results['started']} to {results['finished']}, "
         f"{machine['cpus']} CPUs, load average at the end {load}; images of {params['image_mib']} MiB "
         f"(fleet {params['fleet_mib']} MiB to N = {', '.join(map(str, params['fleet_hosts']))}, import "
         f"{params['import_mib']} MiB), {params['repetitions']} repetitions, {params['latency_runs']} "
         f"latency calls. Command: `.venv/bin/python -m benchmarks {' '.join(results['argv'])}`."
     )
+    if results.get("merged_from"):
+        text += (
+            f" The figures this command did not run are kept from the earlier results "
+            f"`{results['merged_from']}`; each figure says when it was measured."
+        )
+    return text
+
+
+def _measured_text(figure: dict[str, Any]) -> str:
+    run = figure.get("run")
+    if run is None:
+        return ""
+    load = ", ".join(f"{x:.2f}" for x in run["load_average"])
+    return f"Measured {run['started']} to {run['finished']}, load average at the end {load}."
 
 
 def _figure_text(results: dict[str, Any], figure_id: str) -> str:
@@ -70,7 +84,7 @@ def _figure_text(results: dict[str, Any], figure_id: str) -> str:
         if figure["id"] == figure_id:
             parts = [
                 f"**{figure['title']}.** {figure['method']}",
-                f"Command: `{figure['command']}`",
+                f"Command: `{figure['command']}`. {_measured_text(figure)}".rstrip(),
                 figure_table(figure),
                 *figure["notes"],
             ]

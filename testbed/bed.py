@@ -42,6 +42,7 @@ from typing import Any
 
 from one_ipfs.errors import HostError, StorageError
 from one_ipfs.ipfs import network
+from one_ipfs.ipfs.rpc import authorization
 from testbed import kubo, sshd, system
 from testbed.kubo import Node
 from testbed.system import (
@@ -186,9 +187,14 @@ class Bed:
         rate_mbit: float | None = None,
         root: Path = DEFAULT_ROOT,
         layout: Layout = Layout(),
+        *,
+        plain: bool = False,
     ) -> Bed:
         """Start a frontend and ``hosts`` hosts, all connected; tear everything down again on any failure.
 
+        ``plain`` leaves the nodes as an admin finds them before ``one-ipfs network init``: repositories that
+        know nothing of each other (no swarm key, no peering; still no bootstrap or mDNS) and daemons
+        stopped, since the bed's Kubo refuses to start without a swarm key (``start_node`` them later).
         Until ``down()`` (or ``detach()``), an exit of this process, Ctrl-C or SIGTERM also tears it down.
         """
         _require_root()
@@ -200,13 +206,13 @@ class Bed:
         bed = cls(root, layout, network.generate_swarm_key(), rate_mbit)
         bed._arm()
         try:
-            bed._build(hosts)
+            bed._build(hosts, plain)
         except BaseException:
             bed.down()
             raise
         return bed
 
-    def _build(self, count: int) -> None:
+    def _build(self, count: int, plain: bool = False) -> None:
         user = ensure_oneadmin()
         layout = self.layout
         for port in (layout.frontend_api_port, layout.frontend_gateway_port):
@@ -214,7 +220,7 @@ class Bed:
                 raise HostError(f"test bed: 127.0.0.1:{port} is in use; the frontend's Kubo node needs it")
         self.hosts = [self._describe_host(k) for k in range(1, count + 1)]
         self._save()
-        self._create_repositories()
+        self._create_repositories(plain)
         self._create_network()
         if self.rate_mbit is not None:
             targets: list[Host | str] = ["frontend", *self.hosts]
@@ -224,6 +230,8 @@ class Bed:
             mountpoint.mkdir(parents=True, exist_ok=True)
         self._start_frontend_namespace(user)
         self._start_sshds(user)
+        if plain:
+            return
         deadline = time.monotonic() + START_TIMEOUT
         nodes = self.nodes
         for node in nodes:
@@ -248,14 +256,18 @@ class Bed:
         )
         return Host(name, address, netns, folder, folder / "var-lib-one", folder / "var-tmp-one", node)
 
-    def _create_repositories(self) -> None:
+    def _create_repositories(self, plain: bool = False) -> None:
         nodes = self.nodes
         for node in nodes:
             node.repo.parent.mkdir(parents=True, exist_ok=True)
             node.peer_id = network.init_repository(kubo.KUBO, node.repo)
         for node in nodes:
             peers = tuple(network.Peer(o.peer_id, (o.swarm_address,)) for o in nodes if o is not node)
-            network.configure_private_node(node.repo, self.swarm_key, self._settings(node, peers))
+            network.configure_private_node(
+                node.repo, self.swarm_key, self._settings(node, () if plain else peers)
+            )
+            if plain:
+                (node.repo / "swarm.key").unlink()
         self._save()
 
     def _settings(self, node: Node, peers: tuple[network.Peer, ...]) -> network.NodeSettings:
@@ -310,7 +322,7 @@ class Bed:
         enter = self._enter("frontend")
         stage = self.root / "frontend" / "staged"
         for home, children in blocked.items():
-            staged = []
+            staged: list[tuple[Path, Path]] = []
             for child in sorted(children):
                 slot = stage / str(len(staged))
                 slot.mkdir(parents=True, exist_ok=True)
@@ -336,18 +348,21 @@ class Bed:
                 ["ip", "netns", "exec", host.netns],
                 {ONEADMIN_HOME: host.var_lib_one, VAR_TMP_ONE: host.var_tmp_one},
             )
-            config = sshd.write_sshd_config(host.folder, host.address)
-            self._spawn(
-                f"{host.name}/sshd",
-                [*self._enter(host.name), *sshd.sshd_command(config)],
-                log=host.folder / "sshd.log",
-                cwd=host.folder,
-            )
+            self._spawn_sshd(host)
         deadline = time.monotonic() + START_TIMEOUT
         for host in self.hosts:
             _wait_logged(
                 host.folder / "sshd.log", "Server listening", self._processes[f"{host.name}/sshd"], deadline
             )
+
+    def _spawn_sshd(self, host: Host) -> None:
+        config = sshd.write_sshd_config(host.folder, host.address)
+        self._spawn(
+            f"{host.name}/sshd",
+            [*self._enter(host.name), *sshd.sshd_command(config)],
+            log=host.folder / "sshd.log",
+            cwd=host.folder,
+        )
 
     def _start_holder(self, name: str, prefix: list[str], binds: Mapping[Path, Path]) -> None:
         """A process that only holds a private mount namespace in which ``binds`` are mounted.
@@ -533,7 +548,48 @@ class Bed:
 
     def stop_node(self, node: Node) -> None:
         """Stop a node's Kubo daemon (SIGTERM, as a service manager would)."""
-        name = f"{node.name}/kubo"
+        self._stop(f"{node.name}/kubo")
+
+    def kill_node(self, node: Node) -> None:
+        """Kill a node's Kubo daemon (SIGKILL, as a crash or the OOM killer would): no flush, no goodbye."""
+        pid = self.daemon_pid(node)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        self._stop(f"{node.name}/kubo")
+
+    def stop_sshd(self, host: Host) -> None:
+        """Stop a host's sshd and the connections it serves (SIGTERM): no ssh session to it survives
+        (a shared connection included) and new ones are refused."""
+        sessions = [p for p in netns_processes(host.netns) if (_command_name(p.pid) or "").startswith("sshd")]
+        self._stop(f"{host.name}/sshd")
+        stop_processes(sessions)
+
+    def start_sshd(self, host: Host) -> None:
+        """Start a stopped host's sshd again and wait until it listens."""
+        if f"{host.name}/sshd" in self._processes:
+            raise HostError(f"test bed: the sshd of {host.name} is already running")
+        log = host.folder / "sshd.log"
+        seen = log.stat().st_size if log.exists() else 0
+        self._spawn_sshd(host)
+        process = self._processes[f"{host.name}/sshd"]
+        _wait_logged(log, "Server listening", process, time.monotonic() + START_TIMEOUT, offset=seen)
+
+    def partition(self, target: Host | Node | str) -> None:
+        """Cut a node off the bed's network (its bridge port goes down): its peers and ssh sessions see
+        nothing more from it, no reset and no error, as when a cable or a switch fails."""
+        run(["ip", "link", "set", "dev", self._bridge_port(target), "down"])
+
+    def heal(self, target: Host | Node | str) -> None:
+        """Undo ``partition``: the node's link comes back; connections that did not give up resume."""
+        run(["ip", "link", "set", "dev", self._bridge_port(target), "up"])
+
+    def _bridge_port(self, target: Host | Node | str) -> str:
+        name = target if isinstance(target, str) else target.name
+        if name == "frontend":
+            return f"{self.layout.prefix}-feb"
+        return f"{self.host(name).netns}a"
+
+    def _stop(self, name: str) -> None:
         with self._lock:
             process = self._processes.pop(name, None)
         if process is not None:
@@ -550,6 +606,30 @@ class Bed:
         kubo.wait_ready(node, self._processes[f"{node.name}/kubo"], deadline)
         if wait_peers:
             kubo.wait_connected([n for n in self.nodes if f"{n.name}/kubo" in self._processes], deadline)
+
+    def lock_apis(self, secret: str | None) -> None:
+        """Make every bed node's RPC API require ``secret`` (Kubo's ``API.Authorizations`` AuthSecret, such as
+        ``bearer:<token>``), or no secret again (None); the nodes restart. Their ``client()`` sends it."""
+        for node in self.nodes:
+            self.stop_node(node)
+        for node in self.nodes:
+            path = node.repo / "config"
+            config = json.loads(path.read_text())
+            if secret is None:
+                config["API"].pop("Authorizations", None)
+            else:
+                config["API"]["Authorizations"] = {
+                    "oneadmin": {"AuthSecret": secret, "AllowedPaths": ["/api/v0"]}
+                }
+            path.write_text(json.dumps(config, indent=2) + "\n")
+            node.auth = None if secret is None else authorization(secret)
+        for node in self.nodes:
+            self._start_daemon(node)
+        deadline = time.monotonic() + START_TIMEOUT
+        for node in self.nodes:
+            kubo.wait_ready(node, self._processes[f"{node.name}/kubo"], deadline)
+        kubo.wait_connected(self.nodes, deadline)
+        self._save()
 
     def set_rate(self, target: Host | Node | str, mbit: float | None) -> None:
         """Limit a node's link to ``mbit`` Mbit/s in each direction (None removes the limit).
@@ -785,6 +865,7 @@ def _node_state(node: Node) -> dict[str, Any]:
         "peer_id": node.peer_id,
         "swarm_address": node.swarm_address,
         "netns": node.netns,
+        "auth": node.auth,
     }
 
 
@@ -862,9 +943,10 @@ def _command_name(pid: int) -> str | None:
         return None
 
 
-def _wait_logged(log: Path, text: str, process: Process, deadline: float) -> None:
-    """Wait for ``text`` in a daemon's log (a probe connection would leave complaints in sshd's log)."""
-    while text not in log.read_text(errors="replace"):
+def _wait_logged(log: Path, text: str, process: Process, deadline: float, *, offset: int = 0) -> None:
+    """Wait for ``text`` in a daemon's log past ``offset`` (a probe connection would leave complaints in
+    sshd's log)."""
+    while text.encode() not in log.read_bytes()[offset:]:
         if not process.alive():
             raise HostError(f"test bed: {process.name} exited; see {log}")
         if time.monotonic() > deadline:

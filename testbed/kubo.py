@@ -36,6 +36,8 @@ class Node:
     peer_id: str
     swarm_address: str
     netns: str | None
+    auth: str | None = None
+    """The Authorization header its RPC API wants, once ``Bed.lock_apis`` has locked it."""
     _forwarder: Forwarder | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -54,10 +56,10 @@ class Node:
     def client(self, timeout: float = 60.0) -> KuboClient:
         """A KuboClient for this node's RPC API, usable from the root namespace."""
         if self.netns is None:
-            return KuboClient(self.api, timeout=timeout)
+            return KuboClient(self.api, timeout=timeout, auth=self.auth)
         if self._forwarder is None:
             self._forwarder = Forwarder(self.netns, self.api_port)
-        return KuboClient(self._forwarder.url, timeout=timeout)
+        return KuboClient(self._forwarder.url, timeout=timeout, auth=self.auth)
 
     def close(self) -> None:
         """Stop this process's forwarder (if any); the node itself keeps running."""

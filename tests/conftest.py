@@ -1,8 +1,8 @@
 """Fixtures shared by every test file.
 
-``bed``: one test bed (frontend + 3 hosts, see ``testbed.bed``) for the whole session, brought up on first
-use and torn down at the end; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore.
-Tests that take them are marked ``@pytest.mark.bed``. The bed replaces any bed left at the default root
+``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the whole session, brought up on first
+use and torn down at the end; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore;
+``local_dir``: a folder for image files the datastore driver may read. Tests that take them are marked ``@pytest.mark.bed``. The bed replaces any bed left at the default root
 (``.bed/``), including one started with ``python -m testbed up``.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,12 +29,22 @@ def _layout() -> Layout:
     return Layout.parse(spec) if spec else Layout()
 
 
+@pytest.fixture(scope="module")
+def local_dir() -> Iterator[Path]:
+    """A folder of the module's own in /var/tmp, the default SAFE_DIRS, readable by oneadmin: where
+    ``oneimage create --path`` takes its files from."""
+    folder = Path(tempfile.mkdtemp(prefix="one-ipfs-tests-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
 @pytest.fixture(scope="session")
 def bed() -> Iterator[Bed]:
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
     layout = _layout()
-    with Bed.up(hosts=3, root=layout.root, layout=layout) as running:
+    with Bed.up(hosts=4, root=layout.root, layout=layout) as running:
         yield running
 
 

@@ -6,9 +6,11 @@ are lent to oneadmin (and reached through that path on each host) for the module
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pwd
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,9 +20,13 @@ from typing import Any
 import pytest
 
 from one_ipfs.ipfs.network import generate_swarm_key
+from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed, Host
 from testbed.one import OneSim
 from testbed.system import ONEADMIN
+from tests.support.datastores import ipfs_datastore_template
+from tests.support.images import disk_bytes
+from tests.support.nodes import SECRET_FILE, locked_apis
 
 pytestmark = pytest.mark.bed
 
@@ -162,3 +168,92 @@ def test_doctor_finds_python3_missing_on_a_host(admin: Bed) -> None:
     assert code == 1
     assert problems(report) == {("h1", "python3")}
     assert report["problems"][0]["fix"] == "install python3 (>= 3.9) on h1"
+
+
+def test_network_init_on_running_daemons_leaves_a_restart_that_doctor_reports(admin: Bed) -> None:
+    hosts = ",".join(host.name for host in admin.hosts)
+    host = admin.hosts[1]
+    config_path = host.node.repo / "config"
+    config = json.loads(config_path.read_text())
+    config["Peering"]["Peers"] = config["Peering"]["Peers"][:1]
+    config_path.write_text(json.dumps(config, indent=2))
+
+    result = one_ipfs(admin, "network", "init", "--hosts", hosts)
+
+    assert result.returncode == 0, result.stderr.decode()
+    assert "Restart the Kubo daemon of h2:" in result.stdout.decode()
+    code, report = doctor(admin)
+    assert code == 1
+    assert problems(report) == {("h2", "restart")}
+    restart(admin, host)
+    code, report = doctor(admin)
+    assert report["problems"] == []
+    assert code == 0
+
+
+@pytest.fixture
+def locked(admin: Bed) -> Iterator[str]:
+    """Every node's RPC API wants a secret, kept in SECRET_FILE (oneadmin's, 0600) on the frontend and each
+    host; the APIs are open again afterwards."""
+    secret = f"bearer:{secrets.token_hex(16)}"
+    with locked_apis(admin, secret):
+        yield secret
+
+
+def test_doctor_says_which_nodes_refuse_it_without_the_rpc_secret_and_is_green_with_it(
+    admin: Bed, locked: str
+) -> None:
+    code, report = doctor(admin)
+
+    assert code == 1
+    assert problems(report) == {(node.name, "auth") for node in admin.nodes}
+    assert "refused no secret" in report["problems"][0]["what"]
+    hosts = ",".join(host.name for host in admin.hosts)
+    result = one_ipfs(
+        admin,
+        "doctor",
+        "--hosts",
+        hosts,
+        "--api",
+        admin.frontend.api,
+        "--api-auth-file",
+        SECRET_FILE,
+        "--host-api-auth-file",
+        SECRET_FILE,
+        "--json",
+    )
+    assert json.loads(result.stdout)["problems"] == []
+    assert result.returncode == 0
+    assert locked.split(":")[1] not in result.stdout.decode() + result.stderr.decode()
+
+
+def test_images_asks_nodes_with_the_secret_of_each_datastore(admin: Bed, one: OneSim, locked: str) -> None:
+    ds = one.datastore_create(
+        ipfs_datastore_template(
+            admin,
+            "ipfs-locked",
+            IPFS_API_AUTH_FILE=SECRET_FILE,
+            IPFS_HOST_API_AUTH_FILE=SECRET_FILE,
+            DATASTORE_CAPACITY_CHECK="NO",
+        ),
+        monitor=False,
+    )
+    cid = (
+        admin.host("h3")
+        .node.client()
+        .add(io.BytesIO(disk_bytes(1 << 20, seed=59)), settings=ImportSettings())
+        .cid
+    )
+    image = one.image_create(ds, name="locked", path=f"/ipfs/{cid}")
+
+    result = admin.frontend_command(
+        [sys.executable, "-m", "one_ipfs.admin", "images", "--hosts", "h1,h2,h3", "--json"],
+        env=one.environment(),
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr.decode()
+    row = next(row for row in json.loads(result.stdout)["images"] if row["id"] == image.id)
+    assert sorted(row["held_by"]) == ["frontend", "h3"]
+    assert row["unknown"] == {}
+    assert locked.split(":")[1] not in result.stdout.decode() + result.stderr.decode()

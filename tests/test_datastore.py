@@ -16,9 +16,7 @@ import io
 import json
 import lzma
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -49,15 +47,6 @@ def frontend_pins(bed: Bed) -> set[str]:
 def add_on(bed: Bed, host: str, data: bytes) -> str:
     """Put content on one host's node only, so the frontend has to fetch it over the private network."""
     return bed.host(host).node.client().add(io.BytesIO(data), settings=SETTINGS).cid
-
-
-@pytest.fixture(scope="module")
-def local_dir() -> Iterator[Path]:
-    """A folder of this run's own in /var/tmp, the default SAFE_DIRS, readable by oneadmin."""
-    folder = Path(tempfile.mkdtemp(prefix="one-ipfs-tests-", dir="/var/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder)
 
 
 def local_file(folder: Path, name: str, data: bytes) -> Path:

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def image_bytes() -> bytes:
 
 def host_command(
     capsys: pytest.CaptureFixture[str], host: LocalNode, *words: str
-) -> tuple[int, dict, list[str]]:
+) -> tuple[int, dict[str, Any], list[str]]:
     code = host_cli.main([*words, "--api", host.node.api])
     captured = capsys.readouterr()
     plain = [line for line in captured.err.splitlines() if not line.startswith(("INFO:", "ERROR:"))]

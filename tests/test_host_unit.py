@@ -9,18 +9,19 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
-from one_ipfs.errors import InvalidInput, StreamBroken
+from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import commands, disks
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.refs import Cid
-from one_ipfs.ipfs.rpc import AddResult, FileStat, ImportSettings, Pin, PinProgress
+from one_ipfs.ipfs.rpc import AddResult, FileStat, ImportSettings, KuboClient, Pin, PinProgress
 
 MIB = 1 << 20
 RAW_CODEC = 0x55
@@ -28,8 +29,12 @@ SHA2_256 = 0x12
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 
 
-class FakeKubo:
-    """A node that 'fetches' from a dict of published content and records what it was asked."""
+class FakeKubo(KuboClient):
+    """A node that 'fetches' from a dict of published content and records what it was asked.
+
+    A KuboClient to the commands under test, but never connected (its ``__init__`` is not run): a method
+    it does not fake fails loudly instead of reaching any node.
+    """
 
     def __init__(self) -> None:
         self.network: dict[str, bytes] = {}
@@ -63,7 +68,14 @@ class FakeKubo:
         with self.lock:
             return [Pin(c, "recursive", n) for c, n in self.pins.items() if cid in (None, c)]
 
-    def pin_add(self, cid: str, *, name=None, progress=None, timeout=None) -> None:
+    def pin_add(
+        self,
+        cid: str,
+        *,
+        name: str | None = None,
+        progress: Callable[[PinProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         with self.lock:
             self.pin_adds.append(cid)
         time.sleep(self.pin_delay)
@@ -77,8 +89,14 @@ class FakeKubo:
             del self.pins[cid]
 
     def cat(
-        self, path: str, *, offset: int = 0, length=None, chunk_size: int = MIB, timeout=None
-    ) -> Iterator[bytes]:
+        self,
+        path: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        chunk_size: int = MIB,
+        timeout: float | None = None,
+    ) -> Generator[bytes, None, None]:
         data = self.network[path.removeprefix("/ipfs/")]
         for start in range(0, len(data), chunk_size):
             if self.break_cat_after is not None and start >= self.break_cat_after:
@@ -87,15 +105,17 @@ class FakeKubo:
 
     def add(
         self,
-        source,
+        source: str | os.PathLike[str] | BinaryIO,
         *,
         settings: ImportSettings,
         pin: bool = True,
-        pin_name=None,
-        progress=None,
-        timeout=None,
-    ):
-        data = Path(source).read_bytes()
+        pin_name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        only_hash: bool = False,
+        filename: str = "disk",
+        timeout: float | None = None,
+    ) -> AddResult:
+        data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else source.read()
         cid = self.publish(data)
         if pin:
             self.pins[cid] = pin_name or ""
@@ -134,9 +154,29 @@ def half_zero_image() -> bytes:
     return b"".join(pieces)
 
 
-def deploy(kubo: FakeKubo, cache: HostCache, cid: str, disk: Path, **options) -> dict:
-    settings = {"timeout": 60.0, "stall_timeout": 10.0, "cache_max_mb": 1 << 20, **options}
-    return commands.fetch(kubo, cache, cid, disk, **settings)
+def deploy(
+    kubo: FakeKubo,
+    cache: HostCache,
+    cid: str,
+    disk: Path,
+    *,
+    mode: str = "copy",
+    size_mb: int = 0,
+    vm: int | None = None,
+    cache_max_mb: int = 1 << 20,
+) -> dict[str, Any]:
+    return commands.fetch(
+        kubo,
+        cache,
+        cid,
+        disk,
+        mode=mode,
+        size_mb=size_mb,
+        vm=vm,
+        timeout=60.0,
+        stall_timeout=10.0,
+        cache_max_mb=cache_max_mb,
+    )
 
 
 @dataclass(frozen=True)
@@ -359,7 +399,7 @@ def test_overlay_disk_the_guest_wrote_to_saves_as_a_whole_raw_image(
     cid = kubo.publish(image)
     disk = disk_of_vm(root, 7)
     deploy(kubo, cache, cid, disk, mode="overlay", size_mb=4)
-    guest_write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", disk]
+    guest_write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", str(disk)]
     subprocess.run(guest_write, check=True, capture_output=True)
 
     saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
@@ -420,9 +460,10 @@ def test_migration_target_keeps_the_base_until_the_vm_is_released(
 ) -> None:
     cid = kubo.publish(os.urandom(MIB))
     disk = disk_of_vm(root, 7)
-    options = {"timeout": 60.0, "stall_timeout": 10.0, "cache_max_mb": 0}
 
-    commands.prefetch(kubo, cache, cid, disk, mode="overlay", vm=7, **options)
+    commands.prefetch(
+        kubo, cache, cid, disk, mode="overlay", vm=7, timeout=60.0, stall_timeout=10.0, cache_max_mb=0
+    )
 
     assert cache.base_path(cid).exists()
     assert not disk.exists()
@@ -448,6 +489,75 @@ def test_vm_that_left_the_host_releases_its_overlay_bases(
 
     assert not cache.base_path(cid).exists()
     assert kubo.pins == {}
+
+
+def warm(kubo: FakeKubo, cache: HostCache, cid: str, cache_max_mb: int) -> dict[str, Any]:
+    return commands.warm(kubo, cache, cid, timeout=60.0, stall_timeout=10.0, cache_max_mb=cache_max_mb)
+
+
+def test_warmed_images_stay_with_no_disk_until_newer_content_needs_the_room(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    first, second, third = (kubo.publish(os.urandom(2 * MIB)) for _ in range(3))
+
+    assert warm(kubo, cache, first, cache_max_mb=5) == {"cid": first, "size": 2 * MIB}
+    warm(kubo, cache, second, cache_max_mb=5)
+
+    entry = cache.entry(first)
+    assert entry is not None and entry.refs == {} and entry.stored == 2 * MIB
+    assert kubo.pins == {first: f"one-cache-{first}", second: f"one-cache-{second}"}
+    assert not (root / "datastores" / "0").exists()
+
+    warm(kubo, cache, third, cache_max_mb=5)
+
+    assert cache.entry(first) is None
+    assert set(kubo.pins) == {second, third}
+
+    assert cache.evict(kubo, 0, gc_timeout=10) == [second, third]
+    assert kubo.pins == {}
+
+
+def test_image_larger_than_the_host_cache_is_refused_before_any_fetch(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(os.urandom(2 * MIB))
+
+    with pytest.raises(
+        StorageError, match=r"\(2 MiB\) is larger than the host cache \(IPFS_HOST_CACHE_MB=1\)"
+    ):
+        warm(kubo, cache, cid, cache_max_mb=1)
+
+    assert kubo.pin_adds == []
+    assert cache.entry(cid) is None
+
+
+@needs_qemu_img
+def test_warming_never_pushes_out_the_base_of_a_running_overlay_disk(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    used, extra = kubo.publish(os.urandom(2 * MIB)), kubo.publish(os.urandom(2 * MIB))
+    deploy(kubo, cache, used, disk_of_vm(root, 7), mode="overlay", vm=7)
+
+    with pytest.raises(StorageError, match="does not fit in the host cache"):
+        warm(kubo, cache, extra, cache_max_mb=5)
+
+    assert cache.entry(extra) is None
+    assert kubo.pins == {used: f"one-cache-{used}"}
+    assert cache.base_path(used).exists()
+
+
+def test_warm_through_the_cli(
+    root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
+
+    run = run_cli(capsys, "warm", "--cid", cid, "--cache-max-mb", "4")
+
+    assert (run.code, run.plain) == (0, [])
+    assert json.loads(run.out) == {"cid": cid, "size": MIB}
+    assert f"{cid} is held in the host cache" in run.err
+    assert kubo.pins == {cid: f"one-cache-{cid}"}
 
 
 def test_snapshot_revert_restores_the_disk(root: Path) -> None:
@@ -492,7 +602,7 @@ def test_has_prints_one_json_line(
     root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cid = kubo.publish(os.urandom(MIB))
-    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout: kubo)
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
 
     run = run_cli(capsys, "has", "--cid", cid)
 
@@ -505,7 +615,7 @@ def test_fetch_through_the_cli(
 ) -> None:
     image = os.urandom(MIB)
     cid = kubo.publish(image)
-    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout: kubo)
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
     disk = disk_of_vm(root, 7)
 
     run = run_cli(
@@ -559,6 +669,8 @@ def test_fetch_through_the_cli(
             "invalid choice",
         ),
         (["fetch", "--cid", "{cid}"], "required"),
+        (["warm", "--cid", "bafybad!"], "not a valid CID"),
+        (["warm", "--cid", "{cid}", "--cache-max-mb", "-5"], "whole number"),
         (["delete", "--dir", "{root}/datastores"], "not a VM folder"),
         (["delete", "--dir", "{root}"], "outside"),
         (["resize", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "0"], "between"),

@@ -28,6 +28,7 @@ from one_ipfs.ipfs.pinning import scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
 from testbed.system import Process, spawn, stop_processes
+from tests.support.nodes import settle
 
 pytestmark = pytest.mark.bed
 
@@ -158,13 +159,6 @@ def image_with_a_missing_block(client: KuboClient, node: LocalNode) -> tuple[str
     return cid, missing
 
 
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {limit} s"
-        time.sleep(0.1)
-
-
 # Importing ---------------------------------------------------------------------------------------------
 
 
@@ -266,9 +260,9 @@ def test_closing_cat_early_cancels_the_read_in_kubo(kubo: KuboClient, kubo_node:
     cid, missing = image_with_a_missing_block(kubo, kubo_node)
     reader = kubo.cat(f"/ipfs/{cid}", chunk_size=64 * 1024)
     assert len(next(reader)) == 64 * 1024
-    wait_for(lambda: missing in kubo_node.cli("bitswap", "wantlist"), "Kubo asking its peers for the block")
+    settle(lambda: missing in kubo_node.cli("bitswap", "wantlist"), "Kubo asking its peers for the block")
     reader.close()
-    wait_for(lambda: missing not in kubo_node.cli("bitswap", "wantlist"), "Kubo cancelling the want")
+    settle(lambda: missing not in kubo_node.cli("bitswap", "wantlist"), "Kubo cancelling the want")
 
 
 # Pins --------------------------------------------------------------------------------------------------
@@ -322,7 +316,7 @@ def test_an_exception_from_pin_progress_cancels_the_pin(kubo: KuboClient, kubo_n
 
     with pytest.raises(IpfsTimeout, match="no block arrived"):
         kubo.pin_add(cid, progress=give_up, timeout=30)
-    wait_for(lambda: missing not in kubo_node.cli("bitswap", "wantlist"), "Kubo cancelling the pin")
+    settle(lambda: missing not in kubo_node.cli("bitswap", "wantlist"), "Kubo cancelling the pin")
     assert kubo.pin_ls(cid) == []
 
 
@@ -439,7 +433,7 @@ def test_routing_findprovs_finds_the_node_that_holds_an_image(
         providers[:] = host.routing_findprovs(cid, num_providers=1, timeout=2)
         return bool(providers)
 
-    wait_for(found, "the frontend's node showing up as a provider")
+    settle(found, "the frontend's node showing up as a provider")
     assert providers == [kubo.id().peer_id]
 
 
@@ -503,7 +497,7 @@ def test_kubo_with_api_authorizations_accepts_the_authorization_header(
 ) -> None:
     node = throwaway_node(auth="bearer:s3cret")
     client = node.client(auth="Bearer s3cret")
-    wait_for(lambda: _answers(client), "the daemon answering")
+    settle(lambda: _answers(client), "the daemon answering")
     assert client.id().peer_id == node.node.peer_id
     with pytest.raises(CommandFailed, match="refused access"):
         node.client().id()

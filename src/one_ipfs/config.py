@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.errors import InvalidInput
-from one_ipfs.ipfs.rpc import ImportSettings
+from one_ipfs.ipfs.rpc import ImportSettings, authorization_from_file
 
 DEFAULTS_FILE = Path("etc/datastore/ipfs/ipfs.conf")
 DEPLOY_MODES = ("COPY", "OVERLAY")
@@ -22,6 +22,10 @@ DEPLOY_MODES = ("COPY", "OVERLAY")
 class DatastoreConfig:
     api: str
     host_api: str
+    api_auth_file: str
+    """The file holding the AuthSecret of the datastore's node (empty: its RPC API needs none)."""
+    host_api_auth_file: str
+    """The same on every host, for the host's own node: a path on the host, never the secret itself."""
     import_settings: ImportSettings
     transfer_timeout: float
     stall_timeout: float
@@ -30,6 +34,12 @@ class DatastoreConfig:
     host_cache_mb: int
     safe_dirs: tuple[str, ...]
     restricted_dirs: tuple[str, ...]
+
+    def api_authorization(self) -> str | None:
+        """The Authorization header for the datastore's node, read from IPFS_API_AUTH_FILE when it is set."""
+        if not self.api_auth_file:
+            return None
+        return authorization_from_file(self.api_auth_file, "IPFS_API_AUTH_FILE")
 
 
 def remotes_dir() -> Path:
@@ -95,6 +105,8 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
     return DatastoreConfig(
         api=_address(text("IPFS_API", "http://127.0.0.1:5001"), "IPFS_API"),
         host_api=_address(text("IPFS_HOST_API", "http://127.0.0.1:5001"), "IPFS_HOST_API"),
+        api_auth_file=_secret_file(text("IPFS_API_AUTH_FILE", ""), "IPFS_API_AUTH_FILE"),
+        host_api_auth_file=_secret_file(text("IPFS_HOST_API_AUTH_FILE", ""), "IPFS_HOST_API_AUTH_FILE"),
         import_settings=ImportSettings(
             chunker=chunker,
             cid_version=int(number("IPFS_CID_VERSION", 1, 0, 1)),
@@ -123,5 +135,15 @@ def _address(value: str, key: str) -> str:
     if not value or len(value) > 200 or not set(value) <= allowed:
         raise InvalidInput(
             f"{key} is not an RPC address (http://host:port or /ip4/host/tcp/port): {value[:60]!r}"
+        )
+    return value
+
+
+def _secret_file(value: str, key: str) -> str:
+    """A secret is named by the absolute path of its file, so that no template or command line holds it."""
+    if value and (not value.startswith("/") or len(value) > 200 or not value.isprintable()):
+        # The value is not quoted: an admin who put the secret itself here must not see it in a log.
+        raise InvalidInput(
+            f"{key} must be the absolute path of the file that holds the Kubo RPC secret, not the secret"
         )
     return value

@@ -44,14 +44,18 @@ class ImageHandle:
     @classmethod
     def parse(cls, source: str) -> ImageHandle | None:
         """The handle in ``source``, or None when SOURCE names fixed content (``/ipfs/...``) instead."""
-        match = HANDLE_PATTERN.match(source)
+        match = HANDLE_PATTERN.fullmatch(source)
         if match is None:
             return None
         return cls(int(match.group(1)), int(match.group(2)))
 
     def reference_name(self, version: int) -> str:
         """The name of one version's pin and MFS reference, unique to this image and version."""
-        return f"one-ds{self.datastore_id}-img{self.image_id}-v{version}"
+        return f"{self.reference_prefix}{version}"
+
+    @property
+    def reference_prefix(self) -> str:
+        return f"one-ds{self.datastore_id}-img{self.image_id}-v"
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class ContentRegistry:
             total_bytes=total_bytes,
         )
         with self._locked():
+            # A retried action finds its reference there already: replace it, the content is the same.
+            self.client.files_rm(f"{REFS_ROOT}/{cid}/{name}", force=True)
             self.client.files_cp(f"/ipfs/{cid}", f"{REFS_ROOT}/{cid}/{name}")
             # A release may have unpinned the CID between the fetch and the lock; the blocks are
             # local, so pinning again is instant and keeps pin and reference together.
@@ -161,6 +167,20 @@ class ContentRegistry:
             with suppress(ContentNotFound):
                 self.client.pin_rm(cid)
             return True
+
+    def release_unrecorded(self, handle: ImageHandle, versions: ImageVersions) -> list[str]:
+        """Release the versions of ``handle`` that were pinned but never recorded (a driver killed between
+        the two, and the save never retried); return their CIDs. Recorded versions are left alone."""
+        recorded = {(cid, handle.reference_name(number)) for number, cid in versions.entries}
+        version_name = re.compile(re.escape(handle.reference_prefix) + r"\d{1,6}")
+        strays = [
+            pin
+            for pin in self.client.pin_ls(name=handle.reference_prefix)
+            if version_name.fullmatch(pin.name) and (pin.cid, pin.name) not in recorded
+        ]
+        for pin in strays:
+            self.release(pin.cid, pin.name)
+        return [pin.cid for pin in strays]
 
 
 def state_dir() -> Path:

@@ -1,5 +1,5 @@
 """Stand-ins for the OpenNebula commands drivers call: ``onevm/oneimage/onedatastore show -x``,
-``onehost list -x`` and ``oneimage update ID FILE [--append]``.
+``onehost/oneimage/onedatastore list -x`` and ``oneimage update ID FILE [--append]``.
 
 They run as separate processes, as the driver user, with ``ONE_SIM_STATE`` naming the state folder, and
 answer like the Ruby CLI: the object's XML on stdout and exit 0, or one error line on stderr and exit 255
@@ -73,10 +73,10 @@ def _show(store: StateStore, kind: str, reference: str) -> str:
     return document
 
 
-def _host_pool(store: StateStore) -> str:
-    pool = element("HOST_POOL")
-    for oid in store.ids("host"):
-        root = store.read("host", oid)
+def _pool(store: StateStore, kind: str) -> str:
+    pool = element(f"{kind.upper()}_POOL")
+    for oid in store.ids(kind):
+        root = store.read(kind, oid)
         if root is not None:
             pool.append(root)
     return to_string(pool)
@@ -115,10 +115,10 @@ def run(command: str, args: list[str], store: StateStore) -> str:
         if not as_xml:
             raise CliError("the simulator only answers with -x (XML)")
         return _show(store, kind, words[1]) + "\n"
-    if command == "onehost" and words == ["list"]:
+    if command in ("onehost", "oneimage", "onedatastore") and words == ["list"]:
         if not as_xml:
             raise CliError("the simulator only answers with -x (XML)")
-        return _host_pool(store) + "\n"
+        return _pool(store, kind) + "\n"
     if command == "oneimage" and words[:1] == ["update"] and len(words) == 3:
         _update_image(store, words[1], words[2], append=bool(flags & {"-a", "--append"}))
         return ""

@@ -1150,6 +1150,31 @@ class OneSim:
         self._done(vmid)
         return result or DriverResult("TRANSFER", vmid, True, "-")
 
+    def vm_recover_retry(self, vm: VmRef) -> None:
+        """``onevm recover --retry`` of a failed prolog or epilog: the same transfer file is run again,
+        then the VM boots (prolog) or is DONE (epilog)."""
+        vmid = _oid(vm)
+        state, lcm = self._state(vmid)
+        steps = {"PROLOG_FAILURE": ("prolog", "PROLOG"), "EPILOG_FAILURE": ("epilog", "EPILOG")}
+        if state != "ACTIVE" or lcm not in steps:
+            raise self._refuse("one.vm.recover", vmid)
+        op, running = steps[lcm]
+        self._set_state(vmid, "ACTIVE", running)
+        name = f"transfer.{self.lines.place(self._read('vm', vmid)).seq}.{op}"
+        result = self.transfer_manager.transfer(
+            vmid,
+            self.runner.var_lib_one / "vms" / str(vmid) / name,
+            f"{self.runner.driver_var_lib_one}/vms/{vmid}/{name}",
+        )
+        self.exchanges.append(result)
+        if not result.success:
+            self._transfer_failed(vmid, lcm, result)
+        if op == "epilog":
+            self._done(vmid)
+            return
+        self._set_state(vmid, "ACTIVE", "BOOT")
+        self._boot(vmid)
+
     def _done(self, vmid: int) -> None:
         """DONE: release every image (``release_images``) and leave the host."""
         root = self._read("vm", vmid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -11,18 +12,23 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from one_ipfs.admin import doctor as doctor_checks
+from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
+from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_names
-from one_ipfs.errors import OneIpfsError
+from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.opennebula.location import check_host_name
 
 T = TypeVar("T")
 
 HOST_REPO = "/var/lib/one/.ipfs"
+DAEMON_UNIT = "ipfs"
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -56,6 +62,26 @@ api_options = (
     click.option(
         "--host-api", help="Each host node's RPC API, as seen on the host (default: IPFS_HOST_API)."
     ),
+    click.option(
+        "--api-auth-file",
+        help="The file with the frontend node's RPC secret (default: IPFS_API_AUTH_FILE; empty: none).",
+    ),
+    click.option(
+        "--host-api-auth-file",
+        help="The same file on every host (default: IPFS_HOST_API_AUTH_FILE; empty: none).",
+    ),
+)
+unit_option = click.option(
+    "--unit",
+    default=DAEMON_UNIT,
+    show_default=True,
+    help="The systemd unit that runs Kubo on each node; changed nodes where it is active are restarted.",
+)
+systemd_unit_option = click.option(
+    "--systemd-unit",
+    is_flag=True,
+    help="Also write the --unit systemd unit that runs each node's Kubo daemon (as its repository's owner, "
+    "private network forced), then enable and start it, or restart it (root or password-less sudo).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
@@ -76,6 +102,7 @@ def main() -> None:
 )
 def install(one_location: str | None, oned_conf: str | None, python: str, dry_run: bool) -> None:
     """Copy the drivers into the remotes tree and register them in oned.conf (safe to repeat)."""
+    _run(lambda: _interpreter(python))
     site = _site(one_location, oned_conf)
     change = _run(lambda: installer.install(site, python, dry_run=dry_run))
     _show_change(change, dry_run, "install")
@@ -110,6 +137,8 @@ def _probe_nodes(
 @json_option
 @api_options[0]
 @api_options[1]
+@api_options[2]
+@api_options[3]
 def doctor(
     *,
     hosts: str | None,
@@ -118,10 +147,14 @@ def doctor(
     host_repo: str,
     api: str | None,
     host_api: str | None,
+    api_auth_file: str | None,
+    host_api_auth_file: str | None,
     as_json: bool,
 ) -> None:
     """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
-    target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
+    target = doctor_checks.Target(
+        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+    )
     replies = _probe_nodes("Checking nodes", target, hosts, as_json)
     report = doctor_checks.diagnose(target, replies)
     if as_json:
@@ -146,6 +179,74 @@ def doctor(
     sys.exit(0 if report.ok else 1)
 
 
+@main.command()
+@hosts_option
+@one_location_option
+@json_option
+def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
+    """The images of IPFS datastores: handle, current CID, versions, size and the nodes holding them."""
+    _use_site(one_location)
+    found = _run(image_catalog.ipfs_images)
+    names = _run(lambda: host_names(hosts))
+    held = _with_progress(
+        "Asking nodes", len(names) + 1, as_json, lambda tick: image_catalog.holdings(found, names, tick)
+    )
+    rows = [image.row(held) for image in found]
+    if as_json:
+        click.echo(json.dumps({"images": rows}, indent=2))
+        return
+    table = Table(title="IPFS images")
+    for column in ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["name"],
+            f"{row['datastore_id']} {row['datastore']}",
+            row["source"],
+            row["cid"] or f"[yellow]{row['error']}[/yellow]",
+            str(len(row["versions"])),
+            "-" if row["size_mb"] is None else f"{row['size_mb']} MB",
+            ", ".join([*row["held_by"], *(f"[yellow]{node}?[/yellow]" for node in row["unknown"])]) or "-",
+        )
+    console.print(table)
+    reasons = {(node, reason) for row in rows for node, reason in row["unknown"].items()}
+    for node, reason in sorted(reasons):
+        errors.print(f"[yellow]{node}?[/yellow] could not say what it holds: {reason}", highlight=False)
+
+
+@main.command()
+@click.argument("image")
+@hosts_option
+@one_location_option
+@json_option
+def prefetch(image: str, hosts: str | None, one_location: str | None, as_json: bool) -> None:
+    """Have hosts hold IMAGE (id or name) before VMs start there (exit 1 if any host failed)."""
+    _use_site(one_location)
+    found = _run(lambda: image_catalog.find_image(image))
+    names = _run(lambda: host_names(hosts))
+    outcomes = _with_progress(
+        f"Prefetching {found.cid}",
+        len(names),
+        as_json,
+        lambda tick: image_catalog.prefetch(found, names, tick),
+    )
+    failed = {host: reply.error for host, reply in outcomes.items() if reply.error is not None}
+    if as_json:
+        hosts_json = {
+            host: {"ok": False, "error": reply.error} if reply.error else {"ok": True, **reply.result}
+            for host, reply in outcomes.items()
+        }
+        click.echo(json.dumps({"image": found.image.id, "cid": found.cid, "hosts": hosts_json}, indent=2))
+    else:
+        for host, reply in outcomes.items():
+            if reply.error is None:
+                console.print(f"[green]{host}[/green]: holds {found.cid} ({reply.result.get('size', 0)} B)")
+        for host, reason in failed.items():
+            errors.print(f"[red]{host}[/red]: {reason}", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
 @main.group()
 def network() -> None:
     """The private IPFS network of the frontend and the hosts."""
@@ -158,9 +259,17 @@ def network() -> None:
 @click.option(
     "--address", help="The frontend's storage-network address (default: the one its node listens on)."
 )
-def network_init(hosts: str | None, repo: str, host_repo: str, address: str | None) -> None:
+@unit_option
+@systemd_unit_option
+def network_init(
+    *, hosts: str | None, repo: str, host_repo: str, address: str | None, unit: str, systemd_unit: bool
+) -> None:
     """Create the swarm key (once) and make the frontend and every host peers of one private network."""
-    _configure(hosts, repo, host_repo, address, new_network=True)
+    if address is not None:
+        _run(lambda: _ipv4(address))
+    _run(lambda: _unit_name(unit))
+    names = _run(lambda: host_names(hosts))
+    _configure(names, repo, host_repo, address, unit, new_network=True, systemd_unit=systemd_unit)
 
 
 @network.command("join")
@@ -168,10 +277,17 @@ def network_init(hosts: str | None, repo: str, host_repo: str, address: str | No
 @hosts_option
 @repo_option
 @host_repo_option
-def network_join(new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_repo: str) -> None:
+@unit_option
+@systemd_unit_option
+def network_join(
+    *, new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_repo: str, unit: str, systemd_unit: bool
+) -> None:
     """Bring NEW_HOSTS into the existing network (every member learns about them)."""
+    _run(lambda: _unit_name(unit))
     names = _run(lambda: host_names(hosts))
-    _configure(",".join(dict.fromkeys([*names, *new_hosts])), repo, host_repo, None, new_network=False)
+    joining = _run(lambda: [check_host_name(name) for name in new_hosts])
+    members = list(dict.fromkeys([*names, *joining]))
+    _configure(members, repo, host_repo, None, unit, new_network=False, systemd_unit=systemd_unit)
 
 
 @network.command("status")
@@ -182,6 +298,8 @@ def network_join(new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_
 @json_option
 @api_options[0]
 @api_options[1]
+@api_options[2]
+@api_options[3]
 def network_status(
     *,
     hosts: str | None,
@@ -190,10 +308,14 @@ def network_status(
     host_repo: str,
     api: str | None,
     host_api: str | None,
+    api_auth_file: str | None,
+    host_api_auth_file: str | None,
     as_json: bool,
 ) -> None:
     """Peer ID, Kubo version, peers and private-network mode of every node."""
-    target = doctor_checks.Target(Site.find(one_location), repo, host_repo, api, host_api)
+    target = doctor_checks.Target(
+        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+    )
     replies = _probe_nodes("Asking nodes", target, hosts, as_json)
     key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
     rows = [_status_row(name, reply, key) for name, reply in replies.items()]
@@ -201,20 +323,31 @@ def network_status(
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="one-ipfs network")
-    for column in ("Node", "Peer ID", "Kubo", "Peers", "Private network"):
+    for column in ("Node", "Peer ID", "Kubo", "Peers", "Private network", "Restart pending"):
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["node"], row["peer_id"] or "-", row["version"] or "down", str(row["peers"]), row["private"]
+            row["node"],
+            row["peer_id"] or "-",
+            row["version"] or "down",
+            str(row["peers"]),
+            row["private"],
+            "[yellow]yes[/yellow]" if row["restart_pending"] else "no",
         )
     console.print(table)
 
 
 def _configure(
-    hosts: str | None, repo: str, host_repo: str, address: str | None, *, new_network: bool
+    names: list[str],
+    repo: str,
+    host_repo: str,
+    address: str | None,
+    unit: str,
+    *,
+    new_network: bool,
+    systemd_unit: bool,
 ) -> None:
-    names = _run(lambda: host_names(hosts))
-    changed = _with_progress(
+    configured = _with_progress(
         "Configuring nodes",
         2 * (len(names) + 1),
         False,
@@ -222,16 +355,39 @@ def _configure(
             repo, host_repo, names, address, new_network=new_network, progress=tick
         ),
     )
-    table = Table(title="private IPFS network")
-    table.add_column("Node")
-    table.add_column("Configuration")
-    for name, was_changed in changed.items():
-        table.add_row(name, "changed: restart its Kubo daemon" if was_changed else "unchanged")
-    console.print(table)
-    if any(changed.values()):
-        console.print(
-            "Restart Kubo on every changed node (systemctl restart ipfs), then run `one-ipfs doctor`."
+    if systemd_unit:
+        configured = _with_progress(
+            "Installing systemd units",
+            len(configured),
+            False,
+            lambda tick: private_network.install_units(configured, repo, host_repo, unit, tick),
         )
+    else:
+        pending = sum(state.restart_pending for state in configured.values())
+        configured = _with_progress(
+            "Restarting Kubo", pending, False, lambda tick: private_network.restart(configured, unit, tick)
+        )
+    table = Table(title="private IPFS network")
+    for column in ("Node", "Configuration", "Kubo daemon"):
+        table.add_column(column)
+    for name, state in configured.items():
+        daemon = (
+            f"[red]failed[/red] ({escape(state.restart)})"
+            if state.failed
+            else f"[yellow]restart needed[/yellow] ({state.restart or 'not restarted'})"
+            if state.restart_pending
+            else state.restart or "runs these settings"
+        )
+        table.add_row(name, "changed" if state.changed else "unchanged", daemon)
+    console.print(table)
+    waiting = [name for name, state in configured.items() if state.restart_pending]
+    if waiting:
+        console.print(
+            f"Restart the Kubo daemon of {', '.join(waiting)}: they run without these settings until then. "
+            "Then run `one-ipfs doctor`."
+        )
+    if any(state.failed for state in configured.values()):
+        sys.exit(1)
 
 
 def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
@@ -245,7 +401,14 @@ def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
         "version": daemon.get("version"),
         "peers": len(daemon.get("peers", [])),
         "private": private if not reply.error else reply.error,
+        "restart_pending": remote.restart_pending(facts.get("repo", {})),
     }
+
+
+def _use_site(one_location: str | None) -> None:
+    """The drivers' code reads the remotes tree from ONE_IPFS_REMOTES (defaults, host bundle)."""
+    if one_location:
+        os.environ["ONE_IPFS_REMOTES"] = str(Site.find(one_location).remotes)
 
 
 def _site(one_location: str | None, oned_conf: str | None) -> Site:
@@ -289,10 +452,32 @@ def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable
         return _run(lambda: work(tick))
 
 
+def _interpreter(python: str) -> str:
+    """``--python`` is written into ipfs.conf as ``ONE_IPFS_PYTHON="..."``: a path, no quoting or lines."""
+    if not python or not all(char.isalnum() or char in "/._+-" for char in python):
+        raise InvalidInput(f"--python must be the path of a Python interpreter, not {python[:80]!r}")
+    return python
+
+
+def _unit_name(unit: str) -> str:
+    """``--unit`` names a file in the systemd folder and a systemctl argument: a plain unit name only."""
+    if not remote.UNIT_NAME.match(unit):
+        raise InvalidInput(f"--unit must be a systemd unit name such as ipfs, not {unit[:80]!r}")
+    return unit
+
+
+def _ipv4(address: str) -> str:
+    """``--address`` becomes part of every node's peer list: an IPv4 address and nothing else."""
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        raise InvalidInput(f"--address must be an IPv4 address, not {address[:80]!r}") from None
+
+
 def _run(work: Callable[[], T]) -> T:
     """Run ``work``; a one-ipfs error becomes its one line on stderr and exit status 1."""
     try:
         return work()
     except OneIpfsError as exc:
-        errors.print(f"[red]Error:[/red] {exc}", highlight=False)
+        errors.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
+from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
 from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB
 
@@ -20,6 +21,8 @@ MIN_PYTHON = (3, 9)
 MAX_SKEW = 5.0
 HOST_BUNDLE = f"/var/tmp/one/{HOST_LIB}/{BUNDLE_STAMP}"
 DEFAULT_API = "http://127.0.0.1:5001"
+API_AUTH_SETTING = "IPFS_API_AUTH_FILE"
+HOST_API_AUTH_SETTING = "IPFS_HOST_API_AUTH_FILE"
 LOOPBACK = re.compile(r"^/(ip4/127\.\d+\.\d+\.\d+|ip6/::1|unix)/")
 
 
@@ -48,13 +51,16 @@ class Report:
 
 @dataclass(frozen=True)
 class Target:
-    """Where to look: the remotes tree, the frontend's repo and API, the hosts' repo and API."""
+    """Where to look: the remotes tree, the frontend's repo and API, the hosts' repo and API, and the files
+    with the APIs' secrets (None: ipfs.conf's ``IPFS_API_AUTH_FILE`` and ``IPFS_HOST_API_AUTH_FILE``)."""
 
     site: Site
     repo: str
     host_repo: str
     api: str | None = None
     host_api: str | None = None
+    api_auth_file: str | None = None
+    host_api_auth_file: str | None = None
 
     def apis(self) -> tuple[str, str]:
         defaults = read_defaults(self.site.remotes / DEFAULTS)
@@ -63,20 +69,35 @@ class Target:
             self.host_api or defaults.get("IPFS_HOST_API", DEFAULT_API),
         )
 
+    def secrets(self) -> tuple[dict[str, str], dict[str, str]]:
+        """What ``remote.probe`` needs to send the frontend's and the hosts' secrets (empty file: none)."""
+        defaults = read_defaults(self.site.remotes / DEFAULTS)
+        frontend, host = (
+            self.api_auth_file if self.api_auth_file is not None else defaults.get(API_AUTH_SETTING, ""),
+            self.host_api_auth_file
+            if self.host_api_auth_file is not None
+            else defaults.get(HOST_API_AUTH_SETTING, ""),
+        )
+        return (
+            {"auth_file": frontend, "auth_setting": API_AUTH_SETTING},
+            {"auth_file": host, "auth_setting": HOST_API_AUTH_SETTING},
+        )
+
 
 def probe_all(
     target: Target, hosts: list[str], progress: Callable[[Reply], None] | None = None
 ) -> dict[str, Reply]:
     """The frontend's probe, then every host's."""
     api, host_api = target.apis()
-    replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api})}
+    secret, host_secret = target.secrets()
+    replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api, **secret})}
     if progress is not None:
         progress(replies[FRONTEND])
     replies.update(
         call_all(
             hosts,
             "probe",
-            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": HOST_BUNDLE},
+            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": HOST_BUNDLE, **host_secret},
             progress,
         )
     )
@@ -143,6 +164,14 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             report.add(
                 name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
             )
+    elif daemon.get("auth"):
+        setting = API_AUTH_SETTING if name == FRONTEND else HOST_API_AUTH_SETTING
+        report.add(
+            name,
+            "auth",
+            daemon["error"],
+            f"put the secret of the node's API.Authorizations into the file {setting} names (ipfs.conf)",
+        )
     elif facts.get("ipfs_binary") is None and repo.get("error"):
         report.add(
             name,
@@ -156,6 +185,13 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "daemon",
             f"the Kubo daemon is down: {daemon['error']}",
             f"start the Kubo daemon on {name} (systemctl start ipfs)",
+        )
+    if daemon["up"] and restart_pending(repo):
+        report.add(
+            name,
+            "restart",
+            "the Kubo daemon runs older settings: `one-ipfs network` changed its repository after it started",
+            f"restart the Kubo daemon on {name} (systemctl restart ipfs)",
         )
     if repo.get("error"):
         report.add(name, "repo", repo["error"], _repo_fix(name, target))

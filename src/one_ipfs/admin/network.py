@@ -1,19 +1,21 @@
 """``one-ipfs network init|join``: the frontend and every host become one private IPFS network.
 
 The swarm key is created once, on the frontend, and then only copied; every node peers with every other
-at its storage-network address. Kubo reads its config at start, so every changed node needs a restart.
+at its storage-network address. Kubo reads its config at start, so every changed node needs a restart:
+``restart`` does it through the daemon's systemd unit where one runs it, and names the others;
+``install_units`` first writes that unit (``--systemd-unit``) and starts or restarts it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
 from one_ipfs.errors import HostError, InvalidInput
-from one_ipfs.ipfs.network import NodeSettings, Peer, generate_swarm_key, private_network_config
+from one_ipfs.ipfs.network import NodeSettings, Peer, generate_swarm_key
 
 SWARM_PORT = 4001
 _CONCRETE = re.compile(r"^/ip[46]/(?!0\.0\.0\.0/|::/)[^/]+/tcp/\d+$")
@@ -30,6 +32,18 @@ class Member:
     storage_max: str
 
 
+@dataclass(frozen=True)
+class Configured:
+    """What ``join`` did to a node: whether its repository changed, whether its daemon still runs older
+    settings (or none runs), and, once ``restart`` or ``install_units`` ran, what happened to the daemon
+    (``failed``: the unit the admin asked for could not be installed or run)."""
+
+    changed: bool
+    restart_pending: bool
+    restart: str = ""
+    failed: bool = False
+
+
 def join(
     frontend_repo: str,
     host_repo: str,
@@ -38,8 +52,8 @@ def join(
     *,
     new_network: bool,
     progress: Callable[[Reply], None] | None = None,
-) -> dict[str, bool]:
-    """Configure the frontend and ``hosts``; return, per node, whether its configuration changed.
+) -> dict[str, Configured]:
+    """Configure the frontend and ``hosts``; return, per node, what changed.
 
     ``new_network`` (``init``) creates the swarm key when the frontend has none; ``join`` insists on one.
     """
@@ -66,14 +80,69 @@ def join(
         lambda name: {
             "repo": repos[name],
             "swarm_key": key.decode(),
-            "settings": private_network_config(settings[name]),
+            "node": asdict(settings[name]),
         },
         progress,
     )
     failed = [reply.error for reply in results.values() if reply.error]
     if failed:
         raise HostError("; ".join(str(error) for error in failed))
-    return {name: bool(reply.result.get("changed")) for name, reply in results.items()}
+    return {
+        name: Configured(bool(reply.result.get("changed")), bool(reply.result.get("restart_pending")))
+        for name, reply in results.items()
+    }
+
+
+def restart(
+    configured: dict[str, Configured],
+    unit: str,
+    progress: Callable[[Reply], None] | None = None,
+) -> dict[str, Configured]:
+    """Restart the daemon of every node whose restart is pending, where a systemd ``unit`` runs it.
+
+    A node without such a unit keeps ``restart_pending`` and says why; nothing else is touched.
+    """
+    pending = [name for name, state in configured.items() if state.restart_pending]
+    replies = call_all(pending, "restart", lambda _: {"unit": unit}, progress)
+    done = dict(configured)
+    for name, reply in replies.items():
+        restarted = bool(reply.result.get("restarted"))
+        reason = reply.error or str(reply.result.get("reason") or "")
+        done[name] = Configured(configured[name].changed, not restarted, reason)
+    return done
+
+
+def install_units(
+    configured: dict[str, Configured],
+    frontend_repo: str,
+    host_repo: str,
+    unit: str,
+    progress: Callable[[Reply], None] | None = None,
+) -> dict[str, Configured]:
+    """Install the systemd ``unit`` of every node's Kubo daemon and have it run the new settings.
+
+    A node where that failed keeps its pending restart, with the reason, and counts as failed.
+    """
+    replies = call_all(
+        configured,
+        "unit",
+        lambda name: {
+            "unit": unit,
+            "repo": frontend_repo if name == FRONTEND else host_repo,
+            "restart": configured[name].restart_pending,
+        },
+        progress,
+    )
+    done = {}
+    for name, reply in replies.items():
+        changed = configured[name].changed
+        if reply.error:
+            done[name] = Configured(changed, configured[name].restart_pending, reply.error, failed=True)
+        else:
+            written = "installed" if reply.result.get("changed") else "unchanged"
+            summary = f"systemd unit {unit} {written}, {reply.result.get('done')}"
+            done[name] = Configured(changed, False, summary)
+    return done
 
 
 def _swarm_key(repo: Path, create: bool) -> bytes:

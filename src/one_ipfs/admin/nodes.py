@@ -17,7 +17,9 @@ from defusedxml import ElementTree
 
 from one_ipfs.admin import remote
 from one_ipfs.errors import HostError, OpenNebulaError
-from one_ipfs.transfer.hostcall import ssh_argv
+from one_ipfs.opennebula.install import BUNDLE_STAMP
+from one_ipfs.opennebula.location import check_host_name
+from one_ipfs.transfer.hostcall import local_lib, remote_lib, ship_bundle, ssh_argv
 
 FRONTEND = "frontend"
 SSH_TIMEOUT = 60.0
@@ -55,7 +57,7 @@ class Reply:
 def host_names(given: str | None) -> list[str]:
     """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``onehost list -x``)."""
     if given:
-        return [name.strip() for name in given.split(",") if name.strip()]
+        return [check_host_name(name.strip()) for name in given.split(",") if name.strip()]
     try:
         result = subprocess.run(["onehost", "list", "-x"], capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -76,22 +78,22 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
     if node == FRONTEND:
         result = _local(command, payload)
         return Reply(node, result, result.get("error"), sent_at=sent, received_at=time.time())
-    message = {
-        "script": Path(remote.__file__).read_text(encoding="utf-8"),
-        "command": command,
-        "payload": payload,
-    }
     try:
-        done = subprocess.run(
-            ssh_argv(node, ["python3", "-c", remote.BOOT]),
-            input=json.dumps(message) + "\n",
-            capture_output=True,
-            text=True,
-            timeout=SSH_TIMEOUT,
-            check=False,
-        )
+        bundle = {"bundle": frontend_bundle()} if command in remote.BUNDLED else {}
+        message = {
+            "script": Path(remote.__file__).read_text(encoding="utf-8"),
+            "lib": remote_lib(),
+            "command": command,
+            "payload": {**payload, **bundle},
+        }
+        done = _ssh(node, message)
+        if done.returncode == remote.STALE_BUNDLE:
+            ship_bundle(node, timeout=SSH_TIMEOUT)
+            done = _ssh(node, message)
     except subprocess.TimeoutExpired:
         return Reply(node, {}, f"{node} did not answer within {SSH_TIMEOUT:g} s", sent_at=sent)
+    except HostError as exc:
+        return Reply(node, {}, str(exc), sent_at=sent)
     received = time.time()
     reason = _last_line(done.stderr)
     if done.returncode == PYTHON_MISSING:
@@ -105,6 +107,28 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
     except (IndexError, ValueError):
         return Reply(node, {}, f"{node} printed no JSON result", sent_at=sent)
     return Reply(node, result, result.get("error"), sent_at=sent, received_at=received)
+
+
+def frontend_bundle() -> str:
+    """The digest of the host bundle in this frontend's remotes tree (what every host must run)."""
+    stamp = local_lib() / BUNDLE_STAMP
+    try:
+        return stamp.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise HostError(
+            f"the drivers are not installed in {stamp.parents[3]}: run `one-ipfs install`"
+        ) from None
+
+
+def _ssh(node: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ssh_argv(node, ["python3", "-c", remote.BOOT]),
+        input=json.dumps(message) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=SSH_TIMEOUT,
+        check=False,
+    )
 
 
 def call_all(
@@ -127,7 +151,7 @@ def call_all(
 
 def resolve_address(host: str) -> str:
     """The address ssh reaches ``host`` at: ssh's own config first, where oneadmin's ``Host`` entries are."""
-    result = subprocess.run(["ssh", "-G", host], capture_output=True, text=True, check=False)
+    result = subprocess.run(["ssh", "-G", "--", host], capture_output=True, text=True, check=False)
     name = host
     for line in result.stdout.splitlines():
         key, _, value = line.partition(" ")
@@ -144,6 +168,9 @@ def _local(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         "probe": remote.probe,
         "init": remote.init,
         "configure": remote.configure,
+        "restart": remote.restart,
+        "unit": remote.unit,
+        "holds": remote.holds,
     }
     return handlers[command](payload)
 

@@ -1,20 +1,28 @@
-"""What the admin tool runs on a node: its facts (``probe``) and its private-network settings (``configure``).
+"""What the admin tool runs on a node: its facts (``probe``), its repository (``init``), its private-network
+settings (``configure``), a restart of its Kubo daemon (``restart``), the systemd unit that runs the daemon
+(``unit``) and which images it holds (``holds``).
 
-Hosts cannot import one_ipfs (only the drivers' host bundle is synced there), so this module is sent over
-ssh as the source of a single ``python3`` process, with its input as one JSON line on stdin; the frontend
-imports it. Standard library only, python3 >= 3.9. ``configure`` does for a host what
-``one_ipfs.ipfs.network.configure_private_node`` does for a local repository.
+Hosts cannot import the frontend's one_ipfs, so this module is sent over ssh as the source of a single
+``python3`` process, with its input as one JSON line on stdin; the frontend imports it. Standard library
+only, python3 >= 3.9. ``init`` and ``configure`` run ``one_ipfs.ipfs.network`` itself, from the host bundle
+the drivers use (``lib`` on the host's path); a host that lacks the frontend's bundle answers with exit
+status 3 and gets it shipped, as the transfer driver does.
 """
 
 from __future__ import annotations
 
+import fcntl
+import grp
 import hashlib
 import json
 import os
 import platform
+import pwd
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,27 +31,53 @@ from typing import Any
 BOOT = (
     "import json, sys\n"
     "message = json.loads(sys.stdin.readline())\n"
+    "sys.path.insert(0, message['lib'])\n"
     "scope = {'__name__': 'one_ipfs_remote'}\n"
     "exec(compile(message['script'], 'one-ipfs-remote', 'exec'), scope)\n"
     "sys.exit(scope['main'](message['command'], message['payload']))\n"
 )
-"""The python3 -c program that runs this module's source from stdin on a host."""
+"""The python3 -c program that runs this module's source from stdin on a host, the host bundle importable."""
 
-INIT_PROFILES = "autoconf-off,unixfs-v1-2025"
+STALE_BUNDLE = 3
+BUNDLED = ("init", "configure", "holds")
+"""The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
+KUBO_COMMAND_ERROR = 500
+"""Kubo answers a command that failed (here: content not held, asked offline) with HTTP 500."""
+REFUSED = (401, 403)
+"""What Kubo answers a request without the secret its ``API.Authorizations`` want, or with a wrong one."""
+RESTART_MARKER = ".one-ipfs-restart"
+"""Written into a repository whenever ``configure`` changed it; a daemon started before runs old settings."""
+API_FILE = "api"
+"""Kubo writes ``$IPFS_PATH/api`` when its daemon starts (and removes it at exit)."""
+SYSTEMCTL_TIMEOUT = 120
+SYSTEMD_DIR = "/etc/systemd/system"
+SYSTEMD_RUNTIME = "/run/systemd/system"
+"""Exists only while systemd runs the machine (``sd_booted``): a systemctl binary alone proves nothing."""
+UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,100}$")
+"""A unit name as ``--unit`` gives it (``.service`` is added): a file name and a systemctl argument."""
+UNIT_PATH = re.compile(r"^/[A-Za-z0-9._/+@:-]*$")
+"""Paths written into the unit as they are: no space, quote, ``%`` specifier or backslash to escape."""
+REPO_LOCK = "repo.lock"
+"""Kubo holds an fcntl write lock on this file of its repository while its daemon runs."""
 
 
 def main(command: str, payload: dict[str, Any]) -> int:
     """Run ``command`` and print its JSON result as the last line of stdout."""
-    if command == "probe":
-        result = probe(payload)
-    elif command == "init":
-        result = init(payload)
-    elif command == "configure":
-        result = configure(payload)
-    else:
+    handlers = {
+        "probe": probe,
+        "init": init,
+        "configure": configure,
+        "restart": restart,
+        "unit": unit,
+        "holds": holds,
+    }
+    if command not in handlers:
         sys.stderr.write(f"one-ipfs remote: unknown command {command}\n")
         return 2
-    sys.stdout.write(json.dumps(result) + "\n")
+    if command in BUNDLED and not _bundle_matches(payload.get("bundle")):
+        sys.stderr.write("one-ipfs host bundle is out of date\n")
+        return STALE_BUNDLE
+    sys.stdout.write(json.dumps(handlers[command](payload)) + "\n")
     return 0
 
 
@@ -62,30 +96,27 @@ def probe(payload: dict[str, Any]) -> dict[str, Any]:
         "ipfs_binary": shutil.which("ipfs"),
         "bundle": bundle,
         "repo": read_repository(os.path.expanduser(payload["repo"])),
-        "daemon": ask_daemon(payload["api"]),
+        "daemon": ask_daemon(payload["api"], payload["auth_file"], payload["auth_setting"]),
     }
 
 
 def init(payload: dict[str, Any]) -> dict[str, Any]:
     """Create the repository when there is none (offline, never naming a public endpoint); report it."""
+    from pathlib import Path
+
+    from one_ipfs.errors import OneIpfsError
+    from one_ipfs.ipfs.network import init_repository
+
     repo = os.path.expanduser(payload["repo"])
     created = False
     if not os.path.exists(os.path.join(repo, "config")):
         ipfs = shutil.which("ipfs")
         if ipfs is None:
             return {"error": f"no Kubo repository at {repo} and no ipfs command to create one"}
-        env = dict(os.environ, IPFS_PATH=repo, IPFS_TELEMETRY="off")
-        env.pop("LIBP2P_FORCE_PNET", None)
-        result = subprocess.run(
-            [ipfs, "init", "--empty-repo", "--profile", INIT_PROFILES],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            return {"error": f"ipfs init of {repo} failed: {lines[-1] if lines else 'no output'}"}
+        try:
+            init_repository(Path(ipfs), Path(repo))
+        except OneIpfsError as exc:
+            return {"error": str(exc)}
         created = True
     facts = read_repository(repo)
     facts["created"] = created
@@ -93,44 +124,195 @@ def init(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(payload: dict[str, Any]) -> dict[str, Any]:
-    """Write ``swarm.key``, set the dotted config keys of ``payload['settings']``; say if anything changed."""
+    """Make the repository a member of the private network; say whether anything changed (and when)."""
+    from pathlib import Path
+
+    from one_ipfs.errors import OneIpfsError
+    from one_ipfs.ipfs.network import NodeSettings, Peer, configure_private_node
+
     repo = os.path.expanduser(payload["repo"])
-    config_path = os.path.join(repo, "config")
+    node = payload["node"]
+    settings = NodeSettings(
+        swarm_addresses=tuple(node["swarm_addresses"]),
+        api_address=node["api_address"],
+        gateway_address=node["gateway_address"],
+        peers=tuple(Peer(peer["peer_id"], tuple(peer["addresses"])) for peer in node["peers"]),
+        storage_max=node["storage_max"],
+    )
     try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as exc:
-        return {"error": f"cannot read the Kubo config {config_path}: {exc}"}
-    before = json.dumps(config, sort_keys=True)
-    for dotted, value in payload["settings"].items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for key in parents:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[leaf] = value
-    key = payload["swarm_key"].encode()
-    key_path = os.path.join(repo, "swarm.key")
-    try:
-        with open(key_path, "rb") as f:
-            same_key = f.read() == key
-    except OSError:
-        same_key = False
-    changed = not same_key or json.dumps(config, sort_keys=True) != before
-    try:
-        if not same_key:
-            _write_private(key_path, key)
+        changed = configure_private_node(Path(repo), payload["swarm_key"].encode(), settings)
         if changed:
-            _write_private(config_path, (json.dumps(config, indent=2) + "\n").encode())
-    except OSError as exc:
-        return {"error": f"cannot write the Kubo repository {repo}: {exc}"}
-    return {"changed": changed}
+            with open(os.path.join(repo, RESTART_MARKER), "w") as marker:
+                marker.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
+    except (OneIpfsError, OSError) as exc:
+        return {"error": str(exc)}
+    return {"changed": changed, "restart_pending": restart_pending(read_repository(repo))}
+
+
+def restart(payload: dict[str, Any]) -> dict[str, Any]:
+    """Restart the daemon through its systemd unit when one runs it; otherwise say that nothing did."""
+    unit = payload["unit"]
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return {"restarted": False, "reason": "no systemd here"}
+    if not _active(systemctl, unit):
+        return {"restarted": False, "reason": f"no active systemd unit {unit}"}
+    failure = _as_root([systemctl, "restart", "--", unit])
+    if failure is not None:
+        return {"restarted": False, "reason": failure}
+    return {"restarted": True, "reason": f"systemctl restart {unit}"}
+
+
+def unit(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - one per way to fail
+    """Install (or update) the systemd unit ``payload['unit']`` that runs this node's Kubo daemon, then have
+    it run the current settings: ``enable --now`` when it is stopped, a restart when it runs an older unit or
+    older settings (``payload['restart']``). A daemon that the unit does not run is left alone, and said so.
+    """
+    name = payload["unit"]
+    systemctl, ipfs = shutil.which("systemctl"), shutil.which("ipfs")
+    repo = os.path.realpath(os.path.expanduser(payload["repo"]))
+    if not UNIT_NAME.match(name):
+        return {"error": f"{name[:80]!r} is not a systemd unit name"}
+    if systemctl is None or not os.path.isdir(SYSTEMD_RUNTIME):
+        return {"error": "systemd does not run here: start Kubo with this node's own service manager"}
+    if ipfs is None:
+        return {"error": "no ipfs command on the PATH for the systemd unit to run"}
+    try:
+        owner = os.stat(repo)
+        user, group = pwd.getpwuid(owner.st_uid).pw_name, grp.getgrgid(owner.st_gid).gr_name
+    except (OSError, KeyError) as exc:
+        return {"error": f"cannot tell who owns the Kubo repository {repo}: {exc}"}
+    ipfs = os.path.realpath(ipfs)
+    for path in (ipfs, repo):
+        if not UNIT_PATH.match(path):
+            return {"error": f"{path!r} cannot be named in a systemd unit as it is: use a plain path"}
+    text = unit_text(ipfs, repo, user, group)
+    active = _active(systemctl, name)
+    if not active and _repo_locked(repo):
+        return {"error": f"a Kubo daemon that {name} does not run holds {repo}: stop it, then run again"}
+    path = os.path.join(payload.get("unit_dir") or SYSTEMD_DIR, f"{name}.service")
+    changed = _read(path) != text
+    if changed:
+        failure = _install_file(path, text) or _as_root([systemctl, "daemon-reload"])
+        if failure is not None:
+            return {"error": failure}
+    outcome = _run_unit(systemctl, name, active=active, changed=changed, restart=bool(payload.get("restart")))
+    return {"path": path, "changed": changed, **outcome}
+
+
+def _active(systemctl: str, name: str) -> bool:
+    result = subprocess.run([systemctl, "is-active", "--quiet", "--", name], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def _run_unit(systemctl: str, name: str, *, active: bool, changed: bool, restart: bool) -> dict[str, Any]:
+    """Start (and enable) a stopped unit; restart a running one that runs older settings or an older unit."""
+    if not active:
+        steps, done = [["enable", "--now"]], "enabled and started"
+    elif changed or restart:
+        steps, done = ([["enable"]] if changed else []) + [["restart"]], "restarted"
+    else:
+        steps, done = [], "running"
+    for step in steps:
+        failure = _as_root([systemctl, *step, "--", name])
+        if failure is not None:
+            return {"error": failure}
+    return {"done": done}
+
+
+def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
+    """The unit: private network forced, no telemetry, restarted on failure, and confined to what Kubo
+    needs (its repository writable; no privilege, device or capability; the network families it uses)."""
+    lines = [
+        "# Written by `one-ipfs network init|join --systemd-unit`; the next run replaces it.",
+        "[Unit]",
+        "Description=Kubo IPFS daemon of the one-ipfs private network",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        f"User={user}",
+        f"Group={group}",
+        f"Environment=IPFS_PATH={repo}",
+        "Environment=LIBP2P_FORCE_PNET=1",
+        "Environment=IPFS_TELEMETRY=off",
+        f"ExecStart={ipfs} daemon",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "KillSignal=SIGINT",
+        "TimeoutStartSec=infinity",
+        "LimitNOFILE=65536",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        f"ReadWritePaths={repo}",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def holds(payload: dict[str, Any]) -> dict[str, Any]:
+    """How much of each CID the node has locally, asked offline so that nothing is fetched to answer (or,
+    per CID, why the node could not say).
+
+    ``payload['cids']`` maps each CID to the RPC API (``api``) of the node that should hold it and the file
+    with that API's secret (``auth_file``, empty when it needs none; ``auth_setting`` names it in errors).
+    """
+    held: dict[str, Any] = {}
+    for cid, node in payload["cids"].items():
+        base = api_url(node["api"])
+        auth, problem = _authorization(node["auth_file"], node["auth_setting"])
+        try:
+            if problem is not None:
+                held[cid] = {"error": problem}
+                continue
+            stat = _call(base, f"files/stat?arg=/ipfs/{cid}&with-local=true&offline=true", auth)
+        except urllib.error.HTTPError as exc:
+            if exc.code == KUBO_COMMAND_ERROR:
+                held[cid] = {"local": False, "size_local": 0}
+            else:
+                held[cid] = {"error": f"the Kubo RPC API at {base} refused the question: HTTP {exc.code}"}
+        except (OSError, ValueError) as exc:
+            held[cid] = {"error": f"no Kubo RPC API answers at {base}: {getattr(exc, 'reason', exc)}"}
+        else:
+            held[cid] = {"local": bool(stat.get("Local")), "size_local": stat.get("SizeLocal") or 0}
+    return {"held": held}
+
+
+def restart_pending(repo_facts: dict[str, Any]) -> bool:
+    """True when the repository changed (``configure``) after its daemon started, or with none running."""
+    configured, started = repo_facts.get("configured_at"), repo_facts.get("daemon_started_at")
+    return configured is not None and (started is None or started < configured)
 
 
 def read_repository(repo: str) -> dict[str, Any]:
     """Identity, addresses, limits and the swarm key's fingerprint of a repository, from its files."""
-    facts: dict[str, Any] = {"path": repo, "exists": os.path.isdir(repo)}
+    facts: dict[str, Any] = {
+        "path": repo,
+        "exists": os.path.isdir(repo),
+        "configured_at": _mtime(os.path.join(repo, RESTART_MARKER)),
+        "daemon_started_at": _mtime(os.path.join(repo, API_FILE)),
+    }
     try:
         with open(os.path.join(repo, "config")) as f:
             config = json.load(f)
@@ -166,15 +348,24 @@ def fingerprint(swarm_key: bytes) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def ask_daemon(api: str) -> dict[str, Any]:
-    """What the running daemon says about itself over its RPC API; ``up`` False with the reason otherwise."""
+def ask_daemon(api: str, auth_file: str = "", auth_setting: str = "") -> dict[str, Any]:
+    """What the running daemon says about itself over its RPC API; ``up`` False with the reason otherwise
+    (``auth`` True when the reason is its secret: unreadable, or refused)."""
     base = api_url(api)
+    auth, problem = _authorization(auth_file, auth_setting)
+    if problem is not None:
+        return {"up": False, "auth": True, "error": problem}
     try:
-        version = _call(base, "version")
-        identity = _call(base, "id")
-        peers = _call(base, "swarm/peers").get("Peers") or []
-        stat = _call(base, "repo/stat?size-only=true")
-        api_address = _call(base, "config?arg=Addresses.API").get("Value")
+        version = _call(base, "version", auth)
+        identity = _call(base, "id", auth)
+        peers = _call(base, "swarm/peers", auth).get("Peers") or []
+        stat = _call(base, "repo/stat?size-only=true", auth)
+        api_address = _call(base, "config?arg=Addresses.API", auth).get("Value")
+    except urllib.error.HTTPError as exc:
+        if exc.code in REFUSED:
+            reason = "a wrong secret" if auth else "no secret"
+            return {"up": False, "auth": True, "error": f"the Kubo RPC API at {base} refused {reason}"}
+        return {"up": False, "error": f"the Kubo RPC API at {base} failed: HTTP {exc.code}"}
     except (OSError, ValueError) as exc:
         return {"up": False, "error": f"no Kubo RPC API answers at {base}: {getattr(exc, 'reason', exc)}"}
     return {
@@ -197,19 +388,94 @@ def api_url(api: str) -> str:
     return api.rstrip("/")
 
 
-def _call(base: str, path: str) -> dict[str, Any]:
+def _call(base: str, path: str, auth: str | None = None) -> dict[str, Any]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     # base is an http URL made by api_url from the configured API address.
     request = urllib.request.Request(f"{base}/api/v0/{path}", data=b"", method="POST")  # noqa: S310
+    if auth is not None:
+        request.add_header("Authorization", auth)
     with opener.open(request, timeout=10) as response:
         result = json.loads(response.read().decode())
     return result if isinstance(result, dict) else {}
 
 
-def _write_private(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+def _authorization(auth_file: str, setting: str) -> tuple[str | None, str | None]:
+    """The Authorization header for the secret in ``auth_file`` (None without a file), read by the drivers'
+    own code from the host bundle; or the reason it cannot be had."""
+    if not auth_file:
+        return None, None
+    try:
+        from one_ipfs.errors import OneIpfsError
+        from one_ipfs.ipfs.rpc import authorization_from_file
+    except ImportError:
+        return None, "the one-ipfs host bundle is missing here (run `onehost sync --force`)"
+    try:
+        return authorization_from_file(auth_file, setting), None
+    except OneIpfsError as exc:
+        return None, str(exc)
+
+
+def _as_root(argv: list[str]) -> str | None:
+    """Run a command that needs root (``sudo -n`` for any other user); the reason it failed, or None."""
+    if os.geteuid() != 0:
+        argv = ["sudo", "-n", *argv]
+    what = " ".join(os.path.basename(word) if index == 0 else word for index, word in enumerate(argv))
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{what} failed: {exc}"
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        return f"{what} failed: {lines[-1] if lines else f'exit status {result.returncode}'}"
+    return None
+
+
+def _install_file(path: str, text: str) -> str | None:
+    """Put ``text`` at ``path`` (a root-owned folder) with mode 0644; the reason it could not, or None."""
+    with tempfile.NamedTemporaryFile("w", prefix="one-ipfs-unit-", delete=False) as staged:
+        staged.write(text)
+    try:
+        return _as_root(["install", "-m", "0644", "--", staged.name, path])
+    finally:
+        os.unlink(staged.name)
+
+
+def _repo_locked(repo: str) -> bool:
+    """True while a Kubo daemon holds the repository (its fcntl lock on ``repo.lock``)."""
+    try:
+        fd = os.open(os.path.join(repo, REPO_LOCK), os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _bundle_matches(digest: str | None) -> bool:
+    """The host bundle on ``sys.path`` is the frontend's (on the frontend itself none is asked for)."""
+    if digest is None:
+        return True
+    try:
+        with open(os.path.join(sys.path[0], "BUNDLE")) as stamp:
+            return stamp.read().strip() == digest
+    except OSError:
+        return False

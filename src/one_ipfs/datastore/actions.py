@@ -70,9 +70,16 @@ def rm(action: DsAction, config: DatastoreConfig) -> None:
     if handle is None:
         log_info(f"{image.source[:200]} names fixed content this datastore never pinned: nothing to release")
         return
+    own = ImageHandle(action.datastore.id, _image_id(image))
+    if handle != own:
+        raise InvalidInput(
+            f"SOURCE {handle} belongs to image {handle.image_id} of datastore {handle.datastore_id}, "
+            f"not to image {own.image_id} of datastore {own.datastore_id}: its content is left alone"
+        )
     versions = ImageVersions.from_template(image.template)
     for number, cid in reversed(versions.entries):
         content.release(cid, handle.reference_name(number), config)
+    content.release_unrecorded(handle, versions, config)
     log_info(f"released {len(versions.entries)} version(s) of image {handle.image_id}")
 
 

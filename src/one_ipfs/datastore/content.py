@@ -37,7 +37,7 @@ class ImportedContent:
 
 
 def client(config: DatastoreConfig) -> KuboClient:
-    return KuboClient(config.api, timeout=config.rpc_timeout)
+    return KuboClient(config.api, timeout=config.rpc_timeout, auth=config.api_authorization())
 
 
 def registry(config: DatastoreConfig) -> ContentRegistry:
@@ -69,6 +69,11 @@ def hold(cid: str, name: str, config: DatastoreConfig, total_bytes: int | None =
 def release(cid: str, name: str, config: DatastoreConfig) -> None:
     if registry(config).release(cid, name):
         log_info(f"unpinned {cid}: no image references it any more")
+
+
+def release_unrecorded(handle: ImageHandle, versions: ImageVersions, config: DatastoreConfig) -> None:
+    for cid in registry(config).release_unrecorded(handle, versions):
+        log_info(f"released {cid}: a version of {handle} that was saved but never recorded")
 
 
 def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
@@ -135,11 +140,16 @@ def current_cid(source: str, config: DatastoreConfig) -> str:
     """What an image holds now: the last recorded version of a handle, or the content a fixed SOURCE names."""
     handle = ImageHandle.parse(source)
     if handle is not None:
-        cid = ImageVersions.from_template(cli.show_image(handle.image_id).template).current_cid
-        if cid is None:
-            raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
-        return cid
+        return recorded_cid(handle)
     cid, _ = resolve(source, config)
+    return cid
+
+
+def recorded_cid(handle: ImageHandle) -> str:
+    """The last version recorded in the template of the image behind ``handle``."""
+    cid = ImageVersions.from_template(cli.show_image(handle.image_id).template).current_cid
+    if cid is None:
+        raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
     return cid
 
 
@@ -178,7 +188,8 @@ def capacity_mb(config: DatastoreConfig) -> tuple[int, int, int]:
     used, limit = stats.repo_size, stats.storage_max
     disk_total = used + node.repo_disk().free
     total = min(limit, disk_total) if limit > 0 else disk_total
-    return used >> 20, total >> 20, max(total - used, 0) >> 20
+    used_mb, total_mb = used >> 20, total >> 20
+    return used_mb, total_mb, max(total_mb - used_mb, 0)
 
 
 def size_and_md5(cid: str, config: DatastoreConfig) -> tuple[int, str]:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from one_ipfs.errors import HostError, InvalidInput, OneIpfsError
 from one_ipfs.host import commands, inputs
 from one_ipfs.host.cache import HostCache
-from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
+from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, authorization_from_file
 
 DEFAULT_API = "http://127.0.0.1:5001"
 RPC_TIMEOUT = 60.0
@@ -46,7 +46,8 @@ class Command:
 
 
 def _client(args: argparse.Namespace) -> KuboClient:
-    return KuboClient(args.api, timeout=RPC_TIMEOUT)
+    auth = args.api_auth_file and authorization_from_file(args.api_auth_file, "IPFS_HOST_API_AUTH_FILE")
+    return KuboClient(args.api, timeout=RPC_TIMEOUT, auth=auth or None)
 
 
 def _cache(args: argparse.Namespace) -> HostCache:
@@ -56,6 +57,9 @@ def _cache(args: argparse.Namespace) -> HostCache:
 def _node_options(parser: argparse.ArgumentParser, timeout: str) -> None:
     parser.add_argument(
         "--api", type=inputs.api_address, default=DEFAULT_API, help="this host's Kubo RPC API"
+    )
+    parser.add_argument(
+        "--api-auth-file", type=inputs.secret_file, help="the file with the secret of its API.Authorizations"
     )
     parser.add_argument(
         "--timeout", type=inputs.timeout, default=inputs.timeout(timeout), help="seconds in all"
@@ -119,6 +123,24 @@ def _prefetch(args: argparse.Namespace) -> dict[str, Any] | None:
         mode=args.mode,
         image_format=args.format,
         vm=args.vm,
+        timeout=args.timeout,
+        stall_timeout=args.stall_timeout,
+        cache_max_mb=args.cache_max_mb,
+    )
+
+
+def _warm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cid", type=inputs.cid, required=True)
+    parser.add_argument("--stall-timeout", type=inputs.timeout, default=inputs.timeout(STALL_TIMEOUT))
+    _node_options(parser, TRANSFER_TIMEOUT)
+    _cache_options(parser)
+
+
+def _warm(args: argparse.Namespace) -> dict[str, Any] | None:
+    return commands.warm(
+        _client(args),
+        _cache(args),
+        args.cid,
         timeout=args.timeout,
         stall_timeout=args.stall_timeout,
         cache_max_mb=args.cache_max_mb,
@@ -257,6 +279,7 @@ def _evict(args: argparse.Namespace) -> dict[str, Any] | None:
 COMMANDS: dict[str, Command] = {
     "fetch": Command("deploy a disk from IPFS (TM clone/ln)", _fetch_options, _fetch),
     "prefetch": Command("hold a disk's content before the disk moves here", _deploy_options, _prefetch),
+    "warm": Command("hold an image's content in the host cache before deploys need it", _warm_options, _warm),
     "save": Command("add a disk to this host's node (TM mvds/cpds)", _save_options, _save),
     "delete": Command("remove a disk or a VM folder (TM delete)", _delete_options, _delete),
     "release": Command("drop the cache references of a VM that left", _release_options, _release),
@@ -316,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(reason: str) -> None:
-    sys.stderr.write(" ".join(reason.split()) + "\n")
+    """One line with no control character: the reason may quote a hostile argument."""
+    line = "".join(char if char.isprintable() else "?" for char in " ".join(reason.split()))
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 

@@ -85,6 +85,11 @@ def fetch(
     """
     if mode not in MODES:
         raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
+    deployed = disks.read_record(disk) if disk.is_file() else None
+    if deployed is not None and (deployed.cid, deployed.mode) == (cid, mode):
+        # oned retrying a deploy that succeeded: the guest may have written to the disk since.
+        log_info(f"{disk} is already deployed from {cid}: kept as it is")
+        return {"cid": cid, "mode": mode, "format": deployed.format}
     deadline = Deadline(timeout, f"deploying {cid} to {disk}")
     cache.prepare()
     _make_folder(disk.parent)
@@ -155,6 +160,50 @@ def prefetch(
                 _let_go(client, cache, cid)
             raise
     _trim(client, cache, cache_max_mb, deadline)
+    return {"cid": cid, "size": holding.size}
+
+
+def warm(
+    client: KuboClient,
+    cache: HostCache,
+    cid: str,
+    *,
+    timeout: float,
+    stall_timeout: float,
+    cache_max_mb: int,
+) -> dict[str, Any]:
+    """Hold ``cid`` before any disk needs it (``one-ipfs prefetch`` ahead of a deploy storm).
+
+    The entry has no reference and counts at the content's full size: it stays while the cache has
+    room for it and goes least recently used first like any other, never pushing out a disk's base.
+    """
+    deadline = Deadline(timeout, f"warming the host cache with {cid}")
+    size = client.files_stat(f"/ipfs/{cid}", timeout=min(stall_timeout, deadline.left())).size
+    if size > cache_max_mb << 20:
+        raise StorageError(
+            f"{cid} ({size >> 20} MiB) is larger than the host cache (IPFS_HOST_CACHE_MB={cache_max_mb})"
+        )
+    cache.prepare()
+    with cache.content_lock(cid, deadline.left()):
+        new_entry = cache.entry(cid) is None
+        try:
+            holding = _hold(client, cache, cid, deadline, stall_timeout)
+
+            def counted(entry: CacheEntry) -> None:
+                entry.stored = max(entry.stored, holding.size)
+
+            cache.record(cid, counted)
+        except BaseException:
+            if new_entry:
+                _let_go(client, cache, cid)
+            raise
+    _trim(client, cache, cache_max_mb, deadline)
+    if cache.entry(cid) is None:
+        raise StorageError(
+            f"{cid} ({size >> 20} MiB) does not fit in the host cache (IPFS_HOST_CACHE_MB={cache_max_mb})"
+            " next to the content its disks use"
+        )
+    log_info(f"{cid} is held in the host cache")
     return {"cid": cid, "size": holding.size}
 
 

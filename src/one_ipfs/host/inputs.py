@@ -14,6 +14,7 @@ from pathlib import Path
 
 from one_ipfs.errors import InvalidInput
 from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.rpc import KuboClient
 
 DEFAULT_ROOT = "/var/lib/one"
 CACHE_FOLDER = "datastores/.one-ipfs-cache"
@@ -25,6 +26,7 @@ TM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 VM_FOLDER = re.compile(r"^[0-9]{1,9}$")
 DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNKER = re.compile(r"^size-[1-9][0-9]{0,7}$")
+SECONDS = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?(?:e[+-]?[0-9]{1,3})?")
 HASH_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
@@ -79,10 +81,10 @@ def disk_path(text: str) -> Path:
     """A file in a VM folder (``<ds>/<vm>/disk.<n>``) or a snapshot of one (``disk.<n>.snap/<id>``);
     nothing else in oneadmin's tree (keys, the cache, other drivers' files) can be named as a disk."""
     path = path_inside_root(text, "the disk path")
-    if not DISK_NAME.match(path.name) or path.name.endswith((".part", ".saving")):
+    if not DISK_NAME.fullmatch(path.name) or path.name.endswith((".part", ".saving")):
         raise InvalidInput(f"{path} is not a disk file name")
     folder = path.parent.parent if path.parent.name.endswith(".snap") else path.parent
-    if not (VM_FOLDER.match(folder.name) and VM_FOLDER.match(folder.parent.name)):
+    if not (VM_FOLDER.fullmatch(folder.name) and VM_FOLDER.fullmatch(folder.parent.name)):
         raise InvalidInput(f"{path} is not a disk in a VM folder (<datastore id>/<vm id>/disk.<n>)")
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory, not a disk")
@@ -92,7 +94,7 @@ def disk_path(text: str) -> Path:
 def vm_folder(text: str) -> Path:
     """A VM's folder in a system datastore: ``…/<datastore id>/<vm id>``, nothing shorter."""
     path = path_inside_root(text, "the VM folder")
-    if not (VM_FOLDER.match(path.name) and VM_FOLDER.match(path.parent.name)):
+    if not (VM_FOLDER.fullmatch(path.name) and VM_FOLDER.fullmatch(path.parent.name)):
         raise InvalidInput(f"{path} is not a VM folder (<datastore id>/<vm id>)")
     return path
 
@@ -120,10 +122,10 @@ def identifier(text: str) -> int:
 
 
 def timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"the timeout must be a number of seconds, not {text[:40]!r}") from None
+    """Seconds as the frontend writes them (``{value:g}``): digits, a decimal point, an exponent."""
+    if not SECONDS.fullmatch(text):
+        raise InvalidInput(f"the timeout must be a number of seconds, not {text[:40]!r}")
+    value = float(text)
     if not 0 < value <= MAX_TIMEOUT:
         raise InvalidInput(f"the timeout must be between 0 and {MAX_TIMEOUT:g} seconds, not {text[:40]}")
     return value
@@ -140,11 +142,20 @@ def api_address(text: str) -> str:
     )
     if not text.startswith(allowed) or len(text) > 200 or any(c.isspace() for c in text):
         raise InvalidInput(f"the Kubo API must be a loopback address, not {text[:80]!r}")
+    if KuboClient(text).host not in ("127.0.0.1", "localhost", "::1"):
+        raise InvalidInput(f"the Kubo API must be a loopback address, not {text[:80]!r}")
+    return text
+
+
+def secret_file(text: str) -> str:
+    """The file with the host node's RPC secret: an absolute path (the secret itself is never an argument)."""
+    if not text.startswith("/") or len(text) > 200 or not text.isprintable():
+        raise InvalidInput("--api-auth-file must be the absolute path of the file that holds the secret")
     return text
 
 
 def tm_name(text: str) -> str:
-    if not TM_NAME.match(text):
+    if not TM_NAME.fullmatch(text):
         raise InvalidInput(f"not a transfer driver name: {text[:40]!r}")
     return text
 
@@ -166,12 +177,12 @@ def boolean(text: str) -> bool:
 
 def chunker(text: str) -> str:
     """Fixed-size chunking only: the same bytes must always give the same CID."""
-    if not CHUNKER.match(text):
+    if not CHUNKER.fullmatch(text):
         raise InvalidInput(f"the chunker must look like size-<bytes>, not {text[:40]!r}")
     return text
 
 
 def hash_name(text: str) -> str:
-    if not HASH_NAME.match(text):
+    if not HASH_NAME.fullmatch(text):
         raise InvalidInput(f"not a hash function name: {text[:40]!r}")
     return text

@@ -3,7 +3,8 @@
 A datacenter image network must never reach the public IPFS network: no bootstrap, no mDNS, no AutoConf, no
 telemetry, no relays, NAT traversal or HTTP retrieval, and nodes dial only the peers they are told about.
 Every key written here exists in Kubo's config (checked against Kubo 0.43 by ``tests/test_network.py``).
-The test bed uses this module today; the admin tool (``one-ipfs network``) will use it on real hosts.
+The test bed and the admin tool (``one-ipfs network``) use it; it is standard library only and part of the
+host bundle, so that the admin tool runs this very code on every host.
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ def init_repository(ipfs: Path, repo: Path) -> str:
     return read_peer_id(repo)
 
 
-def configure_private_node(repo: Path, swarm_key: bytes, settings: NodeSettings) -> None:
-    """Write ``swarm.key`` (mode 0600) and the private-network settings into the repository's config.
+def configure_private_node(repo: Path, swarm_key: bytes, settings: NodeSettings) -> bool:
+    """Write ``swarm.key`` (mode 0600) and the private-network settings into the repository's config;
+    return whether anything changed (nothing is rewritten that already holds the same content).
 
-    Kubo reads its config only at start, so the daemon must be stopped (it would also overwrite the file).
+    Kubo reads both only at start: a running daemon keeps its old settings until it is restarted.
     """
     if not _SWARM_KEY.fullmatch(swarm_key):
         raise InvalidInput("the swarm key is not in the /key/swarm/psk/1.0.0/ base16 format")
@@ -95,10 +97,22 @@ def configure_private_node(repo: Path, swarm_key: bytes, settings: NodeSettings)
         raise StorageError(f"{repo} is not a Kubo repository: it has no config file") from exc
     except (OSError, ValueError) as exc:
         raise StorageError(f"cannot read the Kubo config {config_path}: {exc}") from exc
+    before = json.dumps(config, sort_keys=True)
     for path, value in private_network_config(settings).items():
         _set(config, path, value)
-    _write_private(repo / "swarm.key", swarm_key)
-    _write_private(config_path, (json.dumps(config, indent=2) + "\n").encode())
+    key_path = repo / "swarm.key"
+    try:
+        same_key = key_path.read_bytes() == swarm_key
+    except FileNotFoundError:
+        same_key = False
+    except OSError as exc:
+        raise StorageError(f"cannot read {key_path}: {exc.strerror}") from exc
+    same_config = json.dumps(config, sort_keys=True) == before
+    if not same_key:
+        _write_private(key_path, swarm_key)
+    if not same_config:
+        _write_private(config_path, (json.dumps(config, indent=2) + "\n").encode())
+    return not (same_key and same_config)
 
 
 def private_network_config(settings: NodeSettings) -> dict[str, Any]:
@@ -152,6 +166,10 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         "Pubsub.Enabled": True,
         "Ipns.UsePubsub": True,
         "Datastore.StorageMax": settings.storage_max,
+        # Members find blocks by asking their peers (every member peers with every other), so announcing
+        # every block of every image to the DHT is work and traffic for nothing; the roots are enough for
+        # a node that is not peered yet.
+        "Provide.Strategy": "roots",
     }
 
 

@@ -12,6 +12,7 @@ client stops waiting. Closing a connection cancels the command in Kubo.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -744,6 +745,42 @@ class _Exchange:
             f"ipfs {self.label}: cannot reach the Kubo RPC API at {self.client.address} "
             f"({_one_line(reason)}): the IPFS daemon may be down or listening elsewhere"
         )
+
+
+def authorization(secret: str) -> str:
+    """The ``Authorization`` header value Kubo expects for an ``API.Authorizations`` AuthSecret.
+
+    The secret is written as in Kubo's configuration: ``bearer:<token>``, ``basic:<user>:<password>``,
+    ``basic:<base64 of user:password>``, or a bare token (a bearer token).
+    """
+    kind, _, value = secret.partition(":")
+    if kind == "basic" and value:
+        return "Basic " + (base64.b64encode(value.encode()).decode() if ":" in value else value)
+    if kind == "bearer" and value:
+        return "Bearer " + value
+    return "Bearer " + secret
+
+
+def authorization_from_file(path: str, setting: str) -> str:
+    """The ``Authorization`` header for the AuthSecret kept in ``path``, named by ``setting``.
+
+    Secrets live in a file only the drivers' account reads, never in an argument, a template or a log;
+    so no message here quotes the file's content.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read(4097)
+    except OSError as exc:
+        raise StorageError(
+            f"{setting}: cannot read the Kubo RPC secret file {path[:200]}: {exc.strerror or exc}"
+        ) from None
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    if len(data) > 4096 or len(lines) != 1 or not lines[0].isprintable():
+        raise InvalidInput(
+            f"{setting}: {path[:200]} must hold one line, the secret of the node's API.Authorizations "
+            "(bearer:<token> or basic:<user>:<password>)"
+        )
+    return authorization(lines[0])
 
 
 def _parse_api(api: str) -> tuple[str, int]:

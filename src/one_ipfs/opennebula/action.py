@@ -24,7 +24,7 @@ from one_ipfs.errors import InvalidInput
 
 MAX_PAYLOAD = 16 << 20
 MAX_ID = 2**31 - 1
-MAX_SIZE_MB = 1 << 40
+MAX_SIZE_MB = 1 << 24  # 16 TiB: the most a host deploys (host.inputs.MAX_SIZE_MB)
 UNSET = "-1"
 # Image TYPE as Image::to_xml writes it (enum Image::ImageType).
 IMAGE_TYPES = ("OS", "CDROM", "DATABLOCK", "KERNEL", "RAMDISK", "CONTEXT", "BACKUP")
@@ -63,6 +63,8 @@ class ImageTemplate:
     cloning_id: int | None
     target_snapshot: int | None
     template: dict[str, str]
+    name: str = ""
+    datastore_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,16 @@ def parse_image_xml(xml: bytes | str) -> ImageTemplate:
 def parse_datastore_xml(xml: bytes | str) -> DatastoreTemplate:
     """Parse ``onedatastore show -x`` output."""
     return _datastore(_parse_xml(xml, "DATASTORE"))
+
+
+def parse_image_pool(xml: bytes | str) -> list[ImageTemplate]:
+    """Parse ``oneimage list -x`` output."""
+    return [_image(image) for image in _parse_xml(xml, "IMAGE_POOL").findall("IMAGE")]
+
+
+def parse_datastore_pool(xml: bytes | str) -> list[DatastoreTemplate]:
+    """Parse ``onedatastore list -x`` output."""
+    return [_datastore(datastore) for datastore in _parse_xml(xml, "DATASTORE_POOL").findall("DATASTORE")]
 
 
 def parse_vm_xml(xml: bytes | str) -> VmTemplate:
@@ -279,6 +291,8 @@ def _image(element: Element) -> ImageTemplate:
         cloning_id=_number(element, "CLONING_ID", unset=UNSET),
         target_snapshot=_number(element, "TARGET_SNAPSHOT", unset=UNSET),
         template=_attributes(element.find("TEMPLATE")),
+        name=_text(element, "NAME"),
+        datastore_id=_number(element, "DATASTORE_ID"),
     )
 
 

@@ -18,7 +18,9 @@ from one_ipfs.opennebula.action import (
     DatastoreTemplate,
     ImageTemplate,
     VmTemplate,
+    parse_datastore_pool,
     parse_datastore_xml,
+    parse_image_pool,
     parse_image_xml,
     parse_vm_xml,
 )
@@ -53,6 +55,14 @@ def show_vm(vm_id: int) -> VmTemplate:
 
 def show_datastore(datastore_id: int) -> DatastoreTemplate:
     return parse_datastore_xml(_run(["onedatastore", "show", "-x", str(datastore_id)]))
+
+
+def list_images() -> list[ImageTemplate]:
+    return parse_image_pool(_run(["oneimage", "list", "-x"]))
+
+
+def list_datastores() -> list[DatastoreTemplate]:
+    return parse_datastore_pool(_run(["onedatastore", "list", "-x"]))
 
 
 def update_image(image_id: int, attributes: Mapping[str, str]) -> None:

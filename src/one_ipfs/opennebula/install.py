@@ -8,9 +8,11 @@ tell a host that holds another version and ship the right one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import one_ipfs
@@ -23,6 +25,7 @@ DEFAULTS = Path("etc/datastore/ipfs/ipfs.conf")
 HOST_LIB = Path("tm/ipfs/lib")
 HOST_LAUNCHER = "one-ipfs-host"
 BUNDLE_STAMP = "BUNDLE"
+COMPILE_TIMEOUT = 120.0
 
 # The modules a host needs: nothing here imports beyond the standard library.
 HOST_MODULES = (
@@ -33,6 +36,7 @@ HOST_MODULES = (
     "ipfs/rpc.py",
     "ipfs/refs.py",
     "ipfs/pinning.py",
+    "ipfs/network.py",
     "host/*.py",
 )
 
@@ -115,3 +119,21 @@ def install_remotes(remotes_dir: Path, python: str) -> None:
         text += f"\n{line}\n"
     defaults.write_text(text, encoding="utf-8")
     write_host_bundle(remotes_dir / HOST_LIB)
+    compile_package(python)
+
+
+def compile_package(python: str) -> None:
+    """Byte-compile the package with the drivers' interpreter, which runs as oneadmin and so cannot
+    cache bytecode in a package it does not own: every action would otherwise compile every module.
+
+    A package that cannot be written (installed read-only) keeps running from source, only slower.
+    """
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [python, "-m", "compileall", "-q", str(PACKAGE_DIR)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=COMPILE_TIMEOUT,
+            check=False,
+        )

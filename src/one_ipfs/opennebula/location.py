@@ -37,7 +37,7 @@ class Location:
         host, colon, path = text.partition(":")
         if not colon:
             raise InvalidInput(f"{_shown(text)} is not a host:path argument")
-        if len(host) > MAX_HOST or not _HOST.fullmatch(host):
+        if not is_host_name(host):
             raise InvalidInput(f"{_shown(host)} in {_shown(text)} is not a host name or IPv4 address")
         path = re.sub("/+", "/", path)
         if not path.startswith("/"):
@@ -48,6 +48,17 @@ class Location:
         if ".." in path.split("/"):
             raise InvalidInput(f"the path in {_shown(text)} may not contain '..'")
         return cls(host, path.rstrip("/") or "/")
+
+
+def is_host_name(text: str) -> bool:
+    """A name or IPv4 address ssh can only take as a destination: no option, user, port or shell character."""
+    return len(text) <= MAX_HOST and _HOST.fullmatch(text) is not None
+
+
+def check_host_name(text: str) -> str:
+    if not is_host_name(text):
+        raise InvalidInput(f"{_shown(text)} is not a host name or IPv4 address")
+    return text
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -19,6 +20,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
@@ -54,7 +56,7 @@ class DiskRequest:
 
 
 def _int(value: str, what: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidInput(f"{what} must be a non-negative integer, not {value[:40]!r}")
     return int(value)
 
@@ -78,10 +80,15 @@ def _config(datastore_id: int) -> DatastoreConfig:
     return load_config(cli.show_datastore(datastore_id).attributes)
 
 
-def _disk(vm_id: int, location: Location) -> VmDisk:
+def _disk_id(location: Location) -> int:
     disk_id = disk_id_of(location.path)
     if disk_id is None:
         raise InvalidInput(f"{location.path[:200]} is not a VM disk path (…/<vmid>/disk.<n>)")
+    return disk_id
+
+
+def _disk(vm_id: int, location: Location) -> VmDisk:
+    disk_id = _disk_id(location)
     for disk in cli.show_vm(vm_id).disks:
         if disk.disk_id == disk_id:
             return disk
@@ -101,9 +108,24 @@ def _options(**values: str | int | float | None) -> list[str]:
     return argv
 
 
-def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str, system_tm: str) -> None:
-    disk = _disk(request.vm_id, request.disk)
-    cid = content.current_cid(request.source, config)
+def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, str]:
+    """The datastore's settings, the VM's disk and the image's CID, asked at once: each is a
+    ``one* show`` process of its own, and a deploy should not wait for them one after the other."""
+    handle = ImageHandle.parse(request.source)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        config = pool.submit(_config, request.datastore_id)
+        disk = pool.submit(_disk, request.vm_id, request.disk)
+        if handle is not None:
+            cid = pool.submit(content.recorded_cid, handle)
+        else:
+            cid = pool.submit(lambda: content.current_cid(request.source, config.result()))
+        return config.result(), disk.result(), cid.result()
+
+
+def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
+    """Deploy the disk; ``mode`` None takes the datastore's IPFS_DEPLOY_MODE."""
+    config, disk, cid = _deploy_facts(request)
+    mode = mode or config.deploy_mode.lower()
     log_info(f"deploying {cid} to {request.disk.host}:{request.disk.path}")
     options = _options(
         cid=cid,
@@ -113,6 +135,7 @@ def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str, system_t
         mode=mode,
         vm=request.vm_id,
         api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
         cache_max_mb=config.host_cache_mb,
@@ -123,16 +146,17 @@ def _fetch(request: DiskRequest, config: DatastoreConfig, *, mode: str, system_t
 
 def _deploy_request(args: list[str]) -> DiskRequest:
     source, disk, vm_id, ds_id = _args(args, 4, "fe:SOURCE host:remote_system_ds/disk.i vmid dsid")
-    return DiskRequest(
+    request = DiskRequest(
         _source_of(source), Location.parse(disk), _int(vm_id, "the VM id"), _int(ds_id, "the datastore id")
     )
+    if ImageHandle.parse(request.source) is None:
+        parse_reference(request.source)
+    return request
 
 
 def clone(call: TmCall) -> None:
     """Non-persistent disk: the host's node fetches the image and writes a private, sparse copy."""
-    request = _deploy_request(call.args)
-    config = _config(request.datastore_id)
-    _fetch(request, config, mode=config.deploy_mode.lower(), system_tm=call.system_tm)
+    _fetch(_deploy_request(call.args), mode=None, system_tm=call.system_tm)
 
 
 def ln(call: TmCall) -> None:
@@ -143,7 +167,7 @@ def ln(call: TmCall) -> None:
             f"{request.source[:200]} names fixed IPFS content and cannot be a persistent disk: "
             "import it with a PATH (oneimage create --path) or clone it to get an image that can be saved"
         )
-    _fetch(request, _config(request.datastore_id), mode="copy", system_tm=call.system_tm)
+    _fetch(request, mode="copy", system_tm=call.system_tm)
 
 
 def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, snapshot_id: int) -> None:
@@ -162,6 +186,7 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
         format=_saved_format(image.format, vm_id, disk),
         vm=vm_id,
         api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         chunker=settings.chunker,
         cid_version=settings.cid_version,
@@ -219,10 +244,15 @@ def delete(call: TmCall) -> None:
     """Remove a disk (or a VM folder) from its host and release the host's cache reference."""
     target, vm_id, ds_id = _args(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
     location = Location.parse(target)
+    vm = _int(vm_id, "the VM id")
     config = _config(_int(ds_id, "the datastore id"))
     kind = "disk" if disk_id_of(location.path) is not None else "dir"
     options = _options(
-        **{kind: location.path}, vm=_int(vm_id, "the VM id"), cache_max_mb=config.host_cache_mb
+        **{kind: location.path},
+        vm=vm,
+        api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
+        cache_max_mb=config.host_cache_mb,
     )
     run_on_host(location.host, "delete", options, timeout=_host_timeout(config))
 
@@ -234,10 +264,10 @@ def mv(call: TmCall) -> None:
         call.args, 4, "src_host:dir[/disk.i] dst_host:dir[/disk.i] vmid dsid"
     )
     src, dst = Location.parse(source), Location.parse(target)
+    vm, datastore_id = _int(vm_id, "the VM id"), _int(ds_id, "the datastore id")
     if disk_id_of(dst.path) is None or src.host == dst.host:
         return
-    vm = _int(vm_id, "the VM id")
-    config = _config(_int(ds_id, "the datastore id"))
+    config = _config(datastore_id)
     if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
         return
     _prefetch(dst.host, dst.path, _disk(vm, dst), vm, config)
@@ -259,6 +289,7 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
         mode=config.deploy_mode.lower(),
         vm=vm_id,
         api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
     )
@@ -326,7 +357,12 @@ def _release_vm(host: str, step: MigrationStep) -> None:
     run_on_host(
         host,
         "release",
-        ["--vm", str(step.vm_id), "--cache-max-mb", str(config.host_cache_mb)],
+        _options(
+            vm=step.vm_id,
+            api=config.host_api,
+            api_auth_file=config.host_api_auth_file or None,
+            cache_max_mb=config.host_cache_mb,
+        ),
         timeout=_host_timeout(config),
     )
 
@@ -335,9 +371,11 @@ def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
     """snap_create, snap_revert, snap_delete and resize: each a file operation on the disk's host."""
 
     def step(call: TmCall) -> None:
-        disk, value, _vm_id, ds_id = _args(call.args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
+        disk, value, vm_id, ds_id = _args(call.args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
         location = Location.parse(disk)
+        _disk_id(location)
         number = _int(value, extra)
+        _int(vm_id, "the VM id")
         config = _config(_int(ds_id, "the datastore id"))
         option = "--size-mb" if command == "resize" else "--snap-id"
         run_on_host(

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import tarfile
@@ -20,10 +21,14 @@ from typing import IO, Any
 
 from one_ipfs.config import remotes_dir
 from one_ipfs.errors import HostError
+from one_ipfs.images import state_dir
 from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LAUNCHER, HOST_LIB
 
 STALE_BUNDLE = 3
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
+CONTROL_PERSIST = "60s"
+MAX_CONTROL_FOLDER = 60
+"""Unix socket paths hold about 100 bytes; the socket's name (%C) takes 40 of them."""
 LOG_PREFIXES = ("INFO:", "ERROR:", "WARN:", "DEBUG:")
 UNPACK = "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz').extractall(sys.argv[1])"
 
@@ -37,9 +42,32 @@ def local_lib() -> Path:
     return remotes_dir() / HOST_LIB
 
 
-def ssh_argv(host: str, remote: list[str]) -> list[str]:
-    """ssh's remote command is one string for the remote shell: every word is quoted, none trusted."""
-    return ["ssh", *SSH_OPTIONS, "--", host, shlex.join(remote)]
+def ssh_argv(host: str, remote: list[str], *, control: Path | None = None) -> list[str]:
+    """ssh's remote command is one string for the remote shell: every word is quoted, none trusted.
+
+    With a ``control`` folder, one ssh connection per host is shared by the actions of the next minute
+    (an ssh handshake costs more than a small action).
+    """
+    options = list(SSH_OPTIONS)
+    if control is not None:
+        # %C is a hash of the connection's endpoints: the host name never becomes part of a path.
+        options += ["-o", "ControlMaster=auto", "-o", f"ControlPersist={CONTROL_PERSIST}"]
+        options += ["-o", f"ControlPath={control}/%C"]
+    return ["ssh", *options, "--", host, shlex.join(remote)]
+
+
+def control_folder() -> Path | None:
+    """The driver user's own folder for ssh control sockets, or None if it is not private to us."""
+    folder = state_dir() / "ssh"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
+    if not private or "%" in str(folder) or len(str(folder)) > MAX_CONTROL_FOLDER:
+        return None
+    return folder
 
 
 def run_on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, Any]:
@@ -89,13 +117,23 @@ def ship_bundle(host: str, *, timeout: float) -> None:
     sys.stderr.write(f"INFO: copied the one-ipfs host bundle to {host}\n")
 
 
-def _run(host: str, remote: list[str], *, timeout: float) -> tuple[int, str, str]:
-    """Run over ssh, relaying the host's log lines live; return (exit code, stdout, last plain line)."""
+def _run(host: str, remote: list[str], *, timeout: float, reuse: bool = True) -> tuple[int, str, str]:
+    """Run over ssh, relaying the host's log lines live; return (exit code, stdout, last plain line).
+
+    A shared connection that fails before the command started (its host went away while it sat idle,
+    or the host allows no more sessions on it) is not the last word: a connection of its own follows,
+    and says why the host cannot be reached if it cannot.
+    """
+    control = control_folder() if reuse else None
     process = subprocess.Popen(
-        ssh_argv(host, remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ssh_argv(host, remote, control=control),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     plain: list[str] = []
-    relay = threading.Thread(target=_relay_log, args=(process.stderr, plain), daemon=True)
+    logged: list[str] = []
+    relay = threading.Thread(target=_relay_log, args=(process.stderr, plain, logged), daemon=True)
     relay.start()
     expired = threading.Event()
 
@@ -113,13 +151,18 @@ def _run(host: str, remote: list[str], *, timeout: float) -> tuple[int, str, str
     if expired.is_set():
         raise HostError(f"{host}: the host side did not finish within {timeout:g} s")
     relay.join(timeout=5)
+    if process.returncode == 255 and not logged and control is not None:
+        return _run(host, remote, timeout=timeout, reuse=False)
     reason = plain[-1] if plain else ""
     if process.returncode == 255 and not reason:
-        reason = "ssh could not reach the host"
+        # Log lines came: the command ran, and the connection broke under it (it cleans up by itself).
+        reason = (
+            "the ssh connection to the host was lost mid-way" if logged else "ssh could not reach the host"
+        )
     return process.returncode, out.decode(errors="replace"), reason
 
 
-def _relay_log(stream: IO[bytes] | None, plain: list[str]) -> None:
+def _relay_log(stream: IO[bytes] | None, plain: list[str], logged: list[str]) -> None:
     if stream is None:
         return
     for raw in stream:
@@ -127,6 +170,7 @@ def _relay_log(stream: IO[bytes] | None, plain: list[str]) -> None:
         if line.startswith(LOG_PREFIXES):
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
+            logged.append(line)
         elif line.strip():
             plain.append(line.strip())
 

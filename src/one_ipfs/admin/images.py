@@ -1,0 +1,164 @@
+"""``one-ipfs images`` and ``one-ipfs prefetch``: the images of IPFS datastores and the nodes that hold them.
+
+OpenNebula is read through its CLI (``oneimage/onedatastore list -x``), as the drivers read it; what a node
+holds is asked of the node itself (``remote.holds``), offline, so that asking never fetches anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all
+from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.images import ImageVersions
+from one_ipfs.opennebula import cli
+from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
+from one_ipfs.transfer.hostcall import run_on_host
+
+IPFS_DS_MAD = "ipfs"
+HOST_CALL_SLACK = 60.0
+MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class IpfsImage:
+    """An image of an IPFS datastore with its recorded history and the settings of its datastore."""
+
+    image: ImageTemplate
+    datastore: DatastoreTemplate
+    config: DatastoreConfig
+    versions: ImageVersions
+    cid: str | None
+    problem: str | None = None
+
+    def row(self, holdings: Holdings) -> dict[str, Any]:
+        return {
+            "id": self.image.id,
+            "name": self.image.name,
+            "datastore_id": self.datastore.id,
+            "datastore": self.datastore.name,
+            "source": self.image.source,
+            "cid": self.cid,
+            "versions": [{"version": number, "cid": cid} for number, cid in self.versions.entries],
+            "size_mb": self.image.size_mb,
+            "held_by": holdings.held.get(self.cid or "", []),
+            "unknown": holdings.unknown.get(self.cid or "", {}),
+            "error": self.problem or (None if self.cid else "no content yet (no IPFS_CID recorded)"),
+        }
+
+
+@dataclass
+class Holdings:
+    """Per CID, the nodes that hold it fully and the nodes that could not say (with their reason)."""
+
+    held: dict[str, list[str]] = field(default_factory=dict)
+    unknown: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def ipfs_images() -> list[IpfsImage]:
+    """Every image OpenNebula keeps in a datastore whose DS_MAD is ipfs, by id."""
+    datastores = {ds.id: ds for ds in cli.list_datastores() if ds.ds_mad == IPFS_DS_MAD}
+    configs = {ds_id: load_config(ds.attributes) for ds_id, ds in datastores.items()}
+    found = []
+    for image in cli.list_images():
+        if image.datastore_id not in datastores:
+            continue
+        problem = None
+        try:
+            versions = ImageVersions.from_template(image.template)
+        except InvalidInput as exc:
+            versions, problem = ImageVersions(), str(exc)
+        ds = image.datastore_id
+        found.append(IpfsImage(image, datastores[ds], configs[ds], versions, versions.current_cid, problem))
+    return sorted(found, key=lambda found_image: found_image.image.id or 0)
+
+
+def find_image(reference: str) -> IpfsImage:
+    """The IPFS image named by id or by name (a name must be unique, as with ``oneimage``)."""
+    images = ipfs_images()
+    by_id = int(reference) if reference.isdigit() else None
+    matches = [i for i in images if i.image.id == by_id or i.image.name == reference]
+    if not matches:
+        raise InvalidInput(f"no image {reference[:80]!r} in an IPFS datastore (see `one-ipfs images`)")
+    if len(matches) > 1:
+        ids = ", ".join(str(i.image.id) for i in matches)
+        raise InvalidInput(f"several images are named {reference[:80]!r} ({ids}): give the id")
+    if matches[0].cid is None:
+        raise InvalidInput(f"image {matches[0].image.id} has no content yet (no IPFS_CID recorded)")
+    return matches[0]
+
+
+def holdings(
+    images: list[IpfsImage], hosts: list[str], progress: Callable[[Reply], None] | None = None
+) -> Holdings:
+    """Ask the frontend's node (each datastore's IPFS_API) and every host's (IPFS_HOST_API) what it holds."""
+    with_cid = {i.cid: i.config for i in images if i.cid is not None}
+    on_frontend = {
+        cid: _node(config.api, config.api_auth_file, "IPFS_API_AUTH_FILE") for cid, config in with_cid.items()
+    }
+    on_hosts = {
+        cid: _node(config.host_api, config.host_api_auth_file, "IPFS_HOST_API_AUTH_FILE")
+        for cid, config in with_cid.items()
+    }
+    frontend = call(FRONTEND, "holds", {"cids": on_frontend})
+    if progress is not None:
+        progress(frontend)
+    replies = {FRONTEND: frontend}
+    replies.update(call_all(hosts, "holds", lambda _: {"cids": on_hosts}, progress))
+    result = Holdings()
+    for node, reply in replies.items():
+        answers = reply.result.get("held", {})
+        for cid in with_cid:
+            state = answers.get(cid) or {"error": reply.error or "no answer"}
+            if state.get("error"):
+                result.unknown.setdefault(cid, {})[node] = state["error"]
+            elif state.get("local"):
+                result.held.setdefault(cid, []).append(node)
+    return result
+
+
+def prefetch(
+    image: IpfsImage, hosts: list[str], progress: Callable[[Reply], None] | None = None
+) -> dict[str, Reply]:
+    """Have every host's node hold the image's current content, in its cache as an entry no disk uses yet
+    (host ``warm``); per host its result or its error."""
+    config = image.config
+    argv = [
+        "--cid",
+        str(image.cid),
+        "--api",
+        config.host_api,
+        "--timeout",
+        f"{config.transfer_timeout:g}",
+        "--stall-timeout",
+        f"{config.stall_timeout:g}",
+        "--cache-max-mb",
+        str(config.host_cache_mb),
+    ]
+    if config.host_api_auth_file:
+        argv += ["--api-auth-file", config.host_api_auth_file]
+
+    def warm(host: str) -> Reply:
+        sent = time.time()
+        try:
+            result = run_on_host(host, "warm", argv, timeout=config.transfer_timeout + HOST_CALL_SLACK)
+        except OneIpfsError as exc:
+            reply = Reply(host, {}, str(exc).removeprefix(f"{host}: "), sent_at=sent)
+        else:
+            reply = Reply(host, result, sent_at=sent, received_at=time.time())
+        if progress is not None:
+            progress(reply)
+        return reply
+
+    with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
+        return dict(zip(hosts, pool.map(warm, hosts), strict=True))
+
+
+def _node(api: str, auth_file: str, setting: str) -> dict[str, str]:
+    """Where a node's RPC API is and the file with its secret, as ``remote.holds`` takes them."""
+    return {"api": api, "auth_file": auth_file, "auth_setting": setting}

@@ -1,0 +1,1 @@
+"""The hostile-input corpus (``corpus.py``) and the harness that runs it (``harness.py``)."""

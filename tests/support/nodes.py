@@ -1,0 +1,79 @@
+"""What the bed's nodes, hosts and frontend hold: for tests that prove nothing was fetched, sent or left."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from testbed.bed import Bed, Host
+from testbed.kubo import KUBO, Node
+from testbed.system import BASE_PATH, ONEADMIN, Process, netns_processes, processes_in_namespace
+
+
+def bitswap_stat(node: Node) -> dict[str, int]:
+    """Kubo's bitswap counters of a node (``ipfs bitswap stat``), read inside the node's network namespace."""
+    inside = [] if node.netns is None else ["ip", "netns", "exec", node.netns]
+    result = subprocess.run(
+        [*inside, str(KUBO), "bitswap", "stat", "--enc=json"],
+        env={"PATH": BASE_PATH, "IPFS_PATH": str(node.repo)},
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return {key: value for key, value in json.loads(result.stdout).items() if isinstance(value, int)}
+
+
+SECRET_FILE = "/var/lib/one/.ipfs-api-secret"
+"""Where the tests keep the RPC secret on the frontend and on each host, as an admin would (oneadmin's)."""
+
+
+@contextmanager
+def locked_apis(bed: Bed, secret: str) -> Iterator[None]:
+    """Every node's RPC API wants ``secret`` (Kubo's API.Authorizations), kept in SECRET_FILE (oneadmin's,
+    0600) on the frontend and each host; the APIs are open again afterwards."""
+    account = pwd.getpwnam(ONEADMIN)
+    folders = [bed.frontend_var_lib_one, *(host.var_lib_one for host in bed.hosts)]
+    files = [folder / Path(SECRET_FILE).name for folder in folders]
+    for path in files:
+        path.write_text(secret + "\n")
+        os.chown(path, account.pw_uid, account.pw_gid)
+        path.chmod(0o600)
+    bed.lock_apis(secret)
+    try:
+        yield
+    finally:
+        bed.lock_apis(None)
+        for path in files:
+            path.unlink()
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file and folder below ``folder``, relative to it."""
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")} if folder.exists() else set()
+
+
+def pins(node: Node) -> set[tuple[str, str]]:
+    """(CID, name) of every recursive pin of a node."""
+    return {(pin.cid, pin.name) for pin in node.client().pin_ls()}
+
+
+def processes_of(bed: Bed, host: Host | None) -> set[Process]:
+    """The processes living in a host's network namespace, or in the frontend's mount namespace (None)."""
+    if host is not None:
+        return set(netns_processes(host.netns))
+    identity = bed.frontend_command(["readlink", "/proc/self/ns/mnt"], check=True).stdout.decode().strip()
+    return set(processes_in_namespace("mnt", identity))
+
+
+def settle(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    """Wait, within a bound, for something that follows an action asynchronously (an sshd session ending)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {limit:g} s"
+        time.sleep(0.2)

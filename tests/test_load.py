@@ -1,0 +1,123 @@
+"""Load: many deploys at once and many life cycles in a row, through the drivers on the bed's real hosts.
+
+What a cloud under load relies on: every disk is its image byte for byte, a host fetches an image once
+however many of its VMs use it, and terminated VMs leave no pin, file or process behind.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from testbed.bed import Bed, Host
+from testbed.one import Datastore, Image, OneSim, VirtualMachine
+from testbed.system import Process
+from tests.support.datastores import ipfs_datastore_template
+from tests.support.images import disk_bytes, sha256
+from tests.support.nodes import bitswap_stat, files_under, pins, processes_of, settle
+
+pytestmark = pytest.mark.bed
+
+MIB = 1 << 20
+IMAGES = 4
+DEPLOYS = 32
+CYCLES = 200
+
+
+def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine) -> Path:
+    return bed.host(one.vm(vm).hostname).var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
+
+
+def imported(one: OneSim, ds: Datastore, folder: Path, name: str, data: bytes) -> Image:
+    """``oneimage create --path``: the datastore driver imports the file into the frontend's node."""
+    path = folder / f"{name}.raw"
+    path.write_bytes(data)
+    path.chmod(0o644)
+    return one.image_create(ds, name=name, path=str(path))
+
+
+def test_32_deploys_of_4_images_on_4_hosts_at_once_are_byte_identical_and_fetched_once_per_host(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path
+) -> None:
+    contents = [disk_bytes(2 * MIB, seed=700 + i) for i in range(IMAGES)]
+    images = [imported(one, ipfs_ds, local_dir, f"load-{i}", data) for i, data in enumerate(contents)]
+    hosts = [host.name for host in bed.hosts]
+    # VM i runs image i // len(hosts) % IMAGES on host i % len(hosts): every host runs every image twice.
+    plan = [(i // len(hosts) % IMAGES, hosts[i % len(hosts)]) for i in range(DEPLOYS)]
+    before = {host.name: bitswap_stat(host.node) for host in bed.hosts}
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(DEPLOYS) as pool:
+        vms = list(pool.map(lambda step: one.vm_deploy([images[step[0]]], step[1], context=False), plan))
+    elapsed = time.monotonic() - started
+
+    for vm, (number, name) in zip(vms, plan, strict=True):
+        assert one.vm(vm).lcm_state == "RUNNING"
+        assert one.vm(vm).hostname == name
+        assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(contents[number]), (vm.id, name)
+    distinct = sum(len(data) for data in contents)
+    figures = []
+    for host in bed.hosts:
+        after = bitswap_stat(host.node)
+        received = after["DataReceived"] - before[host.name]["DataReceived"]
+        duplicate = after["DupDataReceived"] - before[host.name]["DupDataReceived"]
+        # Every image arrives once (plus its small root node), not once per VM that uses it.
+        assert distinct <= received - duplicate <= distinct + 64 * 1024, (host.name, received, duplicate)
+        figures.append(f"{host.name} received {received / MIB:.2f} MiB ({duplicate / MIB:.2f} MiB twice)")
+        held = {cid for cid, name in pins(host.node) if name.startswith("one-cache-")}
+        assert held >= {one.image(i).template["IPFS_CID"] for i in images}, host.name
+    print(f"\n{DEPLOYS} deploys of {IMAGES} images on {len(hosts)} hosts at once: {elapsed:.1f} s;", *figures)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one.vm_terminate, vms))
+    for image in images:
+        one.image_delete(image)
+
+
+def test_200_deploy_terminate_cycles_leave_no_pin_file_or_process_behind(
+    bed: Bed, one: OneSim, local_dir: Path
+) -> None:
+    ds = one.datastore_create(ipfs_datastore_template(bed, "ipfs-cycles", IPFS_HOST_CACHE_MB="0"))
+    data = disk_bytes(1 * MIB, seed=799)
+    image = imported(one, ds, local_dir, "cycles", data)
+    # A first life cycle on each host leaves what any first use does (bytecode of the host bundle, the
+    # cache's own folders); from then on, every cycle must end where it began.
+    for host in bed.hosts:
+        one.vm_terminate(one.vm_deploy([image], host.name, context=False))
+    nodes = [bed.frontend, *(host.node for host in bed.hosts)]
+    places = [
+        bed.frontend_var_lib_one,
+        *(folder for h in bed.hosts for folder in (h.var_lib_one, h.var_tmp_one)),
+    ]
+    pins_before = {node.name: pins(node) for node in nodes}
+    files_before = {place: files_under(place) - _oned_own(place) for place in places}
+    machines = [None, *bed.hosts]
+    processes_before = [processes_of(bed, machine) for machine in machines]
+
+    started = time.monotonic()
+    for cycle in range(CYCLES):
+        host = bed.hosts[cycle % len(bed.hosts)]
+        vm = one.vm_deploy([image], host.name, context=False)
+        assert disk_path(bed, one, vm).read_bytes() == data, cycle
+        one.vm_terminate(vm)
+    elapsed = time.monotonic() - started
+
+    assert {node.name: pins(node) for node in nodes} == pins_before
+    assert {place: files_under(place) - _oned_own(place) for place in places} == files_before
+    for machine, before in zip(machines, processes_before, strict=True):
+        # An sshd session ends a moment after its client has gone: wait for it, within a bound.
+        name = machine.name if machine else "the frontend"
+        settle(partial(_no_new_process, bed, machine, before), f"every new process on {name} ending")
+    print(f"\n{CYCLES} deploy-terminate cycles: {elapsed:.1f} s ({elapsed / CYCLES:.2f} s each)")
+
+
+def _no_new_process(bed: Bed, machine: Host | None, before: set[Process]) -> bool:
+    return processes_of(bed, machine) <= before
+
+
+def _oned_own(place: Path) -> set[str]:
+    """oned keeps each VM's transfer files on the frontend (``/var/lib/one/vms/<id>``): not the drivers'."""
+    return {name for name in files_under(place) if name == "vms" or name.startswith("vms/")}
