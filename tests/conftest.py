@@ -2,8 +2,9 @@
 
 ``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the whole session, brought up on first
 use and torn down at the end; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore;
-``local_dir``: a folder for image files the datastore driver may read. Tests that take them are marked ``@pytest.mark.bed``. The bed replaces any bed left at the default root
-(``.bed/``), including one started with ``python -m testbed up``.
+``local_dir``: a folder for image files the datastore driver may read. Tests that take the bed are marked
+``@pytest.mark.bed``. The bed replaces any bed left at the default root (``.bed/``), including one started
+with ``python -m testbed up``.
 """
 
 from __future__ import annotations
