@@ -28,8 +28,8 @@ from one_ipfs.host.cache import (
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, write_stream
-from one_ipfs.ipfs.pinning import PROGRESS_EVERY, pin_with_progress, scatter_fetch
-from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
+from one_ipfs.ipfs.pinning import PROGRESS_EVERY, ask_patiently, pin_with_progress, scatter_fetch
+from one_ipfs.ipfs.rpc import FileStat, ImportSettings, KuboClient
 
 MODES = (COPY, OVERLAY)
 
@@ -178,7 +178,7 @@ def warm(
     room for it and goes least recently used first like any other, never pushing out a disk's base.
     """
     deadline = Deadline(timeout, f"warming the host cache with {cid}")
-    size = client.files_stat(f"/ipfs/{cid}", timeout=min(stall_timeout, deadline.left())).size
+    size = _root_stat(client, cid, deadline, stall_timeout).size
     if size > cache_max_mb << 20:
         raise StorageError(
             f"{cid} ({size >> 20} MiB) is larger than the host cache (IPFS_HOST_CACHE_MB={cache_max_mb})"
@@ -393,7 +393,7 @@ def _hold(
     Content pinned by another party is used as it is (pinning again would rename its pin).
     Blocks fetched before a failure stay in the blockstore, so a retry resumes where this stopped.
     """
-    info = client.files_stat(f"/ipfs/{cid}", timeout=min(stall_timeout, deadline.left()))
+    info = _root_stat(client, cid, deadline, stall_timeout)
     if info.type != "file":
         raise InvalidInput(f"{cid} is a {info.type or 'non-file'}, not a disk image file")
     owner = pin_owner(client, cid)
@@ -410,6 +410,16 @@ def _hold(
 
     cache.record(cid, held)
     return Holding(cid, info.size)
+
+
+def _root_stat(client: KuboClient, cid: str, deadline: Deadline, stall_timeout: float) -> FileStat:
+    """The image's size and type from its root block, which may have to come from a peer first."""
+    return ask_patiently(
+        cid,
+        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait),
+        stall_timeout=stall_timeout,
+        deadline=time.monotonic() + deadline.left(),
+    )
 
 
 def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
