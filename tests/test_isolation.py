@@ -184,8 +184,10 @@ def test_no_rpc_api_or_gateway_answers_from_another_namespace(bed: Bed, outsider
             [*inside, sys.executable, "-c", PROBE, json.dumps(targets)], capture_output=True, check=True
         )
         outcomes = dict(zip(map(tuple, targets), json.loads(result.stdout), strict=True))
-        answered = {target: how for target, how in outcomes.items() if how != "ConnectionRefusedError"}
-        assert answered == {}, source
+        # Refused, as a rule; a target the network did not reach in time (a link a fault test cut and healed,
+        # its neighbour entry still stale) is no answer either.
+        answered = [target for target, how in outcomes.items() if how == "connected"]
+        assert answered == [], source
         tried += len(targets)
     # Each namespace knocked on every other node's API and gateway.
     assert tried >= len(namespaces) * (len(addresses) - 1) * len(ports)
