@@ -17,9 +17,8 @@ from defusedxml import ElementTree
 
 from one_ipfs.admin import remote
 from one_ipfs.errors import HostError, OpenNebulaError
-from one_ipfs.opennebula.install import BUNDLE_STAMP
 from one_ipfs.opennebula.location import check_host_name
-from one_ipfs.transfer.hostcall import local_lib, remote_lib, ship_bundle, ssh_argv
+from one_ipfs.transfer.hostcall import bundle_digest, remote_lib, ship_bundle, ssh_argv
 
 FRONTEND = "frontend"
 SSH_TIMEOUT = 60.0
@@ -79,7 +78,7 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
         result = _local(command, payload)
         return Reply(node, result, result.get("error"), sent_at=sent, received_at=time.time())
     try:
-        bundle = {"bundle": frontend_bundle()} if command in remote.BUNDLED else {}
+        bundle = {"bundle": bundle_digest()} if command in remote.BUNDLED else {}
         message = {
             "script": Path(remote.__file__).read_text(encoding="utf-8"),
             "lib": remote_lib(),
@@ -107,17 +106,6 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
     except (IndexError, ValueError):
         return Reply(node, {}, f"{node} printed no JSON result", sent_at=sent)
     return Reply(node, result, result.get("error"), sent_at=sent, received_at=received)
-
-
-def frontend_bundle() -> str:
-    """The digest of the host bundle in this frontend's remotes tree (what every host must run)."""
-    stamp = local_lib() / BUNDLE_STAMP
-    try:
-        return stamp.read_text(encoding="utf-8").strip()
-    except OSError:
-        raise HostError(
-            f"the drivers are not installed in {stamp.parents[3]}: run `one-ipfs install`"
-        ) from None
 
 
 def _ssh(node: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]:

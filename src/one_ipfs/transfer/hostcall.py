@@ -42,6 +42,17 @@ def local_lib() -> Path:
     return remotes_dir() / HOST_LIB
 
 
+def bundle_digest() -> str:
+    """The digest of the host bundle in this frontend's remotes tree (what every host must run)."""
+    stamp = local_lib() / BUNDLE_STAMP
+    try:
+        return stamp.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise HostError(
+            f"the drivers are not installed in {stamp.parents[3]}: run `one-ipfs install`"
+        ) from None
+
+
 def ssh_argv(host: str, remote: list[str], *, control: Path | None = None) -> list[str]:
     """ssh's remote command is one string for the remote shell: every word is quoted, none trusted.
 
@@ -76,8 +87,7 @@ def run_on_host(host: str, command: str, args: list[str], *, timeout: float) -> 
     Returns the JSON object the host printed (empty when it printed none); a failure raises
     HostError with the host's own one-line reason.
     """
-    digest = (local_lib() / BUNDLE_STAMP).read_text(encoding="utf-8").strip()
-    remote = ["python3", f"{remote_lib()}/{HOST_LAUNCHER}", "--bundle", digest, command, *args]
+    remote = ["python3", f"{remote_lib()}/{HOST_LAUNCHER}", "--bundle", bundle_digest(), command, *args]
     code, out, reason = _run(host, remote, timeout=timeout)
     if code == STALE_BUNDLE or (code == 2 and "can't open file" in reason):
         ship_bundle(host, timeout=timeout)
