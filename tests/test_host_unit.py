@@ -20,8 +20,8 @@ from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import commands, disks
 from one_ipfs.host.cache import HostCache
-from one_ipfs.ipfs.refs import Cid
-from one_ipfs.ipfs.rpc import AddResult, FileStat, ImportSettings, KuboClient, Pin, PinProgress
+from one_ipfs.ipfs.refs import DAG_PB, Cid
+from one_ipfs.ipfs.rpc import AddResult, DagLink, FileStat, ImportSettings, KuboClient, Pin, PinProgress
 
 MIB = 1 << 20
 RAW_CODEC = 0x55
@@ -32,21 +32,40 @@ needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qe
 class FakeKubo(KuboClient):
     """A node that 'fetches' from a dict of published content and records what it was asked.
 
+    Content is published as Kubo imports it: raw leaves of 1 MiB under a dag-pb root (one raw block
+    when it fits in one), or with ``leaves_inside`` as dag-pb leaves whose bytes only ``cat`` can read.
+
     A KuboClient to the commands under test, but never connected (its ``__init__`` is not run): a method
     it does not fake fails loudly instead of reaching any node.
     """
 
     def __init__(self) -> None:
         self.network: dict[str, bytes] = {}
+        self.links: dict[str, list[DagLink]] = {}
         self.pins: dict[str, str] = {}
         self.pin_adds: list[str] = []
         self.gc_runs = 0
-        self.break_cat_after: int | None = None
+        self.break_reads_after: int | None = None
+        self.cats = 0
         self.pin_delay = 0.0
         self.lock = threading.Lock()
 
-    def publish(self, data: bytes) -> str:
-        cid = Cid(1, RAW_CODEC, SHA2_256, hashlib.sha256(data).digest()).v1_base32()
+    def publish(self, data: bytes, *, leaves_inside: bool = False) -> str:
+        if len(data) <= MIB and not leaves_inside:
+            return self._block(RAW_CODEC, data)
+        pieces = [data[start : start + MIB] for start in range(0, len(data), MIB)]
+        codec = DAG_PB if leaves_inside else RAW_CODEC
+        leaves = [DagLink(self._block(codec, piece), len(piece)) for piece in pieces]
+        if leaves_inside:
+            for leaf in leaves:
+                self.links[leaf.cid] = []
+        root = self._block(DAG_PB, data + b"root")
+        self.network[root] = data
+        self.links[root] = leaves
+        return root
+
+    def _block(self, codec: int, data: bytes) -> str:
+        cid = Cid(1, codec, SHA2_256, hashlib.sha256(data).digest()).v1_base32()
         self.network[cid] = data
         return cid
 
@@ -59,8 +78,24 @@ class FakeKubo(KuboClient):
     def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
         return len(self.network[cid])
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[str]:
-        return []
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
+        return self.links[cid]
+
+    def gateway_address(self) -> tuple[str, int] | None:
+        return None  # blocks are read through ``block_get``
+
+    def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
+        data = self.network[cid]
+        if self.break_reads_after is not None:
+            offset = next(
+                index * MIB
+                for links in self.links.values()
+                for index, link in enumerate(links)
+                if link.cid == cid
+            )
+            if offset >= self.break_reads_after:
+                raise StreamBroken("ipfs block get: the stream broke")
+        return data
 
     def pin_ls(
         self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
@@ -98,8 +133,9 @@ class FakeKubo(KuboClient):
         timeout: float | None = None,
     ) -> Generator[bytes, None, None]:
         data = self.network[path.removeprefix("/ipfs/")]
+        self.cats += 1
         for start in range(0, len(data), chunk_size):
-            if self.break_cat_after is not None and start >= self.break_cat_after:
+            if self.break_reads_after is not None and start >= self.break_reads_after:
                 raise StreamBroken("ipfs cat: the stream broke")
             yield data[start : start + chunk_size]
 
@@ -209,6 +245,35 @@ def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache
     assert not disk.with_name("disk.0.part").exists()
     assert result == {"cid": cid, "size": len(image), "mode": "copy", "format": "raw"}
     assert kubo.pins == {cid: f"one-cache-{cid}"}
+    assert kubo.cats == 0  # written from the leaf blocks as they came, never read back
+
+
+def test_second_disk_of_a_held_image_is_written_from_its_blocks(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+
+    deploy(kubo, cache, cid, disk_of_vm(root, 8))
+
+    assert disk_of_vm(root, 8).read_bytes() == image
+    assert disk_of_vm(root, 8).stat().st_blocks * 512 < len(image) // 3
+    assert (kubo.pin_adds, kubo.cats) == ([cid], 0)
+
+
+def test_image_whose_leaves_are_not_raw_is_written_through_kubos_reader(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image, leaves_inside=True)
+    disk = disk_of_vm(root, 7)
+
+    deploy(kubo, cache, cid, disk)
+
+    assert disk.read_bytes() == image
+    assert disk.stat().st_blocks * 512 < len(image) // 3
+    assert kubo.cats == 1
 
 
 def test_deployed_disk_grows_to_the_disk_size(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
@@ -238,7 +303,7 @@ def test_broken_transfer_leaves_no_disk_no_part_and_no_pin(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:
     cid = kubo.publish(os.urandom(5 * MIB))
-    kubo.break_cat_after = 2 * MIB
+    kubo.break_reads_after = 2 * MIB
     disk = disk_of_vm(root, 7)
 
     with pytest.raises(StreamBroken):
@@ -254,12 +319,12 @@ def test_retried_deploy_after_a_broken_transfer_succeeds(
 ) -> None:
     image = os.urandom(5 * MIB)
     cid = kubo.publish(image)
-    kubo.break_cat_after = 2 * MIB
+    kubo.break_reads_after = 2 * MIB
     disk = disk_of_vm(root, 7)
     with pytest.raises(StreamBroken):
         deploy(kubo, cache, cid, disk)
 
-    kubo.break_cat_after = None
+    kubo.break_reads_after = None
     deploy(kubo, cache, cid, disk)
 
     assert disk.read_bytes() == image
@@ -270,7 +335,7 @@ def test_failed_deploy_keeps_content_other_disks_still_use(
 ) -> None:
     cid = kubo.publish(os.urandom(3 * MIB))
     deploy(kubo, cache, cid, disk_of_vm(root, 7))
-    kubo.break_cat_after = MIB
+    kubo.break_reads_after = MIB
 
     with pytest.raises(StreamBroken):
         deploy(kubo, cache, cid, disk_of_vm(root, 8))

@@ -1,4 +1,5 @@
-"""How a host fetches an image's blocks (``scatter_fetch``) when its peers answer late or never.
+"""How a host lays out an image's blocks (``file_layout``) and fetches them (``scatter_fetch``) when its
+peers answer late or never.
 
 The peer is a stand-in client whose wants behave like Kubo's: a ``block stat`` waits for the block
 until its timeout and then gives up. Real Kubo runs the same code in tests/test_rpc.py and on the bed.
@@ -14,8 +15,8 @@ import pytest
 
 from one_ipfs.errors import IpfsTimeout
 from one_ipfs.ipfs import pinning
-from one_ipfs.ipfs.pinning import scatter_fetch
-from one_ipfs.ipfs.rpc import KuboClient
+from one_ipfs.ipfs.pinning import FileLayout, Leaf, file_layout, scatter_fetch
+from one_ipfs.ipfs.rpc import DagLink, KuboClient
 
 ROOT = "bafybeiroot"
 MIB = 1 << 20
@@ -33,9 +34,9 @@ class Peer(KuboClient):
         self.link = threading.Lock()
         self.guard = threading.Lock()
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[str]:
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
         self._want(cid, timeout)
-        return self.leaves if cid == ROOT else []
+        return [DagLink(leaf, MIB) for leaf in self.leaves] if cid == ROOT else []
 
     def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
         wait = self._want(cid, timeout)
@@ -59,15 +60,98 @@ class Peer(KuboClient):
         return wait
 
 
+class Dag(KuboClient):
+    """Interior nodes (``bafybei...``) and their links, answered at once; leaves are ``bafk...``."""
+
+    def __init__(self, nodes: dict[str, list[DagLink]]) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self.nodes = nodes
+        self.read: Counter[str] = Counter()
+
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
+        self.read[cid] += 1
+        return self.nodes[cid]
+
+
 @pytest.fixture(autouse=True)
 def quick_reasking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pinning, "REASK_AFTER", 0.05)
 
 
+def fetch(peer: Peer, stall_timeout: float) -> None:
+    layout = file_layout(
+        peer, ROOT, len(peer.leaves) * MIB, stall_timeout=stall_timeout, deadline=time.monotonic() + 30
+    )
+    scatter_fetch(peer, layout, log=lambda _: None, timeout=30, stall_timeout=stall_timeout)
+
+
+def layout_of(nodes: dict[str, list[DagLink]], size: int) -> FileLayout:
+    return file_layout(Dag(nodes), ROOT, size, stall_timeout=1, deadline=time.monotonic() + 5)
+
+
+def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subtree_once() -> None:
+    data, zero = DagLink("bafkreidata", MIB), DagLink("bafkreizero", MIB)
+    nodes = {
+        ROOT: [DagLink("bafybeirun", 3 * MIB), data, DagLink("bafybeirun", 3 * MIB)],
+        "bafybeirun": [zero] * 3,
+    }
+    dag = Dag(nodes)
+
+    layout = file_layout(dag, ROOT, 7 * MIB, stall_timeout=1, deadline=time.monotonic() + 5)
+
+    assert layout == FileLayout(
+        ROOT,
+        7 * MIB,
+        [
+            Leaf("bafkreizero", MIB, (0, MIB, 2 * MIB, 4 * MIB, 5 * MIB, 6 * MIB)),
+            Leaf("bafkreidata", MIB, (3 * MIB,)),
+        ],
+        assemblable=True,
+    )
+    assert dag.read == Counter({ROOT: 1, "bafybeirun": 1})
+
+
+def test_a_single_raw_block_is_its_own_layout() -> None:
+    layout = file_layout(Dag({}), "bafkreisingle", 5000, stall_timeout=1, deadline=time.monotonic() + 5)
+
+    assert layout == FileLayout("bafkreisingle", 5000, [Leaf("bafkreisingle", 5000, (0,))], assemblable=True)
+
+
+@pytest.mark.parametrize(
+    ("links", "size"),
+    [
+        pytest.param(
+            [DagLink("bafkreia", MIB), DagLink("bafkreib", MIB)], 3 * MIB, id="bytes-inside-the-root"
+        ),
+        pytest.param(
+            [DagLink("bafkreia", MIB), DagLink("bafkreib", MIB)], MIB, id="leaves-claim-more-than-the-file"
+        ),
+        pytest.param([DagLink("bafkreia", MIB), DagLink("bafkreia", 5)], MIB + 5, id="one-leaf-two-sizes"),
+        pytest.param([DagLink("bafkreia", 0), DagLink("bafkreib", MIB)], MIB, id="an-empty-leaf"),
+        pytest.param([DagLink("bafybeipbleaf", MIB)], MIB, id="dag-pb-leaves"),
+    ],
+)
+def test_a_dag_that_does_not_add_up_to_its_file_is_left_to_kubos_reader(
+    links: list[DagLink], size: int
+) -> None:
+    assert not layout_of({ROOT: links, "bafybeipbleaf": []}, size).assemblable
+
+
+def test_a_dag_built_to_explode_is_not_followed() -> None:
+    # 40 levels of a node linking twice to the next: 2**40 leaves, a few dozen blocks stored.
+    nodes = {f"bafybeilevel{depth}": [DagLink(f"bafybeilevel{depth + 1}", 0)] * 2 for depth in range(40)}
+    nodes[ROOT] = [DagLink("bafybeilevel0", 0)]
+    nodes["bafybeilevel40"] = [DagLink("bafkreitiny", 1)]
+
+    layout = layout_of(nodes, 1 << 30)
+
+    assert not layout.assemblable
+
+
 def test_wants_the_peer_never_answers_are_asked_again_and_the_blocks_come() -> None:
     peer = Peer(leaves=12, ignored_wants=1)
 
-    scatter_fetch(peer, ROOT, log=lambda _: None, timeout=30, stall_timeout=5)
+    fetch(peer, stall_timeout=5)
 
     assert peer.asked == Counter({ROOT: 2, **{leaf: 2 for leaf in peer.leaves}})
 
@@ -77,7 +161,7 @@ def test_a_slow_link_that_keeps_bringing_blocks_is_not_a_stall() -> None:
     # the stall timeout, though a block came every 0.1 s.
     peer = Peer(leaves=24, serve_after=0.1)
 
-    scatter_fetch(peer, ROOT, log=lambda _: None, timeout=30, stall_timeout=0.5)
+    fetch(peer, stall_timeout=0.5)
 
     assert set(peer.asked) == {ROOT, *peer.leaves}
 
@@ -86,7 +170,7 @@ def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_im
     peer = Peer(leaves=4, ignored_wants=1000)
 
     with pytest.raises(IpfsTimeout) as failure:
-        scatter_fetch(peer, ROOT, log=lambda _: None, timeout=30, stall_timeout=0.3)
+        fetch(peer, stall_timeout=0.3)
 
     assert str(failure.value) == (
         f"no block of {ROOT} arrived for 0.3 s: no reachable node seems to provide it"

@@ -20,11 +20,13 @@ from one_ipfs.errors import (
     ContentNotFound,
     DaemonUnreachable,
     IpfsTimeout,
+    OneIpfsError,
     StorageError,
     StreamBroken,
 )
 from one_ipfs.ipfs import network
-from one_ipfs.ipfs.pinning import scatter_fetch
+from one_ipfs.ipfs.gateway import block_reader
+from one_ipfs.ipfs.pinning import Leaf, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
 from testbed.system import Process, spawn, stop_processes
@@ -47,7 +49,15 @@ def free_port() -> int:
 class LocalNode:
     """A private Kubo node on free loopback ports, in a folder of its own."""
 
-    def __init__(self, folder: Path, swarm_key: bytes, *, offline: bool = False, auth: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        swarm_key: bytes,
+        *,
+        offline: bool = False,
+        auth: str | None = None,
+        gateway: bool = True,
+    ):
         repo = folder / "repo"
         repo.mkdir(parents=True)
         swarm = f"/ip4/127.0.0.1/tcp/{free_port()}"
@@ -60,10 +70,13 @@ class LocalNode:
             storage_max="2GB",
         )
         network.configure_private_node(repo, swarm_key, settings)
+        config = json.loads((repo / "config").read_text())
         if auth is not None:
-            config = json.loads((repo / "config").read_text())
             config["API"]["Authorizations"] = {"oneadmin": {"AuthSecret": auth, "AllowedPaths": ["/api/v0"]}}
-            (repo / "config").write_text(json.dumps(config))
+        if not gateway:
+            config["Addresses"]["Gateway"] = []
+        (repo / "config").write_text(json.dumps(config))
+        self.gateway_port = gateway_port if gateway else None
         self.node = Node(folder.name, repo, f"http://127.0.0.1:{api_port}", "", peer_id, swarm, None)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **network.daemon_environment(repo)}
         argv: list[str | os.PathLike[str]] = [KUBO, "daemon", *(["--offline"] if offline else [])]
@@ -124,8 +137,10 @@ def throwaway_node(tmp_path: Path, swarm_key: bytes) -> Iterator[Callable[..., L
     """Nodes a test may break (kill, run offline, lock with authorization)."""
     started: list[LocalNode] = []
 
-    def start(*, offline: bool = False, auth: str | None = None) -> LocalNode:
-        node = LocalNode(tmp_path / f"node{len(started)}", swarm_key, offline=offline, auth=auth)
+    def start(*, offline: bool = False, auth: str | None = None, gateway: bool = True) -> LocalNode:
+        node = LocalNode(
+            tmp_path / f"node{len(started)}", swarm_key, offline=offline, auth=auth, gateway=gateway
+        )
         started.append(node)
         return node
 
@@ -287,15 +302,65 @@ def test_scatter_fetch_brings_every_block_of_an_image_from_a_peer(
     host = peer_node.client()
     host.swarm_connect(kubo.id().addresses[0])
     cid = kubo.add(image, settings=SETTINGS).cid
+    size = image.stat().st_size
     leaves = kubo.dag_links(cid)
-    assert len(leaves) == -(-image.stat().st_size // MIB)
-    assert kubo.block_stat(leaves[0]) == MIB
+    assert [leaf.size for leaf in leaves] == [MIB] * (size // MIB) + ([size % MIB] if size % MIB else [])
+    assert kubo.block_stat(leaves[0].cid) == MIB
 
-    scatter_fetch(host, cid, log=lambda _: None, timeout=30, stall_timeout=10)
+    layout = file_layout(host, cid, size, stall_timeout=10, deadline=time.monotonic() + 30)
+    scatter_fetch(host, layout, log=lambda _: None, timeout=30, stall_timeout=10)
 
     local = host.files_stat(f"/ipfs/{cid}", with_local=True)
     assert local.local is True
-    assert (local.size_local or 0) >= image.stat().st_size
+    assert (local.size_local or 0) >= size
+
+
+def test_an_image_assembled_from_its_leaves_as_they_arrive_is_byte_identical(
+    kubo: KuboClient, peer_node: LocalNode, image: Path
+) -> None:
+    host = peer_node.client()
+    host.swarm_connect(kubo.id().addresses[0])
+    cid = kubo.add(image, settings=SETTINGS).cid
+    size = image.stat().st_size
+    assembled = bytearray(size)
+    read = block_reader(host)
+
+    def place(leaf: Leaf) -> None:
+        data = read(leaf.cid, 10)
+        for offset in leaf.offsets:
+            assembled[offset : offset + len(data)] = data
+
+    layout = file_layout(host, cid, size, stall_timeout=10, deadline=time.monotonic() + 30)
+    scatter_fetch(host, layout, log=lambda _: None, timeout=30, stall_timeout=10, sink=place)
+
+    assert layout.assemblable
+    assert bytes(assembled) == image.read_bytes()
+
+
+def test_blocks_are_read_through_the_nodes_gateway_or_without_one_through_its_api(
+    kubo: KuboClient, kubo_node: LocalNode, throwaway_node: Callable[..., LocalNode]
+) -> None:
+    block = os.urandom(5000)
+    cid = kubo.add(io.BytesIO(block), settings=SETTINGS).cid
+    without = throwaway_node(offline=True, gateway=False).wait_ready().client()
+    without.add(io.BytesIO(block), settings=SETTINGS)
+
+    assert kubo.gateway_address() == ("127.0.0.1", kubo_node.gateway_port)
+    assert without.gateway_address() is None
+    assert block_reader(kubo)(cid, 10) == block_reader(without)(cid, 10) == block
+
+
+def test_a_gateway_that_lacks_the_block_answers_with_one_line(
+    throwaway_node: Callable[..., LocalNode],
+) -> None:
+    node = throwaway_node(offline=True).wait_ready().client()
+    missing = unknown_cid(node)
+
+    with pytest.raises(OneIpfsError) as failure:
+        block_reader(node)(missing, 5)
+
+    assert missing in str(failure.value)
+    assert "\n" not in str(failure.value)
 
 
 def test_pin_add_reports_progress_in_nodes_and_bytes(kubo: KuboClient, kubo_node: LocalNode) -> None:

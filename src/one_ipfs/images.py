@@ -134,24 +134,31 @@ class ContentRegistry:
     ) -> None:
         """Pin ``cid`` completely on the datastore's node and reference it as ``name``.
 
-        Returns only once every block is local, so an image is READY only when it is safe.
+        Returns only once every block is local, so an image is READY only when it is safe. Content
+        already pinned as ``name`` (an import pins as it adds) is not walked again: Kubo reads every
+        block of a DAG it pins, 0.2 s a GiB even when all are local.
         """
-        pin_with_progress(
-            self.client,
-            cid,
-            name,
-            log=log,
-            timeout=timeout,
-            stall_timeout=stall_timeout,
-            total_bytes=total_bytes,
-        )
+        if not self._pinned_as(cid, name):
+            pin_with_progress(
+                self.client,
+                cid,
+                name,
+                log=log,
+                timeout=timeout,
+                stall_timeout=stall_timeout,
+                total_bytes=total_bytes,
+            )
         with self._locked():
             # A retried action finds its reference there already: replace it, the content is the same.
             self.client.files_rm(f"{REFS_ROOT}/{cid}/{name}", force=True)
             self.client.files_cp(f"/ipfs/{cid}", f"{REFS_ROOT}/{cid}/{name}")
             # A release may have unpinned the CID between the fetch and the lock; the blocks are
-            # local, so pinning again is instant and keeps pin and reference together.
-            self.client.pin_add(cid, name=name, timeout=timeout)
+            # local, so pinning again is quick and keeps pin and reference together.
+            if not self._pinned_as(cid, name):
+                self.client.pin_add(cid, name=name, timeout=timeout)
+
+    def _pinned_as(self, cid: str, name: str) -> bool:
+        return any(pin.name == name for pin in self.client.pin_ls(cid))
 
     def release(self, cid: str, name: str) -> bool:
         """Drop the reference ``name``; unpin ``cid`` when nothing else references it. True if unpinned."""

@@ -112,8 +112,15 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
     with sources.open_image(
         image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout, checksums
     ) as stream:
+        # Pinned as it is added, unless a checksum may still refuse it: pinning after the add reads
+        # the whole image back. A driver killed before the reference leaves a pin ``rm`` releases.
+        verified_later = bool(stream.hashes.expected)
         added = client(config).add(
-            stream.reader, settings=config.import_settings, pin=False, progress=_add_progress()
+            stream.reader,
+            settings=config.import_settings,
+            pin=not verified_later,
+            pin_name=name,
+            progress=_add_progress(),
         )
         stream.verify()
         image_format = stream.format

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,19 @@ from one_ipfs.host.cache import (
     unpin_cache_pin,
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
-from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, write_stream
-from one_ipfs.ipfs.pinning import PROGRESS_EVERY, ask_patiently, pin_with_progress, scatter_fetch
+from one_ipfs.host.sparse import SparseFile, allocated, copy_file, grow, part_path
+from one_ipfs.ipfs.gateway import BlockReader, block_reader
+from one_ipfs.ipfs.pinning import (
+    PROGRESS_EVERY,
+    SCATTER_WORKERS,
+    BlockSink,
+    FileLayout,
+    Leaf,
+    ask_patiently,
+    file_layout,
+    pin_with_progress,
+    scatter_fetch,
+)
 from one_ipfs.ipfs.rpc import FileStat, ImportSettings, KuboClient
 
 MODES = (COPY, OVERLAY)
@@ -55,6 +67,10 @@ class Holding:
 
     cid: str
     size: int
+    layout: FileLayout | None = None
+    """Where its leaves lie, when ``_hold`` had to read it."""
+    assembled: bool = False
+    """The content was also written into the file given to ``_hold``, block by block as it came."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +113,8 @@ def fetch(
         new_entry = cache.entry(cid) is None
         created = False
         try:
-            holding = _hold(client, cache, cid, deadline, stall_timeout)
             if mode == OVERLAY:
+                holding = _hold(client, cache, cid, deadline, stall_timeout)
                 record, stored = _deploy_overlay(
                     client,
                     cache,
@@ -107,10 +123,18 @@ def fetch(
                     size_mb=size_mb,
                     image_format=image_format,
                     deadline=deadline,
+                    stall_timeout=stall_timeout,
                 )
             else:
-                record, stored = _deploy_copy(
-                    client, holding, disk, size_mb=size_mb, image_format=image_format, deadline=deadline
+                holding, record, stored = _deploy_copy(
+                    client,
+                    cache,
+                    cid,
+                    disk,
+                    size_mb=size_mb,
+                    image_format=image_format,
+                    deadline=deadline,
+                    stall_timeout=stall_timeout,
                 )
             created = True
             disks.write_record(disk, record)
@@ -153,7 +177,11 @@ def prefetch(
         new_entry = cache.entry(cid) is None
         try:
             holding = _hold(client, cache, cid, deadline, stall_timeout)
-            stored = _base(client, cache, holding, image_format, deadline).stored if mode == OVERLAY else 0
+            stored = (
+                _base(client, cache, holding, image_format, deadline, stall_timeout=stall_timeout).stored
+                if mode == OVERLAY
+                else 0
+            )
             cache.record(cid, _used_by(disk, vm, stored, holds=mode == OVERLAY, expected=True))
         except BaseException:
             if new_entry:
@@ -386,20 +414,34 @@ def cache_evict(client: KuboClient, cache: HostCache, keep_mb: int, *, timeout: 
 
 
 def _hold(
-    client: KuboClient, cache: HostCache, cid: str, deadline: Deadline, stall_timeout: float
+    client: KuboClient,
+    cache: HostCache,
+    cid: str,
+    deadline: Deadline,
+    stall_timeout: float,
+    *,
+    into: SparseFile | None = None,
 ) -> Holding:
     """Make the host's node hold ``cid`` completely; the caller holds the CID's lock.
 
     Content pinned by another party is used as it is (pinning again would rename its pin).
     Blocks fetched before a failure stay in the blockstore, so a retry resumes where this stopped.
+    With ``into``, content that has to be fetched is written into that file as its blocks arrive,
+    where the DAG's layout allows (``Holding.assembled``).
     """
     info = _root_stat(client, cid, deadline, stall_timeout)
     if info.type != "file":
         raise InvalidInput(f"{cid} is a {info.type or 'non-file'}, not a disk image file")
     owner = pin_owner(client, cid)
+    layout, sink = None, None
     if owner is None:
         log_info(f"fetching {cid} ({info.size >> 20} MiB) into this host's IPFS node")
-        _pin(client, cid, info.size, deadline, stall_timeout)
+        layout = file_layout(
+            client, cid, info.size, stall_timeout=stall_timeout, deadline=time.monotonic() + deadline.left()
+        )
+        if into is not None and layout.assemblable:
+            sink = _writer(into, layout, block_reader(client), deadline, stall_timeout)
+        _pin(client, layout, deadline, stall_timeout, sink)
     else:
         log_info(f"{cid} is already held by this host's IPFS node")
     owns = owner is None or owner.startswith(CACHE_PIN_PREFIX)
@@ -409,7 +451,48 @@ def _hold(
         entry.owns_pin = owns
 
     cache.record(cid, held)
-    return Holding(cid, info.size)
+    return Holding(cid, info.size, layout, assembled=sink is not None)
+
+
+def _assemble(
+    client: KuboClient, holding: Holding, out: SparseFile, deadline: Deadline, stall_timeout: float
+) -> None:
+    """Write held content into ``out``: from its leaf blocks, several at once, else from Kubo's reader."""
+    layout = holding.layout or file_layout(
+        client,
+        holding.cid,
+        holding.size,
+        stall_timeout=stall_timeout,
+        deadline=time.monotonic() + deadline.left(),
+    )
+    if layout.assemblable:
+        write = _writer(out, layout, block_reader(client), deadline, stall_timeout)
+        with ThreadPoolExecutor(SCATTER_WORKERS) as pool:
+            for _ in pool.map(write, layout.leaves):
+                pass
+        out.skip(holding.size)
+        return
+    with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
+        for chunk in chunks:
+            out.write(chunk)
+
+
+def _writer(
+    out: SparseFile, layout: FileLayout, read: BlockReader, deadline: Deadline, stall_timeout: float
+) -> BlockSink:
+    """Write each leaf, read from the node once it holds it, at every offset it lies at."""
+
+    def write(leaf: Leaf) -> None:
+        data = read(leaf.cid, min(stall_timeout, deadline.left()))
+        if len(data) != leaf.size:
+            raise InvalidInput(
+                f"{layout.cid} is malformed: its block {leaf.cid} holds {len(data)} bytes, "
+                f"its parent says {leaf.size}"
+            )
+        for offset in leaf.offsets:
+            out.write_at(offset, data)
+
+    return write
 
 
 def _root_stat(client: KuboClient, cid: str, deadline: Deadline, stall_timeout: float) -> FileStat:
@@ -422,18 +505,20 @@ def _root_stat(client: KuboClient, cid: str, deadline: Deadline, stall_timeout: 
     )
 
 
-def _pin(client: KuboClient, cid: str, total: int, deadline: Deadline, stall_timeout: float) -> None:
+def _pin(
+    client: KuboClient, layout: FileLayout, deadline: Deadline, stall_timeout: float, sink: BlockSink | None
+) -> None:
     scatter_fetch(
-        client, cid, log=log_info, timeout=deadline.left(), stall_timeout=stall_timeout, total_bytes=total
+        client, layout, log=log_info, timeout=deadline.left(), stall_timeout=stall_timeout, sink=sink
     )
     pin_with_progress(
         client,
-        cid,
-        cache_pin_name(cid),
+        layout.cid,
+        cache_pin_name(layout.cid),
         log=log_info,
         timeout=deadline.left(),
         stall_timeout=stall_timeout,
-        total_bytes=total,
+        total_bytes=layout.size,
     )
 
 
@@ -448,15 +533,23 @@ def _let_go(client: KuboClient, cache: HostCache, cid: str) -> None:
 
 def _deploy_copy(
     client: KuboClient,
-    holding: Holding,
+    cache: HostCache,
+    cid: str,
     disk: Path,
     *,
     size_mb: int,
     image_format: str | None,
     deadline: Deadline,
-) -> tuple[DiskRecord, int]:
-    with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
-        written = write_stream(disk, chunks, expected_size=holding.size)
+    stall_timeout: float,
+) -> tuple[Holding, DiskRecord, int]:
+    """Hold ``cid`` and write the disk from it, while its blocks arrive when it has to be fetched."""
+    with SparseFile(disk) as out:
+        holding = _hold(client, cache, cid, deadline, stall_timeout, into=out)
+        if holding.assembled:
+            out.skip(holding.size)
+        else:
+            _assemble(client, holding, out, deadline, stall_timeout)
+        written = out.commit(expected_size=holding.size)
     try:
         content = disks.content_format(disk, image_format)
         wanted = size_mb << 20
@@ -468,7 +561,7 @@ def _deploy_copy(
         _remove_file(disk)
         raise
     log_info(f"wrote {disk}: {holding.size >> 20} MiB, {written.stored >> 20} MiB of it data")
-    return DiskRecord(holding.cid, content.format, COPY), written.stored
+    return holding, DiskRecord(cid, content.format, COPY), written.stored
 
 
 def _deploy_overlay(
@@ -480,8 +573,9 @@ def _deploy_overlay(
     size_mb: int,
     image_format: str | None,
     deadline: Deadline,
+    stall_timeout: float,
 ) -> tuple[DiskRecord, int]:
-    base = _base(client, cache, holding, image_format, deadline)
+    base = _base(client, cache, holding, image_format, deadline, stall_timeout=stall_timeout)
     wanted = size_mb << 20
     size = wanted if wanted > base.content.virtual_size else None
     disks.create_overlay(base.path, base.content.format, disk, size, timeout=deadline.left())
@@ -489,15 +583,22 @@ def _deploy_overlay(
 
 
 def _base(
-    client: KuboClient, cache: HostCache, holding: Holding, image_format: str | None, deadline: Deadline
+    client: KuboClient,
+    cache: HostCache,
+    holding: Holding,
+    image_format: str | None,
+    deadline: Deadline,
+    *,
+    stall_timeout: float,
 ) -> Base:
     """The base file of ``holding.cid``, written once per host (under the CID's lock)."""
     path = cache.base_path(holding.cid)
     stored = 0
     if not path.exists():
         log_info(f"writing the base file of {holding.cid}")
-        with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
-            stored = write_stream(path, chunks, expected_size=holding.size, mode=0o444).stored
+        with SparseFile(path, 0o444) as out:
+            _assemble(client, holding, out, deadline, stall_timeout)
+            stored = out.commit(expected_size=holding.size).stored
     try:
         content = disks.content_format(path, image_format)
     except InvalidInput:

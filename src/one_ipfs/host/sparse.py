@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class SparseFile:
         self._pending = bytearray()
         self._pending_at = 0
         self._committed = False
+        self._counting = threading.Lock()
 
     def __enter__(self) -> SparseFile:
         try:
@@ -89,6 +91,23 @@ class SparseFile:
             self.offset += len(piece)
             position += len(piece)
 
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write a piece whose place is known (blocks arriving in any order, from several threads at
+        once); granules that are all zero are skipped. The append position does not move."""
+        view = memoryview(data)
+        start, run_at = offset, -1
+        while start < offset + len(data):
+            end = min(start - start % GRANULE + GRANULE, offset + len(data))
+            zero = data[start - offset : end - offset] == ZEROS[: end - start]  # bytes compare fastest
+            if zero and run_at >= 0:
+                self._pwrite(view[run_at - offset : start - offset], run_at)
+                run_at = -1
+            elif not zero and run_at < 0:
+                run_at = start
+            start = end
+        if run_at >= 0:
+            self._pwrite(view[run_at - offset :], run_at)
+
     def skip(self, length: int) -> None:
         """Append ``length`` zero bytes known in advance (a hole of the source file)."""
         self._flush()
@@ -121,26 +140,19 @@ class SparseFile:
     def _flush(self) -> None:
         if not self._pending:
             return
-        at = self._pending_at
-        with memoryview(self._pending) as view:
+        self._pwrite(self._pending, self._pending_at)
+        self._pending.clear()
+
+    def _pwrite(self, data: bytes | bytearray | memoryview, at: int) -> None:
+        with memoryview(data) as view:
             done = 0
             try:
                 while done < len(view):
                     done += os.pwrite(self._fd, view[done:], at + done)
             except OSError as exc:
                 raise _storage_error(exc, self.target) from None
-        self.stored += len(self._pending)
-        self._pending.clear()
-
-
-def write_stream(
-    target: Path, chunks: Iterable[bytes], *, expected_size: int, grow_to: int = 0, mode: int = 0o644
-) -> Written:
-    """Write a stream of content into ``target`` sparsely and atomically."""
-    with SparseFile(target, mode) as out:
-        for chunk in chunks:
-            out.write(chunk)
-        return out.commit(expected_size=expected_size, grow_to=grow_to)
+            with self._counting:
+                self.stored += len(view)
 
 
 def copy_file(source: Path, target: Path) -> Written:

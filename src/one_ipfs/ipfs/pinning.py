@@ -12,17 +12,20 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 from one_ipfs.errors import IpfsTimeout
-from one_ipfs.ipfs.rpc import KuboClient, PinProgress
+from one_ipfs.ipfs.rpc import DagLink, KuboClient, PinProgress
 
 PROGRESS_EVERY = 5.0
 RAW_CODEC_PREFIX = "bafk"
 SCATTER_WORKERS = 8
 REASK_AFTER = 5.0
 """Seconds before a block that has not come is asked for again."""
+MIN_PIECE = 64 << 10
+"""Bytes per leaf below which a DAG is not laid out here: images cut finer are read through Kubo."""
 
 T = TypeVar("T")
 
@@ -82,32 +85,103 @@ def _progress_line(cid: str, done: int, total: int | None) -> str:
     return f"fetching {cid}: {done >> 20} MiB"
 
 
+@dataclass(frozen=True)
+class Leaf:
+    """A distinct leaf block of a file and every offset its bytes lie at (a zero block lies at many)."""
+
+    cid: str
+    size: int
+    offsets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """An image's leaf blocks. ``assemblable`` when they are raw and hold every byte of the file, so the
+    file can be written from them in any order as they arrive; otherwise (dag-pb leaves, bytes inside
+    interior nodes, a DAG that does not add up) only Kubo's own reader can put the bytes together."""
+
+    cid: str
+    size: int
+    leaves: list[Leaf]
+    assemblable: bool
+
+
+BlockSink = Callable[[Leaf], None]
+"""Called as each leaf arrives in the node's blockstore, from several threads at once."""
+
+
+def file_layout(
+    client: KuboClient, cid: str, size: int, *, stall_timeout: float, deadline: float
+) -> FileLayout:
+    """Read the interior nodes of ``cid``, a file of ``size`` bytes, in order: where each leaf lies.
+
+    Identical subtrees (runs of zeros) are read once. A DAG whose leaves claim more than ``size`` bytes,
+    or that is larger than any importer makes for ``size`` bytes, is not followed further: it is not
+    assemblable, and Kubo's reader, which trusts the file's own sizes, is left to make sense of it.
+    """
+    offsets: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+    children: dict[str, list[DagLink]] = {}
+    assemblable, position, steps = True, 0, 0
+    stack = [DagLink(cid, size)]
+    while stack:
+        link = stack.pop()
+        steps += 1
+        if steps > _max_links(size):
+            assemblable = False
+            break
+        if steps % 4096 == 0 and time.monotonic() > deadline:
+            raise IpfsTimeout(f"reading the layout of {cid} did not finish in time")
+        if link.cid.startswith(RAW_CODEC_PREFIX):
+            claimed = sizes.setdefault(link.cid, link.size)
+            if claimed != link.size or link.size <= 0 or position + link.size > size:
+                assemblable = False
+                break
+            offsets.setdefault(link.cid, []).append(position)
+            position += link.size
+            continue
+        if link.cid not in children:
+            children[link.cid] = ask_patiently(
+                cid, partial(_links, client, link.cid), stall_timeout=stall_timeout, deadline=deadline
+            )
+        if not children[link.cid]:  # a dag-pb leaf: its bytes are inside the node just read
+            assemblable = False
+        stack.extend(reversed(children[link.cid]))
+    leaves = [Leaf(leaf, sizes[leaf], tuple(at)) for leaf, at in offsets.items()]
+    return FileLayout(cid, size, leaves, assemblable and position == size)
+
+
 def scatter_fetch(
     client: KuboClient,
-    cid: str,
+    layout: FileLayout,
     *,
     log: Callable[[str], None],
     timeout: float,
     stall_timeout: float,
-    total_bytes: int | None = None,
+    sink: BlockSink | None = None,
 ) -> None:
-    """Fetch an image's leaf blocks in an order of this host's own before pinning it.
+    """Fetch an image's leaf blocks in an order of this host's own, telling ``sink`` of each.
 
     Hosts that deploy one image at once would otherwise all ask for the same blocks in DAG order,
     and the one node that has them (the frontend) would send each block to every host. In a
     random order each host soon holds blocks the others still want, and bitswap lets them trade.
+    With a ``sink`` (an assemblable layout only) a disk is written while blocks still arrive, rather
+    than read back from the node afterwards.
 
     A block that has not come within REASK_AFTER is asked for again (Kubo cancels the want and sends
     a new one): a peer that restarted, or whose connection was replaced, may never answer the first
     want. The fetch stalls only when no block at all arrived for ``stall_timeout``, so a slow link
     that brings a block now and then is not mistaken for content nobody provides.
     """
+    if sink is not None and not layout.assemblable:
+        raise ValueError(f"{layout.cid} cannot be assembled from its leaves")
+    cid = layout.cid
     deadline = time.monotonic() + timeout
-    leaves = _leaves(client, cid, stall_timeout, deadline)
+    leaves = list(layout.leaves)
     random.shuffle(leaves)
     last_block = [time.monotonic()]
 
-    def fetch(leaf: str) -> int:
+    def fetch(leaf: Leaf) -> int:
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -117,11 +191,13 @@ def scatter_fetch(
                 raise _stalled(cid, stall_timeout)
             wait = min(REASK_AFTER, stall_timeout - quiet_for, deadline - now)
             try:
-                size = client.block_stat(leaf, timeout=wait)
+                size = client.block_stat(leaf.cid, timeout=wait)
             except IpfsTimeout:
                 continue
             last_block[0] = time.monotonic()
-            return size
+            if sink is not None:
+                sink(leaf)
+            return size * len(leaf.offsets)
 
     fetched, logged = 0, time.monotonic()
     with ThreadPoolExecutor(SCATTER_WORKERS) as pool:
@@ -129,23 +205,13 @@ def scatter_fetch(
             fetched += size
             if time.monotonic() - logged >= PROGRESS_EVERY:
                 logged = time.monotonic()
-                log(_progress_line(cid, fetched, total_bytes))
+                log(_progress_line(cid, fetched, layout.size))
 
 
-def _leaves(client: KuboClient, cid: str, stall_timeout: float, deadline: float) -> list[str]:
-    """The distinct raw leaf blocks under ``cid``, reading only its interior nodes."""
-    leaves: set[str] = set()
-    pending = [cid]
-    while pending:
-        node = pending.pop()
-        if node.startswith(RAW_CODEC_PREFIX):
-            leaves.add(node)
-            continue
-        pending.extend(
-            ask_patiently(cid, partial(_links, client, node), stall_timeout=stall_timeout, deadline=deadline)
-        )
-    return sorted(leaves)
+def _max_links(size: int) -> int:
+    """More links than this for ``size`` bytes is no image an importer made: a DAG built to explode."""
+    return 2 * (size // MIN_PIECE) + 1024
 
 
-def _links(client: KuboClient, node: str, wait: float) -> list[str]:
+def _links(client: KuboClient, node: str, wait: float) -> list[DagLink]:
     return client.dag_links(node, timeout=wait)

@@ -45,6 +45,8 @@ NOT_FOUND_MESSAGES = ("not pinned", "no link named", "not found", "could not res
 PROVIDER_EVENT = 4
 MAX_LINE = 64 << 20
 MAX_ERROR_BODY = 1 << 16
+MAX_CHUNK_LINE = 1024
+UNSPECIFIED_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - reached, never bound
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,14 @@ class Pin:
     cid: str
     type: str
     name: str
+
+
+@dataclass(frozen=True)
+class DagLink:
+    """A link of a dag-pb node; ``size`` is its Tsize: a raw leaf's own length, a subtree's total."""
+
+    cid: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -259,10 +269,28 @@ class KuboClient:
         keys = answer.get("Keys") or {}
         return [Pin(key, str(info.get("Type", "")), str(info.get("Name", ""))) for key, info in keys.items()]
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[str]:
-        """The CIDs a dag-pb node links to (fetching that one node, not what it links to)."""
+    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
+        """The links of a dag-pb node, in order (fetching that one node, not what it links to)."""
         answer = self._call("dag/get", (cid,), {"output-codec": "dag-json"}, timeout)
-        return [str(link["Hash"]["/"]) for link in answer.get("Links") or []]
+        return [
+            DagLink(str(link["Hash"]["/"]), int(link.get("Tsize", 0))) for link in answer.get("Links") or []
+        ]
+
+    def gateway_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the node's HTTP gateway (``Addresses.Gateway``), if it serves one over TCP."""
+        value = self._call("config", ("Addresses.Gateway",), {}).get("Value")
+        for address in value if isinstance(value, list) else [value]:
+            try:
+                host, port = _parse_api(str(address))
+            except InvalidInput:
+                continue
+            return UNSPECIFIED_TO_LOOPBACK.get(host, host), port
+        return None
+
+    def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
+        """One block's bytes; a block the node lacks is fetched from its peers first."""
+        with self._open("block/get", (cid,), {}, timeout) as exchange:
+            return b"".join(exchange.body())
 
     def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
         """Size of one block; a block the node lacks is fetched from its peers first."""
@@ -497,23 +525,7 @@ class _Exchange:
     def body(self) -> Iterator[bytes]:
         """The response body, unframed; ends by checking the trailer for ``X-Stream-Error``."""
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            while True:
-                line = self._readline(1024)
-                try:
-                    size = int(line.split(b";")[0], 16)
-                except ValueError:
-                    raise self.broken("Kubo sent a malformed chunked stream") from None
-                if size == 0:
-                    break
-                left = size
-                while left:
-                    piece = self._read_some(left)
-                    left -= len(piece)
-                    self.received += len(piece)
-                    yield piece
-                if self._readline(16).strip():
-                    raise self.broken("Kubo sent a malformed chunked stream")
-            self._read_trailer()
+            yield from self._chunked_body()
             return
         length = self.headers.get("content-length", "0")
         if not length.isdigit():
@@ -524,6 +536,54 @@ class _Exchange:
             left -= len(piece)
             self.received += len(piece)
             yield piece
+
+    def _chunked_body(self) -> Iterator[bytes]:
+        """Kubo frames a stream in chunks of 4 KiB: they are unframed here in bulk, and what arrived is
+        handed on whenever the socket has nothing more yet, so events still come as they are sent."""
+        buffer, pos, out = self.buffer, 0, bytearray()
+        while True:
+            end = buffer.find(b"\n", pos)
+            if end < 0:
+                if len(buffer) - pos > MAX_CHUNK_LINE:
+                    raise self.broken("Kubo sent a malformed chunked stream")
+                yield from self._drain(out)
+                pos = self._more(pos)
+                continue
+            try:
+                size = int(buffer[pos:end].split(b";")[0], 16)
+            except ValueError:
+                raise self.broken("Kubo sent a malformed chunked stream") from None
+            if size < 0:
+                raise self.broken("Kubo sent a malformed chunked stream")
+            if size == 0:
+                del buffer[: end + 1]
+                break
+            start = end + 1
+            stop = start + size
+            if len(buffer) < stop + 2:
+                yield from self._drain(out)
+                pos = self._more(pos)
+                continue
+            if buffer[stop : stop + 2] != b"\r\n":
+                raise self.broken("Kubo sent a malformed chunked stream")
+            with memoryview(buffer) as view:
+                out += view[start:stop]
+            self.received += size
+            pos = stop + 2
+        yield from self._drain(out)
+        self._read_trailer()
+
+    def _drain(self, out: bytearray) -> Iterator[bytes]:
+        if out:
+            piece = bytes(out)
+            out.clear()
+            yield piece
+
+    def _more(self, pos: int) -> int:
+        """Drop the ``pos`` bytes of the buffer already used and wait for more: the new position, 0."""
+        del self.buffer[:pos]
+        self.buffer += self._recv()
+        return 0
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The JSON values of a response, one per line; an error object in the stream is raised."""
@@ -705,7 +765,7 @@ class _Exchange:
             if self.selector.select(min(remaining, 1.0) if self.sender else remaining):
                 break
         try:
-            data = self.sock.recv(1 << 18)
+            data = self.sock.recv(1 << 20)
         except OSError as exc:
             self._check_upload()
             raise self._failure(exc.strerror or str(exc)) from None

@@ -36,6 +36,7 @@ HOST_MODULES = (
     "ipfs/rpc.py",
     "ipfs/refs.py",
     "ipfs/pinning.py",
+    "ipfs/gateway.py",
     "ipfs/network.py",
     "host/*.py",
 )
