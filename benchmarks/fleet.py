@@ -8,6 +8,7 @@ link. IPFS lets the hosts fetch blocks from each other as well as from the front
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, concurrently, write_image
@@ -25,7 +26,8 @@ def run(bench: Bench, params: Params) -> Figure:
         "each host); makespan from the first request to the last disk written. ssh: "
         f"`ssh hK dd of={SSH_TARGET}` from the frontend as oneadmin, the image on stdin, N at once "
         "(OpenNebula's ssh TM streams the file that way). A fresh image for every deploy, so every host "
-        "starts cold.",
+        "starts cold. Frontend sent: delta of DataSent in the frontend's `ipfs bitswap stat` across the "
+        "IPFS deploys, over the image size (1 would be each block leaving the frontend once).",
     )
     targets = ["frontend", *(host.name for host in bench.bed.hosts)]
     for target in targets:
@@ -35,12 +37,17 @@ def run(bench: Bench, params: Params) -> Figure:
             single = None
             for count in params.fleet_hosts:
                 hosts = [f"h{k}" for k in range(1, count + 1)]
+                sent = _frontend_sent(bench)
                 ipfs = _ipfs_makespan(bench, params.fleet_mib, hosts)
+                sent = _frontend_sent(bench) - sent
                 ssh = _ssh_makespan(bench, params.fleet_mib, hosts)
                 single = ipfs if count == 1 else single
                 figure.measure(f"ipfs makespan, N={count}", "s").samples.append(ipfs)
                 figure.measure(f"ssh makespan, N={count}", "s").samples.append(ssh)
                 figure.measure(f"ssh / ipfs, N={count}", "x").samples.append(ssh / ipfs)
+                figure.measure(f"frontend sent / image, N={count}", "x").samples.append(
+                    sent / (params.fleet_mib << 20)
+                )
                 if single is not None:
                     figure.measure(f"ipfs N={count} / ipfs N=1", "x").samples.append(ipfs / single)
     finally:
@@ -68,6 +75,11 @@ def _ipfs_makespan(bench: Bench, size_mib: int, hosts: list[str]) -> float:
             bench.one.vm_terminate(vm)
         bench.forget_on_hosts(cid, hosts)
         bench.drop(image)
+
+
+def _frontend_sent(bench: Bench) -> int:
+    """Bytes the frontend's node has sent over bitswap since it started."""
+    return int(json.loads(bench.ipfs(None, ["bitswap", "stat", "--enc=json"]))["DataSent"])
 
 
 def _ssh_makespan(bench: Bench, size_mib: int, hosts: list[str]) -> float:

@@ -18,6 +18,7 @@ import pytest
 
 from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
+from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.refs import DAG_PB, Cid
@@ -47,6 +48,7 @@ class FakeKubo(KuboClient):
         self.gc_runs = 0
         self.break_reads_after: int | None = None
         self.cats = 0
+        self.block_reads = 0
         self.pin_delay = 0.0
         self.lock = threading.Lock()
 
@@ -85,6 +87,7 @@ class FakeKubo(KuboClient):
         return None  # blocks are read through ``block_get``
 
     def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
+        self.block_reads += 1
         data = self.network[cid]
         if self.break_reads_after is not None:
             offset = next(
@@ -177,6 +180,12 @@ def cache(root: Path) -> HostCache:
     return HostCache(root / "datastores" / ".one-ipfs-cache")
 
 
+def base_of(cache: HostCache, cid: str) -> Path:
+    """The one base file of ``cid``: synced, or left to the kernel by a copy deploy of this boot."""
+    (base,) = cache.bases_dir.glob(f"{cid}*")
+    return base
+
+
 def disk_of_vm(root: Path, vm: int, disk_id: int = 0) -> Path:
     return root / "datastores" / "0" / str(vm) / f"disk.{disk_id}"
 
@@ -248,18 +257,71 @@ def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache
     assert kubo.cats == 0  # written from the leaf blocks as they came, never read back
 
 
-def test_second_disk_of_a_held_image_is_written_from_its_blocks(
+def test_second_disk_of_an_image_on_a_host_is_a_copy_of_its_base_file(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:
     image = half_zero_image()
     cid = kubo.publish(image)
     deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    reads = kubo.block_reads
 
     deploy(kubo, cache, cid, disk_of_vm(root, 8))
 
     assert disk_of_vm(root, 8).read_bytes() == image
     assert disk_of_vm(root, 8).stat().st_blocks * 512 < len(image) // 3
+    assert (kubo.pin_adds, kubo.cats, kubo.block_reads) == ([cid], 0, reads)
+
+
+def test_a_base_file_that_went_missing_is_written_again_from_the_nodes_blocks(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    base_of(cache, cid).unlink()
+
+    deploy(kubo, cache, cid, disk_of_vm(root, 8))
+
+    assert disk_of_vm(root, 8).read_bytes() == base_of(cache, cid).read_bytes() == image
     assert (kubo.pin_adds, kubo.cats) == ([cid], 0)
+
+
+def test_the_base_of_copies_serves_only_the_boot_that_wrote_it(
+    root: Path, kubo: FakeKubo, cache: HostCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    boot = root / "boot_id"
+    monkeypatch.setattr(cache_module, "BOOT_ID", boot)
+    boot.write_text("1b6d1d7c-0000-4000-8000-000000000001\n")
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    unsynced = base_of(cache, cid)
+    reads = kubo.block_reads
+
+    boot.write_text("1b6d1d7c-0000-4000-8000-000000000002\n")  # the host rebooted
+    deploy(kubo, cache, cid, disk_of_vm(root, 8))
+
+    assert unsynced.name == f"{cid}.boot-1b6d1d7c-0000-4000-8000-000000000001"
+    assert not unsynced.exists()
+    assert base_of(cache, cid).name == f"{cid}.boot-1b6d1d7c-0000-4000-8000-000000000002"
+    assert kubo.block_reads > reads
+    assert disk_of_vm(root, 8).read_bytes() == image
+
+
+@needs_qemu_img
+def test_an_overlay_on_the_base_of_copies_syncs_it_first(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    reads = kubo.block_reads
+
+    deploy(kubo, cache, cid, disk_of_vm(root, 8), mode="overlay")
+
+    assert base_of(cache, cid) == cache.base_path(cid)
+    assert sorted(path.name for path in cache.bases_dir.iterdir()) == [cid]
+    assert kubo.block_reads == reads
 
 
 def test_image_whose_leaves_are_not_raw_is_written_through_kubos_reader(
@@ -335,6 +397,7 @@ def test_failed_deploy_keeps_content_other_disks_still_use(
 ) -> None:
     cid = kubo.publish(os.urandom(3 * MIB))
     deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    base_of(cache, cid).unlink()  # written again from the node, whose reads now break
     kubo.break_reads_after = MIB
 
     with pytest.raises(StreamBroken):

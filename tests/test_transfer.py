@@ -19,6 +19,7 @@ from testbed.bed import Bed
 from testbed.one import Datastore, DiskSpec, Image, OneFailure, OneSim, VirtualMachine
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
+from tests.support.nodes import bitswap_stat
 
 pytestmark = pytest.mark.bed
 
@@ -222,11 +223,33 @@ def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
         assert disk_path(bed, one, vm).read_bytes()[:4] == b"QFI\xfb"
         assert guest_view(bed, one, vm)[: len(data)] == data
     bases = bed.host("h2").var_lib_one / "datastores" / ".one-ipfs-cache" / "bases"
-    assert len(list(bases.iterdir())) == 1
+    cid = one.image(image).template["IPFS_CID"]
+    assert [base.name for base in bases.glob(f"{cid}*")] == [cid]  # synced: overlays outlive a reboot
     one.vm_terminate(first)
     one.vm_migrate(second, "h1", live=True)
     assert guest_view(bed, one, second)[: len(data)] == data
     one.vm_terminate(second)
+
+
+def test_a_second_copy_of_an_image_on_a_host_is_made_from_its_base_without_any_fetch(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(4 << 20, seed=35)
+    image = image_from(bed, one, ipfs_ds, data, "second-copy")
+    cid = one.image(image).template["IPFS_CID"]
+    first = one.vm_deploy([image], "h1")
+    received = bitswap_stat(bed.host("h1").node)["DataReceived"]
+
+    second = one.vm_deploy([image], "h1")
+
+    assert bitswap_stat(bed.host("h1").node)["DataReceived"] == received
+    for vm in (first, second):
+        assert disk_path(bed, one, vm).read_bytes()[: len(data)] == data
+    bases = bed.host("h1").var_lib_one / "datastores" / ".one-ipfs-cache" / "bases"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert [base.name for base in bases.glob(f"{cid}*")] == [f"{cid}.boot-{boot}"]  # left to writeback
+    for vm in (first, second):
+        one.vm_terminate(vm)
 
 
 def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:

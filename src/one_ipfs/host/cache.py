@@ -4,7 +4,10 @@ Layout of the cache folder (default ``/var/lib/one/datastores/.one-ipfs-cache``)
 
     entries/<cid>.json   one entry per CID: size, bytes held, last use, whether the cache owns
                          the pin, and references (disk path -> VM id) of the disks made from it
-    bases/<cid>          the read-only base file of overlay disks (materialised once per host)
+    bases/<cid>          the image as a read-only file, which copy and overlay disks are made from
+                         (written once per host; it counts toward the cache's size)
+    bases/<cid>.boot-<id>  the same, written for copies only and never synced: trusted in the boot
+                         that wrote it (the page cache holds what the disk may not), dropped after
     locks/<cid>.lock     held while one CID is fetched or evicted: concurrent deploys fetch once
     index.lock           held while entries change (short)
     gc.lock              shared while content is added and not yet pinned, exclusive for repo/gc
@@ -33,6 +36,8 @@ from one_ipfs.host.sparse import allocated, sync_folder
 from one_ipfs.ipfs.rpc import KuboClient
 
 CACHE_PIN_PREFIX = "one-cache-"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+BOOT_SUFFIX = ".boot-"
 INDEX_LOCK_TIMEOUT = 120.0
 GC_LOCK_WAIT = 30.0
 LOCK_POLL = 0.1
@@ -120,7 +125,26 @@ class HostCache:
             raise StorageError(f"cannot create the IPFS cache folder {self.folder}: {exc.strerror}") from None
 
     def base_path(self, cid: str) -> Path:
+        """The base on stable storage: overlays need one that survives a reboot."""
         return self.bases_dir / cid
+
+    def boot_base_path(self, cid: str) -> Path | None:
+        """A base this boot may write without syncing it (copies are made from it, then synced
+        themselves); None where the boot cannot be told apart."""
+        boot = boot_id()
+        return self.bases_dir / f"{cid}{BOOT_SUFFIX}{boot}" if boot else None
+
+    def drop_stale_bases(self, cid: str) -> None:
+        """Bases of ``cid`` left unsynced by an earlier boot: their bytes may never have reached the disk."""
+        current = self.boot_base_path(cid)
+        for path in self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*"):
+            if path != current:
+                _unlink(path)
+
+    def base_bytes(self, cid: str) -> int:
+        return allocated(self.base_path(cid)) + sum(
+            allocated(path) for path in self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*")
+        )
 
     @contextmanager
     def content_lock(self, cid: str, timeout: float) -> Iterator[None]:
@@ -165,7 +189,7 @@ class HostCache:
 
     def status(self) -> list[EntryStatus]:
         with self._index():
-            return [EntryStatus(entry, allocated(self.base_path(entry.cid))) for entry in self._all()]
+            return [EntryStatus(entry, self.base_bytes(entry.cid)) for entry in self._all()]
 
     def evict(self, client: KuboClient, keep_bytes: int, *, gc_timeout: float) -> list[str]:
         """Evict unreferenced entries, least recently used first, until the cache holds ``keep_bytes``.
@@ -176,7 +200,7 @@ class HostCache:
         evicted: list[str] = []
         unpinned = False
         with self._index():
-            statuses = [EntryStatus(entry, allocated(self.base_path(entry.cid))) for entry in self._all()]
+            statuses = [EntryStatus(entry, self.base_bytes(entry.cid)) for entry in self._all()]
             for status in statuses:
                 self._lapse_stale_references(status.entry)
             total = sum(status.cost for status in statuses)
@@ -254,13 +278,30 @@ class HostCache:
         sync_folder(self.entries_dir)
 
     def _drop(self, cid: str) -> None:
-        for path in (self.base_path(cid), self._entry_path(cid)):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise StorageError(f"cannot remove {path} from the IPFS cache: {exc.strerror}") from None
+        for path in (
+            self.base_path(cid),
+            *self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*"),
+            self._entry_path(cid),
+        ):
+            _unlink(path)
+
+
+def boot_id() -> str | None:
+    """This boot's identity, or None where the kernel does not tell it."""
+    try:
+        value = BOOT_ID.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value if value and all(c in "0123456789abcdef-" for c in value) else None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot remove {path} from the IPFS cache: {exc.strerror}") from None
 
 
 def pin_owner(client: KuboClient, cid: str) -> str | None:

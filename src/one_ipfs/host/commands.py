@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from one_ipfs.host.cache import (
     unpin_cache_pin,
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
-from one_ipfs.host.sparse import SparseFile, allocated, copy_file, grow, part_path
+from one_ipfs.host.sparse import SparseFile, Written, allocated, copy_file, grow, part_path, persist
 from one_ipfs.ipfs.gateway import BlockReader, block_reader
 from one_ipfs.ipfs.pinning import (
     PROGRESS_EVERY,
@@ -70,7 +70,7 @@ class Holding:
     layout: FileLayout | None = None
     """Where its leaves lie, when ``_hold`` had to read it."""
     assembled: bool = False
-    """The content was also written into the file given to ``_hold``, block by block as it came."""
+    """The content was also written into the files given to ``_hold``, block by block as it came."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ def fetch(
     stall_timeout: float,
     cache_max_mb: int,
 ) -> dict[str, Any]:
-    """Deploy a disk from IPFS: the host's node pins the CID (once per host), then the disk is a
-    sparse copy of it (copy) or a qcow2 overlay on a read-only base file shared by the host (overlay).
+    """Deploy a disk from IPFS: the host's node pins the CID and writes its base file (once per
+    host), then the disk is a sparse copy of the base (copy) or a qcow2 overlay on it (overlay).
     """
     if mode not in MODES:
         raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
@@ -113,32 +113,20 @@ def fetch(
         new_entry = cache.entry(cid) is None
         created = False
         try:
-            if mode == OVERLAY:
-                holding = _hold(client, cache, cid, deadline, stall_timeout)
-                record, stored = _deploy_overlay(
-                    client,
-                    cache,
-                    holding,
-                    disk,
-                    size_mb=size_mb,
-                    image_format=image_format,
-                    deadline=deadline,
-                    stall_timeout=stall_timeout,
-                )
-            else:
-                holding, record, stored = _deploy_copy(
-                    client,
-                    cache,
-                    cid,
-                    disk,
-                    size_mb=size_mb,
-                    image_format=image_format,
-                    deadline=deadline,
-                    stall_timeout=stall_timeout,
-                )
+            holding, base, written = _held_base(
+                client,
+                cache,
+                cid,
+                image_format,
+                deadline,
+                stall_timeout=stall_timeout,
+                copy_to=disk if mode == COPY else None,
+            )
+            deploy = _deploy_overlay if mode == OVERLAY else _deploy_copy
+            record = deploy(base, cid, disk, size_mb=size_mb, deadline=deadline, written=written)
             created = True
             disks.write_record(disk, record)
-            cache.record(cid, _used_by(disk, vm, stored, holds=mode == OVERLAY))
+            cache.record(cid, _used_by(disk, vm, base.stored, holds=mode == OVERLAY))
         except BaseException:
             if created:
                 _remove_file(disk)
@@ -176,12 +164,13 @@ def prefetch(
     with cache.content_lock(cid, deadline.left()):
         new_entry = cache.entry(cid) is None
         try:
-            holding = _hold(client, cache, cid, deadline, stall_timeout)
-            stored = (
-                _base(client, cache, holding, image_format, deadline, stall_timeout=stall_timeout).stored
-                if mode == OVERLAY
-                else 0
-            )
+            if mode == OVERLAY:
+                holding, base, _ = _held_base(
+                    client, cache, cid, image_format, deadline, stall_timeout=stall_timeout
+                )
+                stored = base.stored
+            else:
+                holding, stored = _hold(client, cache, cid, deadline, stall_timeout), 0
             cache.record(cid, _used_by(disk, vm, stored, holds=mode == OVERLAY, expected=True))
         except BaseException:
             if new_entry:
@@ -420,13 +409,13 @@ def _hold(
     deadline: Deadline,
     stall_timeout: float,
     *,
-    into: SparseFile | None = None,
+    into: Sequence[SparseFile] = (),
 ) -> Holding:
     """Make the host's node hold ``cid`` completely; the caller holds the CID's lock.
 
     Content pinned by another party is used as it is (pinning again would rename its pin).
     Blocks fetched before a failure stay in the blockstore, so a retry resumes where this stopped.
-    With ``into``, content that has to be fetched is written into that file as its blocks arrive,
+    With ``into``, content that has to be fetched is written into those files as its blocks arrive,
     where the DAG's layout allows (``Holding.assembled``).
     """
     info = _root_stat(client, cid, deadline, stall_timeout)
@@ -439,7 +428,7 @@ def _hold(
         layout = file_layout(
             client, cid, info.size, stall_timeout=stall_timeout, deadline=time.monotonic() + deadline.left()
         )
-        if into is not None and layout.assemblable:
+        if into and layout.assemblable:
             sink = _writer(into, layout, block_reader(client), deadline, stall_timeout)
         _pin(client, layout, deadline, stall_timeout, sink)
     else:
@@ -455,9 +444,9 @@ def _hold(
 
 
 def _assemble(
-    client: KuboClient, holding: Holding, out: SparseFile, deadline: Deadline, stall_timeout: float
+    client: KuboClient, holding: Holding, outs: Sequence[SparseFile], deadline: Deadline, stall_timeout: float
 ) -> None:
-    """Write held content into ``out``: from its leaf blocks, several at once, else from Kubo's reader."""
+    """Write held content into ``outs``: from its leaf blocks, several at once, else from Kubo's reader."""
     layout = holding.layout or file_layout(
         client,
         holding.cid,
@@ -466,19 +455,25 @@ def _assemble(
         deadline=time.monotonic() + deadline.left(),
     )
     if layout.assemblable:
-        write = _writer(out, layout, block_reader(client), deadline, stall_timeout)
+        write = _writer(outs, layout, block_reader(client), deadline, stall_timeout)
         with ThreadPoolExecutor(SCATTER_WORKERS) as pool:
             for _ in pool.map(write, layout.leaves):
                 pass
-        out.skip(holding.size)
+        for out in outs:
+            out.skip(holding.size)
         return
     with _stream(client.cat(f"/ipfs/{holding.cid}", timeout=deadline.left())) as chunks:
         for chunk in chunks:
-            out.write(chunk)
+            for out in outs:
+                out.write(chunk)
 
 
 def _writer(
-    out: SparseFile, layout: FileLayout, read: BlockReader, deadline: Deadline, stall_timeout: float
+    outs: Sequence[SparseFile],
+    layout: FileLayout,
+    read: BlockReader,
+    deadline: Deadline,
+    stall_timeout: float,
 ) -> BlockSink:
     """Write each leaf, read from the node once it holds it, at every offset it lies at."""
 
@@ -489,8 +484,9 @@ def _writer(
                 f"{layout.cid} is malformed: its block {leaf.cid} holds {len(data)} bytes, "
                 f"its parent says {leaf.size}"
             )
-        for offset in leaf.offsets:
-            out.write_at(offset, data)
+        for out in outs:
+            for offset in leaf.offsets:
+                out.write_at(offset, data)
 
     return write
 
@@ -531,80 +527,105 @@ def _let_go(client: KuboClient, cache: HostCache, cid: str) -> None:
         log_info(f"could not release {cid} after the failure: {exc}")
 
 
-def _deploy_copy(
+def _held_base(
     client: KuboClient,
     cache: HostCache,
     cid: str,
-    disk: Path,
-    *,
-    size_mb: int,
     image_format: str | None,
     deadline: Deadline,
+    *,
     stall_timeout: float,
-) -> tuple[Holding, DiskRecord, int]:
-    """Hold ``cid`` and write the disk from it, while its blocks arrive when it has to be fetched."""
-    with SparseFile(disk) as out:
-        holding = _hold(client, cache, cid, deadline, stall_timeout, into=out)
+    copy_to: Path | None = None,
+) -> tuple[Holding, Base, Written | None]:
+    """Hold ``cid`` and the host's base file of it, which copies and overlays are made from.
+
+    The base is written once per host (under the CID's lock): while the blocks arrive when the
+    content has to be fetched, else from the node, and with ``copy_to`` that disk beside it, block
+    for block (then the disk is written too: its Written is returned). The base stays in the cache
+    with the content, so the next disk of the image on this host is a local copy, or an overlay.
+    A base written for copies is not synced (the disk made with it is): it serves this boot only,
+    until an overlay needs it, which syncs it.
+    """
+    cache.drop_stale_bases(cid)
+    durable, boot_local = cache.base_path(cid), cache.boot_base_path(cid)
+    if copy_to is None and boot_local is not None and boot_local.exists() and not durable.exists():
+        persist(boot_local, durable)  # an overlay's base must survive a reboot
+    existing = next((path for path in (durable, boot_local) if path is not None and path.exists()), None)
+    if existing is not None:
+        holding = _hold(client, cache, cid, deadline, stall_timeout)
+        return holding, _checked_base(existing, image_format, 0, [existing]), None
+    path = boot_local if copy_to is not None and boot_local is not None else durable
+    with ExitStack() as files:
+        outs = [
+            files.enter_context(SparseFile(target, mode)) for target, mode in _base_targets(path, copy_to)
+        ]
+        holding = _hold(client, cache, cid, deadline, stall_timeout, into=outs)
         if holding.assembled:
-            out.skip(holding.size)
+            for out in outs:
+                out.skip(holding.size)
         else:
-            _assemble(client, holding, out, deadline, stall_timeout)
-        written = out.commit(expected_size=holding.size)
-    try:
-        content = disks.content_format(disk, image_format)
-        wanted = size_mb << 20
-        if content.format == "qcow2" and wanted > content.virtual_size:
-            disks.resize_qcow2(disk, wanted, timeout=deadline.left())
-        elif content.format == "raw":
-            grow(disk, wanted)
-    except BaseException:
-        _remove_file(disk)
-        raise
-    log_info(f"wrote {disk}: {holding.size >> 20} MiB, {written.stored >> 20} MiB of it data")
-    return holding, DiskRecord(cid, content.format, COPY), written.stored
+            _assemble(client, holding, outs, deadline, stall_timeout)
+        try:
+            with ThreadPoolExecutor(len(outs)) as pool:  # the fsyncs of base and disk overlap
+                written = list(
+                    pool.map(
+                        lambda out: out.commit(expected_size=holding.size, sync=out.target != boot_local),
+                        outs,
+                    )
+                )
+        except BaseException:
+            for out in outs:
+                if out.committed:
+                    _remove_file(out.target)
+            raise
+    base = _checked_base(path, image_format, written[0].stored, [out.target for out in outs])
+    log_info(f"wrote the base file of {cid}: {holding.size >> 20} MiB, {base.stored >> 20} MiB of it data")
+    return holding, base, written[1] if copy_to is not None else None
 
 
-def _deploy_overlay(
-    client: KuboClient,
-    cache: HostCache,
-    holding: Holding,
-    disk: Path,
-    *,
-    size_mb: int,
-    image_format: str | None,
-    deadline: Deadline,
-    stall_timeout: float,
-) -> tuple[DiskRecord, int]:
-    base = _base(client, cache, holding, image_format, deadline, stall_timeout=stall_timeout)
-    wanted = size_mb << 20
-    size = wanted if wanted > base.content.virtual_size else None
-    disks.create_overlay(base.path, base.content.format, disk, size, timeout=deadline.left())
-    return DiskRecord(holding.cid, "qcow2", OVERLAY), base.stored
+def _base_targets(base: Path, disk: Path | None) -> list[tuple[Path, int]]:
+    return [(base, 0o444), *([(disk, 0o644)] if disk is not None else [])]
 
 
-def _base(
-    client: KuboClient,
-    cache: HostCache,
-    holding: Holding,
-    image_format: str | None,
-    deadline: Deadline,
-    *,
-    stall_timeout: float,
-) -> Base:
-    """The base file of ``holding.cid``, written once per host (under the CID's lock)."""
-    path = cache.base_path(holding.cid)
-    stored = 0
-    if not path.exists():
-        log_info(f"writing the base file of {holding.cid}")
-        with SparseFile(path, 0o444) as out:
-            _assemble(client, holding, out, deadline, stall_timeout)
-            stored = out.commit(expected_size=holding.size).stored
+def _checked_base(path: Path, image_format: str | None, stored: int, written: list[Path]) -> Base:
+    """The base with its format; a base that is not ``image_format`` goes, with what was written beside it."""
     try:
         content = disks.content_format(path, image_format)
     except InvalidInput:
-        _remove_file(path)
+        for target in written:
+            _remove_file(target)
         raise
     return Base(path, content, stored)
+
+
+def _deploy_copy(
+    base: Base, cid: str, disk: Path, *, size_mb: int, deadline: Deadline, written: Written | None
+) -> DiskRecord:
+    """The disk is a copy of the base file, made in the kernel (a reflink on XFS and btrfs), unless it
+    was ``written`` already beside the base."""
+    wanted = size_mb << 20
+    raw = base.content.format == "raw"
+    try:
+        if written is None:
+            written = copy_file(base.path, disk, in_kernel=True, grow_to=wanted if raw else 0)
+        elif raw:
+            grow(disk, wanted)
+        if not raw and wanted > base.content.virtual_size:
+            disks.resize_qcow2(disk, wanted, timeout=deadline.left())
+    except BaseException:
+        _remove_file(disk)
+        raise
+    log_info(f"wrote {disk}: {written.size >> 20} MiB, {written.stored >> 20} MiB of it data")
+    return DiskRecord(cid, base.content.format, COPY)
+
+
+def _deploy_overlay(
+    base: Base, cid: str, disk: Path, *, size_mb: int, deadline: Deadline, written: Written | None
+) -> DiskRecord:
+    wanted = size_mb << 20
+    size = wanted if wanted > base.content.virtual_size else None
+    disks.create_overlay(base.path, base.content.format, disk, size, timeout=deadline.left())
+    return DiskRecord(cid, "qcow2", OVERLAY)
 
 
 def _used_by(

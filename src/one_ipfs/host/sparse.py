@@ -23,6 +23,8 @@ GRANULE = 1 << 16
 WRITE_BATCH = 8 << 20
 READ_SIZE = 4 << 20
 ZEROS = bytes(GRANULE)
+NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+"""copy_file_range refusing a pair of files: copy through a buffer instead."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class SparseFile:
             self.offset += len(piece)
             position += len(piece)
 
+    @property
+    def committed(self) -> bool:
+        return self._committed
+
     def write_at(self, offset: int, data: bytes) -> None:
         """Write a piece whose place is known (blocks arriving in any order, from several threads at
         once); granules that are all zero are skipped. The append position does not move."""
@@ -108,13 +114,39 @@ class SparseFile:
         if run_at >= 0:
             self._pwrite(view[run_at - offset :], run_at)
 
+    def copy_range(self, source_fd: int, start: int, end: int, source: Path) -> None:
+        """Copy bytes [start, end) of ``source_fd`` to the same place here, in the kernel where the
+        filesystems allow, else through a buffer. The append position does not move."""
+        position = start
+        try:
+            while position < end:
+                copied = os.copy_file_range(source_fd, self._fd, end - position, position, position)
+                if not copied:
+                    raise StorageError(f"{source} shrank while it was being copied")
+                position += copied
+        except OSError as exc:
+            if exc.errno not in NO_KERNEL_COPY:
+                raise _storage_error(exc, self.target) from None
+        with self._counting:
+            self.stored += position - start
+        while position < end:
+            data = os.pread(source_fd, min(READ_SIZE, end - position), position)
+            if not data:
+                raise StorageError(f"{source} shrank while it was being copied")
+            self.write_at(position, data)
+            position += len(data)
+
     def skip(self, length: int) -> None:
         """Append ``length`` zero bytes known in advance (a hole of the source file)."""
         self._flush()
         self.offset += length
 
-    def commit(self, *, expected_size: int | None = None, grow_to: int = 0) -> Written:
-        """Check the length, extend to ``grow_to`` if larger, sync, and move the file into place."""
+    def commit(self, *, expected_size: int | None = None, grow_to: int = 0, sync: bool = True) -> Written:
+        """Check the length, extend to ``grow_to`` if larger, sync, and move the file into place.
+
+        ``sync=False`` leaves the bytes to the kernel's writeback: for a file trusted only until the
+        next boot (see ``persist``).
+        """
         self._flush()
         if expected_size is not None and self.offset != expected_size:
             raise StreamBroken(
@@ -123,18 +155,20 @@ class SparseFile:
             )
         try:
             os.ftruncate(self._fd, max(self.offset, grow_to))
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
             os.rename(self.part, self.target)
         except OSError as exc:
             raise _storage_error(exc, self.target) from None
         self._committed = True
-        try:
-            sync_folder(self.target.parent)
-        except StorageError:
-            _remove(self.target)
-            raise
+        if sync:
+            try:
+                sync_folder(self.target.parent)
+            except StorageError:
+                _remove(self.target)
+                raise
         return Written(self.offset, self.stored)
 
     def _flush(self) -> None:
@@ -155,8 +189,12 @@ class SparseFile:
                 self.stored += len(view)
 
 
-def copy_file(source: Path, target: Path) -> Written:
-    """A sparse copy: holes of ``source`` are skipped without reading, zero runs in its data too."""
+def copy_file(source: Path, target: Path, *, in_kernel: bool = False, grow_to: int = 0) -> Written:
+    """A sparse copy: holes of ``source`` are skipped without reading, zero runs in its data too.
+
+    ``in_kernel`` copies the data with copy_file_range instead, where the filesystem allows (a
+    reflink on XFS and btrfs): for a source written sparsely here, whose data holds no zero runs.
+    """
     try:
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -165,6 +203,9 @@ def copy_file(source: Path, target: Path) -> Written:
         size = os.fstat(fd).st_size
         with SparseFile(target) as out:
             for start, end in _data_extents(fd, size):
+                if in_kernel:
+                    out.copy_range(fd, start, end, source)
+                    continue
                 out.skip(start - out.offset)
                 position = start
                 while position < end:
@@ -174,7 +215,7 @@ def copy_file(source: Path, target: Path) -> Written:
                     out.write(data)
                     position += len(data)
             out.skip(size - out.offset)
-            return out.commit(expected_size=size)
+            return out.commit(expected_size=size, grow_to=grow_to)
     except OSError as exc:
         raise _storage_error(exc, source, "read") from None
     finally:
@@ -197,6 +238,20 @@ def _data_extents(fd: int, size: int) -> Iterable[tuple[int, int]]:
         end = os.lseek(fd, start, os.SEEK_HOLE)
         yield start, min(end, size)
         position = end
+
+
+def persist(path: Path, target: Path) -> None:
+    """Sync a file committed without sync and move it to ``target``: from then on it survives a reboot."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(path, target)
+    except OSError as exc:
+        raise _storage_error(exc, target, "sync") from None
+    sync_folder(target.parent)
 
 
 def sync_folder(folder: Path) -> None:
