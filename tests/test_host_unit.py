@@ -257,12 +257,18 @@ def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache
     assert kubo.cats == 0  # written from the leaf blocks as they came, never read back
 
 
-def test_second_disk_of_an_image_on_a_host_is_a_copy_of_its_base_file(
-    root: Path, kubo: FakeKubo, cache: HostCache
-) -> None:
+def deployed_to_vm_7(root: Path, kubo: FakeKubo, cache: HostCache) -> tuple[bytes, str]:
+    """A half-zero image, deployed once to VM 7 on this host: the image and its CID."""
     image = half_zero_image()
     cid = kubo.publish(image)
     deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    return image, cid
+
+
+def test_second_disk_of_an_image_on_a_host_is_a_copy_of_its_base_file(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image, cid = deployed_to_vm_7(root, kubo, cache)
     reads = kubo.block_reads
 
     deploy(kubo, cache, cid, disk_of_vm(root, 8))
@@ -275,9 +281,7 @@ def test_second_disk_of_an_image_on_a_host_is_a_copy_of_its_base_file(
 def test_a_base_file_that_went_missing_is_written_again_from_the_nodes_blocks(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:
-    image = half_zero_image()
-    cid = kubo.publish(image)
-    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    image, cid = deployed_to_vm_7(root, kubo, cache)
     base_of(cache, cid).unlink()
 
     deploy(kubo, cache, cid, disk_of_vm(root, 8))
@@ -312,9 +316,7 @@ def test_the_base_of_copies_serves_only_the_boot_that_wrote_it(
 def test_an_overlay_on_the_base_of_copies_syncs_it_first(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:
-    image = half_zero_image()
-    cid = kubo.publish(image)
-    deploy(kubo, cache, cid, disk_of_vm(root, 7))
+    _, cid = deployed_to_vm_7(root, kubo, cache)
     reads = kubo.block_reads
 
     deploy(kubo, cache, cid, disk_of_vm(root, 8), mode="overlay")

@@ -296,13 +296,17 @@ def test_pin_add_fetches_an_image_from_a_peer_under_its_name(
     assert b"".join(host.cat(f"/ipfs/{cid}", timeout=10)) == image.read_bytes()
 
 
+def image_on_a_peer(kubo: KuboClient, peer_node: LocalNode, image: Path) -> tuple[KuboClient, str, int]:
+    """A host connected to ``kubo``, which alone holds ``image``: the host's client, the CID, the size."""
+    host = peer_node.client()
+    host.swarm_connect(kubo.id().addresses[0])
+    return host, kubo.add(image, settings=SETTINGS).cid, image.stat().st_size
+
+
 def test_scatter_fetch_brings_every_block_of_an_image_from_a_peer(
     kubo: KuboClient, peer_node: LocalNode, image: Path
 ) -> None:
-    host = peer_node.client()
-    host.swarm_connect(kubo.id().addresses[0])
-    cid = kubo.add(image, settings=SETTINGS).cid
-    size = image.stat().st_size
+    host, cid, size = image_on_a_peer(kubo, peer_node, image)
     leaves = kubo.dag_links(cid)
     assert [leaf.size for leaf in leaves] == [MIB] * (size // MIB) + ([size % MIB] if size % MIB else [])
     assert kubo.block_stat(leaves[0].cid) == MIB
@@ -318,10 +322,7 @@ def test_scatter_fetch_brings_every_block_of_an_image_from_a_peer(
 def test_an_image_assembled_from_its_leaves_as_they_arrive_is_byte_identical(
     kubo: KuboClient, peer_node: LocalNode, image: Path
 ) -> None:
-    host = peer_node.client()
-    host.swarm_connect(kubo.id().addresses[0])
-    cid = kubo.add(image, settings=SETTINGS).cid
-    size = image.stat().st_size
+    host, cid, size = image_on_a_peer(kubo, peer_node, image)
     assembled = bytearray(size)
     read = block_reader(host)
 

@@ -122,8 +122,10 @@ def fetch(
                 stall_timeout=stall_timeout,
                 copy_to=disk if mode == COPY else None,
             )
-            deploy = _deploy_overlay if mode == OVERLAY else _deploy_copy
-            record = deploy(base, cid, disk, size_mb=size_mb, deadline=deadline, written=written)
+            if mode == OVERLAY:
+                record = _deploy_overlay(base, cid, disk, size_mb=size_mb, deadline=deadline)
+            else:
+                record = _deploy_copy(base, cid, disk, size_mb=size_mb, deadline=deadline, written=written)
             created = True
             disks.write_record(disk, record)
             cache.record(cid, _used_by(disk, vm, base.stored, holds=mode == OVERLAY))
@@ -587,12 +589,12 @@ def _base_targets(base: Path, disk: Path | None) -> list[tuple[Path, int]]:
     return [(base, 0o444), *([(disk, 0o644)] if disk is not None else [])]
 
 
-def _checked_base(path: Path, image_format: str | None, stored: int, written: list[Path]) -> Base:
-    """The base with its format; a base that is not ``image_format`` goes, with what was written beside it."""
+def _checked_base(path: Path, image_format: str | None, stored: int, made: list[Path]) -> Base:
+    """The base with its format; a base that is not ``image_format`` goes, with the files ``made`` with it."""
     try:
         content = disks.content_format(path, image_format)
     except InvalidInput:
-        for target in written:
+        for target in made:
             _remove_file(target)
         raise
     return Base(path, content, stored)
@@ -619,9 +621,7 @@ def _deploy_copy(
     return DiskRecord(cid, base.content.format, COPY)
 
 
-def _deploy_overlay(
-    base: Base, cid: str, disk: Path, *, size_mb: int, deadline: Deadline, written: Written | None
-) -> DiskRecord:
+def _deploy_overlay(base: Base, cid: str, disk: Path, *, size_mb: int, deadline: Deadline) -> DiskRecord:
     wanted = size_mb << 20
     size = wanted if wanted > base.content.virtual_size else None
     disks.create_overlay(base.path, base.content.format, disk, size, timeout=deadline.left())
