@@ -15,8 +15,8 @@ import pytest
 
 from one_ipfs.errors import IpfsTimeout
 from one_ipfs.ipfs import pinning
-from one_ipfs.ipfs.pinning import FileLayout, Leaf, file_layout, scatter_fetch
-from one_ipfs.ipfs.rpc import DagLink, KuboClient
+from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
+from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
 
 ROOT = "bafybeiroot"
 MIB = 1 << 20
@@ -37,6 +37,12 @@ class Peer(KuboClient):
     def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
         self._want(cid, timeout)
         return [DagLink(leaf, MIB) for leaf in self.leaves] if cid == ROOT else []
+
+    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+        cid = path.removeprefix("/ipfs/")
+        self._want(f"stat {cid}", timeout)
+        size = len(self.leaves) * MIB
+        return FileStat(cid, size, size, len(self.leaves) + 1, "file", None, None)
 
     def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
         wait = self._want(cid, timeout)
@@ -154,6 +160,14 @@ def test_wants_the_peer_never_answers_are_asked_again_and_the_blocks_come() -> N
     fetch(peer, stall_timeout=5)
 
     assert peer.asked == Counter({ROOT: 2, **{leaf: 2 for leaf in peer.leaves}})
+
+
+def test_a_datastore_hold_asks_again_for_the_root_and_blocks_a_peer_never_answered() -> None:
+    peer = Peer(leaves=6, ignored_wants=1)
+
+    fetch_patiently(peer, ROOT, log=lambda _: None, timeout=30, stall_timeout=5)
+
+    assert peer.asked == Counter({f"stat {ROOT}": 2, ROOT: 2, **{leaf: 2 for leaf in peer.leaves}})
 
 
 def test_a_slow_link_that_keeps_bringing_blocks_is_not_a_stall() -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.errors import ContentNotFound, InvalidInput
-from one_ipfs.ipfs.pinning import pin_with_progress
+from one_ipfs.ipfs.pinning import fetch_patiently, pin_with_progress
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
@@ -139,6 +139,7 @@ class ContentRegistry:
         block of a DAG it pins, 0.2 s a GiB even when all are local.
         """
         if not self._pinned_as(cid, name):
+            fetch_patiently(self.client, cid, log=log, timeout=timeout, stall_timeout=stall_timeout)
             pin_with_progress(
                 self.client,
                 cid,

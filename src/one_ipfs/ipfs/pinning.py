@@ -58,6 +58,24 @@ def pin_with_progress(
     client.pin_add(cid, name=name, progress=on_progress, timeout=timeout)
 
 
+def fetch_patiently(
+    client: KuboClient, cid: str, *, log: Callable[[str], None], timeout: float, stall_timeout: float
+) -> None:
+    """Bring every block of the file ``cid`` to the node before pinning it, asking again for wants that
+    go unanswered: ``pin add`` alone waits on a lost want until the stall timeout ends it."""
+    deadline = time.monotonic() + timeout
+    size = ask_patiently(
+        cid,
+        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait).size,
+        stall_timeout=stall_timeout,
+        deadline=deadline,
+    )
+    layout = file_layout(client, cid, size, stall_timeout=stall_timeout, deadline=deadline)
+    scatter_fetch(
+        client, layout, log=log, timeout=max(deadline - time.monotonic(), 0.001), stall_timeout=stall_timeout
+    )
+
+
 def ask_patiently(cid: str, ask: Callable[[float], T], *, stall_timeout: float, deadline: float) -> T:
     """``ask(timeout)`` for a block of ``cid``, asked again every REASK_AFTER seconds (a new want each
     time) until it answers, ``stall_timeout`` passed or the ``deadline`` (monotonic) came."""
