@@ -137,14 +137,16 @@ class HostCache:
     def drop_stale_bases(self, cid: str) -> None:
         """Bases of ``cid`` left unsynced by an earlier boot: their bytes may never have reached the disk."""
         current = self.boot_base_path(cid)
-        for path in self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*"):
+        for path in self._boot_bases(cid):
             if path != current:
                 _unlink(path)
 
     def base_bytes(self, cid: str) -> int:
-        return allocated(self.base_path(cid)) + sum(
-            allocated(path) for path in self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*")
-        )
+        return sum(allocated(path) for path in (self.base_path(cid), *self._boot_bases(cid)))
+
+    def _boot_bases(self, cid: str) -> list[Path]:
+        """The unsynced bases of ``cid``, of this boot and of earlier ones."""
+        return list(self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*"))
 
     @contextmanager
     def content_lock(self, cid: str, timeout: float) -> Iterator[None]:
@@ -278,11 +280,7 @@ class HostCache:
         sync_folder(self.entries_dir)
 
     def _drop(self, cid: str) -> None:
-        for path in (
-            self.base_path(cid),
-            *self.bases_dir.glob(f"{cid}{BOOT_SUFFIX}*"),
-            self._entry_path(cid),
-        ):
+        for path in (self.base_path(cid), *self._boot_bases(cid), self._entry_path(cid)):
             _unlink(path)
 
 

@@ -36,10 +36,10 @@ from one_ipfs.ipfs.pinning import (
     BlockSink,
     FileLayout,
     Leaf,
-    ask_patiently,
     file_layout,
     pin_with_progress,
     scatter_fetch,
+    stat_patiently,
 )
 from one_ipfs.ipfs.rpc import FileStat, ImportSettings, KuboClient
 
@@ -494,12 +494,8 @@ def _writer(
 
 
 def _root_stat(client: KuboClient, cid: str, deadline: Deadline, stall_timeout: float) -> FileStat:
-    """The image's size and type from its root block, which may have to come from a peer first."""
-    return ask_patiently(
-        cid,
-        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait),
-        stall_timeout=stall_timeout,
-        deadline=time.monotonic() + deadline.left(),
+    return stat_patiently(
+        client, cid, stall_timeout=stall_timeout, deadline=time.monotonic() + deadline.left()
     )
 
 

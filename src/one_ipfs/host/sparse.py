@@ -114,12 +114,13 @@ class SparseFile:
         if run_at >= 0:
             self._pwrite(view[run_at - offset :], run_at)
 
-    def copy_range(self, source_fd: int, start: int, end: int, source: Path) -> None:
-        """Copy bytes [start, end) of ``source_fd`` to the same place here, in the kernel where the
-        filesystems allow, else through a buffer. The append position does not move."""
+    def copy_range(self, source_fd: int, start: int, end: int, source: Path, *, in_kernel: bool) -> None:
+        """Copy bytes [start, end) of ``source_fd`` to the same place here: ``in_kernel`` where the
+        filesystems allow (zero runs copied as they are), else through a buffer (zero granules
+        skipped). The append position does not move."""
         position = start
         try:
-            while position < end:
+            while in_kernel and position < end:
                 copied = os.copy_file_range(source_fd, self._fd, end - position, position, position)
                 if not copied:
                     raise StorageError(f"{source} shrank while it was being copied")
@@ -203,18 +204,8 @@ def copy_file(source: Path, target: Path, *, in_kernel: bool = False, grow_to: i
         size = os.fstat(fd).st_size
         with SparseFile(target) as out:
             for start, end in _data_extents(fd, size):
-                if in_kernel:
-                    out.copy_range(fd, start, end, source)
-                    continue
-                out.skip(start - out.offset)
-                position = start
-                while position < end:
-                    data = os.pread(fd, min(READ_SIZE, end - position), position)
-                    if not data:
-                        raise StorageError(f"{source} shrank while it was being copied")
-                    out.write(data)
-                    position += len(data)
-            out.skip(size - out.offset)
+                out.copy_range(fd, start, end, source, in_kernel=in_kernel)
+            out.skip(size)
             return out.commit(expected_size=size, grow_to=grow_to)
     except OSError as exc:
         raise _storage_error(exc, source, "read") from None
@@ -242,12 +233,8 @@ def _data_extents(fd: int, size: int) -> Iterable[tuple[int, int]]:
 
 def persist(path: Path, target: Path) -> None:
     """Sync a file committed without sync and move it to ``target``: from then on it survives a reboot."""
+    _sync(path, os.O_RDONLY, target)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.rename(path, target)
     except OSError as exc:
         raise _storage_error(exc, target, "sync") from None
@@ -256,14 +243,18 @@ def persist(path: Path, target: Path) -> None:
 
 def sync_folder(folder: Path) -> None:
     """A rename is durable only once its folder is synced."""
+    _sync(folder, os.O_RDONLY | os.O_DIRECTORY, folder)
+
+
+def _sync(path: Path, flags: int, reported: Path) -> None:
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _storage_error(exc, folder, "sync") from None
+        raise _storage_error(exc, reported, "sync") from None
 
 
 def grow(path: Path, size: int) -> bool:

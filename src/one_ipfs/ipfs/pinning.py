@@ -17,7 +17,7 @@ from functools import partial
 from typing import TypeVar
 
 from one_ipfs.errors import IpfsTimeout
-from one_ipfs.ipfs.rpc import DagLink, KuboClient, PinProgress
+from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient, PinProgress
 
 PROGRESS_EVERY = 5.0
 RAW_CODEC_PREFIX = "bafk"
@@ -64,15 +64,20 @@ def fetch_patiently(
     """Bring every block of the file ``cid`` to the node before pinning it, asking again for wants that
     go unanswered: ``pin add`` alone waits on a lost want until the stall timeout ends it."""
     deadline = time.monotonic() + timeout
-    size = ask_patiently(
-        cid,
-        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait).size,
-        stall_timeout=stall_timeout,
-        deadline=deadline,
-    )
+    size = stat_patiently(client, cid, stall_timeout=stall_timeout, deadline=deadline).size
     layout = file_layout(client, cid, size, stall_timeout=stall_timeout, deadline=deadline)
     scatter_fetch(
         client, layout, log=log, timeout=max(deadline - time.monotonic(), 0.001), stall_timeout=stall_timeout
+    )
+
+
+def stat_patiently(client: KuboClient, cid: str, *, stall_timeout: float, deadline: float) -> FileStat:
+    """The file's size and type from its root block, which may have to come from a peer first."""
+    return ask_patiently(
+        cid,
+        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait),
+        stall_timeout=stall_timeout,
+        deadline=deadline,
     )
 
 
