@@ -22,12 +22,36 @@ from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.refs import DAG_PB, Cid
-from one_ipfs.ipfs.rpc import AddResult, DagLink, FileStat, ImportSettings, KuboClient, Pin, PinProgress
+from one_ipfs.ipfs.rpc import (
+    AddResult,
+    DagLink,
+    FileStat,
+    ImportSettings,
+    KuboClient,
+    NodeId,
+    Pin,
+    PinProgress,
+    Subscription,
+)
 
 MIB = 1 << 20
 RAW_CODEC = 0x55
 SHA2_256 = 0x12
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+
+
+class QuietSubscription(Subscription):
+    """A subscription nobody else publishes on: this host fetches alone."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def messages(self) -> Generator[tuple[str, bytes], None, None]:
+        self.closed.wait()
+        yield from ()
+
+    def close(self) -> None:
+        self.closed.set()
 
 
 class FakeKubo(KuboClient):
@@ -50,6 +74,7 @@ class FakeKubo(KuboClient):
         self.cats = 0
         self.block_reads = 0
         self.pin_delay = 0.0
+        self.reports: list[bytes] = []
         self.lock = threading.Lock()
 
     def publish(self, data: bytes, *, leaves_inside: bool = False) -> str:
@@ -82,6 +107,15 @@ class FakeKubo(KuboClient):
 
     def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
         return self.links[cid]
+
+    def id(self) -> NodeId:
+        return NodeId("12D3KooWFakeHost", [], "fake")
+
+    def pubsub_subscribe(self, topic: str, *, timeout: float) -> Subscription:
+        return QuietSubscription()
+
+    def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
+        self.reports.append(data)
 
     def gateway_address(self) -> tuple[str, int] | None:
         return None  # blocks are read through ``block_get``
@@ -276,6 +310,17 @@ def test_second_disk_of_an_image_on_a_host_is_a_copy_of_its_base_file(
     assert disk_of_vm(root, 8).read_bytes() == image
     assert disk_of_vm(root, 8).stat().st_blocks * 512 < len(image) // 3
     assert (kubo.pin_adds, kubo.cats, kubo.block_reads) == ([cid], 0, reads)
+
+
+def test_a_host_fetching_an_image_tells_the_other_hosts_until_it_holds_every_block(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    _, cid = deployed_to_vm_7(root, kubo, cache)
+
+    leaves = len({link.cid for link in kubo.links[cid]})  # a run of zeros is one leaf
+    assert kubo.reports, "no progress report was published"
+    assert [int(report) for report in kubo.reports] == sorted(int(report) for report in kubo.reports)
+    assert int(kubo.reports[-1]) == leaves
 
 
 def test_a_base_file_that_went_missing_is_written_again_from_the_nodes_blocks(

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from one_ipfs.errors import (
     StreamBroken,
 )
 from one_ipfs.ipfs import network
+from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.gateway import block_reader
 from one_ipfs.ipfs.pinning import Leaf, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
@@ -501,6 +504,66 @@ def test_routing_findprovs_finds_the_node_that_holds_an_image(
 
     settle(found, "the frontend's node showing up as a provider")
     assert providers == [kubo.id().peer_id]
+
+
+def test_a_pubsub_message_reaches_a_subscriber_with_its_senders_peer_id(
+    kubo: KuboClient, peer_node: LocalNode
+) -> None:
+    host = peer_node.client()
+    host.swarm_connect(kubo.id().addresses[0])
+    subscription = host.pubsub_subscribe("one-ipfs/test/greeting", timeout=30)
+    received: list[tuple[str, bytes]] = []
+    listener = threading.Thread(target=lambda: received.extend(subscription.messages()), daemon=True)
+    listener.start()
+
+    def arrived() -> bool:  # a subscription takes a moment to reach the publisher
+        kubo.pubsub_publish("one-ipfs/test/greeting", b"3")
+        return bool(received)
+
+    try:
+        settle(arrived, "the message reaching the subscriber")
+    finally:
+        subscription.close()
+        listener.join(10)
+    assert not listener.is_alive()
+    assert received[0] == (kubo.id().peer_id, b"3")
+
+
+def test_hosts_fetching_one_image_at_once_hear_of_each_other(
+    kubo: KuboClient, peer_node: LocalNode, throwaway_node: Callable[..., LocalNode]
+) -> None:
+    first, second = peer_node.client(), throwaway_node().wait_ready().client()
+    second.swarm_connect(peer_node.node.multiaddr)
+    leaves = [f"bafkleaf{i}" for i in range(16)]
+    orders = []
+    with ExitStack() as fleets:
+        for host in (first, second):
+            me = host.id().peer_id
+            order = FetchOrder(leaves, me, alone_at_once=8)
+            fleets.enter_context(Fleet(host, "bafyimage", order, me=me, timeout=30, log=lambda _: None))
+            orders.append(order)
+        settle(lambda: all(len(order.members) == 2 for order in orders), "each host hearing of the other")
+    assert orders[0].members == orders[1].members == sorted([first.id().peer_id, second.id().peer_id])
+
+
+def test_two_hosts_fetching_one_image_at_once_both_hold_all_of_it(
+    kubo: KuboClient, peer_node: LocalNode, throwaway_node: Callable[..., LocalNode], image: Path
+) -> None:
+    first, cid, size = image_on_a_peer(kubo, peer_node, image)
+    second = throwaway_node().wait_ready().client()
+    for address in (kubo.id().addresses[0], peer_node.node.multiaddr):
+        second.swarm_connect(address)
+
+    def fetch(host: KuboClient) -> None:
+        layout = file_layout(host, cid, size, stall_timeout=10, deadline=time.monotonic() + 30)
+        scatter_fetch(host, layout, log=lambda _: None, timeout=30, stall_timeout=10, fleet=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(fetch, host) for host in (first, second)]:
+            done.result()
+
+    for host in (first, second):
+        assert host.files_stat(f"/ipfs/{cid}", with_local=True).local is True
 
 
 # Errors ------------------------------------------------------------------------------------------------

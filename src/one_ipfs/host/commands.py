@@ -503,7 +503,13 @@ def _pin(
     client: KuboClient, layout: FileLayout, deadline: Deadline, stall_timeout: float, sink: BlockSink | None
 ) -> None:
     scatter_fetch(
-        client, layout, log=log_info, timeout=deadline.left(), stall_timeout=stall_timeout, sink=sink
+        client,
+        layout,
+        log=log_info,
+        timeout=deadline.left(),
+        stall_timeout=stall_timeout,
+        sink=sink,
+        fleet=True,
     )
     pin_with_progress(
         client,

@@ -161,7 +161,8 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         # libp2p's LAN DHT admits peers with private addresses (10/8, 172.16/12, 192.168/16, ...); peers in
         # 198.18.0.0/15 (the test bed) count as neither public nor private and never enter a routing table.
         # Content still flows between peered nodes (bitswap asks every connected peer), and IPNS records
-        # travel over pubsub between connected peers, which works for any address.
+        # travel over pubsub between connected peers, which works for any address; hosts fetching one image
+        # at once also tell each other their progress over pubsub (one_ipfs.ipfs.fleet).
         "Routing.Type": "dhtserver",
         "Pubsub.Enabled": True,
         "Ipns.UsePubsub": True,

@@ -8,15 +8,18 @@ seen here.
 
 from __future__ import annotations
 
-import random
+import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 from one_ipfs.errors import IpfsTimeout
+from one_ipfs.ipfs.fleet import OWN_AT_ONCE, FetchOrder, Fleet
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient, PinProgress
 
 PROGRESS_EVERY = 5.0
@@ -182,14 +185,16 @@ def scatter_fetch(
     timeout: float,
     stall_timeout: float,
     sink: BlockSink | None = None,
+    fleet: bool = False,
 ) -> None:
     """Fetch an image's leaf blocks in an order of this host's own, telling ``sink`` of each.
 
     Hosts that deploy one image at once would otherwise all ask for the same blocks in DAG order,
-    and the one node that has them (the frontend) would send each block to every host. In a
-    random order each host soon holds blocks the others still want, and bitswap lets them trade.
-    With a ``sink`` (an assemblable layout only) a disk is written while blocks still arrive, rather
-    than read back from the node afterwards.
+    and the one node that has them (the frontend) would send each block to every host. In an order
+    of its own each host soon holds blocks the others still want, and bitswap lets them trade; with
+    ``fleet`` the hosts fetching the image learn of each other and share its leaves out among
+    themselves (``one_ipfs.ipfs.fleet``). With a ``sink`` (an assemblable layout only) a disk is
+    written while blocks still arrive, rather than read back from the node afterwards.
 
     A block that has not come within REASK_AFTER is asked for again (Kubo cancels the want and sends
     a new one): a peer that restarted, or whose connection was replaced, may never answer the first
@@ -200,11 +205,14 @@ def scatter_fetch(
         raise ValueError(f"{layout.cid} cannot be assembled from its leaves")
     cid = layout.cid
     deadline = time.monotonic() + timeout
-    leaves = list(layout.leaves)
-    random.shuffle(leaves)
-    last_block = [time.monotonic()]
+    leaves = {leaf.cid: leaf for leaf in layout.leaves}
+    me = client.id().peer_id if fleet else os.urandom(8).hex()  # alone: an order no other host shares
+    order = FetchOrder(list(leaves), me, alone_at_once=SCATTER_WORKERS)
+    last_block, logged = [time.monotonic()], [time.monotonic()]
+    fetched = [0]
+    counting = threading.Lock()
 
-    def fetch(leaf: Leaf) -> int:
+    def fetch(leaf: Leaf) -> None:
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -220,15 +228,28 @@ def scatter_fetch(
             last_block[0] = time.monotonic()
             if sink is not None:
                 sink(leaf)
-            return size * len(leaf.offsets)
+            with counting:
+                fetched[0] += size * len(leaf.offsets)
+                if time.monotonic() - logged[0] >= PROGRESS_EVERY:
+                    logged[0] = time.monotonic()
+                    log(_progress_line(cid, fetched[0], layout.size))
+            return
 
-    fetched, logged = 0, time.monotonic()
-    with ThreadPoolExecutor(SCATTER_WORKERS) as pool:
-        for size in pool.map(fetch, leaves):
-            fetched += size
-            if time.monotonic() - logged >= PROGRESS_EVERY:
-                logged = time.monotonic()
-                log(_progress_line(cid, fetched, layout.size))
+    def work() -> None:
+        while (taken := order.take()) is not None:
+            fetch(leaves[taken])
+            order.done(taken)
+
+    workers = SCATTER_WORKERS + (OWN_AT_ONCE if fleet else 0)
+    with ExitStack() as stack:
+        if fleet:
+            stack.enter_context(Fleet(client, cid, order, me=me, timeout=timeout, log=log))
+        pool = stack.enter_context(ThreadPoolExecutor(workers))
+        running = [pool.submit(work) for _ in range(workers)]
+        wait(running, return_when=FIRST_EXCEPTION)
+        order.stop()  # a failed worker ends the others at their next leaf
+        for worker in running:
+            worker.result()
 
 
 def _max_links(size: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import selectors
@@ -372,6 +373,17 @@ class KuboClient:
     def swarm_connect(self, address: str) -> None:
         self._call("swarm/connect", (address,), {})
 
+    def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
+        """Send ``data`` to the nodes subscribed to ``topic``: members of the private network only."""
+        upload = _Upload(io.BytesIO(data), "data")
+        with self._open("pubsub/pub", (_multibase(topic),), {}, timeout, upload=upload) as exchange:
+            for _ in exchange.events():
+                pass
+
+    def pubsub_subscribe(self, topic: str, *, timeout: float) -> Subscription:
+        """Listen on ``topic`` for at most ``timeout`` seconds (or until the subscription is closed)."""
+        return Subscription(self._open("pubsub/sub", (_multibase(topic),), {}, timeout))
+
     def routing_findprovs(
         self, cid: str, *, num_providers: int = 20, timeout: float | None = None
     ) -> list[str]:
@@ -423,6 +435,41 @@ class KuboClient:
             f"/api/v0/{endpoint}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}", upload
         )
         return exchange
+
+
+class Subscription:
+    """A pubsub subscription: each message, with its sender's peer ID, as it comes, until closed.
+
+    ``close`` may be called from another thread than the one reading ``messages``: it ends the read.
+    """
+
+    def __init__(self, exchange: _Exchange) -> None:
+        self._exchange = exchange
+        self._closing = False
+
+    def messages(self) -> Iterator[tuple[str, bytes]]:
+        """``(sender, data)`` of each message; malformed ones are left out."""
+        try:
+            for message in self._exchange.events():
+                sender, data = message.get("from"), message.get("data")
+                if isinstance(sender, str) and sender and isinstance(data, str) and data.startswith("u"):
+                    try:
+                        yield sender, base64.urlsafe_b64decode(data[1:] + "=" * (-len(data[1:]) % 4))
+                    except ValueError:
+                        continue
+        except IpfsError:
+            if not self._closing:
+                raise
+        finally:
+            self._exchange.close()
+
+    def close(self) -> None:
+        """Wake the reader (the connection shuts down under it); it closes the exchange as it leaves."""
+        self._closing = True
+        sock = self._exchange.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Clock:
@@ -865,6 +912,11 @@ def _parse_api(api: str) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise problem
     return host, int(port_text)
+
+
+def _multibase(text: str) -> str:
+    """A pubsub topic as Kubo's RPC API takes it: multibase base64url (``u``) without padding."""
+    return "u" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def _flag(value: bool) -> str:

@@ -37,6 +37,7 @@ HOST_MODULES = (
     "ipfs/refs.py",
     "ipfs/pinning.py",
     "ipfs/gateway.py",
+    "ipfs/fleet.py",
     "ipfs/network.py",
     "host/*.py",
 )

@@ -1,0 +1,243 @@
+"""Hosts that fetch the same image at the same time share the frontend's link instead of each using it all.
+
+Standard library only: hosts ship it. Bitswap sends a want to every connected node and takes the block
+from whichever answers first; the frontend holds every block, so when N hosts fetch one image at once
+it ends up sending most blocks several times, and its link sets the pace. Here the hosts of such a
+fleet tell each other over pubsub (the image's topic, inside the private network) how far they got,
+and share the image's leaves among themselves: each host asks for its own share straight away, which
+only the frontend can send, and for the rest of the image only once their owners hold it, so that
+mostly an owner sends them. Nothing depends on the sharing being right: every host still asks for
+every leaf, and any node that holds one may send it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from one_ipfs.errors import IpfsError
+from one_ipfs.ipfs.rpc import KuboClient, Subscription
+
+TOPIC_PREFIX = "one-ipfs/fetching/"
+ANNOUNCE_EVERY = 0.25
+"""Seconds between a fetching host's reports of its progress."""
+OWN_AT_ONCE = 3
+"""Own leaves a host asks for at once while it has a fleet: enough to keep its share of the frontend busy."""
+OWNER_SILENT = 3.0
+"""Seconds without a report after which an owner counts as gone: its leaves are asked for from anyone."""
+RECHECK = 0.5
+"""Seconds a worker waits with nothing to ask for before it looks again (an owner may have gone silent)."""
+
+
+def topic(cid: str) -> str:
+    return TOPIC_PREFIX + cid
+
+
+class FetchOrder:
+    """Which leaf a fetching worker asks for next.
+
+    Each leaf belongs to the member of the fleet that scores highest for it (rendezvous hashing of
+    peer ID and leaf CID, which every member computes alike), and every owner asks for its leaves in
+    the order of its scores, reporting how many of them it holds from the start of that order. A host
+    asks for its own leaves first, OWN_AT_ONCE at a time, and for another owner's once that owner
+    reported holding them. A member that joins takes over only the leaves it scores highest for, so a
+    host that started alone, fetching its best-scored leaves first, has mostly fetched leaves that
+    stay its own. Alone, a host asks for every leaf, ``alone_at_once`` at a time.
+    """
+
+    def __init__(self, leaves: Sequence[str], me: str, *, alone_at_once: int) -> None:
+        self._leaves = list(leaves)
+        self._index = {leaf: i for i, leaf in enumerate(self._leaves)}
+        self._alone_at_once = alone_at_once
+        self._me = me
+        self._scores = {me: self._scores_of(me)}
+        self._owner = [me] * len(self._leaves)
+        self._held: dict[str, int] = {}
+        self._heard_at: dict[str, float] = {}
+        self._taken: set[int] = set()
+        self._done: set[int] = set()
+        self._own_in_flight: set[int] = set()
+        self._stopped = False
+        self._changed = threading.Condition()
+        self._deal()
+
+    @property
+    def members(self) -> list[str]:
+        with self._changed:
+            return sorted(self._scores)
+
+    def held(self) -> int:
+        """How many of its own leaves this host holds from the start of its order; every leaf, once it
+        holds them all (then every leaf it owns in any member's view is there to take)."""
+        with self._changed:
+            if len(self._done) == len(self._leaves):
+                return len(self._leaves)
+            return self._held_from_start
+
+    def heard(self, member: str, held: int) -> None:
+        """A member's report: it holds the first ``held`` leaves of its order."""
+        with self._changed:
+            if member not in self._scores:
+                scores = self._scores[member] = self._scores_of(member)
+                for i, owner in enumerate(self._owner):
+                    if scores[i] > self._scores[owner][i]:
+                        self._owner[i] = member
+                self._deal()
+            self._held[member] = max(held, self._held.get(member, 0))
+            self._heard_at[member] = time.monotonic()
+            self._changed.notify_all()
+
+    def take(self) -> str | None:
+        """The next leaf to ask for, waiting while the only ones left belong to owners that do not
+        hold them yet; None once every leaf has been taken (or the fetch stopped)."""
+        with self._changed:
+            while not self._stopped:
+                at_once = self._alone_at_once if len(self._scores) == 1 else OWN_AT_ONCE
+                if self._own and len(self._own_in_flight) < at_once:
+                    index = self._own.popleft()
+                    self._own_in_flight.add(index)
+                    return self._taken_leaf(index)
+                due = self._next_due()
+                if due is not None:
+                    return self._taken_leaf(self._others[due].popleft())
+                if not self._own and not any(self._others.values()):
+                    return None
+                self._changed.wait(RECHECK)
+            return None
+
+    def done(self, leaf: str) -> None:
+        with self._changed:
+            index = self._index[leaf]
+            self._done.add(index)
+            self._own_in_flight.discard(index)
+            while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
+                self._held_from_start += 1
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """Wake and release every waiting worker: the fetch failed."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def _scores_of(self, member: str) -> list[bytes]:
+        return [hashlib.blake2b(f"{member}/{leaf}".encode(), digest_size=8).digest() for leaf in self._leaves]
+
+    def _taken_leaf(self, index: int) -> str:
+        self._taken.add(index)
+        return self._leaves[index]
+
+    def _deal(self) -> None:
+        """Order every owner's leaves by its scores; queue those not yet taken."""
+        by_owner: dict[str, list[int]] = {}
+        for i, owner in enumerate(self._owner):
+            by_owner.setdefault(owner, []).append(i)
+        self._rank = [0] * len(self._leaves)
+        for owner, owned in by_owner.items():
+            owned.sort(key=self._scores[owner].__getitem__, reverse=True)
+            for rank, i in enumerate(owned):
+                self._rank[i] = rank
+        self._mine = by_owner.pop(self._me, [])
+        self._held_from_start = 0
+        while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
+            self._held_from_start += 1
+        self._own = deque(i for i in self._mine if i not in self._taken)
+        self._others = {
+            owner: deque(i for i in owned if i not in self._taken) for owner, owned in by_owner.items()
+        }
+
+    def _next_due(self) -> str | None:
+        """The owner whose next leaf is the earliest in its order among those its owner holds (or that
+        nobody may be waited for: the owner went silent, or this host has nothing else left to ask)."""
+        now, best = time.monotonic(), None
+        for owner, queue in self._others.items():
+            if not queue:
+                continue
+            silent = now - self._heard_at.get(owner, now) > OWNER_SILENT
+            if (self._held.get(owner, 0) > self._rank[queue[0]] or silent) and (
+                best is None or self._rank[queue[0]] < self._rank[self._others[best][0]]
+            ):
+                best = owner
+        return best
+
+
+class Fleet:
+    """This host's membership of the fleet fetching one image: while it fetches it reports its progress
+    on the image's topic every ANNOUNCE_EVERY seconds, and passes the others' reports to the order.
+
+    A node without pubsub, or any failure of it, only leaves the host fetching as if alone
+    (``log`` tells why); the fetch itself never fails because of the fleet.
+    """
+
+    def __init__(
+        self,
+        client: KuboClient,
+        cid: str,
+        order: FetchOrder,
+        *,
+        me: str,
+        timeout: float,
+        log: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._topic = topic(cid)
+        self._order = order
+        self._me = me
+        self._timeout = timeout
+        self._log = log
+        self._leaving = threading.Event()
+        self._subscription: Subscription | None = None
+        self._threads = [
+            threading.Thread(target=self._listen, name="fleet-listen", daemon=True),
+            threading.Thread(target=self._report, name="fleet-report", daemon=True),
+        ]
+
+    def __enter__(self) -> Fleet:
+        try:
+            self._subscription = self._client.pubsub_subscribe(self._topic, timeout=self._timeout)
+        except IpfsError as exc:
+            self._log(f"fetching without knowing of other hosts: {exc}")
+            return self
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._leaving.set()
+        if self._subscription is not None:
+            self._subscription.close()
+            for thread in self._threads:
+                thread.join()
+
+    def _listen(self) -> None:
+        assert self._subscription is not None
+        heard: set[str] = set()
+        try:
+            for sender, data in self._subscription.messages():
+                if sender == self._me or not data.isdigit() or len(data) > 12:
+                    continue
+                self._order.heard(sender, int(data))
+                if sender not in heard:
+                    heard.add(sender)
+                    self._log(f"fetching alongside {len(heard)} other host(s)")
+        except IpfsError as exc:
+            self._log(f"no longer hearing of other hosts: {exc}")
+
+    def _report(self) -> None:
+        """Progress every ANNOUNCE_EVERY seconds, and once more as the host leaves (holding it all,
+        when the fetch succeeded)."""
+        while True:
+            leaving = self._leaving.is_set()
+            try:
+                self._client.pubsub_publish(
+                    self._topic, str(self._order.held()).encode(), timeout=ANNOUNCE_EVERY * 8
+                )
+            except IpfsError as exc:
+                self._log(f"cannot tell other hosts of this fetch: {exc}")
+                return
+            if leaving:
+                return
+            self._leaving.wait(ANNOUNCE_EVERY)

@@ -1,0 +1,146 @@
+"""How hosts fetching one image at once share it out (``one_ipfs.ipfs.fleet.FetchOrder``), without Kubo."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from one_ipfs.ipfs import fleet
+from one_ipfs.ipfs.fleet import FetchOrder
+
+LEAVES = [f"bafkleaf{i:03}" for i in range(64)]
+
+
+def taken_now(order: FetchOrder, count: int) -> list[str]:
+    leaves = []
+    for _ in range(count):
+        leaf = order.take()
+        assert leaf is not None
+        leaves.append(leaf)
+    return leaves
+
+
+def take_in_background(order: FetchOrder) -> tuple[threading.Thread, list[str | None]]:
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(order.take()), daemon=True)
+    worker.start()
+    return worker, got
+
+
+def fetch_everything_of_my_own(order: FetchOrder) -> list[str]:
+    """Take and finish leaves until only other owners' are left, then stop the order: its own, in order."""
+    own: list[str] = []
+    while True:
+        worker, got = take_in_background(order)
+        worker.join(0.3)
+        if worker.is_alive():  # only other owners' leaves are left
+            order.stop()
+            worker.join()
+            return own
+        leaf = got[0]
+        assert leaf is not None
+        own.append(leaf)
+        order.done(leaf)
+
+
+def finish(order: FetchOrder, count: int) -> list[str]:
+    """Take and finish ``count`` leaves, one at a time."""
+    finished = []
+    for _ in range(count):
+        (leaf,) = taken_now(order, 1)
+        order.done(leaf)
+        finished.append(leaf)
+    return finished
+
+
+def test_a_host_alone_takes_every_leaf_once_as_many_at_once_as_it_has_workers() -> None:
+    order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    first = taken_now(order, 8)
+    worker, got = take_in_background(order)
+    worker.join(0.3)
+    assert worker.is_alive(), "a ninth leaf was handed out before any of the eight came"
+
+    order.done(first[0])
+    worker.join(5)
+    (ninth,) = got
+    assert ninth is not None
+    rest = []
+    for earlier in [*first[1:], ninth]:
+        order.done(earlier)
+    while (leaf := order.take()) is not None:
+        rest.append(leaf)
+        order.done(leaf)
+
+    assert sorted([*first, ninth, *rest]) == sorted(LEAVES)
+
+
+def test_hosts_alone_start_at_different_leaves() -> None:
+    firsts = {FetchOrder(LEAVES, f"host-{name}", alone_at_once=8).take() for name in "abcdefgh"}
+    assert len(firsts) > 1
+
+
+def test_two_hosts_that_heard_of_each_other_own_each_leaf_exactly_once() -> None:
+    a, b = FetchOrder(LEAVES, "host-a", alone_at_once=8), FetchOrder(LEAVES, "host-b", alone_at_once=8)
+    a.heard("host-b", 0)
+    b.heard("host-a", 0)
+
+    own_a, own_b = fetch_everything_of_my_own(a), fetch_everything_of_my_own(b)
+
+    assert a.members == b.members == ["host-a", "host-b"]
+    assert not set(own_a) & set(own_b)
+    assert sorted(own_a + own_b) == sorted(LEAVES)
+
+
+def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
+    b = FetchOrder(LEAVES, "host-b", alone_at_once=8)
+    b.heard("host-a", 0)
+    own_b = fetch_everything_of_my_own(b)
+    a = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    a.heard("host-b", 0)
+    own_a = finish(a, len(LEAVES) - len(own_b))
+    assert not set(own_a) & set(own_b)
+
+    worker, got = take_in_background(a)
+    worker.join(0.3)
+    assert worker.is_alive(), "host-a asked for host-b's leaf before host-b held it"
+
+    a.heard("host-b", 1)
+    worker.join(5)
+    assert got == [own_b[0]]
+
+
+def test_an_owner_that_went_silent_no_longer_holds_its_leaves_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "OWNER_SILENT", 0.2)
+    monkeypatch.setattr(fleet, "RECHECK", 0.05)
+    order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    order.heard("host-b", 0)
+    while (leaf := order.take()) is not None:
+        order.done(leaf)  # ends only once host-b's leaves were handed out too
+
+
+def test_a_host_reports_holding_its_leaves_from_the_start_of_its_order_then_all() -> None:
+    order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    first, second = taken_now(order, 2)
+    order.done(second)
+    assert order.held() == 0
+    order.done(first)
+    assert order.held() == 2
+    while (leaf := order.take()) is not None:
+        order.done(leaf)
+    assert order.held() == len(LEAVES)
+
+
+def test_stopping_releases_a_worker_waiting_for_an_owner() -> None:
+    b = FetchOrder(LEAVES, "host-b", alone_at_once=8)
+    b.heard("host-a", 0)
+    own_b = fetch_everything_of_my_own(b)
+    a = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    a.heard("host-b", 0)
+    finish(a, len(LEAVES) - len(own_b))
+    worker, got = take_in_background(a)
+
+    a.stop()
+
+    worker.join(5)
+    assert got == [None]
