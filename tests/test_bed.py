@@ -196,18 +196,18 @@ def test_frontend_command_runs_as_oneadmin_in_the_frontends_var_lib_one(bed: Bed
 
     assert result.stdout.decode().split() == ["oneadmin", "/var/lib/one", "stdin"]
     config = (bed.root / "frontend" / "var-lib-one" / ".ssh" / "config").read_text()
-    assert "Host h3\n    HostName 198.18.0.13\n" in config
+    assert f"Host h3\n    HostName {bed.host('h3').address}\n" in config
 
 
 def test_rate_limit_applies_to_both_ends_of_a_link(bed: Bed) -> None:
-    h2 = bed.host("h2")
+    h2, prefix = bed.host("h2"), bed.layout.prefix
 
     def qdiscs() -> list[str]:
         return [
-            system.run(["tc", "qdisc", "show", "dev", "oi-h2a", "root"]),
-            bed.host_run(h2, ["tc", "qdisc", "show", "dev", "oi-h2b", "root"]).stdout.decode(),
-            system.run(["tc", "qdisc", "show", "dev", "oi-fea", "root"]),
-            system.run(["tc", "qdisc", "show", "dev", "oi-feb", "root"]),
+            system.run(["tc", "qdisc", "show", "dev", f"{h2.netns}a", "root"]),
+            bed.host_run(h2, ["tc", "qdisc", "show", "dev", f"{h2.netns}b", "root"]).stdout.decode(),
+            system.run(["tc", "qdisc", "show", "dev", f"{prefix}-fea", "root"]),
+            system.run(["tc", "qdisc", "show", "dev", f"{prefix}-feb", "root"]),
         ]
 
     bed.set_rate(h2, 100)

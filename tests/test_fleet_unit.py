@@ -110,13 +110,28 @@ def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
     assert got == [own_b[0]]
 
 
-def test_an_owner_that_went_silent_no_longer_holds_its_leaves_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fleet, "OWNER_SILENT", 0.2)
+def test_an_owner_that_reports_no_progress_no_longer_holds_its_leaves_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fleet, "OWNER_STUCK", 0.3)
     monkeypatch.setattr(fleet, "RECHECK", 0.05)
     order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
     order.heard("host-b", 0)
-    while (leaf := order.take()) is not None:
-        order.done(leaf)  # ends only once host-b's leaves were handed out too
+    reporting = threading.Event()
+
+    def stuck_at_zero() -> None:  # host-b keeps saying it holds nothing
+        while not reporting.wait(0.05):
+            order.heard("host-b", 0)
+
+    threading.Thread(target=stuck_at_zero, daemon=True).start()
+    try:
+        taken = []
+        while (leaf := order.take()) is not None:
+            taken.append(leaf)
+            order.done(leaf)
+    finally:
+        reporting.set()
+    assert sorted(taken) == sorted(LEAVES)
 
 
 def test_a_host_reports_holding_its_leaves_from_the_start_of_its_order_then_all() -> None:

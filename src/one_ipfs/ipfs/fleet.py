@@ -26,10 +26,11 @@ ANNOUNCE_EVERY = 0.25
 """Seconds between a fetching host's reports of its progress."""
 OWN_AT_ONCE = 3
 """Own leaves a host asks for at once while it has a fleet: enough to keep its share of the frontend busy."""
-OWNER_SILENT = 3.0
-"""Seconds without a report after which an owner counts as gone: its leaves are asked for from anyone."""
+OWNER_STUCK = 3.0
+"""Seconds an owner may go without reporting more leaves before its leaves are asked for from anyone: a
+host that stopped, went silent or lies does not hold the others back for longer."""
 RECHECK = 0.5
-"""Seconds a worker waits with nothing to ask for before it looks again (an owner may have gone silent)."""
+"""Seconds a worker waits with nothing to ask for before it looks again (an owner may be stuck)."""
 
 
 def topic(cid: str) -> str:
@@ -56,7 +57,7 @@ class FetchOrder:
         self._scores = {me: self._scores_of(me)}
         self._owner = [me] * len(self._leaves)
         self._held: dict[str, int] = {}
-        self._heard_at: dict[str, float] = {}
+        self._advanced_at: dict[str, float] = {}
         self._taken: set[int] = set()
         self._done: set[int] = set()
         self._own_in_flight: set[int] = set()
@@ -86,8 +87,9 @@ class FetchOrder:
                     if scores[i] > self._scores[owner][i]:
                         self._owner[i] = member
                 self._deal()
-            self._held[member] = max(held, self._held.get(member, 0))
-            self._heard_at[member] = time.monotonic()
+            if held > self._held.get(member, -1):
+                self._advanced_at[member] = time.monotonic()
+            self._held[member] = held  # may drop: a member's order changes as its fleet grows
             self._changed.notify_all()
 
     def take(self) -> str | None:
@@ -113,8 +115,7 @@ class FetchOrder:
             index = self._index[leaf]
             self._done.add(index)
             self._own_in_flight.discard(index)
-            while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
-                self._held_from_start += 1
+            self._count_held()
             self._changed.notify_all()
 
     def stop(self) -> None:
@@ -142,22 +143,25 @@ class FetchOrder:
                 self._rank[i] = rank
         self._mine = by_owner.pop(self._me, [])
         self._held_from_start = 0
-        while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
-            self._held_from_start += 1
+        self._count_held()
         self._own = deque(i for i in self._mine if i not in self._taken)
         self._others = {
             owner: deque(i for i in owned if i not in self._taken) for owner, owned in by_owner.items()
         }
 
+    def _count_held(self) -> None:
+        while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
+            self._held_from_start += 1
+
     def _next_due(self) -> str | None:
-        """The owner whose next leaf is the earliest in its order among those its owner holds (or that
-        nobody may be waited for: the owner went silent, or this host has nothing else left to ask)."""
+        """The owner whose next leaf comes earliest in its order among the leaves that may be asked for:
+        held by their owner, or of an owner that got stuck."""
         now, best = time.monotonic(), None
         for owner, queue in self._others.items():
             if not queue:
                 continue
-            silent = now - self._heard_at.get(owner, now) > OWNER_SILENT
-            if (self._held.get(owner, 0) > self._rank[queue[0]] or silent) and (
+            stuck = now - self._advanced_at.get(owner, now) > OWNER_STUCK
+            if (self._held.get(owner, 0) > self._rank[queue[0]] or stuck) and (
                 best is None or self._rank[queue[0]] < self._rank[self._others[best][0]]
             ):
                 best = owner
