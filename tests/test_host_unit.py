@@ -479,6 +479,32 @@ def test_concurrent_deploys_of_one_image_fetch_it_once(root: Path, kubo: FakeKub
     assert disk_of_vm(root, 8).read_bytes() == image
 
 
+def test_an_eviction_during_a_fetch_leaves_the_collection_to_a_later_one(
+    root: Path, kubo: FakeKubo, cache: HostCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "GC_LOCK_WAIT", 0.2)
+    unused = kubo.publish(os.urandom(MIB))
+    deploy(kubo, cache, unused, disk_of_vm(root, 7), vm=7)
+    commands.delete_disk(kubo, cache, disk_of_vm(root, 7), vm=7, timeout=60, cache_max_mb=1 << 20)
+    fetching = kubo.publish(os.urandom(2 * MIB))
+    kubo.pin_delay = 2.0
+    deploying = threading.Thread(
+        target=deploy, args=(kubo, HostCache(cache.folder), fetching, disk_of_vm(root, 8)), kwargs={"vm": 8}
+    )
+    deploying.start()
+    while fetching not in kubo.pin_adds:  # its blocks are in the node, not pinned yet
+        assert deploying.is_alive()
+        time.sleep(0.02)
+
+    evicted = cache.evict(kubo, 0, gc_timeout=10)
+
+    assert evicted == [unused]
+    assert kubo.gc_runs == 0
+    deploying.join()
+    assert disk_of_vm(root, 8).is_file()
+    assert fetching in kubo.pins
+
+
 def test_content_pinned_by_the_datastore_is_used_but_never_unpinned(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:

@@ -39,7 +39,9 @@ CACHE_PIN_PREFIX = "one-cache-"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 BOOT_SUFFIX = ".boot-"
 INDEX_LOCK_TIMEOUT = 120.0
-GC_LOCK_WAIT = 30.0
+GC_LOCK_WAIT = 2.0
+"""Seconds an eviction waits for fetches and additions under way before it postpones the collection of what
+it unpinned: a deploy that trims the cache does not wait for another deploy's fetch."""
 LOCK_POLL = 0.1
 
 
@@ -156,7 +158,7 @@ class HostCache:
 
     @contextmanager
     def adding(self, timeout: float) -> Iterator[None]:
-        """Content added but not pinned yet must not meet a garbage collection."""
+        """Content fetched or added but not pinned yet must not meet a garbage collection."""
         with _flock(self.folder / "gc.lock", fcntl.LOCK_SH, timeout, "the IPFS cache's collection lock"):
             yield
 
@@ -226,7 +228,8 @@ class HostCache:
         return evicted
 
     def _collect(self, client: KuboClient, timeout: float) -> None:
-        """repo/gc, unless an addition is under way: then its blocks are collected after a later eviction."""
+        """repo/gc, unless a fetch or an addition is under way: then what was unpinned is collected after
+        a later eviction."""
         wait = min(GC_LOCK_WAIT, timeout)
         try:
             with _flock(self.folder / "gc.lock", fcntl.LOCK_EX, wait, "the IPFS cache's collection lock"):

@@ -427,12 +427,12 @@ def _hold(
     layout, sink = None, None
     if owner is None:
         log_info(f"fetching {cid} ({info.size >> 20} MiB) into this host's IPFS node")
-        layout = file_layout(
-            client, cid, info.size, stall_timeout=stall_timeout, deadline=time.monotonic() + deadline.left()
-        )
-        if into and layout.assemblable:
-            sink = _writer(into, layout, block_reader(client), deadline, stall_timeout)
-        _pin(client, layout, deadline, stall_timeout, sink)
+        with cache.adding(deadline.left()):  # blocks fetched but not pinned yet must not meet a collection
+            until = time.monotonic() + deadline.left()
+            layout = file_layout(client, cid, info.size, stall_timeout=stall_timeout, deadline=until)
+            if into and layout.assemblable:
+                sink = _writer(into, layout, block_reader(client), deadline, stall_timeout)
+            _pin(client, layout, deadline, stall_timeout, sink)
     else:
         log_info(f"{cid} is already held by this host's IPFS node")
     owns = owner is None or owner.startswith(CACHE_PIN_PREFIX)
