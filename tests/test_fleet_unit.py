@@ -110,6 +110,18 @@ def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
     assert got == [own_b[0]]
 
 
+def test_an_owner_that_went_silent_no_longer_holds_its_leaves_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "OWNER_SILENT", 0.2)
+    monkeypatch.setattr(fleet, "RECHECK", 0.05)
+    order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    order.heard("host-b", 0)
+    taken = []
+    while (leaf := order.take()) is not None:  # ends only once host-b's leaves were handed out too
+        taken.append(leaf)
+        order.done(leaf)
+    assert sorted(taken) == sorted(LEAVES)
+
+
 def test_an_owner_that_reports_no_progress_no_longer_holds_its_leaves_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -26,9 +26,13 @@ ANNOUNCE_EVERY = 0.25
 """Seconds between a fetching host's reports of its progress."""
 OWN_AT_ONCE = 3
 """Own leaves a host asks for at once while it has a fleet: enough to keep its share of the frontend busy."""
-OWNER_STUCK = 3.0
-"""Seconds an owner may go without reporting more leaves before its leaves are asked for from anyone: a
-host that stopped, went silent or lies does not hold the others back for longer."""
+OWNER_SILENT = 3.0
+"""Seconds without a report after which an owner counts as gone: its leaves are asked for from anyone."""
+OWNER_STUCK = 15.0
+"""Seconds an owner that still reports may go without holding more before its leaves are asked for from
+anyone, so that a host that is stuck, or lies, does not hold the others back for longer. Far longer than
+OWNER_SILENT: on a busy link a host's next leaf in order may well take seconds, and a fleet that gave up on
+its owners early would be back to every host asking the frontend."""
 RECHECK = 0.5
 """Seconds a worker waits with nothing to ask for before it looks again (an owner may be stuck)."""
 
@@ -57,6 +61,7 @@ class FetchOrder:
         self._scores = {me: self._scores_of(me)}
         self._owner = [me] * len(self._leaves)
         self._held: dict[str, int] = {}
+        self._heard_at: dict[str, float] = {}
         self._advanced_at: dict[str, float] = {}
         self._taken: set[int] = set()
         self._done: set[int] = set()
@@ -87,8 +92,9 @@ class FetchOrder:
                     if scores[i] > self._scores[owner][i]:
                         self._owner[i] = member
                 self._deal()
+            self._heard_at[member] = time.monotonic()
             if held > self._held.get(member, -1):
-                self._advanced_at[member] = time.monotonic()
+                self._advanced_at[member] = self._heard_at[member]
             self._held[member] = held  # may drop: a member's order changes as its fleet grows
             self._changed.notify_all()
 
@@ -155,13 +161,16 @@ class FetchOrder:
 
     def _next_due(self) -> str | None:
         """The owner whose next leaf comes earliest in its order among the leaves that may be asked for:
-        held by their owner, or of an owner that got stuck."""
+        held by their owner, or of an owner that went silent or got stuck."""
         now, best = time.monotonic(), None
         for owner, queue in self._others.items():
             if not queue:
                 continue
-            stuck = now - self._advanced_at.get(owner, now) > OWNER_STUCK
-            if (self._held.get(owner, 0) > self._rank[queue[0]] or stuck) and (
+            gone = (
+                now - self._heard_at.get(owner, now) > OWNER_SILENT
+                or now - self._advanced_at.get(owner, now) > OWNER_STUCK
+            )
+            if (self._held.get(owner, 0) > self._rank[queue[0]] or gone) and (
                 best is None or self._rank[queue[0]] < self._rank[self._others[best][0]]
             ):
                 best = owner
