@@ -92,7 +92,8 @@ def test_two_hosts_that_heard_of_each_other_own_each_leaf_exactly_once() -> None
     assert sorted(own_a + own_b) == sorted(LEAVES)
 
 
-def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
+def host_a_left_with_host_bs_leaves() -> tuple[FetchOrder, list[str]]:
+    """Host a of a fleet with host b, holding all its own leaves: its order, and b's leaves in b's order."""
     b = FetchOrder(LEAVES, "host-b", alone_at_once=8)
     b.heard("host-a", 0)
     own_b = fetch_everything_of_my_own(b)
@@ -100,6 +101,11 @@ def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
     a.heard("host-b", 0)
     own_a = finish(a, len(LEAVES) - len(own_b))
     assert not set(own_a) & set(own_b)
+    return a, own_b
+
+
+def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
+    a, own_b = host_a_left_with_host_bs_leaves()
 
     worker, got = take_in_background(a)
     worker.join(0.3)
@@ -159,12 +165,7 @@ def test_a_host_reports_holding_its_leaves_from_the_start_of_its_order_then_all(
 
 
 def test_stopping_releases_a_worker_waiting_for_an_owner() -> None:
-    b = FetchOrder(LEAVES, "host-b", alone_at_once=8)
-    b.heard("host-a", 0)
-    own_b = fetch_everything_of_my_own(b)
-    a = FetchOrder(LEAVES, "host-a", alone_at_once=8)
-    a.heard("host-b", 0)
-    finish(a, len(LEAVES) - len(own_b))
+    a, _ = host_a_left_with_host_bs_leaves()
     worker, got = take_in_background(a)
 
     a.stop()
