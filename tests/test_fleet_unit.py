@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from one_ipfs.ipfs import fleet
-from one_ipfs.ipfs.fleet import FetchOrder
+from one_ipfs.ipfs.fleet import FetchOrder, Want
 
 LEAVES = [f"bafkleaf{i:03}" for i in range(64)]
 
@@ -15,14 +15,14 @@ LEAVES = [f"bafkleaf{i:03}" for i in range(64)]
 def taken_now(order: FetchOrder, count: int) -> list[str]:
     leaves = []
     for _ in range(count):
-        leaf = order.take()
-        assert leaf is not None
-        leaves.append(leaf)
+        want = order.take()
+        assert want is not None
+        leaves.append(want.leaf)
     return leaves
 
 
-def take_in_background(order: FetchOrder) -> tuple[threading.Thread, list[str | None]]:
-    got: list[str | None] = []
+def take_in_background(order: FetchOrder) -> tuple[threading.Thread, list[Want | None]]:
+    got: list[Want | None] = []
     worker = threading.Thread(target=lambda: got.append(order.take()), daemon=True)
     worker.start()
     return worker, got
@@ -38,10 +38,11 @@ def fetch_everything_of_my_own(order: FetchOrder) -> list[str]:
             order.stop()
             worker.join()
             return own
-        leaf = got[0]
-        assert leaf is not None
-        own.append(leaf)
-        order.done(leaf)
+        want = got[0]
+        assert want is not None
+        assert want.holder is None, "a host's own leaf was to be read from another host"
+        own.append(want.leaf)
+        order.done(want.leaf)
 
 
 def finish(order: FetchOrder, count: int) -> list[str]:
@@ -66,13 +67,13 @@ def test_a_host_alone_takes_every_leaf_once_as_many_at_once_as_it_has_workers() 
     (ninth,) = got
     assert ninth is not None
     rest = []
-    for earlier in [*first[1:], ninth]:
+    for earlier in [*first[1:], ninth.leaf]:
         order.done(earlier)
-    while (leaf := order.take()) is not None:
-        rest.append(leaf)
-        order.done(leaf)
+    while (want := order.take()) is not None:
+        rest.append(want.leaf)
+        order.done(want.leaf)
 
-    assert sorted([*first, ninth, *rest]) == sorted(LEAVES)
+    assert sorted([*first, ninth.leaf, *rest]) == sorted(LEAVES)
 
 
 def test_hosts_alone_start_at_different_leaves() -> None:
@@ -104,7 +105,7 @@ def host_a_left_with_host_bs_leaves() -> tuple[FetchOrder, list[str]]:
     return a, own_b
 
 
-def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
+def test_another_owners_leaves_wait_until_it_reports_holding_them_then_are_read_from_it() -> None:
     a, own_b = host_a_left_with_host_bs_leaves()
 
     worker, got = take_in_background(a)
@@ -113,7 +114,7 @@ def test_another_owners_leaves_wait_until_it_reports_holding_them() -> None:
 
     a.heard("host-b", 1)
     worker.join(5)
-    assert got == [own_b[0]]
+    assert got == [Want(own_b[0], "host-b")]
 
 
 def test_an_owner_that_went_silent_no_longer_holds_its_leaves_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,9 +123,10 @@ def test_an_owner_that_went_silent_no_longer_holds_its_leaves_back(monkeypatch: 
     order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
     order.heard("host-b", 0)
     taken = []
-    while (leaf := order.take()) is not None:  # ends only once host-b's leaves were handed out too
-        taken.append(leaf)
-        order.done(leaf)
+    while (want := order.take()) is not None:  # ends only once host-b's leaves were handed out too
+        assert want.holder is None, "a leaf was to be read from a host that never held it"
+        taken.append(want.leaf)
+        order.done(want.leaf)
     assert sorted(taken) == sorted(LEAVES)
 
 
@@ -144,9 +146,9 @@ def test_an_owner_that_reports_no_progress_no_longer_holds_its_leaves_back(
     threading.Thread(target=stuck_at_zero, daemon=True).start()
     try:
         taken = []
-        while (leaf := order.take()) is not None:
-            taken.append(leaf)
-            order.done(leaf)
+        while (want := order.take()) is not None:
+            taken.append(want.leaf)
+            order.done(want.leaf)
     finally:
         reporting.set()
     assert sorted(taken) == sorted(LEAVES)
@@ -159,8 +161,8 @@ def test_a_host_reports_holding_its_leaves_from_the_start_of_its_order_then_all(
     assert order.held() == 0
     order.done(first)
     assert order.held() == 2
-    while (leaf := order.take()) is not None:
-        order.done(leaf)
+    while (want := order.take()) is not None:
+        order.done(want.leaf)
     assert order.held() == len(LEAVES)
 
 
@@ -172,3 +174,23 @@ def test_stopping_releases_a_worker_waiting_for_an_owner() -> None:
 
     worker.join(5)
     assert got == [None]
+
+
+def test_an_owner_that_went_silent_holding_its_leaves_is_still_read_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fleet, "OWNER_SILENT", 0.1)
+    a, own_b = host_a_left_with_host_bs_leaves()
+    a.heard("host-b", len(LEAVES))  # host-b's last report: it holds everything, and it is done
+
+    threading.Event().wait(0.2)
+
+    assert taken_wants(a) == [Want(leaf, "host-b") for leaf in own_b]
+
+
+def taken_wants(order: FetchOrder) -> list[Want]:
+    wants = []
+    while (want := order.take()) is not None:
+        wants.append(want)
+        order.done(want.leaf)
+    return wants

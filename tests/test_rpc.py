@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -21,6 +22,7 @@ from one_ipfs.errors import (
     CommandFailed,
     ContentNotFound,
     DaemonUnreachable,
+    InvalidInput,
     IpfsTimeout,
     OneIpfsError,
     StorageError,
@@ -28,7 +30,7 @@ from one_ipfs.errors import (
 )
 from one_ipfs.ipfs import network
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
-from one_ipfs.ipfs.gateway import block_reader
+from one_ipfs.ipfs.gateway import Gateway, block_reader, raw_cid
 from one_ipfs.ipfs.pinning import Leaf, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
@@ -329,7 +331,8 @@ def test_an_image_assembled_from_its_leaves_as_they_arrive_is_byte_identical(
     assembled = bytearray(size)
     read = block_reader(host)
 
-    def place(leaf: Leaf) -> None:
+    def place(leaf: Leaf, data: bytes | None) -> None:
+        assert data is None  # a fetch alone reads every block by bitswap
         data = read(leaf.cid, 10)
         for offset in leaf.offsets:
             assembled[offset : offset + len(data)] = data
@@ -365,6 +368,35 @@ def test_a_gateway_that_lacks_the_block_answers_with_one_line(
 
     assert missing in str(failure.value)
     assert "\n" not in str(failure.value)
+
+
+def test_a_block_another_host_sends_is_refused_unless_it_matches_its_cid() -> None:
+    block, paths = os.urandom(5000), []
+
+    class LyingGateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(block)))
+            self.end_headers()
+            self.wfile.write(block)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LyingGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gateway, peer = Gateway("127.0.0.1", server.server_address[1]), "12D3KooWHolder"
+    try:
+        assert gateway.peer_block(peer, raw_cid(block), 5) == block
+        with pytest.raises(StreamBroken, match=f"^peer {peer} sent other bytes than block "):
+            gateway.peer_block(peer, raw_cid(b"another block"), 5)
+        with pytest.raises(InvalidInput, match="is no peer ID"):
+            gateway.peer_block("../ipfs", raw_cid(block), 5)
+    finally:
+        server.shutdown()
+    assert paths[0] == f"/p2p/{peer}/x/one-ipfs-blocks/http/ipfs/{raw_cid(block)}?format=raw"
+    assert len(paths) == 2
 
 
 def test_pin_add_reports_progress_in_nodes_and_bytes(kubo: KuboClient, kubo_node: LocalNode) -> None:
@@ -538,9 +570,8 @@ def test_hosts_fetching_one_image_at_once_hear_of_each_other(
     orders = []
     with ExitStack() as fleets:
         for host in (first, second):
-            me = host.id().peer_id
-            order = FetchOrder(leaves, me, alone_at_once=8)
-            fleets.enter_context(Fleet(host, "bafyimage", order, me=me, timeout=30, log=lambda _: None))
+            order = FetchOrder(leaves, host.id().peer_id, alone_at_once=8)
+            fleets.enter_context(Fleet(host, "bafyimage", order, timeout=30, log=lambda _: None))
             orders.append(order)
         settle(lambda: all(len(order.members) == 2 for order in orders), "each host hearing of the other")
     assert orders[0].members == orders[1].members == sorted([first.id().peer_id, second.id().peer_id])
@@ -564,6 +595,33 @@ def test_two_hosts_fetching_one_image_at_once_both_hold_all_of_it(
 
     for host in (first, second):
         assert host.files_stat(f"/ipfs/{cid}", with_local=True).local is True
+
+
+def test_a_fetching_host_reads_a_leaf_another_holds_from_that_host_which_never_fetches_for_it(
+    kubo: KuboClient, peer_node: LocalNode, throwaway_node: Callable[..., LocalNode], image: Path
+) -> None:
+    holder, cid, size = image_on_a_peer(kubo, peer_node, image)
+    layout = file_layout(holder, cid, size, stall_timeout=10, deadline=time.monotonic() + 30)
+    held, lacking = layout.leaves[0].cid, layout.leaves[1].cid
+    holder.block_stat(held, timeout=10)  # the frontend alone holds the other leaves
+    reader = throwaway_node().wait_ready().client()
+    for address in (kubo.id().addresses[0], peer_node.node.multiaddr):
+        reader.swarm_connect(address)
+
+    logged: list[str] = []
+    with ExitStack() as fleets:
+        for host in (holder, reader):
+            order = FetchOrder([leaf.cid for leaf in layout.leaves], host.id().peer_id, alone_at_once=8)
+            fleet = fleets.enter_context(Fleet(host, cid, order, timeout=30, log=logged.append))
+        brought = fleet.read_from(holder.id().peer_id, held, 10)
+        not_brought = fleet.read_from(holder.id().peer_id, lacking, 10)
+
+    assert "1 block(s) came from the other hosts that held them, 1 did not and came by bitswap" in logged
+    assert brought == kubo.block_get(held)
+    assert reader.files_stat(f"/ipfs/{held}", with_local=True).local is True
+    assert not_brought is None
+    with pytest.raises(subprocess.CalledProcessError):
+        peer_node.cli("block", "stat", "--offline", lacking)
 
 
 # Errors ------------------------------------------------------------------------------------------------

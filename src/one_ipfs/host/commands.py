@@ -477,10 +477,12 @@ def _writer(
     deadline: Deadline,
     stall_timeout: float,
 ) -> BlockSink:
-    """Write each leaf, read from the node once it holds it, at every offset it lies at."""
+    """Write each leaf at every offset it lies at, read from the node once it holds it unless the
+    fetch brought its bytes."""
 
-    def write(leaf: Leaf) -> None:
-        data = read(leaf.cid, min(stall_timeout, deadline.left()))
+    def write(leaf: Leaf, data: bytes | None = None) -> None:
+        if data is None:
+            data = read(leaf.cid, min(stall_timeout, deadline.left()))
         if len(data) != leaf.size:
             raise InvalidInput(
                 f"{layout.cid} is malformed: its block {leaf.cid} holds {len(data)} bytes, "

@@ -13,12 +13,15 @@ every leaf, and any node that holds one may send it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from one_ipfs.errors import IpfsError
+from one_ipfs.errors import IpfsError, OneIpfsError
+from one_ipfs.ipfs.gateway import PEER_PROTOCOL, Gateway, checkable
 from one_ipfs.ipfs.rpc import KuboClient, Subscription
 
 TOPIC_PREFIX = "one-ipfs/fetching/"
@@ -39,6 +42,16 @@ RECHECK = 0.5
 
 def topic(cid: str) -> str:
     return TOPIC_PREFIX + cid
+
+
+@dataclass(frozen=True)
+class Want:
+    """A leaf to fetch, and the member that reported holding it, if any: read from that member alone,
+    it costs the frontend nothing (a want sent to every peer, the frontend's included, may well be
+    answered by the frontend)."""
+
+    leaf: str
+    holder: str | None
 
 
 class FetchOrder:
@@ -71,6 +84,10 @@ class FetchOrder:
         self._deal()
 
     @property
+    def me(self) -> str:
+        return self._me
+
+    @property
     def members(self) -> list[str]:
         with self._changed:
             return sorted(self._scores)
@@ -98,7 +115,7 @@ class FetchOrder:
             self._held[member] = held  # may drop: a member's order changes as its fleet grows
             self._changed.notify_all()
 
-    def take(self) -> str | None:
+    def take(self) -> Want | None:
         """The next leaf to ask for, waiting while the only ones left belong to owners that do not
         hold them yet; None once every leaf has been taken (or the fetch stopped)."""
         with self._changed:
@@ -107,10 +124,12 @@ class FetchOrder:
                 if self._own and len(self._own_in_flight) < at_once:
                     index = self._own.popleft()
                     self._own_in_flight.add(index)
-                    return self._taken_leaf(index)
+                    return Want(self._taken_leaf(index), None)
                 due = self._next_due()
                 if due is not None:
-                    return self._taken_leaf(self._others[due].popleft())
+                    index = self._others[due].popleft()
+                    holder = due if self._held.get(due, 0) > self._rank[index] else None
+                    return Want(self._taken_leaf(index), holder)
                 if not self._own and not any(self._others.values()):
                     return None
                 self._changed.wait(RECHECK)
@@ -191,18 +210,19 @@ class Fleet:
         cid: str,
         order: FetchOrder,
         *,
-        me: str,
         timeout: float,
         log: Callable[[str], None],
     ) -> None:
         self._client = client
         self._topic = topic(cid)
         self._order = order
-        self._me = me
         self._timeout = timeout
         self._log = log
         self._leaving = threading.Event()
         self._subscription: Subscription | None = None
+        self._gateway: Gateway | None = None
+        self._reads = {"done": 0, "failed": 0}
+        self._counting = threading.Lock()
         self._threads = [
             threading.Thread(target=self._listen, name="fleet-listen", daemon=True),
             threading.Thread(target=self._report, name="fleet-report", daemon=True),
@@ -214,6 +234,7 @@ class Fleet:
         except IpfsError as exc:
             self._log(f"fetching without knowing of other hosts: {exc}")
             return self
+        self._gateway = self._serve_blocks()
         for thread in self._threads:
             thread.start()
         return self
@@ -224,13 +245,52 @@ class Fleet:
             self._subscription.close()
             for thread in self._threads:
                 thread.join()
+        if any(self._reads.values()):
+            self._log(
+                f"{self._reads['done']} block(s) came from the other hosts that held them"
+                f", {self._reads['failed']} did not and came by bitswap"
+            )
+
+    def read_from(self, holder: str, leaf: str, timeout: float) -> bytes | None:
+        """Bring ``leaf`` to the node from ``holder`` alone, and return its bytes; None when that did not
+        work (the leaf is then fetched by bitswap like any other)."""
+        if self._gateway is None or not checkable(leaf):
+            return None
+        try:
+            data = self._gateway.peer_block(holder, leaf, timeout)
+            self._client.block_put(data, timeout=timeout)
+        except OneIpfsError as exc:
+            with self._counting:
+                self._reads["failed"] += 1
+                first = self._reads["failed"] == 1
+            if first:
+                self._log(f"reading a block from another host failed: {exc}")
+            return None
+        with self._counting:
+            self._reads["done"] += 1
+        return data
+
+    def _serve_blocks(self) -> Gateway | None:
+        """Let the other members read this node's blocks through its gateway (which never fetches for
+        them); None when the node cannot: then the others fetch from it by bitswap, and so does it."""
+        try:
+            address = self._client.gateway_address()
+            if address is None:
+                self._log("no gateway on this node: blocks from other hosts come by bitswap")
+                return None
+            host, port = address
+            self._client.p2p_listen(PEER_PROTOCOL, f"/{_protocol_of(host)}/{host}/tcp/{port}")
+        except IpfsError as exc:
+            self._log(f"blocks from other hosts come by bitswap: {exc}")
+            return None
+        return Gateway(host, port)
 
     def _listen(self) -> None:
         assert self._subscription is not None
         heard: set[str] = set()
         try:
             for sender, data in self._subscription.messages():
-                if sender == self._me or not data.isdigit() or len(data) > 12:
+                if sender == self._order.me or not data.isdigit() or len(data) > 12:
                     continue
                 self._order.heard(sender, int(data))
                 if sender not in heard:
@@ -254,3 +314,10 @@ class Fleet:
             if leaving:
                 return
             self._leaving.wait(ANNOUNCE_EVERY)
+
+
+def _protocol_of(host: str) -> str:
+    try:
+        return f"ip{ipaddress.ip_address(host).version}"
+    except ValueError:
+        return "dns"

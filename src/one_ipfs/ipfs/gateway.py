@@ -3,20 +3,30 @@
 Standard library only: hosts ship it. Kubo's RPC API frames every stream in 4 KiB chunks and reads a
 256 MiB image in about 0.7 s here; its gateway answers with a Content-Length in large writes and
 does it in about 0.2 s. Fetching from peers stays with the RPC API, whose calls Kubo bounds by a
-timeout: the gateway only reads what the node already has, on loopback. A node without a gateway is
-read through the RPC API.
+timeout: the gateway only reads what the node already has (``Gateway.NoFetch``), on loopback. A node
+without a gateway is read through the RPC API.
+
+Hosts fetching one image together also read each other's blocks through their gateways, over a libp2p
+stream inside the private network (``one_ipfs.ipfs.fleet``): the local gateway proxies the request to
+the peer's, whose node listens for PEER_PROTOCOL. Such a block is checked against its CID here.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import socket
 from collections.abc import Callable
 
-from one_ipfs.errors import CommandFailed, DaemonUnreachable, IpfsTimeout, StreamBroken
+from one_ipfs.errors import CommandFailed, DaemonUnreachable, InvalidInput, IpfsTimeout, StreamBroken
 from one_ipfs.ipfs.rpc import KuboClient
 
 RAW_BLOCK = "application/vnd.ipld.raw"
+PEER_PROTOCOL = "/x/one-ipfs-blocks/http"
+"""The libp2p protocol under which a host's node passes its peers' requests on to its gateway."""
+RAW_SHA256_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])
+"""CIDv1, raw codec, sha2-256 multihash of 32 bytes: how image leaves are named."""
 
 BlockReader = Callable[[str, float], bytes]
 """``read(cid, timeout)``: the bytes of a block the node holds."""
@@ -40,9 +50,25 @@ class Gateway:
     def block(self, cid: str, timeout: float) -> bytes:
         """One raw block, whole: an answer cut short is an error, never a short block."""
         where = f"the IPFS gateway at {self.host}:{self.port}"
+        return self._get(f"/ipfs/{cid}?format=raw", cid, timeout, where)
+
+    def peer_block(self, peer: str, cid: str, timeout: float) -> bytes:
+        """One raw block that ``peer`` holds, read through its gateway and checked against ``cid``,
+        which must be one that ``checkable`` accepts."""
+        if not peer.isalnum():
+            raise InvalidInput(f"{peer!r} is no peer ID")
+        if not checkable(cid):
+            raise InvalidInput(f"{cid} names no raw sha2-256 block")
+        protocol = PEER_PROTOCOL.removeprefix("/")
+        data = self._get(f"/p2p/{peer}/{protocol}/ipfs/{cid}?format=raw", cid, timeout, f"peer {peer}")
+        if raw_cid(data) != cid:
+            raise StreamBroken(f"peer {peer} sent other bytes than block {cid}")
+        return data
+
+    def _get(self, path: str, cid: str, timeout: float, where: str) -> bytes:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            connection.request("GET", f"/ipfs/{cid}?format=raw", headers={"Accept": RAW_BLOCK})
+            connection.request("GET", path, headers={"Accept": RAW_BLOCK})
             response = connection.getresponse()
             data = response.read()
         except socket.timeout:  # noqa: UP041 - not yet TimeoutError on the hosts' python 3.9
@@ -58,3 +84,14 @@ class Gateway:
         if response.status != http.client.OK:
             raise CommandFailed(f"{where} answered HTTP {response.status} for block {cid}")
         return data
+
+
+def checkable(cid: str) -> bool:
+    """Whether ``cid`` is a CIDv1 of a raw sha2-256 block in base32, which ``raw_cid`` can recompute."""
+    return cid.startswith("bafkrei") and len(cid) == 59
+
+
+def raw_cid(data: bytes) -> str:
+    """The CIDv1 (base32) of ``data`` as a raw sha2-256 block."""
+    digest = RAW_SHA256_PREFIX + hashlib.sha256(data).digest()
+    return "b" + base64.b32encode(digest).decode().lower().rstrip("=")

@@ -164,6 +164,12 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         # travel over pubsub between connected peers, which works for any address; hosts fetching one image
         # at once also tell each other their progress over pubsub (one_ipfs.ipfs.fleet).
         "Routing.Type": "dhtserver",
+        # Such hosts read each other's blocks through their gateways over libp2p streams, so that a block
+        # one of them holds is not sent by the frontend as well; a gateway serves only what its node holds
+        # (it never fetches for a peer), and one-ipfs reads no other content through it.
+        "Gateway.NoFetch": True,
+        "Experimental.Libp2pStreamMounting": True,
+        "Experimental.P2pHttpProxy": True,
         "Pubsub.Enabled": True,
         "Ipns.UsePubsub": True,
         "Datastore.StorageMax": settings.storage_max,

@@ -27,6 +27,8 @@ RAW_CODEC_PREFIX = "bafk"
 SCATTER_WORKERS = 8
 REASK_AFTER = 5.0
 """Seconds before a block that has not come is asked for again."""
+READ_FROM_HOLDER = 10.0
+"""Seconds a block may take to come from the fleet member that holds it before bitswap is asked."""
 MIN_PIECE = 64 << 10
 """Bytes per leaf below which a DAG is not laid out here: images cut finer are read through Kubo."""
 
@@ -132,8 +134,9 @@ class FileLayout:
     assemblable: bool
 
 
-BlockSink = Callable[[Leaf], None]
-"""Called as each leaf arrives in the node's blockstore, from several threads at once."""
+BlockSink = Callable[[Leaf, "bytes | None"], None]
+"""Called as each leaf arrives in the node's blockstore, from several threads at once, with its bytes
+when the fetch had them in hand (read from another host), else None."""
 
 
 def file_layout(
@@ -203,53 +206,87 @@ def scatter_fetch(
     """
     if sink is not None and not layout.assemblable:
         raise ValueError(f"{layout.cid} cannot be assembled from its leaves")
-    cid = layout.cid
-    deadline = time.monotonic() + timeout
-    leaves = {leaf.cid: leaf for leaf in layout.leaves}
     me = client.id().peer_id if fleet else os.urandom(8).hex()  # alone: an order no other host shares
-    order = FetchOrder(list(leaves), me, alone_at_once=SCATTER_WORKERS)
-    last_block, logged = [time.monotonic()], [time.monotonic()]
-    fetched = [0]
-    counting = threading.Lock()
-
-    def fetch(leaf: Leaf) -> None:
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                raise IpfsTimeout(f"fetching {cid} did not finish within {timeout:g} s")
-            quiet_for = now - last_block[0]
-            if quiet_for >= stall_timeout:
-                raise _stalled(cid, stall_timeout)
-            wait = min(REASK_AFTER, stall_timeout - quiet_for, deadline - now)
-            try:
-                size = client.block_stat(leaf.cid, timeout=wait)
-            except IpfsTimeout:
-                continue
-            last_block[0] = time.monotonic()
-            if sink is not None:
-                sink(leaf)
-            with counting:
-                fetched[0] += size * len(leaf.offsets)
-                if time.monotonic() - logged[0] >= PROGRESS_EVERY:
-                    logged[0] = time.monotonic()
-                    log(_progress_line(cid, fetched[0], layout.size))
-            return
-
-    def work() -> None:
-        while (taken := order.take()) is not None:
-            fetch(leaves[taken])
-            order.done(taken)
-
+    order = FetchOrder([leaf.cid for leaf in layout.leaves], me, alone_at_once=SCATTER_WORKERS)
+    fetch = _LeafFetch(
+        client, layout, order, log=log, timeout=timeout, stall_timeout=stall_timeout, sink=sink
+    )
     workers = SCATTER_WORKERS + (OWN_AT_ONCE if fleet else 0)
     with ExitStack() as stack:
         if fleet:
-            stack.enter_context(Fleet(client, cid, order, me=me, timeout=timeout, log=log))
+            fetch.fleet = stack.enter_context(Fleet(client, layout.cid, order, timeout=timeout, log=log))
         pool = stack.enter_context(ThreadPoolExecutor(workers))
-        running = [pool.submit(work) for _ in range(workers)]
+        running = [pool.submit(fetch.work) for _ in range(workers)]
         wait(running, return_when=FIRST_EXCEPTION)
         order.stop()  # a failed worker ends the others at their next leaf
         for worker in running:
             worker.result()
+
+
+class _LeafFetch:
+    """What the workers of one ``scatter_fetch`` share: the order, the bounds, the progress."""
+
+    def __init__(
+        self,
+        client: KuboClient,
+        layout: FileLayout,
+        order: FetchOrder,
+        *,
+        log: Callable[[str], None],
+        timeout: float,
+        stall_timeout: float,
+        sink: BlockSink | None,
+    ) -> None:
+        self.fleet: Fleet | None = None
+        self._client = client
+        self._layout = layout
+        self._leaves = {leaf.cid: leaf for leaf in layout.leaves}
+        self._order = order
+        self._log = log
+        self._timeout = timeout
+        self._stall_timeout = stall_timeout
+        self._sink = sink
+        self._deadline = time.monotonic() + timeout
+        self._last_block = self._logged = time.monotonic()
+        self._fetched = 0
+        self._counting = threading.Lock()
+
+    def work(self) -> None:
+        while (want := self._order.take()) is not None:
+            self._fetch(self._leaves[want.leaf], want.holder)
+            self._order.done(want.leaf)
+
+    def _fetch(self, leaf: Leaf, holder: str | None) -> None:
+        if holder is not None and self.fleet is not None:
+            wait = min(READ_FROM_HOLDER, max(self._deadline - time.monotonic(), 0.001))
+            data = self.fleet.read_from(holder, leaf.cid, wait)
+            if data is not None:
+                self._arrived(leaf, data)
+                return
+        while True:
+            now = time.monotonic()
+            if now >= self._deadline:
+                raise IpfsTimeout(f"fetching {self._layout.cid} did not finish within {self._timeout:g} s")
+            quiet_for = now - self._last_block
+            if quiet_for >= self._stall_timeout:
+                raise _stalled(self._layout.cid, self._stall_timeout)
+            wait = min(REASK_AFTER, self._stall_timeout - quiet_for, self._deadline - now)
+            try:
+                self._client.block_stat(leaf.cid, timeout=wait)
+            except IpfsTimeout:
+                continue
+            self._arrived(leaf, None)
+            return
+
+    def _arrived(self, leaf: Leaf, data: bytes | None) -> None:
+        self._last_block = time.monotonic()
+        if self._sink is not None:
+            self._sink(leaf, data)
+        with self._counting:
+            self._fetched += leaf.size * len(leaf.offsets)
+            if time.monotonic() - self._logged >= PROGRESS_EVERY:
+                self._logged = time.monotonic()
+                self._log(_progress_line(self._layout.cid, self._fetched, self._layout.size))
 
 
 def _max_links(size: int) -> int:

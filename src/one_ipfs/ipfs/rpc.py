@@ -297,6 +297,24 @@ class KuboClient:
         """Size of one block; a block the node lacks is fetched from its peers first."""
         return int(self._call("block/stat", (cid,), {}, timeout).get("Size", 0))
 
+    def block_put(self, data: bytes, *, timeout: float | None = None) -> str:
+        """Store one raw block (CIDv1, sha2-256) and return its CID."""
+        upload = _Upload(io.BytesIO(data), "block")
+        with self._open("block/put", (), {}, timeout, upload=upload) as exchange:
+            for event in exchange.events():
+                if "Key" in event:
+                    return str(event["Key"])
+        raise StreamBroken(f"ipfs block put: Kubo at {self.address} finished without naming the CID")
+
+    def p2p_listen(self, protocol: str, target: str) -> None:
+        """Forward libp2p streams of ``protocol`` from the node's peers to ``target``; a listener that is
+        already there is left as it is."""
+        try:
+            self._call("p2p/listen", (protocol, target), {})
+        except CommandFailed as exc:
+            if "already registered" not in str(exc):
+                raise
+
     def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
         """Size and shape of ``/ipfs/<cid>`` from its root block only; ``with_local`` adds what is local."""
         params = {"with-local": "true"} if with_local else {}
