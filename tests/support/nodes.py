@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from one_ipfs.ipfs.gateway import PEER_PROTOCOL
 from testbed.bed import Bed, Host
 from testbed.kubo import KUBO, Node
 from testbed.system import BASE_PATH, ONEADMIN, Process, netns_processes, processes_in_namespace
@@ -18,15 +19,27 @@ from testbed.system import BASE_PATH, ONEADMIN, Process, netns_processes, proces
 
 def bitswap_stat(node: Node) -> dict[str, int]:
     """Kubo's bitswap counters of a node (``ipfs bitswap stat``), read inside the node's network namespace."""
+    answer = json.loads(_ipfs(node, "bitswap", "stat", "--enc=json"))
+    return {key: value for key, value in answer.items() if isinstance(value, int)}
+
+
+def received_from_hosts(node: Node) -> int:
+    """Bytes a node received reading blocks from other hosts' gateways (``ipfs stats bw`` of the fleet's
+    protocol: the blocks and their HTTP headers)."""
+    return int(json.loads(_ipfs(node, "stats", "bw", "--proto", PEER_PROTOCOL, "--enc=json"))["TotalIn"])
+
+
+def _ipfs(node: Node, *args: str) -> str:
     inside = [] if node.netns is None else ["ip", "netns", "exec", node.netns]
     result = subprocess.run(
-        [*inside, str(KUBO), "bitswap", "stat", "--enc=json"],
+        [*inside, str(KUBO), *args],
         env={"PATH": BASE_PATH, "IPFS_PATH": str(node.repo)},
         capture_output=True,
         check=True,
         timeout=60,
+        text=True,
     )
-    return {key: value for key, value in json.loads(result.stdout).items() if isinstance(value, int)}
+    return result.stdout
 
 
 SECRET_FILE = "/var/lib/one/.ipfs-api-secret"

@@ -55,7 +55,7 @@ class Gateway:
     def peer_block(self, peer: str, cid: str, timeout: float) -> bytes:
         """One raw block that ``peer`` holds, read through its gateway and checked against ``cid``,
         which must be one that ``checkable`` accepts."""
-        if not peer.isalnum():
+        if not (peer.isascii() and peer.isalnum()):
             raise InvalidInput(f"{peer!r} is no peer ID")
         if not checkable(cid):
             raise InvalidInput(f"{cid} names no raw sha2-256 block")
