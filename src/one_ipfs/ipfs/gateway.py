@@ -3,8 +3,8 @@
 Standard library only: hosts ship it. Kubo's RPC API frames every stream in 4 KiB chunks and reads a
 256 MiB image in about 0.7 s here; its gateway answers with a Content-Length in large writes and
 does it in about 0.2 s. Fetching from peers stays with the RPC API, whose calls Kubo bounds by a
-timeout: the gateway only reads what the node already has (``Gateway.NoFetch``), on loopback. A node
-without a gateway is read through the RPC API.
+timeout: the gateway only reads what the node already has (``Gateway.NoFetch``). A node without a
+gateway is read through the RPC API.
 
 Hosts fetching one image together also read each other's blocks through their gateways, over a libp2p
 stream inside the private network (``one_ipfs.ipfs.fleet``): the local gateway proxies the request to
