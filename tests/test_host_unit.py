@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -797,6 +798,16 @@ def test_monitor_marker_names_the_monitoring_driver(root: Path, capsys: pytest.C
 
     assert (run.code, run.out, run.plain) == (0, "", [])
     assert (root / "datastores" / "0" / ".monitor").read_text() == "ssh\n"
+
+
+def test_deploys_marking_one_datastore_at_once_all_succeed_and_leave_one_marker(root: Path) -> None:
+    folders = [root / "datastores" / "0" / str(vm) for vm in range(16)]
+
+    with ThreadPoolExecutor(len(folders)) as pool:
+        list(pool.map(lambda folder: commands.monitor_marker(folder, "ipfs"), folders))
+
+    assert (root / "datastores" / "0" / ".monitor").read_text() == "ipfs\n"
+    assert sorted(path.name for path in (root / "datastores" / "0").glob(".monitor*")) == [".monitor"]
 
 
 def test_has_prints_one_json_line(

@@ -6,6 +6,7 @@ however many of its VMs use it, and terminated VMs leave no pin, file or process
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -26,6 +27,7 @@ MIB = 1 << 20
 IMAGES = 4
 DEPLOYS = 32
 CYCLES = 200
+FLEET_MBIT = 20.0
 
 
 def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine) -> Path:
@@ -67,10 +69,9 @@ def test_32_deploys_of_4_images_on_4_hosts_at_once_are_byte_identical_and_fetche
         received = after["DataReceived"] - before[host.name]["DataReceived"]
         duplicate = after["DupDataReceived"] - before[host.name]["DupDataReceived"]
         from_hosts = received_from_hosts(host.node) - from_hosts_before[host.name]
-        # Every image arrives once (plus its small root node and the headers of blocks read from other
-        # hosts), not once per VM that uses it.
-        once = received - duplicate + from_hosts
-        assert distinct <= once <= distinct + 64 * 1024, (host.name, received, duplicate, from_hosts)
+        # Every image arrives once (plus its small root node), not once per VM that uses it; that it
+        # arrives at all, the disks and the cache's pins show.
+        assert received - duplicate + from_hosts <= distinct + 64 * 1024, (host.name, received, from_hosts)
         figures.append(
             f"{host.name} received {received / MIB:.2f} MiB by bitswap ({duplicate / MIB:.2f} MiB twice)"
             f" and {from_hosts / MIB:.2f} MiB from other hosts"
@@ -82,6 +83,40 @@ def test_32_deploys_of_4_images_on_4_hosts_at_once_are_byte_identical_and_fetche
         list(pool.map(one.vm_terminate, vms))
     for image in images:
         one.image_delete(image)
+
+
+def test_hosts_deploying_one_image_at_once_read_each_others_leaves_and_receive_it_once(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path
+) -> None:
+    data = disk_bytes(16 * MIB, seed=int.from_bytes(os.urandom(4), "big"))  # content no host holds yet
+    image = imported(one, ipfs_ds, local_dir, "fleet", data)
+    before = {host.name: bitswap_stat(host.node) for host in bed.hosts}
+    from_hosts_before = {host.name: received_from_hosts(host.node) for host in bed.hosts}
+    links = ["frontend", *(host.name for host in bed.hosts)]
+    try:
+        for link in links:  # slow enough that the hosts hear of each other long before they are done
+            bed.set_rate(link, FLEET_MBIT)
+        with ThreadPoolExecutor(len(bed.hosts)) as pool:
+            vms = list(pool.map(lambda host: one.vm_deploy([image], host.name, context=False), bed.hosts))
+    finally:
+        for link in links:
+            bed.set_rate(link, None)
+
+    cid = one.image(image).template["IPFS_CID"]
+    for vm, host in zip(vms, bed.hosts, strict=True):
+        assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data), host.name
+        assert (cid, f"one-cache-{cid}") in pins(host.node), host.name
+        after = bitswap_stat(host.node)
+        by_bitswap = after["DataReceived"] - after["DupDataReceived"]
+        by_bitswap -= before[host.name]["DataReceived"] - before[host.name]["DupDataReceived"]
+        from_hosts = received_from_hosts(host.node) - from_hosts_before[host.name]
+        # Part of the image came from the other hosts' gateways, the rest by bitswap, none of it twice
+        # (libp2p's count of a protocol's bytes falls a little short of what was read: about 8% here).
+        assert by_bitswap < len(data) and from_hosts > 0, (host.name, by_bitswap, from_hosts)
+        assert by_bitswap + from_hosts <= len(data) + 256 * 1024, (host.name, by_bitswap, from_hosts)
+    with ThreadPoolExecutor(len(vms)) as pool:
+        list(pool.map(one.vm_terminate, vms))
+    one.image_delete(image)
 
 
 def test_200_deploy_terminate_cycles_leave_no_pin_file_or_process_behind(

@@ -7,6 +7,8 @@ import os
 import pwd
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +26,12 @@ def bitswap_stat(node: Node) -> dict[str, int]:
 
 
 def received_from_hosts(node: Node) -> int:
-    """Bytes a node received reading blocks from other hosts' gateways (``ipfs stats bw`` of the fleet's
-    protocol: the blocks and their HTTP headers)."""
-    return int(json.loads(_ipfs(node, "stats", "bw", "--proto", PEER_PROTOCOL, "--enc=json"))["TotalIn"])
+    """Bytes a node received reading blocks from other hosts' gateways: ``stats/bw`` of the fleet's protocol
+    (the blocks and their HTTP headers), through the RPC API, since the CLI prints it only rounded."""
+    query = urllib.parse.urlencode({"proto": PEER_PROTOCOL})
+    request = urllib.request.Request(f"http://{node.client().address}/api/v0/stats/bw?{query}", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return int(json.load(answer)["TotalIn"])
 
 
 def _ipfs(node: Node, *args: str) -> str:

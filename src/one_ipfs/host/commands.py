@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -374,15 +375,23 @@ def resize(disk: Path, size_mb: int, *, image_format: str | None = None, timeout
 
 def monitor_marker(folder: Path, tm_name: str) -> None:
     """Mark the VM folder's system datastore for host-side monitoring, as ``enable_local_monitoring`` does:
-    ``<datastore>/.monitor`` holds the name of the transfer driver whose ``monitor_ds`` reports it."""
+    ``<datastore>/.monitor`` holds the name of the transfer driver whose ``monitor_ds`` reports it.
+
+    Deploys on one host run at once, so each writes a temporary file of its own before the rename."""
     marker = folder.parent / ".monitor"
     _make_folder(folder.parent)
     try:
         if marker.is_file() and marker.read_text(encoding="utf-8").strip() == tm_name:
             return
-        temporary = marker.with_name(".monitor.tmp")
-        temporary.write_text(f"{tm_name}\n", encoding="utf-8")
-        os.replace(temporary, marker)
+        fd, temporary = tempfile.mkstemp(prefix=".monitor.", suffix=".tmp", dir=folder.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(f"{tm_name}\n")
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, marker)
+        except OSError:
+            os.unlink(temporary)
+            raise
     except OSError as exc:
         raise StorageError(f"cannot write {marker}: {exc.strerror}") from None
 

@@ -5,9 +5,10 @@ from whichever answers first; the frontend holds every block, so when N hosts fe
 it ends up sending most blocks several times, and its link sets the pace. Here the hosts of such a
 fleet tell each other over pubsub (the image's topic, inside the private network) how far they got,
 and share the image's leaves among themselves: each host asks for its own share straight away, which
-only the frontend can send, and for the rest of the image only once their owners hold it, so that
-mostly an owner sends them. Nothing depends on the sharing being right: every host still asks for
-every leaf, and any node that holds one may send it.
+only the frontend can send, and reads the rest of the image from their owners once they hold it,
+through the owner's gateway over a libp2p stream (a want would reach the frontend as well, which
+would send some of them). Nothing depends on the sharing being right: a leaf its owner does not send,
+or whose owner went silent, is asked for by bitswap, and any node that holds it may send it.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ class Fleet:
         self._leaving = threading.Event()
         self._subscription: Subscription | None = None
         self._gateway: Gateway | None = None
-        self._reads = {"done": 0, "failed": 0}
+        self._read = 0
+        self._failed_holders: set[str] = set()
         self._counting = threading.Lock()
         self._threads = [
             threading.Thread(target=self._listen, name="fleet-listen", daemon=True),
@@ -245,29 +247,30 @@ class Fleet:
             self._subscription.close()
             for thread in self._threads:
                 thread.join()
-        if any(self._reads.values()):
+        if self._read or self._failed_holders:
             self._log(
-                f"{self._reads['done']} block(s) came from the other hosts that held them"
-                f", {self._reads['failed']} did not and came by bitswap"
+                f"{self._read} block(s) came from the other hosts that held them; "
+                f"{len(self._failed_holders)} host(s) failed to send theirs, which came by bitswap"
             )
 
     def read_from(self, holder: str, leaf: str, timeout: float) -> bytes | None:
         """Bring ``leaf`` to the node from ``holder`` alone, and return its bytes; None when that did not
-        work (the leaf is then fetched by bitswap like any other)."""
-        if self._gateway is None or not checkable(leaf):
+        work (the leaf is then fetched by bitswap like any other). A holder that failed once is not
+        asked again in this fetch: one that went away would cost every leaf it holds a timeout."""
+        if self._gateway is None or holder in self._failed_holders or not checkable(leaf):
             return None
         try:
             data = self._gateway.peer_block(holder, leaf, timeout)
             self._client.block_put(data, timeout=timeout)
         except OneIpfsError as exc:
             with self._counting:
-                self._reads["failed"] += 1
-                first = self._reads["failed"] == 1
+                first = holder not in self._failed_holders
+                self._failed_holders.add(holder)
             if first:
-                self._log(f"reading a block from another host failed: {exc}")
+                self._log(f"reading blocks from another host failed: {exc}")
             return None
         with self._counting:
-            self._reads["done"] += 1
+            self._read += 1
         return data
 
     def _serve_blocks(self) -> Gateway | None:

@@ -13,20 +13,18 @@ the peer's, whose node listens for PEER_PROTOCOL. Such a block is checked agains
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import socket
 from collections.abc import Callable
 
 from one_ipfs.errors import CommandFailed, DaemonUnreachable, InvalidInput, IpfsTimeout, StreamBroken
+from one_ipfs.ipfs.refs import RAW, SHA2_256, parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 RAW_BLOCK = "application/vnd.ipld.raw"
 PEER_PROTOCOL = "/x/one-ipfs-blocks/http"
 """The libp2p protocol under which a host's node passes its peers' requests on to its gateway."""
-RAW_SHA256_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])
-"""CIDv1, raw codec, sha2-256 multihash of 32 bytes: how image leaves are named."""
 
 BlockReader = Callable[[str, float], bytes]
 """``read(cid, timeout)``: the bytes of a block the node holds."""
@@ -61,7 +59,7 @@ class Gateway:
             raise InvalidInput(f"{cid} names no raw sha2-256 block")
         protocol = PEER_PROTOCOL.removeprefix("/")
         data = self._get(f"/p2p/{peer}/{protocol}/ipfs/{cid}?format=raw", cid, timeout, f"peer {peer}")
-        if raw_cid(data) != cid:
+        if hashlib.sha256(data).digest() != parse_cid(cid).digest:
             raise StreamBroken(f"peer {peer} sent other bytes than block {cid}")
         return data
 
@@ -87,11 +85,10 @@ class Gateway:
 
 
 def checkable(cid: str) -> bool:
-    """Whether ``cid`` is a CIDv1 of a raw sha2-256 block in base32, which ``raw_cid`` can recompute."""
-    return cid.startswith("bafkrei") and len(cid) == 59
-
-
-def raw_cid(data: bytes) -> str:
-    """The CIDv1 (base32) of ``data`` as a raw sha2-256 block."""
-    digest = RAW_SHA256_PREFIX + hashlib.sha256(data).digest()
-    return "b" + base64.b32encode(digest).decode().lower().rstrip("=")
+    """Whether ``cid`` names a raw sha2-256 block (as image leaves are), whose bytes are checked here, in
+    Kubo's canonical form (which has no character a URL would treat apart)."""
+    try:
+        parsed = parse_cid(cid)
+    except InvalidInput:
+        return False
+    return parsed.codec == RAW and parsed.hash_code == SHA2_256 and parsed.v1_base32() == cid

@@ -37,6 +37,7 @@ _PREFIXES = tuple(prefix for prefix, _ in _FORMS)
 IDENTITY = 0x00
 SHA2_256 = 0x12
 DAG_PB = 0x70
+RAW = 0x55
 LIBP2P_KEY = 0x72
 
 # Codecs a CID may carry: cbor, raw, dag-pb, dag-cbor, libp2p-key, git-raw, dag-jose, dag-json, json.
