@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 
 from one_ipfs.errors import CommandFailed, DaemonUnreachable, InvalidInput, IpfsTimeout, StreamBroken
-from one_ipfs.ipfs.refs import RAW, SHA2_256, parse_cid
+from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid, parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 RAW_BLOCK = "application/vnd.ipld.raw"
@@ -55,11 +55,12 @@ class Gateway:
         which must be one that ``checkable`` accepts."""
         if not (peer.isascii() and peer.isalnum()):
             raise InvalidInput(f"{peer!r} is no peer ID")
-        if not checkable(cid):
+        expected = _raw_sha256(cid)
+        if expected is None:
             raise InvalidInput(f"{cid} names no raw sha2-256 block")
         protocol = PEER_PROTOCOL.removeprefix("/")
         data = self._get(f"/p2p/{peer}/{protocol}/ipfs/{cid}?format=raw", cid, timeout, f"peer {peer}")
-        if hashlib.sha256(data).digest() != parse_cid(cid).digest:
+        if hashlib.sha256(data).digest() != expected.digest:
             raise StreamBroken(f"peer {peer} sent other bytes than block {cid}")
         return data
 
@@ -87,8 +88,14 @@ class Gateway:
 def checkable(cid: str) -> bool:
     """Whether ``cid`` names a raw sha2-256 block (as image leaves are), whose bytes are checked here, in
     Kubo's canonical form (which has no character a URL would treat apart)."""
+    return _raw_sha256(cid) is not None
+
+
+def _raw_sha256(cid: str) -> Cid | None:
     try:
         parsed = parse_cid(cid)
     except InvalidInput:
-        return False
-    return parsed.codec == RAW and parsed.hash_code == SHA2_256 and parsed.v1_base32() == cid
+        return None
+    if parsed.codec == RAW and parsed.hash_code == SHA2_256 and parsed.v1_base32() == cid:
+        return parsed
+    return None

@@ -208,13 +208,21 @@ def scatter_fetch(
         raise ValueError(f"{layout.cid} cannot be assembled from its leaves")
     me = client.id().peer_id if fleet else os.urandom(8).hex()  # alone: an order no other host shares
     order = FetchOrder([leaf.cid for leaf in layout.leaves], me, alone_at_once=SCATTER_WORKERS)
-    fetch = _LeafFetch(
-        client, layout, order, log=log, timeout=timeout, stall_timeout=stall_timeout, sink=sink
-    )
     workers = SCATTER_WORKERS + (OWN_AT_ONCE if fleet else 0)
     with ExitStack() as stack:
-        if fleet:
-            fetch.fleet = stack.enter_context(Fleet(client, layout.cid, order, timeout=timeout, log=log))
+        members = (
+            stack.enter_context(Fleet(client, layout.cid, order, timeout=timeout, log=log)) if fleet else None
+        )
+        fetch = _LeafFetch(
+            client,
+            layout,
+            order,
+            members,
+            log=log,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            sink=sink,
+        )
         pool = stack.enter_context(ThreadPoolExecutor(workers))
         running = [pool.submit(fetch.work) for _ in range(workers)]
         wait(running, return_when=FIRST_EXCEPTION)
@@ -231,13 +239,14 @@ class _LeafFetch:
         client: KuboClient,
         layout: FileLayout,
         order: FetchOrder,
+        fleet: Fleet | None,
         *,
         log: Callable[[str], None],
         timeout: float,
         stall_timeout: float,
         sink: BlockSink | None,
     ) -> None:
-        self.fleet: Fleet | None = None
+        self._fleet = fleet
         self._client = client
         self._layout = layout
         self._leaves = {leaf.cid: leaf for leaf in layout.leaves}
@@ -257,9 +266,9 @@ class _LeafFetch:
             self._order.done(want.leaf)
 
     def _fetch(self, leaf: Leaf, holder: str | None) -> None:
-        if holder is not None and self.fleet is not None:
+        if holder is not None and self._fleet is not None:
             wait = min(READ_FROM_HOLDER, max(self._deadline - time.monotonic(), 0.001))
-            data = self.fleet.read_from(holder, leaf.cid, wait)
+            data = self._fleet.read_from(holder, leaf.cid, wait)
             if data is not None:
                 self._arrived(leaf, data)
                 return
