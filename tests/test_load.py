@@ -7,7 +7,9 @@ however many of its VMs use it, and terminated VMs leave no pin, file or process
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,10 +30,24 @@ IMAGES = 4
 DEPLOYS = 32
 CYCLES = 200
 FLEET_MBIT = 20.0
+FETCHING = re.compile(r"fetching (\w+) \(\d+ MiB\) into this host's IPFS node")
 
 
 def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine) -> Path:
     return bed.host(one.vm(vm).hostname).var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
+
+
+def fetches(one: OneSim, vms: list[VirtualMachine]) -> Counter[tuple[str, str]]:
+    """(host, CID) of every fetch into a host's node the VMs' transfers logged."""
+    ids = {vm.id for vm in vms}
+    logged = (
+        (one.vm(result.id).hostname, line.text)
+        for result in one.results("TRANSFER")
+        if result.id in ids
+        for step in result.steps
+        for line in step.logs
+    )
+    return Counter((host, match[1]) for host, text in logged if (match := FETCHING.search(text)))
 
 
 def imported(one: OneSim, ds: Datastore, folder: Path, name: str, data: bytes) -> Image:
@@ -62,6 +78,9 @@ def test_32_deploys_of_4_images_on_4_hosts_at_once_are_byte_identical_and_fetche
         assert one.vm(vm).lcm_state == "RUNNING"
         assert one.vm(vm).hostname == name
         assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(contents[number]), (vm.id, name)
+    cids = [one.image(image).template["IPFS_CID"] for image in images]
+    # Each host fetched each image once, however many of its VMs use it; the others found it held.
+    assert fetches(one, vms) == Counter((name, cid) for name in hosts for cid in cids)
     distinct = sum(len(data) for data in contents)
     figures = []
     for host in bed.hosts:
@@ -69,15 +88,17 @@ def test_32_deploys_of_4_images_on_4_hosts_at_once_are_byte_identical_and_fetche
         received = after["DataReceived"] - before[host.name]["DataReceived"]
         duplicate = after["DupDataReceived"] - before[host.name]["DupDataReceived"]
         from_hosts = received_from_hosts(host.node) - from_hosts_before[host.name]
-        # Every image arrives once (plus its small root node), not once per VM that uses it; that it
-        # arrives at all, the disks and the cache's pins show.
-        assert received - duplicate + from_hosts <= distinct + 64 * 1024, (host.name, received, from_hosts)
+        # And what arrived is the images once, not once per VM. Bitswap counts a block as a duplicate only
+        # if it was stored before the copy arrived: two peers answering one want at the same moment (a
+        # session asks a second peer when the first is slow, and two cores for 32 deploys make everything
+        # slow) add a few blocks it counts as new, so the bound is between once and twice.
+        assert received - duplicate + from_hosts < 1.5 * distinct, (host.name, received, from_hosts)
         figures.append(
             f"{host.name} received {received / MIB:.2f} MiB by bitswap ({duplicate / MIB:.2f} MiB twice)"
             f" and {from_hosts / MIB:.2f} MiB from other hosts"
         )
         held = {cid for cid, name in pins(host.node) if name.startswith("one-cache-")}
-        assert held >= {one.image(i).template["IPFS_CID"] for i in images}, host.name
+        assert held >= set(cids), host.name
     print(f"\n{DEPLOYS} deploys of {IMAGES} images on {len(hosts)} hosts at once: {elapsed:.1f} s;", *figures)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one.vm_terminate, vms))
