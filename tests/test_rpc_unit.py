@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -212,6 +214,43 @@ def test_add_uploads_one_multipart_file_in_chunks_with_the_import_settings(
         "progress": "true",
     }
     assert (added.cid, added.size) == ("bafy1", len(data))
+
+
+def test_block_put_sends_the_block_whole_with_its_length_and_returns_kubos_cid(
+    serve: Callable[..., FakeKubo],
+) -> None:
+    block = os.urandom(1 << 20)
+    server = serve(lambda request: chunked(b'{"Key":"%s","Size":1048576}\n' % CID.encode()))
+
+    assert KuboClient(server.api).block_put(block) == CID
+    request = server.requests[0]
+    boundary = request.headers["content-type"].split("boundary=")[1]
+    head, _, rest = request.body.partition(b"\r\n\r\n")
+    assert b'name="file"; filename="block"' in head
+    assert rest == block + f"\r\n--{boundary}--\r\n".encode()
+    assert int(request.headers["content-length"]) == len(request.body)
+    assert "transfer-encoding" not in request.headers
+
+
+def test_a_refusal_sent_before_the_block_was_read_is_the_error() -> None:
+    """Kubo refuses a wrong secret on the request's head and hangs up without reading the body."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse_on_the_head() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            stream = conn.makefile("rb")
+            while stream.readline().strip():
+                pass
+            conn.sendall(plain(403, "403 - Forbidden"))
+            time.sleep(0.5)  # meanwhile the body fills the buffers, then the close resets the connection
+
+    threading.Thread(target=refuse_on_the_head, daemon=True).start()
+    try:
+        with pytest.raises(CommandFailed, match="refused access \\(HTTP 403\\)"):
+            KuboClient(f"http://127.0.0.1:{listener.getsockname()[1]}").block_put(os.urandom(8 << 20))
+    finally:
+        listener.close()
 
 
 def test_cat_regroups_kubos_pieces_into_the_chunk_size(serve: Callable[..., FakeKubo]) -> None:

@@ -7,12 +7,36 @@ command lines, stdin, environment, transfer files and result mapping (see
 ``onevm/oneimage/onedatastore/onehost`` stand-ins serve to the drivers.
 """
 
-from testbed.one.conf import OnedConf
-from testbed.one.documents import Datastore, Disk, History, Host, Image, VirtualMachine
-from testbed.one.failure import OneFailure
-from testbed.one.managers import DriverResult, LogLine
-from testbed.one.oned import DiskSpec, OneSim, Volatile
-from testbed.one.runner import Execution, LocalRunner, Runner
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from testbed.one.conf import OnedConf
+    from testbed.one.documents import Datastore, Disk, History, Host, Image, VirtualMachine
+    from testbed.one.failure import OneFailure
+    from testbed.one.managers import DriverResult, LogLine
+    from testbed.one.oned import DiskSpec, OneSim, Volatile
+    from testbed.one.runner import Execution, LocalRunner, Runner
+
+_HOME = {
+    "OnedConf": "conf",
+    **dict.fromkeys(["Datastore", "Disk", "History", "Host", "Image", "VirtualMachine"], "documents"),
+    "OneFailure": "failure",
+    **dict.fromkeys(["DriverResult", "LogLine"], "managers"),
+    **dict.fromkeys(["DiskSpec", "OneSim", "Volatile"], "oned"),
+    **dict.fromkeys(["Execution", "LocalRunner", "Runner"], "runner"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the simulator on first use: the CLI stand-ins (a process per ``one* show`` a driver runs,
+    many per deploy) need only the documents, and on a bed sharing two cores every start counts."""
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
 
 __all__ = [
     "Datastore",

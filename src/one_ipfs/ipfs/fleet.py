@@ -27,11 +27,15 @@ from one_ipfs.ipfs.rpc import KuboClient, Subscription
 
 TOPIC_PREFIX = "one-ipfs/fetching/"
 ANNOUNCE_EVERY = 0.25
-"""Seconds between a fetching host's reports of its progress."""
+"""Seconds between a fetching host's looks at its progress: it reports it when it changed."""
+HEARTBEAT = 1.0
+"""Seconds after which a host reports its progress even if unchanged, so the others know it is there
+(every report costs every member a little CPU, which a fleet on busy hosts feels)."""
 OWN_AT_ONCE = 3
 """Own leaves a host asks for at once while it has a fleet: enough to keep its share of the frontend busy."""
 OWNER_SILENT = 3.0
-"""Seconds without a report after which an owner counts as gone: its leaves are asked for from anyone."""
+"""Seconds without a report (three heartbeats) after which an owner counts as gone: its leaves are asked
+for from anyone."""
 OWNER_STUCK = 15.0
 """Seconds an owner that still reports may go without holding more before its leaves are asked for from
 anyone, so that a host that is stuck, or lies, does not hold the others back for longer. Far longer than
@@ -199,7 +203,7 @@ class FetchOrder:
 
 class Fleet:
     """This host's membership of the fleet fetching one image: while it fetches it reports its progress
-    on the image's topic every ANNOUNCE_EVERY seconds, and passes the others' reports to the order.
+    on the image's topic, and passes the others' reports to the order.
 
     A node without pubsub, or any failure of it, only leaves the host fetching as if alone
     (``log`` tells why); the fetch itself never fails because of the fleet.
@@ -303,17 +307,19 @@ class Fleet:
             self._log(f"no longer hearing of other hosts: {exc}")
 
     def _report(self) -> None:
-        """Progress every ANNOUNCE_EVERY seconds, and once more as the host leaves (holding it all,
-        when the fetch succeeded)."""
+        """Progress as it changes (looked at every ANNOUNCE_EVERY seconds) or every HEARTBEAT seconds,
+        and once more as the host leaves (holding it all, when the fetch succeeded)."""
+        reported, reported_at = -1, 0.0
         while True:
             leaving = self._leaving.is_set()
-            try:
-                self._client.pubsub_publish(
-                    self._topic, str(self._order.held()).encode(), timeout=ANNOUNCE_EVERY * 8
-                )
-            except IpfsError as exc:
-                self._log(f"cannot tell other hosts of this fetch: {exc}")
-                return
+            held = self._order.held()
+            if leaving or held != reported or time.monotonic() - reported_at >= HEARTBEAT:
+                try:
+                    self._client.pubsub_publish(self._topic, str(held).encode(), timeout=ANNOUNCE_EVERY * 8)
+                except IpfsError as exc:
+                    self._log(f"cannot tell other hosts of this fetch: {exc}")
+                    return
+                reported, reported_at = held, time.monotonic()
             if leaving:
                 return
             self._leaving.wait(ANNOUNCE_EVERY)

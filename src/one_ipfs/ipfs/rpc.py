@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import os
 import selectors
@@ -299,7 +298,7 @@ class KuboClient:
 
     def block_put(self, data: bytes, *, timeout: float | None = None) -> str:
         """Store one raw block (CIDv1, sha2-256) and return its CID."""
-        upload = _Upload(io.BytesIO(data), "block")
+        upload = _Upload(data, "block")
         with self._open("block/put", (), {}, timeout, upload=upload) as exchange:
             for event in exchange.events():
                 if "Key" in event:
@@ -393,7 +392,7 @@ class KuboClient:
 
     def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
         """Send ``data`` to the nodes subscribed to ``topic``: members of the private network only."""
-        upload = _Upload(io.BytesIO(data), "data")
+        upload = _Upload(data, "data")
         with self._open("pubsub/pub", (_multibase(topic),), {}, timeout, upload=upload) as exchange:
             for _ in exchange.events():
                 pass
@@ -510,9 +509,10 @@ class _Clock:
 
 
 class _Upload:
-    """A file sent to ``add`` as one multipart part, in HTTP chunks of at most 1 MiB."""
+    """A file sent as one multipart part: a stream in HTTP chunks of at most 1 MiB, read beside the
+    response (``add`` answers with progress while the file still arrives), or bytes in hand sent whole."""
 
-    def __init__(self, reader: BinaryIO, filename: str) -> None:
+    def __init__(self, reader: BinaryIO | bytes, filename: str) -> None:
         self.reader = reader
         self.boundary = os.urandom(16).hex()
         self.filename = urllib.parse.quote(filename, safe="")
@@ -522,12 +522,16 @@ class _Upload:
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
+    def whole(self) -> bytes | None:
+        """The entire body, when the bytes are in hand: sent with a Content-Length, by the caller itself."""
+        if not isinstance(self.reader, bytes):
+            return None
+        self.sent = len(self.reader)
+        return b"".join((self._part_head(), self.reader, self._tail()))
+
     def pieces(self, clock: _Clock) -> Iterator[bytes]:
-        yield (
-            f"--{self.boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{self.filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
+        assert not isinstance(self.reader, bytes)
+        yield self._part_head()
         while True:
             data = self.reader.read(PIECE)
             if not data:
@@ -535,7 +539,17 @@ class _Upload:
             clock.touch()
             self.sent += len(data)
             yield data
-        yield f"\r\n--{self.boundary}--\r\n".encode()
+        yield self._tail()
+
+    def _part_head(self) -> bytes:
+        return (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{self.filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+
+    def _tail(self) -> bytes:
+        return f"\r\n--{self.boundary}--\r\n".encode()
 
 
 class _Exchange:
@@ -708,18 +722,26 @@ class _Exchange:
         ]
         if self.client.auth:
             lines.append(f"Authorization: {self.client.auth}")
+        whole = upload.whole() if upload is not None else None
         if upload is None:
             lines.append("Content-Length: 0")
+        elif whole is not None:
+            lines += [f"Content-Type: {upload.content_type()}", f"Content-Length: {len(whole)}"]
         else:
             lines += [f"Content-Type: {upload.content_type()}", "Transfer-Encoding: chunked"]
         try:
             self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         except OSError as exc:
             raise self._unreachable(exc.strerror or str(exc)) from None
-        if upload is not None:
-            self.upload = upload
-            self.sender = threading.Thread(target=self._send_body, args=(upload,), daemon=True)
-            self.sender.start()
+        if upload is None:
+            return
+        self.upload = upload
+        if whole is not None:
+            with contextlib.suppress(OSError):  # Kubo may answer (a refusal) before reading it all: read that
+                self.sock.sendall(whole)
+            return
+        self.sender = threading.Thread(target=self._send_body, args=(upload,), daemon=True)
+        self.sender.start()
 
     def _send_body(self, upload: _Upload) -> None:
         """Runs beside the reader, because Kubo answers with progress while the file still arrives."""
