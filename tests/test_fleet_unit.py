@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 
 import pytest
 
@@ -10,6 +11,11 @@ from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.fleet import FetchOrder, Want
 
 LEAVES = [f"bafkleaf{i:03}" for i in range(64)]
+
+
+def bits(*leaves: str) -> int:
+    """A report of holding ``leaves``."""
+    return sum(1 << LEAVES.index(leaf) for leaf in set(leaves))
 
 
 def taken_now(order: FetchOrder, count: int) -> list[str]:
@@ -112,7 +118,7 @@ def test_another_owners_leaves_wait_until_it_reports_holding_them_then_are_read_
     worker.join(0.3)
     assert worker.is_alive(), "host-a asked for host-b's leaf before host-b held it"
 
-    a.heard("host-b", 1)
+    a.heard("host-b", bits(own_b[0]))
     worker.join(5)
     assert got == [Want(own_b[0], "host-b")]
 
@@ -154,16 +160,17 @@ def test_an_owner_that_reports_no_progress_no_longer_holds_its_leaves_back(
     assert sorted(taken) == sorted(LEAVES)
 
 
-def test_a_host_reports_holding_its_leaves_from_the_start_of_its_order_then_all() -> None:
+def test_a_host_reports_exactly_the_leaves_it_holds() -> None:
     order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
     first, second = taken_now(order, 2)
-    order.done(second)
     assert order.held() == 0
+    order.done(second)
+    assert order.held() == bits(second)
     order.done(first)
-    assert order.held() == 2
+    assert order.held() == bits(first, second)
     while (want := order.take()) is not None:
         order.done(want.leaf)
-    assert order.held() == len(LEAVES)
+    assert order.held() == bits(*LEAVES)
 
 
 def test_stopping_releases_a_worker_waiting_for_an_owner() -> None:
@@ -181,11 +188,13 @@ def test_an_owner_that_went_silent_holding_its_leaves_is_still_read_from(
 ) -> None:
     monkeypatch.setattr(fleet, "OWNER_SILENT", 0.1)
     a, own_b = host_a_left_with_host_bs_leaves()
-    a.heard("host-b", len(LEAVES))  # host-b's last report: it holds everything, and it is done
+    a.heard("host-b", bits(*LEAVES))  # host-b's last report: it holds everything, and it is done
 
     threading.Event().wait(0.2)
 
-    assert taken_wants(a) == [Want(leaf, "host-b") for leaf in own_b]
+    assert sorted(taken_wants(a), key=lambda want: want.leaf) == [
+        Want(leaf, "host-b") for leaf in sorted(own_b)
+    ]
 
 
 def taken_wants(order: FetchOrder) -> list[Want]:
@@ -194,3 +203,55 @@ def taken_wants(order: FetchOrder) -> list[Want]:
         wants.append(want)
         order.done(want.leaf)
     return wants
+
+
+def fleet_of_three_with_its_own_leaves_in_flight() -> tuple[FetchOrder, list[str]]:
+    """Host a of a fleet with hosts b and c, asking for as many of its own leaves as it may at once:
+    its order, and leaves that are not among those."""
+    order = FetchOrder(LEAVES, "host-a", alone_at_once=8)
+    order.heard("host-b", 0)
+    order.heard("host-c", 0)
+    own = taken_now(order, fleet.OWN_AT_ONCE)
+    return order, [leaf for leaf in LEAVES if leaf not in own]
+
+
+def test_a_leaf_several_hosts_hold_is_read_from_the_one_this_host_reads_least_from() -> None:
+    order, others = fleet_of_three_with_its_own_leaves_in_flight()
+    order.heard("host-b", bits(*others[:2]))
+    order.heard("host-c", bits(*others[:2]))  # one of them is host-b's leaf, which host-c read from host-b
+
+    first, second = order.take(), order.take()
+
+    assert first is not None and second is not None
+    assert {first.leaf, second.leaf} == set(others[:2])
+    assert {first.holder, second.holder} == {"host-b", "host-c"}
+
+
+def test_a_holder_that_failed_is_not_read_from_again_and_what_only_it_holds_comes_by_bitswap() -> None:
+    order, others = fleet_of_three_with_its_own_leaves_in_flight()
+    order.heard("host-b", bits(*others[:2]))
+    order.heard("host-c", bits(others[0]))
+    order.failed("host-c")
+
+    assert order.take() == Want(others[0], "host-b")
+    order.failed("host-b")
+    assert order.take() == Want(others[1], None)
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        b"12",  # a report of another protocol version: a count, not leaves
+        zlib.compress(bytes(16)),  # one for an image of 128 leaves
+        zlib.compress(bytes(8))[:-2],  # cut short
+        zlib.compress(bytes(8) + b"more"),
+        zlib.compress(bytes(1 << 20)),  # a bomb for this image: 1 MiB of zeros in 1 KiB
+    ],
+)
+def test_a_report_for_other_leaves_than_the_images_is_ignored(report: bytes) -> None:
+    assert fleet._decode_held(report, len(LEAVES)) is None
+
+
+def test_a_report_carries_exactly_the_leaves_held() -> None:
+    held = bits(*LEAVES[::3], LEAVES[1])
+    assert fleet._decode_held(fleet._encode_held(held, len(LEAVES)), len(LEAVES)) == held

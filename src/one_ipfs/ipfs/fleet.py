@@ -3,11 +3,11 @@
 Standard library only: hosts ship it. Bitswap sends a want to every connected node and takes the block
 from whichever answers first; the frontend holds every block, so when N hosts fetch one image at once
 it ends up sending most blocks several times, and its link sets the pace. Here the hosts of such a
-fleet tell each other over pubsub (the image's topic, inside the private network) how far they got,
-and share the image's leaves among themselves: each host asks for its own share straight away, which
-only the frontend can send, and reads the rest of the image from their owners once they hold it,
-through the owner's gateway over a libp2p stream (a want would reach the frontend as well, which
-would send some of them). Nothing depends on the sharing being right: a leaf its owner does not send,
+fleet tell each other over pubsub (the image's topic, inside the private network) which leaves they
+hold, and share the image's leaves among themselves: each host asks for its own share straight away,
+which only the frontend can send, and reads the rest of the image from whichever members hold it,
+through the holder's gateway over a libp2p stream (a want would reach the frontend as well, which
+would send some of them). Nothing depends on the sharing being right: a leaf its holder does not send,
 or whose owner went silent, is asked for by bitswap, and any node that holds it may send it.
 """
 
@@ -17,8 +17,9 @@ import hashlib
 import ipaddress
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from one_ipfs.errors import IpfsError, OneIpfsError
@@ -60,15 +61,17 @@ class Want:
 
 
 class FetchOrder:
-    """Which leaf a fetching worker asks for next.
+    """Which leaf a fetching worker asks for next, and from whom.
 
     Each leaf belongs to the member of the fleet that scores highest for it (rendezvous hashing of
-    peer ID and leaf CID, which every member computes alike), and every owner asks for its leaves in
-    the order of its scores, reporting how many of them it holds from the start of that order. A host
-    asks for its own leaves first, OWN_AT_ONCE at a time, and for another owner's once that owner
-    reported holding them. A member that joins takes over only the leaves it scores highest for, so a
-    host that started alone, fetching its best-scored leaves first, has mostly fetched leaves that
-    stay its own. Alone, a host asks for every leaf, ``alone_at_once`` at a time.
+    peer ID and leaf CID, which every member computes alike): its owner asks for it, in the order of
+    its scores, OWN_AT_ONCE at a time, and it is the only member that does. Members report every leaf
+    they hold, and a host reads another owner's leaf as soon as any member holds it, from the holder
+    it is reading the fewest leaves from at the time: a leaf its owner got last need not leave the
+    owner once per member, the first to read it pass it on. A member that joins takes over only the
+    leaves it scores highest for, so a host that started alone, fetching its best-scored leaves
+    first, has mostly fetched leaves that stay its own. Alone, a host asks for every leaf,
+    ``alone_at_once`` at a time.
     """
 
     def __init__(self, leaves: Sequence[str], me: str, *, alone_at_once: int) -> None:
@@ -81,9 +84,11 @@ class FetchOrder:
         self._held: dict[str, int] = {}
         self._heard_at: dict[str, float] = {}
         self._advanced_at: dict[str, float] = {}
+        self._failed: set[str] = set()
         self._taken: set[int] = set()
-        self._done: set[int] = set()
+        self._done = 0
         self._own_in_flight: set[int] = set()
+        self._reading: dict[int, str] = {}
         self._stopped = False
         self._changed = threading.Condition()
         self._deal()
@@ -97,16 +102,17 @@ class FetchOrder:
         with self._changed:
             return sorted(self._scores)
 
+    @property
+    def leaf_count(self) -> int:
+        return len(self._leaves)
+
     def held(self) -> int:
-        """How many of its own leaves this host holds from the start of its order; every leaf, once it
-        holds them all (then every leaf it owns in any member's view is there to take)."""
+        """The leaves this host holds, as bits (bit i: leaf i of the layout)."""
         with self._changed:
-            if len(self._done) == len(self._leaves):
-                return len(self._leaves)
-            return self._held_from_start
+            return self._done
 
     def heard(self, member: str, held: int) -> None:
-        """A member's report: it holds the first ``held`` leaves of its order."""
+        """A member's report: it holds the leaves whose bits are set."""
         with self._changed:
             if member not in self._scores:
                 scores = self._scores[member] = self._scores_of(member)
@@ -115,10 +121,19 @@ class FetchOrder:
                         self._owner[i] = member
                 self._deal()
             self._heard_at[member] = time.monotonic()
-            if held > self._held.get(member, -1):
+            before = self._held.get(member, 0)
+            new = held & ~before & ((1 << len(self._leaves)) - 1)  # blocks do not go away mid-fetch
+            if new:
+                self._held[member] = before | new
+                self._available.extend(i for i in _bits(new) if i not in self._taken)
+            if new & self._owned.get(member, 0) or member not in self._advanced_at:
                 self._advanced_at[member] = self._heard_at[member]
-            self._held[member] = held  # may drop: a member's order changes as its fleet grows
             self._changed.notify_all()
+
+    def failed(self, member: str) -> None:
+        """``member`` did not send a leaf it holds: read nothing more from it."""
+        with self._changed:
+            self._failed.add(member)
 
     def take(self) -> Want | None:
         """The next leaf to ask for, waiting while the only ones left belong to owners that do not
@@ -126,16 +141,15 @@ class FetchOrder:
         with self._changed:
             while not self._stopped:
                 at_once = self._alone_at_once if len(self._scores) == 1 else OWN_AT_ONCE
-                if self._own and len(self._own_in_flight) < at_once:
-                    index = self._own.popleft()
-                    self._own_in_flight.add(index)
+                own = _untaken(self._own, self._taken) if len(self._own_in_flight) < at_once else None
+                if own is not None:
+                    self._own_in_flight.add(own)
+                    return Want(self._taken_leaf(own), None)
+                if (index := _untaken(self._available, self._taken)) is not None:
+                    return Want(self._taken_leaf(index), self._least_busy_holder(index))
+                if (index := self._of_gone_owner()) is not None:
                     return Want(self._taken_leaf(index), None)
-                due = self._next_due()
-                if due is not None:
-                    index = self._others[due].popleft()
-                    holder = due if self._held.get(due, 0) > self._rank[index] else None
-                    return Want(self._taken_leaf(index), holder)
-                if not self._own and not any(self._others.values()):
+                if len(self._taken) == len(self._leaves):
                     return None
                 self._changed.wait(RECHECK)
             return None
@@ -143,9 +157,9 @@ class FetchOrder:
     def done(self, leaf: str) -> None:
         with self._changed:
             index = self._index[leaf]
-            self._done.add(index)
+            self._done |= 1 << index
             self._own_in_flight.discard(index)
-            self._count_held()
+            self._reading.pop(index, None)
             self._changed.notify_all()
 
     def stop(self) -> None:
@@ -161,44 +175,73 @@ class FetchOrder:
         self._taken.add(index)
         return self._leaves[index]
 
+    def _least_busy_holder(self, index: int) -> str | None:
+        """The member holding leaf ``index`` that this host reads the fewest leaves from now; None when
+        every holder failed (then it comes by bitswap)."""
+        holders = [m for m, held in self._held.items() if held >> index & 1 and m not in self._failed]
+        if not holders:
+            return None
+        busy = Counter(self._reading.values())
+        holder = min(holders, key=lambda m: (busy[m], self._scores[m][index]))
+        self._reading[index] = holder
+        return holder
+
     def _deal(self) -> None:
         """Order every owner's leaves by its scores; queue those not yet taken."""
         by_owner: dict[str, list[int]] = {}
         for i, owner in enumerate(self._owner):
             by_owner.setdefault(owner, []).append(i)
-        self._rank = [0] * len(self._leaves)
+        self._owned = {}
         for owner, owned in by_owner.items():
             owned.sort(key=self._scores[owner].__getitem__, reverse=True)
-            for rank, i in enumerate(owned):
-                self._rank[i] = rank
-        self._mine = by_owner.pop(self._me, [])
-        self._held_from_start = 0
-        self._count_held()
-        self._own = deque(i for i in self._mine if i not in self._taken)
+            self._owned[owner] = _bits_at(owned, len(self._leaves))
+        mine = by_owner.pop(self._me, [])
+        self._own = deque(i for i in mine if i not in self._taken)
         self._others = {
             owner: deque(i for i in owned if i not in self._taken) for owner, owned in by_owner.items()
         }
+        held = 0
+        for bits in self._held.values():
+            held |= bits
+        self._available = deque(i for i in _bits(held) if i not in self._taken)
 
-    def _count_held(self) -> None:
-        while self._held_from_start < len(self._mine) and self._mine[self._held_from_start] in self._done:
-            self._held_from_start += 1
-
-    def _next_due(self) -> str | None:
-        """The owner whose next leaf comes earliest in its order among the leaves that may be asked for:
-        held by their owner, or of an owner that went silent or got stuck."""
-        now, best = time.monotonic(), None
+    def _of_gone_owner(self) -> int | None:
+        """The next leaf of an owner that went silent, or got none of its own leaves for OWNER_STUCK
+        seconds: it is asked for from anyone."""
+        now = time.monotonic()
         for owner, queue in self._others.items():
-            if not queue:
-                continue
             gone = (
                 now - self._heard_at.get(owner, now) > OWNER_SILENT
                 or now - self._advanced_at.get(owner, now) > OWNER_STUCK
             )
-            if (self._held.get(owner, 0) > self._rank[queue[0]] or gone) and (
-                best is None or self._rank[queue[0]] < self._rank[self._others[best][0]]
-            ):
-                best = owner
-        return best
+            if gone and (index := _untaken(queue, self._taken)) is not None:
+                return index
+        return None
+
+
+def _untaken(queue: deque[int], taken: set[int]) -> int | None:
+    """The first index of ``queue`` not taken yet (those before it leave the queue)."""
+    while queue:
+        if queue[0] not in taken:
+            return queue.popleft()
+        queue.popleft()
+    return None
+
+
+def _bits_at(positions: Sequence[int], count: int) -> int:
+    """The number with the bits at ``positions`` set (built bytewise: images may have 100 000 leaves)."""
+    raw = bytearray((count + 7) // 8)
+    for i in positions:
+        raw[i >> 3] |= 1 << (i & 7)
+    return int.from_bytes(raw, "little")
+
+
+def _bits(value: int) -> Iterator[int]:
+    """The positions of the bits set in ``value``, lowest first."""
+    while value:
+        low = value & -value
+        yield low.bit_length() - 1
+        value ^= low
 
 
 class Fleet:
@@ -271,6 +314,7 @@ class Fleet:
                 first = holder not in self._failed_holders
                 self._failed_holders.add(holder)
             if first:
+                self._order.failed(holder)
                 self._log(f"reading blocks from another host failed: {exc}")
             return None
         with self._counting:
@@ -297,9 +341,10 @@ class Fleet:
         heard: set[str] = set()
         try:
             for sender, data in self._subscription.messages():
-                if sender == self._order.me or not data.isdigit() or len(data) > 12:
+                held = _decode_held(data, self._order.leaf_count)
+                if sender == self._order.me or held is None:
                     continue
-                self._order.heard(sender, int(data))
+                self._order.heard(sender, held)
                 if sender not in heard:
                     heard.add(sender)
                     self._log(f"fetching alongside {len(heard)} other host(s)")
@@ -315,7 +360,8 @@ class Fleet:
             held = self._order.held()
             if leaving or held != reported or time.monotonic() - reported_at >= HEARTBEAT:
                 try:
-                    self._client.pubsub_publish(self._topic, str(held).encode(), timeout=ANNOUNCE_EVERY * 8)
+                    report = _encode_held(held, self._order.leaf_count)
+                    self._client.pubsub_publish(self._topic, report, timeout=ANNOUNCE_EVERY * 8)
                 except IpfsError as exc:
                     self._log(f"cannot tell other hosts of this fetch: {exc}")
                     return
@@ -323,6 +369,24 @@ class Fleet:
             if leaving:
                 return
             self._leaving.wait(ANNOUNCE_EVERY)
+
+
+def _encode_held(held: int, count: int) -> bytes:
+    """A report: the bits of the leaves held, compressed (long runs of ones, and of zeros)."""
+    return zlib.compress(held.to_bytes((count + 7) // 8, "little"))
+
+
+def _decode_held(report: bytes, count: int) -> int | None:
+    """The bits of a report; None for anything that is not one for ``count`` leaves."""
+    size = (count + 7) // 8
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(report, size + 1)
+    except zlib.error:
+        return None
+    if len(raw) != size or not inflater.eof or inflater.unused_data:
+        return None
+    return int.from_bytes(raw, "little")
 
 
 def _protocol_of(host: str) -> str:
