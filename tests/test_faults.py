@@ -29,6 +29,7 @@ from testbed.one import Datastore, Image, OneFailure, OneSim, VirtualMachine
 from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
+from tests.support.nodes import ipfs_cli
 from tests.test_transfer import SETTINGS, disk_path, image_from, write_into
 
 pytestmark = pytest.mark.bed
@@ -313,6 +314,27 @@ def test_a_partition_between_frontend_and_host_mid_transfer_fails_in_bounded_tim
 
 def peers_of(node: Node) -> set[str]:
     return {peer for peer, _ in node.client().swarm_peers()}
+
+
+def test_a_host_that_lost_its_peers_dials_them_at_the_next_deploy_instead_of_waiting_for_kubo(
+    bed: Bed, one: OneSim
+) -> None:
+    # As after an outage of the host's network: no connection left, so not even the DHT can find the
+    # frontend. Kubo's peering redials a lost peer 7.5 to 12.5 s after the loss at the soonest, far
+    # beyond this datastore's stall timeout, which a deploy that waited for Kubo would run into.
+    ds = one.datastore_create(ipfs_datastore_template(bed, "ipfs-redial", IPFS_STALL_TIMEOUT="5"))
+    data = disk_bytes(1 << 20, seed=77)
+    image = image_from(bed, one, ds, data, "redial")
+    host = bed.host("h4")
+    for peer in peers_of(host.node):
+        ipfs_cli(host.node, "swarm", "disconnect", f"/p2p/{peer}")
+    assert peers_of(host.node) == set()
+
+    vm = one.vm_deploy([image], host.name, context=False)
+
+    assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
+    one.vm_terminate(vm)
+    one.image_delete(image)
 
 
 @pytest.mark.parametrize("how", ["host-unreachable", "sshd-stopped"])

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,6 +23,7 @@ from one_ipfs.host import __main__ as cli
 from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks
 from one_ipfs.host.cache import HostCache
+from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.refs import DAG_PB, Cid
 from one_ipfs.ipfs.rpc import (
     AddResult,
@@ -120,6 +122,12 @@ class FakeKubo(KuboClient):
 
     def gateway_address(self) -> tuple[str, int] | None:
         return None  # blocks are read through ``block_get``
+
+    def swarm_peers(self) -> list[tuple[str, str]]:
+        return []
+
+    def peering_peers(self) -> list[tuple[str, list[str]]]:
+        return []  # the content is "in the network": no peer to dial
 
     def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
         self.block_reads += 1
@@ -320,8 +328,11 @@ def test_a_host_fetching_an_image_tells_the_other_hosts_until_it_holds_every_blo
 
     leaves = len({link.cid for link in kubo.links[cid]})  # a run of zeros is one leaf
     assert kubo.reports, "no progress report was published"
-    assert [int(report) for report in kubo.reports] == sorted(int(report) for report in kubo.reports)
-    assert int(kubo.reports[-1]) == leaves
+    held = [fleet._decode_held(report, leaves) for report in kubo.reports]
+    assert all(
+        now is not None and before is not None and now & before == before for before, now in pairwise(held)
+    )
+    assert held[-1] == (1 << leaves) - 1
 
 
 def test_a_base_file_that_went_missing_is_written_again_from_the_nodes_blocks(

@@ -54,6 +54,12 @@ class Peer(KuboClient):
             self.link.release()
         return MIB
 
+    def swarm_peers(self) -> list[tuple[str, str]]:
+        return [("12D3KooWSource", "/ip4/10.0.0.1/tcp/4001")]
+
+    def peering_peers(self) -> list[tuple[str, list[str]]]:
+        return [("12D3KooWSource", ["/ip4/10.0.0.1/tcp/4001"])]
+
     def _want(self, cid: str, timeout: float | None) -> float:
         """Count a want of ``cid``; one the peer ignores ends in Kubo's timeout."""
         with self.guard:
@@ -190,3 +196,35 @@ def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_im
         f"no block of {ROOT} arrived for 0.3 s: no reachable node seems to provide it"
     )
     assert min(peer.asked.values()) >= 2
+
+
+class Member(KuboClient):
+    """A node of a private network whose peering lists three members: connected to one, not to the others."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9")  # never connected: every method used here is replaced
+        self.dialled: list[tuple[str, ...]] = []
+
+    def swarm_peers(self) -> list[tuple[str, str]]:
+        return [("12D3KooWUp", "/ip4/10.0.0.2/tcp/4001")]
+
+    def peering_peers(self) -> list[tuple[str, list[str]]]:
+        return [
+            ("12D3KooWUp", ["/ip4/10.0.0.2/tcp/4001"]),
+            ("12D3KooWDown", ["/ip4/10.0.0.3/tcp/4001", "/ip6/fd00::3/tcp/4001"]),
+            ("12D3KooWGone", ["/ip4/10.0.0.4/tcp/4001"]),
+        ]
+
+    def swarm_connect(self, *addresses: str, timeout: float | None = None) -> None:
+        self.dialled.append(addresses)
+        if "Gone" in addresses[0]:
+            raise IpfsTimeout("ipfs swarm connect: Kubo gave up after 5 s")
+
+
+def test_a_node_dials_the_peering_peers_it_lost_and_goes_on_if_one_stays_out_of_reach() -> None:
+    node = Member()
+    pinning.redial_peering(node)
+    assert node.dialled == [
+        ("/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWDown", "/ip6/fd00::3/tcp/4001/p2p/12D3KooWDown"),
+        ("/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWGone",),
+    ]

@@ -21,7 +21,7 @@ from testbed.system import BASE_PATH, ONEADMIN, Process, netns_processes, proces
 
 def bitswap_stat(node: Node) -> dict[str, int]:
     """Kubo's bitswap counters of a node (``ipfs bitswap stat``), read inside the node's network namespace."""
-    answer = json.loads(_ipfs(node, "bitswap", "stat", "--enc=json"))
+    answer = json.loads(ipfs_cli(node, "bitswap", "stat", "--enc=json"))
     return {key: value for key, value in answer.items() if isinstance(value, int)}
 
 
@@ -34,7 +34,8 @@ def received_from_hosts(node: Node) -> int:
         return int(json.load(answer)["TotalIn"])
 
 
-def _ipfs(node: Node, *args: str) -> str:
+def ipfs_cli(node: Node, *args: str) -> str:
+    """``ipfs <args>`` against a node, inside its network namespace; its stdout."""
     inside = [] if node.netns is None else ["ip", "netns", "exec", node.netns]
     result = subprocess.run(
         [*inside, str(KUBO), *args],

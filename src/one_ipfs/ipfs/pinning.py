@@ -8,6 +8,7 @@ seen here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from one_ipfs.errors import IpfsTimeout
+from one_ipfs.errors import IpfsError, IpfsTimeout
 from one_ipfs.ipfs.fleet import OWN_AT_ONCE, FetchOrder, Fleet
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient, PinProgress
 
@@ -26,6 +27,8 @@ PROGRESS_EVERY = 5.0
 RAW_CODEC_PREFIX = "bafk"
 SCATTER_WORKERS = 8
 REASK_AFTER = 5.0
+REDIAL_TIMEOUT = 5.0
+"""Seconds a dial of a peering peer may take (Kubo tries all of its addresses)."""
 """Seconds before a block that has not come is asked for again."""
 READ_FROM_HOLDER = 10.0
 """Seconds a block may take to come from the fleet member that holds it before bitswap is asked."""
@@ -77,13 +80,30 @@ def fetch_patiently(
 
 
 def stat_patiently(client: KuboClient, cid: str, *, stall_timeout: float, deadline: float) -> FileStat:
-    """The file's size and type from its root block, which may have to come from a peer first."""
+    """The file's size and type from its root block, which may have to come from a peer first (a node
+    that lost its peers meanwhile dials them again first)."""
+    redial_peering(client)
     return ask_patiently(
         cid,
         lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait),
         stall_timeout=stall_timeout,
         deadline=deadline,
     )
+
+
+def redial_peering(client: KuboClient) -> None:
+    """Dial each of the node's ``Peering.Peers`` it is not connected to. Kubo redials them by itself,
+    but 5 to 12 s after a connection dropped, and ever later (up to 10 minutes) while they stay out of
+    reach: a deploy right after an outage would stall on that. A failure leaves it to Kubo, and the
+    fetch's own bounds decide."""
+    try:
+        connected = {peer for peer, _ in client.swarm_peers()}
+        for peer, addresses in client.peering_peers():
+            if peer not in connected and addresses:
+                with contextlib.suppress(IpfsError):
+                    client.swarm_connect(*(f"{a}/p2p/{peer}" for a in addresses), timeout=REDIAL_TIMEOUT)
+    except IpfsError:
+        return
 
 
 def ask_patiently(cid: str, ask: Callable[[float], T], *, stall_timeout: float, deadline: float) -> T:

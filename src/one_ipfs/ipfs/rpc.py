@@ -387,8 +387,17 @@ class KuboClient:
         answer = self._call("swarm/peers", (), {})
         return [(str(peer["Peer"]), str(peer["Addr"])) for peer in answer.get("Peers") or []]
 
-    def swarm_connect(self, address: str) -> None:
-        self._call("swarm/connect", (address,), {})
+    def swarm_connect(self, *addresses: str, timeout: float | None = None) -> None:
+        """Dial a peer at its ``addresses`` (``.../p2p/<peer>``; Kubo tries those of one peer together)."""
+        self._call("swarm/connect", addresses, {}, timeout)
+
+    def peering_peers(self) -> list[tuple[str, list[str]]]:
+        """``(peer_id, addresses)`` of every peer the node keeps connected (``Peering.Peers``)."""
+        answer = self._call("swarm/peering/ls", (), {})
+        return [
+            (str(peer["ID"]), [str(address) for address in peer.get("Addrs") or []])
+            for peer in answer.get("Peers") or []
+        ]
 
     def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
         """Send ``data`` to the nodes subscribed to ``topic``: members of the private network only."""
