@@ -218,7 +218,7 @@ def fleet_of_three_with_its_own_leaves_in_flight() -> tuple[FetchOrder, list[str
 def test_a_leaf_several_hosts_hold_is_read_from_the_one_this_host_reads_least_from() -> None:
     order, others = fleet_of_three_with_its_own_leaves_in_flight()
     order.heard("host-b", bits(*others[:2]))
-    order.heard("host-c", bits(*others[:2]))  # one of them is host-b's leaf, which host-c read from host-b
+    order.heard("host-c", bits(*others[:2]))  # host-c read them from host-b already
 
     first, second = order.take(), order.take()
 

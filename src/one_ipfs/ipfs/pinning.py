@@ -27,9 +27,9 @@ PROGRESS_EVERY = 5.0
 RAW_CODEC_PREFIX = "bafk"
 SCATTER_WORKERS = 8
 REASK_AFTER = 5.0
+"""Seconds before a block that has not come is asked for again."""
 REDIAL_TIMEOUT = 5.0
 """Seconds a dial of a peering peer may take (Kubo tries all of its addresses)."""
-"""Seconds before a block that has not come is asked for again."""
 READ_FROM_HOLDER = 10.0
 """Seconds a block may take to come from the fleet member that holds it before bitswap is asked."""
 MIN_PIECE = 64 << 10
@@ -93,7 +93,7 @@ def stat_patiently(client: KuboClient, cid: str, *, stall_timeout: float, deadli
 
 def redial_peering(client: KuboClient) -> None:
     """Dial each of the node's ``Peering.Peers`` it is not connected to. Kubo redials them by itself,
-    but 5 to 12 s after a connection dropped, and ever later (up to 10 minutes) while they stay out of
+    but 7.5 to 12.5 s after a connection dropped, and ever later (up to 10 minutes) while they stay out of
     reach: a deploy right after an outage would stall on that. A failure leaves it to Kubo, and the
     fetch's own bounds decide."""
     try:
