@@ -130,10 +130,21 @@ class FetchOrder:
                 self._advanced_at[member] = self._heard_at[member]
             self._changed.notify_all()
 
-    def failed(self, member: str) -> None:
-        """``member`` did not send a leaf it holds: read nothing more from it."""
+    def failed(self, member: str) -> bool:
+        """``member`` did not send a leaf it holds: read nothing more from it. True the first time."""
         with self._changed:
+            first = member not in self._failed
             self._failed.add(member)
+            return first
+
+    def has_failed(self, member: str) -> bool:
+        with self._changed:
+            return member in self._failed
+
+    @property
+    def failed_count(self) -> int:
+        with self._changed:
+            return len(self._failed)
 
     def take(self) -> Want | None:
         """The next leaf to ask for, waiting while the only ones left belong to owners that do not
@@ -270,7 +281,6 @@ class Fleet:
         self._subscription: Subscription | None = None
         self._gateway: Gateway | None = None
         self._read = 0
-        self._failed_holders: set[str] = set()
         self._counting = threading.Lock()
         self._threads = [
             threading.Thread(target=self._listen, name="fleet-listen", daemon=True),
@@ -294,27 +304,24 @@ class Fleet:
             self._subscription.close()
             for thread in self._threads:
                 thread.join()
-        if self._read or self._failed_holders:
+        failed = self._order.failed_count
+        if self._read or failed:
             self._log(
                 f"{self._read} block(s) came from the other hosts that held them; "
-                f"{len(self._failed_holders)} host(s) failed to send theirs, which came by bitswap"
+                f"{failed} host(s) failed to send theirs, which came by bitswap"
             )
 
     def read_from(self, holder: str, leaf: str, timeout: float) -> bytes | None:
         """Bring ``leaf`` to the node from ``holder`` alone, and return its bytes; None when that did not
         work (the leaf is then fetched by bitswap like any other). A holder that failed once is not
         asked again in this fetch: one that went away would cost every leaf it holds a timeout."""
-        if self._gateway is None or holder in self._failed_holders or not checkable(leaf):
+        if self._gateway is None or self._order.has_failed(holder) or not checkable(leaf):
             return None
         try:
             data = self._gateway.peer_block(holder, leaf, timeout)
             self._client.block_put(data, timeout=timeout)
         except OneIpfsError as exc:
-            with self._counting:
-                first = holder not in self._failed_holders
-                self._failed_holders.add(holder)
-            if first:
-                self._order.failed(holder)
+            if self._order.failed(holder):
                 self._log(f"reading blocks from another host failed: {exc}")
             return None
         with self._counting:
