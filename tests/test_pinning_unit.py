@@ -60,6 +60,15 @@ class Peer(KuboClient):
     def peering_peers(self) -> list[tuple[str, list[str]]]:
         return [("12D3KooWSource", ["/ip4/10.0.0.1/tcp/4001"])]
 
+    def bitswap_blocks_moved(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def swarm_disconnect(self, peer: str) -> None:
+        self.asked[f"disconnect {peer}"] += 1
+
+    def swarm_connect(self, *addresses: str, timeout: float | None = None) -> None:
+        self.asked[f"connect {addresses[0]}"] += 1
+
     def _want(self, cid: str, timeout: float | None) -> float:
         """Count a want of ``cid``; one the peer ignores ends in Kubo's timeout."""
         with self.guard:
@@ -173,7 +182,11 @@ def test_a_datastore_hold_asks_again_for_the_root_and_blocks_a_peer_never_answer
 
     fetch_patiently(peer, ROOT, log=lambda _: None, timeout=30, stall_timeout=5)
 
-    assert peer.asked == Counter({f"stat {ROOT}": 2, ROOT: 2, **{leaf: 2 for leaf in peer.leaves}})
+    # The root went unanswered while nothing moved: the node reconnected its peer once, then asked again.
+    reconnected = {"disconnect 12D3KooWSource": 1, "connect /ip4/10.0.0.1/tcp/4001/p2p/12D3KooWSource": 1}
+    assert peer.asked == Counter(
+        {f"stat {ROOT}": 2, ROOT: 2, **{leaf: 2 for leaf in peer.leaves}, **reconnected}
+    )
 
 
 def test_a_slow_link_that_keeps_bringing_blocks_is_not_a_stall() -> None:
@@ -228,3 +241,53 @@ def test_a_node_dials_the_peering_peers_it_lost_and_goes_on_if_one_stays_out_of_
         ("/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWDown", "/ip6/fd00::3/tcp/4001/p2p/12D3KooWDown"),
         ("/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWGone",),
     ]
+
+
+class Deaf(Member):
+    """A node whose bitswap ignores the connected peer holding the root until a new connection to it,
+    as Kubo's does with a peer it marked unresponsive; ``busy`` when it moves blocks for others meanwhile."""
+
+    def __init__(self, busy: bool = False) -> None:
+        super().__init__()
+        self.busy = busy
+        self.moved = 0
+        self.disconnected: list[str] = []
+
+    def bitswap_blocks_moved(self) -> tuple[int, int]:
+        if self.busy:
+            self.moved += 1
+        return (self.moved, 7)
+
+    def swarm_disconnect(self, peer: str) -> None:
+        self.disconnected.append(peer)
+
+    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+        if "12D3KooWUp" not in self.disconnected:
+            time.sleep(timeout or 0)
+            raise IpfsTimeout(f"ipfs files stat {path}: Kubo gave up after {timeout} s")
+        return FileStat(ROOT, MIB, MIB, 2, "file", None, None)
+
+
+def stat(node: KuboClient, stall_timeout: float) -> FileStat:
+    return pinning.stat_patiently(node, ROOT, stall_timeout=stall_timeout, deadline=time.monotonic() + 30)
+
+
+def test_a_node_that_moved_no_block_while_the_root_went_unanswered_reconnects_its_peers_once() -> None:
+    node = Deaf()
+
+    assert stat(node, stall_timeout=5).size == MIB
+
+    assert node.disconnected == ["12D3KooWUp"]
+    lost = [("/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWDown", "/ip6/fd00::3/tcp/4001/p2p/12D3KooWDown")]
+    gone = [("/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWGone",)]
+    # Redialled the lost peers first, then closed and reopened the connected one.
+    assert node.dialled == [*lost, *gone, ("/ip4/10.0.0.2/tcp/4001/p2p/12D3KooWUp",)]
+
+
+def test_a_node_moving_blocks_for_others_keeps_its_connections_while_the_root_waits() -> None:
+    node = Deaf(busy=True)
+
+    with pytest.raises(IpfsTimeout, match=r"no block of bafybeiroot arrived for 0\.3 s"):
+        stat(node, stall_timeout=0.3)
+
+    assert node.disconnected == []

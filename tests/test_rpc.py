@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from one_ipfs.errors import (
 from one_ipfs.ipfs import network
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.gateway import Gateway, block_reader
-from one_ipfs.ipfs.pinning import Leaf, file_layout, scatter_fetch
+from one_ipfs.ipfs.pinning import Leaf, file_layout, reconnect_peering, scatter_fetch
 from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
@@ -526,6 +527,42 @@ def test_swarm_connect_makes_each_node_list_the_other_in_swarm_peers(
     kubo.swarm_connect(peer_node.node.multiaddr)
     assert (peer_node.node.peer_id, peer_node.node.swarm_address) in kubo.swarm_peers()
     assert kubo.id().peer_id in [peer for peer, _ in peer_node.client().swarm_peers()]
+
+
+def connections_to(node: LocalNode) -> set[str]:
+    """Kernel inodes of the established TCP connections to or from a node's swarm port (a new
+    connection has a new inode, even between the same two ports)."""
+    port = node.node.swarm_address.rsplit("/", 1)[1]
+    table = subprocess.run(
+        ["ss", "-tnHe", "state", "established", f"( sport = :{port} or dport = :{port} )"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    return set(re.findall(r"ino:(\d+)", table))
+
+
+def test_a_peering_peer_gets_a_new_connection_and_bitswap_counts_the_blocks_it_then_sends(
+    kubo: KuboClient, kubo_node: LocalNode, peer_node: LocalNode, image: Path
+) -> None:
+    host = peer_node.client()
+    peer_node.cli("swarm", "peering", "add", kubo_node.node.multiaddr)
+    try:
+        settle(lambda: kubo_node.node.peer_id in dict(host.swarm_peers()), "the peering connection")
+        before = connections_to(kubo_node)
+
+        reconnect_peering(host)
+
+        assert kubo_node.node.peer_id in dict(host.swarm_peers())
+        assert connections_to(kubo_node) - before
+        assert not connections_to(kubo_node) & before
+        received, sent = host.bitswap_blocks_moved()
+        cid = kubo.add(image, settings=SETTINGS).cid
+        assert b"".join(host.cat(f"/ipfs/{cid}", timeout=30)) == image.read_bytes()
+        assert host.bitswap_blocks_moved() == (received + 5, sent)  # four leaves and the root
+        assert kubo.bitswap_blocks_moved()[1] >= 5
+    finally:
+        peer_node.cli("swarm", "peering", "rm", kubo_node.node.peer_id)
 
 
 def test_routing_findprovs_finds_the_node_that_holds_an_image(

@@ -81,14 +81,19 @@ def fetch_patiently(
 
 def stat_patiently(client: KuboClient, cid: str, *, stall_timeout: float, deadline: float) -> FileStat:
     """The file's size and type from its root block, which may have to come from a peer first (a node
-    that lost its peers meanwhile dials them again first)."""
+    that lost its peers meanwhile dials them again first; one whose bitswap then moves no block while the
+    root goes unanswered reconnects them, once)."""
     redial_peering(client)
-    return ask_patiently(
-        cid,
-        lambda wait: client.files_stat(f"/ipfs/{cid}", timeout=wait),
-        stall_timeout=stall_timeout,
-        deadline=deadline,
-    )
+    idle = _IdleBitswap(client)
+
+    def ask(wait: float) -> FileStat:
+        try:
+            return client.files_stat(f"/ipfs/{cid}", timeout=wait)
+        except IpfsTimeout:
+            idle.reconnect_peering_once()
+            raise
+
+    return ask_patiently(cid, ask, stall_timeout=stall_timeout, deadline=deadline)
 
 
 def redial_peering(client: KuboClient) -> None:
@@ -96,14 +101,55 @@ def redial_peering(client: KuboClient) -> None:
     but 7.5 to 12.5 s after a connection dropped, and ever later (up to 10 minutes) while they stay out of
     reach: a deploy right after an outage would stall on that. A failure leaves it to Kubo, and the
     fetch's own bounds decide."""
-    try:
-        connected = {peer for peer, _ in client.swarm_peers()}
-        for peer, addresses in client.peering_peers():
-            if peer not in connected and addresses:
+    with contextlib.suppress(IpfsError):
+        for peer, addresses, connected in _peering(client):
+            if not connected:
+                _dial(client, peer, addresses)
+
+
+def reconnect_peering(client: KuboClient) -> None:
+    """Close and reopen the node's connections to its ``Peering.Peers``. Kubo's bitswap can stop sending
+    wants to a peer it is still connected to: a send that fails while a connection is being replaced marks
+    the peer unresponsive, and only a message from that peer or a new connection undoes it (boxo#1163 is
+    one such case). A new connection makes bitswap ask the peer again."""
+    with contextlib.suppress(IpfsError):
+        for peer, addresses, connected in _peering(client):
+            if connected:
                 with contextlib.suppress(IpfsError):
-                    client.swarm_connect(*(f"{a}/p2p/{peer}" for a in addresses), timeout=REDIAL_TIMEOUT)
+                    client.swarm_disconnect(peer)
+                _dial(client, peer, addresses)
+
+
+class _IdleBitswap:
+    """Reconnects the node's peering peers, once, if its bitswap received and sent no block since this
+    was made: a node that moves blocks is busy, not deaf, and its transfers are left alone."""
+
+    def __init__(self, client: KuboClient) -> None:
+        self._client = client
+        self._moved = _blocks_moved(client)
+
+    def reconnect_peering_once(self) -> None:
+        moved, self._moved = self._moved, None
+        if moved is not None and _blocks_moved(self._client) == moved:
+            reconnect_peering(self._client)
+
+
+def _blocks_moved(client: KuboClient) -> tuple[int, int] | None:
+    try:
+        return client.bitswap_blocks_moved()
     except IpfsError:
-        return
+        return None
+
+
+def _peering(client: KuboClient) -> list[tuple[str, list[str], bool]]:
+    """``(peer, addresses, connected)`` of each ``Peering.Peers`` entry that has addresses."""
+    connected = {peer for peer, _ in client.swarm_peers()}
+    return [(peer, addresses, peer in connected) for peer, addresses in client.peering_peers() if addresses]
+
+
+def _dial(client: KuboClient, peer: str, addresses: list[str]) -> None:
+    with contextlib.suppress(IpfsError):
+        client.swarm_connect(*(f"{a}/p2p/{peer}" for a in addresses), timeout=REDIAL_TIMEOUT)
 
 
 def ask_patiently(cid: str, ask: Callable[[float], T], *, stall_timeout: float, deadline: float) -> T:

@@ -391,6 +391,15 @@ class KuboClient:
         """Dial a peer at its ``addresses`` (``.../p2p/<peer>``; Kubo tries those of one peer together)."""
         self._call("swarm/connect", addresses, {}, timeout)
 
+    def swarm_disconnect(self, peer: str) -> None:
+        """Close every connection to ``peer`` (a peer ID)."""
+        self._call("swarm/disconnect", (f"/p2p/{peer}",), {})
+
+    def bitswap_blocks_moved(self) -> tuple[int, int]:
+        """Blocks bitswap received and sent since the daemon started."""
+        answer = self._call("bitswap/stat", (), {})
+        return int(answer.get("BlocksReceived", 0)), int(answer.get("BlocksSent", 0))
+
     def peering_peers(self) -> list[tuple[str, list[str]]]:
         """``(peer_id, addresses)`` of every peer the node keeps connected (``Peering.Peers``)."""
         answer = self._call("swarm/peering/ls", (), {})
