@@ -129,6 +129,9 @@ class FakeKubo(KuboClient):
     def peering_peers(self) -> list[tuple[str, list[str]]]:
         return []  # the content is "in the network": no peer to dial
 
+    def bitswap_blocks_moved(self) -> tuple[int, int]:
+        return (0, 0)
+
     def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
         self.block_reads += 1
         data = self.network[cid]
