@@ -7,6 +7,8 @@ Topology (default Layout, design.md section 7)::
         gateway 127.0.0.1:8080,                       |-- oi-h1a ~ oi-h1b  198.18.0.11/24  (netns oi-h1)
         swarm 198.18.0.1:4001                         |-- oi-h2a ~ oi-h2b  198.18.0.12/24  (netns oi-h2)
       frontend mount ns: /var/lib/one = BED/frontend/var-lib-one (drivers run there as oneadmin)
+        and each private folder (mode 0700) on the way to the venv, its Python, the checkout or BED covered
+        by a tmpfs that holds just the way on, for oneadmin
     netns oi-h<k> + own mount ns (/var/lib/one, /var/tmp/one = BED/h<k>/var-lib-one, var-tmp-one):
       Kubo (RPC 127.0.0.1:5001 in the netns, swarm 198.18.0.(10+k):4001), sshd on 198.18.0.(10+k):22
 
@@ -32,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -53,10 +56,10 @@ from testbed.system import (
     Process,
     add_bridge,
     add_veth,
-    check_traversable,
     ensure_oneadmin,
     links,
     marked_processes,
+    may_traverse,
     namespace_id,
     netns_list,
     netns_processes,
@@ -302,36 +305,36 @@ class Bed:
         _check_driver_python(self, user)
 
     def _expose_interpreter(self, user: pwd.struct_passwd) -> None:
-        """Let oneadmin reach this interpreter and the project inside the frontend's mount namespace.
+        """Let oneadmin reach this interpreter, the project and the bed inside the frontend's mount namespace.
 
-        A Python installed in a private home (pyenv under /root, mode 0700) is out of oneadmin's
-        reach, as it would be on a real frontend; there the admin installs one-ipfs somewhere
-        readable. Here each needed folder under such a home is staged, a world-traversable tmpfs
-        covers the home in this namespace only, and the folders are moved back into it.
+        A Python in a private home (pyenv under /root, mode 0700), or a checkout in one or in a ``mktemp -d``
+        folder, is out of oneadmin's reach, as it would be on a real frontend; there the admin installs
+        one-ipfs somewhere readable. Here each folder on the way that oneadmin may not traverse is covered, in
+        this namespace only, by a world-traversable tmpfs holding just the entries on the way (all of them
+        for a needed folder itself). Each cover is built in a staging folder under /run, outside every folder
+        it covers, and moved over its folder whole, the shallowest first.
         """
-        needed = {
-            Path(os.path.realpath(sys.base_prefix)),
-            Path(os.path.realpath(sys.prefix)),
-            Path(__file__).resolve().parent.parent,
-        }
-        blocked: dict[Path, set[Path]] = {}
-        for path in needed:
-            home = _first_untraversable(path, user)
-            if home is not None:
-                blocked.setdefault(home, set()).add(home / path.relative_to(home).parts[0])
+        needed = {Path(sys.base_prefix), Path(sys.prefix), REPO, self.root}
+        covers: dict[Path, set[Path]] = {}
+        for path in needed | {Path(os.path.realpath(p)) for p in needed}:
+            for folder in _untraversable(path, user):
+                real = folder.resolve()
+                entries = folder.iterdir() if folder == path else [folder / path.relative_to(folder).parts[0]]
+                covers.setdefault(real, set()).update(real / entry.name for entry in entries)
         enter = self._enter("frontend")
-        stage = self.root / "frontend" / "staged"
-        for home, children in blocked.items():
-            staged: list[tuple[Path, Path]] = []
-            for child in sorted(children):
-                slot = stage / str(len(staged))
-                slot.mkdir(parents=True, exist_ok=True)
-                run([*enter, "mount", "--bind", str(child), str(slot)])
-                staged.append((child, slot))
-            run([*enter, "mount", "-t", "tmpfs", "-o", "mode=0755", "one-ipfs-bed", str(home)])
-            for child, slot in staged:
-                run([*enter, "mkdir", "-p", str(child)])
-                run([*enter, "mount", "--move", str(slot), str(child)])
+        with tempfile.TemporaryDirectory(prefix="one-ipfs-bed-", dir="/run") as stage:
+            for number, folder in enumerate(sorted(covers, key=lambda f: len(f.parts))):
+                cover = Path(stage) / str(number)
+                cover.mkdir()
+                run([*enter, "mount", "-t", "tmpfs", "-o", "mode=0755", "one-ipfs-bed", cover])
+                for entry in sorted(covers[folder]):
+                    slot = cover / entry.name
+                    if entry.is_symlink():
+                        run([*enter, "ln", "-s", os.readlink(entry), slot])
+                        continue
+                    run([*enter, "mkdir" if entry.is_dir() else "touch", slot])
+                    run([*enter, "mount", "--rbind", entry, slot])
+                run([*enter, "mount", "--move", cover, folder])
 
     def _start_sshds(self, user: pwd.struct_passwd) -> None:
         keys = []
@@ -907,32 +910,27 @@ def _require_root() -> None:
         raise HostError(f"test bed: no Kubo binary at {kubo.KUBO}; run `make kubo`")
 
 
-def _first_untraversable(path: Path, user: pwd.struct_passwd) -> Path | None:
-    """The first folder above ``path`` that ``user`` may not traverse (mode bits only), if any."""
-    for folder in reversed(path.parents):
-        st = folder.stat()
-        if st.st_uid == user.pw_uid:
-            allowed = st.st_mode & 0o100
-        elif st.st_gid == user.pw_gid:
-            allowed = st.st_mode & 0o010
-        else:
-            allowed = st.st_mode & 0o001
-        if not allowed:
-            return folder
-    return None
+def _untraversable(path: Path, user: pwd.struct_passwd) -> list[Path]:
+    """The folders from / down to ``path`` itself that ``user`` may not traverse (symlinks are no folders)."""
+    return [f for f in [*reversed(path.parents), path] if not f.is_symlink() and not may_traverse(f, user)]
 
 
 def _check_driver_python(bed: Bed, user: pwd.struct_passwd) -> None:
-    """oneadmin runs the drivers with this venv's python: make sure it can, or say what stops it."""
+    """oneadmin runs the drivers with this venv's python: make sure it can, or say what to change.
+
+    The folders on the way are exposed already; what stops it then lies within the checkout or the Python
+    (a checkout made with umask 077, say).
+    """
     python = Path(sys.executable)
     version = ".".join(map(str, sys.version_info[:3]))
     script = "import platform, sys, one_ipfs, testbed; assert platform.python_version() == sys.argv[1]"
     result = bed.frontend_command([python, "-c", script, version], user.pw_name)
     if result.returncode != 0:
-        check_traversable(python, user)
         reason = result.stderr.decode(errors="replace").strip().splitlines()
+        readable = shlex.join([str(REPO), os.path.realpath(sys.base_prefix)])
         raise StorageError(
-            f"test bed: {user.pw_name} cannot run {python}: {reason[-1] if reason else 'no output'}"
+            f"test bed: {user.pw_name} cannot run {python} ({reason[-1] if reason else 'no output'}); "
+            f"let it read what is inside: chmod -R o+rX {readable}"
         )
 
 

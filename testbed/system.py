@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.errors import HostError, StorageError
+from one_ipfs.errors import HostError
 
 MARKER = "ONE_IPFS_BED"
 """Set (to the bed's root) in the environment of every process the bed starts, to find them after a crash."""
@@ -285,31 +285,12 @@ def ensure_oneadmin() -> pwd.struct_passwd:
     return user
 
 
-def check_traversable(path: Path, user: pwd.struct_passwd) -> None:
-    """Raise StorageError naming the first directory that keeps ``user`` from reaching ``path``.
-
-    Mode bits only (no ACLs): enough to name the usual culprit, such as a home folder in mode 0700.
-    """
-    checked = Path("/")
-    for part in path.parts[1:]:
-        checked = checked / part
-        try:
-            st = checked.lstat()
-        except OSError as exc:
-            raise StorageError(f"test bed: {checked} does not exist ({exc.strerror})") from exc
-        if checked.is_symlink():
-            check_traversable(checked.resolve(), user)
-            continue
-        if checked == path:
-            break
-        if st.st_uid == user.pw_uid:
-            allowed = bool(st.st_mode & 0o100)
-        elif st.st_gid == user.pw_gid:
-            allowed = bool(st.st_mode & 0o010)
-        else:
-            allowed = bool(st.st_mode & 0o001)
-        if not allowed:
-            raise StorageError(
-                f"test bed: user {user.pw_name} cannot traverse {checked} (mode {st.st_mode & 0o777:o}) "
-                f"to reach {path}; allow it (e.g. chmod o+x {checked}) or put the venv elsewhere"
-            )
+def may_traverse(folder: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` may traverse ``folder`` by its mode bits (no ACLs, no supplementary groups): enough to
+    tell the usual obstacle, a home folder of mode 0700."""
+    st = folder.stat()
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & 0o100)
+    if st.st_gid == user.pw_gid:
+        return bool(st.st_mode & 0o010)
+    return bool(st.st_mode & 0o001)

@@ -7,10 +7,13 @@ import io
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +24,10 @@ from one_ipfs.errors import IpfsError
 from one_ipfs.ipfs.network import generate_swarm_key
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed import system
-from testbed.bed import Bed, Layout
+from testbed.bed import REPO, Bed, Layout, clear
 from testbed.kubo import KUBO, Node
+from tests.conftest import _layout
+from tests.test_admin_network import fresh_layout
 
 pytestmark = pytest.mark.bed
 
@@ -293,3 +298,56 @@ def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
             child.kill()
             child.wait()
     assert leftovers(SECOND, root, processes, namespaces) == []
+
+
+def checkout_in(folder: Path) -> Path:
+    """This checkout's code copied into ``folder`` with a venv of its own, as ``git clone`` and ``make setup``
+    leave one (the bed needs no package beyond the standard library); Kubo stays this checkout's."""
+    for part in ("src", "testbed"):
+        shutil.copytree(REPO / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / ".cache").symlink_to(KUBO.parents[2])
+    venv = folder / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    (site / "one-ipfs.pth").write_text(f"{folder / 'src'}\n{folder}\n")
+    return folder
+
+
+@pytest.mark.parametrize("place", ["inside", "itself"])
+def test_a_bed_comes_up_from_a_checkout_in_a_private_folder_and_oneadmin_runs_its_python(place: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
+    private = Path(tempfile.mkdtemp(prefix="one-ipfs-private-"))  # mode 0700, as `mktemp -d` makes
+    checkout = checkout_in(private / "one-ipfs" if place == "inside" else private)
+    layout = fresh_layout(_layout())
+    script = (
+        "import sys; from testbed.bed import Bed, Layout\n"
+        f"layout = Layout(**{asdict(layout)!r})\n"
+        "with Bed.up(hosts=1, root=layout.root, layout=layout) as bed:\n"
+        "    done = bed.frontend_command([sys.executable, '-c', sys.argv[1]])\n"
+        "    print(done.returncode, done.stdout.decode().strip(), done.stderr.decode().strip())\n"
+    )
+    who = (
+        "import os, pwd, sys, one_ipfs; "
+        "print(pwd.getpwuid(os.getuid()).pw_name, sys.prefix, one_ipfs.__file__)"
+    )
+    try:
+        assert private.stat().st_mode & 0o777 == 0o700
+        up = subprocess.run(
+            [checkout / ".venv" / "bin" / "python", "-c", script, who],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.split() == [
+            "0",
+            "oneadmin",
+            str(checkout / ".venv"),
+            str(checkout / "src" / "one_ipfs" / "__init__.py"),
+        ]
+    finally:
+        clear(checkout / layout.root.name, layout)
+        shutil.rmtree(private)
