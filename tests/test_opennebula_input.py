@@ -611,6 +611,19 @@ def test_a_refused_action_shows_its_reason_as_the_failure_info(capsys: pytest.Ca
     ]
 
 
+def test_a_failure_s_reason_is_the_first_stderr_line_for_opennebula_6_which_shows_all_of_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def clone() -> str:
+        log_info("deploying bafy... to h1:/var/lib/one/datastores/0/7/disk.0")
+        raise ContentNotFound("h1: no reachable node provides bafy...")
+
+    assert run_action(clone, "tm clone") == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "h1: no reachable node provides bafy..."
+    assert as_opennebula_sees_it(err)[1] == "h1: no reachable node provides bafy..."
+
+
 def test_the_error_exit_code_is_kept_but_never_zero(capsys: pytest.CaptureFixture[str]) -> None:
     class Retry(OneIpfsError):
         exit_code = 3

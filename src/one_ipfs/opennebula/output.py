@@ -1,9 +1,11 @@
 """The one place that turns an action's outcome into OpenNebula's driver output convention.
 
-On success stdout carries exactly the action's result. On failure the driver managers show the user
-every stderr line *not* prefixed ``ERROR:``/``INFO:``/``WARN:``/``DEBUG:``, glued together with no
-separator, so exactly one such plain line is written; everything else is a prefixed log line,
-flattened to one line. Nothing here prints the environment: it may hold credentials.
+On success stdout carries exactly the action's result. On failure OpenNebula 7.x's driver managers show
+the user every stderr line *not* prefixed ``ERROR:``/``INFO:``/``WARN:``/``DEBUG:``, glued together with no
+separator, so exactly one such plain line is written; everything else is a prefixed log line, flattened
+to one line. OpenNebula 6.x shows the whole stderr instead, and oned keeps only the first 100 characters
+of a VM's error: so an action's log lines are held until it ends, and a failure's reason comes first.
+Nothing here prints the environment: it may hold credentials.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not a refused request
 # The managers' log-line pattern (DriverExecHelper): a plain line matching it would be taken for a log line.
 _LOG_LINE = re.compile(r"(?:ERROR|INFO|WARN|DEBUG):\s")
 _CONTROLS = {code: "?" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {0x09: " "}
+_held: list[str] | None = None
+"""The log lines of the running action, written when it ends (None: no action, write at once)."""
 
 
 def log_info(message: str) -> None:
@@ -37,6 +41,8 @@ def run_action(fn: Callable[[], str | None], action: str = "driver") -> int:
 
     ``action`` names it in the message of an unexpected error, e.g. ``datastore cp``.
     """
+    global _held  # noqa: PLW0603 - one action per driver process
+    _held = []
     try:
         result = fn()
     except OneIpfsError as exc:
@@ -50,6 +56,10 @@ def run_action(fn: Callable[[], str | None], action: str = "driver") -> int:
                 log_error(line)
         _failure(f"Internal error in one-ipfs {action}: {type(exc).__name__}: {exc}")
         return INTERNAL_ERROR_EXIT
+    finally:
+        held, _held = _held, None
+        sys.stderr.write("".join(held))
+        sys.stderr.flush()
     if result is not None:
         sys.stdout.write(result.rstrip("\n") + "\n")
         sys.stdout.flush()
@@ -67,6 +77,9 @@ def _log(severity: str, message: str) -> None:
     if line[:1].isdigit():
         # The managers read a number right after the prefix as the id of the object to log to.
         line = f"one-ipfs: {line}"
+    if _held is not None:
+        _held.append(f"{severity}: {line}\n")
+        return
     sys.stderr.write(f"{severity}: {line}\n")
     sys.stderr.flush()
 
