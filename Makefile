@@ -1,12 +1,13 @@
-# Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd and qemu-img.
+# Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd, qemu-img and
+# genuine OpenNebula (built once from ../shared/vendor, see scripts/ensure-opennebula).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kubo system lint test test-long demo bench bench-quick clean
+.PHONY: setup kubo system opennebula lint test test-long test-opennebula demo bench bench-quick clean
 
-setup: $(STAMP) kubo system
+setup: $(STAMP) kubo system opennebula
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ kubo:
 system:
 	@./scripts/ensure-system-packages
 
+opennebula: $(STAMP)
+	@$(PY) -m testbed.genuine.installation
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src testbed tests benchmarks
 	$(VENV)/bin/ruff format --check src testbed tests benchmarks
@@ -27,6 +31,9 @@ lint: $(STAMP)
 
 test: setup lint
 	$(PY) -m pytest -m 'not long'
+
+test-opennebula: setup
+	$(PY) -m pytest -m 'opennebula and not long'
 
 test-long: setup
 	$(PY) -m pytest -m long

@@ -76,6 +76,8 @@ VAR_TMP_ONE = Path("/var/tmp/one")
 BED_FILE = ".one-ipfs-bed"
 """Marks a folder as a bed root, the only kind of folder ``up`` empties."""
 START_TIMEOUT = 60.0
+FRONTEND_SSH_PORT = 2222
+"""The frontend's sshd (``serve_frontend_ssh``): not 22, which the machine's own sshd may hold."""
 
 
 @dataclass(frozen=True)
@@ -543,6 +545,60 @@ class Bed:
                 remote,
             ]
         return self.frontend_command(command, user=user, input=input, timeout=timeout)
+
+    def start_service(
+        self,
+        name: str,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str],
+        log: Path,
+        user: str = ONEADMIN,
+    ) -> None:
+        """A long-lived process on the frontend (oned, a scheduler) as ``user`` in the frontend's mount
+        namespace, started from /var/lib/one with ``env`` only; the bed stops it with everything else."""
+        account = pwd.getpwnam(user)
+        drop = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
+        base = {"HOME": account.pw_dir, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
+        process, popen = spawn(
+            name,
+            [*self._enter("frontend"), f"--wd={ONEADMIN_HOME}", "--", *drop, *argv],
+            log=log,
+            env={**base, **env},
+            marker=str(self.root),
+            cwd=self.root,
+        )
+        self._track(name, process, popen)
+
+    def serve_frontend_ssh(self, name: str) -> None:
+        """Let oneadmin ssh to the frontend as ``name``, from the frontend itself (and from the hosts once
+        they have its ``~/.ssh``), as an OpenNebula install has it: oned names the frontend by its
+        hostname in the transfers of stop, undeploy and resume, which its ssh-based TMs run over ssh."""
+        user = pwd.getpwnam(ONEADMIN)
+        folder = self.root / "frontend"
+        address = self.layout.frontend_address
+        ssh_dir = self.frontend_var_lib_one / ".ssh"
+        public = sshd.host_key(folder)
+        client = " ".join((ssh_dir / f"{sshd.CLIENT_KEY}.pub").read_text().split()[:2])
+        sshd.authorize(self.frontend_var_lib_one, user, client)
+        sshd.add_client_entry(ssh_dir, name, address, FRONTEND_SSH_PORT, public)
+        config = sshd.write_sshd_config(folder, address, FRONTEND_SSH_PORT)
+        self._spawn(
+            "frontend/sshd",
+            [*self._enter("frontend"), *sshd.sshd_command(config)],
+            log=folder / "sshd.log",
+            cwd=folder,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        _wait_logged(folder / "sshd.log", "Server listening", self._processes["frontend/sshd"], deadline)
+
+    def stop_service(self, name: str) -> None:
+        """Stop a process ``start_service`` started (SIGTERM, then SIGKILL after a grace period)."""
+        self._stop(name)
+
+    def service_alive(self, name: str) -> bool:
+        process = self._processes.get(name)
+        return process is not None and process.alive()
 
     def daemon_pid(self, node: Node) -> int | None:
         """The pid of a node's running Kubo daemon (None when it is stopped)."""

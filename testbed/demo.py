@@ -1,7 +1,9 @@
 """``make demo``: the life of a disk image in an OpenNebula cloud whose datastore is IPFS.
 
 A test bed (a frontend and three hypervisor hosts, each with its own Kubo node on a private swarm) and
-the OpenNebula simulator run the real drivers exactly as oned would. The story: an admin creates an
+genuine OpenNebula (oned 7.4.0 built from ``../shared/vendor``, driven by its own CLI) run the real
+drivers; where no OpenNebula can be found or built, the simulator runs them as oned would, and the demo
+says so. The story: an admin creates an
 IPFS datastore and imports a 256 MiB image; three VMs boot from it at once; a persistent copy carries a
 guest's change from one host to another; a VM live-migrates; a disk is saved as a new image. Every step
 checks the bytes by sha256, because a fast transfer of the wrong bytes is worth nothing.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from one_ipfs.errors import OneIpfsError
 from testbed.bed import Bed, Layout
+from testbed.genuine import VERSIONS, Cloud, Frontend, GenuineOne, Installation, Unavailable, installation
 from testbed.one import Image, OneSim, VirtualMachine
 from testbed.one.bedrunner import BedRunner
 
@@ -115,7 +118,7 @@ def pieces_sha256(pieces: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine) -> Path:
+def disk_path(bed: Bed, one: Cloud, vm: VirtualMachine) -> Path:
     """Disk 0 of ``vm`` in its host's system datastore, as the root namespace reaches it."""
     where = one.vm(vm).hostname
     return bed.host(where).var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
@@ -128,7 +131,7 @@ def guest_writes(path: Path, text: str) -> None:
         disk.write(text.encode())
 
 
-def image_sha256(bed: Bed, one: OneSim, image: Image) -> str:
+def image_sha256(bed: Bed, one: Cloud, image: Image) -> str:
     """The content a deploy of ``image`` gets: its recorded CID, read from the frontend's node."""
     cid = one.image(image).template["IPFS_CID"]
     return pieces_sha256(bed.frontend.client(timeout=300).cat(f"/ipfs/{cid}"))
@@ -138,13 +141,34 @@ def short(value: str) -> str:
     return f"{value[:12]}…{value[-6:]}"
 
 
-def tell(story: Story, bed: Bed, image_file: Path) -> None:
-    """The story proper, on a running bed."""
-    one = OneSim(BedRunner(bed), state=bed.root / "one")
-    with story.step("install the drivers, onehost sync"):
-        one.install_drivers()
-        one.onehost_sync()
+def genuine_opennebula() -> Installation | None:
+    """The OpenNebula the demo runs (the current version), found or built once; None, said in one line,
+    where there is neither an install nor a source."""
+    try:
+        return installation(VERSIONS[0])
+    except Unavailable as missing:
+        print(f"  genuine OpenNebula {VERSIONS[0]} not available ({missing}): the simulator runs the drivers")
+        return None
 
+
+def start_cloud(story: Story, bed: Bed, found: Installation | None) -> Cloud:
+    """oned with the drivers installed and the hosts added and synced, or the simulator in its place."""
+    if found is None:
+        simulator = OneSim(BedRunner(bed), state=bed.root / "one")
+        with story.step("[simulator] install the drivers, onehost sync"):
+            simulator.install_drivers()
+            simulator.onehost_sync()
+        return simulator
+    frontend = Frontend(bed, found)
+    names = ", ".join(host.name for host in bed.hosts)
+    with story.step(f"oned {found.version}, one-ipfs install") as line:
+        frontend.start()
+        line.note = f"onehost create {names}, onehost sync --force"
+    return GenuineOne(frontend)
+
+
+def tell(story: Story, bed: Bed, one: Cloud, image_file: Path) -> None:
+    """The story proper, on a running bed."""
     with story.step("onedatastore create (DS_MAD/TM_MAD ipfs)") as line:
         template = {"NAME": "ipfs", "DS_MAD": "ipfs", "TM_MAD": "ipfs", "IPFS_API": bed.frontend.api}
         ds = one.datastore_create(template)
@@ -162,7 +186,7 @@ def tell(story: Story, bed: Bed, image_file: Path) -> None:
 
     hosts = [host.name for host in bed.hosts]
     with story.step(f"deploy a VM on {', '.join(hosts)} at once") as line:
-        # Safe: the simulator keeps its state in files and edits each under one flock (testbed.one.state).
+        # Safe: oned serialises its own work, and the simulator edits each state file under one flock.
         with ThreadPoolExecutor(len(hosts)) as pool:
             vms = list(pool.map(lambda host: one.vm_deploy([image], host), hosts))
             line.stop()
@@ -220,7 +244,6 @@ def tell(story: Story, bed: Bed, image_file: Path) -> None:
 def running_bed(story: Story, layout: Layout | None, root: Path | None) -> Iterator[Bed]:
     """A frontend and 3 hosts, torn down whatever happens (``Bed`` turns SIGTERM into an exit too)."""
     layout = layout or layout_from_env()
-    print(f"one-ipfs demo: VM disks from IPFS, on a frontend and 3 hosts (bed {layout.prefix})")
     with story.step("bring up the bed") as line:
         bed = Bed.up(hosts=3, root=root or layout.root, layout=layout)
         addresses = [f"frontend {layout.frontend_address}", *(f"{h.name} {h.address}" for h in bed.hosts)]
@@ -245,11 +268,20 @@ def scratch_file() -> Iterator[Path]:
 
 def main(layout: Layout | None = None, root: Path | None = None) -> int:
     """Tell the story on a bed of ``layout`` (by default ONE_IPFS_DEMO_BED's, or the default one) at
-    ``root`` (by default the layout's); 0 only if every check passed."""
+    ``root`` (by default the layout's), under genuine oned where there is one; 0 only if every check
+    passed."""
     story = Story()
     try:
+        found = genuine_opennebula()
+        runner = f"genuine OpenNebula {found.version}" if found else "the OpenNebula simulator"
+        print(f"one-ipfs demo: VM disks from IPFS, under {runner}, on a frontend and 3 hosts")
         with running_bed(story, layout, root) as bed, scratch_file() as image_file:
-            tell(story, bed, image_file)
+            one = start_cloud(story, bed, found)
+            try:
+                tell(story, bed, one, image_file)
+            finally:
+                if isinstance(one, GenuineOne):
+                    one.frontend.stop()
     except OneIpfsError as exc:
         print(f"demo FAILED: {exc}", file=sys.stderr)
         return 1

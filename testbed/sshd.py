@@ -28,7 +28,7 @@ def host_key(folder: Path) -> str:
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
-def write_sshd_config(folder: Path, address: str) -> Path:
+def write_sshd_config(folder: Path, address: str, port: int = 22) -> Path:
     """An sshd_config for one host; StrictModes is off because the keys live in the bed's folder.
 
     Every account (oneadmin, and root for tests) is authorized by the host's own
@@ -41,7 +41,7 @@ def write_sshd_config(folder: Path, address: str) -> Path:
         "\n".join(
             [
                 f"ListenAddress {address}",
-                "Port 22",
+                f"Port {port}",
                 f"HostKey {folder / 'ssh_host_ed25519_key'}",
                 f"AuthorizedKeysFile {AUTHORIZED_KEYS}",
                 f"PidFile {folder / 'sshd.pid'}",
@@ -83,21 +83,7 @@ def setup_client(ssh_dir: Path, user: pwd.struct_passwd, hosts: Sequence[tuple[s
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = ssh_dir / CLIENT_KEY
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "oneadmin@frontend", "-f", key])
-    seen = ONEADMIN_HOME / ".ssh"
-    blocks = []
-    for name, address, _ in hosts:
-        blocks.append(
-            f"Host {name}\n"
-            f"    HostName {address}\n"
-            "    User oneadmin\n"
-            f"    IdentityFile {seen / CLIENT_KEY}\n"
-            "    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {seen / 'known_hosts'}\n"
-            "    StrictHostKeyChecking yes\n"
-            "    BatchMode yes\n"
-            "    ConnectTimeout 5\n"
-        )
-    (ssh_dir / "config").write_text("\n".join(blocks))
+    (ssh_dir / "config").write_text("\n".join(_client_block(name, address) for name, address, _ in hosts))
     (ssh_dir / "known_hosts").write_text(
         "".join(f"{name},{address} {public}\n" for name, address, public in hosts)
     )
@@ -105,3 +91,27 @@ def setup_client(ssh_dir: Path, user: pwd.struct_passwd, hosts: Sequence[tuple[s
         os.chown(path, user.pw_uid, user.pw_gid)
         path.chmod(0o700 if path.is_dir() else 0o600)
     return " ".join(key.with_suffix(".pub").read_text().split()[:2])
+
+
+def add_client_entry(ssh_dir: Path, name: str, address: str, port: int, public: str) -> None:
+    """One more machine oneadmin reaches as ``name`` (its sshd on ``address:port``, host key ``public``)."""
+    with (ssh_dir / "config").open("a") as config:
+        config.write("\n" + _client_block(name, address, port))
+    with (ssh_dir / "known_hosts").open("a") as known:
+        known.write(f"[{name}]:{port},[{address}]:{port} {public}\n")
+
+
+def _client_block(name: str, address: str, port: int = 22) -> str:
+    seen = ONEADMIN_HOME / ".ssh"
+    return (
+        f"Host {name}\n"
+        f"    HostName {address}\n"
+        f"    Port {port}\n"
+        "    User oneadmin\n"
+        f"    IdentityFile {seen / CLIENT_KEY}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {seen / 'known_hosts'}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    ConnectTimeout 5\n"
+    )

@@ -1,10 +1,14 @@
 """Fixtures shared by every test file.
 
-``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the whole session, brought up on first
-use and torn down at the end; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore;
-``local_dir``: a folder for image files the datastore driver may read. Tests that take the bed are marked
-``@pytest.mark.bed``. The bed replaces any bed left at the default root (``.bed/``), including one started
-with ``python -m testbed up``.
+``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the simulator's tests, brought up on
+first use; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore; ``cloud``: a genuine
+oned (``testbed.genuine``) on a bed of its own, once per tested OpenNebula version (the test ids name it,
+``[7.4.0]``); ``local_dir``: a folder for image files the datastore driver may read. Tests that take a bed
+are marked ``@pytest.mark.bed``, those of genuine oned ``@pytest.mark.opennebula`` as well.
+
+The beds share one layout, so only one is up at a time: the simulator's tests run first, then each
+version's genuine ones (``pytest_collection_modifyitems``), and each bed replaces the one before it. A bed
+replaces any bed left at its root (``.bed/``), including one started with ``python -m testbed up``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from pathlib import Path
 import pytest
 
 from testbed.bed import Bed, Layout
+from testbed.genuine import VERSIONS, GenuineOne, Unavailable, start_cloud
 from testbed.one import Datastore, OneSim
 from testbed.one.bedrunner import BedRunner
+from tests.support.beds import BedKeeper
 from tests.support.datastores import ipfs_datastore_template
+
+GENUINE = "cloud"
+"""The fixture of genuine oned, whose tests run after the simulator's, version by version."""
+GENUINE_RUNS: dict[str, str] = {}
+"""Each OpenNebula version the session asked for: "ran", or why it could not."""
 
 
 def _layout() -> Layout:
@@ -41,12 +52,52 @@ def local_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def bed() -> Iterator[Bed]:
+def beds() -> Iterator[BedKeeper]:
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
-    layout = _layout()
-    with Bed.up(hosts=4, root=layout.root, layout=layout) as running:
-        yield running
+    keeper = BedKeeper(_layout())
+    yield keeper
+    keeper.close()
+
+
+@pytest.fixture(scope="session")
+def bed(beds: BedKeeper) -> Bed:
+    return beds.take("simulator")
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def cloud(request: pytest.FixtureRequest, beds: BedKeeper) -> Iterator[GenuineOne]:
+    """Genuine oned of one version on a bed of its own, the drivers installed as docs/install.md says."""
+    version: str = request.param
+    try:
+        genuine = start_cloud(lambda: beds.take(f"oned-{version}"), version)
+    except Unavailable as missing:
+        GENUINE_RUNS[version] = f"not run: {missing}"
+        pytest.skip(f"genuine OpenNebula {version} not run: {missing}")
+    GENUINE_RUNS[version] = "ran"
+    yield genuine
+    genuine.frontend.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The simulator's tests first, then genuine oned's, one version after the other, so that each bed
+    comes up once."""
+
+    def rank(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        if GENUINE not in getattr(item, "fixturenames", ()) or callspec is None:
+            return 0
+        return 1 + VERSIONS.index(callspec.params[GENUINE])
+
+    items.sort(key=rank)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which genuine OpenNebula versions the tests ran on, so that a run without one does not pass
+    quietly."""
+    for version, outcome in GENUINE_RUNS.items():
+        terminalreporter.write_line(f"genuine OpenNebula {version}: {outcome}", red=outcome != "ran")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import ipfs_cli
-from tests.test_transfer import SETTINGS, disk_path, image_from, write_into
+from tests.support.vms import SETTINGS, disk_path, image_from, write_into
 
 pytestmark = pytest.mark.bed
 

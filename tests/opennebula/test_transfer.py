@@ -1,4 +1,4 @@
-"""The transfer driver through the OpenNebula simulator: VMs deployed, saved and migrated on real hosts.
+"""The transfer driver under genuine oned: VMs deployed, saved and migrated on real hosts.
 
 Every life cycle checks the disk bytes by hash at each step; the disks live in each host's own
 /var/lib/one (its mount namespace), reached here through the bed's root-namespace folders.
@@ -14,60 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
-from testbed.one import Datastore, DiskSpec, Image, OneFailure, OneSim, VirtualMachine
+from testbed.genuine import GenuineOne
+from testbed.one import Datastore, DiskSpec, OneFailure
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import bitswap_stat
+from tests.support.vms import SETTINGS, disk_path, disks_on, guest_view, image_from, write_into
 
-pytestmark = pytest.mark.bed
-
-SETTINGS = ImportSettings()
-
-
-def disk_path(bed: Bed, one: OneSim, vm: VirtualMachine, disk_id: int = 0, host: str | None = None) -> Path:
-    where = host or one.vm(vm).hostname
-    return bed.host(where).var_lib_one / "datastores" / "0" / str(vm.id) / f"disk.{disk_id}"
-
-
-def image_from(bed: Bed, one: OneSim, ds: Datastore, data: bytes, name: str, **kwargs: object) -> Image:
-    """An image whose content was put on h3's node only: deploys must fetch it peer to peer."""
-    cid = bed.host("h3").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
-    return one.image_create(ds, name=name, path=f"/ipfs/{cid}", **kwargs)  # type: ignore[arg-type]
-
-
-def guest_view(bed: Bed, one: OneSim, vm: VirtualMachine) -> bytes:
-    """The bytes the guest sees through its disk, read on its host (a qcow2 overlay's base lives there)."""
-    host = bed.host(one.vm(vm).hostname)
-    folder = f"/var/lib/one/datastores/0/{vm.id}"
-    bed.host_run(host, ["qemu-img", "convert", "-O", "raw", f"{folder}/disk.0", f"{folder}/guest.raw"])
-    flat = host.var_lib_one / "datastores" / "0" / str(vm.id) / "guest.raw"
-    try:
-        return flat.read_bytes()
-    finally:
-        flat.unlink()
-
-
-def disks_on(bed: Bed, host: str) -> set[Path]:
-    """Every disk file (and partial one) in the host's system datastore."""
-    return set((bed.host(host).var_lib_one / "datastores" / "0").rglob("disk.*"))
-
-
-def write_into(path: Path, offset: int, data: bytes) -> None:
-    """What a guest does to its disk."""
-    with open(path, "r+b") as disk:
-        disk.seek(offset)
-        disk.write(data)
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 
 @pytest.fixture(scope="module")
-def overlay_ds(bed: Bed, one: OneSim) -> Datastore:
+def overlay_ds(bed: Bed, one: GenuineOne) -> Datastore:
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))
 
 
 def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(8 << 20, seed=21)
     image = image_from(bed, one, ipfs_ds, data, "fleet")
@@ -85,7 +49,9 @@ def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
         assert not disk_path(bed, one, vm, host=one.vm(vm).hostname).exists()
 
 
-def test_deploy_grows_the_disk_to_the_size_the_vm_asks_for(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+def test_deploy_grows_the_disk_to_the_size_the_vm_asks_for(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+) -> None:
     data = disk_bytes(2 << 20, seed=22)
     image = image_from(bed, one, ipfs_ds, data, "grow")
 
@@ -99,7 +65,7 @@ def test_deploy_grows_the_disk_to_the_size_the_vm_asks_for(bed: Bed, one: OneSim
 
 
 def test_a_persistent_disk_saved_on_one_host_deploys_with_its_change_on_another(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(4 << 20, seed=23)
     image = image_from(bed, one, ipfs_ds, data, "persistent", persistent=True)
@@ -122,7 +88,7 @@ def test_a_persistent_disk_saved_on_one_host_deploys_with_its_change_on_another(
 
 
 def test_an_unchanged_persistent_disk_records_no_new_version(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=24), "untouched", persistent=True)
 
@@ -132,10 +98,12 @@ def test_an_unchanged_persistent_disk_records_no_new_version(
 
 
 def test_a_fixed_ipfs_source_cannot_be_persistent_and_fails_at_deploy(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     cid = bed.host("h1").node.client().add(io.BytesIO(disk_bytes(1 << 20, seed=25)), settings=SETTINGS).cid
-    image = one.image_create(ipfs_ds, name="fixed", source=f"/ipfs/{cid}", size_mb=1, persistent=True)
+    image = one.image_create(
+        ipfs_ds, name="fixed", source=f"/ipfs/{cid}", format="raw", size_mb=1, persistent=True
+    )
 
     with pytest.raises(OneFailure) as failure:
         one.vm_deploy([image], "h1")
@@ -145,11 +113,11 @@ def test_a_fixed_ipfs_source_cannot_be_persistent_and_fails_at_deploy(
 
 
 def test_a_fixed_ipfs_source_deploys_as_a_non_persistent_disk(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(1 << 20, seed=26)
     cid = bed.host("h2").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
-    image = one.image_create(ipfs_ds, name="fixed-np", source=f"/ipfs/{cid}", size_mb=1)
+    image = one.image_create(ipfs_ds, name="fixed-np", source=f"/ipfs/{cid}", format="raw", size_mb=1)
 
     vm = one.vm_deploy([image], "h1")
 
@@ -158,7 +126,7 @@ def test_a_fixed_ipfs_source_deploys_as_a_non_persistent_disk(
 
 
 def test_disk_saveas_makes_a_new_image_with_the_disk_content(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=27), "saveas-source")
     vm = one.vm_deploy([image], "h3")
@@ -173,7 +141,7 @@ def test_disk_saveas_makes_a_new_image_with_the_disk_content(
 
 
 def test_live_migration_keeps_the_disk_and_the_target_fetches_the_image_from_ipfs(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(4 << 20, seed=28)
     image = image_from(bed, one, ipfs_ds, data, "live")
@@ -193,7 +161,7 @@ def test_live_migration_keeps_the_disk_and_the_target_fetches_the_image_from_ipf
 
 @pytest.mark.parametrize("how", ["stop", "undeploy", "migrate"])
 def test_cold_life_cycle_keeps_the_disk_byte_identical(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, how: str
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, how: str
 ) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=29), f"cold-{how}")
     vm = one.vm_deploy([image], "h1")
@@ -212,7 +180,7 @@ def test_cold_life_cycle_keeps_the_disk_byte_identical(
 
 
 def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
-    bed: Bed, one: OneSim, overlay_ds: Datastore
+    bed: Bed, one: GenuineOne, overlay_ds: Datastore
 ) -> None:
     data = disk_bytes(4 << 20, seed=30)
     image = image_from(bed, one, overlay_ds, data, "overlay")
@@ -232,7 +200,7 @@ def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
 
 
 def test_a_second_copy_of_an_image_on_a_host_is_made_from_its_base_without_any_fetch(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(4 << 20, seed=35)
     image = image_from(bed, one, ipfs_ds, data, "second-copy")
@@ -252,7 +220,7 @@ def test_a_second_copy_of_an_image_on_a_host_is_made_from_its_base_without_any_f
         one.vm_terminate(vm)
 
 
-def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=31), "snapshots")
     vm = one.vm_deploy([image], "h1")
     one.vm_poweroff(vm)
@@ -272,7 +240,7 @@ def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: OneSim, ipfs
 
 
 def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_no_disk(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=32), "node-down")
     disks = disks_on(bed, "h2")
@@ -290,10 +258,10 @@ def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_no_disk(
 
 
 def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     cid = bed.frontend.client().add(io.BytesIO(os.urandom(4096)), settings=SETTINGS, only_hash=True).cid
-    image = one.image_create(ipfs_ds, name="nobody", source=f"/ipfs/{cid}", size_mb=1)
+    image = one.image_create(ipfs_ds, name="nobody", source=f"/ipfs/{cid}", format="raw", size_mb=1)
     disks = disks_on(bed, "h3")
 
     with pytest.raises(OneFailure) as failure:
@@ -305,7 +273,7 @@ def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
 
 
 def test_a_full_disk_on_the_host_fails_the_deploy_with_one_line_and_no_disk(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_from(bed, one, ipfs_ds, disk_bytes(16 << 20, seed=33), "disk-full")
     host = bed.host("h1")
@@ -330,7 +298,7 @@ def test_a_full_disk_on_the_host_fails_the_deploy_with_one_line_and_no_disk(
 
 
 def test_deploys_to_one_host_share_an_ssh_connection_whose_socket_is_private_and_not_named_after_the_host(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(1 << 20, seed=34)
     image = image_from(bed, one, ipfs_ds, data, "shared-ssh")

@@ -1,0 +1,31 @@
+"""The tests of this folder run under genuine oned, once per tested OpenNebula version (``[7.4.0]``).
+
+They read as the simulator's tests do (``bed``, ``one``, ``ipfs_ds``), but here ``one`` is OpenNebula itself
+(``testbed.genuine.GenuineOne``), driven through its CLI, on the bed of its version.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.bed import Bed
+from testbed.genuine import GenuineOne
+from testbed.one import Datastore
+from tests.support.datastores import ipfs_datastore_template
+
+
+@pytest.fixture(scope="session")
+def bed(cloud: GenuineOne) -> Bed:
+    """The bed genuine oned runs on."""
+    return cloud.frontend.bed
+
+
+@pytest.fixture(scope="session")
+def one(cloud: GenuineOne) -> GenuineOne:
+    return cloud
+
+
+@pytest.fixture(scope="session")
+def ipfs_ds(cloud: GenuineOne) -> Datastore:
+    """The IPFS datastore of the version's tests, created with ``onedatastore create``."""
+    return cloud.datastore_create(ipfs_datastore_template(cloud.frontend.bed, "ipfs"))

@@ -1,0 +1,53 @@
+"""VM disks as the tests reach them: images put on one host's node, disks read and written on their host.
+
+Each helper takes the cloud that runs the drivers, genuine oned or the simulator (``testbed.genuine.Cloud``).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from one_ipfs.ipfs.rpc import ImportSettings
+from testbed.bed import Bed
+from testbed.genuine import Cloud
+from testbed.one import Datastore, Image, VirtualMachine
+
+SETTINGS = ImportSettings()
+
+
+def disk_path(bed: Bed, one: Cloud, vm: VirtualMachine, disk_id: int = 0, host: str | None = None) -> Path:
+    """A disk of ``vm`` in its host's system datastore, as the root namespace reaches it."""
+    last = one.vm(vm).history[-1]
+    folder = bed.host(host or last.hostname).var_lib_one / "datastores" / str(last.ds_id) / str(vm.id)
+    return folder / f"disk.{disk_id}"
+
+
+def image_from(bed: Bed, one: Cloud, ds: Datastore, data: bytes, name: str, **kwargs: object) -> Image:
+    """An image whose content was put on h3's node only: deploys must fetch it peer to peer."""
+    cid = bed.host("h3").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
+    return one.image_create(ds, name=name, path=f"/ipfs/{cid}", **kwargs)  # type: ignore[arg-type]
+
+
+def guest_view(bed: Bed, one: Cloud, vm: VirtualMachine) -> bytes:
+    """The bytes the guest sees through its disk, read on its host (a qcow2 overlay's base lives there)."""
+    host = bed.host(one.vm(vm).hostname)
+    folder = f"/var/lib/one/datastores/0/{vm.id}"
+    bed.host_run(host, ["qemu-img", "convert", "-O", "raw", f"{folder}/disk.0", f"{folder}/guest.raw"])
+    flat = host.var_lib_one / "datastores" / "0" / str(vm.id) / "guest.raw"
+    try:
+        return flat.read_bytes()
+    finally:
+        flat.unlink()
+
+
+def disks_on(bed: Bed, host: str) -> set[Path]:
+    """Every disk file (and partial one) in the host's system datastore."""
+    return set((bed.host(host).var_lib_one / "datastores" / "0").rglob("disk.*"))
+
+
+def write_into(path: Path, offset: int, data: bytes) -> None:
+    """What a guest does to its disk."""
+    with open(path, "r+b") as disk:
+        disk.seek(offset)
+        disk.write(data)
