@@ -21,7 +21,7 @@ import pytest
 from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import cache as cache_module
-from one_ipfs.host import commands, disks
+from one_ipfs.host import commands, disks, inputs
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.refs import DAG_PB, Cid
@@ -948,3 +948,40 @@ def test_unexpected_error_names_its_type_in_one_line(
     assert (run.code, run.out) == (1, "")
     assert run.plain == ["host resize failed: RuntimeError: boom"]
     assert run.err.startswith("ERROR: Traceback")
+
+
+def test_disk_paths_follow_the_datastore_location_wherever_it_is_and_links_to_it(
+    root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("srv") / "datastores"
+    (elsewhere / "0" / "42").mkdir(parents=True)
+    (root / "datastores").symlink_to(elsewhere)
+
+    for location in (root / "datastores", elsewhere):
+        assert inputs.disk_path(f"{location}//0/42/disk.0") == location / "0" / "42" / "disk.0"
+        assert inputs.vm_folder(f"{location}/0/42") == location / "0" / "42"
+
+
+def test_disk_paths_escaping_by_dot_dot_or_by_a_link_in_the_vm_folder_are_refused(
+    root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    folder = root / "datastores" / "0" / "42"
+    folder.mkdir(parents=True)
+    (folder / "disk.1").symlink_to(outside / "file")
+    (folder / "disk.2.snap").symlink_to(outside)
+    (folder.parent / "43").symlink_to(outside)
+
+    refused = {
+        f"{folder}/../../../../etc/0/1/disk.0": "'..'",
+        f"{folder}/disk.1": "link",
+        f"{folder}/disk.2": "link",
+        f"{folder}/disk.2.snap/3": "link",
+        f"{folder.parent}/43/disk.0": "link",
+        "/0/42/disk.0": "not a disk in a VM folder",
+    }
+    for text, reason in refused.items():
+        with pytest.raises(InvalidInput, match=reason):
+            inputs.disk_path(text)
+    with pytest.raises(InvalidInput, match="link"):
+        inputs.vm_folder(f"{folder.parent}/43")

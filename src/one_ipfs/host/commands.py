@@ -287,7 +287,7 @@ def delete_disk(
     A disk that is already gone is a success: OpenNebula repeats deletes.
     """
     found = _remove_file(disk)
-    for leftover in (part_path(disk), _saving_path(disk)):
+    for leftover in (part_path(disk), disks.saving_path(disk)):
         _remove_file(leftover)
     _remove_tree(disks.snapshots_dir(disk))
     disks.remove_record(disk)
@@ -677,7 +677,7 @@ def _self_contained(
             log_info(f"{disk} is unchanged: saving its base {record.cid}")
             yield base
             return
-    temporary = _saving_path(disks.disk_of(disk))
+    temporary = disks.saving_path(disks.disk_of(disk))
     log_info(f"converting {disk} into a self-contained {image_format} image")
     try:
         disks.convert(disk, disk_format, temporary, image_format, timeout=deadline.left())
@@ -715,10 +715,6 @@ def _trim(client: KuboClient, cache: HostCache, cache_max_mb: int, deadline: Dea
         cache.evict(client, cache_max_mb << 20, gc_timeout=deadline.left())
     except OneIpfsError as exc:
         log_info(f"the host cache was not trimmed: {exc}")
-
-
-def _saving_path(disk: Path) -> Path:
-    return disk.with_name(disk.name + ".saving")
 
 
 def _require_disk(disk: Path) -> None:

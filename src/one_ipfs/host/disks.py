@@ -60,6 +60,18 @@ def snapshots_dir(disk: Path) -> Path:
     return disk.with_name(disk.name + SNAPSHOTS_SUFFIX)
 
 
+def saving_path(disk: Path) -> Path:
+    """Where a disk converted for a save is written before it is added."""
+    return disk.with_name(disk.name + ".saving")
+
+
+def written_beside(path: Path) -> list[Path]:
+    """What the host commands write for a disk (or a snapshot of one) besides the file itself: a link
+    there would send those writes out of the VM folder."""
+    disk = disk_of(path)
+    return [snapshots_dir(disk), record_path(disk).parent, part_path(path), saving_path(disk)]
+
+
 def write_record(disk: Path, record: DiskRecord) -> None:
     path = record_path(disk)
     temporary = path.with_name(path.name + ".tmp")
