@@ -89,14 +89,17 @@ def monitor(action: DsAction, config: DatastoreConfig) -> str:
 
 
 def export(action: DsAction, config: DatastoreConfig) -> str:
-    """IMPORT_INFO for the marketplace: an ``ipfs://`` source any IPFS datastore can import."""
+    """IMPORT_INFO for the marketplace: the image on the frontend's IPFS gateway, which OpenNebula's
+    http and s3 marketplaces download with ``downloader.sh``, and from which an IPFS datastore takes
+    the CID again without copying anything."""
     image = _image(action)
     cid = content.current_cid(image.source, config)
+    source = content.gateway_url(cid, config)
     size_mb, md5 = content.size_and_md5(cid, config)
     image_format = image.format or content.read_format(cid, config)
     return (
         "<IMPORT_INFO>"
-        f"<IMPORT_SOURCE><![CDATA[ipfs://{cid}]]></IMPORT_SOURCE>"
+        f"<IMPORT_SOURCE><![CDATA[{source}]]></IMPORT_SOURCE>"
         f"<MD5><![CDATA[{md5}]]></MD5>"
         f"<SIZE><![CDATA[{size_mb}]]></SIZE>"
         f"<FORMAT><![CDATA[{html.escape(image_format)}]]></FORMAT>"

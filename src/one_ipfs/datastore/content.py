@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
-from one_ipfs.errors import InvalidInput, StorageError
+from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, state_dir
 from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
-from one_ipfs.ipfs.rpc import KuboClient
+from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK, KuboClient
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate
 from one_ipfs.opennebula.output import log_info
@@ -90,6 +92,49 @@ def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
     return info.cid, ref.path
 
 
+def gateway_url(cid: str, config: DatastoreConfig) -> str:
+    """``http://<gateway>/ipfs/<cid>`` on the datastore node's gateway as the admin bound it: a source
+    OpenNebula's ``downloader.sh`` (http and s3 marketplaces) can read. A gateway bound to every
+    interface is named by the frontend's host name."""
+    bound = client(config).gateway_bound()
+    if bound is None:
+        raise NotSupported(
+            "the datastore's IPFS node serves no HTTP gateway (Addresses.Gateway): "
+            "a marketplace could not download the image"
+        )
+    host, port = bound
+    if host in UNSPECIFIED_TO_LOOPBACK:
+        host = socket.getfqdn()
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ipfs/{cid}"
+
+
+def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:
+    """``/ipfs/<cid>[/path]`` when ``path`` is a URL of the datastore node's own gateway (what ``export``
+    gives): the content is taken by its CID, and nothing is downloaded or added."""
+    parts = urlsplit(path)
+    if parts.scheme not in ("http", "https") or not parts.path.startswith("/ipfs/") or parts.query:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    bound = client(config).gateway_bound()
+    if bound is None or port != bound[1]:
+        return None
+    host = bound[0]
+    names = {host}
+    if host in UNSPECIFIED_TO_LOOPBACK:
+        names |= {UNSPECIFIED_TO_LOOPBACK[host], "localhost", socket.gethostname(), socket.getfqdn()}
+    return parts.path if parts.hostname in {name.lower() for name in names} else None
+
+
+def as_reference(path: str, config: DatastoreConfig) -> str:
+    """PATH as the datastore takes it: a URL of its own gateway becomes the IPFS path it serves."""
+    if path[:8].lower().startswith(("http://", "https://")):
+        return own_gateway_reference(path, config) or path
+    return path
+
+
 def read_header(cid: str, config: DatastoreConfig) -> bytes:
     return b"".join(client(config).cat(f"/ipfs/{cid}", length=HEADER_BYTES, timeout=config.stall_timeout))
 
@@ -100,8 +145,9 @@ def read_format(cid: str, config: DatastoreConfig) -> str:
 
 def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> ImportedContent:
     """Bring an image's content into the datastore's node, completely, and hold it under ``name``."""
-    if looks_like_reference(image.path):
-        cid, origin = resolve(image.path, config)
+    path = as_reference(image.path, config)
+    if looks_like_reference(path):
+        cid, origin = resolve(path, config)
         size = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout).size
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
         hold(cid, name, config, total_bytes=size)
@@ -131,6 +177,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
 
 def image_size_mb(path: str, config: DatastoreConfig) -> int:
     """MB an image will take, read from IPFS metadata (and a qcow2 header), never the whole image."""
+    path = as_reference(path, config)
     if looks_like_reference(path):
         cid, _ = resolve(path, config)
         info = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
