@@ -836,6 +836,37 @@ def test_has_prints_one_json_line(
     assert json.loads(run.out) == {"local": False, "size_local": 0, "size": MIB}
 
 
+def test_every_cache_command_lists_the_vms_whose_announced_disk_never_came(
+    root: Path,
+    kubo: FakeKubo,
+    cache: HostCache,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    commands.prefetch(
+        kubo,
+        cache,
+        cid,
+        disk_of_vm(root, 9),
+        mode="overlay",
+        vm=9,
+        timeout=60.0,
+        stall_timeout=10.0,
+        cache_max_mb=0,
+    )
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
+
+    fetched = run_cli(capsys, "fetch", "--cid", cid, "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
+    deleted = run_cli(capsys, "delete", "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
+
+    assert json.loads(fetched.out)["awaiting"] == [9]
+    assert json.loads(deleted.out) == {"awaiting": [9]}
+    disk_of_vm(root, 9).parent.mkdir(parents=True, exist_ok=True)
+    disk_of_vm(root, 9).write_bytes(b"arrived")
+    assert cache.awaiting() == []
+
+
 def test_fetch_through_the_cli(
     root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

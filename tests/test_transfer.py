@@ -7,6 +7,7 @@ Every life cycle checks the disk bytes by hash at each step; the disks live in e
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -217,6 +218,41 @@ def test_live_migration_keeps_the_disk_and_the_target_fetches_the_image_from_ipf
     stat = bed.host("h2").node.client().files_stat(f"/ipfs/{cid}", with_local=True)
     assert stat.local
     one.vm_terminate(vm)
+
+
+def cache_refs(bed: Bed, host: str) -> dict[str, dict[str, dict[str, object]]]:
+    """Every reference in the host's cache: CID -> disk path -> {vm, expected}."""
+    entries = bed.host(host).var_lib_one / "datastores" / ".one-ipfs-cache" / "entries"
+    return {path.stem: json.loads(path.read_text())["refs"] for path in entries.glob("*.json")}
+
+
+def test_a_failed_live_migration_leaves_nothing_on_the_target_once_it_acts_again(
+    bed: Bed, one: OneSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = one.datastore_create(
+        ipfs_datastore_template(bed, "ipfs-failmigrate", IPFS_DEPLOY_MODE="OVERLAY", IPFS_HOST_CACHE_MB="0")
+    )
+    image = image_from(bed, one, ds, disk_bytes(2 << 20, seed=38), "failmigrate")
+    cid = one.image(image).template["IPFS_CID"]
+    vm = one.vm_deploy([image], "h1")
+
+    def unplugged(source_host: str, target_host: str, folder: str) -> None:
+        raise OSError("the migration link went down")
+
+    monkeypatch.setattr(one.hypervisor, "migrate", unplugged)
+    with pytest.raises(OneFailure):
+        one.vm_migrate(vm, "h2", live=True)
+    monkeypatch.undo()
+    assert one.vm(vm).hostname == "h1"
+    assert any(ref["vm"] == vm.id for refs in cache_refs(bed, "h2").values() for ref in refs.values())
+
+    other = one.vm_deploy([image_from(bed, one, ds, disk_bytes(1 << 20, seed=39), "after-failmigrate")], "h2")
+
+    assert not any(ref["vm"] == vm.id for refs in cache_refs(bed, "h2").values() for ref in refs.values())
+    assert cid not in {pin.cid for pin in bed.host("h2").node.client().pin_ls()}
+    assert guest_view(bed, one, vm)[: 2 << 20] == disk_bytes(2 << 20, seed=38)
+    for each in (vm, other):
+        one.vm_terminate(each)
 
 
 @pytest.mark.parametrize("how", ["stop", "undeploy", "migrate"])

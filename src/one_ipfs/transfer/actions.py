@@ -14,11 +14,11 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
-from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported
+from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.images import ImageHandle, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
@@ -33,6 +33,8 @@ LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
 DISK_FORMATS = ("raw", "qcow2")
 HOST_CALL_SLACK = 120.0
+GONE_STATES = (4, 6, 9)
+"""VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
         cache_max_mb=config.host_cache_mb,
         monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
     )
-    run_on_host(request.disk.host, "fetch", options, timeout=_host_timeout(config))
+    _on_host(request.disk.host, "fetch", options, config, request.vm_id)
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -193,7 +195,7 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
         raw_leaves="true" if settings.raw_leaves else "false",
         hash=settings.hash,
     )
-    saved = run_on_host(disk.host, "save", options, timeout=_host_timeout(config))
+    saved = _on_host(disk.host, "save", options, config, vm_id)
     cid = saved.get("cid")
     if not isinstance(cid, str):
         raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
@@ -254,7 +256,7 @@ def delete(call: TmCall) -> None:
         api_auth_file=config.host_api_auth_file or None,
         cache_max_mb=config.host_cache_mb,
     )
-    run_on_host(location.host, "delete", options, timeout=_host_timeout(config))
+    _on_host(location.host, "delete", options, config, vm)
 
 
 def mv(call: TmCall) -> None:
@@ -293,7 +295,7 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
     )
-    run_on_host(host, "prefetch", options, timeout=_host_timeout(config))
+    _on_host(host, "prefetch", options, config, vm_id)
 
 
 @dataclass(frozen=True)
@@ -353,18 +355,45 @@ def failmigrate(call: TmCall) -> None:
 def _release_vm(host: str, step: MigrationStep) -> None:
     if not step.disks or step.disks[0].datastore_id is None:
         return
-    config = _config(step.disks[0].datastore_id)
-    run_on_host(
-        host,
-        "release",
-        _options(
-            vm=step.vm_id,
-            api=config.host_api,
-            api_auth_file=config.host_api_auth_file or None,
-            cache_max_mb=config.host_cache_mb,
-        ),
-        timeout=_host_timeout(config),
+    _release(host, step.vm_id, _config(step.disks[0].datastore_id))
+
+
+def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
+    options = _options(
+        vm=vm_id,
+        api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
+        cache_max_mb=config.host_cache_mb,
     )
+    run_on_host(host, "release", options, timeout=_host_timeout(config))
+
+
+def _on_host(
+    host: str, command: str, options: list[str], config: DatastoreConfig, vm_id: int
+) -> dict[str, Any]:
+    """Run a host command for VM ``vm_id``, then settle the references the host holds for other VMs'
+    disks that never arrived (``_reconcile``)."""
+    result = run_on_host(host, command, options, timeout=_host_timeout(config))
+    awaiting = result.get("awaiting")
+    for other in awaiting if isinstance(awaiting, list) else []:
+        if isinstance(other, int) and other != vm_id:
+            _reconcile(host, other, config)
+    return result
+
+
+def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
+    """Drop the references ``host`` keeps for VM ``vm_id``'s announced disks unless oned still places
+    the VM there. OpenNebula's ssh and local TMs end a failed live migration with ``exit 0``, never
+    calling this driver's failmigrate: without this, what premigrate fetched stayed pinned for good.
+    Best effort: the action that asked has succeeded already."""
+    try:
+        vm = cli.show_vm(vm_id)
+        if vm.history is not None and vm.history.hostname == host and vm.state not in GONE_STATES:
+            return
+        log_info(f"VM {vm_id} is not on {host} (a migration there failed): releasing what it holds there")
+        _release(host, vm_id, config)
+    except OneIpfsError as exc:
+        log_info(f"the cache references of VM {vm_id} on {host} were left for a later action: {exc}")
 
 
 def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
