@@ -607,6 +607,58 @@ def test_unchanged_overlay_disk_saves_back_to_its_image_cid(
     assert saved == {"cid": cid, "size": len(image)}
 
 
+@needs_qemu_img
+def test_a_copy_asked_as_qcow2_of_raw_content_is_converted_and_saves_back_as_raw(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    commands.fetch(
+        kubo,
+        cache,
+        cid,
+        disk,
+        size_mb=16,
+        image_format="raw",
+        disk_format="qcow2",
+        vm=7,
+        timeout=60.0,
+        stall_timeout=10.0,
+        cache_max_mb=1 << 20,
+    )
+
+    assert disk.read_bytes()[:4] == b"QFI\xfb"
+    assert disks.qcow2_size(disk) == 16 * MIB
+    assert disks.read_record(disk) == disks.DiskRecord(cid, "qcow2", "copy")
+    assert not disk.with_name("disk.0.part").exists()
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    assert kubo.network[saved["cid"]] == image + bytes(16 * MIB - len(image))
+
+
+def test_an_overlay_asked_as_raw_is_refused_before_anything_is_fetched(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(half_zero_image())
+
+    with pytest.raises(InvalidInput, match="overlay is a qcow2 file"):
+        commands.fetch(
+            kubo,
+            cache,
+            cid,
+            disk_of_vm(root, 7),
+            mode="overlay",
+            image_format="raw",
+            disk_format="raw",
+            timeout=60.0,
+            stall_timeout=10.0,
+            cache_max_mb=1 << 20,
+        )
+
+    assert kubo.pins == {}
+
+
 @pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io is not installed")
 def test_overlay_disk_the_guest_wrote_to_saves_as_a_whole_raw_image(
     root: Path, kubo: FakeKubo, cache: HostCache

@@ -190,21 +190,48 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
     )
 
 
-def current_cid(source: str, config: DatastoreConfig) -> str:
-    """What an image holds now: the last recorded version of a handle, or the content a fixed SOURCE names."""
+@dataclass(frozen=True)
+class Content:
+    """What an image holds now: its CID and the format of those bytes (None where nothing records it)."""
+
+    cid: str
+    format: str | None
+
+
+def current_content(source: str, config: DatastoreConfig) -> Content:
+    """The last recorded version of a handle, or the content a fixed SOURCE names (whose format is the
+    image's FORMAT, which the caller has)."""
     handle = ImageHandle.parse(source)
     if handle is not None:
-        return recorded_cid(handle)
+        return recorded_content(handle)
     cid, _ = resolve(source, config)
-    return cid
+    return Content(cid, None)
 
 
-def recorded_cid(handle: ImageHandle) -> str:
-    """The last version recorded in the template of the image behind ``handle``."""
-    cid = ImageVersions.from_template(cli.show_image(handle.image_id).template).current_cid
+def recorded_content(handle: ImageHandle) -> Content:
+    """The last version recorded in the template of the image behind ``handle``, and its format."""
+    image = cli.show_image(handle.image_id)
+    cid = ImageVersions.from_template(image.template).current_cid
     if cid is None:
         raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
-    return cid
+    return Content(cid, stored_format(image))
+
+
+def stored_format(image: ImageTemplate) -> str:
+    """The format of the bytes an image's CID holds: ``IPFS_FORMAT``, recorded because the FORMAT oned
+    announces may differ from it (``announced_format``); images made before it have the two alike."""
+    return image.template.get("IPFS_FORMAT") or image.format
+
+
+def announced_format(stored: str, config: DatastoreConfig) -> str:
+    """The FORMAT oned gets for an image, which it sets as every disk's DRIVER: the disks an OVERLAY
+    datastore deploys are qcow2 overlays, whatever their base holds; a COPY datastore's disks hold the
+    bytes as they are."""
+    return "qcow2" if config.deploy_mode == "OVERLAY" else stored
+
+
+def format_attributes(stored: str) -> dict[str, str]:
+    return {"IPFS_FORMAT": stored}
 
 
 def create_datablock(

@@ -81,7 +81,9 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", type=inputs.disk_path, required=True)
     parser.add_argument("--mode", choices=commands.MODES, default="copy")
     parser.add_argument(
-        "--format", choices=("raw", "qcow2"), help="the image's FORMAT (default: from its header)"
+        "--format",
+        choices=("raw", "qcow2"),
+        help="the format of the content's bytes (default: from its header)",
     )
     parser.add_argument("--vm", type=inputs.identifier)
     parser.add_argument("--stall-timeout", type=inputs.timeout, default=inputs.timeout(STALL_TIMEOUT))
@@ -91,6 +93,11 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
 
 def _fetch_options(parser: argparse.ArgumentParser) -> None:
     _deploy_options(parser)
+    parser.add_argument(
+        "--disk-format",
+        choices=("raw", "qcow2"),
+        help="the disk's DRIVER, which the disk file must be (default: the content's format; qcow2 overlays)",
+    )
     parser.add_argument("--size-mb", type=inputs.size_mb, default=0, help="grow the disk to this size")
     parser.add_argument(
         "--monitor-tm",
@@ -110,6 +117,7 @@ def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
         size_mb=args.size_mb,
         mode=args.mode,
         image_format=args.format,
+        disk_format=args.disk_format,
         vm=args.vm,
         timeout=args.timeout,
         stall_timeout=args.stall_timeout,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from one_ipfs.diskformat import HEADER_BYTES, QCOW2_MAGIC, detect_format, qcow2_virtual_size
 from one_ipfs.errors import InvalidInput, StorageError
-from one_ipfs.host.sparse import part_path, sync_folder
+from one_ipfs.host.sparse import grow, part_path, persist, sync_folder
 
 RECORDS = ".one-ipfs"
 FORMATS = ("raw", "qcow2")
@@ -185,6 +185,27 @@ def convert(source: Path, source_format: str, target: Path, target_format: str, 
         timeout=timeout,
         doing=f"converting {source} to {target_format}",
     )
+
+
+def convert_disk(
+    base: Path, base_format: str, disk: Path, disk_format: str, size: int, *, timeout: float
+) -> None:
+    """A disk in ``disk_format`` with the content of ``base`` (in another format), at least ``size``
+    bytes large: written as ``.part``, synced, then renamed."""
+    part = part_path(disk)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    try:
+        convert(base, base_format, part, disk_format, timeout=timeout)
+        if disk_format == "qcow2":
+            if size > qcow2_size(part):
+                resize_qcow2(part, size, timeout=timeout)
+        else:
+            grow(part, size)
+        persist(part, disk)
+    except BaseException:
+        _remove(part)
+        raise
 
 
 def overlay_untouched(disk: Path, base: ContentFormat, *, timeout: float) -> bool:

@@ -22,7 +22,7 @@ from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsE
 from one_ipfs.images import ImageHandle, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
-from one_ipfs.opennebula.action import VmDisk, parse_vm_xml, read_ds_action
+from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import log_info
 from one_ipfs.transfer.hostcall import run_on_host
@@ -110,30 +110,43 @@ def _options(**values: str | int | float | None) -> list[str]:
     return argv
 
 
-def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, str]:
-    """The datastore's settings, the VM's disk and the image's CID, asked at once: each is a
+def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, content.Content]:
+    """The datastore's settings, the VM's disk and the image's content, asked at once: each is a
     ``one* show`` process of its own, and a deploy should not wait for them one after the other."""
     handle = ImageHandle.parse(request.source)
     with ThreadPoolExecutor(max_workers=3) as pool:
         config = pool.submit(_config, request.datastore_id)
         disk = pool.submit(_disk, request.vm_id, request.disk)
         if handle is not None:
-            cid = pool.submit(content.recorded_cid, handle)
+            held = pool.submit(content.recorded_content, handle)
         else:
-            cid = pool.submit(lambda: content.current_cid(request.source, config.result()))
-        return config.result(), disk.result(), cid.result()
+            held = pool.submit(lambda: content.current_content(request.source, config.result()))
+        return config.result(), disk.result(), held.result()
+
+
+def _formats(held: content.Content, disk: VmDisk) -> dict[str, str | None]:
+    """The host options for formats: what the content's bytes are, and what oned tells the hypervisor
+    the disk is (DISK/DRIVER, forced to the image's FORMAT), which the disk file must be."""
+    asked = disk.format if disk.format in DISK_FORMATS else None
+    return {"format": held.format if held.format in DISK_FORMATS else asked, "disk_format": asked}
+
+
+def _deploy_mode(config: DatastoreConfig, disk: VmDisk) -> str:
+    """The datastore's IPFS_DEPLOY_MODE, but an overlay is a qcow2 file: a disk oned calls raw (a raw
+    datablock, an image registered before OVERLAY datastores announced qcow2) is deployed as a copy."""
+    return "overlay" if config.deploy_mode == "OVERLAY" and disk.format in ("qcow2", "") else "copy"
 
 
 def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
-    """Deploy the disk; ``mode`` None takes the datastore's IPFS_DEPLOY_MODE."""
-    config, disk, cid = _deploy_facts(request)
-    mode = mode or config.deploy_mode.lower()
-    log_info(f"deploying {cid} to {request.disk.host}:{request.disk.path}")
+    """Deploy the disk; ``mode`` None takes the datastore's IPFS_DEPLOY_MODE (``_deploy_mode``)."""
+    config, disk, held = _deploy_facts(request)
+    mode = mode or _deploy_mode(config, disk)
+    log_info(f"deploying {held.cid} to {request.disk.host}:{request.disk.path}")
     options = _options(
-        cid=cid,
+        cid=held.cid,
         disk=request.disk.path,
         size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
-        format=disk.format if disk.format in DISK_FORMATS else None,
+        **_formats(held, disk),
         mode=mode,
         vm=request.vm_id,
         api=config.host_api,
@@ -183,9 +196,10 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
     settings = config.import_settings
+    saved_format = _saved_format(image, vm_id, disk)
     options = _options(
         disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
-        format=_saved_format(image.format, vm_id, disk),
+        format=saved_format,
         vm=vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
@@ -207,17 +221,26 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
     content.hold(cid, handle.reference_name(number), config, total_bytes=int(saved.get("size", 0)) or None)
     try:
-        cli.update_image(handle.image_id, {**updated.attributes(), **content.import_attributes(config)})
+        cli.update_image(
+            handle.image_id,
+            {
+                **updated.attributes(),
+                **content.import_attributes(config),
+                **content.format_attributes(saved_format),
+            },
+        )
     except Exception:
         content.release(cid, handle.reference_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
-def _saved_format(image_format: str, vm_id: int, disk: Location) -> str:
-    """The format the saved content gets: the image's, or for a save-as placeholder the disk's."""
-    if image_format in DISK_FORMATS:
-        return image_format
+def _saved_format(image: ImageTemplate, vm_id: int, disk: Location) -> str:
+    """The format the saved content gets: the one the image's content has, or for a save-as
+    placeholder the disk's, which oned makes the new image's FORMAT."""
+    stored = content.stored_format(image)
+    if stored in DISK_FORMATS:
+        return stored
     disk_format = _disk(vm_id, disk).format
     return disk_format if disk_format in DISK_FORMATS else "raw"
 
@@ -272,7 +295,9 @@ def mv(call: TmCall) -> None:
     config = _config(datastore_id)
     if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
         return
-    _prefetch(dst.host, dst.path, _disk(vm, dst), vm, config)
+    disk = _disk(vm, dst)
+    if _deploy_mode(config, disk) == "overlay":
+        _prefetch(dst.host, dst.path, disk, vm, config)
 
 
 def _is_frontend(host: str) -> bool:
@@ -284,11 +309,12 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
     """Have ``host`` hold what the disk at ``path`` is made of before the disk itself arrives."""
     if not disk.source:
         return
+    held = content.current_content(disk.source, config)
     options = _options(
-        cid=content.current_cid(disk.source, config),
+        cid=held.cid,
         disk=path,
-        format=disk.format if disk.format in DISK_FORMATS else None,
-        mode=config.deploy_mode.lower(),
+        format=_formats(held, disk)["format"],
+        mode=_deploy_mode(config, disk),
         vm=vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
