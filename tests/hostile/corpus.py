@@ -570,6 +570,11 @@ HOST_CASES: list[Case] = [
         ),
         ("disk not in a VM folder", ["fetch", "--cid", CID, "--disk", "/etc/passwd"], "VM folder"),
         ("datastore at the root", ["fetch", "--cid", CID, "--disk", "/0/42/disk.0"], "VM folder"),
+        (
+            "disk format unknown",
+            ["fetch", "--cid", CID, "--disk", HOST_DISK, "--disk-format", "vmdk"],
+            "invalid choice",
+        ),
         ("disk with newline", ["fetch", "--cid", CID, "--disk", HOST_DISK + "\n"], "absolute path"),
         ("disk with NUL", ["fetch", "--cid", CID, "--disk", HOST_DISK + "\0"], "absolute path"),
         ("disk is an option", ["fetch", "--cid", CID, "--disk", "--help"], "expected one argument"),
