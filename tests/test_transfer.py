@@ -21,6 +21,7 @@ import pytest
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
 from testbed.one import Datastore, DiskSpec, Image, OneFailure, OneSim, VirtualMachine
+from testbed.one.transfers import TransferLines
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import bitswap_stat
@@ -314,6 +315,28 @@ def test_a_datastore_location_linked_outside_var_lib_one_deploys_saves_and_delet
     one.vm_terminate(vm)
 
     assert not folder.exists()
+
+
+def test_a_datastore_location_outside_var_lib_one_deploys_snapshots_and_deletes(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = Path(tempfile.mkdtemp(prefix="one-ipfs-ds-location-", dir="/var/tmp"))
+    owner = bed.host("h4").var_lib_one.stat()
+    os.chown(elsewhere, owner.st_uid, owner.st_gid)
+    monkeypatch.setattr(one, "lines", TransferLines(one.hostname, f"{elsewhere}//datastores"))
+    data = disk_bytes(1 << 20, seed=40)
+    image = image_from(bed, one, ipfs_ds, data, "location-elsewhere", persistent=True)
+    try:
+        vm = one.vm_deploy([image], "h4")
+        folder = elsewhere / "datastores" / "0" / str(vm.id)
+        assert (folder / "disk.0").read_bytes() == data
+        one.vm_poweroff(vm)
+        one.disk_snapshot_create(vm, 0, "elsewhere")
+        assert (folder / "disk.0.snap" / "0").read_bytes() == data
+        one.vm_terminate(vm)
+        assert not folder.exists()
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_a_link_inside_a_vm_folder_is_refused_with_one_line_and_nothing_written(
