@@ -102,7 +102,7 @@ def test_saved_disk_has_the_cid_the_datastore_would_give_it_and_can_be_pinned_fr
     )
 
     assert (code, plain) == (0, [])
-    assert result == {"cid": expected, "size": disk.stat().st_size}
+    assert result == {"cid": expected, "size": disk.stat().st_size, "awaiting": []}
     datastore.client().pin_add(expected, name="one-ds100-img2-v2", timeout=60)
     assert datastore.client().files_stat(f"/ipfs/{expected}", with_local=True).local is True
 

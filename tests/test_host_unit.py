@@ -21,7 +21,7 @@ import pytest
 from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import cache as cache_module
-from one_ipfs.host import commands, disks
+from one_ipfs.host import commands, disks, inputs
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.refs import DAG_PB, Cid
@@ -607,6 +607,58 @@ def test_unchanged_overlay_disk_saves_back_to_its_image_cid(
     assert saved == {"cid": cid, "size": len(image)}
 
 
+@needs_qemu_img
+def test_a_copy_asked_as_qcow2_of_raw_content_is_converted_and_saves_back_as_raw(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = half_zero_image()
+    cid = kubo.publish(image)
+    disk = disk_of_vm(root, 7)
+
+    commands.fetch(
+        kubo,
+        cache,
+        cid,
+        disk,
+        size_mb=16,
+        image_format="raw",
+        disk_format="qcow2",
+        vm=7,
+        timeout=60.0,
+        stall_timeout=10.0,
+        cache_max_mb=1 << 20,
+    )
+
+    assert disk.read_bytes()[:4] == b"QFI\xfb"
+    assert disks.qcow2_size(disk) == 16 * MIB
+    assert disks.read_record(disk) == disks.DiskRecord(cid, "qcow2", "copy")
+    assert not disk.with_name("disk.0.part").exists()
+    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    assert kubo.network[saved["cid"]] == image + bytes(16 * MIB - len(image))
+
+
+def test_an_overlay_asked_as_raw_is_refused_before_anything_is_fetched(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(half_zero_image())
+
+    with pytest.raises(InvalidInput, match="overlay is a qcow2 file"):
+        commands.fetch(
+            kubo,
+            cache,
+            cid,
+            disk_of_vm(root, 7),
+            mode="overlay",
+            image_format="raw",
+            disk_format="raw",
+            timeout=60.0,
+            stall_timeout=10.0,
+            cache_max_mb=1 << 20,
+        )
+
+    assert kubo.pins == {}
+
+
 @pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io is not installed")
 def test_overlay_disk_the_guest_wrote_to_saves_as_a_whole_raw_image(
     root: Path, kubo: FakeKubo, cache: HostCache
@@ -836,6 +888,37 @@ def test_has_prints_one_json_line(
     assert json.loads(run.out) == {"local": False, "size_local": 0, "size": MIB}
 
 
+def test_every_cache_command_lists_the_vms_whose_announced_disk_never_came(
+    root: Path,
+    kubo: FakeKubo,
+    cache: HostCache,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cid = kubo.publish(os.urandom(MIB))
+    commands.prefetch(
+        kubo,
+        cache,
+        cid,
+        disk_of_vm(root, 9),
+        mode="overlay",
+        vm=9,
+        timeout=60.0,
+        stall_timeout=10.0,
+        cache_max_mb=0,
+    )
+    monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
+
+    fetched = run_cli(capsys, "fetch", "--cid", cid, "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
+    deleted = run_cli(capsys, "delete", "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
+
+    assert json.loads(fetched.out)["awaiting"] == [9]
+    assert json.loads(deleted.out) == {"awaiting": [9]}
+    disk_of_vm(root, 9).parent.mkdir(parents=True, exist_ok=True)
+    disk_of_vm(root, 9).write_bytes(b"arrived")
+    assert cache.awaiting() == []
+
+
 def test_fetch_through_the_cli(
     root: Path, kubo: FakeKubo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -868,7 +951,7 @@ def test_fetch_through_the_cli(
         (["fetch", "--cid", "bafybad!", "--disk", "{root}/datastores/0/7/disk.0"], "not a valid CID"),
         (["fetch", "--cid", "{cid}", "--disk", "datastores/0/7/disk.0"], "absolute path"),
         (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/../../../../etc/passwd"], "'..'"),
-        (["fetch", "--cid", "{cid}", "--disk", "/etc/passwd"], "outside"),
+        (["fetch", "--cid", "{cid}", "--disk", "/etc/passwd"], "not a disk in a VM folder"),
         (
             ["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "-1"],
             "whole number",
@@ -898,7 +981,7 @@ def test_fetch_through_the_cli(
         (["warm", "--cid", "bafybad!"], "not a valid CID"),
         (["warm", "--cid", "{cid}", "--cache-max-mb", "-5"], "whole number"),
         (["delete", "--dir", "{root}/datastores"], "not a VM folder"),
-        (["delete", "--dir", "{root}"], "outside"),
+        (["delete", "--dir", "{root}"], "not a VM folder"),
         (["resize", "--disk", "{root}/datastores/0/7/disk.0", "--size-mb", "0"], "between"),
         (["snapshot-create", "--disk", "{root}/datastores/0/7/.monitor", "--snap-id", "1"], "not a disk"),
         (
@@ -924,16 +1007,16 @@ def test_hostile_input_is_refused_with_one_line(
     assert not (root / "datastores" / "0").exists()
 
 
-def test_symlink_out_of_the_tree_is_refused(
+def test_a_vm_folder_that_is_a_link_is_refused(
     root: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     outside = tmp_path_factory.mktemp("outside")
-    (root / "datastores").mkdir()
-    (root / "datastores" / "0").symlink_to(outside)
+    (root / "datastores" / "0").mkdir(parents=True)
+    (root / "datastores" / "0" / "7").symlink_to(outside)
 
     run = run_cli(capsys, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
 
-    assert run.code == 1 and "leads outside" in run.plain[0]
+    assert run.code == 1 and "inside a VM folder" in run.plain[0]
 
 
 def test_unexpected_error_names_its_type_in_one_line(
@@ -948,3 +1031,40 @@ def test_unexpected_error_names_its_type_in_one_line(
     assert (run.code, run.out) == (1, "")
     assert run.plain == ["host resize failed: RuntimeError: boom"]
     assert run.err.startswith("ERROR: Traceback")
+
+
+def test_disk_paths_follow_the_datastore_location_wherever_it_is_and_links_to_it(
+    root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("srv") / "datastores"
+    (elsewhere / "0" / "42").mkdir(parents=True)
+    (root / "datastores").symlink_to(elsewhere)
+
+    for location in (root / "datastores", elsewhere):
+        assert inputs.disk_path(f"{location}//0/42/disk.0") == location / "0" / "42" / "disk.0"
+        assert inputs.vm_folder(f"{location}/0/42") == location / "0" / "42"
+
+
+def test_disk_paths_escaping_by_dot_dot_or_by_a_link_in_the_vm_folder_are_refused(
+    root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    folder = root / "datastores" / "0" / "42"
+    folder.mkdir(parents=True)
+    (folder / "disk.1").symlink_to(outside / "file")
+    (folder / "disk.2.snap").symlink_to(outside)
+    (folder.parent / "43").symlink_to(outside)
+
+    refused = {
+        f"{folder}/../../../../etc/0/1/disk.0": "'..'",
+        f"{folder}/disk.1": "link",
+        f"{folder}/disk.2": "link",
+        f"{folder}/disk.2.snap/3": "link",
+        f"{folder.parent}/43/disk.0": "link",
+        "/0/42/disk.0": "not a disk in a VM folder",
+    }
+    for text, reason in refused.items():
+        with pytest.raises(InvalidInput, match=reason):
+            inputs.disk_path(text)
+    with pytest.raises(InvalidInput, match="link"):
+        inputs.vm_folder(f"{folder.parent}/43")

@@ -49,11 +49,14 @@ class BedRunner:
         return Execution(code, done.stdout, done.stderr)
 
     def host_path(self, host: str, path: str) -> Path:
+        """A host sees its own /var/lib/one and /var/tmp/one, and this machine's files elsewhere (where an
+        admin may put DATASTORE_LOCATION)."""
         if host == self.frontend_hostname:
             mapped = map_path(self.var_lib_one, ONE_VAR, path)
         else:
             node = self.bed.host(host)
             mapped = map_path(node.var_lib_one, ONE_VAR, path) or map_path(node.var_tmp_one, ONE_TMP, path)
+            mapped = mapped or Path(path)
         if mapped is None:
-            raise KeyError(f"{path} on {host} is outside {ONE_VAR} and {ONE_TMP}")
+            raise KeyError(f"{path} on {host} is outside {ONE_VAR}")
         return mapped

@@ -54,7 +54,6 @@ def _default_tm_mad_conf() -> dict[str, Conf]:
             "LN_TARGET_SHARED": "SYSTEM",
             "CLONE_TARGET_SHARED": "SYSTEM",
             "DISK_TYPE_SHARED": "FILE",
-            "DRIVER": "raw",
             "DS_MIGRATE": "YES",
             "ALLOW_ORPHANS": "YES",
         },

@@ -466,6 +466,12 @@ class OneSim:
             persistent = True
         size = self._stat_image(image_type, path, source, size_mb, ds_id)
         self._check_capacity(ds_root, size)
+        if not path and not source and image_type in ("OS", "DATABLOCK"):
+            # Image::insert: an MKFS image's FORMAT is TM_MAD_CONF/DRIVER, else the datastore's DRIVER,
+            # else the template's, else raw.
+            node = ds_root.find("TEMPLATE")
+            driver = template_get(node, "DRIVER") if node is not None else ""
+            format = driver or format or "raw"
         attributes: list[tmpl.Attribute] = [(k.upper(), v) for k, v in (template or {}).items()]
         oid = self.store.next_id("image")
         with self.store.locked():

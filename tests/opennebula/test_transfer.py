@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,31 @@ from tests.support.nodes import bitswap_stat
 from tests.support.vms import SETTINGS, disk_path, disks_on, guest_view, image_from, write_into
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+
+
+@pytest.fixture
+def linked_datastores(bed: Bed) -> Iterator[Path]:
+    """h4's ``/var/lib/one/datastores`` made a link to a folder outside ``/var/lib/one``, as the shipped
+    oned.conf allows (``DATASTORE_LOCATION``: "You can symlink this directory to any other path")."""
+    host = bed.host("h4")
+    owner = host.var_lib_one.stat()
+    elsewhere = Path(tempfile.mkdtemp(prefix="one-ipfs-linked-ds-", dir="/var/tmp"))
+    target = elsewhere / "datastores"
+    target.mkdir()
+    for folder in (elsewhere, target):
+        os.chown(folder, owner.st_uid, owner.st_gid)
+    linked = host.var_lib_one / "datastores"
+    kept = linked.with_name("datastores.kept")
+    if linked.exists():
+        linked.rename(kept)
+    linked.symlink_to(target)
+    try:
+        yield target
+    finally:
+        linked.unlink()
+        if kept.exists():
+            kept.rename(linked)
+        shutil.rmtree(elsewhere)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +225,53 @@ def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
     one.vm_migrate(second, "h1", live=True)
     assert guest_view(bed, one, second)[: len(data)] == data
     one.vm_terminate(second)
+
+
+@pytest.mark.parametrize("mode", ["COPY", "OVERLAY"])
+def test_a_datastore_location_linked_outside_var_lib_one_deploys_saves_and_deletes(
+    bed: Bed, one: GenuineOne, linked_datastores: Path, mode: str
+) -> None:
+    ds = one.datastore_create(
+        ipfs_datastore_template(bed, f"ipfs-linked-{mode.lower()}", IPFS_DEPLOY_MODE=mode)
+    )
+    data = disk_bytes(2 << 20, seed=36)
+    image = image_from(bed, one, ds, data, f"linked-{mode.lower()}", persistent=mode == "COPY")
+
+    vm = one.vm_deploy([image], "h4")
+    folder = linked_datastores / "0" / str(vm.id)
+    assert (folder / "disk.0").is_file()
+    assert guest_view(bed, one, vm)[: len(data)] == data
+    one.vm_poweroff(vm)
+    one.disk_snapshot_create(vm, 0, "linked")
+    one.vm_terminate(vm)
+
+    assert not folder.exists()
+
+
+def test_a_link_inside_a_vm_folder_is_refused_with_one_line_and_nothing_written(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=37), "link-in-vm-folder")
+    vm = one.vm_deploy([image], "h3")
+    one.vm_poweroff(vm)
+    outside = Path(tempfile.mkdtemp(prefix="one-ipfs-link-target-", dir="/var/tmp"))
+    owner = bed.host("h3").var_lib_one.stat()
+    os.chown(outside, owner.st_uid, owner.st_gid)  # the driver could write there: only the check stops it
+    snapshots = disk_path(bed, one, vm).with_name("disk.0.snap")
+    snapshots.symlink_to(outside)
+    try:
+        with pytest.raises(OneFailure) as failure:
+            one.disk_snapshot_create(vm, 0, "through a link")
+        left = list(outside.iterdir())
+    finally:
+        snapshots.unlink()
+        shutil.rmtree(outside)
+        one.vm_terminate(vm)
+
+    assert failure.value.info.startswith("h3: ")
+    assert "inside a VM folder" in failure.value.info
+    assert "\n" not in failure.value.info
+    assert left == []
 
 
 def test_a_second_copy_of_an_image_on_a_host_is_made_from_its_base_without_any_fetch(

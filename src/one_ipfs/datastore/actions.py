@@ -27,9 +27,10 @@ def cp(action: DsAction, config: DatastoreConfig) -> str:
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
     imported = content.import_image(image, handle.reference_name(1), config)
-    _record(handle, ImageVersions().with_version(imported.cid), imported.attributes, config)
+    attributes = {**imported.attributes, **content.format_attributes(imported.format)}
+    _record(handle, ImageVersions().with_version(imported.cid), attributes, config)
     log_info(f"image {handle.image_id} is {imported.cid} ({imported.format})")
-    return f"{handle} {imported.format}"
+    return f"{handle} {content.announced_format(imported.format, config)}"
 
 
 def stat(action: DsAction, config: DatastoreConfig) -> str:
@@ -41,11 +42,12 @@ def clone(action: DsAction, config: DatastoreConfig) -> str:
     """A new image with the same content: a new handle and reference, zero bytes copied."""
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
-    cid = content.current_cid(image.path, config)
-    content.hold(cid, handle.reference_name(1), config)
-    _record(handle, ImageVersions().with_version(cid), {"IPFS_CLONED_FROM": image.path}, config)
-    image_format = image.format or content.read_format(cid, config)
-    return f"{handle} {image_format}"
+    held = content.current_content(image.path, config)
+    stored = held.format or image.format or content.read_format(held.cid, config)
+    content.hold(held.cid, handle.reference_name(1), config)
+    attributes = {"IPFS_CLONED_FROM": image.path, **content.format_attributes(stored)}
+    _record(handle, ImageVersions().with_version(held.cid), attributes, config)
+    return f"{handle} {content.announced_format(stored, config)}"
 
 
 def mkfs(action: DsAction, config: DatastoreConfig) -> str:
@@ -56,10 +58,9 @@ def mkfs(action: DsAction, config: DatastoreConfig) -> str:
         return str(handle)
     if image.size_mb is None or image.size_mb <= 0:
         raise InvalidInput("a datablock needs a SIZE in MB greater than 0")
-    cid = content.create_datablock(
-        image.size_mb, image.fs, image.format or "raw", handle.reference_name(1), config
-    )
-    _record(handle, ImageVersions().with_version(cid), {}, config)
+    stored = image.format or "raw"
+    cid = content.create_datablock(image.size_mb, image.fs, stored, handle.reference_name(1), config)
+    _record(handle, ImageVersions().with_version(cid), content.format_attributes(stored), config)
     return str(handle)
 
 
@@ -89,14 +90,18 @@ def monitor(action: DsAction, config: DatastoreConfig) -> str:
 
 
 def export(action: DsAction, config: DatastoreConfig) -> str:
-    """IMPORT_INFO for the marketplace: an ``ipfs://`` source any IPFS datastore can import."""
+    """IMPORT_INFO for the marketplace: the image on the frontend's IPFS gateway, which OpenNebula's
+    http and s3 marketplaces download with ``downloader.sh``, and from which an IPFS datastore takes
+    the CID again without copying anything."""
     image = _image(action)
-    cid = content.current_cid(image.source, config)
+    held = content.current_content(image.source, config)
+    cid = held.cid
+    source = content.gateway_url(cid, config)
     size_mb, md5 = content.size_and_md5(cid, config)
-    image_format = image.format or content.read_format(cid, config)
+    image_format = held.format or image.format or content.read_format(cid, config)
     return (
         "<IMPORT_INFO>"
-        f"<IMPORT_SOURCE><![CDATA[ipfs://{cid}]]></IMPORT_SOURCE>"
+        f"<IMPORT_SOURCE><![CDATA[{source}]]></IMPORT_SOURCE>"
         f"<MD5><![CDATA[{md5}]]></MD5>"
         f"<SIZE><![CDATA[{size_mb}]]></SIZE>"
         f"<FORMAT><![CDATA[{html.escape(image_format)}]]></FORMAT>"

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
-from one_ipfs.errors import InvalidInput, StorageError
+from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, state_dir
 from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
-from one_ipfs.ipfs.rpc import KuboClient
+from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK, KuboClient
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate
 from one_ipfs.opennebula.output import log_info
@@ -90,6 +92,49 @@ def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
     return info.cid, ref.path
 
 
+def gateway_url(cid: str, config: DatastoreConfig) -> str:
+    """``http://<gateway>/ipfs/<cid>`` on the datastore node's gateway as the admin bound it: a source
+    OpenNebula's ``downloader.sh`` (http and s3 marketplaces) can read. A gateway bound to every
+    interface is named by the frontend's host name."""
+    bound = client(config).gateway_bound()
+    if bound is None:
+        raise NotSupported(
+            "the datastore's IPFS node serves no HTTP gateway (Addresses.Gateway): "
+            "a marketplace could not download the image"
+        )
+    host, port = bound
+    if host in UNSPECIFIED_TO_LOOPBACK:
+        host = socket.getfqdn()
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ipfs/{cid}"
+
+
+def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:
+    """``/ipfs/<cid>[/path]`` when ``path`` is a URL of the datastore node's own gateway (what ``export``
+    gives): the content is taken by its CID, and nothing is downloaded or added."""
+    parts = urlsplit(path)
+    if parts.scheme not in ("http", "https") or not parts.path.startswith("/ipfs/") or parts.query:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    bound = client(config).gateway_bound()
+    if bound is None or port != bound[1]:
+        return None
+    host = bound[0]
+    names = {host}
+    if host in UNSPECIFIED_TO_LOOPBACK:
+        names |= {UNSPECIFIED_TO_LOOPBACK[host], "localhost", socket.gethostname(), socket.getfqdn()}
+    return parts.path if parts.hostname in {name.lower() for name in names} else None
+
+
+def as_reference(path: str, config: DatastoreConfig) -> str:
+    """PATH as the datastore takes it: a URL of its own gateway becomes the IPFS path it serves."""
+    if path[:8].lower().startswith(("http://", "https://")):
+        return own_gateway_reference(path, config) or path
+    return path
+
+
 def read_header(cid: str, config: DatastoreConfig) -> bytes:
     return b"".join(client(config).cat(f"/ipfs/{cid}", length=HEADER_BYTES, timeout=config.stall_timeout))
 
@@ -100,8 +145,9 @@ def read_format(cid: str, config: DatastoreConfig) -> str:
 
 def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> ImportedContent:
     """Bring an image's content into the datastore's node, completely, and hold it under ``name``."""
-    if looks_like_reference(image.path):
-        cid, origin = resolve(image.path, config)
+    path = as_reference(image.path, config)
+    if looks_like_reference(path):
+        cid, origin = resolve(path, config)
         size = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout).size
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
         hold(cid, name, config, total_bytes=size)
@@ -131,6 +177,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
 
 def image_size_mb(path: str, config: DatastoreConfig) -> int:
     """MB an image will take, read from IPFS metadata (and a qcow2 header), never the whole image."""
+    path = as_reference(path, config)
     if looks_like_reference(path):
         cid, _ = resolve(path, config)
         info = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
@@ -143,21 +190,48 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
     )
 
 
-def current_cid(source: str, config: DatastoreConfig) -> str:
-    """What an image holds now: the last recorded version of a handle, or the content a fixed SOURCE names."""
+@dataclass(frozen=True)
+class Content:
+    """What an image holds now: its CID and the format of those bytes (None where nothing records it)."""
+
+    cid: str
+    format: str | None
+
+
+def current_content(source: str, config: DatastoreConfig) -> Content:
+    """The last recorded version of a handle, or the content a fixed SOURCE names (whose format is the
+    image's FORMAT, which the caller has)."""
     handle = ImageHandle.parse(source)
     if handle is not None:
-        return recorded_cid(handle)
+        return recorded_content(handle)
     cid, _ = resolve(source, config)
-    return cid
+    return Content(cid, None)
 
 
-def recorded_cid(handle: ImageHandle) -> str:
-    """The last version recorded in the template of the image behind ``handle``."""
-    cid = ImageVersions.from_template(cli.show_image(handle.image_id).template).current_cid
+def recorded_content(handle: ImageHandle) -> Content:
+    """The last version recorded in the template of the image behind ``handle``, and its format."""
+    image = cli.show_image(handle.image_id)
+    cid = ImageVersions.from_template(image.template).current_cid
     if cid is None:
         raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
-    return cid
+    return Content(cid, stored_format(image))
+
+
+def stored_format(image: ImageTemplate) -> str:
+    """The format of the bytes an image's CID holds: ``IPFS_FORMAT``, recorded because the FORMAT oned
+    announces may differ from it (``announced_format``); images made before it have the two alike."""
+    return image.template.get("IPFS_FORMAT") or image.format
+
+
+def announced_format(stored: str, config: DatastoreConfig) -> str:
+    """The FORMAT oned gets for an image, which it sets as every disk's DRIVER: the disks an OVERLAY
+    datastore deploys are qcow2 overlays, whatever their base holds; a COPY datastore's disks hold the
+    bytes as they are."""
+    return "qcow2" if config.deploy_mode == "OVERLAY" else stored
+
+
+def format_attributes(stored: str) -> dict[str, str]:
+    return {"IPFS_FORMAT": stored}
 
 
 def create_datablock(

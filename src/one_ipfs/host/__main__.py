@@ -43,6 +43,9 @@ class Command:
     help: str
     options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], dict[str, Any] | None]
+    reports_awaiting: bool = False
+    """The result also lists the VMs whose announced disks have not arrived (``HostCache.awaiting``),
+    so that the frontend can check them against oned at every action that touches the cache."""
 
 
 def _client(args: argparse.Namespace) -> KuboClient:
@@ -78,7 +81,9 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", type=inputs.disk_path, required=True)
     parser.add_argument("--mode", choices=commands.MODES, default="copy")
     parser.add_argument(
-        "--format", choices=("raw", "qcow2"), help="the image's FORMAT (default: from its header)"
+        "--format",
+        choices=("raw", "qcow2"),
+        help="the format of the content's bytes (default: from its header)",
     )
     parser.add_argument("--vm", type=inputs.identifier)
     parser.add_argument("--stall-timeout", type=inputs.timeout, default=inputs.timeout(STALL_TIMEOUT))
@@ -88,6 +93,11 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
 
 def _fetch_options(parser: argparse.ArgumentParser) -> None:
     _deploy_options(parser)
+    parser.add_argument(
+        "--disk-format",
+        choices=("raw", "qcow2"),
+        help="the disk's DRIVER, which the disk file must be (default: the content's format; qcow2 overlays)",
+    )
     parser.add_argument("--size-mb", type=inputs.size_mb, default=0, help="grow the disk to this size")
     parser.add_argument(
         "--monitor-tm",
@@ -107,6 +117,7 @@ def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
         size_mb=args.size_mb,
         mode=args.mode,
         image_format=args.format,
+        disk_format=args.disk_format,
         vm=args.vm,
         timeout=args.timeout,
         stall_timeout=args.stall_timeout,
@@ -277,11 +288,11 @@ def _evict(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 COMMANDS: dict[str, Command] = {
-    "fetch": Command("deploy a disk from IPFS (TM clone/ln)", _fetch_options, _fetch),
-    "prefetch": Command("hold a disk's content before the disk moves here", _deploy_options, _prefetch),
+    "fetch": Command("deploy a disk from IPFS (TM clone/ln)", _fetch_options, _fetch, True),
+    "prefetch": Command("hold a disk's content before the disk moves here", _deploy_options, _prefetch, True),
     "warm": Command("hold an image's content in the host cache before deploys need it", _warm_options, _warm),
-    "save": Command("add a disk to this host's node (TM mvds/cpds)", _save_options, _save),
-    "delete": Command("remove a disk or a VM folder (TM delete)", _delete_options, _delete),
+    "save": Command("add a disk to this host's node (TM mvds/cpds)", _save_options, _save, True),
+    "delete": Command("remove a disk or a VM folder (TM delete)", _delete_options, _delete, True),
     "release": Command("drop the cache references of a VM that left", _release_options, _release),
     "has": Command("how much of a CID this host's node holds", _has_options, _has),
     "snapshot-create": Command(
@@ -321,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = {signum: signal.signal(signum, _interrupted) for signum in STOP_SIGNALS}
     try:
         args = build_parser().parse_args(words)
-        result = COMMANDS[args.command].run(args)
+        command = COMMANDS[args.command]
+        result = command.run(args)
+        if command.reports_awaiting:
+            result = {**(result or {}), "awaiting": _cache(args).awaiting()}
     except OneIpfsError as exc:
         _fail(str(exc) or type(exc).__name__)
         return exc.exit_code

@@ -191,6 +191,19 @@ class HostCache:
                     touched.append(entry.cid)
         return touched
 
+    def awaiting(self) -> list[int]:
+        """VMs holding a reference for a disk announced here that has not arrived (a migration target):
+        only oned can tell whether the VM is still coming, so the frontend asks it."""
+        with self._index():
+            return sorted(
+                {
+                    ref.vm
+                    for entry in self._all()
+                    for key, ref in entry.refs.items()
+                    if ref.expected and ref.vm is not None and not os.path.lexists(key)
+                }
+            )
+
     def status(self) -> list[EntryStatus]:
         with self._index():
             return [EntryStatus(entry, self.base_bytes(entry.cid)) for entry in self._all()]

@@ -92,6 +92,7 @@ def fetch(
     size_mb: int = 0,
     mode: str = COPY,
     image_format: str | None = None,
+    disk_format: str | None = None,
     vm: int | None = None,
     timeout: float,
     stall_timeout: float,
@@ -99,9 +100,14 @@ def fetch(
 ) -> dict[str, Any]:
     """Deploy a disk from IPFS: the host's node pins the CID and writes its base file (once per
     host), then the disk is a sparse copy of the base (copy) or a qcow2 overlay on it (overlay).
+
+    ``image_format`` is what the content's bytes are, ``disk_format`` what the hypervisor will be told
+    the disk is (oned's DISK/DRIVER): a copy whose base is in another format is converted to it.
     """
     if mode not in MODES:
         raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
+    if mode == OVERLAY and disk_format not in (None, "qcow2"):
+        raise InvalidInput(f"an overlay is a qcow2 file, but {disk} is to be {disk_format}")
     deployed = disks.read_record(disk) if disk.is_file() else None
     if deployed is not None and (deployed.cid, deployed.mode) == (cid, mode):
         # oned retrying a deploy that succeeded: the guest may have written to the disk since.
@@ -121,10 +127,12 @@ def fetch(
                 image_format,
                 deadline,
                 stall_timeout=stall_timeout,
-                copy_to=disk if mode == COPY else None,
+                copy_to=disk if mode == COPY and disk_format in (None, image_format) else None,
             )
             if mode == OVERLAY:
                 record = _deploy_overlay(base, cid, disk, size_mb=size_mb, deadline=deadline)
+            elif disk_format not in (None, base.content.format):
+                record = _deploy_converted(base, cid, disk, disk_format, size_mb=size_mb, deadline=deadline)
             else:
                 record = _deploy_copy(base, cid, disk, size_mb=size_mb, deadline=deadline, written=written)
             created = True
@@ -287,7 +295,7 @@ def delete_disk(
     A disk that is already gone is a success: OpenNebula repeats deletes.
     """
     found = _remove_file(disk)
-    for leftover in (part_path(disk), _saving_path(disk)):
+    for leftover in (part_path(disk), disks.saving_path(disk)):
         _remove_file(leftover)
     _remove_tree(disks.snapshots_dir(disk))
     disks.remove_record(disk)
@@ -634,6 +642,17 @@ def _deploy_copy(
     return DiskRecord(cid, base.content.format, COPY)
 
 
+def _deploy_converted(
+    base: Base, cid: str, disk: Path, disk_format: str, *, size_mb: int, deadline: Deadline
+) -> DiskRecord:
+    """The disk is the base converted to the format the hypervisor will be told (a raw image of an
+    OVERLAY datastore, whose FORMAT is qcow2, deployed as a persistent copy)."""
+    size = max(size_mb << 20, base.content.virtual_size)
+    log_info(f"converting the {base.content.format} base of {cid} into the {disk_format} disk {disk}")
+    disks.convert_disk(base.path, base.content.format, disk, disk_format, size, timeout=deadline.left())
+    return DiskRecord(cid, disk_format, COPY)
+
+
 def _deploy_overlay(base: Base, cid: str, disk: Path, *, size_mb: int, deadline: Deadline) -> DiskRecord:
     wanted = size_mb << 20
     size = wanted if wanted > base.content.virtual_size else None
@@ -677,7 +696,7 @@ def _self_contained(
             log_info(f"{disk} is unchanged: saving its base {record.cid}")
             yield base
             return
-    temporary = _saving_path(disks.disk_of(disk))
+    temporary = disks.saving_path(disks.disk_of(disk))
     log_info(f"converting {disk} into a self-contained {image_format} image")
     try:
         disks.convert(disk, disk_format, temporary, image_format, timeout=deadline.left())
@@ -715,10 +734,6 @@ def _trim(client: KuboClient, cache: HostCache, cache_max_mb: int, deadline: Dea
         cache.evict(client, cache_max_mb << 20, gc_timeout=deadline.left())
     except OneIpfsError as exc:
         log_info(f"the host cache was not trimmed: {exc}")
-
-
-def _saving_path(disk: Path) -> Path:
-    return disk.with_name(disk.name + ".saving")
 
 
 def _require_disk(disk: Path) -> None:

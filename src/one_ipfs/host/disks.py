@@ -19,7 +19,7 @@ from pathlib import Path
 
 from one_ipfs.diskformat import HEADER_BYTES, QCOW2_MAGIC, detect_format, qcow2_virtual_size
 from one_ipfs.errors import InvalidInput, StorageError
-from one_ipfs.host.sparse import part_path, sync_folder
+from one_ipfs.host.sparse import grow, part_path, persist, sync_folder
 
 RECORDS = ".one-ipfs"
 FORMATS = ("raw", "qcow2")
@@ -58,6 +58,18 @@ def disk_of(path: Path) -> Path:
 
 def snapshots_dir(disk: Path) -> Path:
     return disk.with_name(disk.name + SNAPSHOTS_SUFFIX)
+
+
+def saving_path(disk: Path) -> Path:
+    """Where a disk converted for a save is written before it is added."""
+    return disk.with_name(disk.name + ".saving")
+
+
+def written_beside(path: Path) -> list[Path]:
+    """What the host commands write for a disk (or a snapshot of one) besides the file itself: a link
+    there would send those writes out of the VM folder."""
+    disk = disk_of(path)
+    return [snapshots_dir(disk), record_path(disk).parent, part_path(path), saving_path(disk)]
 
 
 def write_record(disk: Path, record: DiskRecord) -> None:
@@ -173,6 +185,27 @@ def convert(source: Path, source_format: str, target: Path, target_format: str, 
         timeout=timeout,
         doing=f"converting {source} to {target_format}",
     )
+
+
+def convert_disk(
+    base: Path, base_format: str, disk: Path, disk_format: str, size: int, *, timeout: float
+) -> None:
+    """A disk in ``disk_format`` with the content of ``base`` (in another format), at least ``size``
+    bytes large: written as ``.part``, synced, then renamed."""
+    part = part_path(disk)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    try:
+        convert(base, base_format, part, disk_format, timeout=timeout)
+        if disk_format == "qcow2":
+            if size > qcow2_size(part):
+                resize_qcow2(part, size, timeout=timeout)
+        else:
+            grow(part, size)
+        persist(part, disk)
+    except BaseException:
+        _remove(part)
+        raise
 
 
 def overlay_untouched(disk: Path, base: ContentFormat, *, timeout: float) -> bool:

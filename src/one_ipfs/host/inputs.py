@@ -1,8 +1,12 @@
 """Checks for every value a host command receives: all of them come from templates or the network.
 
-Paths must be absolute, free of ``..`` and inside oneadmin's tree (``/var/lib/one``, or
-``ONE_IPFS_HOST_ROOT`` for tests), also after following symlinks, so that no argument can make
-a host command touch a file outside it. Each check raises InvalidInput with the reason.
+Paths must be absolute and free of ``..``. A disk or VM folder lies in a system datastore where
+oned's arguments put it (``<DATASTORE_LOCATION>/<datastore id>/<vm id>``): the admin may symlink
+the datastore location or a datastore anywhere, or set another DATASTORE_LOCATION, and those links
+are followed; a link at or below the VM folder is refused, so no argument can lead a host command
+out of a VM folder. Other paths (the cache folder) stay inside oneadmin's tree (``/var/lib/one``,
+or ``ONE_IPFS_HOST_ROOT`` for tests), also after following symlinks. Each check raises
+InvalidInput with the reason.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 from pathlib import Path
 
 from one_ipfs.errors import InvalidInput
+from one_ipfs.host.disks import written_beside
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
@@ -50,8 +55,8 @@ def cid(text: str) -> str:
     return text
 
 
-def path_inside_root(text: str, what: str) -> Path:
-    """An absolute path inside oneadmin's tree, with duplicate slashes collapsed (OpenNebula sends ``//``)."""
+def absolute_path(text: str, what: str) -> Path:
+    """An absolute path without ``..``, duplicate slashes collapsed (OpenNebula sends ``//``)."""
     if not text.startswith("/") or len(text) > MAX_PATH or "\0" in text or "\n" in text:
         raise InvalidInput(f"{what} must be an absolute path, not {text[:200]!r}")
     if ".." in text.split("/"):
@@ -59,6 +64,12 @@ def path_inside_root(text: str, what: str) -> Path:
     path = posixpath.normpath(text)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
+    return Path(path)
+
+
+def path_inside_root(text: str, what: str) -> Path:
+    """An absolute path inside oneadmin's tree, also after following symlinks."""
+    path = str(absolute_path(text, what))
     base = str(root()).rstrip("/")
     if not path.startswith(base + "/"):
         raise InvalidInput(f"{what} {path[:200]} is outside {base}")
@@ -79,24 +90,50 @@ def _check_no_escape(path: Path, base: str, what: str) -> None:
 
 def disk_path(text: str) -> Path:
     """A file in a VM folder (``<ds>/<vm>/disk.<n>``) or a snapshot of one (``disk.<n>.snap/<id>``);
-    nothing else in oneadmin's tree (keys, the cache, other drivers' files) can be named as a disk."""
-    path = path_inside_root(text, "the disk path")
+    nothing else (keys, the cache, other drivers' files) can be named as a disk."""
+    path = absolute_path(text, "the disk path")
     if not DISK_NAME.fullmatch(path.name) or path.name.endswith((".part", ".saving")):
         raise InvalidInput(f"{path} is not a disk file name")
     folder = path.parent.parent if path.parent.name.endswith(".snap") else path.parent
-    if not (VM_FOLDER.fullmatch(folder.name) and VM_FOLDER.fullmatch(folder.parent.name)):
-        raise InvalidInput(f"{path} is not a disk in a VM folder (<datastore id>/<vm id>/disk.<n>)")
+    if not _is_vm_folder(folder):
+        raise InvalidInput(
+            f"{path} is not a disk in a VM folder (<datastore location>/<datastore id>/<vm id>/disk.<n>)"
+        )
+    for written in (path, *written_beside(path)):
+        _check_no_link_below(folder, written, "the disk path")
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory, not a disk")
     return path
 
 
 def vm_folder(text: str) -> Path:
-    """A VM's folder in a system datastore: ``…/<datastore id>/<vm id>``, nothing shorter."""
-    path = path_inside_root(text, "the VM folder")
-    if not (VM_FOLDER.fullmatch(path.name) and VM_FOLDER.fullmatch(path.parent.name)):
-        raise InvalidInput(f"{path} is not a VM folder (<datastore id>/<vm id>)")
+    """A VM's folder in a system datastore: ``<location>/<datastore id>/<vm id>``, nothing shorter."""
+    path = absolute_path(text, "the VM folder")
+    if not _is_vm_folder(path):
+        raise InvalidInput(f"{path} is not a VM folder (<datastore location>/<datastore id>/<vm id>)")
+    _check_no_link_below(path, path, "the VM folder")
     return path
+
+
+def _is_vm_folder(path: Path) -> bool:
+    """``<location>/<datastore id>/<vm id>`` with a location of its own: never ``/<ds>/<vm>``."""
+    return bool(
+        VM_FOLDER.fullmatch(path.name)
+        and VM_FOLDER.fullmatch(path.parent.name)
+        and path.parent.parent != path.parent.parent.parent
+    )
+
+
+def _check_no_link_below(folder: Path, path: Path, what: str) -> None:
+    """The datastore may be a link (the admin's choice); the VM folder and what lies in it may not,
+    or a file written there would land wherever the link points."""
+    current = path
+    while True:
+        if current.is_symlink():
+            raise InvalidInput(f"{what} {str(path)[:200]} goes through the link {current} inside a VM folder")
+        if current == folder:
+            return
+        current = current.parent
 
 
 def cache_dir(text: str) -> Path:

@@ -277,14 +277,18 @@ class KuboClient:
         ]
 
     def gateway_address(self) -> tuple[str, int] | None:
-        """``(host, port)`` of the node's HTTP gateway (``Addresses.Gateway``), if it serves one over TCP."""
+        """``(host, port)`` where this machine reaches the node's HTTP gateway, if it serves one over TCP."""
+        bound = self.gateway_bound()
+        return None if bound is None else (UNSPECIFIED_TO_LOOPBACK.get(bound[0], bound[0]), bound[1])
+
+    def gateway_bound(self) -> tuple[str, int] | None:
+        """``(host, port)`` the node's HTTP gateway is bound to (``Addresses.Gateway``), maybe ``0.0.0.0``."""
         value = self._call("config", ("Addresses.Gateway",), {}).get("Value")
         for address in value if isinstance(value, list) else [value]:
             try:
-                host, port = _parse_api(str(address))
+                return _parse_api(str(address))
             except InvalidInput:
                 continue
-            return UNSPECIFIED_TO_LOOPBACK.get(host, host), port
         return None
 
     def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:

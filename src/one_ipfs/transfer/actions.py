@@ -14,15 +14,15 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
-from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported
+from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.images import ImageHandle, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
-from one_ipfs.opennebula.action import VmDisk, parse_vm_xml, read_ds_action
+from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import log_info
 from one_ipfs.transfer.hostcall import run_on_host
@@ -33,6 +33,8 @@ LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
 DISK_FORMATS = ("raw", "qcow2")
 HOST_CALL_SLACK = 120.0
+GONE_STATES = (4, 6, 9)
+"""VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
 
 
 @dataclass(frozen=True)
@@ -108,30 +110,43 @@ def _options(**values: str | int | float | None) -> list[str]:
     return argv
 
 
-def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, str]:
-    """The datastore's settings, the VM's disk and the image's CID, asked at once: each is a
+def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, content.Content]:
+    """The datastore's settings, the VM's disk and the image's content, asked at once: each is a
     ``one* show`` process of its own, and a deploy should not wait for them one after the other."""
     handle = ImageHandle.parse(request.source)
     with ThreadPoolExecutor(max_workers=3) as pool:
         config = pool.submit(_config, request.datastore_id)
         disk = pool.submit(_disk, request.vm_id, request.disk)
         if handle is not None:
-            cid = pool.submit(content.recorded_cid, handle)
+            held = pool.submit(content.recorded_content, handle)
         else:
-            cid = pool.submit(lambda: content.current_cid(request.source, config.result()))
-        return config.result(), disk.result(), cid.result()
+            held = pool.submit(lambda: content.current_content(request.source, config.result()))
+        return config.result(), disk.result(), held.result()
+
+
+def _formats(held: content.Content, disk: VmDisk) -> dict[str, str | None]:
+    """The host options for formats: what the content's bytes are, and what oned tells the hypervisor
+    the disk is (DISK/DRIVER, forced to the image's FORMAT), which the disk file must be."""
+    asked = disk.format if disk.format in DISK_FORMATS else None
+    return {"format": held.format if held.format in DISK_FORMATS else asked, "disk_format": asked}
+
+
+def _deploy_mode(config: DatastoreConfig, disk: VmDisk) -> str:
+    """The datastore's IPFS_DEPLOY_MODE, but an overlay is a qcow2 file: a disk oned calls raw (a raw
+    datablock, an image registered before OVERLAY datastores announced qcow2) is deployed as a copy."""
+    return "overlay" if config.deploy_mode == "OVERLAY" and disk.format in ("qcow2", "") else "copy"
 
 
 def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
-    """Deploy the disk; ``mode`` None takes the datastore's IPFS_DEPLOY_MODE."""
-    config, disk, cid = _deploy_facts(request)
-    mode = mode or config.deploy_mode.lower()
-    log_info(f"deploying {cid} to {request.disk.host}:{request.disk.path}")
+    """Deploy the disk; ``mode`` None takes the datastore's IPFS_DEPLOY_MODE (``_deploy_mode``)."""
+    config, disk, held = _deploy_facts(request)
+    mode = mode or _deploy_mode(config, disk)
+    log_info(f"deploying {held.cid} to {request.disk.host}:{request.disk.path}")
     options = _options(
-        cid=cid,
+        cid=held.cid,
         disk=request.disk.path,
         size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
-        format=disk.format if disk.format in DISK_FORMATS else None,
+        **_formats(held, disk),
         mode=mode,
         vm=request.vm_id,
         api=config.host_api,
@@ -141,7 +156,7 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
         cache_max_mb=config.host_cache_mb,
         monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
     )
-    run_on_host(request.disk.host, "fetch", options, timeout=_host_timeout(config))
+    _on_host(request.disk.host, "fetch", options, config, request.vm_id)
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -181,9 +196,10 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
     settings = config.import_settings
+    saved_format = _saved_format(image, vm_id, disk)
     options = _options(
         disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
-        format=_saved_format(image.format, vm_id, disk),
+        format=saved_format,
         vm=vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
@@ -193,7 +209,7 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
         raw_leaves="true" if settings.raw_leaves else "false",
         hash=settings.hash,
     )
-    saved = run_on_host(disk.host, "save", options, timeout=_host_timeout(config))
+    saved = _on_host(disk.host, "save", options, config, vm_id)
     cid = saved.get("cid")
     if not isinstance(cid, str):
         raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
@@ -205,17 +221,26 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
     content.hold(cid, handle.reference_name(number), config, total_bytes=int(saved.get("size", 0)) or None)
     try:
-        cli.update_image(handle.image_id, {**updated.attributes(), **content.import_attributes(config)})
+        cli.update_image(
+            handle.image_id,
+            {
+                **updated.attributes(),
+                **content.import_attributes(config),
+                **content.format_attributes(saved_format),
+            },
+        )
     except Exception:
         content.release(cid, handle.reference_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
-def _saved_format(image_format: str, vm_id: int, disk: Location) -> str:
-    """The format the saved content gets: the image's, or for a save-as placeholder the disk's."""
-    if image_format in DISK_FORMATS:
-        return image_format
+def _saved_format(image: ImageTemplate, vm_id: int, disk: Location) -> str:
+    """The format the saved content gets: the one the image's content has, or for a save-as
+    placeholder the disk's, which oned makes the new image's FORMAT."""
+    stored = content.stored_format(image)
+    if stored in DISK_FORMATS:
+        return stored
     disk_format = _disk(vm_id, disk).format
     return disk_format if disk_format in DISK_FORMATS else "raw"
 
@@ -254,7 +279,7 @@ def delete(call: TmCall) -> None:
         api_auth_file=config.host_api_auth_file or None,
         cache_max_mb=config.host_cache_mb,
     )
-    run_on_host(location.host, "delete", options, timeout=_host_timeout(config))
+    _on_host(location.host, "delete", options, config, vm)
 
 
 def mv(call: TmCall) -> None:
@@ -270,7 +295,9 @@ def mv(call: TmCall) -> None:
     config = _config(datastore_id)
     if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
         return
-    _prefetch(dst.host, dst.path, _disk(vm, dst), vm, config)
+    disk = _disk(vm, dst)
+    if _deploy_mode(config, disk) == "overlay":
+        _prefetch(dst.host, dst.path, disk, vm, config)
 
 
 def _is_frontend(host: str) -> bool:
@@ -282,18 +309,19 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
     """Have ``host`` hold what the disk at ``path`` is made of before the disk itself arrives."""
     if not disk.source:
         return
+    held = content.current_content(disk.source, config)
     options = _options(
-        cid=content.current_cid(disk.source, config),
+        cid=held.cid,
         disk=path,
-        format=disk.format if disk.format in DISK_FORMATS else None,
-        mode=config.deploy_mode.lower(),
+        format=_formats(held, disk)["format"],
+        mode=_deploy_mode(config, disk),
         vm=vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
     )
-    run_on_host(host, "prefetch", options, timeout=_host_timeout(config))
+    _on_host(host, "prefetch", options, config, vm_id)
 
 
 @dataclass(frozen=True)
@@ -353,18 +381,45 @@ def failmigrate(call: TmCall) -> None:
 def _release_vm(host: str, step: MigrationStep) -> None:
     if not step.disks or step.disks[0].datastore_id is None:
         return
-    config = _config(step.disks[0].datastore_id)
-    run_on_host(
-        host,
-        "release",
-        _options(
-            vm=step.vm_id,
-            api=config.host_api,
-            api_auth_file=config.host_api_auth_file or None,
-            cache_max_mb=config.host_cache_mb,
-        ),
-        timeout=_host_timeout(config),
+    _release(host, step.vm_id, _config(step.disks[0].datastore_id))
+
+
+def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
+    options = _options(
+        vm=vm_id,
+        api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
+        cache_max_mb=config.host_cache_mb,
     )
+    run_on_host(host, "release", options, timeout=_host_timeout(config))
+
+
+def _on_host(
+    host: str, command: str, options: list[str], config: DatastoreConfig, vm_id: int
+) -> dict[str, Any]:
+    """Run a host command for VM ``vm_id``, then settle the references the host holds for other VMs'
+    disks that never arrived (``_reconcile``)."""
+    result = run_on_host(host, command, options, timeout=_host_timeout(config))
+    awaiting = result.get("awaiting")
+    for other in awaiting if isinstance(awaiting, list) else []:
+        if isinstance(other, int) and other != vm_id:
+            _reconcile(host, other, config)
+    return result
+
+
+def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
+    """Drop the references ``host`` keeps for VM ``vm_id``'s announced disks unless oned still places
+    the VM there. OpenNebula's ssh and local TMs end a failed live migration with ``exit 0``, never
+    calling this driver's failmigrate: without this, what premigrate fetched stayed pinned for good.
+    Best effort: the action that asked has succeeded already."""
+    try:
+        vm = cli.show_vm(vm_id)
+        if vm.history is not None and vm.history.hostname == host and vm.state not in GONE_STATES:
+            return
+        log_info(f"VM {vm_id} is not on {host} (a migration there failed): releasing what it holds there")
+        _release(host, vm_id, config)
+    except OneIpfsError as exc:
+        log_info(f"the cache references of VM {vm_id} on {host} were left for a later action: {exc}")
 
 
 def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
