@@ -20,18 +20,19 @@ import pytest
 
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
-from testbed.one import Datastore, DiskSpec, Image, OneSim, VirtualMachine
+from testbed.genuine import GenuineOne
+from testbed.one import Datastore, DiskSpec, Image, VirtualMachine
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes
 
-pytestmark = pytest.mark.bed
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 SIZE = 2 << 20
 CHANGE = b"\x5a" * (64 << 10)
 
 
 @pytest.fixture(scope="module")
-def datastores(bed: Bed, one: OneSim) -> dict[str, Datastore]:
+def datastores(bed: Bed, one: GenuineOne) -> dict[str, Datastore]:
     return {
         mode: one.datastore_create(
             ipfs_datastore_template(bed, f"ipfs-formats-{mode.lower()}", IPFS_DEPLOY_MODE=mode)
@@ -61,7 +62,7 @@ def file_format(bed: Bed, host: str, path: str) -> str:
     return str(json.loads(info)["format"])
 
 
-def assert_formats_announced(bed: Bed, one: OneSim, vm: VirtualMachine, step: str) -> None:
+def assert_formats_announced(bed: Bed, one: GenuineOne, vm: VirtualMachine, step: str) -> None:
     """Every ipfs disk of the VM, and each of its snapshots, is a file of the DISK's DRIVER and FORMAT."""
     current = one.vm(vm)
     for disk in current.disks:
@@ -81,7 +82,7 @@ def assert_formats_announced(bed: Bed, one: OneSim, vm: VirtualMachine, step: st
             assert (found, found) == announced, f"{step}: {file} is {found}, oned announces {announced}"
 
 
-def guest_view(bed: Bed, one: OneSim, vm: VirtualMachine, disk_id: int) -> bytes:
+def guest_view(bed: Bed, one: GenuineOne, vm: VirtualMachine, disk_id: int) -> bytes:
     """The first SIZE bytes the guest reads through the disk, with the driver oned announces."""
     current = one.vm(vm)
     driver = current.disk(disk_id)["DRIVER"]
@@ -97,7 +98,7 @@ def guest_view(bed: Bed, one: OneSim, vm: VirtualMachine, disk_id: int) -> bytes
         local.unlink()
 
 
-def write_as_guest(bed: Bed, one: OneSim, vm: VirtualMachine, disk_id: int) -> None:
+def write_as_guest(bed: Bed, one: GenuineOne, vm: VirtualMachine, disk_id: int) -> None:
     """A guest write at 1 MiB, through the driver oned announces."""
     current = one.vm(vm)
     path = f"{folder_of(current)}/disk.{disk_id}"
@@ -119,7 +120,7 @@ def changed(data: bytes) -> bytes:
 @pytest.mark.parametrize("image_format", ["raw", "qcow2"])
 @pytest.mark.parametrize("mode", ["COPY", "OVERLAY"])
 def test_every_disk_file_is_the_format_oned_announces_through_its_whole_life(
-    bed: Bed, one: OneSim, datastores: dict[str, Datastore], mode: str, image_format: str
+    bed: Bed, one: GenuineOne, datastores: dict[str, Datastore], mode: str, image_format: str
 ) -> None:
     ds, other_ds = datastores[mode], datastores["OVERLAY" if mode == "COPY" else "COPY"]
     data = disk_bytes(SIZE, seed=len(mode) * 7 + len(image_format))
