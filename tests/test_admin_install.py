@@ -112,18 +112,23 @@ DS_ARGUMENTS = "-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,vcenter,restic,rsyn
 TM_ARGUMENTS = "-t 15 -d dummy,lvm,shared,fs_lvm,fs_lvm_ssh,qcow2,ssh,ceph,dev,vcenter,iscsi_libvirt"
 
 
-@pytest.fixture
-def one_location(tmp_path: Path) -> Path:
-    """A self-contained OpenNebula: etc/oned.conf and a remotes tree holding OpenNebula's own drivers."""
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "oned.conf").write_text(ONED_CONF)
-    remotes = tmp_path / "var" / "remotes"
+def self_contained_one(root: Path) -> Path:
+    """A self-contained OpenNebula at ``root``: etc/oned.conf and a remotes tree holding OpenNebula's own
+    drivers."""
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "oned.conf").write_text(ONED_CONF)
+    remotes = root / "var" / "remotes"
     for driver in ("datastore/fs", "tm/ssh", "etc/datastore"):
         (remotes / driver).mkdir(parents=True)
     (remotes / "datastore" / "fs" / "cp").write_text("#!/bin/bash\n")
     (remotes / "tm" / "ssh" / "clone").write_text("#!/bin/bash\n")
     (remotes / "etc" / "datastore" / "fs.conf").write_text("SUPPORTED_FS=ext4\n")
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def one_location(tmp_path: Path) -> Path:
+    return self_contained_one(tmp_path)
 
 
 def one_ipfs(*args: str) -> Result:

@@ -41,8 +41,11 @@ def install(site: Site, python: str, *, dry_run: bool) -> Change:
             raise StorageError(
                 f"the remotes tree {site.remotes} does not exist: is OpenNebula installed here?"
             )
-        install_remotes(site.remotes, python)
-        _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
+        try:
+            install_remotes(site.remotes, python)
+            _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
+        except OSError as exc:
+            raise StorageError(f"cannot write the drivers into {site.remotes}: {exc}") from exc
         if updated != original:
             backup = _backup(site.oned_conf, original)
             _replace(site.oned_conf, updated)
@@ -58,29 +61,38 @@ def uninstall(site: Site, *, dry_run: bool) -> Change:
         removed.append(defaults)
     backup = None
     if not dry_run:
-        for path in removed:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        for folder in (defaults.parent, site.remotes / "etc" / "datastore"):
-            if folder.is_dir() and not any(folder.iterdir()) and folder != site.remotes:
-                folder.rmdir()
-                break
+        try:
+            _remove(removed, defaults.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot remove the drivers from {site.remotes}: {exc}") from exc
         if updated != original:
             backup = _backup(site.oned_conf, original)
             _replace(site.oned_conf, updated)
     return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, tuple(map(str, removed)))
 
 
+def _remove(paths: list[Path], defaults_dir: Path) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if defaults_dir.is_dir() and not any(defaults_dir.iterdir()):
+        defaults_dir.rmdir()
+
+
 def _untouched_defaults(defaults: Path) -> bool:
-    """True when ipfs.conf is the shipped one apart from the interpreter line install writes."""
+    """True when ipfs.conf is the shipped one apart from the interpreter line install writes (one that
+    cannot be read, or compared, counts as the admin's and is kept)."""
 
     def settings(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
         return [line for line in lines if line.strip() and not line.startswith("ONE_IPFS_PYTHON=")]
 
-    return settings(defaults) == settings(SOURCE_REMOTES / DEFAULTS)
+    try:
+        return settings(defaults) == settings(SOURCE_REMOTES / DEFAULTS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _read(path: Path) -> str:

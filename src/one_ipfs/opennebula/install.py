@@ -19,7 +19,9 @@ import one_ipfs
 from one_ipfs.errors import StorageError
 
 PACKAGE_DIR = Path(one_ipfs.__file__).resolve().parent
-SOURCE_REMOTES = PACKAGE_DIR.parents[1] / "remotes"
+SOURCE_REMOTES = PACKAGE_DIR / "remotes"
+"""The remotes tree as this package ships it (package data, so a wheel carries it too)."""
+DRIVER_LAUNCHER = "one-ipfs-driver"
 DRIVER_DIRS = (Path("datastore/ipfs"), Path("tm/ipfs"))
 DEFAULTS = Path("etc/datastore/ipfs/ipfs.conf")
 HOST_LIB = Path("tm/ipfs/lib")
@@ -106,10 +108,7 @@ def install_remotes(remotes_dir: Path, python: str) -> None:
     if not SOURCE_REMOTES.is_dir():
         raise StorageError(f"the one-ipfs remotes tree is missing at {SOURCE_REMOTES}: reinstall one-ipfs")
     for driver_dir in DRIVER_DIRS:
-        target = remotes_dir / driver_dir
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(SOURCE_REMOTES / driver_dir, target, symlinks=True)
+        _copy_driver(SOURCE_REMOTES / driver_dir, remotes_dir / driver_dir)
     defaults = remotes_dir / DEFAULTS
     if not defaults.exists():
         defaults.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +121,18 @@ def install_remotes(remotes_dir: Path, python: str) -> None:
     defaults.write_text(text, encoding="utf-8")
     write_host_bundle(remotes_dir / HOST_LIB)
     compile_package(python)
+
+
+def _copy_driver(source: Path, target: Path) -> None:
+    """The launcher, and every action a link to it: the same tree whether the package came from a
+    checkout (links) or a wheel (which cannot hold links, so each action arrives as a copy)."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    shutil.copy(source / DRIVER_LAUNCHER, target / DRIVER_LAUNCHER)
+    for action in sorted(entry.name for entry in source.iterdir()):
+        if action != DRIVER_LAUNCHER:
+            (target / action).symlink_to(DRIVER_LAUNCHER)
 
 
 def compile_package(python: str) -> None:
