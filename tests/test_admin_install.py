@@ -132,7 +132,7 @@ def one_location(tmp_path: Path) -> Path:
 
 
 def one_ipfs(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), env={"ONE_LOCATION": None}, catch_exceptions=False)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

@@ -42,9 +42,29 @@ class DatastoreConfig:
         return authorization_from_file(self.api_auth_file, "IPFS_API_AUTH_FILE")
 
 
+def one_location() -> Path | None:
+    """A self-contained OpenNebula's root, ``$ONE_LOCATION``: OpenNebula's own tools and drivers read it so,
+    and oned passes it on to every driver it starts."""
+    location = os.environ.get("ONE_LOCATION", "")
+    return Path(location) if location else None
+
+
+def var_dir() -> Path:
+    """OpenNebula's var folder: ``$ONE_LOCATION/var``, or the system-wide ``/var/lib/one``."""
+    location = one_location()
+    return Path("/var/lib/one") if location is None else location / "var"
+
+
+def etc_dir() -> Path:
+    """OpenNebula's configuration folder: ``$ONE_LOCATION/etc``, or the system-wide ``/etc/one``."""
+    location = one_location()
+    return Path("/etc/one") if location is None else location / "etc"
+
+
 def remotes_dir() -> Path:
-    """The remotes tree this driver runs from (``.../remotes``), found from the launcher's location."""
-    return Path(os.environ.get("ONE_IPFS_REMOTES", "/var/lib/one/remotes"))
+    """The remotes tree: the one the launcher runs from (``ONE_IPFS_REMOTES``), else OpenNebula's."""
+    remotes = os.environ.get("ONE_IPFS_REMOTES", "")
+    return Path(remotes) if remotes else var_dir() / "remotes"
 
 
 def read_defaults(path: Path) -> dict[str, str]:

@@ -37,9 +37,20 @@ NEXT_STEPS = (
 console = Console()
 errors = Console(stderr=True)
 
+
+def _export_one_location(_: click.Context, __: click.Parameter, location: str | None) -> None:
+    """``--one-location`` stands for ``$ONE_LOCATION``, which every part (remotes tree, oned.conf, state
+    folder, the drivers' own code run here) reads, as OpenNebula's own tools do."""
+    if location:
+        os.environ["ONE_LOCATION"] = os.path.abspath(location)
+
+
 one_location_option = click.option(
     "--one-location",
     type=click.Path(file_okay=False),
+    expose_value=False,
+    is_eager=True,
+    callback=_export_one_location,
     help="A self-contained OpenNebula (default: $ONE_LOCATION, else the system-wide /etc/one, /var/lib/one).",
 )
 hosts_option = click.option(
@@ -100,10 +111,10 @@ def main() -> None:
 @click.option(
     "--print", "dry_run", is_flag=True, help="Show the changes (a diff of oned.conf) without making them."
 )
-def install(one_location: str | None, oned_conf: str | None, python: str, dry_run: bool) -> None:
+def install(oned_conf: str | None, python: str, dry_run: bool) -> None:
     """Copy the drivers into the remotes tree and register them in oned.conf (safe to repeat)."""
     _run(lambda: _interpreter(python))
-    site = _site(one_location, oned_conf)
+    site = _site(oned_conf)
     change = _run(lambda: installer.install(site, python, dry_run=dry_run))
     _show_change(change, dry_run, "install")
 
@@ -112,9 +123,9 @@ def install(one_location: str | None, oned_conf: str | None, python: str, dry_ru
 @one_location_option
 @click.option("--oned-conf", type=click.Path(dir_okay=False), help="oned.conf to remove the drivers from.")
 @click.option("--print", "dry_run", is_flag=True, help="Show the changes without making them.")
-def uninstall(one_location: str | None, oned_conf: str | None, dry_run: bool) -> None:
+def uninstall(oned_conf: str | None, dry_run: bool) -> None:
     """Remove exactly what install added, from oned.conf and from the remotes tree."""
-    site = _site(one_location, oned_conf)
+    site = _site(oned_conf)
     change = _run(lambda: installer.uninstall(site, dry_run=dry_run))
     _show_change(change, dry_run, "uninstall")
 
@@ -142,7 +153,6 @@ def _probe_nodes(
 def doctor(
     *,
     hosts: str | None,
-    one_location: str | None,
     repo: str,
     host_repo: str,
     api: str | None,
@@ -153,7 +163,7 @@ def doctor(
 ) -> None:
     """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
     target = doctor_checks.Target(
-        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+        Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Checking nodes", target, hosts, as_json)
     report = doctor_checks.diagnose(target, replies)
@@ -183,9 +193,8 @@ def doctor(
 @hosts_option
 @one_location_option
 @json_option
-def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
+def images(hosts: str | None, as_json: bool) -> None:
     """The images of IPFS datastores: handle, current CID, versions, size and the nodes holding them."""
-    _use_site(one_location)
     found = _run(image_catalog.ipfs_images)
     names = _run(lambda: host_names(hosts))
     held = _with_progress(
@@ -220,9 +229,8 @@ def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
 @hosts_option
 @one_location_option
 @json_option
-def prefetch(image: str, hosts: str | None, one_location: str | None, as_json: bool) -> None:
+def prefetch(image: str, hosts: str | None, as_json: bool) -> None:
     """Have hosts hold IMAGE (id or name) before VMs start there (exit 1 if any host failed)."""
-    _use_site(one_location)
     found = _run(lambda: image_catalog.find_image(image))
     names = _run(lambda: host_names(hosts))
     outcomes = _with_progress(
@@ -254,6 +262,7 @@ def network() -> None:
 
 @network.command("init")
 @hosts_option
+@one_location_option
 @repo_option
 @host_repo_option
 @click.option(
@@ -275,6 +284,7 @@ def network_init(
 @network.command("join")
 @click.argument("new_hosts", nargs=-1, required=True)
 @hosts_option
+@one_location_option
 @repo_option
 @host_repo_option
 @unit_option
@@ -303,7 +313,6 @@ def network_join(
 def network_status(
     *,
     hosts: str | None,
-    one_location: str | None,
     repo: str,
     host_repo: str,
     api: str | None,
@@ -314,7 +323,7 @@ def network_status(
 ) -> None:
     """Peer ID, Kubo version, peers and private-network mode of every node."""
     target = doctor_checks.Target(
-        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+        Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Asking nodes", target, hosts, as_json)
     key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
@@ -405,14 +414,8 @@ def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
     }
 
 
-def _use_site(one_location: str | None) -> None:
-    """The drivers' code reads the remotes tree from ONE_IPFS_REMOTES (defaults, host bundle)."""
-    if one_location:
-        os.environ["ONE_IPFS_REMOTES"] = str(Site.find(one_location).remotes)
-
-
-def _site(one_location: str | None, oned_conf: str | None) -> Site:
-    site = Site.find(one_location)
+def _site(oned_conf: str | None) -> Site:
+    site = Site.find()
     return Site(site.remotes, site.oned_conf if oned_conf is None else type(site.oned_conf)(oned_conf))
 
 

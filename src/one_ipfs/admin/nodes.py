@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -16,6 +15,7 @@ from typing import Any
 from defusedxml import ElementTree
 
 from one_ipfs.admin import remote
+from one_ipfs.config import etc_dir, remotes_dir
 from one_ipfs.errors import HostError, OpenNebulaError
 from one_ipfs.opennebula.location import check_host_name
 from one_ipfs.transfer.hostcall import bundle_digest, remote_lib, ship_bundle, ssh_argv
@@ -34,11 +34,9 @@ class Site:
     oned_conf: Path
 
     @classmethod
-    def find(cls, one_location: str | None) -> Site:
-        location = one_location or os.environ.get("ONE_LOCATION")
-        if location:
-            return cls(Path(location) / "var" / "remotes", Path(location) / "etc" / "oned.conf")
-        return cls(Path("/var/lib/one/remotes"), Path("/etc/one/oned.conf"))
+    def find(cls) -> Site:
+        """This frontend's, following ``$ONE_LOCATION`` (which ``--one-location`` sets) as the drivers do."""
+        return cls(remotes_dir(), etc_dir() / "oned.conf")
 
 
 @dataclass(frozen=True)
