@@ -115,7 +115,7 @@ def install_remotes(remotes_dir: Path, python: str) -> None:
         shutil.copyfile(SOURCE_REMOTES / DEFAULTS, defaults)
     text = defaults.read_text(encoding="utf-8")
     line = f'ONE_IPFS_PYTHON="{python}"'
-    text, count = re.subn(r"(?m)^ONE_IPFS_PYTHON=.*$", lambda _: line, text)
+    text, count = re.subn(r"(?m)^[ \t]*(?:export[ \t]+)?ONE_IPFS_PYTHON=.*$", lambda _: line, text)
     if count == 0:
         text += f"\n{line}\n"
     defaults.write_text(text, encoding="utf-8")
