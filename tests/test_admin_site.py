@@ -21,7 +21,8 @@ SSH_REFUSED = "ssh: connect to host h1 port 22: Connection refused"
 
 
 def stand_ins(folder: Path) -> Path:
-    """``oneimage``/``onedatastore list -x`` answering one IPFS image, and an ssh that reaches no host."""
+    """``oneimage``/``onedatastore list -x`` answering one IPFS image, and an ssh that reaches no host (and
+    notes its arguments in ``ssh.log``)."""
     image = image_xml(SOURCE="one-ipfs/ds100/img7").replace(
         "<TEMPLATE>",
         f"<TEMPLATE><IPFS_CID><![CDATA[{CID}]]></IPFS_CID><IPFS_VERSIONS>1:{CID}</IPFS_VERSIONS>",
@@ -34,7 +35,9 @@ def stand_ins(folder: Path) -> Path:
     for command, xml in answers.items():
         (folder / f"{command}.xml").write_text(xml)
         (folder / command).write_text(f'#!/bin/sh\nexec cat "{folder}/{command}.xml"\n')
-    (folder / "ssh").write_text(f"#!/bin/sh\necho '{SSH_REFUSED}' >&2\nexit 255\n")
+    (folder / "ssh").write_text(
+        f"#!/bin/sh\necho \"$*\" >>'{folder}/ssh.log'\necho '{SSH_REFUSED}' >&2\nexit 255\n"
+    )
     for script in ("oneimage", "onedatastore", "ssh"):
         (folder / script).chmod(0o755)
     return folder

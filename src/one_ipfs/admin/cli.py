@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,14 +17,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from one_ipfs import __version__
 from one_ipfs.admin import doctor as doctor_checks
 from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
-from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_names
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.errors import InvalidInput, OneIpfsError
-from one_ipfs.opennebula.location import check_host_name
 
 T = TypeVar("T")
 
@@ -33,6 +34,9 @@ NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
 )
+
+PIPE_WIDTH = 100_000
+"""Tables printed into a pipe or a file are as wide as their values: nothing is cut or folded."""
 
 console = Console()
 errors = Console(stderr=True)
@@ -98,8 +102,32 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.version_option(__version__, "--version", prog_name="one-ipfs")
+@click.option("--verbose", "-v", is_flag=True, help="Say what is being done, step by step, on stderr.")
+@click.pass_context
+def main(context: click.Context, verbose: bool) -> None:
     """Manage the one-ipfs OpenNebula drivers and their private IPFS network."""
+    console.no_color = errors.no_color = os.environ.get("NO_COLOR", "") != ""
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    if verbose:
+        _say_what_is_done(context)
+
+
+def _say_what_is_done(context: click.Context) -> None:
+    """``--verbose``: the steps the package logs (commands run, nodes asked, files written) go to stderr
+    for this command."""
+    package = logging.getLogger("one_ipfs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("one-ipfs: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+    def quiet() -> None:
+        package.removeHandler(handler)
+        package.setLevel(logging.NOTSET)
+
+    context.call_on_close(quiet)
 
 
 @main.command()
@@ -175,9 +203,7 @@ def doctor(
             )
         )
     else:
-        table = Table(title="one-ipfs doctor")
-        for column in ("Node", "Check", "Problem", "Fix"):
-            table.add_column(column)
+        table = _table("one-ipfs doctor", ("Node", "Check", "Problem", "Fix"))
         for problem in report.problems:
             table.add_row(problem.node, problem.check, problem.what, problem.fix)
         if report.ok:
@@ -204,9 +230,7 @@ def images(hosts: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"images": rows}, indent=2))
         return
-    table = Table(title="IPFS images")
-    for column in ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"):
-        table.add_column(column, overflow="fold")
+    table = _table("IPFS images", ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"))
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -295,7 +319,7 @@ def network_join(
     """Bring NEW_HOSTS into the existing network (every member learns about them)."""
     _run(lambda: _unit_name(unit))
     names = _run(lambda: host_names(hosts))
-    joining = _run(lambda: [check_host_name(name) for name in new_hosts])
+    joining = _run(lambda: [host_label(name) for name in new_hosts])
     members = list(dict.fromkeys([*names, *joining]))
     _configure(members, repo, host_repo, None, unit, new_network=False, systemd_unit=systemd_unit)
 
@@ -321,7 +345,8 @@ def network_status(
     host_api_auth_file: str | None,
     as_json: bool,
 ) -> None:
-    """Peer ID, Kubo version, peers and private-network mode of every node."""
+    """Peer ID, Kubo version, peers and private-network mode of every node (exit 1 when a node is down or
+    lacks the frontend's swarm key)."""
     target = doctor_checks.Target(
         Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
@@ -330,20 +355,20 @@ def network_status(
     rows = [_status_row(name, reply, key) for name, reply in replies.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title="one-ipfs network")
-    for column in ("Node", "Peer ID", "Kubo", "Peers", "Private network", "Restart pending"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["node"],
-            row["peer_id"] or "-",
-            row["version"] or "down",
-            str(row["peers"]),
-            row["private"],
-            "[yellow]yes[/yellow]" if row["restart_pending"] else "no",
-        )
-    console.print(table)
+    else:
+        columns = ("Node", "Peer ID", "Kubo", "Peers", "Private network", "Restart pending")
+        table = _table("one-ipfs network", columns)
+        for row in rows:
+            table.add_row(
+                row["node"],
+                row["peer_id"] or "-",
+                row["version"] or "down",
+                str(row["peers"]),
+                row["private"],
+                "[yellow]yes[/yellow]" if row["restart_pending"] else "no",
+            )
+        console.print(table)
+    sys.exit(0 if all(_healthy(row) for row in rows) else 1)
 
 
 def _configure(
@@ -376,9 +401,7 @@ def _configure(
         configured = _with_progress(
             "Restarting Kubo", pending, False, lambda tick: private_network.restart(configured, unit, tick)
         )
-    table = Table(title="private IPFS network")
-    for column in ("Node", "Configuration", "Kubo daemon"):
-        table.add_column(column)
+    table = _table("private IPFS network", ("Node", "Configuration", "Kubo daemon"))
     for name, state in configured.items():
         daemon = (
             f"[red]failed[/red] ({escape(state.restart)})"
@@ -399,6 +422,11 @@ def _configure(
         sys.exit(1)
 
 
+def _healthy(row: dict[str, Any]) -> bool:
+    """A node counts when its daemon answers and it holds the frontend's swarm key."""
+    return row["version"] is not None and row["private"] == "yes"
+
+
 def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
     facts = reply.result
     daemon = facts.get("daemon", {})
@@ -414,6 +442,14 @@ def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
     }
 
 
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """Long values (paths, peer IDs, CIDs, reasons) fold onto more lines in a terminal, never cut short."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
 def _site(oned_conf: str | None) -> Site:
     site = Site.find()
     return Site(site.remotes, site.oned_conf if oned_conf is None else type(site.oned_conf)(oned_conf))
@@ -423,9 +459,10 @@ def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
     """Plain lines, never wrapped: the diff stays a valid patch and the paths stay whole."""
     if change.diff:
         click.echo(f"oned.conf {'would change' if dry_run else 'changed'}: {change.oned_conf}")
-        colours = {"+": "green", "-": "red", "@": "cyan"}
+        colours = {} if console.no_color else {"+": "green", "-": "red", "@": "cyan"}
         for line in change.diff.splitlines(keepends=True):
-            click.echo(click.style(line, fg=colours.get(line[:1])), nl=False)
+            colour = colours.get(line[:1])
+            click.echo(click.style(line, fg=colour) if colour else line, nl=False)
     else:
         click.echo(f"oned.conf {change.oned_conf}: nothing to change")
     if change.backup is not None:

@@ -7,6 +7,7 @@ of the original; uninstall takes out only what install put in.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import shutil
 import time
@@ -19,6 +20,8 @@ from one_ipfs.opennebula import oned_conf
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, SOURCE_REMOTES, install_remotes
 
 BACKUP_SUFFIX = ".one-ipfs.bak"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ def install(site: Site, python: str, *, dry_run: bool) -> Change:
             raise StorageError(
                 f"the remotes tree {site.remotes} does not exist: is OpenNebula installed here?"
             )
+        log.info("copying the drivers and the host bundle into %s, interpreter %s", site.remotes, python)
         try:
             install_remotes(site.remotes, python)
             _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
@@ -73,6 +77,7 @@ def uninstall(site: Site, *, dry_run: bool) -> Change:
 
 def _remove(paths: list[Path], defaults_dir: Path) -> None:
     for path in paths:
+        log.info("removing %s", path)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
@@ -112,12 +117,14 @@ def _backup(path: Path, original: str) -> Path:
     if backup.exists() and _read(backup) != original:
         backup = path.with_name(f"{path.name}.one-ipfs.{time.strftime('%Y%m%d-%H%M%S')}.bak")
     if not backup.exists():
+        log.info("keeping the original %s as %s", path, backup)
         shutil.copy2(path, backup)
     return backup
 
 
 def _replace(path: Path, text: str) -> None:
     """Write ``text`` over ``path`` atomically, keeping its mode and owner (oned reads it as oneadmin)."""
+    log.info("writing %s (through %s, renamed over it)", path, f".{path.name}.one-ipfs.tmp")
     status = path.stat()
     tmp = path.with_name(f".{path.name}.one-ipfs.tmp")
     try:

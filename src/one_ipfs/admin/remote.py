@@ -39,6 +39,15 @@ BOOT = (
 """The python3 -c program that runs this module's source from stdin on a host, the host bundle importable."""
 
 STALE_BUNDLE = 3
+DOING = {
+    "probe": "reading its Kubo node, repository, interpreter and clock (remote probe)",
+    "init": "creating its Kubo repository if it has none (remote init)",
+    "configure": "writing its private-network settings into its repository (remote configure)",
+    "restart": "restarting its Kubo daemon through systemd (remote restart)",
+    "unit": "installing the systemd unit of its Kubo daemon (remote unit)",
+    "holds": "asking its Kubo node, offline, which images it holds (remote holds)",
+}
+"""What each command does, as ``one-ipfs --verbose`` says it."""
 BUNDLED = ("init", "configure", "holds")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
 KUBO_COMMAND_ERROR = 500
