@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from one_ipfs import __version__
 from one_ipfs.admin.cli import main
 from one_ipfs.errors import InvalidInput
 from one_ipfs.opennebula import oned_conf
@@ -126,6 +127,15 @@ def self_contained_one(root: Path) -> Path:
     return root
 
 
+def stand_in_python(folder: Path, version: str) -> Path:
+    """A "python" that answers the interpreter check as an install of one_ipfs ``version`` would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    python = folder / "python"
+    python.write_text(f"#!/bin/sh\necho {version}\n")
+    python.chmod(0o755)
+    return python
+
+
 @pytest.fixture
 def one_location(tmp_path: Path) -> Path:
     return self_contained_one(tmp_path)
@@ -169,14 +179,16 @@ def test_install_keeps_every_other_byte_of_oned_conf(one_location: Path) -> None
 
 
 def test_install_copies_the_drivers_into_the_remotes_tree(one_location: Path) -> None:
-    one_ipfs("install", "--one-location", str(one_location), "--python", "/opt/one-ipfs/bin/python3")
+    python = stand_in_python(one_location / "opt" / "one-ipfs" / "bin", __version__)
+
+    one_ipfs("install", "--one-location", str(one_location), "--python", str(python))
 
     remotes = one_location / "var" / "remotes"
     assert os.access(remotes / "datastore" / "ipfs" / "cp", os.X_OK)
     assert os.access(remotes / "tm" / "ipfs" / "clone", os.X_OK)
     assert (remotes / HOST_LIB / BUNDLE_STAMP).is_file()
     defaults = (remotes / "etc" / "datastore" / "ipfs" / "ipfs.conf").read_text()
-    assert 'ONE_IPFS_PYTHON="/opt/one-ipfs/bin/python3"' in defaults
+    assert f'ONE_IPFS_PYTHON="{python}"' in defaults
 
 
 def test_install_twice_changes_nothing_the_second_time(one_location: Path) -> None:

@@ -25,6 +25,7 @@ from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.opennebula.install import interpreter_problem
 
 T = TypeVar("T")
 
@@ -194,7 +195,7 @@ def doctor(
         Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Checking nodes", target, hosts, as_json)
-    report = doctor_checks.diagnose(target, replies)
+    report = _run(lambda: doctor_checks.diagnose(target, replies))
     if as_json:
         click.echo(
             json.dumps(
@@ -493,9 +494,13 @@ def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable
 
 
 def _interpreter(python: str) -> str:
-    """``--python`` is written into ipfs.conf as ``ONE_IPFS_PYTHON="..."``: a path, no quoting or lines."""
+    """``--python`` is written into ipfs.conf as ``ONE_IPFS_PYTHON="..."``: a path, no quoting or lines;
+    and the drivers will run under it, so it must run this one_ipfs."""
     if not python or not all(char.isalnum() or char in "/._+-" for char in python):
         raise InvalidInput(f"--python must be the path of a Python interpreter, not {python[:80]!r}")
+    problem = interpreter_problem(python)
+    if problem is not None:
+        raise InvalidInput(f"--python {python} cannot run the drivers: {problem}")
     return python
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
-from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB
+from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
 
 MIN_KUBO = (0, 40)
 MIN_PYTHON = (3, 9)
@@ -107,6 +107,7 @@ def probe_all(
 def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
     report = Report()
     _check_remotes(target.site, report)
+    _check_interpreter(target.site, report)
     frontend = replies[FRONTEND].result
     for name, reply in replies.items():
         report.facts[name] = _public_facts(reply)
@@ -144,6 +145,22 @@ def _check_remotes(site: Site, report: Report) -> None:
             "drivers",
             f"the drivers are not installed ({', '.join(missing)} missing)",
             "run `one-ipfs install`",
+        )
+
+
+def _check_interpreter(site: Site, report: Report) -> None:
+    """The interpreter ipfs.conf gives the drivers (the launcher's python3 when it names none) runs them."""
+    defaults = site.remotes / DEFAULTS
+    if not defaults.exists():
+        return
+    python = read_defaults(defaults).get("ONE_IPFS_PYTHON") or "python3"
+    problem = interpreter_problem(python)
+    if problem is not None:
+        report.add(
+            FRONTEND,
+            "python",
+            f"the drivers' interpreter {python} (ONE_IPFS_PYTHON in {defaults}) cannot run them: {problem}",
+            "run `one-ipfs install --python PYTHON` with the python of the venv one-ipfs is installed in",
         )
 
 
@@ -240,6 +257,13 @@ def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "run `one-ipfs network join "
             + name
             + "`, restart Kubo there, and check that swarm port 4001 is open",
+        )
+    if facts.get("bundle") and facts.get("bundle_python"):
+        report.add(
+            name,
+            "python3",
+            f"python3 {facts['python']} cannot run the drivers' host bundle: {facts['bundle_python']}",
+            f"install python3 (>= 3.9, with its standard library) on {name}",
         )
     expected = _frontend_bundle(target.site)
     if facts.get("bundle") != expected:

@@ -104,9 +104,20 @@ def probe(payload: dict[str, Any]) -> dict[str, Any]:
         "python": platform.python_version(),
         "ipfs_binary": shutil.which("ipfs"),
         "bundle": bundle,
+        "bundle_python": _bundle_problem() if bundle else None,
         "repo": read_repository(os.path.expanduser(payload["repo"])),
         "daemon": ask_daemon(payload["api"], payload["auth_file"], payload["auth_setting"]),
     }
+
+
+def _bundle_problem() -> str | None:
+    """Why this python3 (the one the drivers run on this host) cannot import the host bundle on its path,
+    or None."""
+    try:
+        import one_ipfs.host.__main__  # noqa: F401
+    except Exception as exc:  # whatever stops this import stops every transfer to this host
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def init(payload: dict[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,43 @@ def _copy_driver(source: Path, target: Path) -> None:
             (target / action).symlink_to(DRIVER_LAUNCHER)
 
 
+INTERPRETER_CHECK = (
+    "import sys\n"
+    "if sys.version_info < (3, 11):\n"
+    "    sys.exit('it is Python %d.%d; the drivers need 3.11 or later' % sys.version_info[:2])\n"
+    "import one_ipfs, one_ipfs.driver, one_ipfs.datastore.actions, one_ipfs.transfer.actions\n"
+    "print(one_ipfs.__version__)\n"
+)
+"""What the drivers need of their interpreter: Python 3.11, and one_ipfs with its dependencies."""
+INTERPRETER_TIMEOUT = 60.0
+
+
+def interpreter_problem(python: str) -> str | None:
+    """Why ``python`` cannot run these drivers (not there, too old, no one_ipfs or another version of
+    it), or None when it can."""
+    try:
+        result = subprocess.run(
+            [python, "-c", INTERPRETER_CHECK],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=INTERPRETER_TIMEOUT,
+            check=False,
+            cwd="/",
+        )
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except subprocess.TimeoutExpired:
+        return f"it did not answer within {INTERPRETER_TIMEOUT:g} s"
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit status {result.returncode}"
+    version = result.stdout.strip()
+    if version != one_ipfs.__version__:
+        return f"it runs one_ipfs {version[:40]}, these drivers are {one_ipfs.__version__}"
+    return None
+
+
 def compile_package(python: str) -> None:
     """Byte-compile the package with the drivers' interpreter, which runs as oneadmin and so cannot
     cache bytecode in a package it does not own: every action would otherwise compile every module.
