@@ -257,7 +257,9 @@ def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
         f"Environment=IPFS_PATH={repo}",
         "Environment=LIBP2P_FORCE_PNET=1",
         "Environment=IPFS_TELEMETRY=off",
-        f"ExecStart={ipfs} daemon",
+        # --migrate: a Kubo upgrade that needs a repository migration runs it at start, instead of the
+        # daemon refusing to start and leaving the node down.
+        f"ExecStart={ipfs} daemon --migrate",
         "Restart=on-failure",
         "RestartSec=5",
         "KillSignal=SIGINT",
