@@ -15,11 +15,11 @@ from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
 from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
+from one_ipfs.transfer.hostcall import remote_lib
 
 MIN_KUBO = (0, 40)
 MIN_PYTHON = (3, 9)
 MAX_SKEW = 5.0
-HOST_BUNDLE = f"/var/tmp/one/{HOST_LIB}/{BUNDLE_STAMP}"
 DEFAULT_API = "http://127.0.0.1:5001"
 API_AUTH_SETTING = "IPFS_API_AUTH_FILE"
 HOST_API_AUTH_SETTING = "IPFS_HOST_API_AUTH_FILE"
@@ -90,6 +90,7 @@ def probe_all(
     """The frontend's probe, then every host's."""
     api, host_api = target.apis()
     secret, host_secret = target.secrets()
+    host_bundle = f"{remote_lib()}/{BUNDLE_STAMP}"
     replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api, **secret})}
     if progress is not None:
         progress(replies[FRONTEND])
@@ -97,7 +98,7 @@ def probe_all(
         call_all(
             hosts,
             "probe",
-            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": HOST_BUNDLE, **host_secret},
+            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": host_bundle, **host_secret},
             progress,
         )
     )
