@@ -117,4 +117,8 @@ def test_a_host_named_frontend_is_checked_over_ssh_beside_the_frontend(tmp_path:
         report["nodes"][HOST_NAMED_FRONTEND]["error"] == f"ssh to {HOST_NAMED_FRONTEND} failed: {SSH_REFUSED}"
     )
     assert "-- frontend python3 -c" in (bin_dir / "ssh.log").read_text()
-    assert (HOST_NAMED_FRONTEND, "ssh") in {(p["node"], p["check"]) for p in report["problems"]}
+    assert {
+        "node": HOST_NAMED_FRONTEND,
+        "check": "ssh",
+        "fix": "check that oneadmin can `ssh frontend` without a password",
+    }.items() <= next(p for p in report["problems"] if p["node"] == HOST_NAMED_FRONTEND).items()

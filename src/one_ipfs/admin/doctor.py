@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_destination
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
 from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
@@ -125,7 +125,7 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
                 name,
                 "ssh",
                 reply.error or "no answer",
-                f"check that oneadmin can `ssh {name}` without a password",
+                f"check that oneadmin can `ssh {ssh_destination(name)}` without a password",
             )
             continue
         _check_node(name, reply, report, frontend, target)
@@ -226,7 +226,7 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "private",
             f"holds another swarm key (fingerprint {repo['swarm_key']}, the frontend's is "
             f"{frontend.get('repo', {}).get('swarm_key')})",
-            f"run `one-ipfs network join {name}` and restart its Kubo daemon",
+            f"run `one-ipfs network join {ssh_destination(name)}` and restart its Kubo daemon",
         )
     api_address = daemon.get("api_address") if daemon["up"] else repo.get("api_address")
     exposed = [a for a in _as_list(api_address) if not LOOPBACK.match(a)]
@@ -256,7 +256,7 @@ def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "peering",
             "not connected to the frontend's node: images cannot reach this host",
             "run `one-ipfs network join "
-            + name
+            + ssh_destination(name)
             + "`, restart Kubo there, and check that swarm port 4001 is open",
         )
     if facts.get("bundle") and facts.get("bundle_python"):
