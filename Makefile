@@ -1,5 +1,7 @@
 # Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd, qemu-img and
 # genuine OpenNebula (built once from ../shared/vendor, see scripts/ensure-opennebula).
+# The venv holds one_ipfs as an editable install and the checkout itself on its path (testbed, tests and
+# benchmarks, which the package does not ship).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "one-ipfs-checkout.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $(STAMP)
 
 kubo:

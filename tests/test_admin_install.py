@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from one_ipfs import __version__
 from one_ipfs.admin.cli import main
 from one_ipfs.errors import InvalidInput
 from one_ipfs.opennebula import oned_conf
@@ -112,22 +113,36 @@ DS_ARGUMENTS = "-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,vcenter,restic,rsyn
 TM_ARGUMENTS = "-t 15 -d dummy,lvm,shared,fs_lvm,fs_lvm_ssh,qcow2,ssh,ceph,dev,vcenter,iscsi_libvirt"
 
 
-@pytest.fixture
-def one_location(tmp_path: Path) -> Path:
-    """A self-contained OpenNebula: etc/oned.conf and a remotes tree holding OpenNebula's own drivers."""
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "oned.conf").write_text(ONED_CONF)
-    remotes = tmp_path / "var" / "remotes"
+def self_contained_one(root: Path) -> Path:
+    """A self-contained OpenNebula at ``root``: etc/oned.conf and a remotes tree holding OpenNebula's own
+    drivers."""
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "oned.conf").write_text(ONED_CONF)
+    remotes = root / "var" / "remotes"
     for driver in ("datastore/fs", "tm/ssh", "etc/datastore"):
         (remotes / driver).mkdir(parents=True)
     (remotes / "datastore" / "fs" / "cp").write_text("#!/bin/bash\n")
     (remotes / "tm" / "ssh" / "clone").write_text("#!/bin/bash\n")
     (remotes / "etc" / "datastore" / "fs.conf").write_text("SUPPORTED_FS=ext4\n")
-    return tmp_path
+    return root
+
+
+def stand_in_python(folder: Path, version: str) -> Path:
+    """A "python" that answers the interpreter check as an install of one_ipfs ``version`` would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    python = folder / "python"
+    python.write_text(f"#!/bin/sh\necho {version}\n")
+    python.chmod(0o755)
+    return python
+
+
+@pytest.fixture
+def one_location(tmp_path: Path) -> Path:
+    return self_contained_one(tmp_path)
 
 
 def one_ipfs(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), env={"ONE_LOCATION": None}, catch_exceptions=False)
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -164,14 +179,16 @@ def test_install_keeps_every_other_byte_of_oned_conf(one_location: Path) -> None
 
 
 def test_install_copies_the_drivers_into_the_remotes_tree(one_location: Path) -> None:
-    one_ipfs("install", "--one-location", str(one_location), "--python", "/opt/one-ipfs/bin/python3")
+    python = stand_in_python(one_location / "opt" / "one-ipfs" / "bin", __version__)
+
+    one_ipfs("install", "--one-location", str(one_location), "--python", str(python))
 
     remotes = one_location / "var" / "remotes"
     assert os.access(remotes / "datastore" / "ipfs" / "cp", os.X_OK)
     assert os.access(remotes / "tm" / "ipfs" / "clone", os.X_OK)
     assert (remotes / HOST_LIB / BUNDLE_STAMP).is_file()
     defaults = (remotes / "etc" / "datastore" / "ipfs" / "ipfs.conf").read_text()
-    assert 'ONE_IPFS_PYTHON="/opt/one-ipfs/bin/python3"' in defaults
+    assert f'ONE_IPFS_PYTHON="{python}"' in defaults
 
 
 def test_install_twice_changes_nothing_the_second_time(one_location: Path) -> None:

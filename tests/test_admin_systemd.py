@@ -123,13 +123,21 @@ def test_unit_runs_kubo_as_the_repository_owner_in_a_forced_private_network(node
         "LIBP2P_FORCE_PNET=1",
         "IPFS_TELEMETRY=off",
     ]
-    assert unit["Service.ExecStart"] == [f"{node.bin}/ipfs daemon"]
+    assert unit["Service.ExecStart"] == [f"{node.bin}/ipfs daemon --migrate"]
     assert unit["Service.Restart"] == ["on-failure"]
     assert unit["Service.ProtectSystem"] == ["strict"]
     assert unit["Service.ReadWritePaths"] == [str(node.repo)]
     assert unit["Service.NoNewPrivileges"] == ["yes"]
     assert unit["Install.WantedBy"] == ["multi-user.target"]
     assert oct(node.unit_file.stat().st_mode & 0o777) == "0o644"
+
+
+def test_unit_has_kubo_migrate_its_repository_so_an_upgrade_leaves_no_node_down(node: Node) -> None:
+    node.configure()
+
+    command = directives(node.unit_file.read_text())["Service.ExecStart"][0].split()
+
+    assert command[1:] == ["daemon", "--migrate"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -180,7 +188,7 @@ def test_moved_kubo_binary_rewrites_the_unit_and_restarts_the_daemon(node: Node,
     result = node.configure()
 
     assert (result["changed"], result["done"]) == (True, "restarted")
-    assert directives(node.unit_file.read_text())["Service.ExecStart"] == [f"{moved}/ipfs daemon"]
+    assert directives(node.unit_file.read_text())["Service.ExecStart"] == [f"{moved}/ipfs daemon --migrate"]
     assert node.calls()[first:] == [
         ["is-active", "--quiet", UNIT],
         ["daemon-reload"],

@@ -7,14 +7,21 @@ changes one datastore with ``onedatastore update`` and the whole site in the def
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.errors import InvalidInput
+from one_ipfs.errors import InvalidInput, StorageError
 from one_ipfs.ipfs.rpc import ImportSettings, authorization_from_file
 
 DEFAULTS_FILE = Path("etc/datastore/ipfs/ipfs.conf")
+_SETTING = re.compile(
+    r"""\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)="""
+    r"""(?P<value>"[^"$`\\]*"|'[^']*'|(?:[^\s"'$`\\;&|<>()#][^\s"'$`\\;&|<>()]*)?)"""
+    r"""\s*(?:#.*)?"""
+)
+"""One setting line of ``ipfs.conf``, as the shell would assign it without expanding anything."""
 DEPLOY_MODES = ("COPY", "OVERLAY")
 
 
@@ -42,27 +49,56 @@ class DatastoreConfig:
         return authorization_from_file(self.api_auth_file, "IPFS_API_AUTH_FILE")
 
 
+def one_location() -> Path | None:
+    """A self-contained OpenNebula's root, ``$ONE_LOCATION``: OpenNebula's own tools and drivers read it so,
+    and oned passes it on to every driver it starts."""
+    location = os.environ.get("ONE_LOCATION", "")
+    return Path(location) if location else None
+
+
+def var_dir() -> Path:
+    """OpenNebula's var folder: ``$ONE_LOCATION/var``, or the system-wide ``/var/lib/one``."""
+    location = one_location()
+    return Path("/var/lib/one") if location is None else location / "var"
+
+
+def etc_dir() -> Path:
+    """OpenNebula's configuration folder: ``$ONE_LOCATION/etc``, or the system-wide ``/etc/one``."""
+    location = one_location()
+    return Path("/etc/one") if location is None else location / "etc"
+
+
 def remotes_dir() -> Path:
-    """The remotes tree this driver runs from (``.../remotes``), found from the launcher's location."""
-    return Path(os.environ.get("ONE_IPFS_REMOTES", "/var/lib/one/remotes"))
+    """The remotes tree: the one the launcher runs from (``ONE_IPFS_REMOTES``), else OpenNebula's."""
+    remotes = os.environ.get("ONE_IPFS_REMOTES", "")
+    return Path(remotes) if remotes else var_dir() / "remotes"
 
 
 def read_defaults(path: Path) -> dict[str, str]:
-    """Parse ``KEY=value`` lines (optionally quoted), as the shell-style ``fs.conf`` files are written."""
-    values: dict[str, str] = {}
+    """Read ``ipfs.conf`` the way the shell reads it (it looks like OpenNebula's shell-sourced ``fs.conf``):
+    ``NAME=value`` or ``export NAME=value``, the value bare, "double" or 'single' quoted, a ``#`` comment
+    at the end of a line or on a line of its own, the last of a repeated name winning. A line that is none
+    of these (an expansion, a command, a missing quote) fails with its line number: a setting the drivers
+    skipped would silently not apply. A missing file means every default."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return values
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if not line or line.startswith("#") or "=" not in line:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise StorageError(f"cannot read {path}: {reason}") from exc
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key.strip()] = value
+        setting = _SETTING.fullmatch(line)
+        if setting is None:
+            raise InvalidInput(
+                f"{path} line {number} is not NAME=value (or export NAME=value; the value bare or quoted, "
+                "without $, ` or \\; a # comment after it)"
+            )
+        value = setting.group("value")
+        values[setting.group("name")] = value[1:-1] if value[:1] in ("'", '"') else value
     return values
 
 

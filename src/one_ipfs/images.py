@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from one_ipfs.config import var_dir
 from one_ipfs.errors import ContentNotFound, InvalidInput
 from one_ipfs.ipfs.pinning import fetch_patiently, pin_with_progress
 from one_ipfs.ipfs.refs import parse_cid
@@ -192,5 +193,7 @@ class ContentRegistry:
 
 
 def state_dir() -> Path:
-    """Where the frontend side keeps its locks (oneadmin's, like OpenNebula's own state)."""
-    return Path(os.environ.get("ONE_IPFS_STATE", "/var/lib/one/.one-ipfs"))
+    """Where the frontend side keeps its locks, scratch files and ssh sockets: oneadmin's, beside
+    OpenNebula's own state (``ONE_IPFS_STATE``, else ``.one-ipfs`` in OpenNebula's var folder)."""
+    state = os.environ.get("ONE_IPFS_STATE", "")
+    return Path(state) if state else var_dir() / ".one-ipfs"

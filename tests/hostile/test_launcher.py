@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.opennebula.install import SOURCE_REMOTES
 from tests.hostile.corpus import ALL_CASES, Case
 from tests.hostile.harness import MANAGER_LOG_LINE, World, new_world, placed
 
-REPO = Path(__file__).resolve().parents[2]
 TRIPWIRES = (
     "sh",
     "bash",
@@ -64,7 +64,7 @@ def sample() -> list[Case]:
         kind, _, name = case.entry.partition(" ")
         if kind == "admin" or case.entry in chosen or len(case.stdin) > (1 << 20):
             continue
-        if kind in ("datastore", "tm") and not (REPO / "remotes" / kind / "ipfs" / name).exists():
+        if kind in ("datastore", "tm") and not (SOURCE_REMOTES / kind / "ipfs" / name).exists():
             continue
         chosen[case.entry] = case
     return list(chosen.values())
@@ -128,7 +128,7 @@ def test_a_launcher_refuses_hostile_input_with_one_line_and_runs_nothing(
     if kind == "host":
         command = [sys.executable, "-m", "one_ipfs.host", *args]
     else:
-        command = [str(REPO / "remotes" / kind / "ipfs" / name), *args]
+        command = [str(SOURCE_REMOTES / kind / "ipfs" / name), *args]
     audit, calls = world.tmp / "audit.log", world.tmp / "tripwires.log"
     before = world.snapshot()
 

@@ -379,7 +379,7 @@ def test_deploys_to_one_host_share_an_ssh_connection_whose_socket_is_private_and
     image = image_from(bed, one, ipfs_ds, data, "shared-ssh")
     vms = [one.vm_deploy([image], "h2") for _ in range(2)]
 
-    folder = bed.frontend_var_lib_one / ".one-ipfs" / "ssh"
+    folder = one.frontend.location / "var" / ".one-ipfs" / "ssh"  # the state follows ONE_LOCATION
     sockets = [entry for entry in folder.iterdir() if entry.is_socket()]
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert sockets

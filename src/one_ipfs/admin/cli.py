@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -16,14 +17,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from one_ipfs import __version__
 from one_ipfs.admin import doctor as doctor_checks
 from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
-from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_names
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.errors import InvalidInput, OneIpfsError
-from one_ipfs.opennebula.location import check_host_name
+from one_ipfs.opennebula.install import interpreter_problem
 
 T = TypeVar("T")
 
@@ -34,12 +36,26 @@ NEXT_STEPS = (
     "2. copy the drivers to every host: onehost sync --force"
 )
 
+PIPE_WIDTH = 100_000
+"""Tables printed into a pipe or a file are as wide as their values: nothing is cut or folded."""
+
 console = Console()
 errors = Console(stderr=True)
+
+
+def _export_one_location(_: click.Context, __: click.Parameter, location: str | None) -> None:
+    """``--one-location`` stands for ``$ONE_LOCATION``, which every part (remotes tree, oned.conf, state
+    folder, the drivers' own code run here) reads, as OpenNebula's own tools do."""
+    if location:
+        os.environ["ONE_LOCATION"] = os.path.abspath(location)
+
 
 one_location_option = click.option(
     "--one-location",
     type=click.Path(file_okay=False),
+    expose_value=False,
+    is_eager=True,
+    callback=_export_one_location,
     help="A self-contained OpenNebula (default: $ONE_LOCATION, else the system-wide /etc/one, /var/lib/one).",
 )
 hosts_option = click.option(
@@ -87,8 +103,32 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.version_option(__version__, "--version", prog_name="one-ipfs")
+@click.option("--verbose", "-v", is_flag=True, help="Say what is being done, step by step, on stderr.")
+@click.pass_context
+def main(context: click.Context, verbose: bool) -> None:
     """Manage the one-ipfs OpenNebula drivers and their private IPFS network."""
+    console.no_color = errors.no_color = os.environ.get("NO_COLOR", "") != ""
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    if verbose:
+        _say_what_is_done(context)
+
+
+def _say_what_is_done(context: click.Context) -> None:
+    """``--verbose``: the steps the package logs (commands run, nodes asked, files written) go to stderr
+    for this command."""
+    package = logging.getLogger("one_ipfs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("one-ipfs: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+
+    def quiet() -> None:
+        package.removeHandler(handler)
+        package.setLevel(logging.NOTSET)
+
+    context.call_on_close(quiet)
 
 
 @main.command()
@@ -100,10 +140,10 @@ def main() -> None:
 @click.option(
     "--print", "dry_run", is_flag=True, help="Show the changes (a diff of oned.conf) without making them."
 )
-def install(one_location: str | None, oned_conf: str | None, python: str, dry_run: bool) -> None:
+def install(oned_conf: str | None, python: str, dry_run: bool) -> None:
     """Copy the drivers into the remotes tree and register them in oned.conf (safe to repeat)."""
     _run(lambda: _interpreter(python))
-    site = _site(one_location, oned_conf)
+    site = _site(oned_conf)
     change = _run(lambda: installer.install(site, python, dry_run=dry_run))
     _show_change(change, dry_run, "install")
 
@@ -112,9 +152,9 @@ def install(one_location: str | None, oned_conf: str | None, python: str, dry_ru
 @one_location_option
 @click.option("--oned-conf", type=click.Path(dir_okay=False), help="oned.conf to remove the drivers from.")
 @click.option("--print", "dry_run", is_flag=True, help="Show the changes without making them.")
-def uninstall(one_location: str | None, oned_conf: str | None, dry_run: bool) -> None:
+def uninstall(oned_conf: str | None, dry_run: bool) -> None:
     """Remove exactly what install added, from oned.conf and from the remotes tree."""
-    site = _site(one_location, oned_conf)
+    site = _site(oned_conf)
     change = _run(lambda: installer.uninstall(site, dry_run=dry_run))
     _show_change(change, dry_run, "uninstall")
 
@@ -142,7 +182,6 @@ def _probe_nodes(
 def doctor(
     *,
     hosts: str | None,
-    one_location: str | None,
     repo: str,
     host_repo: str,
     api: str | None,
@@ -153,10 +192,10 @@ def doctor(
 ) -> None:
     """Check the frontend and every host; say what is wrong and how to fix it (exit 1 on any problem)."""
     target = doctor_checks.Target(
-        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+        Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Checking nodes", target, hosts, as_json)
-    report = doctor_checks.diagnose(target, replies)
+    report = _run(lambda: doctor_checks.diagnose(target, replies))
     if as_json:
         click.echo(
             json.dumps(
@@ -165,9 +204,7 @@ def doctor(
             )
         )
     else:
-        table = Table(title="one-ipfs doctor")
-        for column in ("Node", "Check", "Problem", "Fix"):
-            table.add_column(column)
+        table = _table("one-ipfs doctor", ("Node", "Check", "Problem", "Fix"))
         for problem in report.problems:
             table.add_row(problem.node, problem.check, problem.what, problem.fix)
         if report.ok:
@@ -183,9 +220,8 @@ def doctor(
 @hosts_option
 @one_location_option
 @json_option
-def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
+def images(hosts: str | None, as_json: bool) -> None:
     """The images of IPFS datastores: handle, current CID, versions, size and the nodes holding them."""
-    _use_site(one_location)
     found = _run(image_catalog.ipfs_images)
     names = _run(lambda: host_names(hosts))
     held = _with_progress(
@@ -195,9 +231,7 @@ def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"images": rows}, indent=2))
         return
-    table = Table(title="IPFS images")
-    for column in ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"):
-        table.add_column(column, overflow="fold")
+    table = _table("IPFS images", ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"))
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -220,9 +254,8 @@ def images(hosts: str | None, one_location: str | None, as_json: bool) -> None:
 @hosts_option
 @one_location_option
 @json_option
-def prefetch(image: str, hosts: str | None, one_location: str | None, as_json: bool) -> None:
+def prefetch(image: str, hosts: str | None, as_json: bool) -> None:
     """Have hosts hold IMAGE (id or name) before VMs start there (exit 1 if any host failed)."""
-    _use_site(one_location)
     found = _run(lambda: image_catalog.find_image(image))
     names = _run(lambda: host_names(hosts))
     outcomes = _with_progress(
@@ -254,6 +287,7 @@ def network() -> None:
 
 @network.command("init")
 @hosts_option
+@one_location_option
 @repo_option
 @host_repo_option
 @click.option(
@@ -275,6 +309,7 @@ def network_init(
 @network.command("join")
 @click.argument("new_hosts", nargs=-1, required=True)
 @hosts_option
+@one_location_option
 @repo_option
 @host_repo_option
 @unit_option
@@ -285,7 +320,7 @@ def network_join(
     """Bring NEW_HOSTS into the existing network (every member learns about them)."""
     _run(lambda: _unit_name(unit))
     names = _run(lambda: host_names(hosts))
-    joining = _run(lambda: [check_host_name(name) for name in new_hosts])
+    joining = _run(lambda: [host_label(name) for name in new_hosts])
     members = list(dict.fromkeys([*names, *joining]))
     _configure(members, repo, host_repo, None, unit, new_network=False, systemd_unit=systemd_unit)
 
@@ -303,7 +338,6 @@ def network_join(
 def network_status(
     *,
     hosts: str | None,
-    one_location: str | None,
     repo: str,
     host_repo: str,
     api: str | None,
@@ -312,29 +346,30 @@ def network_status(
     host_api_auth_file: str | None,
     as_json: bool,
 ) -> None:
-    """Peer ID, Kubo version, peers and private-network mode of every node."""
+    """Peer ID, Kubo version, peers and private-network mode of every node (exit 1 when a node is down or
+    lacks the frontend's swarm key)."""
     target = doctor_checks.Target(
-        Site.find(one_location), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
+        Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Asking nodes", target, hosts, as_json)
     key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
     rows = [_status_row(name, reply, key) for name, reply in replies.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table(title="one-ipfs network")
-    for column in ("Node", "Peer ID", "Kubo", "Peers", "Private network", "Restart pending"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["node"],
-            row["peer_id"] or "-",
-            row["version"] or "down",
-            str(row["peers"]),
-            row["private"],
-            "[yellow]yes[/yellow]" if row["restart_pending"] else "no",
-        )
-    console.print(table)
+    else:
+        columns = ("Node", "Peer ID", "Kubo", "Peers", "Private network", "Restart pending")
+        table = _table("one-ipfs network", columns)
+        for row in rows:
+            table.add_row(
+                row["node"],
+                row["peer_id"] or "-",
+                row["version"] or "down",
+                str(row["peers"]),
+                row["private"],
+                "[yellow]yes[/yellow]" if row["restart_pending"] else "no",
+            )
+        console.print(table)
+    sys.exit(0 if all(_healthy(row) for row in rows) else 1)
 
 
 def _configure(
@@ -367,9 +402,7 @@ def _configure(
         configured = _with_progress(
             "Restarting Kubo", pending, False, lambda tick: private_network.restart(configured, unit, tick)
         )
-    table = Table(title="private IPFS network")
-    for column in ("Node", "Configuration", "Kubo daemon"):
-        table.add_column(column)
+    table = _table("private IPFS network", ("Node", "Configuration", "Kubo daemon"))
     for name, state in configured.items():
         daemon = (
             f"[red]failed[/red] ({escape(state.restart)})"
@@ -390,6 +423,11 @@ def _configure(
         sys.exit(1)
 
 
+def _healthy(row: dict[str, Any]) -> bool:
+    """A node counts when its daemon answers and it holds the frontend's swarm key."""
+    return row["version"] is not None and row["private"] == "yes"
+
+
 def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
     facts = reply.result
     daemon = facts.get("daemon", {})
@@ -405,14 +443,16 @@ def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
     }
 
 
-def _use_site(one_location: str | None) -> None:
-    """The drivers' code reads the remotes tree from ONE_IPFS_REMOTES (defaults, host bundle)."""
-    if one_location:
-        os.environ["ONE_IPFS_REMOTES"] = str(Site.find(one_location).remotes)
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """Long values (paths, peer IDs, CIDs, reasons) fold onto more lines in a terminal, never cut short."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 
-def _site(one_location: str | None, oned_conf: str | None) -> Site:
-    site = Site.find(one_location)
+def _site(oned_conf: str | None) -> Site:
+    site = Site.find()
     return Site(site.remotes, site.oned_conf if oned_conf is None else type(site.oned_conf)(oned_conf))
 
 
@@ -420,9 +460,10 @@ def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
     """Plain lines, never wrapped: the diff stays a valid patch and the paths stay whole."""
     if change.diff:
         click.echo(f"oned.conf {'would change' if dry_run else 'changed'}: {change.oned_conf}")
-        colours = {"+": "green", "-": "red", "@": "cyan"}
+        colours = {} if console.no_color else {"+": "green", "-": "red", "@": "cyan"}
         for line in change.diff.splitlines(keepends=True):
-            click.echo(click.style(line, fg=colours.get(line[:1])), nl=False)
+            colour = colours.get(line[:1])
+            click.echo(click.style(line, fg=colour) if colour else line, nl=False)
     else:
         click.echo(f"oned.conf {change.oned_conf}: nothing to change")
     if change.backup is not None:
@@ -453,9 +494,13 @@ def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable
 
 
 def _interpreter(python: str) -> str:
-    """``--python`` is written into ipfs.conf as ``ONE_IPFS_PYTHON="..."``: a path, no quoting or lines."""
+    """``--python`` is written into ipfs.conf as ``ONE_IPFS_PYTHON="..."``: a path, no quoting or lines;
+    and the drivers will run under it, so it must run this one_ipfs."""
     if not python or not all(char.isalnum() or char in "/._+-" for char in python):
         raise InvalidInput(f"--python must be the path of a Python interpreter, not {python[:80]!r}")
+    problem = interpreter_problem(python)
+    if problem is not None:
+        raise InvalidInput(f"--python {python} cannot run the drivers: {problem}")
     return python
 
 

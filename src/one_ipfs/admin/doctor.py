@@ -11,15 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all
+from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_destination
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
-from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB
+from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
+from one_ipfs.transfer.hostcall import remote_lib
 
 MIN_KUBO = (0, 40)
 MIN_PYTHON = (3, 9)
 MAX_SKEW = 5.0
-HOST_BUNDLE = f"/var/tmp/one/{HOST_LIB}/{BUNDLE_STAMP}"
 DEFAULT_API = "http://127.0.0.1:5001"
 API_AUTH_SETTING = "IPFS_API_AUTH_FILE"
 HOST_API_AUTH_SETTING = "IPFS_HOST_API_AUTH_FILE"
@@ -90,6 +90,7 @@ def probe_all(
     """The frontend's probe, then every host's."""
     api, host_api = target.apis()
     secret, host_secret = target.secrets()
+    host_bundle = f"{remote_lib()}/{BUNDLE_STAMP}"
     replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api, **secret})}
     if progress is not None:
         progress(replies[FRONTEND])
@@ -97,7 +98,7 @@ def probe_all(
         call_all(
             hosts,
             "probe",
-            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": HOST_BUNDLE, **host_secret},
+            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": host_bundle, **host_secret},
             progress,
         )
     )
@@ -107,6 +108,7 @@ def probe_all(
 def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
     report = Report()
     _check_remotes(target.site, report)
+    _check_interpreter(target.site, report)
     frontend = replies[FRONTEND].result
     for name, reply in replies.items():
         report.facts[name] = _public_facts(reply)
@@ -123,7 +125,7 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
                 name,
                 "ssh",
                 reply.error or "no answer",
-                f"check that oneadmin can `ssh {name}` without a password",
+                f"check that oneadmin can `ssh {ssh_destination(name)}` without a password",
             )
             continue
         _check_node(name, reply, report, frontend, target)
@@ -144,6 +146,22 @@ def _check_remotes(site: Site, report: Report) -> None:
             "drivers",
             f"the drivers are not installed ({', '.join(missing)} missing)",
             "run `one-ipfs install`",
+        )
+
+
+def _check_interpreter(site: Site, report: Report) -> None:
+    """The interpreter ipfs.conf gives the drivers (the launcher's python3 when it names none) runs them."""
+    defaults = site.remotes / DEFAULTS
+    if not defaults.exists():
+        return
+    python = read_defaults(defaults).get("ONE_IPFS_PYTHON") or "python3"
+    problem = interpreter_problem(python)
+    if problem is not None:
+        report.add(
+            FRONTEND,
+            "python",
+            f"the drivers' interpreter {python} (ONE_IPFS_PYTHON in {defaults}) cannot run them: {problem}",
+            "run `one-ipfs install --python PYTHON` with the python of the venv one-ipfs is installed in",
         )
 
 
@@ -208,7 +226,7 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "private",
             f"holds another swarm key (fingerprint {repo['swarm_key']}, the frontend's is "
             f"{frontend.get('repo', {}).get('swarm_key')})",
-            f"run `one-ipfs network join {name}` and restart its Kubo daemon",
+            f"run `one-ipfs network join {ssh_destination(name)}` and restart its Kubo daemon",
         )
     api_address = daemon.get("api_address") if daemon["up"] else repo.get("api_address")
     exposed = [a for a in _as_list(api_address) if not LOOPBACK.match(a)]
@@ -238,8 +256,15 @@ def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "peering",
             "not connected to the frontend's node: images cannot reach this host",
             "run `one-ipfs network join "
-            + name
+            + ssh_destination(name)
             + "`, restart Kubo there, and check that swarm port 4001 is open",
+        )
+    if facts.get("bundle") and facts.get("bundle_python"):
+        report.add(
+            name,
+            "python3",
+            f"python3 {facts['python']} cannot run the drivers' host bundle: {facts['bundle_python']}",
+            f"install python3 (>= 3.9, with its standard library) on {name}",
         )
     expected = _frontend_bundle(target.site)
     if facts.get("bundle") != expected:

@@ -6,13 +6,14 @@ holds is asked of the node itself (``remote.holds``), offline, so that asking ne
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all
+from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.images import ImageVersions
@@ -23,6 +24,8 @@ from one_ipfs.transfer.hostcall import run_on_host
 IPFS_DS_MAD = "ipfs"
 HOST_CALL_SLACK = 60.0
 MAX_PARALLEL = 8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,10 +148,12 @@ def prefetch(
 
     def warm(host: str) -> Reply:
         sent = time.time()
+        destination = ssh_destination(host)
+        log.info("%s: one-ipfs-host warm %s, over ssh %s", host, image.cid, destination)
         try:
-            result = run_on_host(host, "warm", argv, timeout=config.transfer_timeout + HOST_CALL_SLACK)
+            result = run_on_host(destination, "warm", argv, timeout=config.transfer_timeout + HOST_CALL_SLACK)
         except OneIpfsError as exc:
-            reply = Reply(host, {}, str(exc).removeprefix(f"{host}: "), sent_at=sent)
+            reply = Reply(host, {}, str(exc).removeprefix(f"{destination}: "), sent_at=sent)
         else:
             reply = Reply(host, result, sent_at=sent, received_at=time.time())
         if progress is not None:

@@ -7,6 +7,7 @@ of the original; uninstall takes out only what install put in.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import shutil
 import time
@@ -19,6 +20,8 @@ from one_ipfs.opennebula import oned_conf
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, SOURCE_REMOTES, install_remotes
 
 BACKUP_SUFFIX = ".one-ipfs.bak"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,12 @@ def install(site: Site, python: str, *, dry_run: bool) -> Change:
             raise StorageError(
                 f"the remotes tree {site.remotes} does not exist: is OpenNebula installed here?"
             )
-        install_remotes(site.remotes, python)
-        _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
+        log.info("copying the drivers and the host bundle into %s, interpreter %s", site.remotes, python)
+        try:
+            install_remotes(site.remotes, python)
+            _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
+        except OSError as exc:
+            raise StorageError(f"cannot write the drivers into {site.remotes}: {exc}") from exc
         if updated != original:
             backup = _backup(site.oned_conf, original)
             _replace(site.oned_conf, updated)
@@ -58,29 +65,39 @@ def uninstall(site: Site, *, dry_run: bool) -> Change:
         removed.append(defaults)
     backup = None
     if not dry_run:
-        for path in removed:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        for folder in (defaults.parent, site.remotes / "etc" / "datastore"):
-            if folder.is_dir() and not any(folder.iterdir()) and folder != site.remotes:
-                folder.rmdir()
-                break
+        try:
+            _remove(removed, defaults.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot remove the drivers from {site.remotes}: {exc}") from exc
         if updated != original:
             backup = _backup(site.oned_conf, original)
             _replace(site.oned_conf, updated)
     return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, tuple(map(str, removed)))
 
 
+def _remove(paths: list[Path], defaults_dir: Path) -> None:
+    for path in paths:
+        log.info("removing %s", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if defaults_dir.is_dir() and not any(defaults_dir.iterdir()):
+        defaults_dir.rmdir()
+
+
 def _untouched_defaults(defaults: Path) -> bool:
-    """True when ipfs.conf is the shipped one apart from the interpreter line install writes."""
+    """True when ipfs.conf is the shipped one apart from the interpreter line install writes (one that
+    cannot be read, or compared, counts as the admin's and is kept)."""
 
     def settings(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
         return [line for line in lines if line.strip() and not line.startswith("ONE_IPFS_PYTHON=")]
 
-    return settings(defaults) == settings(SOURCE_REMOTES / DEFAULTS)
+    try:
+        return settings(defaults) == settings(SOURCE_REMOTES / DEFAULTS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _read(path: Path) -> str:
@@ -100,12 +117,14 @@ def _backup(path: Path, original: str) -> Path:
     if backup.exists() and _read(backup) != original:
         backup = path.with_name(f"{path.name}.one-ipfs.{time.strftime('%Y%m%d-%H%M%S')}.bak")
     if not backup.exists():
+        log.info("keeping the original %s as %s", path, backup)
         shutil.copy2(path, backup)
     return backup
 
 
 def _replace(path: Path, text: str) -> None:
     """Write ``text`` over ``path`` atomically, keeping its mode and owner (oned reads it as oneadmin)."""
+    log.info("writing %s (through %s, renamed over it)", path, f".{path.name}.one-ipfs.tmp")
     status = path.stat()
     tmp = path.with_name(f".{path.name}.one-ipfs.tmp")
     try:

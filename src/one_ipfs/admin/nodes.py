@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import socket
 import subprocess
 import time
@@ -16,14 +16,20 @@ from typing import Any
 from defusedxml import ElementTree
 
 from one_ipfs.admin import remote
+from one_ipfs.config import etc_dir, remotes_dir
 from one_ipfs.errors import HostError, OpenNebulaError
 from one_ipfs.opennebula.location import check_host_name
 from one_ipfs.transfer.hostcall import bundle_digest, remote_lib, ship_bundle, ssh_argv
 
 FRONTEND = "frontend"
+"""The frontend's own node, in every table and JSON answer."""
+HOST_NAMED_FRONTEND = f"{FRONTEND} (host)"
+"""A host OpenNebula calls ``frontend`` is still a host, checked over ssh: it is shown under this name."""
 SSH_TIMEOUT = 60.0
 PYTHON_MISSING = 127
 SSH_FAILED = 255
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,9 @@ class Site:
     oned_conf: Path
 
     @classmethod
-    def find(cls, one_location: str | None) -> Site:
-        location = one_location or os.environ.get("ONE_LOCATION")
-        if location:
-            return cls(Path(location) / "var" / "remotes", Path(location) / "etc" / "oned.conf")
-        return cls(Path("/var/lib/one/remotes"), Path("/etc/one/oned.conf"))
+    def find(cls) -> Site:
+        """This frontend's, following ``$ONE_LOCATION`` (which ``--one-location`` sets) as the drivers do."""
+        return cls(remotes_dir(), etc_dir() / "oned.conf")
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,22 @@ class Reply:
     received_at: float = 0.0
 
 
+def host_label(name: str) -> str:
+    """How a host is named in results: its own name, unless that is the frontend's label."""
+    return HOST_NAMED_FRONTEND if name == FRONTEND else check_host_name(name)
+
+
+def ssh_destination(node: str) -> str:
+    """The host name ssh is given for a host's label."""
+    return FRONTEND if node == HOST_NAMED_FRONTEND else node
+
+
 def host_names(given: str | None) -> list[str]:
-    """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``onehost list -x``)."""
+    """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``onehost list -x``), as labelled
+    in results (see ``host_label``)."""
     if given:
-        return [check_host_name(name.strip()) for name in given.split(",") if name.strip()]
+        return [host_label(name.strip()) for name in given.split(",") if name.strip()]
+    log.info("asking OpenNebula for its hosts: onehost list -x")
     try:
         result = subprocess.run(["onehost", "list", "-x"], capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -68,15 +84,18 @@ def host_names(given: str | None) -> list[str]:
         pool = ElementTree.fromstring(result.stdout)
     except ElementTree.ParseError as exc:
         raise OpenNebulaError(f"onehost list -x printed something that is not XML: {exc}") from exc
-    return [name.text for name in pool.iterfind("HOST/NAME") if name.text]
+    return [host_label(name.text) for name in pool.iterfind("HOST/NAME") if name.text]
 
 
 def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PLR0911 - one per way to fail
     """Run a ``remote`` command: in this process for the frontend, one python3 over ssh on a host."""
     sent = time.time()
     if node == FRONTEND:
+        log.info("%s: %s, in this process", node, remote.DOING[command])
         result = _local(command, payload)
         return Reply(node, result, result.get("error"), sent_at=sent, received_at=time.time())
+    host = ssh_destination(node)
+    log.info("%s: %s, over ssh %s python3", node, remote.DOING[command], host)
     try:
         bundle = {"bundle": bundle_digest()} if command in remote.BUNDLED else {}
         message = {
@@ -85,10 +104,10 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
             "command": command,
             "payload": {**payload, **bundle},
         }
-        done = _ssh(node, message)
+        done = _ssh(host, message)
         if done.returncode == remote.STALE_BUNDLE:
-            ship_bundle(node, timeout=SSH_TIMEOUT)
-            done = _ssh(node, message)
+            ship_bundle(host, timeout=SSH_TIMEOUT)
+            done = _ssh(host, message)
     except subprocess.TimeoutExpired:
         return Reply(node, {}, f"{node} did not answer within {SSH_TIMEOUT:g} s", sent_at=sent)
     except HostError as exc:
@@ -108,9 +127,9 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
     return Reply(node, result, result.get("error"), sent_at=sent, received_at=received)
 
 
-def _ssh(node: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def _ssh(host: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ssh_argv(node, ["python3", "-c", remote.BOOT]),
+        ssh_argv(host, ["python3", "-c", remote.BOOT]),
         input=json.dumps(message) + "\n",
         capture_output=True,
         text=True,
@@ -137,8 +156,10 @@ def call_all(
     return replies
 
 
-def resolve_address(host: str) -> str:
-    """The address ssh reaches ``host`` at: ssh's own config first, where oneadmin's ``Host`` entries are."""
+def resolve_address(node: str) -> str:
+    """The address ssh reaches host ``node`` at: ssh's own config first, where oneadmin's ``Host`` entries
+    are."""
+    host = ssh_destination(node)
     result = subprocess.run(["ssh", "-G", "--", host], capture_output=True, text=True, check=False)
     name = host
     for line in result.stdout.splitlines():

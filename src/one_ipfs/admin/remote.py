@@ -39,6 +39,15 @@ BOOT = (
 """The python3 -c program that runs this module's source from stdin on a host, the host bundle importable."""
 
 STALE_BUNDLE = 3
+DOING = {
+    "probe": "reading its Kubo node, repository, interpreter and clock (remote probe)",
+    "init": "creating its Kubo repository if it has none (remote init)",
+    "configure": "writing its private-network settings into its repository (remote configure)",
+    "restart": "restarting its Kubo daemon through systemd (remote restart)",
+    "unit": "installing the systemd unit of its Kubo daemon (remote unit)",
+    "holds": "asking its Kubo node, offline, which images it holds (remote holds)",
+}
+"""What each command does, as ``one-ipfs --verbose`` says it."""
 BUNDLED = ("init", "configure", "holds")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
 KUBO_COMMAND_ERROR = 500
@@ -95,9 +104,20 @@ def probe(payload: dict[str, Any]) -> dict[str, Any]:
         "python": platform.python_version(),
         "ipfs_binary": shutil.which("ipfs"),
         "bundle": bundle,
+        "bundle_python": _bundle_problem() if bundle else None,
         "repo": read_repository(os.path.expanduser(payload["repo"])),
         "daemon": ask_daemon(payload["api"], payload["auth_file"], payload["auth_setting"]),
     }
+
+
+def _bundle_problem() -> str | None:
+    """Why this python3 (the one the drivers run on this host) cannot import the host bundle on its path,
+    or None."""
+    try:
+        import one_ipfs.host.__main__  # noqa: F401
+    except Exception as exc:  # whatever stops this import stops every transfer to this host
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def init(payload: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +257,9 @@ def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
         f"Environment=IPFS_PATH={repo}",
         "Environment=LIBP2P_FORCE_PNET=1",
         "Environment=IPFS_TELEMETRY=off",
-        f"ExecStart={ipfs} daemon",
+        # --migrate: a Kubo upgrade that needs a repository migration runs it at start, instead of the
+        # daemon refusing to start and leaving the node down.
+        f"ExecStart={ipfs} daemon --migrate",
         "Restart=on-failure",
         "RestartSec=5",
         "KillSignal=SIGINT",

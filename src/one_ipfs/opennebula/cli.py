@@ -7,8 +7,10 @@ OpenNebula's own TM scripts do.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -29,8 +31,11 @@ CLI_TIMEOUT = 60.0
 ATTRIBUTE_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 MAX_XML = 16 << 20
 
+log = logging.getLogger(__name__)
+
 
 def _run(argv: list[str]) -> str:
+    log.info("running %s", shlex.join(argv))
     try:
         result = subprocess.run(argv, capture_output=True, timeout=CLI_TIMEOUT, check=False)
     except FileNotFoundError:
