@@ -25,7 +25,7 @@ system:
 	@./scripts/ensure-system-packages
 
 opennebula: $(STAMP)
-	@$(PY) -m testbed.genuine.installation
+	@$(PY) -m testbed.genuine
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src testbed tests benchmarks

@@ -59,7 +59,3 @@ def main() -> int:
             continue
         print(f"OpenNebula {version}: {found.location or 'system-wide'}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
