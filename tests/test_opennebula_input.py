@@ -25,7 +25,7 @@ from one_ipfs.opennebula.action import (
     read_ds_action,
 )
 from one_ipfs.opennebula.location import DiskPath, Location, disk_id_of, parse_disk_path
-from one_ipfs.opennebula.output import INTERNAL_ERROR_EXIT, log_error, log_info, run_action
+from one_ipfs.opennebula.output import INTERNAL_ERROR_EXIT, log_error, log_info, relay_log, run_action
 
 CID = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
 
@@ -687,3 +687,19 @@ def test_log_lines_are_flattened_and_keep_their_numbers_out_of_the_log_id(
     assert logs[0] == ("INFO", "-1", "added 512 MiB as bafy...")
     assert logs[1] == ("ERROR", "-1", "one-ipfs: 42 disks failed")
     assert len(logs[2][2]) == 4003
+
+
+def test_a_host_s_log_line_starting_with_a_number_is_never_read_as_a_vm_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Seen under genuine oned 7.4.0: "INFO: 312 block(s) came from ..." logged to VM 312, which did not
+    # exist, and oned crashed.
+    assert relay_log("INFO: 312 block(s) came from the other hosts that held them")
+    assert relay_log("WARN: slow\tpeer")
+    assert not relay_log("h1: cannot write the disk")
+    assert not relay_log("INFO:no space after the colon")
+    logs, _ = as_opennebula_sees_it(capsys.readouterr().err)
+    assert logs == [
+        ("INFO", "-1", "one-ipfs: 312 block(s) came from the other hosts that held them"),
+        ("WARN", "-1", "slow peer"),
+    ]

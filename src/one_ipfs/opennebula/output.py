@@ -20,7 +20,8 @@ from one_ipfs.errors import OneIpfsError
 MAX_LINE = 4000
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not a refused request
 # The managers' log-line pattern (DriverExecHelper): a plain line matching it would be taken for a log line.
-_LOG_LINE = re.compile(r"(?:ERROR|INFO|WARN|DEBUG):\s")
+SEVERITIES = ("ERROR", "INFO", "WARN", "DEBUG")
+_LOG_LINE = re.compile(rf"(?:{'|'.join(SEVERITIES)}):\s")
 _CONTROLS = {code: "?" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {0x09: " "}
 _held: list[str] | None = None
 """The log lines of the running action, written when it ends (None: no action, write at once)."""
@@ -34,6 +35,18 @@ def log_info(message: str) -> None:
 def log_error(message: str) -> None:
     """An ``ERROR:`` line: logged, but not what the user sees as the failure reason."""
     _log("ERROR", message)
+
+
+def relay_log(line: str) -> bool:
+    """Pass on a log line another process wrote (a host's ``INFO: ...``) with the guards of our own: one
+    line, and a message that starts with a number never read as the id of the object to log to (oned
+    7.4.0 dereferences the VM of that id unchecked, and crashes when there is none). False for a line
+    that is not a log line."""
+    severity, colon, message = line.partition(":")
+    if not colon or severity not in SEVERITIES or not message.startswith(" "):
+        return False
+    _log(severity, message.strip())
+    return True
 
 
 def run_action(fn: Callable[[], str | None], action: str = "driver") -> int:

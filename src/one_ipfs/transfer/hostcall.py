@@ -13,7 +13,6 @@ import os
 import shlex
 import stat
 import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -23,13 +22,13 @@ from one_ipfs.config import remotes_dir
 from one_ipfs.errors import HostError
 from one_ipfs.images import state_dir
 from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LAUNCHER, HOST_LIB
+from one_ipfs.opennebula.output import log_info, relay_log
 
 STALE_BUNDLE = 3
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
 CONTROL_PERSIST = "60s"
 MAX_CONTROL_FOLDER = 60
 """Unix socket paths hold about 100 bytes; the socket's name (%C) takes 40 of them."""
-LOG_PREFIXES = ("INFO:", "ERROR:", "WARN:", "DEBUG:")
 UNPACK = "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz').extractall(sys.argv[1])"
 
 
@@ -124,7 +123,7 @@ def ship_bundle(host: str, *, timeout: float) -> None:
         raise HostError(f"{host}: copying the one-ipfs host bundle took longer than {timeout:g} s") from None
     if result.returncode != 0:
         raise HostError(f"{host}: cannot copy the one-ipfs host bundle: {_last_plain_line(result.stderr)}")
-    sys.stderr.write(f"INFO: copied the one-ipfs host bundle to {host}\n")
+    log_info(f"copied the one-ipfs host bundle to {host}")
 
 
 def _run(host: str, remote: list[str], *, timeout: float, reuse: bool = True) -> tuple[int, str, str]:
@@ -177,9 +176,7 @@ def _relay_log(stream: IO[bytes] | None, plain: list[str], logged: list[str]) ->
         return
     for raw in stream:
         line = raw.decode(errors="replace").rstrip("\n")
-        if line.startswith(LOG_PREFIXES):
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        if relay_log(line):
             logged.append(line)
         elif line.strip():
             plain.append(line.strip())
