@@ -23,10 +23,14 @@ def disk_path(bed: Bed, one: Cloud, vm: VirtualMachine, disk_id: int = 0, host: 
     return folder / f"disk.{disk_id}"
 
 
+def add_on(bed: Bed, host: str, data: bytes) -> str:
+    """Put content on one host's node only, so the frontend has to fetch it over the private network."""
+    return bed.host(host).node.client().add(io.BytesIO(data), settings=SETTINGS).cid
+
+
 def image_from(bed: Bed, one: Cloud, ds: Datastore, data: bytes, name: str, **kwargs: object) -> Image:
     """An image whose content was put on h3's node only: deploys must fetch it peer to peer."""
-    cid = bed.host("h3").node.client().add(io.BytesIO(data), settings=SETTINGS).cid
-    return one.image_create(ds, name=name, path=f"/ipfs/{cid}", **kwargs)  # type: ignore[arg-type]
+    return one.image_create(ds, name=name, path=f"/ipfs/{add_on(bed, 'h3', data)}", **kwargs)  # type: ignore[arg-type]
 
 
 def guest_view(bed: Bed, one: Cloud, vm: VirtualMachine) -> bytes:

@@ -1,4 +1,4 @@
-"""The datastore driver through the OpenNebula simulator, on real Kubo nodes.
+"""The datastore driver under genuine oned, on real Kubo nodes.
 
 Each test is an OpenNebula operation (``oneimage create``, ``oneimage clone``, ``oneimage delete``,
 datastore monitoring) run the way oned runs it, and checks what a user relies on: the READY image's
@@ -7,32 +7,28 @@ content is the original bytes, and a failure is one clear line that leaves no pi
 
 from __future__ import annotations
 
-import base64
 import bz2
 import gzip
 import hashlib
 import http.server
 import io
-import json
 import lzma
 import os
+import secrets
 import subprocess
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
-from testbed.kubo import KUBO
-from testbed.one import Datastore, Image, OneFailure, OneSim
-from tests.support.images import disk_bytes, sha256, unixfs_file_node
+from testbed.genuine import GenuineOne
+from testbed.one import Datastore, Image, OneFailure
+from tests.support.images import disk_bytes, sha256
+from tests.support.vms import SETTINGS, add_on
 
-pytestmark = pytest.mark.bed
-
-SETTINGS = ImportSettings()
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 
 def image_content(bed: Bed, image: Image) -> bytes:
@@ -42,11 +38,6 @@ def image_content(bed: Bed, image: Image) -> bytes:
 
 def frontend_pins(bed: Bed) -> set[str]:
     return {pin.cid for pin in bed.frontend.client().pin_ls()}
-
-
-def add_on(bed: Bed, host: str, data: bytes) -> str:
-    """Put content on one host's node only, so the frontend has to fetch it over the private network."""
-    return bed.host(host).node.client().add(io.BytesIO(data), settings=SETTINGS).cid
 
 
 def local_file(folder: Path, name: str, data: bytes) -> Path:
@@ -76,7 +67,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
 
 
 def test_oneimage_create_from_an_ipfs_cid_fetches_it_from_a_host_and_keeps_the_bytes(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(6 << 20, seed=1)
     cid = add_on(bed, "h2", data)
@@ -94,7 +85,7 @@ def test_oneimage_create_from_an_ipfs_cid_fetches_it_from_a_host_and_keeps_the_b
 
 @pytest.mark.parametrize("form", ["fs:/ipfs/{cid}", "ipfs://{cid}", "/ipfs/{dir}/disk.img"])
 def test_oneimage_create_accepts_every_ipfs_path_form(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, form: str
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, form: str
 ) -> None:
     data = disk_bytes(1 << 20, seed=hash(form) & 0xFFFF)
     node = bed.host("h3").node.client()
@@ -103,13 +94,13 @@ def test_oneimage_create_accepts_every_ipfs_path_form(
     node.files_cp(f"/ipfs/{cid}", f"{mfs}/disk.img")
     folder = node.files_stat(mfs).cid
 
-    image = one.image_create(ipfs_ds, name=f"form-{form[:6]}", path=form.format(cid=cid, dir=folder))
+    image = one.image_create(ipfs_ds, name=f"form-{abs(hash(form))}", path=form.format(cid=cid, dir=folder))
 
     assert image.template["IPFS_CID"] == cid
     assert image_content(bed, image) == data
 
 
-def test_an_ipns_image_records_the_cid_it_resolved_to(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+def test_an_ipns_image_records_the_cid_it_resolved_to(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     data = disk_bytes(1 << 20, seed=7)
     h1 = bed.host("h1").node.client()
     cid = h1.add(io.BytesIO(data), settings=SETTINGS).cid
@@ -123,7 +114,7 @@ def test_an_ipns_image_records_the_cid_it_resolved_to(bed: Bed, one: OneSim, ipf
 
 
 def test_oneimage_create_from_a_frontend_file_in_safe_dirs(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path
 ) -> None:
     data = disk_bytes(3 << 20, seed=3)
     path = local_file(local_dir, "plain.img", data)
@@ -146,7 +137,7 @@ def test_oneimage_create_from_a_frontend_file_in_safe_dirs(
     [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)],
 )
 def test_compressed_images_are_decompressed_on_the_fly(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, web: tuple[str, Path], suffix: str, compress: object
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, web: tuple[str, Path], suffix: str, compress: object
 ) -> None:
     data = disk_bytes(2 << 20, seed=len(suffix))
     url, folder = web
@@ -164,7 +155,7 @@ def test_compressed_images_are_decompressed_on_the_fly(
 
 
 def test_a_qcow2_image_is_sized_by_its_virtual_size(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path
 ) -> None:
     path = local_dir / "big.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "10G"], check=True)
@@ -177,7 +168,7 @@ def test_a_qcow2_image_is_sized_by_its_virtual_size(
 
 
 def test_oneimage_clone_copies_nothing_and_deleting_either_keeps_the_other(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(2 << 20, seed=11)
     original = one.image_create(ipfs_ds, name="original", path=f"/ipfs/{add_on(bed, 'h1', data)}")
@@ -195,7 +186,7 @@ def test_oneimage_clone_copies_nothing_and_deleting_either_keeps_the_other(
     assert original.template["IPFS_CID"] not in frontend_pins(bed)
 
 
-def test_a_datablock_is_created_sparse_and_formatted(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+def test_a_datablock_is_created_sparse_and_formatted(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     repo_before = bed.frontend.client().repo_stat().repo_size
 
     image = one.image_create(ipfs_ds, name="data", type="DATABLOCK", size_mb=256, fs="ext4")
@@ -206,35 +197,11 @@ def test_a_datablock_is_created_sparse_and_formatted(bed: Bed, one: OneSim, ipfs
     assert bed.frontend.client().repo_stat().repo_size - repo_before < 16 << 20
 
 
-def test_datastore_monitor_reports_the_nodes_own_numbers(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
-    one.datastore_monitor(ipfs_ds)
-
-    monitored = one.datastore(ipfs_ds)
-    stats = bed.frontend.client().repo_stat()
-    assert monitored.used_mb == stats.repo_size >> 20
-    assert 0 < monitored.total_mb <= stats.storage_max >> 20
-    assert monitored.free_mb == monitored.total_mb - monitored.used_mb
-
-
-def test_the_pre_6_8_calling_convention_is_understood(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
-    data = disk_bytes(3 << 20, seed=5)
-    cid = add_on(bed, "h1", data)
-    payload = base64.b64encode(
-        (
-            f"<DS_DRIVER_ACTION_DATA><IMAGE><PATH>/ipfs/{cid}</PATH></IMAGE>"
-            f"{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>"
-        ).encode()
-    ).decode()
-
-    result = one.datastore_manager.request("STAT", 42, payload, convention="pre-6.8")
-
-    assert (result.success, result.info) == (True, "3")
-
-
-def failed_create(one: OneSim, ipfs_ds: Datastore, **kwargs: object) -> str:
-    """Create an image that must fail; return the one line oned got."""
+def failed_create(one: GenuineOne, ipfs_ds: Datastore, **kwargs: object) -> str:
+    """Create an image that must fail; return the one line oned got. Each has a name of its own: oned keeps
+    an image whose copy failed, in ERROR, under its name."""
     with pytest.raises(OneFailure) as failure:
-        one.image_create(ipfs_ds, name="bad", **kwargs)  # type: ignore[arg-type]
+        one.image_create(ipfs_ds, name=f"bad-{secrets.token_hex(4)}", **kwargs)  # type: ignore[arg-type]
     return failure.value.info
 
 
@@ -250,7 +217,7 @@ def failed_create(one: OneSim, ipfs_ds: Datastore, **kwargs: object) -> str:
     ],
 )
 def test_a_bad_path_fails_with_one_clear_line_and_leaves_nothing(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path, path: str, reason: str
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path, path: str, reason: str
 ) -> None:
     pins = frontend_pins(bed)
 
@@ -262,14 +229,16 @@ def test_a_bad_path_fails_with_one_clear_line_and_leaves_nothing(
 
 
 def test_an_http_404_fails_with_one_clear_line(
-    one: OneSim, ipfs_ds: Datastore, web: tuple[str, Path]
+    one: GenuineOne, ipfs_ds: Datastore, web: tuple[str, Path]
 ) -> None:
     info = failed_create(one, ipfs_ds, path=f"{web[0]}/nothing-here.img")
 
     assert "HTTP 404" in info
 
 
-def test_a_checksum_mismatch_pins_nothing(bed: Bed, one: OneSim, ipfs_ds: Datastore, local_dir: Path) -> None:
+def test_a_checksum_mismatch_pins_nothing(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path
+) -> None:
     data = disk_bytes(1 << 20, seed=13)
     path = local_file(local_dir, "tampered.img", data)
     cid = bed.frontend.client().add(io.BytesIO(data), settings=SETTINGS, only_hash=True).cid
@@ -281,7 +250,7 @@ def test_a_checksum_mismatch_pins_nothing(bed: Bed, one: OneSim, ipfs_ds: Datast
 
 
 def test_content_nobody_holds_fails_after_the_stall_timeout(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     cid = bed.frontend.client().add(io.BytesIO(os.urandom(4096)), settings=SETTINGS, only_hash=True).cid
 
@@ -292,7 +261,7 @@ def test_content_nobody_holds_fails_after_the_stall_timeout(
 
 
 def test_a_stopped_frontend_node_fails_the_import_with_one_line(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     cid = add_on(bed, "h1", disk_bytes(1 << 20, seed=17))
     bed.stop_node(bed.frontend)
@@ -303,102 +272,3 @@ def test_a_stopped_frontend_node_fails_the_import_with_one_line(
 
     assert "daemon may be down" in info
     assert cid not in frontend_pins(bed)
-
-
-def zero_image_on(bed: Bed, host: str, gib: int) -> str:
-    """A ``gib`` GiB all-zero image on one host's node, built block by block in a second.
-
-    Its DAG is what ``ipfs add`` makes of zeros with 1 MiB raw leaves (one leaf block shared by every
-    chunk), without hashing gigabytes: a leaf, a node of 1024 links per GiB, and a root.
-    """
-
-    def ipfs(argv: list[str], data: bytes) -> str:
-        command = [str(KUBO), "--api=/ip4/127.0.0.1/tcp/5001", *argv]
-        return bed.host_run(bed.host(host), command, input=data).stdout.decode().strip()
-
-    def file_node(child: str, sizes: list[int]) -> str:
-        document = {
-            "Data": {"/": {"bytes": base64.b64encode(unixfs_file_node(sizes)).decode().rstrip("=")}},
-            "Links": [{"Hash": {"/": child}, "Name": "", "Tsize": size} for size in sizes],
-        }
-        return ipfs(
-            ["dag", "put", "--store-codec=dag-pb", "--input-codec=dag-json"], json.dumps(document).encode()
-        )
-
-    leaf = ipfs(["block", "put", "--cid-codec=raw"], bytes(1 << 20))
-    gibibyte = file_node(leaf, [1 << 20] * 1024)
-    return file_node(gibibyte, [1 << 30] * gib)
-
-
-def test_stat_sizes_a_10_gib_image_without_fetching_it(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
-    cid = zero_image_on(bed, "h2", 10)
-    repo_before = bed.frontend.client().repo_stat().repo_size
-    payload = base64.b64encode(
-        (
-            f"<DS_DRIVER_ACTION_DATA><IMAGE><PATH>/ipfs/{cid}</PATH></IMAGE>"
-            f"{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>"
-        ).encode()
-    ).decode()
-
-    result = one.datastore_manager.request("STAT", 43, payload)
-
-    assert (result.success, result.info) == (True, "10240")
-    assert bed.frontend.client().repo_stat().repo_size - repo_before < 4 << 20
-
-
-VENDOR = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "opennebula-7.4.0.tar.xz"
-
-
-@pytest.fixture(scope="module")
-def downloader(local_dir: Path) -> Path:
-    """OpenNebula's own ``downloader.sh`` (what the http and s3 marketplaces read IMPORT_SOURCE with),
-    extracted from the release with the ``scripts_common.sh`` it sources, laid out as under ONE_LOCATION."""
-    if not VENDOR.is_file():
-        pytest.skip(f"OpenNebula's release is not at {VENDOR}")
-    members = ("src/datastore_mad/remotes/downloader.sh", "src/mad/sh/scripts_common.sh")
-    top = "opennebula-7.4.0"
-    subprocess.run(
-        ["tar", "-xJf", VENDOR, "-C", local_dir, *(f"{top}/{member}" for member in members)], check=True
-    )
-    root = local_dir / top / "src"
-    (local_dir / "lib" / "sh").mkdir(parents=True)
-    (root / "mad" / "sh" / "scripts_common.sh").rename(local_dir / "lib" / "sh" / "scripts_common.sh")
-    for folder, _, files in os.walk(local_dir):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(Path(folder) / name, 0o755)
-    return root / "datastore_mad" / "remotes" / "downloader.sh"
-
-
-def test_export_gives_a_gateway_url_opennebulas_downloader_reads_and_an_ipfs_datastore_takes_as_its_cid(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore, downloader: Path
-) -> None:
-    local_dir = downloader.parents[3].parent
-    data = disk_bytes(2 << 20, seed=19)
-    image = one.image_create(ipfs_ds, name="to-market", path=f"/ipfs/{add_on(bed, 'h3', data)}")
-    cid = image.template["IPFS_CID"]
-    payload = base64.b64encode(
-        f"<DS_DRIVER_ACTION_DATA>{image.xml}{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>".encode()
-    ).decode()
-
-    result = one.datastore_manager.request("EXPORT", image.id, payload)
-
-    info = ET.fromstring(result.info)
-    source = info.findtext("IMPORT_SOURCE") or ""
-    assert source == f"{bed.frontend.gateway}/ipfs/{cid}"
-    assert info.findtext("MD5") == hashlib.md5(data).hexdigest()
-    assert (info.findtext("SIZE"), info.findtext("FORMAT")) == ("2", "raw")
-    run = bed.frontend_command(
-        ["bash", downloader, "--md5", info.findtext("MD5") or "", source, "-"],
-        env={"ONE_LOCATION": str(local_dir)},
-    )
-    assert run.returncode == 0, run.stderr.decode(errors="replace")
-    assert sha256(run.stdout) == sha256(data)
-
-    added_before = bed.frontend.client().repo_stat().repo_size
-    again = one.image_create(ipfs_ds, name="from-market", path=source)
-
-    assert again.template["IPFS_CID"] == cid
-    assert again.template["IPFS_ORIGIN"] == f"/ipfs/{cid}"
-    assert (again.format, again.size_mb) == ("raw", 2)
-    assert bed.frontend.client().repo_stat().repo_size - added_before < 256 << 10  # a reference, no copy
