@@ -19,7 +19,7 @@ from typing import TypeVar
 from one_ipfs.errors import HostError
 from testbed.genuine.frontend import Frontend
 from testbed.one import template as tmpl
-from testbed.one.documents import Datastore, Host, Image, VirtualMachine, parse_xml
+from testbed.one.documents import Datastore, Image, VirtualMachine, parse_xml
 from testbed.one.failure import OneFailure
 from testbed.one.oned import DiskSpec, Volatile
 
@@ -80,9 +80,6 @@ class GenuineOne:
     def vm(self, vm: VmRef) -> VirtualMachine:
         return VirtualMachine.from_xml(self._show("onevm", _oid(vm)))
 
-    def host(self, name: str) -> Host:
-        return Host.from_xml(self._show("onehost", name))
-
     def vm_log(self, vm: VmRef) -> str:
         """The VM's log, where oned writes each driver's lines (``$ONE_LOCATION/var/<id>/vm.log``)."""
         path = self.frontend.location / "var" / "vms" / str(_oid(vm)) / "vm.log"
@@ -91,16 +88,6 @@ class GenuineOne:
             if candidate.exists():
                 return candidate.read_text(errors="replace")
         return ""
-
-    def transfer_file(self, vm: VmRef, op: str, seq: int | None = None) -> str:
-        """The newest transfer file oned wrote for ``op`` (``prolog``, ``epilog``...) of the VM."""
-        folder = self.frontend.location / "var" / "vms" / str(_oid(vm))
-        files = sorted(folder.glob(f"transfer.*.{op}"), key=lambda p: int(p.name.split(".")[1]))
-        if seq is not None:
-            files = [p for p in files if p.name == f"transfer.{seq}.{op}"]
-        if not files:
-            raise HostError(f"test bed: VM {_oid(vm)} has no transfer file for {op}")
-        return files[-1].read_text()
 
     # Datastores -----------------------------------------------------------------------------------------
 
@@ -112,11 +99,6 @@ class GenuineOne:
             lambda ds: ds.type != "IMAGE_DS" or ds.total_mb > 0,
             f"datastore {oid} to be monitored",
         )
-
-    def datastore_update(self, datastore: DatastoreRef, attributes: Mapping[str, str]) -> Datastore:
-        """``onedatastore update --append``."""
-        self._update("onedatastore", _oid(datastore), attributes)
-        return self.datastore(datastore)
 
     # Images ---------------------------------------------------------------------------------------------
 
@@ -173,28 +155,6 @@ class GenuineOne:
         verb = "persistent" if persistent else "nonpersistent"
         self._command(["oneimage", verb, str(_oid(image))], "one.image.persistent")
         return self.image(image)
-
-    def image_update(self, image: ImageRef, attributes: Mapping[str, str]) -> Image:
-        """``oneimage update --append``."""
-        self._update("oneimage", _oid(image), attributes)
-        return self.image(image)
-
-    def image_snapshot_delete(self, image: ImageRef, snapshot_id: int) -> Image:
-        return self._image_snapshot("snapshot-delete", "SNAP_DELETE", image, snapshot_id)
-
-    def image_snapshot_revert(self, image: ImageRef, snapshot_id: int) -> Image:
-        return self._image_snapshot("snapshot-revert", "SNAP_REVERT", image, snapshot_id)
-
-    def image_snapshot_flatten(self, image: ImageRef, snapshot_id: int) -> Image:
-        return self._image_snapshot("snapshot-flatten", "SNAP_FLATTEN", image, snapshot_id)
-
-    def _image_snapshot(self, verb: str, action: str, image: ImageRef, snapshot_id: int) -> Image:
-        before = self.image(image).error
-        self._command(["oneimage", verb, str(_oid(image)), str(snapshot_id)], f"one.image.{verb}")
-        settled = self._image_settled(_oid(image), action)
-        if settled.error and settled.error != before:
-            raise OneFailure(action, driver_line(settled.error), settled.id)
-        return settled
 
     def _image_settled(self, oid: int, action: str) -> Image:
         image = self._wait(lambda: self.image(oid), lambda i: i.state in _IMAGE_SETTLED, f"image {oid}")
@@ -264,10 +224,6 @@ class GenuineOne:
     def vm_recover_retry(self, vm: VmRef) -> VirtualMachine:
         oid = _oid(vm)
         return self._run_vm(oid, ["onevm", "recover", "--retry", str(oid)], ("RUNNING", "POWEROFF", "DONE"))
-
-    def vm_recover_delete(self, vm: VmRef) -> None:
-        oid = _oid(vm)
-        self._run_vm(oid, ["onevm", "recover", "--delete", str(oid)], ("DONE",))
 
     def disk_attach(self, vm: VmRef, disk: DiskRef) -> int:
         """``onevm disk-attach``; returns the new DISK_ID."""
@@ -405,11 +361,6 @@ class GenuineOne:
         if match is None:
             raise HostError(f"test bed: {' '.join(argv[:2])} printed no ID: {done.stdout!r}")
         return int(match.group(1))
-
-    def _update(self, command: str, oid: int, attributes: Mapping[str, str]) -> None:
-        text = tmpl.render(list(attributes.items()))
-        with self.frontend.template(text) as path:
-            self._command([command, "update", str(oid), path, "--append"], f"one.{command[3:]}.update")
 
     def _command(self, argv: Sequence[str], api: str) -> subprocess.CompletedProcess[bytes]:
         done = self.frontend.run(argv, check=False)
