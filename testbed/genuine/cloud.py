@@ -156,6 +156,18 @@ class GenuineOne:
         self._command(["oneimage", verb, str(_oid(image))], "one.image.persistent")
         return self.image(image)
 
+    def image_update(self, image: ImageRef, attributes: Mapping[str, str], *, append: bool = False) -> Image:
+        """``oneimage update`` (``--append``: the attributes are merged into the template)."""
+        text = tmpl.render(list(attributes.items()))
+        with self.frontend.template(text) as path:
+            argv = ["oneimage", "update", str(_oid(image)), path, *(["--append"] if append else [])]
+            self._command(argv, "one.image.update")
+        return self.image(image)
+
+    def environment(self) -> dict[str, str]:
+        """What oneadmin's shell on the frontend has, for commands that call OpenNebula's CLI."""
+        return self.frontend.environment()
+
     def _image_settled(self, oid: int, action: str) -> Image:
         image = self._wait(lambda: self.image(oid), lambda i: i.state in _IMAGE_SETTLED, f"image {oid}")
         if image.state == "ERROR":

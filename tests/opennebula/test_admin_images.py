@@ -1,6 +1,6 @@
 """``one-ipfs images`` and ``one-ipfs prefetch`` on the bed, run by oneadmin on the frontend.
 
-OpenNebula is the simulator (its ``oneimage/onedatastore/onehost list -x`` stand-ins on PATH); what a node
+OpenNebula is genuine oned (its own ``oneimage/onedatastore/onehost list -x`` on PATH); what a node
 holds is asked of the node itself, and prefetch goes through each host's own ``one-ipfs-host warm``.
 """
 
@@ -15,17 +15,18 @@ import pytest
 
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed, Host
+from testbed.genuine import GenuineOne
 from testbed.kubo import KUBO
-from testbed.one import Datastore, Image, OneSim
+from testbed.one import Datastore, Image
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 
-pytestmark = pytest.mark.bed
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 HOSTS = "h1,h2,h3"
 
 
-def one_ipfs(bed: Bed, one: OneSim, *args: str) -> tuple[int, str, str]:
+def one_ipfs(bed: Bed, one: GenuineOne, *args: str) -> tuple[int, str, str]:
     """``one-ipfs ARGS`` as oneadmin on the frontend, with OpenNebula's commands on PATH (in a wide
     terminal, so that table rows stay on one line)."""
     result = bed.frontend_command(
@@ -37,14 +38,14 @@ def one_ipfs(bed: Bed, one: OneSim, *args: str) -> tuple[int, str, str]:
 
 
 def image_on_h3(
-    bed: Bed, one: OneSim, ds: Datastore, data: bytes, name: str, *, persistent: bool = False
+    bed: Bed, one: GenuineOne, ds: Datastore, data: bytes, name: str, *, persistent: bool = False
 ) -> Image:
     """An image whose content was added on h3's node; importing it pins it on the frontend's."""
     cid = bed.host("h3").node.client().add(io.BytesIO(data), settings=ImportSettings()).cid
     return one.image_create(ds, name=name, path=f"/ipfs/{cid}", persistent=persistent)
 
 
-def listed(bed: Bed, one: OneSim) -> dict[int, dict[str, Any]]:
+def listed(bed: Bed, one: GenuineOne) -> dict[int, dict[str, Any]]:
     code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS, "--json")
     assert code == 0, err
     return {row["id"]: row for row in json.loads(out)["images"]}
@@ -65,7 +66,7 @@ def cache_entry(host: Host, cid: str) -> dict[str, Any]:
 
 
 def test_images_lists_an_imported_image_with_its_cid_versions_and_holders(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=51), "listed")
     cid = one.image(image).template["IPFS_CID"]
@@ -83,7 +84,7 @@ def test_images_lists_an_imported_image_with_its_cid_versions_and_holders(
 
 
 def test_images_lists_every_saved_version_of_a_persistent_image(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(2 << 20, seed=56), "kept", persistent=True)
     first = one.image(image).template["IPFS_CID"]
@@ -102,7 +103,7 @@ def test_images_lists_every_saved_version_of_a_persistent_image(
     assert "frontend" in row["held_by"]
 
 
-def test_images_table_names_the_image_and_its_holders(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
+def test_images_table_names_the_image_and_its_holders(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=52), "tabled")
 
     code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS)
@@ -114,7 +115,7 @@ def test_images_table_names_the_image_and_its_holders(bed: Bed, one: OneSim, ipf
 
 
 def test_prefetch_makes_a_host_hold_the_image_so_its_deploy_fetches_nothing(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     data = disk_bytes(8 << 20, seed=53)
     image = image_on_h3(bed, one, ipfs_ds, data, "warmed")
@@ -137,7 +138,7 @@ def test_prefetch_makes_a_host_hold_the_image_so_its_deploy_fetches_nothing(
 
 
 def test_prefetch_warms_every_host_of_onehost_list_by_default(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=54), "everywhere")
 
@@ -150,7 +151,7 @@ def test_prefetch_warms_every_host_of_onehost_list_by_default(
 
 
 def test_prefetch_of_an_unknown_image_fails_with_one_line_and_touches_no_host(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     code, out, err = one_ipfs(bed, one, "prefetch", "no-such-image", "--hosts", HOSTS)
 
@@ -162,7 +163,7 @@ def test_prefetch_of_an_unknown_image_fails_with_one_line_and_touches_no_host(
 
 
 def test_prefetch_to_an_unknown_host_fails_for_that_host_only(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=55), "partly")
 
@@ -177,7 +178,7 @@ def test_prefetch_to_an_unknown_host_fails_for_that_host_only(
 
 
 def test_images_shows_a_hand_edited_history_as_that_image_s_problem_only(
-    bed: Bed, one: OneSim, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=57), "edited")
     sound = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=58), "sound")
@@ -195,7 +196,7 @@ def test_images_shows_a_hand_edited_history_as_that_image_s_problem_only(
 
 
 def test_prefetch_of_an_image_larger_than_the_host_cache_fails_and_fetches_nothing(
-    bed: Bed, one: OneSim
+    bed: Bed, one: GenuineOne
 ) -> None:
     small = one.datastore_create(ipfs_datastore_template(bed, "small-cache", IPFS_HOST_CACHE_MB="1"))
     image = image_on_h3(bed, one, small, disk_bytes(2 << 20, seed=59), "too-big")
