@@ -637,6 +637,25 @@ def test_a_copy_asked_as_qcow2_of_raw_content_is_converted_and_saves_back_as_raw
     assert kubo.network[saved["cid"]] == image + bytes(16 * MIB - len(image))
 
 
+@needs_qemu_img
+def test_a_qcow2_disk_a_live_migration_brought_without_its_record_saves_back_as_raw(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    image = os.urandom(MIB)
+    disk = disk_of_vm(root, 7)
+    disk.parent.mkdir(parents=True)
+    flat = disk.with_name("flat.raw")
+    flat.write_bytes(image)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", flat, disk], check=True)
+    flat.unlink()
+
+    formats = {"image_format": "raw", "disk_format": "qcow2"}
+    saved = commands.save(kubo, cache, disk, **formats, settings=ImportSettings(), vm=7, timeout=60)
+
+    assert disks.read_record(disk) is None
+    assert kubo.network[saved["cid"]] == image
+
+
 def test_an_overlay_asked_as_raw_is_refused_before_anything_is_fetched(
     root: Path, kubo: FakeKubo, cache: HostCache
 ) -> None:

@@ -681,6 +681,28 @@ def test_live_migration_calls_our_premigrate_with_six_arguments_and_the_vm(
     assert (sim.runner.host_path("h2", folder) / "disk.1").exists()
 
 
+def test_live_migration_carries_disks_xml_and_snapshots_but_not_a_drivers_records(
+    deployed: tuple[Sim, int, int],
+) -> None:
+    """As KVM's migrate: libvirt copies the disks, the driver rsyncs ``*.xml`` and ``disk.<n>.snap``."""
+    sim, vm, _ = deployed
+    on_h1 = sim.runner.host_path("h1", f"/var/lib/one/datastores/0/{vm}")
+    for name in ("disk.0", "disk.0.snap/0", "vm.xml", ".one-ipfs/disk.0.json"):
+        (on_h1 / name).parent.mkdir(parents=True, exist_ok=True)
+        (on_h1 / name).write_bytes(name.encode())
+
+    sim.one.vm_migrate(vm, "h2", live=True)
+
+    on_h2 = sim.runner.host_path("h2", f"/var/lib/one/datastores/0/{vm}")
+    assert sorted(str(p.relative_to(on_h2)) for p in on_h2.rglob("*")) == [
+        "disk.0",
+        "disk.0.snap",
+        "disk.0.snap/0",
+        "disk.1",
+        "vm.xml",
+    ]
+
+
 def test_failed_premigrate_keeps_the_vm_on_its_host(sim: Sim) -> None:
     ipfs_drivers(sim, tm_premigrate=Behaviour(stderr="h2 cannot reach any provider\n", exit_code=1))
     image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
@@ -881,7 +903,7 @@ def test_on_the_bed_drivers_run_as_oneadmin_and_host_files_belong_to_it(bed: Bed
         assert (cp.cwd, cp.runs[0]["stdout"]) == ("/var/lib/one", "oneadmin\n")
         assert set(owners.values()) == {runner.owner[0] if runner.owner else -1}
         assert sorted(owners) == [str(vm.id), "deployment.0", "disk.0", "disk.1"]
-        assert on_h2 == ["deployment.0", "disk.0", "disk.1"]
+        assert on_h2 == ["disk.0", "disk.1"]  # KVM carries disks, *.xml and snapshots, nothing else
         assert not on_h1.exists()
         assert one.vm(vm).state == "DONE"
     finally:

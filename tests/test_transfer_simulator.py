@@ -1,13 +1,16 @@
 """The transfer driver where genuine oned cannot be made to go on cue, through the simulator on the bed: a
-live migration that fails half-way (the hypervisor's link going down), and a ``DATASTORE_LOCATION`` other
-than the bed's oned.conf has.
+live migration that fails half-way (the hypervisor's link going down), a ``DATASTORE_LOCATION`` other
+than the bed's oned.conf has, and the ssh connection deploys share (under genuine oned no control socket
+outlives its transfer action; see docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from testbed.one import Datastore, OneFailure, OneSim
 from testbed.one.transfers import TransferLines
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes
-from tests.support.vms import guest_view, image_from
+from tests.support.vms import disk_path, guest_view, image_from
 
 pytestmark = pytest.mark.bed
 
@@ -78,3 +81,20 @@ def test_a_datastore_location_outside_var_lib_one_deploys_snapshots_and_deletes(
         assert not folder.exists()
     finally:
         shutil.rmtree(elsewhere)
+
+
+def test_deploys_to_one_host_share_an_ssh_connection_whose_socket_is_private_and_not_named_after_the_host(
+    bed: Bed, one: OneSim, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(1 << 20, seed=34)
+    image = image_from(bed, one, ipfs_ds, data, "shared-ssh")
+    vms = [one.vm_deploy([image], "h2") for _ in range(2)]
+
+    folder = bed.frontend_var_lib_one / ".one-ipfs" / "ssh"
+    sockets = [entry for entry in folder.iterdir() if entry.is_socket()]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert sockets
+    assert all(re.fullmatch(r"[0-9a-f]{40}", entry.name) for entry in sockets)
+    for vm in vms:
+        assert disk_path(bed, one, vm).read_bytes() == data
+        one.vm_terminate(vm)

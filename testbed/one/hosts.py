@@ -23,6 +23,7 @@ from testbed.one.runner import Execution, Runner, map_path
 
 ScriptRunner = Callable[[list[str], bytes], Execution]
 _DISK = re.compile(r"/disk\.[0-9]+")
+_MIGRATED = re.compile(r"disk\.[0-9]+(\.snap)?|.*\.xml")
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -90,10 +91,10 @@ class HostFiles:
             self.remove(target)
         shutil.move(source, target)
 
-    def copy_folder(self, source: Path, target: Path) -> None:
-        """Copy every file of ``source`` into ``target`` (replacing), as a storage migration does."""
+    def copy_into(self, entries: list[Path], target: Path) -> None:
+        """Copy files and folders into the folder ``target`` (replacing), as a storage migration does."""
         self.make_dirs(target)
-        for entry in source.iterdir():
+        for entry in entries:
             destination = target / entry.name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.copytree(entry, destination, symlinks=True, dirs_exist_ok=True)
@@ -232,8 +233,13 @@ class Hypervisor:
         self.files.remove(self.files.path(host, f"{folder}/checkpoint"))
 
     def migrate(self, source_host: str, target_host: str, folder: str) -> None:
-        """Live migration with local storage: the running disks' content travels with the VM."""
+        """Live migration with local storage, as KVM's ``migrate`` does it: libvirt copies the disks
+        (``--copy-storage-all``) and the driver rsyncs the folder's ``*.xml`` and ``disk.<n>.snap``;
+        nothing else travels, neither a deployment file nor what a transfer driver keeps beside its
+        disks. (libvirt also flattens an overlay into a standalone file; the copy here keeps its
+        backing file, which the target holds once premigrate has run: the guest sees the same.)"""
         source = self.files.path(source_host, folder)
         if not source.is_dir():
             raise FileNotFoundError(f"{folder} does not exist on {source_host}")
-        self.files.copy_folder(source, self.files.path(target_host, folder))
+        carried = [entry for entry in source.iterdir() if _MIGRATED.fullmatch(entry.name)]
+        self.files.copy_into(carried, self.files.path(target_host, folder))

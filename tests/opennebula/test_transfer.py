@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,20 +368,3 @@ def test_a_full_disk_on_the_host_fails_the_deploy_with_one_line_and_no_disk(
     assert left == b""
     cid = one.image(image).template["IPFS_CID"]
     assert cid not in {pin.cid for pin in host.node.client().pin_ls()}
-
-
-def test_deploys_to_one_host_share_an_ssh_connection_whose_socket_is_private_and_not_named_after_the_host(
-    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
-) -> None:
-    data = disk_bytes(1 << 20, seed=34)
-    image = image_from(bed, one, ipfs_ds, data, "shared-ssh")
-    vms = [one.vm_deploy([image], "h2") for _ in range(2)]
-
-    folder = one.frontend.location / "var" / ".one-ipfs" / "ssh"  # the state follows ONE_LOCATION
-    sockets = [entry for entry in folder.iterdir() if entry.is_socket()]
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert sockets
-    assert all(re.fullmatch(r"[0-9a-f]{40}", entry.name) for entry in sockets)
-    for vm in vms:
-        assert disk_path(bed, one, vm).read_bytes() == data
-        one.vm_terminate(vm)

@@ -162,6 +162,11 @@ def _save_options(parser: argparse.ArgumentParser) -> None:
     defaults = ImportSettings()
     parser.add_argument("--disk", type=inputs.disk_path, required=True, help="a disk or disk.<n>.snap/<id>")
     parser.add_argument("--format", choices=("raw", "qcow2"), required=True, help="the image's FORMAT")
+    parser.add_argument(
+        "--disk-format",
+        choices=("raw", "qcow2"),
+        help="the disk's DRIVER, what the file is where no deploy here recorded it (a live migration's)",
+    )
     parser.add_argument("--chunker", type=inputs.chunker, default=defaults.chunker)
     parser.add_argument("--cid-version", type=int, choices=(0, 1), default=defaults.cid_version)
     parser.add_argument("--raw-leaves", type=inputs.boolean, default=defaults.raw_leaves)
@@ -178,6 +183,7 @@ def _save(args: argparse.Namespace) -> dict[str, Any] | None:
         _cache(args),
         args.disk,
         image_format=args.format,
+        disk_format=args.disk_format,
         settings=settings,
         vm=args.vm,
         timeout=args.timeout,

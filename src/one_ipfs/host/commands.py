@@ -241,23 +241,26 @@ def save(
     disk: Path,
     *,
     image_format: str,
+    disk_format: str | None = None,
     settings: ImportSettings,
     vm: int | None = None,
     timeout: float,
 ) -> dict[str, Any]:
     """Add a disk (or a snapshot of it) to the host's node as a self-contained ``image_format`` image.
 
-    The result stays pinned as a cache entry referenced by the disk, so the datastore's node can
-    fetch it from here until the disk is deleted.
+    The disk file is what its deploy recorded or, where no deploy on this host recorded it (the disk
+    came by a live migration, which carries disks but not our records), ``disk_format``: oned's
+    DRIVER, which the hypervisor opened and migrated it as. The result stays pinned as a cache entry
+    referenced by the disk, so the datastore's node can fetch it from here until the disk is deleted.
     """
-    if image_format not in disks.FORMATS:
-        raise InvalidInput(f"the image format must be raw or qcow2, not {image_format[:40]!r}")
+    for given in (image_format, disk_format or image_format):
+        if given not in disks.FORMATS:
+            raise InvalidInput(f"a format must be raw or qcow2, not {given[:40]!r}")
     deadline = Deadline(timeout, f"saving {disk}")
     if not disk.is_file():
         raise StorageError(f"{disk} does not exist on this host")
-    record = disks.read_record(disk)
     cache.prepare()
-    with _self_contained(cache, disk, record, image_format, deadline) as source:
+    with _self_contained(cache, disk, disk_format or image_format, image_format, deadline) as source:
         size = source.stat().st_size
         log_info(f"adding {disk} ({size >> 20} MiB, {image_format}) to this host's IPFS node")
         with cache.adding(deadline.left()):
@@ -676,11 +679,13 @@ def _used_by(
 
 @contextmanager
 def _self_contained(
-    cache: HostCache, disk: Path, record: DiskRecord | None, image_format: str, deadline: Deadline
+    cache: HostCache, disk: Path, unrecorded_format: str, image_format: str, deadline: Deadline
 ) -> Iterator[Path]:
     """A standalone ``image_format`` file with the disk's content: the disk itself, the base of an
-    overlay the guest never wrote to (so an unchanged disk keeps its CID), or a converted copy."""
-    disk_format = record.format if record is not None else image_format
+    overlay the guest never wrote to (so an unchanged disk keeps its CID), or a converted copy. The
+    disk file is the format its record says, ``unrecorded_format`` where it has none."""
+    record = disks.read_record(disk)
+    disk_format = record.format if record is not None else unrecorded_format
     if record is None or record.mode == COPY:
         if disk_format == image_format:
             yield disk

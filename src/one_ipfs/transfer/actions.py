@@ -196,10 +196,12 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
     settings = config.import_settings
-    saved_format = _saved_format(image, vm_id, disk)
+    vm_disk = _disk(vm_id, disk)
+    saved_format = _saved_format(image, vm_disk)
     options = _options(
         disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
         format=saved_format,
+        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
         vm=vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
@@ -235,14 +237,13 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
-def _saved_format(image: ImageTemplate, vm_id: int, disk: Location) -> str:
+def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
     """The format the saved content gets: the one the image's content has, or for a save-as
     placeholder the disk's, which oned makes the new image's FORMAT."""
     stored = content.stored_format(image)
     if stored in DISK_FORMATS:
         return stored
-    disk_format = _disk(vm_id, disk).format
-    return disk_format if disk_format in DISK_FORMATS else "raw"
+    return disk.format if disk.format in DISK_FORMATS else "raw"
 
 
 def mvds(call: TmCall) -> None:
