@@ -81,13 +81,9 @@ class GenuineOne:
         return VirtualMachine.from_xml(self._show("onevm", _oid(vm)))
 
     def vm_log(self, vm: VmRef) -> str:
-        """The VM's log, where oned writes each driver's lines (``$ONE_LOCATION/var/<id>/vm.log``)."""
+        """The VM's log, where oned writes each driver's lines (``$ONE_LOCATION/var/vms/<id>/vm.log``)."""
         path = self.frontend.location / "var" / "vms" / str(_oid(vm)) / "vm.log"
-        fallback = self.frontend.location / "var" / f"{_oid(vm)}.log"
-        for candidate in (path, fallback):
-            if candidate.exists():
-                return candidate.read_text(errors="replace")
-        return ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
     # Datastores -----------------------------------------------------------------------------------------
 
