@@ -33,6 +33,7 @@ from one_ipfs.errors import HostError
 from testbed.bed import Bed
 from testbed.genuine.hypervisor import ACTIONS
 from testbed.genuine.installation import Installation
+from testbed.one.documents import parse_xml
 from testbed.system import BASE_PATH, ONEADMIN, ONEADMIN_HOME, ensure_oneadmin
 
 HYPERVISOR = Path(__file__).with_name("hypervisor.py")
@@ -208,12 +209,13 @@ class Frontend:
     def _wait_hosts_monitored(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         for host in self.bed.hosts:
-            while (state := self.cli(["onehost", "show", host.name, "-x"]).stdout) and (
-                re.search(rb"<STATE>(\d+)</STATE>", state) or [b"", b""]
-            )[1] != MONITORED.encode():
+            while self._host_state(host.name) != MONITORED:
                 if time.monotonic() > deadline:
                     raise HostError(f"test bed: host {host.name} was not MONITORED by oned in time")
                 time.sleep(0.5)
+
+    def _host_state(self, name: str) -> str:
+        return parse_xml(self.cli(["onehost", "show", name, "-x"]).stdout.decode()).findtext("STATE", "")
 
     # Using it -------------------------------------------------------------------------------------------
 
