@@ -276,7 +276,8 @@ def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed) -> None:
 def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
     root = bed.root / "second"
     script = (
-        "import sys; from pathlib import Path; from testbed.bed import Bed, Layout\n"
+        "import faulthandler, signal, sys; from pathlib import Path; from testbed.bed import Bed, Layout\n"
+        "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
         f"bed = Bed.up(hosts=1, root=Path({str(root)!r}), layout=Layout(**{asdict(SECOND)!r}))\n"
         "print('up', flush=True)\n"
         "sys.stdin.read()\n"
@@ -292,12 +293,39 @@ def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
         namespaces = list(state["namespaces"].values())
 
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=180) == 128 + signal.SIGTERM
+        try:
+            status = child.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the bed did not go down within 180 s of SIGTERM:\n{where_stuck(child.pid)}")
+        assert status == 128 + signal.SIGTERM
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
     assert leftovers(SECOND, root, processes, namespaces) == []
+
+
+def where_stuck(pid: int) -> str:
+    """What a process and its descendants are waiting for: the kernel's view of each thread (state, wchan,
+    stack) and, on stderr, Python's (the child registered faulthandler on SIGUSR1)."""
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(1)
+    lines = []
+    pending = [pid]
+    while pending:
+        process = pending.pop()
+        proc = Path(f"/proc/{process}")
+        try:
+            command = (proc / "cmdline").read_bytes().replace(bytes(1), b" ").decode()
+            lines.append(f"{process}: {command[:200]}")
+            for task in sorted((proc / "task").iterdir()):
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                stack = (task / "stack").read_text().strip().replace("\n", " < ")
+                lines.append(f"  thread {task.name} {state} {(task / 'wchan').read_text()}: {stack}")
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError as error:
+            lines.append(f"  gone: {error}")
+    return "\n".join(lines)
 
 
 def checkout_in(folder: Path) -> Path:
