@@ -1,0 +1,2 @@
+"""The test bed: a frontend and hypervisor hosts on one machine, each in its own namespaces with a real Kubo
+node and sshd (``bed``), driven by genuine OpenNebula (``genuine``) or by the simulator of oned (``one``)."""

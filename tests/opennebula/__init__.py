@@ -1,0 +1,1 @@
+"""The genuine suite: OpenNebula operations run with its own CLI against oned built from its source."""
