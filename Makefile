@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: setup lint
-	$(PY) -m pytest -m 'not long'
+	$(PY) -m pytest -m 'not long' --durations=25
 
 test-opennebula: setup
 	$(PY) -m pytest -m 'opennebula and not long'
