@@ -1,5 +1,5 @@
-# Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd, qemu-img and
-# genuine OpenNebula (built once from ../shared/vendor, see scripts/ensure-opennebula).
+# Every target installs what it needs: a virtual environment, the Python packages, Kubo, sshd, qemu-img, IPFS
+# Cluster and genuine OpenNebula (the last two built once from ../shared/vendor, see scripts/ensure-*).
 # The venv holds one_ipfs as an editable install and the checkout itself on its path (testbed, tests and
 # benchmarks, which the package does not ship).
 PYTHON ?= python3
@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kubo system opennebula lint test test-long test-opennebula demo bench bench-quick clean
+.PHONY: setup kubo ipfs-cluster system opennebula lint test test-long test-opennebula demo bench bench-quick clean
 
-setup: $(STAMP) kubo system opennebula
+setup: $(STAMP) kubo ipfs-cluster system opennebula
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 
 kubo:
 	@./scripts/ensure-kubo >/dev/null
+
+ipfs-cluster:
+	@./scripts/ensure-ipfs-cluster >/dev/null
 
 system:
 	@./scripts/ensure-system-packages
