@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.errors import InvalidInput, StorageError
+from one_ipfs.ipfs.cluster import Replication
 from one_ipfs.ipfs.rpc import ImportSettings, authorization_from_file
 
 DEFAULTS_FILE = Path("etc/datastore/ipfs/ipfs.conf")
@@ -41,6 +42,10 @@ class DatastoreConfig:
     host_cache_mb: int
     safe_dirs: tuple[str, ...]
     restricted_dirs: tuple[str, ...]
+    cluster_api: str
+    """IPFS Cluster's REST API that replicates every image version (empty: the datastore's node alone)."""
+    replication: Replication | None
+    """How many cluster peers must hold a version before it counts as saved; None without a cluster."""
 
     def api_authorization(self) -> str | None:
         """The Authorization header for the datastore's node, read from IPFS_API_AUTH_FILE when it is set."""
@@ -135,6 +140,16 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
         raise InvalidInput(
             f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
         )
+    cluster_api = text("IPFS_CLUSTER_API", "")
+    replication = None
+    if cluster_api:
+        minimum = int(number("IPFS_REPLICATION_MIN", 2, 1, 100))
+        replication = Replication(minimum, int(number("IPFS_REPLICATION_MAX", minimum, minimum, 100)))
+    elif {"IPFS_REPLICATION_MIN", "IPFS_REPLICATION_MAX"} & merged.keys():
+        raise InvalidInput(
+            "IPFS_REPLICATION_MIN and IPFS_REPLICATION_MAX need IPFS_CLUSTER_API, the REST API of the "
+            "IPFS Cluster peer that replicates the datastore's images"
+        )
     hash_name = text("IPFS_HASH", "sha2-256")
     if not hash_name.replace("-", "").isalnum():
         raise InvalidInput(f"IPFS_HASH is not a hash function name: {hash_name[:40]!r}")
@@ -156,6 +171,8 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
         host_cache_mb=int(number("IPFS_HOST_CACHE_MB", 20480, 0, 1 << 40)),
         safe_dirs=tuple(text("SAFE_DIRS", "/var/tmp").split()),
         restricted_dirs=tuple(text("RESTRICTED_DIRS", "/").split()),
+        cluster_api=_address(cluster_api, "IPFS_CLUSTER_API") if cluster_api else "",
+        replication=replication,
     )
 
 

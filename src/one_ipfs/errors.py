@@ -51,6 +51,10 @@ class StreamBroken(IpfsError):
     """A streaming response ended early or carried ``X-Stream-Error``."""
 
 
+class ClusterError(OneIpfsError):
+    """IPFS Cluster did not answer, refused a pin, or could not replicate it as far as the datastore asks."""
+
+
 class OpenNebulaError(OneIpfsError):
     """An OpenNebula command (``onevm``, ``oneimage``, ``onedatastore``) failed."""
 

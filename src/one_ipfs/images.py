@@ -7,7 +7,8 @@ survive the loss of the frontend's IPFS repository and follow OpenNebula HA.
 
 Kubo keeps a single pin per CID, but clones and versions share CIDs, so the datastore's node keeps
 one reference per image version in MFS (``/one-ipfs/refs/<cid>/ds100-img7-v3``) and a CID is unpinned
-only when its last reference goes.
+only when its last reference goes. A datastore with IPFS Cluster also pins each held CID through the cluster,
+replicated to other peers before the version counts as saved, and unpins it there with the last reference.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from one_ipfs.config import var_dir
 from one_ipfs.errors import ContentNotFound, InvalidInput
+from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.pinning import fetch_patiently, pin_with_progress
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
@@ -108,12 +110,21 @@ class ImageVersions:
 ProgressLog = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """The IPFS Cluster that keeps copies of a datastore's content beyond its node, and how many."""
+
+    cluster: ClusterClient
+    replication: Replication
+
+
 class ContentRegistry:
     """What the datastore's node holds for images, with one reference per image version."""
 
-    def __init__(self, client: KuboClient, lock_dir: Path) -> None:
+    def __init__(self, client: KuboClient, lock_dir: Path, replicas: Replicas | None = None) -> None:
         self.client = client
         self.lock_dir = lock_dir
+        self.replicas = replicas
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -135,9 +146,10 @@ class ContentRegistry:
     ) -> None:
         """Pin ``cid`` completely on the datastore's node and reference it as ``name``.
 
-        Returns only once every block is local, so an image is READY only when it is safe. Content
-        already pinned as ``name`` (an import pins as it adds) is not walked again: Kubo reads every
-        block of a DAG it pins, 0.2 s a GiB even when all are local.
+        Returns only once every block is local, so an image is READY only when it is safe; with
+        ``replicas``, only once the cluster's minimum of peers holds it too, and a version that cannot be
+        replicated is released again. Content already pinned as ``name`` (an import pins as it adds) is not
+        walked again: Kubo reads every block of a DAG it pins, 0.2 s a GiB even when all are local.
         """
         if not self._pinned_as(cid, name):
             fetch_patiently(self.client, cid, log=log, timeout=timeout, stall_timeout=stall_timeout)
@@ -158,6 +170,14 @@ class ContentRegistry:
             # local, so pinning again is quick and keeps pin and reference together.
             if not self._pinned_as(cid, name):
                 self.client.pin_add(cid, name=name, timeout=timeout)
+        if self.replicas is not None:
+            try:
+                self.replicas.cluster.replicate(
+                    cid, name=name, replication=self.replicas.replication, timeout=timeout, log=log
+                )
+            except BaseException:
+                self.release(cid, name)
+                raise
 
     def _pinned_as(self, cid: str, name: str) -> bool:
         return any(pin.name == name for pin in self.client.pin_ls(cid))
@@ -173,6 +193,9 @@ class ContentRegistry:
             if remaining:
                 return False
             self.client.files_rm(f"{REFS_ROOT}/{cid}", force=True)
+            if self.replicas is not None:
+                with suppress(ContentNotFound):
+                    self.replicas.cluster.unpin(cid)
             with suppress(ContentNotFound):
                 self.client.pin_rm(cid)
             return True

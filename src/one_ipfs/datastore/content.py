@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
-from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, state_dir
+from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas, state_dir
+from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
 from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK, KuboClient
 from one_ipfs.opennebula import cli
@@ -43,7 +44,10 @@ def client(config: DatastoreConfig) -> KuboClient:
 
 
 def registry(config: DatastoreConfig) -> ContentRegistry:
-    return ContentRegistry(client(config), state_dir() / "locks")
+    replicas = None
+    if config.replication is not None:
+        replicas = Replicas(ClusterClient(config.cluster_api, timeout=config.rpc_timeout), config.replication)
+    return ContentRegistry(client(config), state_dir() / "locks", replicas)
 
 
 def import_attributes(config: DatastoreConfig) -> dict[str, str]:

@@ -136,7 +136,7 @@ class KuboClient:
     def __init__(
         self, api: str = "http://127.0.0.1:5001", timeout: float = 60.0, auth: str | None = None
     ) -> None:
-        self.host, self.port = _parse_api(api)
+        self.host, self.port = parse_api(api)
         self.address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         if timeout <= 0:
             raise InvalidInput(f"the Kubo RPC timeout must be positive, not {timeout}")
@@ -286,7 +286,7 @@ class KuboClient:
         value = self._call("config", ("Addresses.Gateway",), {}).get("Value")
         for address in value if isinstance(value, list) else [value]:
             try:
-                return _parse_api(str(address))
+                return parse_api(str(address))
             except InvalidInput:
                 continue
         return None
@@ -952,9 +952,10 @@ def authorization_from_file(path: str, setting: str) -> str:
     return authorization(lines[0])
 
 
-def _parse_api(api: str) -> tuple[str, int]:
-    """``http://host:port`` or ``/ip4|ip6|dns|dns4|dns6/host/tcp/port`` to ``(host, port)``."""
-    problem = InvalidInput(f"not a Kubo RPC address (http://host:port or /ip4/host/tcp/port): {api[:80]!r}")
+def parse_api(api: str, service: str = "Kubo RPC") -> tuple[str, int]:
+    """``http://host:port`` or ``/ip4|ip6|dns|dns4|dns6/host/tcp/port`` to ``(host, port)``: how Kubo and
+    IPFS Cluster both name their APIs."""
+    problem = InvalidInput(f"not a {service} address (http://host:port or /ip4/host/tcp/port): {api[:80]!r}")
     if api.startswith("/"):
         parts = api.split("/")
         if len(parts) < 5 or parts[1] not in ("ip4", "ip6", "dns", "dns4", "dns6") or parts[3] != "tcp":

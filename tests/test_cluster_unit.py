@@ -1,0 +1,218 @@
+"""The IPFS Cluster client and the datastore's replication settings, against a fake REST API: what the
+frontend asks of the cluster, when it counts a version as replicated, and when it gives up. The real
+cluster runs the same code on the bed (tests/opennebula/test_replication.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from one_ipfs.config import load_config
+from one_ipfs.errors import ClusterError, ContentNotFound, InvalidInput
+from one_ipfs.images import ContentRegistry, Replicas
+from one_ipfs.ipfs import cluster
+from one_ipfs.ipfs.cluster import ClusterClient, Replication
+from one_ipfs.ipfs.rpc import KuboClient, Pin
+
+CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+TWO = Replication(2, 3)
+
+
+class FakeCluster:
+    """A cluster REST API whose peers report, call after call, the statuses a test scripts."""
+
+    def __init__(
+        self, rounds: list[dict[str, str]], allocations: tuple[str, ...] = ("p1", "p2", "p3")
+    ) -> None:
+        self.rounds = rounds
+        self.allocations = allocations
+        self.calls: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.pinset: set[str] = set()
+
+    def __call__(self, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+        url = urlsplit(path)
+        self.calls.append((method, url.path, parse_qs(url.query)))
+        cid = url.path.rsplit("/", 1)[-1]
+        if method == "POST":
+            self.pinset.add(cid)
+            return 200, json.dumps({"cid": cid, "allocations": list(self.allocations)}).encode()
+        if method == "DELETE":
+            if cid not in self.pinset:
+                return 404, b'{"code": 404, "message": "pin is not part of the pinset"}'
+            self.pinset.discard(cid)
+            return 200, json.dumps({"cid": cid}).encode()
+        statuses = self.rounds.pop(0) if len(self.rounds) > 1 else self.rounds[0]
+        peers = {
+            peer: {"peername": f"peer-{peer}", "status": status, "error": ""}
+            for peer, status in statuses.items()
+        }
+        return 200, json.dumps(
+            {"cid": cid, "allocations": list(self.allocations), "peer_map": peers}
+        ).encode()
+
+
+def replicate(fake: FakeCluster, timeout: float = 5.0) -> cluster.ClusterPin:
+    client = ClusterClient("http://127.0.0.1:9094", transport=fake)
+    return client.replicate(CID, name="one-ds1-img2-v1", replication=TWO, timeout=timeout, log=lambda _: None)
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "POLL_EVERY", 0.01)
+
+
+def test_a_version_counts_as_replicated_once_the_minimum_of_peers_pinned_it() -> None:
+    fake = FakeCluster(
+        [
+            {"p1": "pinned", "p2": "pin_queued", "p3": "pinning"},
+            {"p1": "pinned", "p2": "pinning", "p3": "pinning"},
+            {"p1": "pinned", "p2": "pinned", "p3": "pinning"},
+        ]
+    )
+    state = replicate(fake)
+    assert state.count("pinned") == 2
+    method, path, query = fake.calls[0]
+    assert (method, path) == ("POST", f"/pins/{CID}")
+    assert query == {
+        "name": ["one-ds1-img2-v1"],
+        "mode": ["recursive"],
+        "replication-min": ["2"],
+        "replication-max": ["3"],
+    }
+    assert [call[0] for call in fake.calls[1:]] == ["GET", "GET", "GET"]
+
+
+def test_replication_gives_up_at_once_when_too_many_allocated_peers_failed() -> None:
+    fake = FakeCluster([{"p1": "pinned", "p2": "pin_error", "p3": "cluster_error"}])
+    with pytest.raises(ClusterError, match=r"cannot hold .* on 2 peers"):
+        replicate(fake)
+    assert len(fake.calls) == 2
+
+
+def test_replication_that_does_not_reach_the_minimum_in_time_is_one_error_line() -> None:
+    fake = FakeCluster([{"p1": "pinned", "p2": "pinning", "p3": "remote"}])
+    with pytest.raises(ClusterError, match=r"on 1 of the 2 peers needed after 0\.2 s") as caught:
+        replicate(fake, timeout=0.2)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_refusal_of_the_cluster_is_its_own_message_and_a_missing_pin_is_not_found() -> None:
+    def refuse(method: str, path: str, timeout: float) -> tuple[int, bytes]:
+        if method == "DELETE":
+            return 404, b'{"code": 404, "message": "pin is not part of the pinset"}'
+        return 500, b'{"code": 500, "message": "not enough peers to allocate CID. Needed at least: 2"}'
+
+    client = ClusterClient("/ip4/127.0.0.1/tcp/9094", transport=refuse)
+    with pytest.raises(ClusterError, match="not enough peers to allocate CID"):
+        client.pin(CID, name="x", replication=TWO)
+    with pytest.raises(ContentNotFound):
+        client.unpin(CID)
+
+
+def test_an_unreachable_cluster_is_named_with_its_address() -> None:
+    client = ClusterClient("http://127.0.0.1:9", timeout=2)
+    with pytest.raises(ClusterError, match=r"no IPFS Cluster REST API answers at 127\.0\.0\.1:9"):
+        client.id()
+
+
+@pytest.mark.parametrize("hostile", ["../../peers", "bafy?x=1", "Qm" + "x" * 300, ""])
+def test_a_hostile_cid_never_reaches_the_cluster(hostile: str) -> None:
+    fake = FakeCluster([{}])
+    with pytest.raises(InvalidInput):
+        ClusterClient("http://127.0.0.1:9094", transport=fake).status(hostile)
+    assert fake.calls == []
+
+
+def test_the_datastore_reads_its_replication_once_and_refuses_it_without_a_cluster() -> None:
+    plain = load_config({}, defaults={})
+    assert (plain.cluster_api, plain.replication) == ("", None)
+    config = load_config(
+        {"IPFS_CLUSTER_API": "http://127.0.0.1:9094", "IPFS_REPLICATION_MIN": "2"}, defaults={}
+    )
+    assert (config.cluster_api, config.replication) == ("http://127.0.0.1:9094", Replication(2, 2))
+    wider = load_config(
+        {"IPFS_CLUSTER_API": "/ip4/127.0.0.1/tcp/9094", "IPFS_REPLICATION_MAX": "3"}, defaults={}
+    )
+    assert wider.replication == Replication(2, 3)
+    with pytest.raises(
+        InvalidInput, match="IPFS_REPLICATION_MIN and IPFS_REPLICATION_MAX need IPFS_CLUSTER_API"
+    ):
+        load_config({"IPFS_REPLICATION_MIN": "2"}, defaults={})
+    with pytest.raises(InvalidInput, match="IPFS_REPLICATION_MAX must be between 3 and 100"):
+        load_config(
+            {
+                "IPFS_CLUSTER_API": "http://127.0.0.1:9094",
+                "IPFS_REPLICATION_MIN": "3",
+                "IPFS_REPLICATION_MAX": "2",
+            },
+            defaults={},
+        )
+    with pytest.raises(InvalidInput, match="IPFS_CLUSTER_API is not an RPC address"):
+        load_config({"IPFS_CLUSTER_API": "http://x;rm -rf /"}, defaults={})
+
+
+class HeldNode(KuboClient):
+    """A datastore node on which every CID is already pinned and referenced: only the cluster acts."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self.references: dict[str, list[str]] = {}
+        self.unpinned: list[str] = []
+
+    def pin_ls(
+        self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
+    ) -> list[Pin]:
+        return [Pin(cid or CID, "recursive", ref) for ref in self.references.get(cid or CID, [])]
+
+    def files_rm(self, path: str, *, force: bool = False) -> None:
+        _, _, _, cid, *name = path.split("/")
+        names = self.references.get(cid, [])
+        if name and name[0] in names:
+            names.remove(name[0])
+
+    def files_cp(self, source: str, destination: str) -> None:
+        parts = destination.split("/")
+        self.references.setdefault(parts[3], []).append(parts[4])
+
+    def files_ls(self, path: str) -> list[str]:  # type: ignore[override]
+        return list(self.references.get(path.rsplit("/", 1)[-1], []))
+
+    def pin_rm(self, cid: str) -> None:
+        self.unpinned.append(cid)
+
+
+def registry(
+    tmp_path: Path, fake: Callable[[str, str, float], tuple[int, bytes]]
+) -> tuple[ContentRegistry, HeldNode]:
+    node = HeldNode()
+    node.references[CID] = []
+    replicas = Replicas(ClusterClient("http://127.0.0.1:9094", transport=fake), TWO)
+    return ContentRegistry(node, tmp_path, replicas), node
+
+
+def test_a_version_the_cluster_cannot_replicate_leaves_no_pin_anywhere(tmp_path: Path) -> None:
+    fake = FakeCluster([{"p1": "pinned", "p2": "pin_error", "p3": "pin_error"}])
+    held, node = registry(tmp_path, fake)
+    node.references[CID] = ["one-ds1-img2-v1"]  # an import pins as it adds
+    with pytest.raises(ClusterError):
+        held.hold(CID, "one-ds1-img2-v1", log=lambda _: None, timeout=5, stall_timeout=5)
+    assert fake.pinset == set()
+    assert node.unpinned == [CID]
+
+
+def test_a_cid_two_images_share_leaves_the_cluster_with_the_last_of_them(tmp_path: Path) -> None:
+    fake = FakeCluster([{"p1": "pinned", "p2": "pinned", "p3": "remote"}])
+    held, node = registry(tmp_path, fake)
+    for name in ("one-ds1-img2-v1", "one-ds1-img3-v1"):
+        node.references[CID].append(name)
+        held.hold(CID, name, log=lambda _: None, timeout=5, stall_timeout=5)
+    assert fake.pinset == {CID}
+    held.release(CID, "one-ds1-img2-v1")
+    assert fake.pinset == {CID}
+    held.release(CID, "one-ds1-img3-v1")
+    assert fake.pinset == set()
+    assert node.unpinned == [CID]
