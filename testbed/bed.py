@@ -46,7 +46,8 @@ from typing import Any
 from one_ipfs.errors import HostError, StorageError
 from one_ipfs.ipfs import network
 from one_ipfs.ipfs.rpc import authorization
-from testbed import kubo, sshd, system
+from testbed import cluster, kubo, sshd, system
+from testbed.forward import Forwarder
 from testbed.kubo import Node
 from testbed.system import (
     BASE_PATH,
@@ -182,6 +183,8 @@ class Bed:
         self._namespaces: dict[str, str] = {}  # holder name -> mount namespace identity
         self._lock = threading.Lock()
         self._previous_handlers: dict[int, Any] = {}
+        self._relays: list[Forwarder] = []
+        """The frontend cluster peer's ways to its Kubo node and to the drivers (``start_cluster``)."""
 
     # Bring-up -------------------------------------------------------------------------------------------
 
@@ -764,6 +767,45 @@ class Bed:
         self.extras = [n for n in self.extras if n is not node]
         self._save()
 
+    def start_cluster(self, hosts: Sequence[Host]) -> str:
+        """Start IPFS Cluster peers beside the frontend's node and ``hosts``' nodes (``testbed.cluster``) and
+        return the REST API's address on the frontend's loopback, once every peer has joined. The peers and
+        their relays stop with the bed."""
+        service = cluster.binaries() / cluster.SERVICE
+        layout = self.layout
+        netns = layout.netns("fc")
+        address = layout.address(cluster.FRONTEND_OFFSET)
+        run(["ip", "netns", "add", netns])
+        add_veth(f"{netns}a", f"{netns}b", layout.bridge, netns, f"{address}/{layout.prefix_length}")
+        frontend = cluster.init_peer(service, "frontend", self.root / "frontend" / "cluster", address)
+        peers = [frontend] + [
+            cluster.init_peer(service, host.name, host.folder / "cluster", host.address) for host in hosts
+        ]
+        secret = cluster.new_secret()
+        for peer in peers:
+            cluster.configure(peer, secret, frontend, [other for other in peers if other is not peer])
+        self._relays.append(Forwarder(netns, layout.frontend_api_port, port=kubo.API_PORT, outward=True))
+        prefixes = [["nsenter", f"--net={NETNS_DIR / netns}"], *(self._enter(h.name) for h in hosts)]
+        for peer, prefix in zip(peers, prefixes, strict=True):
+            command: list[str | os.PathLike[str]] = [*prefix, service, "--config", peer.folder, "daemon"]
+            self._spawn(f"{peer.name}/cluster", command, log=peer.log, cwd=peer.folder)
+        api_port = layout.frontend_api_port + cluster.REST_OFFSET
+        self._relays.append(Forwarder(netns, cluster.REST_PORT, port=api_port))
+        api = f"http://127.0.0.1:{api_port}"
+        cluster.wait_formed(api, peers, time.monotonic() + START_TIMEOUT)
+        return api
+
+    def replace_repository(self, node: Node) -> None:
+        """Lose ``node``'s IPFS repository for good and start an empty one in its place, as a rebuilt machine
+        would: a new identity, the same addresses and peers, no block, pin or MFS entry of the old one."""
+        self.stop_node(node)
+        shutil.rmtree(node.repo)
+        node.peer_id = network.init_repository(kubo.KUBO, node.repo)
+        peers = tuple(network.Peer(o.peer_id, (o.swarm_address,)) for o in self.nodes if o is not node)
+        network.configure_private_node(node.repo, self.swarm_key, self._settings(node, peers))
+        self._save()
+        self.start_node(node)
+
     # Teardown -------------------------------------------------------------------------------------------
 
     def down(self) -> None:
@@ -771,6 +813,9 @@ class Bed:
         self._disarm()
         for node in [*self.nodes, *self.extras]:
             node.close()
+        for relay in self._relays:
+            relay.close()
+        self._relays.clear()
         clear(self.root, self.layout)
         for name in list(self._popens):
             self._forget(name)

@@ -1,10 +1,11 @@
-"""Reach a host's loopback-only Kubo RPC API from the test process in the root namespace.
+"""Reach a host's loopback-only Kubo RPC API from the test process in the root namespace, and back.
 
 A host's node listens on 127.0.0.1:5001 inside the host's network namespace, as on a real hypervisor, and
 nothing in the root namespace can connect there. A Forwarder listens on an ephemeral port of the root
 namespace's loopback and, for each connection, opens the other end from inside the host's namespace
 (``setns`` in a worker thread). The node itself is left exactly as configured: no extra listener, no socket
-file, nothing exposed beyond loopback.
+file, nothing exposed beyond loopback. ``outward`` turns it round: it listens on a loopback port inside the
+namespace and connects to the root namespace's loopback (the frontend's cluster peer reaching its Kubo node).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import socket
 import threading
 
-from testbed.system import connect_in_netns
+from testbed.system import connect_in_netns, listen_in_netns
 
 _PIECE = 1 << 20
 
@@ -22,11 +23,21 @@ _PIECE = 1 << 20
 class Forwarder:
     """``127.0.0.1:<port>`` here -> ``127.0.0.1:<target_port>`` inside network namespace ``netns``."""
 
-    def __init__(self, netns: str, target_port: int, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        netns: str,
+        target_port: int,
+        connect_timeout: float = 5.0,
+        *,
+        port: int = 0,
+        outward: bool = False,
+    ) -> None:
         self.netns = netns
         self.target_port = target_port
         self.connect_timeout = connect_timeout
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.outward = outward
+        address = ("127.0.0.1", port)
+        self._listener = listen_in_netns(netns, address) if outward else socket.create_server(address)
         self.port: int = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, name=f"forward-{netns}", daemon=True).start()
 
@@ -49,8 +60,13 @@ class Forwarder:
 
     def _serve(self, client: socket.socket) -> None:
         _ignore_signals()
+        target = ("127.0.0.1", self.target_port)
         try:
-            upstream = connect_in_netns(self.netns, ("127.0.0.1", self.target_port), self.connect_timeout)
+            upstream = (
+                socket.create_connection(target, timeout=self.connect_timeout)
+                if self.outward
+                else connect_in_netns(self.netns, target, self.connect_timeout)
+            )
         except OSError:
             client.close()  # the caller sees a closed connection, as with a refused one
             return

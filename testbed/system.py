@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,13 +243,22 @@ def connect_in_netns(netns: str, address: tuple[str, int], timeout: float) -> so
     setns(2) on a network namespace affects only the calling thread, which is why this is possible from a
     multithreaded test process (Python 3.11 has no os.setns).
     """
+    return _in_netns(netns, lambda: socket.create_connection(address, timeout=timeout))
+
+
+def listen_in_netns(netns: str, address: tuple[str, int]) -> socket.socket:
+    """A TCP listener bound inside ``netns``, as ``connect_in_netns`` connects from there."""
+    return _in_netns(netns, lambda: socket.create_server(address))
+
+
+def _in_netns(netns: str, make: Callable[[], socket.socket]) -> socket.socket:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(NETNS_DIR / netns, os.O_RDONLY)
         try:
             _setns(target)
             try:
-                return socket.create_connection(address, timeout=timeout)
+                return make()
             finally:
                 _setns(own)
         finally:
