@@ -82,13 +82,14 @@ def cloud(request: pytest.FixtureRequest, beds: BedKeeper) -> Iterator[GenuineOn
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The simulator's tests first, then genuine oned's, one version after the other, so that each bed
-    comes up once."""
+    comes up once; on each bed, the tests that lose the frontend's IPFS repository last."""
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, bool]:
         callspec = getattr(item, "callspec", None)
+        wipes = item.get_closest_marker("wipes_frontend") is not None
         if GENUINE not in getattr(item, "fixturenames", ()) or callspec is None:
-            return 0
-        return 1 + VERSIONS.index(callspec.params[GENUINE])
+            return 0, wipes
+        return 1 + VERSIONS.index(callspec.params[GENUINE]), wipes
 
     items.sort(key=rank)
 

@@ -145,7 +145,7 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
     if cluster_api:
         minimum = int(number("IPFS_REPLICATION_MIN", 2, 1, 100))
         replication = Replication(minimum, int(number("IPFS_REPLICATION_MAX", minimum, minimum, 100)))
-    elif {"IPFS_REPLICATION_MIN", "IPFS_REPLICATION_MAX"} & merged.keys():
+    elif text("IPFS_REPLICATION_MIN", "") or text("IPFS_REPLICATION_MAX", ""):
         raise InvalidInput(
             "IPFS_REPLICATION_MIN and IPFS_REPLICATION_MAX need IPFS_CLUSTER_API, the REST API of the "
             "IPFS Cluster peer that replicates the datastore's images"

@@ -1,0 +1,108 @@
+"""Images that survive losing the frontend's IPFS repository, under genuine oned: a datastore created with
+``onedatastore create`` carrying ``IPFS_CLUSTER_API`` and ``IPFS_REPLICATION_MIN=2`` beside an IPFS Cluster of
+the frontend's node and two hosts' (h1, h2). Every image and every saved persistent version is held by two
+peers before oned hears it is saved; the frontend's repository is then lost for good, and every image still
+deploys on hosts that never held it, and a persistent disk is still saved back. These tests lose the
+frontend's repository, so they run after every other test of their bed (``wipes_frontend``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from one_ipfs.ipfs.cluster import ClusterClient
+from testbed.bed import Bed
+from testbed.genuine import GenuineOne
+from testbed.genuine.cloud import driver_line
+from testbed.one import Datastore, OneFailure
+from tests.support.datastores import ipfs_datastore_template
+from tests.support.images import disk_bytes, sha256
+from tests.support.nodes import pins
+from tests.support.vms import SETTINGS, disk_path, write_into
+
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.wipes_frontend]
+STORAGE_HOSTS = ("h1", "h2")
+
+
+@pytest.fixture(scope="module")
+def cluster_api(bed: Bed) -> str:
+    return bed.start_cluster([bed.host(name) for name in STORAGE_HOSTS])
+
+
+@pytest.fixture(scope="module")
+def replicated_ds(bed: Bed, one: GenuineOne, cluster_api: str) -> Datastore:
+    template = ipfs_datastore_template(
+        bed, "replicated", IPFS_CLUSTER_API=cluster_api, IPFS_REPLICATION_MIN="2", IPFS_TRANSFER_TIMEOUT="120"
+    )
+    return one.datastore_create(template)
+
+
+def replicas(cluster_api: str, cid: str) -> int:
+    return ClusterClient(cluster_api).status(cid).count("pinned")
+
+
+def test_an_image_the_cluster_cannot_replicate_as_asked_fails_with_one_line_and_leaves_no_pin(
+    bed: Bed, one: GenuineOne, cluster_api: str, local_dir: Path
+) -> None:
+    greedy = one.datastore_create(
+        ipfs_datastore_template(bed, "greedy", IPFS_CLUSTER_API=cluster_api, IPFS_REPLICATION_MIN="4")
+    )
+    (local_dir / "greedy.img").write_bytes(disk_bytes(1 << 20, seed=70))
+    (local_dir / "greedy.img").chmod(0o644)
+    cid = (
+        bed.frontend.client().add(local_dir / "greedy.img", settings=SETTINGS, pin=False, only_hash=True).cid
+    )
+    before = pins(bed.frontend)
+
+    with pytest.raises(OneFailure) as failure:
+        one.image_create(greedy, name="four-copies", path=str(local_dir / "greedy.img"))
+
+    assert "not enough peers to allocate" in driver_line(str(failure.value))
+    assert pins(bed.frontend) == before
+    assert replicas(cluster_api, cid) == 0
+
+
+def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_no_persistent_version(
+    bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
+) -> None:
+    data, kept = disk_bytes(4 << 20, seed=71), disk_bytes(4 << 20, seed=72)
+    for name, content in (("os.img", data), ("kept.img", kept)):
+        (local_dir / name).write_bytes(content)
+        (local_dir / name).chmod(0o644)
+    image = one.image_create(replicated_ds, name="os", path=str(local_dir / "os.img"))
+    clone = one.image_clone(image, "os-clone")
+    blank = one.image_create(replicated_ds, name="blank", type="DATABLOCK", size_mb=8)
+    persistent = one.image_create(
+        replicated_ds, name="kept", path=str(local_dir / "kept.img"), persistent=True
+    )
+    vm = one.vm_deploy([persistent], "h1")
+    write_into(disk_path(bed, one, vm), 1 << 20, b"saved before the loss" * 100)
+    changed = disk_path(bed, one, vm).read_bytes()
+    one.vm_terminate(vm)
+    recorded = [one.image(i).template["IPFS_CID"] for i in (image, clone, blank, persistent)]
+    assert len(one.image(persistent).template["IPFS_VERSIONS"].split()) == 2
+    assert all(replicas(cluster_api, cid) >= 2 for cid in recorded)
+
+    bed.replace_repository(bed.frontend)
+    assert not {cid for cid, _ in pins(bed.frontend)} & set(recorded)
+
+    # Hosts that never held these images fetch them from the cluster's storage peers.
+    first = one.vm_deploy([image, blank], "h3")
+    assert sha256(disk_path(bed, one, first).read_bytes()) == sha256(data)
+    assert disk_path(bed, one, first, 1).read_bytes().count(0) == 8 << 20
+    second = one.vm_deploy([clone, persistent], "h4")
+    assert sha256(disk_path(bed, one, second).read_bytes()) == sha256(data)
+    assert sha256(disk_path(bed, one, second, 1).read_bytes()) == sha256(changed)
+    write_into(disk_path(bed, one, second, 1), 2 << 20, b"saved after the loss" * 100)
+    changed_again = disk_path(bed, one, second, 1).read_bytes()
+    one.vm_terminate(second)
+    one.vm_terminate(first)
+
+    saved = one.image(persistent).template
+    assert len(saved["IPFS_VERSIONS"].split()) == 3
+    assert replicas(cluster_api, saved["IPFS_CID"]) >= 2
+    again = one.vm_deploy([persistent], "h3")
+    assert sha256(disk_path(bed, one, again).read_bytes()) == sha256(changed_again)
+    one.vm_terminate(again)
