@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.config import var_dir
-from one_ipfs.errors import ContentNotFound, InvalidInput
+from one_ipfs.errors import ContentNotFound, InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.pinning import fetch_patiently, pin_with_progress
 from one_ipfs.ipfs.refs import parse_cid
@@ -176,7 +176,8 @@ class ContentRegistry:
                     cid, name=name, replication=self.replicas.replication, timeout=timeout, log=log
                 )
             except BaseException:
-                self.release(cid, name)
+                with suppress(OneIpfsError):  # the replication's own line is the one to show
+                    self.release(cid, name)
                 raise
 
     def _pinned_as(self, cid: str, name: str) -> bool:
