@@ -46,7 +46,10 @@ class Forwarder:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        """Stop accepting; open connections end when either side closes them."""
+        """Stop accepting (the shutdown wakes the blocked accept, which a close alone would not, and frees the
+        port at once); open connections end when either side closes them."""
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
 
     def _accept(self) -> None:

@@ -23,7 +23,7 @@ import pytest
 from one_ipfs.errors import IpfsError
 from one_ipfs.ipfs.network import generate_swarm_key
 from one_ipfs.ipfs.rpc import ImportSettings
-from testbed import system
+from testbed import cluster, system
 from testbed.bed import REPO, Bed, Layout, clear
 from testbed.kubo import KUBO, Node
 from tests.conftest import _layout
@@ -271,6 +271,37 @@ def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed) -> None:
     assert leftovers(SECOND, root, processes, namespaces) == []
     # The session's bed is untouched.
     assert {peer for peer, _ in bed.frontend.client().swarm_peers()} >= {h.node.peer_id for h in bed.hosts}
+
+
+def test_a_cluster_serves_its_rest_api_on_the_frontends_loopback_only_dials_no_one_outside_and_goes_with_the_bed(
+    bed: Bed,
+) -> None:
+    layout = fresh_layout(_layout())
+    beside = Bed.up(hosts=2, root=layout.root, layout=layout)
+    try:
+        api = beside.start_cluster(beside.hosts)
+        rest = int(api.rsplit(":", 1)[1])
+        ports = {rest, cluster.REST_PORT, cluster.SWARM_PORT}
+        root_ss = subprocess.run(["ss", "-ltn"], capture_output=True, check=True, text=True).stdout
+        assert listeners(root_ss, ports) == ["127.0.0.1"]
+        peer_ns = layout.netns("fc")
+        assert system.run(["ip", "-n", peer_ns, "route", "show", "default"]).strip() == ""
+        inside = system.run(["ip", "netns", "exec", peer_ns, "ss", "-ltn"])
+        assert sorted(listeners(inside, ports)) == ["127.0.0.1", layout.address(cluster.FRONTEND_OFFSET)]
+        for host in beside.hosts:
+            assert listeners(beside.host_run(host, ["ss", "-ltn"]).stdout.decode(), ports) == [host.address]
+        connected = [system.run(["ip", "netns", "exec", peer_ns, "ss", "-tn"])]
+        connected += [beside.host_run(host, ["ss", "-tn"]).stdout.decode() for host in beside.hosts]
+        remote = [address for ss in connected for address in peer_addresses(ss)]
+        assert remote
+        assert all(a in BED_NETWORK or a in LOOPBACK for a in remote), remote
+        processes = list(beside._processes.values())
+        assert {p.name for p in processes} >= {"frontend/cluster", "h1/cluster", "h2/cluster"}
+    finally:
+        beside.down()
+    assert leftovers(layout, layout.root, processes, []) == []
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", rest), timeout=5).close()
 
 
 def test_sigterm_tears_the_bed_down(bed: Bed) -> None:
