@@ -273,7 +273,7 @@ def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed) -> None:
     assert {peer for peer, _ in bed.frontend.client().swarm_peers()} >= {h.node.peer_id for h in bed.hosts}
 
 
-def test_a_cluster_serves_its_rest_api_on_the_frontends_loopback_only_dials_no_one_outside_and_goes_with_the_bed(
+def test_a_cluster_serves_rest_on_the_frontends_loopback_only_dials_no_one_outside_and_goes_with_the_bed(
     bed: Bed,
 ) -> None:
     layout = fresh_layout(_layout())
