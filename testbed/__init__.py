@@ -1,2 +1,3 @@
 """The test bed: a frontend and hypervisor hosts on one machine, each in its own namespaces with a real Kubo
-node and sshd (``bed``), driven by genuine OpenNebula (``genuine``) or by the simulator of oned (``one``)."""
+node and sshd (``bed``) and, when a test asks, IPFS Cluster peers (``cluster``), driven by genuine OpenNebula
+(``genuine``) or by the simulator of oned (``one``)."""
