@@ -110,6 +110,8 @@ class VmTemplate:
     lcm_state: int
     disks: list[VmDisk]
     history: VmHistory | None
+    deploy_id: str = ""
+    """The hypervisor's name for the running VM (libvirt's domain), empty before the first deploy."""
 
 
 def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
@@ -178,6 +180,7 @@ def parse_vm_xml(xml: bytes | str) -> VmTemplate:
         lcm_state=_required(vm, "LCM_STATE"),
         disks=[_disk(disk) for disk in vm.findall("TEMPLATE/DISK")],
         history=history,
+        deploy_id=_text(vm, "DEPLOY_ID"),
     )
 
 

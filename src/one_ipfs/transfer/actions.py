@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.images import ImageHandle, ImageVersions
@@ -445,6 +445,29 @@ def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
     return step
 
 
+KVMRC = "etc/vmm/kvm/kvmrc"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+
+
+def snap_create_live(call: TmCall) -> None:
+    """A snapshot of a running VM's disk (oned's KVM driver runs this for the ``kvm-ipfs`` pair that
+    ``one-ipfs install`` puts in LIVE_DISK_SNAPSHOTS): the host's hypervisor copies the disk while the
+    guest runs, as OpenNebula's ssh driver has it do, into the same ``disk.i.snap/<id>`` that
+    snap_revert and snap_delete use."""
+    disk, value, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
+    location = Location.parse(disk)
+    _disk_id(location)
+    snap_id = _int(value, "snap_id")
+    vm = cli.show_vm(_int(vm_id, "the VM id"))
+    if not vm.deploy_id:
+        raise InvalidInput(f"VM {vm.id} has no DEPLOY_ID: it is not running on a hypervisor")
+    config = _config(_int(ds_id, "the datastore id"))
+    uri = read_defaults(remotes_dir() / KVMRC).get("LIBVIRT_URI") or DEFAULT_LIBVIRT_URI
+    options = ["--disk", location.path, "--snap-id", str(snap_id), "--domain", vm.deploy_id]
+    options += ["--libvirt-uri", uri, "--timeout", f"{config.transfer_timeout:g}"]
+    run_on_host(location.host, "snapshot-create-live", options, timeout=_host_timeout(config))
+
+
 def monitor(call: TmCall) -> str:
     """Capacity of the datastore's node, for a system datastore that uses this driver."""
     action, _ = read_ds_action(call.args, call.stdin)
@@ -463,6 +486,7 @@ ACTIONS: dict[str, Callable[[TmCall], str | None]] = {
     "postmigrate": postmigrate,
     "failmigrate": failmigrate,
     "snap_create": _disk_step("snapshot-create", "snap_id"),
+    "snap_create_live": snap_create_live,
     "snap_revert": _disk_step("snapshot-revert", "snap_id"),
     "snap_delete": _disk_step("snapshot-delete", "snap_id"),
     "resize": _disk_step("resize", "size_mb"),
