@@ -74,3 +74,26 @@ def test_a_running_vm_snapshots_its_disk_live_deletes_live_and_reverts_once_powe
 
     assert sha256(file_view(bed, one, vm, "disk.0", driver)) == first_view
     one.vm_terminate(vm)
+
+
+def test_a_live_snapshot_of_a_persistent_disk_survives_its_save_back_and_reverts_on_another_host(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+) -> None:
+    image = image_from(bed, one, ipfs_ds, disk_bytes(SIZE, seed=47), "live-persistent", persistent=True)
+    vm = one.vm_deploy([image], "h1")
+    driver = one.vm(vm).disk(0)["DRIVER"]
+    guest_write(bed, one, vm, 0, b"S" * 65536)
+    snapped = sha256(file_view(bed, one, vm, "disk.0", driver))
+    snapshot = one.disk_snapshot_create(vm, 0, "kept")
+    guest_write(bed, one, vm, 1 << 20, b"T" * 65536)
+    saved = sha256(file_view(bed, one, vm, "disk.0", driver))
+
+    one.vm_terminate(vm)
+    again = one.vm_deploy([image], "h3")
+
+    assert sha256(file_view(bed, one, again, "disk.0", driver)) == saved
+    assert sha256(file_view(bed, one, again, f"disk.0.snap/{snapshot}", driver)) == snapped
+    one.vm_poweroff(again)
+    one.disk_snapshot_revert(again, 0, snapshot)
+    assert sha256(file_view(bed, one, again, "disk.0", driver)) == snapped
+    one.vm_terminate(again)

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
-from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
@@ -157,6 +157,38 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
         monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
     )
     _on_host(request.disk.host, "fetch", options, config, request.vm_id)
+    _fetch_snapshots(request, disk, held, config)
+
+
+def _fetch_snapshots(
+    request: DiskRequest, disk: VmDisk, held: content.Content, config: DatastoreConfig
+) -> None:
+    """The snapshots oned lists for a disk it deploys (those a save-back recorded in its persistent image)
+    are fetched beside it, as copies, from what that save-back added (``_save_snapshots``)."""
+    handle = ImageHandle.parse(request.source)
+    if handle is None or not disk.snapshot_ids:
+        return
+    recorded = ImageSnapshots.from_template(cli.show_image(handle.image_id).template)
+    for snapshot_id in disk.snapshot_ids:
+        cid = recorded.cid(snapshot_id)
+        if cid is None:
+            log_info(
+                f"snapshot {snapshot_id} of image {handle.image_id} was never saved to IPFS: not deployed"
+            )
+            continue
+        options = _options(
+            cid=cid,
+            disk=f"{request.disk.path}.snap/{snapshot_id}",
+            **_formats(content.Content(cid, held.format), disk),
+            mode="copy",
+            vm=request.vm_id,
+            api=config.host_api,
+            api_auth_file=config.host_api_auth_file or None,
+            timeout=config.transfer_timeout,
+            stall_timeout=config.stall_timeout,
+            cache_max_mb=config.host_cache_mb,
+        )
+        _on_host(request.disk.host, "fetch", options, config, request.vm_id)
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -195,33 +227,19 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     config = _config(datastore_id)
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
-    settings = config.import_settings
     vm_disk = _disk(vm_id, disk)
     saved_format = _saved_format(image, vm_disk)
-    options = _options(
-        disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
-        format=saved_format,
-        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
-        vm=vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
-        timeout=config.transfer_timeout,
-        chunker=settings.chunker,
-        cid_version=settings.cid_version,
-        raw_leaves="true" if settings.raw_leaves else "false",
-        hash=settings.hash,
+    path = disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}"
+    cid, saved = _add_on_host(
+        disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
     )
-    saved = _on_host(disk.host, "save", options, config, vm_id)
-    cid = saved.get("cid")
-    if not isinstance(cid, str):
-        raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
     if versions.current_cid == cid:
         log_info(f"disk {disk.path} is unchanged ({cid}): image {handle.image_id} keeps its current version")
         return
     updated = versions.with_version(cid)
     number = updated.entries[-1][0]
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
-    content.hold(cid, handle.reference_name(number), config, total_bytes=int(saved.get("size", 0)) or None)
+    content.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
     try:
         cli.update_image(
             handle.image_id,
@@ -237,6 +255,59 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
+def _add_on_host(
+    host: str, path: str, *, saved_format: str, vm_disk: VmDisk, vm_id: int, config: DatastoreConfig
+) -> tuple[str, int]:
+    """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``."""
+    settings = config.import_settings
+    options = _options(
+        disk=path,
+        format=saved_format,
+        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
+        vm=vm_id,
+        api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
+        timeout=config.transfer_timeout,
+        chunker=settings.chunker,
+        cid_version=settings.cid_version,
+        raw_leaves="true" if settings.raw_leaves else "false",
+        hash=settings.hash,
+    )
+    saved = _on_host(host, "save", options, config, vm_id)
+    cid = saved.get("cid")
+    if not isinstance(cid, str):
+        raise InvalidInput(f"{host} did not report the CID of the saved {path[:200]}")
+    return cid, int(saved.get("size", 0))
+
+
+def _save_snapshots(disk: Location, source: str, vm_id: int, datastore_id: int) -> None:
+    """A persistent disk's snapshots go into IPFS with it: oned records them in the image at save-back
+    and lists them in the next VM's disk, which ``_fetch_snapshots`` then puts beside it."""
+    handle = ImageHandle.parse(source)
+    if handle is None:
+        return
+    vm_disk = _disk(vm_id, disk)
+    image = cli.show_image(handle.image_id)
+    before = ImageSnapshots.from_template(image.template)
+    if not vm_disk.snapshot_ids and not before.entries:
+        return
+    config = _config(datastore_id)
+    saved_format = _saved_format(image, vm_disk)
+    entries = []
+    for snapshot_id in vm_disk.snapshot_ids:
+        path = f"{disk.path}.snap/{snapshot_id}"
+        cid, size = _add_on_host(
+            disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
+        )
+        content.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
+        entries.append((snapshot_id, cid))
+    cli.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
+    for snapshot_id, cid in before.entries:
+        if (snapshot_id, cid) not in entries:
+            content.release(cid, handle.snapshot_reference(snapshot_id), config)
+    log_info(f"image {handle.image_id} keeps {len(entries)} disk snapshot(s) in IPFS")
+
+
 def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
     """The format the saved content gets: the one the image's content has, or for a save-as
     placeholder the disk's, which oned makes the new image's FORMAT."""
@@ -249,7 +320,13 @@ def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
 def mvds(call: TmCall) -> None:
     """Save a persistent disk back into its image as a new version; the previous one stays intact."""
     disk, source, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
-    _save(Location.parse(disk), source, _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"), -1)
+    location, vm, datastore_id = (
+        Location.parse(disk),
+        _int(vm_id, "the VM id"),
+        _int(ds_id, "the datastore id"),
+    )
+    _save(location, source, vm, datastore_id, -1)
+    _save_snapshots(location, source, vm, datastore_id)
 
 
 def cpds(call: TmCall) -> None:
