@@ -36,7 +36,7 @@ def datastores(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> dict[str, Datas
 def snapshot_file(bed: Bed, one: GenuineOne, vm: int, snapshot: int) -> dict[str, object]:
     """``qemu-img info`` of a snapshot file on the VM's host."""
     current = one.vm(vm)
-    path = disk_path(bed, one, current).with_name(f"disk.0.snap/{snapshot}")
+    path = disk_path(bed, one, current).parent / "disk.0.snap" / str(snapshot)
     info = bed.host_run(bed.host(current.hostname), ["qemu-img", "info", "-U", "--output=json", str(path)])
     return dict(json.loads(info.stdout))
 
@@ -53,7 +53,7 @@ def test_a_running_vm_snapshots_its_disk_live_deletes_live_and_reverts_once_powe
 
     first = one.disk_snapshot_create(vm, 0, "live-1")
 
-    assert one.vm(vm).state == "RUNNING"
+    assert one.vm(vm).lcm_state == "RUNNING"
     assert sha256(file_view(bed, one, vm, f"disk.0.snap/{first}", driver)) == first_view
     info = snapshot_file(bed, one, vm.id, first)
     assert (info["format"], "backing-filename" in info) == (driver, False)  # what blockcopy leaves
@@ -63,8 +63,8 @@ def test_a_running_vm_snapshots_its_disk_live_deletes_live_and_reverts_once_powe
     assert sha256(file_view(bed, one, vm, f"disk.0.snap/{second}", driver)) == second_view
 
     one.disk_snapshot_delete(vm, 0, second)
-    assert one.vm(vm).state == "RUNNING"
-    assert not disk_path(bed, one, vm).with_name(f"disk.0.snap/{second}").exists()
+    assert one.vm(vm).lcm_state == "RUNNING"
+    assert not (disk_path(bed, one, vm).parent / "disk.0.snap" / str(second)).exists()
     with pytest.raises(OneFailure, match="wrong state"):
         one.disk_snapshot_revert(vm, 0, first)
 
