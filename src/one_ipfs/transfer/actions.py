@@ -142,22 +142,34 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
     config, disk, held = _deploy_facts(request)
     mode = mode or _deploy_mode(config, disk)
     log_info(f"deploying {held.cid} to {request.disk.host}:{request.disk.path}")
-    options = _options(
+    _fetch_on_host(
+        request,
+        request.disk.path,
+        config,
         cid=held.cid,
-        disk=request.disk.path,
         size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
         **_formats(held, disk),
         mode=mode,
+        monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
+    )
+    _fetch_snapshots(request, disk, held, config)
+
+
+def _fetch_on_host(
+    request: DiskRequest, path: str, config: DatastoreConfig, **values: str | int | None
+) -> None:
+    """The host's ``fetch`` of content into ``path`` (the disk, or a snapshot of it) for the request's VM."""
+    options = _options(
+        disk=path,
         vm=request.vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
         cache_max_mb=config.host_cache_mb,
-        monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
+        **values,
     )
     _on_host(request.disk.host, "fetch", options, config, request.vm_id)
-    _fetch_snapshots(request, disk, held, config)
 
 
 def _fetch_snapshots(
@@ -176,19 +188,9 @@ def _fetch_snapshots(
                 f"snapshot {snapshot_id} of image {handle.image_id} was never saved to IPFS: not deployed"
             )
             continue
-        options = _options(
-            cid=cid,
-            disk=f"{request.disk.path}.snap/{snapshot_id}",
-            **_formats(content.Content(cid, held.format), disk),
-            mode="copy",
-            vm=request.vm_id,
-            api=config.host_api,
-            api_auth_file=config.host_api_auth_file or None,
-            timeout=config.transfer_timeout,
-            stall_timeout=config.stall_timeout,
-            cache_max_mb=config.host_cache_mb,
-        )
-        _on_host(request.disk.host, "fetch", options, config, request.vm_id)
+        path = f"{request.disk.path}.snap/{snapshot_id}"
+        formats = _formats(content.Content(cid, held.format), disk)
+        _fetch_on_host(request, path, config, cid=cid, **formats, mode="copy")
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
