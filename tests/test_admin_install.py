@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from one_ipfs import __version__
 from one_ipfs.admin.cli import main
 from one_ipfs.errors import InvalidInput
-from one_ipfs.opennebula import oned_conf
+from one_ipfs.opennebula import oned_conf, vmm_execrc
 from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LIB
 
 # Trimmed from OpenNebula's share/etc/oned.conf: vectors over several lines, comments inside vectors,
@@ -113,11 +113,20 @@ DS_ARGUMENTS = "-t 15 -d dummy,fs,lvm,ceph,dev,iscsi_libvirt,vcenter,restic,rsyn
 TM_ARGUMENTS = "-t 15 -d dummy,lvm,shared,fs_lvm,fs_lvm_ssh,qcow2,ssh,ceph,dev,vcenter,iscsi_libvirt"
 
 
+# Shaped like OpenNebula's etc/vmm_exec/vmm_execrc: shell assignments the exec VMM driver sources.
+VMM_EXECRC = """# Space separated list of VMM-TM pairs that support live disk snapshots.
+LIVE_DISK_SNAPSHOTS="kvm-qcow2 kvm-shared kvm-ssh qemu-ssh"
+
+VNMAD_LOCAL_ACTIONS="elastic-post"
+"""
+
+
 def self_contained_one(root: Path) -> Path:
-    """A self-contained OpenNebula at ``root``: etc/oned.conf and a remotes tree holding OpenNebula's own
-    drivers."""
-    (root / "etc").mkdir(parents=True)
+    """A self-contained OpenNebula at ``root``: etc/oned.conf, etc/vmm_exec/vmm_execrc and a remotes tree
+    holding OpenNebula's own drivers."""
+    (root / "etc" / "vmm_exec").mkdir(parents=True)
     (root / "etc" / "oned.conf").write_text(ONED_CONF)
+    (root / "etc" / "vmm_exec" / "vmm_execrc").write_text(VMM_EXECRC)
     remotes = root / "var" / "remotes"
     for driver in ("datastore/fs", "tm/ssh", "etc/datastore"):
         (remotes / driver).mkdir(parents=True)
@@ -261,6 +270,61 @@ def test_uninstall_keeps_ipfs_conf_the_admin_changed(one_location: Path) -> None
 
     assert "IPFS_DEPLOY_MODE=OVERLAY" in defaults.read_text()
     assert not (one_location / "var" / "remotes" / "tm" / "ipfs").exists()
+
+
+def test_install_lists_kvm_ipfs_among_the_live_disk_snapshot_pairs_once(one_location: Path) -> None:
+    execrc = one_location / "etc" / "vmm_exec" / "vmm_execrc"
+
+    first = one_ipfs("install", "--one-location", str(one_location))
+    after_first = execrc.read_bytes()
+    again = one_ipfs("install", "--one-location", str(one_location))
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert 'LIVE_DISK_SNAPSHOTS="kvm-qcow2 kvm-shared kvm-ssh qemu-ssh kvm-ipfs"\n' in execrc.read_text()
+    assert execrc.read_bytes() == after_first
+    assert f"vmm_execrc changed: {execrc}" in first.output.replace("\n", "")
+    assert (execrc.parent / "vmm_execrc.one-ipfs.bak").read_text() == VMM_EXECRC
+    assert f"vmm_execrc {execrc}: nothing to change" in again.output.replace("\n", "")
+
+
+def test_uninstall_gives_back_vmm_execrc_byte_for_byte(one_location: Path) -> None:
+    one_ipfs("install", "--one-location", str(one_location))
+
+    one_ipfs("uninstall", "--one-location", str(one_location))
+
+    assert (one_location / "etc" / "vmm_exec" / "vmm_execrc").read_text() == VMM_EXECRC
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        VMM_EXECRC.rstrip("\n"),
+        VMM_EXECRC.replace("qemu-ssh", "qemu-ssh kvm-ipfs"),
+        VMM_EXECRC.replace('"kvm-qcow2 kvm-shared kvm-ssh qemu-ssh"', "''"),
+        VMM_EXECRC.replace("qemu-ssh", "qemu-ssh "),
+    ],
+    ids=["no-final-newline", "listed-by-hand", "empty-list", "trailing-space"],
+)
+def test_vmm_execrc_comes_back_identical_after_register_and_unregister(text: str) -> None:
+    registered = vmm_execrc.register(text)
+
+    assert vmm_execrc.registered(registered)
+    assert vmm_execrc.register(registered) == registered
+    assert vmm_execrc.unregister(registered) == text
+
+
+def test_a_vmm_execrc_without_the_live_snapshot_list_is_refused_and_nothing_changes(
+    one_location: Path,
+) -> None:
+    execrc = one_location / "etc" / "vmm_exec" / "vmm_execrc"
+    execrc.write_text("LIVE_DISK_SNAPSHOTS=kvm-ssh\n")
+    before = tree(one_location)
+
+    result = one_ipfs("install", "--one-location", str(one_location))
+
+    assert result.exit_code == 1
+    assert "LIVE_DISK_SNAPSHOTS" in result.output
+    assert tree(one_location) == before
 
 
 def test_uninstall_keeps_what_the_admin_edited_after_install(one_location: Path) -> None:

@@ -60,6 +60,10 @@ class ImageHandle:
     def reference_prefix(self) -> str:
         return f"one-ds{self.datastore_id}-img{self.image_id}-v"
 
+    def snapshot_reference(self, snapshot_id: int) -> str:
+        """The name of the pin and reference of a disk snapshot saved with the image (``ImageSnapshots``)."""
+        return f"one-ds{self.datastore_id}-img{self.image_id}-s{snapshot_id}"
+
 
 @dataclass(frozen=True)
 class ImageVersions:
@@ -84,20 +88,7 @@ class ImageVersions:
     @classmethod
     def from_template(cls, template: Mapping[str, str]) -> ImageVersions:
         """Read ``IPFS_VERSIONS`` (``1:<cid> 2:<cid>``) as the drivers wrote it; anything else is refused."""
-        raw = template.get("IPFS_VERSIONS", "").split()
-        if len(raw) > MAX_VERSIONS:
-            raise InvalidInput(f"IPFS_VERSIONS lists more than {MAX_VERSIONS} versions")
-        entries: list[tuple[int, str]] = []
-        for item in raw:
-            match = VERSION_PATTERN.match(item)
-            if match is None:
-                raise InvalidInput(f"IPFS_VERSIONS holds a malformed entry: {item[:80]!r}")
-            number = int(match.group(1))
-            if entries and number <= entries[-1][0]:
-                raise InvalidInput("IPFS_VERSIONS is not in increasing version order")
-            parse_cid(match.group(2))
-            entries.append((number, match.group(2)))
-        return cls(tuple(entries))
+        return cls(_numbered_cids(template, "IPFS_VERSIONS", "version"))
 
     def attributes(self) -> dict[str, str]:
         """The image attributes that record this history (written with ``oneimage update``)."""
@@ -105,6 +96,43 @@ class ImageVersions:
             "IPFS_CID": self.current_cid or "",
             "IPFS_VERSIONS": " ".join(f"{number}:{cid}" for number, cid in self.entries),
         }
+
+
+@dataclass(frozen=True)
+class ImageSnapshots:
+    """The content of a persistent image's disk snapshots, saved with the disk: oned records a persistent
+    disk's snapshots in its image at save-back and lists them in the disk of the next VM, whose host must
+    then hold their files. ``IPFS_SNAPSHOTS`` is ``<snapshot id>:<cid> ...``."""
+
+    entries: tuple[tuple[int, str], ...] = ()
+
+    @classmethod
+    def from_template(cls, template: Mapping[str, str]) -> ImageSnapshots:
+        return cls(_numbered_cids(template, "IPFS_SNAPSHOTS", "snapshot id"))
+
+    def cid(self, snapshot_id: int) -> str | None:
+        return dict(self.entries).get(snapshot_id)
+
+    def attributes(self) -> dict[str, str]:
+        return {"IPFS_SNAPSHOTS": " ".join(f"{number}:{cid}" for number, cid in self.entries)}
+
+
+def _numbered_cids(template: Mapping[str, str], attribute: str, what: str) -> tuple[tuple[int, str], ...]:
+    """``<number>:<cid>`` entries in increasing order, as the drivers write them; anything else is refused."""
+    raw = template.get(attribute, "").split()
+    if len(raw) > MAX_VERSIONS:
+        raise InvalidInput(f"{attribute} lists more than {MAX_VERSIONS} entries")
+    entries: list[tuple[int, str]] = []
+    for item in raw:
+        match = VERSION_PATTERN.match(item)
+        if match is None:
+            raise InvalidInput(f"{attribute} holds a malformed entry: {item[:80]!r}")
+        number = int(match.group(1))
+        if entries and number <= entries[-1][0]:
+            raise InvalidInput(f"{attribute} is not in increasing {what} order")
+        parse_cid(match.group(2))
+        entries.append((number, match.group(2)))
+    return tuple(entries)
 
 
 ProgressLog = Callable[[str], None]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from one_ipfs.errors import HostError
 from testbed.bed import Bed
-from testbed.genuine.hypervisor import ACTIONS
+from testbed.genuine.hypervisor import ACTIONS, TOOLS
 from testbed.genuine.installation import Installation
 from testbed.one.documents import parse_xml
 from testbed.system import BASE_PATH, ONEADMIN, ONEADMIN_HOME, ensure_oneadmin
@@ -114,6 +114,7 @@ class Frontend:
             self.cli(["onehost", "create", host.name, "--im", "dummy", "--vm", "kvm"])
         self._wait_hosts_monitored()
         self.cli(["onehost", "sync", "--force"], timeout=120)
+        self._standin_tools()
 
     def stop(self) -> None:
         """Stop oned (and 6.x's scheduler): SIGTERM, as ``one stop`` does."""
@@ -178,6 +179,19 @@ class Frontend:
             )
             (folder / action).chmod(0o755)
         shutil.copyfile(HYPERVISOR, folder / "standin_kvm.py")
+
+    def _standin_tools(self) -> None:
+        """The stand-in's ``virsh`` first on the hosts' PATH (over /usr/local/bin, in each host's own mount
+        namespace only), running the copy ``onehost sync`` gave the host, as the TMs' own virsh calls need."""
+        for host in self.bed.hosts:
+            tools = host.var_lib_one.parent / "standin-bin"
+            tools.mkdir(exist_ok=True)
+            for tool in TOOLS:
+                (tools / tool).write_text(
+                    f'#!/bin/sh\nexec python3 /var/tmp/one/vmm/kvm/standin_kvm.py {tool} "$@"\n'
+                )
+                (tools / tool).chmod(0o755)
+            self.bed.host_run(host, ["mount", "--bind", tools, "/usr/local/bin"])
 
     def _share_ssh(self) -> None:
         """Hosts reach each other and the frontend as oneadmin with the frontend's key, as KVM's live

@@ -11,7 +11,10 @@ transfer drivers for real. In place of libvirt, these actions do to the VM's fil
 - ``migrate`` copies each disk's guest-visible content into a new file of the same format on the target, as
   ``virsh migrate --copy-storage-all`` does when the system datastore is not shared, and the VM folder's
   ``*.xml`` and ``disk.*.snap`` with it;
-- ``save`` writes the checkpoint file; ``shutdown``/``cancel`` stop the domain.
+- ``save`` writes the checkpoint file; ``shutdown``/``cancel`` stop the domain;
+- ``virsh blockcopy --wait --finish``, which OpenNebula's TMs run themselves for a live disk snapshot (the
+  ``virsh`` on the hosts' PATH is this script), copies the running domain's disk as QEMU's block mirror
+  does: the guest's whole view into a new file of the disk's format, with no backing file.
 
 A running domain is a file ``<deploy id>.xml`` (its domain XML) in ``~/.standin-kvm`` of the host. Python's
 standard library only: it runs on the host with the host's python3 and qemu-img.
@@ -37,7 +40,7 @@ class Refused(Exception):
 
 def main(argv: list[str]) -> int:
     action, *args = argv
-    handler = ACTIONS.get(action)
+    handler = {**ACTIONS, **TOOLS}.get(action)
     if handler is None:
         print(f"stand-in kvm: {action} is not supported", file=sys.stderr)
         return 1
@@ -223,6 +226,24 @@ def running_only(args: list[str], stdin: bytes) -> None:
     _running(args[0])
 
 
+def virsh(args: list[str], stdin: bytes) -> None:
+    """``virsh [-q] [-c URI] blockcopy <domain> --path <disk> --dest <file> --wait --finish``: the only
+    virsh command the TMs run on a host. The domain must be running and have that disk."""
+    while args and args[0] in ("-q", "-c"):
+        args = args[2:] if args[0] == "-c" else args[1:]
+    if len(args) < 2 or args[0] != "blockcopy":
+        raise Refused(f"virsh {' '.join(args[:1])} is not supported")
+    domain, options = _running(args[1]), args[2:]
+    if not {"--path", "--dest", "--wait", "--finish"} <= set(options) or options[-1] in ("--path", "--dest"):
+        raise Refused("blockcopy without --path, --dest, --wait and --finish is not supported")
+    path = Path(options[options.index("--path") + 1])
+    dest = Path(options[options.index("--dest") + 1])
+    formats = dict(_disks(domain))
+    if path not in formats:
+        raise Refused(f"domain {args[1]} has no disk {path}")
+    _run(["qemu-img", "convert", "-U", "-f", formats[path], "-O", formats[path], str(path), str(dest)])
+
+
 def poll(args: list[str], stdin: bytes) -> None:
     print("STATE=a" if _record(args[0]).exists() else "STATE=d")
 
@@ -263,6 +284,9 @@ ACTIONS = {
         running_only,
     ),
 }
+
+TOOLS = {"virsh": virsh}
+"""Commands the TMs run on a host directly, not through the VMM driver."""
 
 if __name__ == "__main__":
     os.umask(0o022)

@@ -29,3 +29,10 @@ def one(cloud: GenuineOne) -> GenuineOne:
 def ipfs_ds(cloud: GenuineOne) -> Datastore:
     """The IPFS datastore of the version's tests, created with ``onedatastore create``."""
     return cloud.datastore_create(ipfs_datastore_template(cloud.frontend.bed, "ipfs"))
+
+
+@pytest.fixture(scope="session")
+def overlay_ds(cloud: GenuineOne) -> Datastore:
+    """An IPFS datastore in OVERLAY mode: disks are qcow2 overlays on a base each host keeps once."""
+    bed = cloud.frontend.bed
+    return cloud.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))

@@ -51,11 +51,6 @@ def linked_datastores(bed: Bed) -> Iterator[Path]:
         shutil.rmtree(elsewhere)
 
 
-@pytest.fixture(scope="module")
-def overlay_ds(bed: Bed, one: GenuineOne) -> Datastore:
-    return one.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))
-
-
 def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:

@@ -45,6 +45,36 @@ def guest_view(bed: Bed, one: Cloud, vm: VirtualMachine) -> bytes:
         flat.unlink()
 
 
+def file_view(bed: Bed, one: Cloud, vm: VirtualMachine, name: str, driver: str) -> bytes:
+    """What a guest reads through ``name`` in the VM folder (``disk.0``, ``disk.0.snap/1``) opened as
+    ``driver``, read on the VM's host (where an overlay's base lives)."""
+    current = one.vm(vm)
+    host = bed.host(current.hostname)
+    folder = f"/var/lib/one/datastores/{current.history[-1].ds_id}/{vm.id}"
+    flat = f"{folder}/guest.raw"
+    bed.host_run(host, ["qemu-img", "convert", "-U", "-f", driver, "-O", "raw", f"{folder}/{name}", flat])
+    local = host.var_lib_one / "datastores" / str(current.history[-1].ds_id) / str(vm.id) / "guest.raw"
+    try:
+        return local.read_bytes()
+    finally:
+        local.unlink()
+
+
+def guest_write(bed: Bed, one: Cloud, vm: VirtualMachine, offset: int, data: bytes, disk_id: int = 0) -> None:
+    """A guest write into a disk through the driver oned announces (a qcow2 overlay stays a qcow2)."""
+    current = one.vm(vm)
+    path = disk_path(bed, one, vm, disk_id)
+    staged = path.with_name("guest.write")
+    staged.write_bytes(data)
+    driver = current.disk(disk_id)["DRIVER"]
+    folder = f"/var/lib/one/datastores/{current.history[-1].ds_id}/{vm.id}"
+    command = ["qemu-io", "-f", driver, "-c", f"write -s {folder}/guest.write {offset} {len(data)}"]
+    try:
+        bed.host_run(bed.host(current.hostname), [*command, f"{folder}/disk.{disk_id}"])
+    finally:
+        staged.unlink()
+
+
 def disks_on(bed: Bed, host: str) -> set[Path]:
     """Every disk file (and partial one) in the host's system datastore."""
     return set((bed.host(host).var_lib_one / "datastores" / "0").rglob("disk.*"))

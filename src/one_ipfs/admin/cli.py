@@ -138,7 +138,10 @@ def _say_what_is_done(context: click.Context) -> None:
     "--python", default=sys.executable, show_default=True, help="Interpreter that runs the drivers."
 )
 @click.option(
-    "--print", "dry_run", is_flag=True, help="Show the changes (a diff of oned.conf) without making them."
+    "--print",
+    "dry_run",
+    is_flag=True,
+    help="Show the changes (a diff of oned.conf and vmm_execrc) without making them.",
 )
 def install(oned_conf: str | None, python: str, dry_run: bool) -> None:
     """Copy the drivers into the remotes tree and register them in oned.conf (safe to repeat)."""
@@ -458,16 +461,17 @@ def _site(oned_conf: str | None) -> Site:
 
 def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
     """Plain lines, never wrapped: the diff stays a valid patch and the paths stay whole."""
-    if change.diff:
-        click.echo(f"oned.conf {'would change' if dry_run else 'changed'}: {change.oned_conf}")
-        colours = {} if console.no_color else {"+": "green", "-": "red", "@": "cyan"}
-        for line in change.diff.splitlines(keepends=True):
-            colour = colours.get(line[:1])
-            click.echo(click.style(line, fg=colour) if colour else line, nl=False)
-    else:
-        click.echo(f"oned.conf {change.oned_conf}: nothing to change")
-    if change.backup is not None:
-        click.echo(f"backup of the original: {change.backup}")
+    colours = {} if console.no_color else {"+": "green", "-": "red", "@": "cyan"}
+    for edited in change.files:
+        if edited.diff:
+            click.echo(f"{edited.path.name} {'would change' if dry_run else 'changed'}: {edited.path}")
+            for line in edited.diff.splitlines(keepends=True):
+                colour = colours.get(line[:1])
+                click.echo(click.style(line, fg=colour) if colour else line, nl=False)
+        else:
+            click.echo(f"{edited.path.name} {edited.path}: nothing to change")
+        if edited.backup is not None:
+            click.echo(f"backup of the original: {edited.backup}")
     done = {"install": ("wrote", "would write"), "uninstall": ("removed", "would remove")}[action]
     for path in change.remotes:
         click.echo(f"{done[dry_run]} {path}")

@@ -1,6 +1,7 @@
-"""``one-ipfs install`` / ``uninstall``: the drivers into the remotes tree, their registration into oned.conf.
+"""``one-ipfs install`` / ``uninstall``: the drivers into the remotes tree, their registration into oned.conf
+and the exec VMM's vmm_execrc (``kvm-ipfs`` in LIVE_DISK_SNAPSHOTS).
 
-Both are safe to repeat. oned.conf is only ever replaced atomically, with its mode and owner, after a backup
+Both are safe to repeat. Each file is only ever replaced atomically, with its mode and owner, after a backup
 of the original; uninstall takes out only what install put in.
 """
 
@@ -11,12 +12,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.admin.nodes import Site
 from one_ipfs.errors import StorageError
-from one_ipfs.opennebula import oned_conf
+from one_ipfs.opennebula import oned_conf, vmm_execrc
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, SOURCE_REMOTES, install_remotes
 
 BACKUP_SUFFIX = ".one-ipfs.bak"
@@ -25,20 +27,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FileChange:
+    """One configuration file's edit: its diff (empty when nothing changes) and the backup kept."""
+
+    path: Path
+    diff: str
+    backup: Path | None
+
+
+@dataclass(frozen=True)
 class Change:
     """What install or uninstall does (or, with ``--print``, would do)."""
 
-    oned_conf: Path
-    diff: str
-    backup: Path | None
+    files: tuple[FileChange, ...]
     remotes: tuple[str, ...]
 
 
 def install(site: Site, python: str, *, dry_run: bool) -> Change:
-    original = _read(site.oned_conf)
-    updated = oned_conf.register(original)
+    edits = _edits(site, oned_conf.register, vmm_execrc.register)
     remotes = tuple(str(site.remotes / d) for d in (*DRIVER_DIRS, DEFAULTS))
-    backup = None
     if not dry_run:
         if not site.remotes.is_dir():
             raise StorageError(
@@ -50,29 +57,48 @@ def install(site: Site, python: str, *, dry_run: bool) -> Change:
             _give_to_owner(site.remotes, [site.remotes / d for d in (*DRIVER_DIRS, DEFAULTS.parent)])
         except OSError as exc:
             raise StorageError(f"cannot write the drivers into {site.remotes}: {exc}") from exc
-        if updated != original:
-            backup = _backup(site.oned_conf, original)
-            _replace(site.oned_conf, updated)
-    return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, remotes)
+    return Change(_apply(edits, dry_run), remotes)
 
 
 def uninstall(site: Site, *, dry_run: bool) -> Change:
-    original = _read(site.oned_conf)
-    updated = oned_conf.unregister(original)
+    edits = _edits(site, oned_conf.unregister, vmm_execrc.unregister)
     removed = [site.remotes / d for d in DRIVER_DIRS if (site.remotes / d).exists()]
     defaults = site.remotes / DEFAULTS
     if defaults.exists() and _untouched_defaults(defaults):
         removed.append(defaults)
-    backup = None
     if not dry_run:
         try:
             _remove(removed, defaults.parent)
         except OSError as exc:
             raise StorageError(f"cannot remove the drivers from {site.remotes}: {exc}") from exc
-        if updated != original:
-            backup = _backup(site.oned_conf, original)
-            _replace(site.oned_conf, updated)
-    return Change(site.oned_conf, _diff(site.oned_conf, original, updated), backup, tuple(map(str, removed)))
+    return Change(_apply(edits, dry_run), tuple(map(str, removed)))
+
+
+Edit = tuple[Path, str, str]
+"""A configuration file, its text and the text it gets."""
+
+
+def _edits(site: Site, oned: Callable[[str], str], vmm: Callable[[str], str]) -> list[Edit]:
+    """Both files read and their new text worked out before either is written: a file that cannot be
+    edited stops the command with nothing changed. A site without vmm_execrc (no exec VMM) has no
+    live snapshots to register."""
+    original = _read(site.oned_conf)
+    edits = [(site.oned_conf, original, oned(original))]
+    if site.vmm_execrc.exists():
+        text = _read(site.vmm_execrc)
+        edits.append((site.vmm_execrc, text, vmm(text)))
+    return edits
+
+
+def _apply(edits: list[Edit], dry_run: bool) -> tuple[FileChange, ...]:
+    changes = []
+    for path, original, updated in edits:
+        backup = None
+        if not dry_run and updated != original:
+            backup = _backup(path, original)
+            _replace(path, updated)
+        changes.append(FileChange(path, _diff(path, original, updated), backup))
+    return tuple(changes)
 
 
 def _remove(paths: list[Path], defaults_dir: Path) -> None:
@@ -105,14 +131,14 @@ def _read(path: Path) -> str:
         with path.open(encoding="utf-8", newline="") as f:
             return f.read()
     except FileNotFoundError:
-        raise StorageError(f"no oned.conf at {path}: name it with --oned-conf or --one-location") from None
+        raise StorageError(f"no {path.name} at {path}: name it with --oned-conf or --one-location") from None
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _backup(path: Path, original: str) -> Path:
-    """``oned.conf.one-ipfs.bak`` holds the file as it was before one-ipfs first changed it; a later change
-    of a different file gets a timestamped backup beside it."""
+    """``oned.conf.one-ipfs.bak`` (``vmm_execrc.one-ipfs.bak``) holds the file as it was before one-ipfs first
+    changed it; a later change of a different file gets a timestamped backup beside it."""
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     if backup.exists() and _read(backup) != original:
         backup = path.with_name(f"{path.name}.one-ipfs.{time.strftime('%Y%m%d-%H%M%S')}.bak")

@@ -39,6 +39,11 @@ class Site:
     remotes: Path
     oned_conf: Path
 
+    @property
+    def vmm_execrc(self) -> Path:
+        """The exec VMM's settings, which live in the same etc folder as oned.conf."""
+        return self.oned_conf.parent / "vmm_exec" / "vmm_execrc"
+
     @classmethod
     def find(cls) -> Site:
         """This frontend's, following ``$ONE_LOCATION`` (which ``--one-location`` sets) as the drivers do."""

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, NotSupported
-from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
 from one_ipfs.opennebula.output import log_info
@@ -81,6 +81,8 @@ def rm(action: DsAction, config: DatastoreConfig) -> None:
     for number, cid in reversed(versions.entries):
         content.release(cid, handle.reference_name(number), config)
     content.release_unrecorded(handle, versions, config)
+    for snapshot_id, cid in ImageSnapshots.from_template(image.template).entries:
+        content.release(cid, handle.snapshot_reference(snapshot_id), config)
     log_info(f"released {len(versions.entries)} version(s) of image {handle.image_id}")
 
 

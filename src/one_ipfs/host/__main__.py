@@ -251,6 +251,20 @@ def _snapshot(action: Callable[[Path, int], None]) -> Callable[[argparse.Namespa
     return run
 
 
+def _live_snapshot_options(parser: argparse.ArgumentParser) -> None:
+    _snapshot_options(parser)
+    parser.add_argument("--domain", type=inputs.domain_name, required=True, help="the VM's DEPLOY_ID")
+    parser.add_argument("--libvirt-uri", type=inputs.libvirt_uri, required=True, help="kvmrc's LIBVIRT_URI")
+    parser.add_argument("--timeout", type=inputs.timeout, default=inputs.timeout(TRANSFER_TIMEOUT))
+
+
+def _live_snapshot(args: argparse.Namespace) -> dict[str, Any] | None:
+    commands.snapshot_create_live(
+        args.disk, args.snap_id, args.domain, args.libvirt_uri, timeout=args.timeout
+    )
+    return None
+
+
 def _resize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", type=inputs.disk_path, required=True)
     parser.add_argument("--size-mb", type=inputs.positive_size_mb, required=True)
@@ -303,6 +317,11 @@ COMMANDS: dict[str, Command] = {
     "has": Command("how much of a CID this host's node holds", _has_options, _has),
     "snapshot-create": Command(
         "copy a disk to disk.<n>.snap/<id>", _snapshot_options, _snapshot(commands.snapshot_create)
+    ),
+    "snapshot-create-live": Command(
+        "have the hypervisor copy a running VM's disk to disk.<n>.snap/<id>",
+        _live_snapshot_options,
+        _live_snapshot,
     ),
     "snapshot-revert": Command(
         "copy a snapshot back over its disk", _snapshot_options, _snapshot(commands.snapshot_revert)

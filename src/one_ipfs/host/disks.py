@@ -145,19 +145,22 @@ def probe_format(path: Path) -> str:
 
 def qemu_img(args: list[str], *, timeout: float, doing: str) -> bytes:
     """Run qemu-img with an argument list and return its output; its last error line is the failure reason."""
-    if shutil.which("qemu-img") is None:
-        raise StorageError(f"qemu-img is not installed on this host (needed for {doing})")
+    return run_tool("qemu-img", args, timeout=timeout, doing=doing)
+
+
+def run_tool(tool: str, args: list[str], *, timeout: float, doing: str) -> bytes:
+    """Run a host tool (qemu-img, virsh) with an argument list; its last error line is the failure reason."""
+    if shutil.which(tool) is None:
+        raise StorageError(f"{tool} is not installed on this host (needed for {doing})")
     try:
         result = subprocess.run(
-            ["qemu-img", *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+            [tool, *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise StorageError(f"qemu-img took longer than {timeout:g} s for {doing}") from None
+        raise StorageError(f"{tool} took longer than {timeout:g} s for {doing}") from None
     if result.returncode != 0:
         lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
-        raise StorageError(
-            f"qemu-img failed for {doing}: {lines[-1].strip() if lines else result.returncode}"
-        )
+        raise StorageError(f"{tool} failed for {doing}: {lines[-1].strip() if lines else result.returncode}")
     return result.stdout
 
 

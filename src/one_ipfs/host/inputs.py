@@ -33,6 +33,8 @@ DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNKER = re.compile(r"^size-[1-9][0-9]{0,7}$")
 SECONDS = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?(?:e[+-]?[0-9]{1,3})?")
 HASH_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9+]{0,31}://[A-Za-z0-9._~:@/?=&%+-]{0,200}$")
 
 
 def root() -> Path:
@@ -188,6 +190,19 @@ def secret_file(text: str) -> str:
     """The file with the host node's RPC secret: an absolute path (the secret itself is never an argument)."""
     if not text.startswith("/") or len(text) > 200 or not text.isprintable():
         raise InvalidInput("--api-auth-file must be the absolute path of the file that holds the secret")
+    return text
+
+
+def domain_name(text: str) -> str:
+    """A libvirt domain name as OpenNebula makes them (DEPLOY_ID, ``one-<vm id>``)."""
+    if not DOMAIN_NAME.fullmatch(text):
+        raise InvalidInput(f"not a domain name: {text[:40]!r}")
+    return text
+
+
+def libvirt_uri(text: str) -> str:
+    if not LIBVIRT_URI.fullmatch(text):
+        raise InvalidInput(f"not a libvirt URI: {text[:60]!r}")
     return text
 
 

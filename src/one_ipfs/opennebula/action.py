@@ -13,7 +13,7 @@ import base64
 import binascii
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 from xml.etree.ElementTree import Element, ParseError
 
@@ -91,6 +91,8 @@ class VmDisk:
     persistent: bool
     clone: bool
     type: str
+    snapshot_ids: tuple[int, ...] = ()
+    """The disk's snapshots oned knows (``VM/SNAPSHOTS[DISK_ID]/SNAPSHOT/ID``)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class VmTemplate:
     lcm_state: int
     disks: list[VmDisk]
     history: VmHistory | None
+    deploy_id: str = ""
+    """The hypervisor's name for the running VM (libvirt's domain), empty before the first deploy."""
 
 
 def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
@@ -176,8 +180,9 @@ def parse_vm_xml(xml: bytes | str) -> VmTemplate:
         id=_required(vm, "ID"),
         state=_required(vm, "STATE"),
         lcm_state=_required(vm, "LCM_STATE"),
-        disks=[_disk(disk) for disk in vm.findall("TEMPLATE/DISK")],
+        disks=[_with_snapshots(_disk(disk), vm) for disk in vm.findall("TEMPLATE/DISK")],
         history=history,
+        deploy_id=_text(vm, "DEPLOY_ID"),
     )
 
 
@@ -294,6 +299,14 @@ def _image(element: Element) -> ImageTemplate:
         name=_text(element, "NAME"),
         datastore_id=_number(element, "DATASTORE_ID"),
     )
+
+
+def _with_snapshots(disk: VmDisk, vm: Element) -> VmDisk:
+    for snapshots in vm.findall("SNAPSHOTS"):
+        if _number(snapshots, "DISK_ID") == disk.disk_id:
+            found = (_number(snapshot, "ID") for snapshot in snapshots.findall("SNAPSHOT"))
+            return replace(disk, snapshot_ids=tuple(sorted(i for i in found if i is not None)))
+    return disk
 
 
 def _disk(element: Element) -> VmDisk:

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
-from one_ipfs.images import ImageHandle, ImageVersions
+from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
@@ -142,21 +142,55 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
     config, disk, held = _deploy_facts(request)
     mode = mode or _deploy_mode(config, disk)
     log_info(f"deploying {held.cid} to {request.disk.host}:{request.disk.path}")
-    options = _options(
+    _fetch_on_host(
+        request,
+        request.disk.path,
+        config,
         cid=held.cid,
-        disk=request.disk.path,
         size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
         **_formats(held, disk),
         mode=mode,
+        monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
+    )
+    _fetch_snapshots(request, disk, held, config)
+
+
+def _fetch_on_host(
+    request: DiskRequest, path: str, config: DatastoreConfig, **values: str | int | None
+) -> None:
+    """The host's ``fetch`` of content into ``path`` (the disk, or a snapshot of it) for the request's VM."""
+    options = _options(
+        disk=path,
         vm=request.vm_id,
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
         cache_max_mb=config.host_cache_mb,
-        monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
+        **values,
     )
     _on_host(request.disk.host, "fetch", options, config, request.vm_id)
+
+
+def _fetch_snapshots(
+    request: DiskRequest, disk: VmDisk, held: content.Content, config: DatastoreConfig
+) -> None:
+    """The snapshots oned lists for a disk it deploys (those a save-back recorded in its persistent image)
+    are fetched beside it, as copies, from what that save-back added (``_save_snapshots``)."""
+    handle = ImageHandle.parse(request.source)
+    if handle is None or not disk.snapshot_ids:
+        return
+    recorded = ImageSnapshots.from_template(cli.show_image(handle.image_id).template)
+    for snapshot_id in disk.snapshot_ids:
+        cid = recorded.cid(snapshot_id)
+        if cid is None:
+            log_info(
+                f"snapshot {snapshot_id} of image {handle.image_id} was never saved to IPFS: not deployed"
+            )
+            continue
+        path = f"{request.disk.path}.snap/{snapshot_id}"
+        formats = _formats(content.Content(cid, held.format), disk)
+        _fetch_on_host(request, path, config, cid=cid, **formats, mode="copy")
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -195,33 +229,19 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     config = _config(datastore_id)
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
-    settings = config.import_settings
     vm_disk = _disk(vm_id, disk)
     saved_format = _saved_format(image, vm_disk)
-    options = _options(
-        disk=disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}",
-        format=saved_format,
-        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
-        vm=vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
-        timeout=config.transfer_timeout,
-        chunker=settings.chunker,
-        cid_version=settings.cid_version,
-        raw_leaves="true" if settings.raw_leaves else "false",
-        hash=settings.hash,
+    path = disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}"
+    cid, saved = _add_on_host(
+        disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
     )
-    saved = _on_host(disk.host, "save", options, config, vm_id)
-    cid = saved.get("cid")
-    if not isinstance(cid, str):
-        raise InvalidInput(f"{disk.host} did not report the CID of the saved disk")
     if versions.current_cid == cid:
         log_info(f"disk {disk.path} is unchanged ({cid}): image {handle.image_id} keeps its current version")
         return
     updated = versions.with_version(cid)
     number = updated.entries[-1][0]
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
-    content.hold(cid, handle.reference_name(number), config, total_bytes=int(saved.get("size", 0)) or None)
+    content.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
     try:
         cli.update_image(
             handle.image_id,
@@ -237,6 +257,59 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
+def _add_on_host(
+    host: str, path: str, *, saved_format: str, vm_disk: VmDisk, vm_id: int, config: DatastoreConfig
+) -> tuple[str, int]:
+    """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``."""
+    settings = config.import_settings
+    options = _options(
+        disk=path,
+        format=saved_format,
+        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
+        vm=vm_id,
+        api=config.host_api,
+        api_auth_file=config.host_api_auth_file or None,
+        timeout=config.transfer_timeout,
+        chunker=settings.chunker,
+        cid_version=settings.cid_version,
+        raw_leaves="true" if settings.raw_leaves else "false",
+        hash=settings.hash,
+    )
+    saved = _on_host(host, "save", options, config, vm_id)
+    cid = saved.get("cid")
+    if not isinstance(cid, str):
+        raise InvalidInput(f"{host} did not report the CID of the saved {path[:200]}")
+    return cid, int(saved.get("size", 0))
+
+
+def _save_snapshots(disk: Location, source: str, vm_id: int, datastore_id: int) -> None:
+    """A persistent disk's snapshots go into IPFS with it: oned records them in the image at save-back
+    and lists them in the next VM's disk, which ``_fetch_snapshots`` then puts beside it."""
+    handle = ImageHandle.parse(source)
+    if handle is None:
+        return
+    vm_disk = _disk(vm_id, disk)
+    image = cli.show_image(handle.image_id)
+    before = ImageSnapshots.from_template(image.template)
+    if not vm_disk.snapshot_ids and not before.entries:
+        return
+    config = _config(datastore_id)
+    saved_format = _saved_format(image, vm_disk)
+    entries = []
+    for snapshot_id in vm_disk.snapshot_ids:
+        path = f"{disk.path}.snap/{snapshot_id}"
+        cid, size = _add_on_host(
+            disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
+        )
+        content.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
+        entries.append((snapshot_id, cid))
+    cli.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
+    for snapshot_id, cid in before.entries:
+        if (snapshot_id, cid) not in entries:
+            content.release(cid, handle.snapshot_reference(snapshot_id), config)
+    log_info(f"image {handle.image_id} keeps {len(entries)} disk snapshot(s) in IPFS")
+
+
 def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
     """The format the saved content gets: the one the image's content has, or for a save-as
     placeholder the disk's, which oned makes the new image's FORMAT."""
@@ -249,7 +322,13 @@ def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
 def mvds(call: TmCall) -> None:
     """Save a persistent disk back into its image as a new version; the previous one stays intact."""
     disk, source, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
-    _save(Location.parse(disk), source, _int(vm_id, "the VM id"), _int(ds_id, "the datastore id"), -1)
+    location, vm, datastore_id = (
+        Location.parse(disk),
+        _int(vm_id, "the VM id"),
+        _int(ds_id, "the datastore id"),
+    )
+    _save(location, source, vm, datastore_id, -1)
+    _save_snapshots(location, source, vm, datastore_id)
 
 
 def cpds(call: TmCall) -> None:
@@ -445,6 +524,29 @@ def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
     return step
 
 
+KVMRC = "etc/vmm/kvm/kvmrc"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+
+
+def snap_create_live(call: TmCall) -> None:
+    """A snapshot of a running VM's disk (oned's KVM driver runs this for the ``kvm-ipfs`` pair that
+    ``one-ipfs install`` puts in LIVE_DISK_SNAPSHOTS): the host's hypervisor copies the disk while the
+    guest runs, as OpenNebula's ssh driver has it do, into the same ``disk.i.snap/<id>`` that
+    snap_revert and snap_delete use."""
+    disk, value, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
+    location = Location.parse(disk)
+    _disk_id(location)
+    snap_id = _int(value, "snap_id")
+    vm = cli.show_vm(_int(vm_id, "the VM id"))
+    if not vm.deploy_id:
+        raise InvalidInput(f"VM {vm.id} has no DEPLOY_ID: it is not running on a hypervisor")
+    config = _config(_int(ds_id, "the datastore id"))
+    uri = read_defaults(remotes_dir() / KVMRC).get("LIBVIRT_URI") or DEFAULT_LIBVIRT_URI
+    options = ["--disk", location.path, "--snap-id", str(snap_id), "--domain", vm.deploy_id]
+    options += ["--libvirt-uri", uri, "--timeout", f"{config.transfer_timeout:g}"]
+    run_on_host(location.host, "snapshot-create-live", options, timeout=_host_timeout(config))
+
+
 def monitor(call: TmCall) -> str:
     """Capacity of the datastore's node, for a system datastore that uses this driver."""
     action, _ = read_ds_action(call.args, call.stdin)
@@ -463,6 +565,7 @@ ACTIONS: dict[str, Callable[[TmCall], str | None]] = {
     "postmigrate": postmigrate,
     "failmigrate": failmigrate,
     "snap_create": _disk_step("snapshot-create", "snap_id"),
+    "snap_create_live": snap_create_live,
     "snap_revert": _disk_step("snapshot-revert", "snap_id"),
     "snap_delete": _disk_step("snapshot-delete", "snap_id"),
     "resize": _disk_step("resize", "size_mb"),
