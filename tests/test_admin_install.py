@@ -78,6 +78,15 @@ TM_MAD = [
 ]
 
 #*******************************************************************************
+# Marketplace Driver Configuration
+#*******************************************************************************
+
+MARKET_MAD = [
+    EXECUTABLE = "one_market",
+    ARGUMENTS  = "-t 15 -m http,s3,one,linuxcontainers"
+]
+
+#*******************************************************************************
 # Datastore Manager Driver Behavior Configuration
 #*******************************************************************************
 
@@ -103,6 +112,13 @@ TM_MAD_CONF = [
 TM_MAD_CONF = [
     NAME = "ssh", LN_TARGET = "SYSTEM", CLONE_TARGET = "SYSTEM", SHARED = "NO",
     DS_MIGRATE = "YES", DRIVER = "raw", ALLOW_ORPHANS="FORMAT"
+]
+
+MARKET_MAD_CONF = [
+    NAME = "http",
+    SUNSTONE_NAME  = "HTTP server",
+    REQUIRED_ATTRS = "BASE_URL,PUBLIC_DIR",
+    APP_ACTIONS = "create, delete, monitor"
 ]
 
 INHERIT_DATASTORE_ATTR  = "CEPH_HOST"
@@ -164,10 +180,11 @@ def test_install_adds_ipfs_to_both_driver_lists_and_registers_its_behaviour(one_
     assert result.exit_code == 0, result.output
     text = (one_location / "etc" / "oned.conf").read_text()
     registration = oned_conf.inspect(text)
-    assert registration.listed == {"DATASTORE_MAD": True, "TM_MAD": True}
-    assert registration.ds_mad_conf and registration.tm_mad_conf
+    assert registration.listed == {"DATASTORE_MAD": True, "TM_MAD": True, "MARKET_MAD": True}
+    assert registration.ds_mad_conf and registration.tm_mad_conf and registration.market_mad_conf
     assert f'ARGUMENTS  = "{DS_ARGUMENTS.replace("rsync ", "rsync,ipfs ")}' in text
     assert f'ARGUMENTS = "{TM_ARGUMENTS},ipfs"' in text
+    assert 'ARGUMENTS  = "-t 15 -m http,s3,one,linuxcontainers,ipfs"' in text
     tm = next(a for a in oned_conf.parse(text) if a.name == "TM_MAD_CONF" and a.get("NAME").text == "ipfs")  # type: ignore[union-attr]
     assert tm.get("TM_MAD_SYSTEM").text == "ssh,local,shared"  # type: ignore[union-attr]
     assert tm.get("SHARED").text == "NO"  # type: ignore[union-attr]
@@ -180,7 +197,9 @@ def test_install_keeps_every_other_byte_of_oned_conf(one_location: Path) -> None
     text = (one_location / "etc" / "oned.conf").read_text()
     body, _, block = text.partition(f"\n{oned_conf.BEGIN}")
     assert (
-        body.replace("rsync,ipfs -s", "rsync -s").replace('iscsi_libvirt,ipfs"', 'iscsi_libvirt"')
+        body.replace("rsync,ipfs -s", "rsync -s")
+        .replace('iscsi_libvirt,ipfs"', 'iscsi_libvirt"')
+        .replace('linuxcontainers,ipfs"', 'linuxcontainers"')
         == ONED_CONF
     )
     assert block.endswith(f"{oned_conf.END}\n")
@@ -353,6 +372,7 @@ def test_a_registration_made_by_hand_is_left_alone() -> None:
     by_hand += (
         'TM_MAD_CONF = [ NAME = "ipfs", LN_TARGET = "SYSTEM", CLONE_TARGET = "SYSTEM", SHARED = "NO" ]\n'
     )
+    by_hand += 'MARKET_MAD_CONF = [ NAME = "ipfs", APP_ACTIONS = "create, delete, monitor" ]\n'
 
     assert oned_conf.register(by_hand) == by_hand
     assert oned_conf.unregister(by_hand) == by_hand
@@ -363,8 +383,8 @@ def test_only_the_missing_parts_are_added_and_later_removed() -> None:
 
     registered = oned_conf.register(partly)
 
-    assert registered.count(",ipfs") == 2
-    assert f"{oned_conf.BEGIN}: added ipfs to the -d list of DATASTORE_MAD\n" in registered
+    assert registered.count(",ipfs") == 3
+    assert f"{oned_conf.BEGIN}: added ipfs to the driver list of DATASTORE_MAD MARKET_MAD\n" in registered
     assert oned_conf.unregister(registered) == partly
 
 

@@ -14,7 +14,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
+from xml.etree.ElementTree import Element
 
 from one_ipfs.errors import HostError
 from testbed.genuine.frontend import Frontend
@@ -43,6 +44,40 @@ _IMAGE_SETTLED = ("READY", "USED", "USED_PERS", "ERROR", "DISABLED")
 
 def _oid(ref: Image | Datastore | VirtualMachine | int) -> int:
     return ref if isinstance(ref, int) else ref.id
+
+
+@dataclass(frozen=True)
+class MarketApp:
+    """A marketplace app as ``onemarketapp show -x`` prints it."""
+
+    id: int
+    name: str
+    state: str
+    market_id: int
+    source: str
+    md5: str
+    size_mb: int
+    format: str
+
+    STATES: ClassVar[tuple[str, ...]] = ("INIT", "READY", "LOCKED", "ERROR", "DISABLED")
+
+    @classmethod
+    def from_xml(cls, xml: str) -> MarketApp:
+        return cls.from_element(parse_xml(xml))
+
+    @classmethod
+    def from_element(cls, app: Element) -> MarketApp:
+        state = int(app.findtext("STATE", "-1"))
+        return cls(
+            id=int(app.findtext("ID", "-1")),
+            name=app.findtext("NAME", ""),
+            state=cls.STATES[state] if 0 <= state < len(cls.STATES) else str(state),
+            market_id=int(app.findtext("MARKETPLACE_ID", "-1")),
+            source=app.findtext("SOURCE", ""),
+            md5=app.findtext("MD5", ""),
+            size_mb=int(app.findtext("SIZE", "0") or 0),
+            format=app.findtext("FORMAT", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,6 +204,43 @@ class GenuineOne:
         if image.state == "ERROR":
             raise OneFailure(action, driver_line(image.error), oid)
         return image
+
+    # Marketplaces ---------------------------------------------------------------------------------------
+
+    def market_create(self, template: Mapping[str, str]) -> int:
+        return self._create(["onemarket", "create"], "one.market.allocate", template)
+
+    def market_delete(self, market: int) -> None:
+        self._command(["onemarket", "delete", str(market)], "one.market.delete")
+
+    def market_app(self, app: int) -> MarketApp:
+        return MarketApp.from_xml(self._show("onemarketapp", app))
+
+    def market_apps(self, market: int) -> list[MarketApp]:
+        """``onemarketapp list``: the apps oned holds for the marketplace (monitored or created)."""
+        listed = parse_xml(self.frontend.run(["onemarketapp", "list", "-x"]).stdout.decode())
+        apps = [MarketApp.from_element(app) for app in listed.findall("MARKETPLACEAPP")]
+        return [app for app in apps if app.market_id == market]
+
+    def market_app_create(self, market: int, image: ImageRef, name: str) -> MarketApp:
+        """``onemarketapp create`` from an image; returns the app once its import ended (READY or ERROR)."""
+        values = {"NAME": name, "ORIGIN_ID": str(_oid(image)), "TYPE": "IMAGE"}
+        oid = self._create(["onemarketapp", "create", "-m", str(market)], "one.marketapp.allocate", values)
+        return self._wait(lambda: self.market_app(oid), lambda app: app.state != "LOCKED", f"app {oid}")
+
+    def market_app_export(self, app: int, datastore: DatastoreRef, name: str) -> Image:
+        """``onemarketapp export`` of the app's image alone into the datastore; returns the image READY."""
+        argv = ["onemarketapp", "export", str(app), name, "-d", str(_oid(datastore)), "--no"]
+        return self._image_settled(self._allocated(argv, "onemarketapp export"), "CP")
+
+    def market_app_delete(self, app: int) -> None:
+        """``onemarketapp delete``; returns once the app is gone."""
+        self._command(["onemarketapp", "delete", str(app)], "one.marketapp.delete")
+        self._wait(
+            lambda: self.frontend.run(["onemarketapp", "show", str(app)], check=False).returncode,
+            lambda code: code != 0,
+            f"app {app} to be deleted",
+        )
 
     # Virtual machines -----------------------------------------------------------------------------------
 

@@ -150,6 +150,8 @@ class Frontend:
                 (r"(?m)^LISTEN_ADDRESS\s*=.*$", 'LISTEN_ADDRESS = "127.0.0.1"'),
                 # Only the marketplaces a bed can reach: "one" and "linuxcontainers" dial the Internet.
                 (r"-m http,s3,one,linuxcontainers", "-m http,s3"),
+                # A marketplace lists its apps at its first monitor after 5 s, then every interval.
+                (r"(?m)^MONITORING_INTERVAL_MARKET\s*=.*$", "MONITORING_INTERVAL_MARKET = 10"),
                 (r"-p 2101 -l 2102", f"-p {ports.hooks_publish} -l {ports.hooks_listen}"),
             ],
             append="DATASTORE_LOCATION = /var/lib/one/datastores\n",

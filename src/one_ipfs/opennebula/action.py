@@ -1,5 +1,6 @@
-"""What OpenNebula hands the drivers, parsed once into dataclasses: the datastore driver action
-(``DS_DRIVER_ACTION_DATA``) and the VM, image and datastore XML its CLI prints.
+"""What OpenNebula hands the drivers, parsed once into dataclasses: the datastore and marketplace driver
+actions (``DS_DRIVER_ACTION_DATA``, ``MARKET_DRIVER_ACTION_DATA``) and the VM, image and datastore XML its
+CLI prints.
 
 All of it carries values users wrote into templates, so it is hostile input: the payload is capped,
 base64 is decoded strictly, the XML parser refuses DTDs and entities, and every number is checked
@@ -77,6 +78,52 @@ class DsAction:
 
 
 @dataclass(frozen=True)
+class MarketplaceTemplate:
+    """A marketplace as ``MarketPlace::to_xml`` writes it; ``attributes`` are its TEMPLATE's simple values."""
+
+    id: int
+    name: str
+    market_mad: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MarketAppTemplate:
+    """An app as ``MarketPlaceApp::to_xml`` writes it."""
+
+    id: int
+    name: str
+    source: str
+    md5: str
+    size_mb: int | None
+    format: str
+    description: str
+    version: str
+    apptemplate64: str
+
+
+@dataclass(frozen=True)
+class ImportInfo:
+    """What the image's datastore ``export`` answered, which one_market adds to an IMPORT action."""
+
+    source: str
+    md5: str
+    size_mb: int | None
+    format: str
+
+
+@dataclass(frozen=True)
+class MarketAction:
+    """One marketplace driver action; ``app`` is None for MONITOR; ``imported`` and ``datastore`` (the
+    image's) are set only for IMPORT."""
+
+    marketplace: MarketplaceTemplate
+    app: MarketAppTemplate | None
+    imported: ImportInfo | None
+    datastore: DatastoreTemplate | None
+
+
+@dataclass(frozen=True)
 class VmDisk:
     """One ``VM/TEMPLATE/DISK``: what a TM action needs to know about the disk it handles."""
 
@@ -122,6 +169,48 @@ def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
     OpenNebula >= 6.8 runs ``<action> <id>`` with the base64 action on stdin; older releases ran
     ``<action> <base64> <id>`` and left stdin alone, so it is only read in the first case.
     """
+    xml, object_id = _read_payload(argv, stdin)
+    return parse_ds_action(xml), object_id
+
+
+def read_market_action(argv: list[str], stdin: BinaryIO) -> MarketAction:
+    """A marketplace action: one_market runs ``<action> <base64> <id>`` (both versions), the datastore's
+    calling convention of old, so either is taken."""
+    xml, _ = _read_payload(argv, stdin)
+    return parse_market_action(xml)
+
+
+def parse_market_action(xml: bytes | str) -> MarketAction:
+    """Parse a decoded ``MARKET_DRIVER_ACTION_DATA`` document."""
+    root = _parse_xml(xml, "MARKET_DRIVER_ACTION_DATA")
+    market = root.find("MARKETPLACE")
+    if market is None:
+        raise InvalidInput("the marketplace action has no MARKETPLACE")
+    app = root.find("MARKETPLACEAPP")
+    datastore = root.find("DATASTORE")
+    imported = None
+    if root.find("IMPORT_SOURCE") is not None:
+        imported = ImportInfo(
+            source=_text(root, "IMPORT_SOURCE"),
+            md5=_text(root, "MD5"),
+            size_mb=_number(root, "SIZE", MAX_SIZE_MB),
+            format=_text(root, "FORMAT"),
+        )
+    return MarketAction(
+        marketplace=MarketplaceTemplate(
+            id=_required(market, "ID"),
+            name=_text(market, "NAME"),
+            market_mad=_text(market, "MARKET_MAD"),
+            attributes=_attributes(market.find("TEMPLATE")),
+        ),
+        app=None if app is None else _app(app),
+        imported=imported,
+        datastore=None if datastore is None else _datastore(datastore),
+    )
+
+
+def _read_payload(argv: list[str], stdin: BinaryIO) -> tuple[bytes, str]:
+    """The decoded XML and the object id, from stdin or from the first argument."""
     if len(argv) == 1:
         object_id, where = argv[0], "on stdin"
         encoded = stdin.read(MAX_PAYLOAD + 1)
@@ -135,7 +224,7 @@ def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
         )
     if not _ID_ARGUMENT.fullmatch(object_id):
         raise InvalidInput(f"the object id must be a non-negative whole number, not {_shown(object_id)}")
-    return parse_ds_action(_decode_base64(encoded, where)), object_id
+    return _decode_base64(encoded, where), object_id
 
 
 def parse_ds_action(xml: bytes | str) -> DsAction:
@@ -307,6 +396,20 @@ def _with_snapshots(disk: VmDisk, vm: Element) -> VmDisk:
             found = (_number(snapshot, "ID") for snapshot in snapshots.findall("SNAPSHOT"))
             return replace(disk, snapshot_ids=tuple(sorted(i for i in found if i is not None)))
     return disk
+
+
+def _app(element: Element) -> MarketAppTemplate:
+    return MarketAppTemplate(
+        id=_required(element, "ID"),
+        name=_text(element, "NAME"),
+        source=_text(element, "SOURCE"),
+        md5=_text(element, "MD5"),
+        size_mb=_number(element, "SIZE", MAX_SIZE_MB),
+        format=_text(element, "FORMAT"),
+        description=_text(element, "DESCRIPTION"),
+        version=_text(element, "VERSION"),
+        apptemplate64=_text(element, "APPTEMPLATE64"),
+    )
 
 
 def _disk(element: Element) -> VmDisk:

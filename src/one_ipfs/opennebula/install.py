@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(one_ipfs.__file__).resolve().parent
 SOURCE_REMOTES = PACKAGE_DIR / "remotes"
 """The remotes tree as this package ships it (package data, so a wheel carries it too)."""
 DRIVER_LAUNCHER = "one-ipfs-driver"
-DRIVER_DIRS = (Path("datastore/ipfs"), Path("tm/ipfs"))
+DRIVER_DIRS = (Path("datastore/ipfs"), Path("tm/ipfs"), Path("market/ipfs"))
 DEFAULTS = Path("etc/datastore/ipfs/ipfs.conf")
 HOST_LIB = Path("tm/ipfs/lib")
 HOST_LAUNCHER = "one-ipfs-host"
@@ -140,6 +140,7 @@ INTERPRETER_CHECK = (
     "if sys.version_info < (3, 11):\n"
     "    sys.exit('it is Python %d.%d; the drivers need 3.11 or later' % sys.version_info[:2])\n"
     "import one_ipfs, one_ipfs.driver, one_ipfs.datastore.actions, one_ipfs.transfer.actions\n"
+    "import one_ipfs.market.actions\n"
     "print(one_ipfs.__version__)\n"
 )
 """What the drivers need of their interpreter: Python 3.11, and one_ipfs with its dependencies."""

@@ -1,8 +1,9 @@
 """Register the ``ipfs`` drivers in ``oned.conf`` by editing the text, never by rewriting it.
 
 An admin's ``oned.conf`` carries years of comments and local choices, so the edit touches only the
-bytes it must: ``,ipfs`` appended to the ``-d`` list inside the ARGUMENTS strings of DATASTORE_MAD and
-TM_MAD, and a marked block with the DS_MAD_CONF and TM_MAD_CONF vectors appended at the end. The block's
+bytes it must: ``,ipfs`` appended to the driver list inside the ARGUMENTS strings of DATASTORE_MAD, TM_MAD
+(``-d``) and MARKET_MAD (``-m``), and a marked block with the DS_MAD_CONF, TM_MAD_CONF and MARKET_MAD_CONF
+vectors appended at the end. The block's
 first line records which lists were extended, so that ``unregister`` removes exactly what ``register``
 added and gives back the original bytes.
 
@@ -21,7 +22,7 @@ DRIVER = "ipfs"
 BEGIN = "# BEGIN one-ipfs"
 END = "# END one-ipfs"
 NO_FINAL_NEWLINE = "no-final-newline"
-MANAGERS = ("DATASTORE_MAD", "TM_MAD")
+MANAGERS = ("DATASTORE_MAD", "TM_MAD", "MARKET_MAD")
 
 DS_MAD_CONF = """DS_MAD_CONF = [ NAME = "ipfs", REQUIRED_ATTRS = "", PERSISTENT_ONLY = "NO",
     MARKETPLACE_ACTIONS = "export" ]
@@ -34,9 +35,20 @@ TM_MAD_CONF = """TM_MAD_CONF = [ NAME = "ipfs", LN_TARGET = "SYSTEM", CLONE_TARG
     LN_TARGET_SHARED = "SYSTEM", CLONE_TARGET_SHARED = "SYSTEM", DISK_TYPE_SHARED = "FILE" ]
 """
 """The registration of docs/transfer.md: host-local disks, for ssh, local and shared system datastores."""
+MARKET_MAD_CONF = """MARKET_MAD_CONF = [ NAME = "ipfs", SUNSTONE_NAME = "IPFS", REQUIRED_ATTRS = "",
+    APP_ACTIONS = "create, delete, monitor" ]
+"""
+"""The registration of docs/marketplace.md: apps are published and listed through the catalogue."""
 
-# The driver-list option of one_datastore (-d/--ds-types) and one_tm (-d/--tm-types).
-_DRIVER_LIST = re.compile(r"(?:^|(?<=\s))(?:-d|--ds-types|--tm-types)(?:\s+|=)([^\s\"]+)")
+# The driver-list option of one_datastore, one_tm and one_market, short and long.
+_DRIVER_LIST = {
+    manager: re.compile(rf"(?:^|(?<=\s))(?:{options})(?:\s+|=)([^\s\"]+)")
+    for manager, options in (
+        ("DATASTORE_MAD", "-d|--ds-types"),
+        ("TM_MAD", "-d|--tm-types"),
+        ("MARKET_MAD", "-m|--market-types"),
+    )
+}
 _TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"|[\[\]=,]|[^\s\[\]=,#"]+')
 
 
@@ -71,11 +83,12 @@ class Registration:
     listed: dict[str, bool]
     ds_mad_conf: bool
     tm_mad_conf: bool
+    market_mad_conf: bool
     marked: bool
 
     @property
     def complete(self) -> bool:
-        return all(self.listed.values()) and self.ds_mad_conf and self.tm_mad_conf
+        return all(self.listed.values()) and self.ds_mad_conf and self.tm_mad_conf and self.market_mad_conf
 
 
 def parse(text: str) -> list[Attribute]:
@@ -127,11 +140,14 @@ def parse(text: str) -> list[Attribute]:
 def inspect(text: str) -> Registration:
     """Where ``ipfs`` stands in this file (raises InvalidInput when the driver managers cannot be found)."""
     attributes = parse(text)
-    listed = {manager: DRIVER in _driver_list(_arguments(attributes, manager))[0] for manager in MANAGERS}
+    listed = {
+        manager: DRIVER in _driver_list(_arguments(attributes, manager), manager)[0] for manager in MANAGERS
+    }
     return Registration(
         listed=listed,
         ds_mad_conf=_has_conf(attributes, "DS_MAD_CONF"),
         tm_mad_conf=_has_conf(attributes, "TM_MAD_CONF"),
+        market_mad_conf=_has_conf(attributes, "MARKET_MAD_CONF"),
         marked=_block(text) is not None,
     )
 
@@ -153,7 +169,7 @@ def register(text: str) -> str:
         if state.listed[manager]:
             continue
         arguments = _arguments(attributes, manager)
-        _, end = _driver_list(arguments)
+        _, end = _driver_list(arguments, manager)
         edits.append((arguments.start + end, arguments.start + end, f",{DRIVER}"))
         extended.append(manager)
     for start, end, insert in sorted(edits, reverse=True):
@@ -163,12 +179,14 @@ def register(text: str) -> str:
     if text and not text.endswith("\n"):
         separator = "\n\n"
         markers += f" {NO_FINAL_NEWLINE}"
-    block = f"{BEGIN}: added ipfs to the -d list of {markers}\n"
+    block = f"{BEGIN}: added ipfs to the driver list of {markers}\n"
     block += "# (`one-ipfs uninstall` removes this block and those list entries)\n"
     if not state.ds_mad_conf:
         block += DS_MAD_CONF
     if not state.tm_mad_conf:
         block += TM_MAD_CONF
+    if not state.market_mad_conf:
+        block += MARKET_MAD_CONF
     block += f"{END}\n"
     return text + separator + block
 
@@ -190,14 +208,14 @@ def unregister(text: str) -> str:
     edits = []
     for manager in extended:
         arguments = _arguments(attributes, manager)
-        names, list_end = _driver_list(arguments)
+        names, list_end = _driver_list(arguments, manager)
         listing = arguments.text[:list_end]
         suffix = f",{DRIVER}"
         if listing.endswith(suffix):
             at = arguments.start + list_end - len(suffix)
             edits.append((at, at + len(suffix)))
         elif DRIVER in names:
-            raise InvalidInput(f"oned.conf: cannot remove ipfs from the {manager} -d list: it was moved")
+            raise InvalidInput(f"oned.conf: cannot remove ipfs from the {manager} driver list: it was moved")
     for cut_start, cut_end in sorted(edits, reverse=True):
         text = text[:cut_start] + text[cut_end:]
     return text
@@ -216,11 +234,14 @@ def _arguments(attributes: list[Attribute], manager: str) -> Value:
     return arguments
 
 
-def _driver_list(arguments: Value) -> tuple[list[str], int]:
-    """The drivers of the ``-d`` option and the offset (inside ARGUMENTS) where that list ends."""
-    match = _DRIVER_LIST.search(arguments.text)
+def _driver_list(arguments: Value, manager: str) -> tuple[list[str], int]:
+    """The drivers of the manager's list option and the offset (inside ARGUMENTS) where that list ends."""
+    match = _DRIVER_LIST[manager].search(arguments.text)
     if match is None:
-        raise InvalidInput(f'oned.conf: no "-d" driver list in ARGUMENTS = "{arguments.text}"')
+        option = "-m" if manager == "MARKET_MAD" else "-d"
+        raise InvalidInput(
+            f'oned.conf: no "{option}" driver list in the {manager} ARGUMENTS = "{arguments.text}"'
+        )
     return [name.strip() for name in match.group(1).split(",")], match.end(1)
 
 

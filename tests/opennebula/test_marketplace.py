@@ -1,0 +1,95 @@
+"""The marketplace driver (MARKET_MAD ``ipfs``) under genuine oned: an admin creates the marketplace with
+``onemarket create``, publishes an image with ``onemarketapp create``, exports the app into a datastore and
+deploys it, and deletes it, each through OpenNebula's own CLI and one_market.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+
+import pytest
+
+from one_ipfs.market.catalogue import Catalogue, parse_catalogue
+from testbed.bed import Bed
+from testbed.genuine import GenuineOne
+from testbed.kubo import KUBO
+from testbed.one import Datastore
+from tests.support.images import disk_bytes, sha256
+from tests.support.vms import add_on, disk_path
+
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+
+
+def catalogue_key(bed: Bed) -> str:
+    """A key of the frontend's Kubo, made as an admin makes it: ``ipfs key gen``."""
+    name = f"market-{secrets.token_hex(4)}"
+    env = {"IPFS_PATH": str(bed.frontend.repo), "PATH": "/usr/bin:/bin"}
+    subprocess.run([str(KUBO), "key", "gen", name], env=env, check=True, capture_output=True, timeout=60)
+    return name
+
+
+def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploys_and_unpins(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(4 << 20, seed=181)
+    image = one.image_create(ipfs_ds, name="to-publish", path=f"/ipfs/{add_on(bed, 'h1', data)}")
+    cid = image.template["IPFS_CID"]
+    node = bed.frontend.client()
+    key = catalogue_key(bed)
+    market = one.market_create(
+        {"NAME": f"ipfs-{key}", "MARKET_MAD": "ipfs", "IPFS_API": bed.frontend.api, "IPFS_CATALOGUE_KEY": key}
+    )
+    repo_before = node.repo_stat().repo_size
+    pins_before = {pin.cid for pin in node.pin_ls()}
+
+    app = one.market_app_create(market, image, "alpine-ipfs")
+
+    assert (app.state, app.source, app.format, app.size_mb) == ("READY", f"ipfs://{cid}", "raw", 4)
+    assert app.md5 == hashlib.md5(data).hexdigest()
+    catalogue_cid, catalogue = _published(bed, key)
+    assert {pin.cid for pin in node.pin_ls()} - pins_before == {catalogue_cid}, "new content pinned"
+    assert node.repo_stat().repo_size - repo_before < 1 << 20, "publishing stored a second copy"
+    assert [(entry.name, entry.cid, entry.md5) for entry in catalogue.apps] == [("alpine-ipfs", cid, app.md5)]
+
+    exported = one.market_app_export(app.id, ipfs_ds, "from-market")
+    vm = one.vm_deploy([exported], "h2")
+
+    assert exported.template["IPFS_CID"] == cid
+    assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
+    one._wait(lambda: _monitored(one, market), bool, f"marketplace {market} to be monitored")
+    listed = [(entry.id, entry.name, entry.state) for entry in one.market_apps(market)]
+    assert listed == [(app.id, "alpine-ipfs", "READY")], "the monitor did not keep the app as it was"
+
+    one.market_app_delete(app.id)
+
+    assert _published(bed, key)[1].apps == ()
+    assert f"one-market{market}-app{app.id}" not in dict(node.files_ls(f"/one-ipfs/refs/{cid}"))
+    one.vm_terminate(vm, hard=True)
+    one.image_delete(exported)
+    one.image_delete(image)
+    assert cid not in {pin.cid for pin in node.pin_ls()}, "a pin outlived the app and its images"
+    one.market_delete(market)
+
+
+def _monitored(one: GenuineOne, market: int) -> bool:
+    """Whether oned has recorded a monitor of the marketplace (its TOTAL_MB, from the driver's answer)."""
+    shown = one.frontend.run(["onemarket", "show", str(market), "-x"]).stdout.decode()
+    return "<TOTAL_MB>0</TOTAL_MB>" not in shown
+
+
+def _published(bed: Bed, key: str) -> tuple[str, Catalogue]:
+    """The catalogue's CID and apps, resolved from the key's IPNS name as another cloud resolves it."""
+    env = {"IPFS_PATH": str(bed.frontend.repo), "PATH": "/usr/bin:/bin"}
+    listed = subprocess.run(
+        [str(KUBO), "key", "list", "-l", "--enc=json"], env=env, check=True, capture_output=True, timeout=60
+    )
+    name = next(k["Id"] for k in json.loads(listed.stdout)["Keys"] if k["Name"] == key)
+    resolved = subprocess.run(
+        [str(KUBO), "name", "resolve", "--nocache", f"/ipns/{name}"], env=env, check=True, capture_output=True
+    )
+    path = resolved.stdout.decode().strip()
+    catalogue = parse_catalogue(b"".join(bed.frontend.client().cat(path)), pytest.fail)
+    return path.removeprefix("/ipfs/"), catalogue
