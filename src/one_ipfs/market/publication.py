@@ -76,10 +76,15 @@ def publish(market: MarketplaceTemplate, catalogue: Catalogue, config: Datastore
     node = content.client(config)
     added = node.add(io.BytesIO(catalogue.to_bytes()), settings=config.import_settings, pin=False)
     reference = f"one-market{market.id}-catalogue"
-    content.hold(added.cid, reference, config)
-    name = node.name_publish(f"/ipfs/{added.cid}", key=key)
     previous = _read_record(market.id)
-    _write_record(market.id, added.cid)
+    content.hold(added.cid, reference, config)
+    try:
+        name = node.name_publish(f"/ipfs/{added.cid}", key=key)
+        _write_record(market.id, added.cid)
+    except Exception:
+        if added.cid != previous:
+            content.release(added.cid, reference, config)
+        raise
     if previous is not None and previous != added.cid:
         content.release(previous, reference, config)
     log_info(
