@@ -6,15 +6,21 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput
+from one_ipfs.ipfs.rpc import DiskSpace, RepoStat
+from one_ipfs.market import actions
 from one_ipfs.market.catalogue import MAX_APPS, SCHEMA, Catalogue, CatalogueApp, parse_catalogue
 from one_ipfs.opennebula.action import ImportInfo, parse_market_action, read_market_action
+from one_ipfs.opennebula.output import run_action
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+IPNS_NAME = "k51qzi5uqu5dgx1jtuv7m22hhwkr43ss44sio8ffubmmrgo2j9ayodpb8jhng9"
 GOOD: dict[str, Any] = {"name": "alpine", "cid": CID, "size_mb": 64, "format": "qcow2", "md5": "0" * 32}
 
 
@@ -128,3 +134,45 @@ def test_one_market_s_import_is_read_from_its_base64_argument_with_the_export_s_
 def test_a_market_action_without_its_marketplace_is_one_error() -> None:
     with pytest.raises(InvalidInput, match="no MARKETPLACE"):
         parse_market_action("<MARKET_DRIVER_ACTION_DATA/>")
+
+
+class CatalogueNode:
+    """The one node a listing marketplace's monitor asks: an IPNS name that resolves to ``document``."""
+
+    def __init__(self, document: bytes) -> None:
+        self.document = document
+
+    def name_resolve(self, name: str, *, timeout: float | None = None) -> str:
+        return f"/ipfs/{CID}"
+
+    def cat(self, path: str, *, length: int | None = None, timeout: float | None = None) -> Iterator[bytes]:
+        yield self.document[:length]
+
+    def repo_stat(self) -> RepoStat:
+        return RepoStat(repo_size=3 << 20, storage_max=10 << 30, num_objects=1, repo_path="")
+
+    def repo_disk(self) -> DiskSpace:
+        return DiskSpace(free=100 << 30, total=200 << 30)
+
+
+def test_a_listing_marketplace_s_monitor_gives_oned_the_good_apps_and_one_line_per_bad_entry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = document({**GOOD, "name": 'x"\nAPP="'}, GOOD, {**GOOD, "name": "b", "cid": "Qm" + "x" * 44})
+    monkeypatch.setattr(content, "client", lambda config: CatalogueNode(hostile))
+    monitor = MARKET_IMPORT.replace(
+        "<IPFS_CATALOGUE_KEY>apps</IPFS_CATALOGUE_KEY>", f"<IPFS_CATALOGUE>/ipns/{IPNS_NAME}</IPFS_CATALOGUE>"
+    )
+    encoded = base64.b64encode(monitor.encode()).decode()
+
+    status = run_action(lambda: actions.run("monitor", [encoded, "100"], io.BytesIO()), "market monitor")
+
+    out, err = capsys.readouterr()
+    apps = [line for line in out.splitlines() if line.startswith("APP=")]
+    assert status == 0, err
+    assert "TOTAL_MB=10240" in out.splitlines()
+    assert [base64.b64decode(line[5:-1]).decode().splitlines()[0] for line in apps] == ['NAME="alpine"']
+    assert [line[:33] for line in err.splitlines()] == [
+        "ERROR: catalogue entry 0 refused:",
+        "ERROR: catalogue entry 2 refused:",
+    ]
