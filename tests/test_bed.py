@@ -137,12 +137,13 @@ def test_rpc_api_and_gateway_listen_on_loopback_only_in_every_namespace(bed: Bed
         for port in (5001, 8080):
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection((host.address, port), timeout=5).close()
+    api = bed.layout.frontend_api_port
     frontend = listeners(
-        subprocess.run(["ss", "-ltn"], capture_output=True, check=True, text=True).stdout, {5001}
+        subprocess.run(["ss", "-ltn"], capture_output=True, check=True, text=True).stdout, {api}
     )
     assert frontend == ["127.0.0.1"]
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((bed.layout.frontend_address, 5001), timeout=5).close()
+        socket.create_connection((bed.layout.frontend_address, api), timeout=5).close()
 
 
 def test_no_node_holds_a_connection_outside_the_bed(bed: Bed) -> None:
