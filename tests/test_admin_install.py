@@ -388,6 +388,21 @@ def test_only_the_missing_parts_are_added_and_later_removed() -> None:
     assert oned_conf.unregister(registered) == partly
 
 
+def test_an_earlier_registration_gains_the_marketplace_and_still_comes_back_identical() -> None:
+    earlier = (
+        oned_conf.register(ONED_CONF)
+        .replace("linuxcontainers,ipfs", "linuxcontainers")
+        .replace("DATASTORE_MAD TM_MAD MARKET_MAD", "DATASTORE_MAD TM_MAD")
+        .replace(oned_conf.MARKET_MAD_CONF, "")
+    )
+    assert not oned_conf.inspect(earlier).complete
+
+    upgraded = oned_conf.register(earlier)
+
+    assert upgraded == oned_conf.register(ONED_CONF)
+    assert oned_conf.unregister(upgraded) == ONED_CONF
+
+
 def test_a_file_without_a_final_newline_comes_back_identical() -> None:
     text = ONED_CONF.rstrip("\n")
 

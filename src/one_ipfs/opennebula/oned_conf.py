@@ -158,10 +158,9 @@ def register(text: str) -> str:
     if state.complete:
         return text
     if state.marked:
-        raise InvalidInput(
-            "oned.conf holds a one-ipfs block but ipfs is not fully registered: "
-            "run `one-ipfs uninstall` first, or fix the file by hand"
-        )
+        # An earlier one-ipfs registered less (the marketplace came later): take its registration out and
+        # write the whole one again, so that unregister still gives back the admin's original bytes.
+        return register(unregister(text))
     attributes = parse(text)
     edits: list[tuple[int, int, str]] = []
     extended: list[str] = []
