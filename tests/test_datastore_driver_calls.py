@@ -1,13 +1,12 @@
 """The datastore driver's actions called the way oned's driver manager calls them, through the simulator on
-the bed: what no OpenNebula command makes oned send on cue (a STAT of a 10 GiB image nobody fetched, the
-pre-6.8 calling convention, an EXPORT read back by OpenNebula's own downloader, a MONITOR when asked).
+the bed, where no OpenNebula command makes genuine oned send them: the pre-6.8 calling convention, and an
+EXPORT read back by OpenNebula's own downloader (until a marketplace on the genuine bed orders it).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import subprocess
 import xml.etree.ElementTree as ET
@@ -16,22 +15,11 @@ from pathlib import Path
 import pytest
 
 from testbed.bed import Bed
-from testbed.kubo import KUBO
 from testbed.one import Datastore, OneSim
-from tests.support.images import disk_bytes, sha256, unixfs_file_node
+from tests.support.images import disk_bytes, sha256
 from tests.support.vms import add_on
 
 pytestmark = pytest.mark.bed
-
-
-def test_datastore_monitor_reports_the_nodes_own_numbers(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
-    one.datastore_monitor(ipfs_ds)
-
-    monitored = one.datastore(ipfs_ds)
-    stats = bed.frontend.client().repo_stat()
-    assert monitored.used_mb == stats.repo_size >> 20
-    assert 0 < monitored.total_mb <= stats.storage_max >> 20
-    assert monitored.free_mb == monitored.total_mb - monitored.used_mb
 
 
 def test_the_pre_6_8_calling_convention_is_understood(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
@@ -47,47 +35,6 @@ def test_the_pre_6_8_calling_convention_is_understood(bed: Bed, one: OneSim, ipf
     result = one.datastore_manager.request("STAT", 42, payload, convention="pre-6.8")
 
     assert (result.success, result.info) == (True, "3")
-
-
-def zero_image_on(bed: Bed, host: str, gib: int) -> str:
-    """A ``gib`` GiB all-zero image on one host's node, built block by block in a second.
-
-    Its DAG is what ``ipfs add`` makes of zeros with 1 MiB raw leaves (one leaf block shared by every
-    chunk), without hashing gigabytes: a leaf, a node of 1024 links per GiB, and a root.
-    """
-
-    def ipfs(argv: list[str], data: bytes) -> str:
-        command = [str(KUBO), "--api=/ip4/127.0.0.1/tcp/5001", *argv]
-        return bed.host_run(bed.host(host), command, input=data).stdout.decode().strip()
-
-    def file_node(child: str, sizes: list[int]) -> str:
-        document = {
-            "Data": {"/": {"bytes": base64.b64encode(unixfs_file_node(sizes)).decode().rstrip("=")}},
-            "Links": [{"Hash": {"/": child}, "Name": "", "Tsize": size} for size in sizes],
-        }
-        return ipfs(
-            ["dag", "put", "--store-codec=dag-pb", "--input-codec=dag-json"], json.dumps(document).encode()
-        )
-
-    leaf = ipfs(["block", "put", "--cid-codec=raw"], bytes(1 << 20))
-    gibibyte = file_node(leaf, [1 << 20] * 1024)
-    return file_node(gibibyte, [1 << 30] * gib)
-
-
-def test_stat_sizes_a_10_gib_image_without_fetching_it(bed: Bed, one: OneSim, ipfs_ds: Datastore) -> None:
-    cid = zero_image_on(bed, "h2", 10)
-    repo_before = bed.frontend.client().repo_stat().repo_size
-    payload = base64.b64encode(
-        (
-            f"<DS_DRIVER_ACTION_DATA><IMAGE><PATH>/ipfs/{cid}</PATH></IMAGE>"
-            f"{one.datastore(ipfs_ds).xml}</DS_DRIVER_ACTION_DATA>"
-        ).encode()
-    ).decode()
-
-    result = one.datastore_manager.request("STAT", 43, payload)
-
-    assert (result.success, result.info) == (True, "10240")
-    assert bed.frontend.client().repo_stat().repo_size - repo_before < 4 << 20
 
 
 VENDOR = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "opennebula-7.4.0.tar.xz"

@@ -1,9 +1,10 @@
 """The fault matrix (docs/reliability.md): what breaks while OpenNebula works, and what a user then finds.
 
-Each test breaks one thing on the bed for real (a Kubo daemon killed, a link cut, sshd stopped, the
-driver killed, an action run twice) in the middle of an OpenNebula operation, and checks what every
-case must end with: one line a user understands, no partial ``disk.i`` nor temporary file on the
-host, no lost persistent change, and no pin on any node that nothing accounts for.
+Each test breaks one thing on the bed for real (a Kubo daemon killed, a link cut, the driver killed, an
+action run twice) at an exact moment of an OpenNebula operation, which only the simulator can be made to
+wait for, and checks what every case must end with: one line a user understands, no partial ``disk.i``
+nor temporary file on the host, no lost persistent change, and no pin on any node that nothing accounts
+for. Faults in place before an operation starts run under genuine oned (tests/opennebula/test_outages.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from testbed.one import Datastore, Image, OneFailure, OneSim, VirtualMachine
 from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import ipfs_cli
 from tests.support.vms import SETTINGS, disk_path, image_from, write_into
 
 pytestmark = pytest.mark.bed
@@ -171,27 +171,6 @@ def test_the_frontend_node_killed_during_an_import_leaves_the_image_in_error_and
     assert b"".join(bed.frontend.client().cat(f"/ipfs/{again.template['IPFS_CID']}")) == data
 
 
-def test_a_deploy_succeeds_from_the_hosts_that_hold_the_image_while_the_frontend_node_is_stopped(
-    bed: Bed, one: OneSim, faults_ds: Datastore
-) -> None:
-    data = disk_bytes(2 << 20, seed=72)
-    image = image_from(bed, one, faults_ds, data, "frontend-down")
-    first = one.vm_deploy([image], "h1")
-    h2_before = pins(bed.host("h2").node)
-    bed.stop_node(bed.frontend)
-    try:
-        second = one.vm_deploy([image], "h2")
-    finally:
-        bed.start_node(bed.frontend)
-
-    assert sha256(disk_path(bed, one, second).read_bytes()) == sha256(data)
-    cid = one.image(image).template["IPFS_CID"]
-    assert pins(bed.host("h2").node) - h2_before == {(cid, f"one-cache-{cid}")}
-    for vm in (first, second):
-        one.vm_terminate(vm)
-    assert leftovers(bed, "h2") == []
-
-
 # A host's node ---------------------------------------------------------------------------------------
 
 
@@ -235,28 +214,6 @@ def test_a_host_node_killed_mid_deploy_resumes_on_retry_instead_of_starting_over
     assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
     one.vm_terminate(vm)
     assert leftovers(bed, "h1") == []
-
-
-def test_two_deploys_of_one_image_on_one_host_at_once_fetch_it_once_and_both_get_every_byte(
-    bed: Bed, one: OneSim, faults_ds: Datastore
-) -> None:
-    size = 4 << 20
-    data = disk_bytes(size, seed=74)
-    image = image_from(bed, one, faults_ds, data, "twice-at-once")
-    host = bed.host("h2")
-    before, received = pins(host.node), bitswap_received(bed, host)
-
-    with ThreadPoolExecutor(2) as pool:
-        vms = list(pool.map(lambda _: one.vm_deploy([image], "h2"), range(2)))
-
-    assert bitswap_received(bed, host) - received < size * 3 // 2
-    for vm in vms:
-        assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
-    cid = one.image(image).template["IPFS_CID"]
-    assert pins(host.node) - before == {(cid, f"one-cache-{cid}")}
-    for vm in vms:
-        one.vm_terminate(vm)
-    assert leftovers(bed, "h2") == []
 
 
 # The network and ssh ---------------------------------------------------------------------------------
@@ -314,56 +271,6 @@ def test_a_partition_between_frontend_and_host_mid_transfer_fails_in_bounded_tim
 
 def peers_of(node: Node) -> set[str]:
     return {peer for peer, _ in node.client().swarm_peers()}
-
-
-def test_a_host_that_lost_its_peers_dials_them_at_the_next_deploy_instead_of_waiting_for_kubo(
-    bed: Bed, one: OneSim
-) -> None:
-    # As after an outage of the host's network: no connection left, so not even the DHT can find the
-    # frontend. Kubo's peering redials a lost peer 7.5 to 12.5 s after the loss at the soonest, far
-    # beyond this datastore's stall timeout, which a deploy that waited for Kubo would run into.
-    ds = one.datastore_create(ipfs_datastore_template(bed, "ipfs-redial", IPFS_STALL_TIMEOUT="5"))
-    data = disk_bytes(1 << 20, seed=77)
-    image = image_from(bed, one, ds, data, "redial")
-    host = bed.host("h4")
-    for peer in peers_of(host.node):
-        ipfs_cli(host.node, "swarm", "disconnect", f"/p2p/{peer}")
-    assert peers_of(host.node) == set()
-
-    vm = one.vm_deploy([image], host.name, context=False)
-
-    assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
-    one.vm_terminate(vm)
-    one.image_delete(image)
-
-
-@pytest.mark.parametrize("how", ["host-unreachable", "sshd-stopped"])
-def test_ssh_failing_fails_the_deploy_with_one_line_and_leaves_nothing(
-    bed: Bed, one: OneSim, faults_ds: Datastore, how: str
-) -> None:
-    data = disk_bytes(1 << 20, seed=76)
-    image = image_from(bed, one, faults_ds, data, f"ssh-{how}")
-    host = bed.host("h3")
-    before = all_pins(bed)
-    breaks, repairs = (bed.stop_sshd, bed.start_sshd) if how == "sshd-stopped" else (bed.partition, bed.heal)
-    breaks(host)
-    try:
-        with pytest.raises(OneFailure) as raised:
-            one.vm_deploy([image], "h3")
-    finally:
-        repairs(host)
-
-    failure = raised.value
-    assert failure.info.startswith("h3: ssh: connect to host")
-    reasons = ("Connection refused",) if how == "sshd-stopped" else ("No route to host", "timed out")
-    assert any(reason in one_line(failure.info) for reason in reasons)
-    assert failure.oid is not None
-    vm = one.vm(failure.oid)
-    assert vm_disks(bed, "h3", vm) == []
-    assert all_pins(bed) == before
-    one.vm_recover_retry(vm)
-    assert disk_path(bed, one, vm).read_bytes() == data
-    one.vm_terminate(vm)
 
 
 # The driver itself -----------------------------------------------------------------------------------

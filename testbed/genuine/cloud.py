@@ -22,11 +22,21 @@ from testbed.genuine.frontend import Frontend
 from testbed.one import template as tmpl
 from testbed.one.documents import Datastore, Image, VirtualMachine, parse_xml
 from testbed.one.failure import OneFailure
-from testbed.one.oned import DiskSpec, Volatile
+from testbed.one.oned import DiskSpec
 
 SYSTEM_DS_ID = 0
 WAIT = 300.0
 POLL = 0.2
+
+
+@dataclass(frozen=True)
+class Volatile:
+    """A volatile DISK (``TYPE=fs`` or ``swap``), created by the system datastore's TM."""
+
+    size_mb: int
+    type: str = "fs"
+    format: str = "raw"
+
 
 ImageRef = Image | int
 DatastoreRef = Datastore | int
@@ -122,9 +132,12 @@ class GenuineOne:
 
     # Datastores -----------------------------------------------------------------------------------------
 
-    def datastore_create(self, template: Mapping[str, str]) -> Datastore:
-        """``onedatastore create``; returns once oned has monitored it (images need its FREE_MB)."""
+    def datastore_create(self, template: Mapping[str, str], *, monitor: bool = True) -> Datastore:
+        """``onedatastore create``; returns once oned has monitored it (images need its FREE_MB), or at
+        once without ``monitor`` (a datastore whose MONITOR is meant to fail)."""
         oid = self._create(["onedatastore", "create"], "one.datastore.allocate", template)
+        if not monitor:
+            return self.datastore(oid)
         return self._wait(
             lambda: self.datastore(oid),
             lambda ds: ds.type != "IMAGE_DS" or ds.total_mb > 0,
@@ -304,6 +317,12 @@ class GenuineOne:
     def vm_recover_retry(self, vm: VmRef) -> VirtualMachine:
         oid = _oid(vm)
         return self._run_vm(oid, ["onevm", "recover", "--retry", str(oid)], ("RUNNING", "POWEROFF", "DONE"))
+
+    def vm_recover_delete(self, vm: VmRef) -> None:
+        """``onevm recover --delete``: oned deletes the disks and folder, saving nothing; the VM is DONE."""
+        oid = _oid(vm)
+        self._command(["onevm", "recover", "--delete", str(oid)], "one.vm.recover")
+        self._wait(lambda: self.vm(oid), lambda current: current.state == "DONE", f"VM {oid} to be DONE")
 
     def disk_attach(self, vm: VmRef, disk: DiskRef) -> int:
         """``onevm disk-attach``; returns the new DISK_ID."""

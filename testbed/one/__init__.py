@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from testbed.one.documents import Datastore, Disk, History, Host, Image, VirtualMachine
     from testbed.one.failure import OneFailure
     from testbed.one.managers import DriverResult, LogLine
-    from testbed.one.oned import DiskSpec, OneSim, Volatile
+    from testbed.one.oned import DiskSpec, OneSim
     from testbed.one.runner import Execution, LocalRunner, Runner
 
 _HOME = {
@@ -25,7 +25,7 @@ _HOME = {
     **dict.fromkeys(["Datastore", "Disk", "History", "Host", "Image", "VirtualMachine"], "documents"),
     "OneFailure": "failure",
     **dict.fromkeys(["DriverResult", "LogLine"], "managers"),
-    **dict.fromkeys(["DiskSpec", "OneSim", "Volatile"], "oned"),
+    **dict.fromkeys(["DiskSpec", "OneSim"], "oned"),
     **dict.fromkeys(["Execution", "LocalRunner", "Runner"], "runner"),
 }
 
@@ -54,5 +54,4 @@ __all__ = [
     "OnedConf",
     "Runner",
     "VirtualMachine",
-    "Volatile",
 ]

@@ -255,10 +255,6 @@ def template_set(node: ET.Element, name: str, value: tmpl.Value) -> None:
     fill_template(node, attributes)
 
 
-def template_remove(node: ET.Element, name: str) -> None:
-    fill_template(node, [(n, v) for n, v in template_attributes(node) if n != name])
-
-
 def vector_get(vector: ET.Element, key: str) -> str:
     return text(vector, key)
 

@@ -1,7 +1,7 @@
 """What happens on hosts that is not our drivers' doing: the system datastore's TM and the hypervisor.
 
 A VM on an ``ssh`` system datastore also gets work from OpenNebula's own ``tm/ssh`` scripts (context ISO,
-volatile disks, moving and deleting the VM folder, ``premigrate`` calling the other TMs) and from the KVM
+moving and deleting the VM folder, ``premigrate`` calling the other TMs) and from the KVM
 driver (deployment file, checkpoint, copying disks on a live migration). The test bed carries no
 OpenNebula, so the simulator does that share itself, minimally and with the same visible effect on the
 hosts' folders: files owned by the driver user, in the places OpenNebula's scripts put them. Everything
@@ -148,20 +148,6 @@ class SimulatedSystemTM:
         context_file, target = args[0], args[-3]
         data = self.files.frontend(context_file).read_bytes()
         self.files.write(self._located(target), data)
-        return _ok()
-
-    def _mkimage(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:
-        self.files.sparse_file(self._located(args[2]), int(args[0]))
-        return _ok()
-
-    def _mkswap(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:
-        self.files.sparse_file(self._located(args[1]), int(args[0]))
-        return _ok()
-
-    def _resize(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:
-        path = self._located(args[0])
-        with open(path, "r+b") as handle:
-            handle.truncate(max(int(args[1]) << 20, path.stat().st_size))
         return _ok()
 
     def _delete(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:

@@ -12,7 +12,6 @@ state OpenNebula leaves them (image ERROR, VM PROLOG_FAILURE...).
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sys
 import time
@@ -39,7 +38,6 @@ from testbed.one.documents import (
     collection_ids,
     datastore_document,
     element,
-    fill_template,
     history_element,
     host_document,
     image_document,
@@ -66,14 +64,13 @@ from testbed.one.runner import Execution, Runner
 from testbed.one.snapshots import (
     activate_snapshot,
     create_snapshot,
-    delete_snapshot,
     disk_snapshots,
     find_snapshot,
     set_image_snapshots,
     update_disk,
 )
 from testbed.one.state import STATE_ENV, StateStore
-from testbed.one.transfers import TransferLines, is_volatile
+from testbed.one.transfers import TransferLines
 
 SYSTEM_DS_ID = 0
 FIRST_DATASTORE_ID = 100
@@ -95,16 +92,7 @@ class DiskSpec:
     dev_prefix: str | None = None
 
 
-@dataclass(frozen=True)
-class Volatile:
-    """A volatile DISK (``TYPE=fs`` or ``swap``), created by the system datastore's TM."""
-
-    size_mb: int
-    type: str = "fs"
-    format: str = "raw"
-
-
-DiskRef = ImageRef | DiskSpec | Volatile
+DiskRef = ImageRef | DiskSpec
 
 
 def _oid(ref: Image | Datastore | VirtualMachine | Host | int) -> int:
@@ -373,19 +361,6 @@ class OneSim:
         if ds_type != 3:
             replace("ALLOW_ORPHANS", conf.get("ALLOW_ORPHANS", "NO"))
         return values
-
-    def datastore_update(
-        self, datastore: DatastoreRef, attributes: Mapping[str, str], *, append: bool = True
-    ) -> Datastore:
-        """``onedatastore update [--append]`` of plain attributes (how per-datastore settings change)."""
-        oid = _oid(datastore)
-        with self.store.edit("datastore", oid) as root:
-            node = root.find("TEMPLATE")
-            assert node is not None
-            update: list[tmpl.Attribute] = [(name.upper(), value) for name, value in attributes.items()]
-            current = template_attributes(node)
-            fill_template(node, tmpl.merge(current, update) if append else update)
-        return self.datastore(oid)
 
     def datastore_monitor(self, datastore: DatastoreRef) -> DriverResult | None:
         """One monitoring cycle (``ImageManager::monitor_datastore``); None for an unmonitored system DS."""
@@ -711,79 +686,6 @@ class OneSim:
             set_text(root, "PERSISTENT", int(persistent))
         return self.image(oid)
 
-    def image_update(
-        self, image: ImageRef, attributes: Mapping[str, str] | str, *, append: bool = False
-    ) -> Image:
-        """``oneimage update [--append]`` with a dict or template text, parsed as the CLI would send it."""
-        content = attributes if isinstance(attributes, str) else tmpl.render(attributes)
-        update_file = self.store.root / f".update-{os.getpid()}-{time.monotonic_ns()}"
-        update_file.write_text(content, encoding="utf-8")
-        try:
-            cli.run(
-                "oneimage",
-                ["update", str(_oid(image)), str(update_file), *(["--append"] if append else [])],
-                self.store,
-            )
-        except cli.CliError as exc:
-            raise OneFailure("one.image.update", str(exc), _oid(image)) from None
-        finally:
-            update_file.unlink()
-        return self.image(image)
-
-    def image_snapshot_delete(self, image: ImageRef, snapshot_id: int) -> Image:
-        """``oneimage snapshot-delete``: SNAP_DELETE with TARGET_SNAPSHOT set; image LOCKED meanwhile."""
-        return self._image_snapshot(image, "SNAP_DELETE", snapshot_id)
-
-    def image_snapshot_revert(self, image: ImageRef, snapshot_id: int) -> Image:
-        """``oneimage snapshot-revert``: SNAP_REVERT; the snapshot becomes the active one."""
-        return self._image_snapshot(image, "SNAP_REVERT", snapshot_id)
-
-    def image_snapshot_flatten(self, image: ImageRef, snapshot_id: int) -> Image:
-        """``oneimage snapshot-flatten``: SNAP_FLATTEN; the image keeps no snapshots afterwards."""
-        return self._image_snapshot(image, "SNAP_FLATTEN", snapshot_id)
-
-    def _image_snapshot(self, image: ImageRef, action: str, snapshot_id: int) -> Image:
-        """``ImageManager::{delete,revert,flatten}_snapshot`` and their reply handlers."""
-        oid = _oid(image)
-        api = f"one.image.snapshot{action.split('_')[1].lower()}"
-        with self.store.edit("image", oid) as root:
-            state = IMAGE_STATES[integer(root, "STATE")]
-            if state != "READY":
-                raise OneFailure(api, f"Cannot {action.split('_')[1].lower()} snapshot in state {state}", oid)
-            snapshots = root.find("SNAPSHOTS")
-            snapshot = find_snapshot(snapshots, snapshot_id) if snapshots is not None else None
-            if snapshots is None or snapshot is None:
-                raise OneFailure(api, f"Snapshot {snapshot_id} does not exist", oid)
-            if action == "SNAP_DELETE" and (text(snapshot, "ACTIVE") == "YES" or text(snapshot, "CHILDREN")):
-                raise OneFailure(
-                    api, f"Cannot delete snapshot {snapshot_id}: it is active or has children", oid
-                )
-            set_text(root, "TARGET_SNAPSHOT", snapshot_id)
-            payload = self._ds_payload(to_string(root), integer(root, "DATASTORE_ID"))
-            _set_image_state(root, "LOCKED")
-        result = self._ds_request(action, oid, payload)
-        with self.store.edit("image", oid) as root:
-            _unlock(root)
-            snapshots = root.find("SNAPSHOTS")
-            assert snapshots is not None
-            if not result.success:
-                prefix = {
-                    "SNAP_DELETE": f"Error removing snapshot {snapshot_id} from image {oid}",
-                    "SNAP_REVERT": f"Error reverting image {oid} to snapshot {snapshot_id}",
-                    "SNAP_FLATTEN": "Error flattening image snapshot",
-                }[action]
-                _set_error(root, _error_text(prefix, result.info))
-            elif action == "SNAP_DELETE":
-                delete_snapshot(snapshots, snapshot_id)
-            elif action == "SNAP_REVERT":
-                activate_snapshot(snapshots, snapshot_id)
-            else:
-                set_image_snapshots(root, None)
-            set_text(root, "TARGET_SNAPSHOT", -1)
-        if not result.success:
-            raise OneFailure(action, result.info, oid)
-        return self.image(oid)
-
     # ----------------------------------------------------------------------------------------------
     # Virtual machines: creation and deployment
     # ----------------------------------------------------------------------------------------------
@@ -817,7 +719,7 @@ class OneSim:
             self._inherit_snapshots(root, disk)
         with self.store.locked():
             self.store.write("vm", oid, root)
-        self._deploy(oid, host, system_ds, prolog="PROLOG")
+        self._deploy(oid, host, system_ds)
         return self.vm(oid)
 
     def _inherit_snapshots(self, vm: ET.Element, disk: ET.Element) -> None:
@@ -847,16 +749,12 @@ class OneSim:
         used: set[str] = set()
         try:
             for disk_id, spec in enumerate(disks):
-                if isinstance(spec, Volatile):
-                    disk = self._volatile_disk(disk_id, spec, system_ds)
+                image_spec = spec if isinstance(spec, DiskSpec) else DiskSpec(spec)
+                disk, image_type = self._image_disk(vmid, disk_id, image_spec)
+                acquired.append(_oid(image_spec.image))
+                kind = {"OS": "os", "CDROM": "cdrom"}.get(image_type, "datablock")
+                if kind == "os" and queues["os"]:
                     kind = "datablock"
-                else:
-                    image_spec = spec if isinstance(spec, DiskSpec) else DiskSpec(spec)
-                    disk, image_type = self._image_disk(vmid, disk_id, image_spec, attach=False)
-                    acquired.append(_oid(image_spec.image))
-                    kind = {"OS": "os", "CDROM": "cdrom"}.get(image_type, "datablock")
-                    if kind == "os" and queues["os"]:
-                        kind = "datablock"
                 target = vector_get(disk, "TARGET")
                 if target:
                     if target in used:
@@ -878,32 +776,11 @@ class OneSim:
                 vector_set(disk, "TARGET", _next_target(prefix, used))
         return result
 
-    def _volatile_disk(self, disk_id: int, spec: Volatile, system_ds: int) -> ET.Element:
-        ds = self._read("datastore", system_ds)
-        driver = self.conf.tm_mad_conf.get(text(ds, "TM_MAD"), {}).get("DRIVER", "")
-        image_format = (driver or spec.format or "raw") if spec.type.upper() == "FS" else "raw"
-        return vector_element(
-            "DISK",
-            {
-                "CLUSTER_ID": "0",
-                "DATASTORE": text(ds, "NAME"),
-                "DATASTORE_ID": text(ds, "ID"),
-                "DEV_PREFIX": self.conf.default_device_prefix,
-                "DISK_ID": str(disk_id),
-                "DISK_TYPE": "FILE",
-                "DRIVER": image_format,
-                "FORMAT": image_format,
-                "SIZE": str(spec.size_mb),
-                "TM_MAD": text(ds, "TM_MAD"),
-                "TYPE": spec.type,
-            },
-        )
-
-    def _image_disk(self, vmid: int, disk_id: int, spec: DiskSpec, attach: bool) -> tuple[ET.Element, str]:
+    def _image_disk(self, vmid: int, disk_id: int, spec: DiskSpec) -> tuple[ET.Element, str]:
         """Acquire the image (``ImageManager::acquire_image``) and compose the DISK
         (``Image::disk_attribute`` + ``Datastore::disk_attribute``)."""
         image_id = _oid(spec.image)
-        api = "one.vm.attach" if attach else "one.vm.allocate"
+        api = "one.vm.allocate"
         with self.store.locked():
             image = self.store.read("image", image_id)
             if image is None:
@@ -915,7 +792,7 @@ class OneSim:
                     f"DISK {disk_id}: Image {image_id} ({text(image, 'NAME')}) of type {image_type} "
                     "cannot be used as DISK.",
                 )
-            problem = _acquire(image, vmid, attach)
+            problem = _acquire(image, vmid)
             if problem:
                 raise OneFailure(api, f"DISK {disk_id}: {problem}")
             self.store.write("image", image_id, image)
@@ -979,7 +856,7 @@ class OneSim:
     def _check_tm_mad(self, disk: ET.Element, system_tm: str) -> str:
         """``check_tm_mad_disks`` for one DISK: TM_MAD_SYSTEM modes of its image datastore ('' if fine)."""
         tm_mad = vector_get(disk, "TM_MAD")
-        if is_volatile(disk) or not vector_get(disk, "IMAGE_ID") or tm_mad == system_tm:
+        if not vector_get(disk, "IMAGE_ID") or tm_mad == system_tm:
             return ""
         ds = self._read("datastore", int(vector_get(disk, "DATASTORE_ID")))
         node = ds.find("TEMPLATE")
@@ -998,8 +875,8 @@ class OneSim:
         vector_set(disk, "TM_MAD_SYSTEM", system_tm)
         return ""
 
-    def _deploy(self, vmid: int, host: str, system_ds: int, prolog: str) -> None:
-        """``one.vm.deploy`` then PROLOG (or PROLOG_RESUME/PROLOG_UNDEPLOY) and boot."""
+    def _deploy(self, vmid: int, host: str, system_ds: int) -> None:
+        """``one.vm.deploy`` then PROLOG and boot."""
         host_id = self._host_id(host)
         ds = self._read("datastore", system_ds)
         system_tm = text(ds, "TM_MAD")
@@ -1024,25 +901,21 @@ class OneSim:
                 now=int(time.time()),
             )
             history.append(record)
-            _set_vm_state(root, "ACTIVE", prolog)
+            _set_vm_state(root, "ACTIVE", "PROLOG")
         self._host_vms(host, add=vmid)
-        if prolog == "PROLOG":
-            root = self._read("vm", vmid)
-            context = root.find("TEMPLATE/CONTEXT")
-            context_file = self._write_context(vmid, context) if context is not None else None
-            try:
-                lines = self.lines.prolog(root, context_file)
-            except OneFailure:
-                self._set_state(vmid, "ACTIVE", "PROLOG_FAILURE")
-                raise
-            result = self._transfer(vmid, "prolog", lines)
-        else:
-            result = self._transfer(vmid, "resume", self.lines.moves(self._read("vm", vmid), "resume"))
+        root = self._read("vm", vmid)
+        context = root.find("TEMPLATE/CONTEXT")
+        context_file = self._write_context(vmid, context) if context is not None else None
+        try:
+            lines = self.lines.prolog(root, context_file)
+        except OneFailure:
+            self._set_state(vmid, "ACTIVE", "PROLOG_FAILURE")
+            raise
+        result = self._transfer(vmid, "prolog", lines)
         if not result.success:
-            self._transfer_failed(vmid, f"{prolog}_FAILURE", result)
-        boot = {"PROLOG": "BOOT", "PROLOG_RESUME": "BOOT_STOPPED", "PROLOG_UNDEPLOY": "BOOT_UNDEPLOY"}[prolog]
-        self._set_state(vmid, "ACTIVE", boot)
-        self._boot(vmid, restore=prolog == "PROLOG_RESUME")
+            self._transfer_failed(vmid, "PROLOG_FAILURE", result)
+        self._set_state(vmid, "ACTIVE", "BOOT")
+        self._boot(vmid)
 
     def _boot(self, vmid: int, restore: bool = False) -> None:
         root = self._read("vm", vmid)
@@ -1132,13 +1005,12 @@ class OneSim:
         if state in ("PENDING", "HOLD"):
             self._done(vmid)
             return
-        if not ((state == "ACTIVE" and lcm == "RUNNING") or state in ("POWEROFF", "STOPPED", "UNDEPLOYED")):
+        if not ((state == "ACTIVE" and lcm == "RUNNING") or state == "POWEROFF"):
             raise self._refuse("one.vm.terminate", vmid)
-        local = state in ("STOPPED", "UNDEPLOYED")
         if lcm == "RUNNING":
             self._set_state(vmid, "ACTIVE", "SHUTDOWN")
         self._set_state(vmid, "ACTIVE", "EPILOG")
-        result = self._transfer(vmid, "epilog", self.lines.epilog(self._read("vm", vmid), local))
+        result = self._transfer(vmid, "epilog", self.lines.epilog(self._read("vm", vmid)))
         if not result.success:
             self._transfer_failed(vmid, "EPILOG_FAILURE", result)
         self._done(vmid)
@@ -1149,10 +1021,8 @@ class OneSim:
         root = self._read("vm", vmid)
         result = None
         if root.find("HISTORY_RECORDS/HISTORY") is not None:
-            state, _ = self._state(vmid)
             self._set_state(vmid, "ACTIVE", "CLEANUP_DELETE")
-            local = state in ("STOPPED", "UNDEPLOYED")
-            result = self._transfer(vmid, "delete", self.lines.deletes(self._read("vm", vmid), local=local))
+            result = self._transfer(vmid, "delete", self.lines.deletes(self._read("vm", vmid)))
         self._done(vmid)
         return result or DriverResult("TRANSFER", vmid, True, "-")
 
@@ -1240,54 +1110,6 @@ class OneSim:
         self._set_state(vmid, "ACTIVE", "SHUTDOWN_POWEROFF")
         self._set_state(vmid, "POWEROFF")
 
-    def vm_stop(self, vm: VmRef) -> None:
-        """``onevm stop``: checkpoint, then EPILOG_STOP moves the disks and the folder to the frontend."""
-        vmid = _oid(vm)
-        if self._state(vmid) != ("ACTIVE", "RUNNING"):
-            raise self._refuse("one.vm.stop", vmid)
-        self._set_state(vmid, "ACTIVE", "SAVE_STOP")
-        place = self.lines.place(self._read("vm", vmid))
-        host, folder = place.host, place.folder
-        self.hypervisor.save(host, folder)
-        self._to_frontend(vmid, "EPILOG_STOP", "STOPPED")
-
-    def vm_undeploy(self, vm: VmRef) -> None:
-        """``onevm undeploy``: shut down (if running), then the same transfer as stop."""
-        vmid = _oid(vm)
-        state, lcm = self._state(vmid)
-        if not ((state, lcm) == ("ACTIVE", "RUNNING") or state == "POWEROFF"):
-            raise self._refuse("one.vm.undeploy", vmid)
-        if lcm == "RUNNING":
-            self._set_state(vmid, "ACTIVE", "SHUTDOWN_UNDEPLOY")
-        self._to_frontend(vmid, "EPILOG_UNDEPLOY", "UNDEPLOYED")
-
-    def _to_frontend(self, vmid: int, lcm: str, final: str) -> None:
-        self._set_state(vmid, "ACTIVE", lcm)
-        result = self._transfer(vmid, "stop", self.lines.moves(self._read("vm", vmid), "stop"))
-        if not result.success:
-            self._transfer_failed(vmid, f"{lcm}_FAILURE", result)
-        host = self.lines.place(self._read("vm", vmid)).host
-        self._host_vms(host, remove=vmid)
-        self._set_state(vmid, final)
-
-    def vm_resume(self, vm: VmRef, host: str | None = None) -> None:
-        """``onevm resume``: boot a powered-off VM, or deploy a stopped/undeployed one (on ``host``,
-        default the last one) with PROLOG_RESUME/PROLOG_UNDEPLOY moving everything back."""
-        vmid = _oid(vm)
-        state, _ = self._state(vmid)
-        root = self._read("vm", vmid)
-        if state == "POWEROFF":
-            self._set_state(vmid, "ACTIVE", "BOOT_POWEROFF")
-            self._boot(vmid)
-            return
-        if state not in ("STOPPED", "UNDEPLOYED"):
-            raise self._refuse("one.vm.resume", vmid)
-        last = self.lines.place(root)
-        last_host, ds_id = last.host, int(last.ds_id)
-        self._set_state(vmid, "PENDING")
-        prolog = "PROLOG_RESUME" if state == "STOPPED" else "PROLOG_UNDEPLOY"
-        self._deploy(vmid, host or last_host, ds_id, prolog=prolog)
-
     def vm_migrate(self, vm: VmRef, host: str, *, live: bool = False) -> None:
         """``onevm migrate [--live]``: cold = save, MV lines, restore; live = the VMM driver's
         PREMIGRATE, hypervisor migration (FAILMIGRATE on failure), POSTMIGRATE."""
@@ -1310,7 +1132,7 @@ class OneSim:
         self._new_history(vmid, host)
         lcm_state = "PROLOG_MIGRATE" if running else "PROLOG_MIGRATE_POWEROFF"
         self._set_state(vmid, "ACTIVE", lcm_state)
-        result = self._transfer(vmid, "migrate", self.lines.moves(self._read("vm", vmid), "migrate"))
+        result = self._transfer(vmid, "migrate", self.lines.moves(self._read("vm", vmid)))
         if not result.success:
             self._transfer_failed(vmid, f"{lcm_state}_FAILURE", result)
         if running:
@@ -1371,101 +1193,8 @@ class OneSim:
             set_text(root, "HOST_SHARE/RUNNING_VMS", len(set(ids)))
 
     # ----------------------------------------------------------------------------------------------
-    # Disks of a VM: attach, detach, save as, snapshots, resize
+    # Disks of a VM: save as, snapshots
     # ----------------------------------------------------------------------------------------------
-
-    def disk_attach(self, vm: VmRef, disk: DiskRef) -> int:
-        """``onevm disk-attach``: RUNNING via the VMM driver's TM step, POWEROFF via ``prolog_attach``.
-
-        Returns the new DISK_ID; on failure the disk is removed again and its image released.
-        """
-        vmid = _oid(vm)
-        state, lcm = self._state(vmid)
-        running = (state, lcm) == ("ACTIVE", "RUNNING")
-        if not (running or state == "POWEROFF"):
-            raise self._refuse("one.vm.attach", vmid)
-        root = self._read("vm", vmid)
-        ids = [int(vector_get(d, "DISK_ID")) for d in root.findall("TEMPLATE/DISK")]
-        context = root.find("TEMPLATE/CONTEXT")
-        if context is not None:
-            ids.append(int(vector_get(context, "DISK_ID")))
-        disk_id = max(ids, default=-1) + 1
-        ds_id = int(self.lines.place(root).ds_id)
-        if isinstance(disk, Volatile):
-            new = self._volatile_disk(disk_id, disk, ds_id)
-        else:
-            new, _ = self._image_disk(
-                vmid, disk_id, disk if isinstance(disk, DiskSpec) else DiskSpec(disk), attach=True
-            )
-        system_tm = self.lines.place(root).tm_mad
-        problem = self._check_tm_mad(new, system_tm)
-        if problem:
-            self._release_disk(vmid, new)
-            raise OneFailure("one.vm.attach", problem, vmid)
-        used = {vector_get(d, "TARGET") for d in root.findall("TEMPLATE/DISK")}
-        if context is not None:
-            used.add(vector_get(context, "TARGET"))
-        if not vector_get(new, "TARGET"):
-            vector_set(new, "TARGET", _next_target(vector_get(new, "DEV_PREFIX"), used))
-        vector_set(new, "ATTACH", "YES")
-        with self.store.edit("vm", vmid) as current:
-            template = current.find("TEMPLATE")
-            assert template is not None
-            template.append(new)
-            _sort_template(template)
-            _set_vm_state(current, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_PROLOG_POWEROFF")
-        command = self.lines.prolog_disk(self._read("vm", vmid), new)
-        result = (
-            self._tm_step(vmid, command, vmm_action="ATTACHDISK")
-            if running
-            else self._transfer(vmid, "prolog_attach", [command])
-        )
-        with self.store.edit("vm", vmid) as current:
-            node = _find_disk(current, disk_id)
-            if result.success:
-                vector_remove(node, "ATTACH")
-            else:
-                template = current.find("TEMPLATE")
-                assert template is not None
-                template.remove(node)
-            _set_vm_state(current, *(("ACTIVE", "RUNNING") if running else ("POWEROFF", "LCM_INIT")))
-        if not result.success:
-            self._release_disk(vmid, new)
-            raise OneFailure(result.action, result.info, vmid)
-        return disk_id
-
-    def disk_detach(self, vm: VmRef, disk_id: int) -> None:
-        """``onevm disk-detach``: MVDS (persistent) or DELETE of one disk, then the image is released."""
-        vmid = _oid(vm)
-        state, lcm = self._state(vmid)
-        running = (state, lcm) == ("ACTIVE", "RUNNING")
-        if not (running or state == "POWEROFF"):
-            raise self._refuse("one.vm.detach", vmid)
-        with self.store.edit("vm", vmid) as root:
-            disk = _find_disk(root, disk_id)
-            vector_set(disk, "ATTACH", "YES")
-            _set_vm_state(root, "ACTIVE", "HOTPLUG" if running else "HOTPLUG_EPILOG_POWEROFF")
-        root = self._read("vm", vmid)
-        disk = _find_disk(root, disk_id)
-        command = self.lines.epilog_disk(root, disk, self.lines.place(root).host)
-        if command is None:
-            result = DriverResult("TRANSFER", vmid, True, "-")
-        elif running:
-            result = self._tm_step(vmid, command, vmm_action="DETACHDISK")
-        else:
-            result = self._transfer(vmid, "epilog_detach", [command])
-        with self.store.edit("vm", vmid) as current:
-            node = _find_disk(current, disk_id)
-            if result.success:
-                template = current.find("TEMPLATE")
-                assert template is not None
-                template.remove(node)
-            else:
-                vector_remove(node, "ATTACH")
-            _set_vm_state(current, *(("ACTIVE", "RUNNING") if running else ("POWEROFF", "LCM_INIT")))
-        if not result.success:
-            raise OneFailure(result.action, result.info, vmid)
-        self._release_disk(vmid, disk)
 
     def disk_saveas(self, vm: VmRef, disk_id: int, name: str, *, snapshot_id: int = -1) -> Image:
         """``onevm disk-saveas``: a new image (MKFS placeholder, FORMAT ``save_as``), then CPDS into it."""
@@ -1475,15 +1204,11 @@ class OneSim:
             ("ACTIVE", "RUNNING"): "HOTPLUG_SAVEAS",
             ("POWEROFF", "LCM_INIT"): "HOTPLUG_SAVEAS_POWEROFF",
             ("SUSPENDED", "LCM_INIT"): "HOTPLUG_SAVEAS_SUSPENDED",
-            ("UNDEPLOYED", "LCM_INIT"): "HOTPLUG_SAVEAS_UNDEPLOYED",
-            ("STOPPED", "LCM_INIT"): "HOTPLUG_SAVEAS_STOPPED",
         }.get((state, lcm))
         if saveas is None:
             raise self._refuse("one.vm.disksaveas", vmid)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        if is_volatile(disk) or not vector_get(disk, "IMAGE_ID"):
-            raise OneFailure("one.vm.disksaveas", "Cannot save volatile disks", vmid)
         original = self._read("image", int(vector_get(disk, "IMAGE_ID")))
         ds_id = int(vector_get(disk, "DATASTORE_ID"))
         size = int(vector_get(disk, "SIZE") or 0)
@@ -1537,8 +1262,6 @@ class OneSim:
             self._end_saveas(vmid, disk_id, restore)
             raise OneFailure("MKFS", problem, oid)
         host = self.lines.place(root).host
-        if saveas in ("HOTPLUG_SAVEAS_STOPPED", "HOTPLUG_SAVEAS_UNDEPLOYED"):
-            host = self.hostname
         line = self.lines.saveas(root, disk, host, source, snapshot_id)
         result = self._transfer(vmid, "disk_saveas", [line])
         with self.store.edit("image", oid) as new:
@@ -1565,67 +1288,34 @@ class OneSim:
 
     def disk_snapshot_create(self, vm: VmRef, disk_id: int, name: str = "") -> int:
         """``onevm disk-snapshot-create``: SNAP_CREATE (poweroff), or the live/VMM path when running."""
-        return self._disk_snapshot(vm, disk_id, "SNAP_CREATE", None, name)
-
-    def disk_snapshot_revert(self, vm: VmRef, disk_id: int, snapshot_id: int) -> None:
-        """``onevm disk-snapshot-revert``: SNAP_REVERT, VM powered off."""
-        self._disk_snapshot(vm, disk_id, "SNAP_REVERT", snapshot_id)
-
-    def disk_snapshot_delete(self, vm: VmRef, disk_id: int, snapshot_id: int) -> None:
-        """``onevm disk-snapshot-delete``: SNAP_DELETE."""
-        self._disk_snapshot(vm, disk_id, "SNAP_DELETE", snapshot_id)
-
-    def _disk_snapshot(
-        self, vm: VmRef, disk_id: int, action: str, snapshot_id: int | None, name: str = ""
-    ) -> int:
         vmid = _oid(vm)
         state, lcm = self._state(vmid)
         running = (state, lcm) == ("ACTIVE", "RUNNING")
-        api = f"one.vm.disksnapshot{action.split('_')[1].lower()}"
-        if not (state in ("POWEROFF", "SUSPENDED") or (running and action != "SNAP_REVERT")):
+        api = "one.vm.disksnapshotcreate"
+        if not (state in ("POWEROFF", "SUSPENDED") or running):
             raise self._refuse(api, vmid)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        if is_volatile(disk):
-            raise OneFailure(api, "Cannot make snapshots on volatile disks", vmid)
-        tm_mad = vector_get(disk, "TM_MAD")
-        live = running and action == "SNAP_CREATE" and f"kvm-{tm_mad}" in self.conf.live_disk_snapshots
+        live = running and f"kvm-{vector_get(disk, 'TM_MAD')}" in self.conf.live_disk_snapshots
         with self.store.edit("vm", vmid) as current:
             allow_orphans = vector_get(_find_disk(current, disk_id), "ALLOW_ORPHANS") or "NO"
             snapshots = disk_snapshots(current, disk_id, allow_orphans)
-            existing = find_snapshot(snapshots, snapshot_id)
-            if action == "SNAP_CREATE":
-                snapshot_id = create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
-            elif snapshot_id is None or existing is None:
-                raise OneFailure(api, f"Snapshot {snapshot_id} does not exist", vmid)
-            elif action == "SNAP_DELETE" and (
-                text(existing, "ACTIVE") == "YES" or text(existing, "CHILDREN")
-            ):
-                raise OneFailure(
-                    api, f"Cannot delete snapshot {snapshot_id}: it is active or has children", vmid
-                )
-            suffix_state = {"SNAP_CREATE": "", "SNAP_REVERT": "_REVERT", "SNAP_DELETE": "_DELETE"}[action]
-            if running:
-                _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}")
-            else:
-                _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT{suffix_state}_{state}")
-        line = self.lines.snapshot(root, disk, f"{action}_LIVE" if live else action, snapshot_id)
-        via_vmm = running and action == "SNAP_CREATE"
+            snapshot_id = create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
+            _set_vm_state(current, "ACTIVE", "DISK_SNAPSHOT" if running else f"DISK_SNAPSHOT_{state}")
+        line = self.lines.snapshot(root, disk, "SNAP_CREATE_LIVE" if live else "SNAP_CREATE", snapshot_id)
         result = (
             self._tm_step(vmid, line, vmm_action="DISKSNAPSHOTCREATE")
-            if via_vmm
+            if running
             else self._transfer(vmid, "disk_snapshot", [line])
         )
         with self.store.edit("vm", vmid) as current:
             snapshots = disk_snapshots(current, disk_id, "NO")
-            if action == "SNAP_CREATE" and not result.success:
+            if result.success:
+                activate_snapshot(snapshots, snapshot_id)
+            else:
                 snapshot = find_snapshot(snapshots, snapshot_id)
                 if snapshot is not None:
                     snapshots.remove(snapshot)
-            elif result.success and action in ("SNAP_CREATE", "SNAP_REVERT"):
-                activate_snapshot(snapshots, snapshot_id)
-            elif result.success:
-                delete_snapshot(snapshots, snapshot_id)
             update_disk(current, _find_disk(current, disk_id), snapshots)
             if running:
                 _set_vm_state(current, "ACTIVE", "RUNNING")
@@ -1634,46 +1324,6 @@ class OneSim:
         if not result.success:
             raise OneFailure(result.action, result.info, vmid)
         return snapshot_id
-
-    def disk_resize(self, vm: VmRef, disk_id: int, size_mb: int) -> None:
-        """``onevm disk-resize``: RESIZE through a transfer file (poweroff/undeployed) or the VMM driver."""
-        vmid = _oid(vm)
-        state, lcm = self._state(vmid)
-        running = (state, lcm) == ("ACTIVE", "RUNNING")
-        if not (running or state in ("POWEROFF", "UNDEPLOYED")):
-            raise self._refuse("one.vm.diskresize", vmid)
-        with self.store.edit("vm", vmid) as root:
-            disk = _find_disk(root, disk_id)
-            current = int(vector_get(disk, "SIZE") or 0)
-            if size_mb <= current:
-                raise OneFailure(
-                    "one.vm.diskresize", "New disk size has to be greater than current one", vmid
-                )
-            vector_set(disk, "SIZE_PREV", current)
-            vector_set(disk, "SIZE", size_mb)
-            vector_set(disk, "RESIZE", "YES")
-            lcm_state = "DISK_RESIZE" if running else f"DISK_RESIZE_{state}"
-            _set_vm_state(root, "ACTIVE", lcm_state)
-        root = self._read("vm", vmid)
-        disk = _find_disk(root, disk_id)
-        line = self.lines.resize(root, disk)
-        result = (
-            self._tm_step(vmid, line, vmm_action="RESIZEDISK")
-            if running
-            else self._transfer(vmid, "disk_resize", [line])
-        )
-        with self.store.edit("vm", vmid) as root:
-            node = _find_disk(root, disk_id)
-            if not result.success:
-                vector_set(node, "SIZE", vector_get(node, "SIZE_PREV"))
-            vector_remove(node, "SIZE_PREV")
-            vector_remove(node, "RESIZE")
-            if running:
-                _set_vm_state(root, "ACTIVE", "RUNNING")
-            else:
-                _set_vm_state(root, state, "LCM_INIT")
-        if not result.success:
-            raise OneFailure(result.action, result.info, vmid)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1731,7 +1381,7 @@ def _unlock(root: ET.Element) -> None:
         _set_image_state(root, unlocked[state])
 
 
-def _acquire(image: ET.Element, vmid: int, attach: bool) -> str:
+def _acquire(image: ET.Element, vmid: int) -> str:
     """``ImageManager::acquire_image``; returns the refusal ('' when acquired)."""
     oid = text(image, "ID")
     state = IMAGE_STATES[integer(image, "STATE")]
@@ -1740,8 +1390,6 @@ def _acquire(image: ET.Element, vmid: int, attach: bool) -> str:
     shareable = node is not None and template_get(node, "PERSISTENT_TYPE").upper() == "SHAREABLE"
     if state in ("USED_PERS", "LOCKED_USED_PERS") and not shareable:
         return f"Cannot acquire image {oid}, it is persistent and already in use"
-    if state.startswith("LOCKED") and attach:
-        return f"Cannot acquire image {oid}, it is locked"
     if state == "READY":
         _set_image_state(image, "USED_PERS" if persistent else "USED")
     elif state == "LOCKED":

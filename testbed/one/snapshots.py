@@ -85,21 +85,6 @@ def activate_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
             vector_remove(snapshot, "ACTIVE")
 
 
-def delete_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
-    """``Snapshots::delete_snapshot``: drop it and its mention among its parent's CHILDREN."""
-    snapshot = find_snapshot(snapshots, snapshot_id)
-    if snapshot is None:
-        return
-    parent = find_snapshot(snapshots, integer(snapshot, "PARENT", -1))
-    if parent is not None:
-        children = [c for c in text(parent, "CHILDREN").split(",") if c and c != str(snapshot_id)]
-        if children:
-            vector_set(parent, "CHILDREN", ",".join(children))
-        else:
-            vector_remove(parent, "CHILDREN")
-    snapshots.remove(snapshot)
-
-
 def update_disk(root: ET.Element, disk: ET.Element, snapshots: ET.Element) -> None:
     """The DISK_SNAPSHOT_* attributes of ``disk`` after a change; SNAPSHOTS goes when it is empty."""
     entries = snapshots.findall("SNAPSHOT")

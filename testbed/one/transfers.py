@@ -3,7 +3,7 @@
 Each function reads a VM document and returns text exactly as oned composes it: ``ACTION[.sys] tm args``,
 paths ``host:<DATASTORE_LOCATION>/<sys ds>/<vmid>/disk.<i>`` (hence ``/var/lib/one//datastores``), a
 SOURCE as ``<frontend>:SOURCE`` unless it already holds a ``:`` (never for MVDS/CPDS), the ``.<sys>``
-suffix from the disk's TM_MAD_SYSTEM, and the system datastore's TM for the VM folder and volatile disks.
+suffix from the disk's TM_MAD_SYSTEM, and the system datastore's TM for the VM folder.
 Where oned has a quirk a driver can observe, it is kept and said so.
 """
 
@@ -14,10 +14,6 @@ from dataclasses import dataclass
 
 from testbed.one.documents import integer, text, vector_get
 from testbed.one.failure import OneFailure
-
-
-def is_volatile(disk: ET.Element) -> bool:
-    return vector_get(disk, "TYPE").upper() in ("SWAP", "FS")
 
 
 def suffix(disk: ET.Element) -> str:
@@ -54,26 +50,17 @@ class TransferLines:
     def source(self, source: str) -> str:
         return source if ":" in source else f"{self.hostname}:{source}"
 
-    def disk_tm(self, vm: ET.Element, disk: ET.Element, previous: bool = False) -> tuple[str, str] | None:
-        """(TM_MAD, DS id) of a disk's own line: the system datastore's for a volatile disk."""
-        if is_volatile(disk):
-            place = self.place(vm, previous)
-            return place.tm_mad, place.ds_id
+    def disk_tm(self, vm: ET.Element, disk: ET.Element) -> tuple[str, str] | None:
+        """(TM_MAD, DS id) of a disk's own line."""
         tm_mad, ds_id = vector_get(disk, "TM_MAD"), vector_get(disk, "DATASTORE_ID")
         return (tm_mad, ds_id) if tm_mad and ds_id else None
 
     def prolog_disk(self, vm: ET.Element, disk: ET.Element) -> str:
-        """``prolog_transfer_command``: MKSWAP/MKIMAGE on the system TM, CLONE/LN on the image TM."""
+        """``prolog_transfer_command``: CLONE/LN on the image TM."""
         place = self.place(vm)
         vmid = text(vm, "ID")
         disk_id = vector_get(disk, "DISK_ID")
         target = f"{place.host}:{place.folder}/disk.{disk_id}"
-        kind = vector_get(disk, "TYPE").upper()
-        if kind == "SWAP":
-            return f"MKSWAP {place.tm_mad} {vector_get(disk, 'SIZE')} {target} {vmid} {place.ds_id}"
-        if kind == "FS":
-            size, image_format = vector_get(disk, "SIZE"), vector_get(disk, "FORMAT")
-            return f"MKIMAGE {place.tm_mad} {size} {image_format} {target} {vmid} {place.ds_id}"
         names = ("TM_MAD", "DATASTORE_ID", "SOURCE", "CLONE")
         tm_mad, image_ds, source, clone = (vector_get(disk, name) for name in names)
         if not (tm_mad and image_ds and source and clone):
@@ -96,21 +83,17 @@ class TransferLines:
             lines.append(f"CONTEXT {place.tm_mad} {context_file} {target} {text(vm, 'ID')} {place.ds_id}")
         return lines
 
-    def moves(self, vm: ET.Element, op: str) -> list[str]:
-        """MV lines of ``migrate`` (previous host -> host), ``resume`` (frontend -> host) and ``stop``
-        (host -> frontend): each disk on its TM, then the folder on the system TM.
+    def moves(self, vm: ET.Element) -> list[str]:
+        """MV lines of a cold migration (previous host -> host): each disk on its TM, then the folder on the
+        system TM.
 
         As in TransferManager.cc the suffix variable is not reset between disks: once a disk with
-        TM_MAD_SYSTEM is seen, later disk lines (volatile ones included) carry the suffix too.
+        TM_MAD_SYSTEM is seen, later disk lines carry the suffix too.
         """
         place = self.place(vm)
         vmid = text(vm, "ID")
-        if op == "stop":
-            source_host, source_dir, target_host = place.host, place.folder, self.hostname
-        else:
-            previous = self.place(vm, previous=True)
-            source_host = previous.host if op == "migrate" else self.hostname
-            source_dir, target_host = previous.folder, place.host
+        previous = self.place(vm, previous=True)
+        source_host, source_dir, target_host = previous.host, previous.folder, place.host
         lines = []
         carried = ""
         for disk in vm.findall("TEMPLATE/DISK"):
@@ -143,24 +126,23 @@ class TransferLines:
             return None
         return f"DELETE{suffix(disk)} {tm[0]} {host}:{folder}/disk.{disk_id} {vmid} {tm[1]}"
 
-    def epilog(self, vm: ET.Element, local: bool) -> list[str]:
-        """``trigger_epilog``: every disk saved or deleted, then the folder deleted (on the frontend
-        for a stopped or undeployed VM)."""
+    def epilog(self, vm: ET.Element) -> list[str]:
+        """``trigger_epilog``: every disk saved or deleted, then the folder deleted."""
         place = self.place(vm)
-        host = self.hostname if local else place.host
+        host = place.host
         lines = [line for disk in vm.findall("TEMPLATE/DISK") if (line := self.epilog_disk(vm, disk, host))]
         lines.append(f"DELETE {place.tm_mad} {host}:{place.folder} {text(vm, 'ID')} {place.ds_id}")
         return lines
 
-    def deletes(self, vm: ET.Element, local: bool = False, previous: bool = False) -> list[str]:
+    def deletes(self, vm: ET.Element) -> list[str]:
         """``epilog_delete_commands``: DELETE every disk and the folder, nothing saved (suffix carried)."""
-        place = self.place(vm, previous)
-        host = self.hostname if local else place.host
+        place = self.place(vm)
+        host = place.host
         vmid = text(vm, "ID")
         lines = []
         carried = ""
         for disk in vm.findall("TEMPLATE/DISK"):
-            tm = self.disk_tm(vm, disk, previous)
+            tm = self.disk_tm(vm, disk)
             if tm is None:
                 continue
             carried = suffix(disk) or carried
@@ -179,23 +161,12 @@ class TransferLines:
         )
 
     def snapshot(self, vm: ET.Element, disk: ET.Element, verb: str, snapshot_id: int) -> str:
-        """``snapshot_transfer_command``: SNAP_CREATE/REVERT/DELETE (or ``_LIVE`` for the VMM)."""
+        """``snapshot_transfer_command``: SNAP_CREATE (``SNAP_CREATE_LIVE`` for the VMM)."""
         place = self.place(vm)
         disk_id = vector_get(disk, "DISK_ID")
         return (
             f"{verb}{suffix(disk)} {vector_get(disk, 'TM_MAD')} {place.host}:{place.folder}/disk.{disk_id} "
             f"{snapshot_id} {text(vm, 'ID')} {vector_get(disk, 'DATASTORE_ID')}"
-        )
-
-    def resize(self, vm: ET.Element, disk: ET.Element) -> str:
-        """``resize_command``: RESIZE to the disk's (new) SIZE, on the host even when undeployed."""
-        place = self.place(vm)
-        tm = self.disk_tm(vm, disk)
-        tm_mad, ds_id = tm if tm is not None else ("", "")
-        disk_id = vector_get(disk, "DISK_ID")
-        return (
-            f"RESIZE{suffix(disk)} {tm_mad} {place.host}:{place.folder}/disk.{disk_id} "
-            f"{vector_get(disk, 'SIZE')} {text(vm, 'ID')} {ds_id}"
         )
 
     def migrate(self, vm: ET.Element) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ from testbed.kubo import KUBO
 from testbed.one import Datastore, Image
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
+from tests.support.nodes import SECRET_FILE, locked_apis
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
@@ -208,3 +210,28 @@ def test_prefetch_of_an_image_larger_than_the_host_cache_fails_and_fetches_nothi
     error = json.loads(out)["hosts"]["h1"]["error"]
     assert f"{cid} (2 MiB) is larger than the host cache (IPFS_HOST_CACHE_MB=1)" in error
     assert "h1" not in listed(bed, one)[image.id]["held_by"]
+
+
+def test_images_asks_nodes_with_the_secret_of_each_datastore(bed: Bed, one: GenuineOne) -> None:
+    secret = f"bearer:{secrets.token_hex(16)}"
+    with locked_apis(bed, secret):
+        ds = one.datastore_create(
+            ipfs_datastore_template(
+                bed,
+                "ipfs-images-locked",
+                IPFS_API_AUTH_FILE=SECRET_FILE,
+                IPFS_HOST_API_AUTH_FILE=SECRET_FILE,
+                DATASTORE_CAPACITY_CHECK="NO",
+            ),
+            monitor=False,
+        )
+        image = image_on_h3(bed, one, ds, disk_bytes(1 << 20, seed=59), "images-locked")
+
+        code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS, "--json")
+
+        assert code == 0, err
+        row = next(row for row in json.loads(out)["images"] if row["id"] == image.id)
+        assert sorted(row["held_by"]) == ["frontend", "h3"]
+        assert row["unknown"] == {}
+        assert secret.split(":")[1] not in out + err
+        one.image_delete(image)
