@@ -67,7 +67,6 @@ class OnedConf:
     ``datastore_mads``/``system_ds_tms``/``datastore_timeout`` are one_datastore's ``-d``/``-s``/``-w``;
     ``tm_mads`` is one_tm's ``-d`` (None = every driver folder, OpenNebula's default). ``convention``
     selects how DS scripts are called: ``current`` (id in argv, base64 on stdin, 6.8+) or ``pre-6.8``.
-    ``live_disk_snapshots`` lists ``<vmm>-<tm>`` pairs (vmm_execrc LIVE_DISK_SNAPSHOTS).
     """
 
     hostname: str | None = None
@@ -83,4 +82,3 @@ class OnedConf:
     datastore_timeout: float | None = None
     tm_mads: tuple[str, ...] | None = None
     convention: str = "current"
-    live_disk_snapshots: tuple[str, ...] = ()

@@ -1287,27 +1287,20 @@ class OneSim:
             _set_vm_state(current, *restore)
 
     def disk_snapshot_create(self, vm: VmRef, disk_id: int, name: str = "") -> int:
-        """``onevm disk-snapshot-create``: SNAP_CREATE (poweroff), or the live/VMM path when running."""
+        """``onevm disk-snapshot-create`` of a powered-off VM: SNAP_CREATE in a transfer file."""
         vmid = _oid(vm)
-        state, lcm = self._state(vmid)
-        running = (state, lcm) == ("ACTIVE", "RUNNING")
-        api = "one.vm.disksnapshotcreate"
-        if not (state in ("POWEROFF", "SUSPENDED") or running):
-            raise self._refuse(api, vmid)
+        state, _ = self._state(vmid)
+        if state not in ("POWEROFF", "SUSPENDED"):
+            raise self._refuse("one.vm.disksnapshotcreate", vmid)
         root = self._read("vm", vmid)
         disk = _find_disk(root, disk_id)
-        live = running and f"kvm-{vector_get(disk, 'TM_MAD')}" in self.conf.live_disk_snapshots
         with self.store.edit("vm", vmid) as current:
             allow_orphans = vector_get(_find_disk(current, disk_id), "ALLOW_ORPHANS") or "NO"
             snapshots = disk_snapshots(current, disk_id, allow_orphans)
             snapshot_id = create_snapshot(snapshots, name, int(vector_get(disk, "SIZE") or 0))
-            _set_vm_state(current, "ACTIVE", "DISK_SNAPSHOT" if running else f"DISK_SNAPSHOT_{state}")
-        line = self.lines.snapshot(root, disk, "SNAP_CREATE_LIVE" if live else "SNAP_CREATE", snapshot_id)
-        result = (
-            self._tm_step(vmid, line, vmm_action="DISKSNAPSHOTCREATE")
-            if running
-            else self._transfer(vmid, "disk_snapshot", [line])
-        )
+            _set_vm_state(current, "ACTIVE", f"DISK_SNAPSHOT_{state}")
+        line = self.lines.snapshot(root, disk, "SNAP_CREATE", snapshot_id)
+        result = self._transfer(vmid, "disk_snapshot", [line])
         with self.store.edit("vm", vmid) as current:
             snapshots = disk_snapshots(current, disk_id, "NO")
             if result.success:
@@ -1317,10 +1310,7 @@ class OneSim:
                 if snapshot is not None:
                     snapshots.remove(snapshot)
             update_disk(current, _find_disk(current, disk_id), snapshots)
-            if running:
-                _set_vm_state(current, "ACTIVE", "RUNNING")
-            else:
-                _set_vm_state(current, state, "LCM_INIT")
+            _set_vm_state(current, state, "LCM_INIT")
         if not result.success:
             raise OneFailure(result.action, result.info, vmid)
         return snapshot_id

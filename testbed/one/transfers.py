@@ -161,7 +161,7 @@ class TransferLines:
         )
 
     def snapshot(self, vm: ET.Element, disk: ET.Element, verb: str, snapshot_id: int) -> str:
-        """``snapshot_transfer_command``: SNAP_CREATE (``SNAP_CREATE_LIVE`` for the VMM)."""
+        """``snapshot_transfer_command``: SNAP_CREATE."""
         place = self.place(vm)
         disk_id = vector_get(disk, "DISK_ID")
         return (
