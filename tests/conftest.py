@@ -3,8 +3,9 @@
 ``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the simulator's tests, brought up on
 first use; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore; ``cloud``: a genuine
 oned (``testbed.genuine``) on a bed of its own, once per tested OpenNebula version (the test ids name it,
-``[7.4.0]``); ``local_dir``: a folder for image files the datastore driver may read. Tests that take a bed
-are marked ``@pytest.mark.bed``, those of genuine oned ``@pytest.mark.opennebula`` as well.
+``[7.4.0]``); ``local_dir``: a folder for image files the datastore driver may read; ``outsider``: a Kubo
+node on the bed outside its private network. Tests that take a bed are marked ``@pytest.mark.bed``, those
+of genuine oned ``@pytest.mark.opennebula`` as well.
 
 The beds share one layout, so only one is up at a time: the simulator's tests run first, then each
 version's genuine ones (``pytest_collection_modifyitems``), and each bed replaces the one before it. A bed
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.ipfs.network import generate_swarm_key
 from testbed.bed import Bed, Layout
 from testbed.genuine import VERSIONS, GenuineOne, Unavailable, start_cloud
+from testbed.kubo import Node
 from testbed.one import Datastore, OneSim
 from testbed.one.bedrunner import BedRunner
 from tests.support.beds import BedKeeper
@@ -63,6 +66,16 @@ def beds() -> Iterator[BedKeeper]:
 @pytest.fixture(scope="session")
 def bed(beds: BedKeeper) -> Bed:
     return beds.take("simulator")
+
+
+@pytest.fixture
+def outsider(bed: Bed) -> Iterator[Node]:
+    """A Kubo node on the bed's bridge that peers with every bed node but has a swarm key of its own."""
+    node = bed.add_node("x9", swarm_key=generate_swarm_key())
+    try:
+        yield node
+    finally:
+        bed.remove_node(node)
 
 
 @pytest.fixture(scope="session", params=VERSIONS)

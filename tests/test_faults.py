@@ -30,40 +30,20 @@ from testbed.one import Datastore, Image, OneFailure, OneSim, VirtualMachine
 from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.vms import SETTINGS, disk_path, image_from, write_into
+from tests.support.nodes import all_pins, pins
+from tests.support.vms import SETTINGS, disk_path, image_from, leftovers, vm_disks, write_into
 
 pytestmark = pytest.mark.bed
 
 STALL = 20
 WAIT = 120.0
 """How long a test waits for a fault's moment to come (never an assertion on how long anything took)."""
-LEFTOVERS = ("*.part", "*.saving", "*.tmp")
 
 
 @pytest.fixture(scope="module")
 def faults_ds(bed: Bed, one: OneSim) -> Datastore:
     """An IPFS datastore whose stall timeout is short, so that every fault is seen within seconds."""
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-faults", IPFS_STALL_TIMEOUT=str(STALL)))
-
-
-def pins(node: Node) -> set[tuple[str, str]]:
-    """Every recursive pin of a node, with its name."""
-    return {(pin.cid, pin.name) for pin in node.client().pin_ls()}
-
-
-def all_pins(bed: Bed) -> dict[str, set[tuple[str, str]]]:
-    return {node.name: pins(node) for node in bed.nodes}
-
-
-def leftovers(bed: Bed, host: str) -> list[Path]:
-    """Partial disks and temporary files anywhere in the host's datastores."""
-    folder = bed.host(host).var_lib_one / "datastores"
-    return sorted(path for pattern in LEFTOVERS for path in folder.rglob(pattern))
-
-
-def vm_disks(bed: Bed, host: str, vm: VirtualMachine) -> list[Path]:
-    folder = bed.host(host).var_lib_one / "datastores" / "0" / str(vm.id)
-    return sorted(folder.glob("disk.*")) if folder.exists() else []
 
 
 def bitswap_received(bed: Bed, host: Host) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ import pytest
 from one_ipfs.config import load_config
 from one_ipfs.errors import InvalidInput, StorageError
 from one_ipfs.host.inputs import secret_file
-from one_ipfs.ipfs.network import generate_swarm_key
 from one_ipfs.ipfs.rpc import ImportSettings, authorization, authorization_from_file
 from testbed import kubo
 from testbed.bed import Bed
@@ -40,28 +38,6 @@ for address, port in json.loads(sys.argv[1]):
         results.append(type(exc).__name__)
 print(json.dumps(results))
 """
-
-
-@pytest.fixture
-def outsider(bed: Bed) -> Iterator[Node]:
-    """A Kubo node on the bed's bridge that peers with every bed node but has a swarm key of its own."""
-    node = bed.add_node("x9", swarm_key=generate_swarm_key())
-    try:
-        yield node
-    finally:
-        bed.remove_node(node)
-
-
-def write_image(folder: Path, name: str, data: bytes) -> str:
-    path = folder / name
-    path.write_bytes(data)
-    path.chmod(0o644)
-    return str(path)
-
-
-def untouched(stat: dict[str, int]) -> bool:
-    """No block and no byte went either way over bitswap."""
-    return all(stat[key] == 0 for key in ("BlocksReceived", "DataReceived", "BlocksSent", "DataSent"))
 
 
 # Secrets in files: what the drivers send --------------------------------------------------------------------

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from one_ipfs.errors import IpfsError
-from one_ipfs.ipfs.network import generate_swarm_key
 from one_ipfs.ipfs.rpc import ImportSettings, authorization
 from testbed.bed import Bed
 from testbed.genuine import VERSIONS, GenuineOne
@@ -39,16 +38,6 @@ MIB = 1 << 20
 def current_version_only(one: GenuineOne) -> None:
     if one.version != VERSIONS[0]:
         pytest.skip(f"isolation is proven under OpenNebula {VERSIONS[0]} only")
-
-
-@pytest.fixture
-def outsider(bed: Bed) -> Iterator[Node]:
-    """A Kubo node on the bed's bridge that peers with every bed node but has a swarm key of its own."""
-    node = bed.add_node("x9", swarm_key=generate_swarm_key())
-    try:
-        yield node
-    finally:
-        bed.remove_node(node)
 
 
 def write_image(folder: Path, name: str, data: bytes) -> str:

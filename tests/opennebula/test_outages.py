@@ -10,22 +10,20 @@ action stay on the simulator (tests/test_faults.py). Run on the current version 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from testbed.bed import Bed
 from testbed.genuine import VERSIONS, GenuineOne
-from testbed.one import Datastore, OneFailure, VirtualMachine
+from testbed.one import Datastore, OneFailure
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import bitswap_stat, ipfs_cli, pins
-from tests.support.vms import disk_path, image_from
+from tests.support.nodes import all_pins, bitswap_stat, ipfs_cli, pins
+from tests.support.vms import disk_path, image_from, leftovers, vm_disks
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 STALL = 20
-LEFTOVERS = ("*.part", "*.saving", "*.tmp")
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +32,6 @@ def outage_ds(bed: Bed, one: GenuineOne) -> Datastore:
     if one.version != VERSIONS[0]:
         pytest.skip(f"outages are proven under OpenNebula {VERSIONS[0]} only")
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-outages", IPFS_STALL_TIMEOUT=str(STALL)))
-
-
-def all_pins(bed: Bed) -> dict[str, set[tuple[str, str]]]:
-    return {node.name: pins(node) for node in bed.nodes}
-
-
-def leftovers(bed: Bed, host: str) -> list[Path]:
-    """Partial disks and temporary files anywhere in the host's datastores."""
-    folder = bed.host(host).var_lib_one / "datastores"
-    return sorted(path for pattern in LEFTOVERS for path in folder.rglob(pattern))
-
-
-def vm_disks(bed: Bed, host: str, vm: VirtualMachine) -> list[Path]:
-    folder = bed.host(host).var_lib_one / "datastores" / "0" / str(vm.id)
-    return sorted(folder.glob("disk.*")) if folder.exists() else []
 
 
 def received(bed: Bed, host: str) -> int:

@@ -82,6 +82,11 @@ def pins(node: Node) -> set[tuple[str, str]]:
     return {(pin.cid, pin.name) for pin in node.client().pin_ls()}
 
 
+def all_pins(bed: Bed) -> dict[str, set[tuple[str, str]]]:
+    """Every bed node's pins, by node."""
+    return {node.name: pins(node) for node in bed.nodes}
+
+
 def processes_of(bed: Bed, host: Host | None) -> set[Process]:
     """The processes living in a host's network namespace, or in the frontend's mount namespace (None)."""
     if host is not None:

@@ -14,6 +14,7 @@ from testbed.genuine import Cloud
 from testbed.one import Datastore, Image, VirtualMachine
 
 SETTINGS = ImportSettings()
+LEFTOVERS = ("*.part", "*.saving", "*.tmp")
 
 
 def disk_path(bed: Bed, one: Cloud, vm: VirtualMachine, disk_id: int = 0, host: str | None = None) -> Path:
@@ -85,3 +86,15 @@ def write_into(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as disk:
         disk.seek(offset)
         disk.write(data)
+
+
+def leftovers(bed: Bed, host: str) -> list[Path]:
+    """Partial disks and temporary files anywhere in the host's datastores."""
+    folder = bed.host(host).var_lib_one / "datastores"
+    return sorted(path for pattern in LEFTOVERS for path in folder.rglob(pattern))
+
+
+def vm_disks(bed: Bed, host: str, vm: VirtualMachine) -> list[Path]:
+    """The VM's disk files on ``host``'s system datastore (none once it is gone from there)."""
+    folder = bed.host(host).var_lib_one / "datastores" / "0" / str(vm.id)
+    return sorted(folder.glob("disk.*")) if folder.exists() else []
