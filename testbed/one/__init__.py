@@ -5,6 +5,10 @@ Tests read like OpenNebula operations (``one.image_create(ds, path=...)``, ``one
 command lines, stdin, environment, transfer files and result mapping (see
 ``/docs/opennebula-driver-protocol.md``). The state lives in a folder of OpenNebula XML documents that the
 ``onevm/oneimage/onedatastore/onehost`` stand-ins serve to the drivers.
+
+It plays only what genuine oned (``testbed.genuine``) cannot be made to do on cue and what the demo and
+benchmarks need without oned: deploy, terminate, recover, cold and live migration, save-as, a snapshot of a
+powered-off disk, and the driver managers' requests by hand (docs/testing.md says which tests use it).
 """
 
 from __future__ import annotations
