@@ -13,6 +13,7 @@ import os
 import pwd
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,14 @@ def test_imports_and_deploys_never_send_an_image_to_a_node_outside_the_private_n
     with pytest.raises(IpfsError):
         b"".join(outsider.client().cat(f"/ipfs/{only_inside.template['IPFS_CID']}", timeout=5))
 
-    vms = [one.vm_deploy([image], host.name, context=False) for host in bed.hosts]
+    with ThreadPoolExecutor(len(bed.hosts)) as pool:
+        vms = list(pool.map(lambda host: one.vm_deploy([image], host.name, context=False), bed.hosts))
 
     for vm, host in zip(vms, bed.hosts, strict=True):
         disk = host.var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
         assert sha256(disk.read_bytes()) == sha256(data)
-        one.vm_terminate(vm)
+    with ThreadPoolExecutor(len(vms)) as pool:
+        list(pool.map(one.vm_terminate, vms))
     assert untouched(bitswap_stat(outsider))
     assert outsider.client().swarm_peers() == []
     for node in bed.nodes:
