@@ -39,7 +39,8 @@ from testbed.system import BASE_PATH, ONEADMIN, ONEADMIN_HOME, ensure_oneadmin
 HYPERVISOR = Path(__file__).with_name("hypervisor.py")
 VMM_ACTIONS = tuple(ACTIONS)
 """Every action of KVM's VMM scripts the stand-in plays."""
-START_TIMEOUT = 90.0
+START_TIMEOUT = 180.0
+"""oned, its first host monitoring included, takes 15 to 50 s on 2 busy cores: this only bounds a hang."""
 MONITORED = "2"
 SYSTEM_LINKS = {"bin": "/usr/bin", "sbin": "/usr/sbin", "lib": "/usr/lib/one", "share": "/usr/share/one"}
 """Where a system-wide install keeps what a self-contained one has under ONE_LOCATION."""
