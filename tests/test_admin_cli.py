@@ -67,7 +67,8 @@ def test_doctor_table_in_a_pipe_keeps_every_value_whole(tmp_path: Path, bin_dir:
 
     assert result.exit_code == 1
     missing = ", ".join(
-        str(one / "var" / "remotes" / part) for part in ("datastore/ipfs", "tm/ipfs", "tm/ipfs/lib/BUNDLE")
+        str(one / "var" / "remotes" / part)
+        for part in ("datastore/ipfs", "tm/ipfs", "market/ipfs", "tm/ipfs/lib/BUNDLE")
     )
     assert f"the drivers are not installed ({missing} missing)" in result.stdout
     assert f"ssh to h1 failed: {SSH_REFUSED}" in result.stdout
