@@ -71,11 +71,11 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     for name, content in (("os.img", data), ("kept.img", kept)):
         (local_dir / name).write_bytes(content)
         (local_dir / name).chmod(0o644)
-    image = one.image_create(replicated_ds, name="os", path=str(local_dir / "os.img"))
-    clone = one.image_clone(image, "os-clone")
-    blank = one.image_create(replicated_ds, name="blank", type="DATABLOCK", size_mb=8)
+    image = one.image_create(replicated_ds, name="replicated-os", path=str(local_dir / "os.img"))
+    clone = one.image_clone(image, "replicated-os-clone")
+    blank = one.image_create(replicated_ds, name="replicated-blank", type="DATABLOCK", size_mb=8)
     persistent = one.image_create(
-        replicated_ds, name="kept", path=str(local_dir / "kept.img"), persistent=True
+        replicated_ds, name="replicated-kept", path=str(local_dir / "kept.img"), persistent=True
     )
     vm = one.vm_deploy([persistent], "h1")
     write_into(disk_path(bed, one, vm), 1 << 20, b"saved before the loss" * 100)
