@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import json
 import os
 import signal
 import threading
@@ -25,12 +24,12 @@ import pytest
 
 from one_ipfs.images import ImageHandle
 from testbed.bed import Bed, Host
-from testbed.kubo import KUBO, Node
+from testbed.kubo import Node
 from testbed.one import Datastore, Image, OneFailure, OneSim, VirtualMachine
 from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import all_pins, pins
+from tests.support.nodes import all_pins, bitswap_received, pins
 from tests.support.vms import SETTINGS, disk_path, image_from, leftovers, vm_disks, write_into
 
 pytestmark = pytest.mark.bed
@@ -44,15 +43,6 @@ WAIT = 120.0
 def faults_ds(bed: Bed, one: OneSim) -> Datastore:
     """An IPFS datastore whose stall timeout is short, so that every fault is seen within seconds."""
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-faults", IPFS_STALL_TIMEOUT=str(STALL)))
-
-
-def bitswap_received(bed: Bed, host: Host) -> int:
-    """Bytes of blocks the host's node received over bitswap since it started, duplicates left out."""
-    result = bed.host_run(
-        host, [KUBO, "bitswap", "stat", "--enc=json"], env={"IPFS_PATH": str(host.node.repo)}
-    )
-    stat = json.loads(result.stdout)
-    return int(stat["DataReceived"]) - int(stat["DupDataReceived"])
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -162,11 +152,11 @@ def test_a_host_node_killed_mid_deploy_resumes_on_retry_instead_of_starting_over
     image = image_from(bed, one, faults_ds, data, "host-killed")
     host = bed.host("h1")
     before = all_pins(bed)
-    start = bitswap_received(bed, host)
+    start = bitswap_received(host.node)
     bed.set_rate(host, 32)
     try:
         deploy = in_background(lambda: one.vm_deploy([image], "h1"))
-        wait_until(lambda: bitswap_received(bed, host) - start > size // 3, "h1 to hold a third of the image")
+        wait_until(lambda: bitswap_received(host.node) - start > size // 3, "h1 to hold a third of the image")
         bed.kill_node(host.node)
         try:
             failure = failure_of(deploy)
@@ -189,7 +179,7 @@ def test_a_host_node_killed_mid_deploy_resumes_on_retry_instead_of_starting_over
 
     # The daemon's counters started again with it: this is what the retry received. Starting over would
     # be the whole image again; resuming leaves out blocks the crash left in the blockstore.
-    on_retry = bitswap_received(bed, host)
+    on_retry = bitswap_received(host.node)
     assert on_retry <= size - (1 << 20)
     assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
     one.vm_terminate(vm)
@@ -220,11 +210,11 @@ def test_a_partition_between_frontend_and_host_mid_transfer_fails_in_bounded_tim
     image = image_from(bed, one, faults_ds, data, "partitioned")
     host = bed.host("h2")
     before = all_pins(bed)
-    start = bitswap_received(bed, host)
+    start = bitswap_received(host.node)
     bed.set_rate(host, 32)
     try:
         deploy = in_background(lambda: one.vm_deploy([image], "h2"))
-        wait_until(lambda: bitswap_received(bed, host) - start > size // 8, "h2 to be fetching the image")
+        wait_until(lambda: bitswap_received(host.node) - start > size // 8, "h2 to be fetching the image")
         bed.partition(host)
         try:
             failure = failure_of(deploy)

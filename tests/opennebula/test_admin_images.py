@@ -17,11 +17,10 @@ import pytest
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed, Host
 from testbed.genuine import GenuineOne
-from testbed.kubo import KUBO
 from testbed.one import Datastore, Image
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import SECRET_FILE, locked_apis
+from tests.support.nodes import SECRET_FILE, bitswap_stat, locked_apis
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
@@ -51,14 +50,6 @@ def listed(bed: Bed, one: GenuineOne) -> dict[int, dict[str, Any]]:
     code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS, "--json")
     assert code == 0, err
     return {row["id"]: row for row in json.loads(out)["images"]}
-
-
-def received_bytes(bed: Bed, host: Host) -> int:
-    """Bytes the host's node has received over bitswap since it started."""
-    result = bed.host_run(
-        host, [KUBO, "bitswap", "stat", "--enc=json"], env={"IPFS_PATH": str(host.node.repo)}
-    )
-    return int(json.loads(result.stdout)["DataReceived"])
 
 
 def cache_entry(host: Host, cid: str) -> dict[str, Any]:
@@ -131,11 +122,11 @@ def test_prefetch_makes_a_host_hold_the_image_so_its_deploy_fetches_nothing(
     assert "h1" in listed(bed, one)[image.id]["held_by"]
     h1 = bed.host("h1")
     assert cache_entry(h1, result["cid"])["refs"] == {}
-    before = received_bytes(bed, h1)
+    before = bitswap_stat(h1.node)["DataReceived"]
     vm = one.vm_deploy([image], "h1")
     disk = h1.var_lib_one / "datastores" / "0" / str(vm.id) / "disk.0"
     assert sha256(disk.read_bytes()) == sha256(data)
-    assert received_bytes(bed, h1) - before < len(data) // 100
+    assert bitswap_stat(h1.node)["DataReceived"] - before < len(data) // 100
     one.vm_terminate(vm)
 
 

@@ -18,7 +18,7 @@ from testbed.genuine import VERSIONS, GenuineOne
 from testbed.one import Datastore, OneFailure
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import all_pins, bitswap_stat, ipfs_cli, pins
+from tests.support.nodes import all_pins, bitswap_received, ipfs_cli, pins
 from tests.support.vms import disk_path, image_from, leftovers, vm_disks
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
@@ -32,12 +32,6 @@ def outage_ds(bed: Bed, one: GenuineOne) -> Datastore:
     if one.version != VERSIONS[0]:
         pytest.skip(f"outages are proven under OpenNebula {VERSIONS[0]} only")
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-outages", IPFS_STALL_TIMEOUT=str(STALL)))
-
-
-def received(bed: Bed, host: str) -> int:
-    """Bytes of blocks the host's node received over bitswap since it started, duplicates left out."""
-    stat = bitswap_stat(bed.host(host).node)
-    return stat["DataReceived"] - stat["DupDataReceived"]
 
 
 def test_a_deploy_succeeds_from_the_hosts_that_hold_the_image_while_the_frontend_node_is_stopped(
@@ -67,12 +61,12 @@ def test_two_deploys_of_one_image_on_one_host_at_once_fetch_it_once_and_both_get
     size = 4 << 20
     data = disk_bytes(size, seed=74)
     image = image_from(bed, one, outage_ds, data, "twice-at-once")
-    before, fetched = pins(bed.host("h2").node), received(bed, "h2")
+    before, fetched = pins(bed.host("h2").node), bitswap_received(bed.host("h2").node)
 
     with ThreadPoolExecutor(2) as pool:
         vms = list(pool.map(lambda _: one.vm_deploy([image], "h2"), range(2)))
 
-    assert received(bed, "h2") - fetched < size * 3 // 2
+    assert bitswap_received(bed.host("h2").node) - fetched < size * 3 // 2
     for vm in vms:
         assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
     cid = one.image(image).template["IPFS_CID"]

@@ -25,6 +25,12 @@ def bitswap_stat(node: Node) -> dict[str, int]:
     return {key: value for key, value in answer.items() if isinstance(value, int)}
 
 
+def bitswap_received(node: Node) -> int:
+    """Bytes of blocks a node received over bitswap since it started, duplicates left out."""
+    stat = bitswap_stat(node)
+    return stat["DataReceived"] - stat["DupDataReceived"]
+
+
 def received_from_hosts(node: Node) -> int:
     """Bytes a node received reading blocks from other hosts' gateways: ``stats/bw`` of the fleet's protocol
     (the blocks and their HTTP headers), through the RPC API, since the CLI prints it only rounded."""
