@@ -99,7 +99,9 @@ class FakeKubo(KuboClient):
         self.network[cid] = data
         return cid
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+    def files_stat(
+        self, path: str, *, with_local: bool = False, offline: bool = False, timeout: float | None = None
+    ) -> FileStat:
         cid = path.removeprefix("/ipfs/")
         data = self.network[cid]
         local = cid in self.pins

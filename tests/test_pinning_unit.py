@@ -38,7 +38,9 @@ class Peer(KuboClient):
         self._want(cid, timeout)
         return [DagLink(leaf, MIB) for leaf in self.leaves] if cid == ROOT else []
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+    def files_stat(
+        self, path: str, *, with_local: bool = False, offline: bool = False, timeout: float | None = None
+    ) -> FileStat:
         cid = path.removeprefix("/ipfs/")
         self._want(f"stat {cid}", timeout)
         size = len(self.leaves) * MIB
@@ -261,7 +263,9 @@ class Deaf(Member):
     def swarm_disconnect(self, peer: str) -> None:
         self.disconnected.append(peer)
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+    def files_stat(
+        self, path: str, *, with_local: bool = False, offline: bool = False, timeout: float | None = None
+    ) -> FileStat:
         if "12D3KooWUp" not in self.disconnected:
             time.sleep(timeout or 0)
             raise IpfsTimeout(f"ipfs files stat {path}: Kubo gave up after {timeout} s")
