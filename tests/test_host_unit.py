@@ -36,6 +36,7 @@ from one_ipfs.ipfs.rpc import (
     PinProgress,
     Subscription,
 )
+from tests.support.kubo_wire import FakeNode
 
 MIB = 1 << 20
 RAW_CODEC = 0x55
@@ -63,11 +64,12 @@ class FakeKubo(KuboClient):
     Content is published as Kubo imports it: raw leaves of 1 MiB under a dag-pb root (one raw block
     when it fits in one), or with ``leaves_inside`` as dag-pb leaves whose bytes only ``cat`` can read.
 
-    A KuboClient to the commands under test, but never connected (its ``__init__`` is not run): a method
-    it does not fake fails loudly instead of reaching any node.
+    A KuboClient to the commands under test, on a wire that answers nothing: a method it does not fake
+    fails loudly instead of reaching any node.
     """
 
     def __init__(self) -> None:
+        super().__init__(transport=FakeNode({}))
         self.network: dict[str, bytes] = {}
         self.links: dict[str, list[DagLink]] = {}
         self.pins: dict[str, str] = {}

@@ -17,6 +17,8 @@ from one_ipfs.errors import IpfsTimeout
 from one_ipfs.ipfs import pinning
 from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
+from one_ipfs.ipfs.transport import Call
+from tests.support.kubo_wire import FakeNode
 
 ROOT = "bafybeiroot"
 MIB = 1 << 20
@@ -26,7 +28,7 @@ class Peer(KuboClient):
     """A node whose only source is one peer: ``serve`` decides whether a want of a block is answered."""
 
     def __init__(self, leaves: int, serve_after: float = 0.0, ignored_wants: int = 0) -> None:
-        super().__init__("http://127.0.0.1:9")  # never connected: every method used here is replaced
+        super().__init__(transport=FakeNode({}))  # every method used here is replaced
         self.leaves = [f"bafkreileaf{i}" for i in range(leaves)]
         self.serve_after = serve_after
         self.ignored_wants = ignored_wants
@@ -83,17 +85,14 @@ class Peer(KuboClient):
         return wait
 
 
-class Dag(KuboClient):
-    """Interior nodes (``bafybei...``) and their links, answered at once; leaves are ``bafk...``."""
+def dag(nodes: dict[str, list[DagLink]]) -> FakeNode:
+    """A node answering ``dag get`` for interior nodes (``bafybei...``) and their links at once; leaves
+    are ``bafk...``."""
 
-    def __init__(self, nodes: dict[str, list[DagLink]]) -> None:
-        super().__init__("http://127.0.0.1:9")
-        self.nodes = nodes
-        self.read: Counter[str] = Counter()
+    def links(call: Call) -> dict[str, object]:
+        return {"Links": [{"Hash": {"/": link.cid}, "Tsize": link.size} for link in nodes[call.args[0]]]}
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
-        self.read[cid] += 1
-        return self.nodes[cid]
+    return FakeNode({"dag/get": links})
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +108,7 @@ def fetch(peer: Peer, stall_timeout: float) -> None:
 
 
 def layout_of(nodes: dict[str, list[DagLink]], size: int) -> FileLayout:
-    return file_layout(Dag(nodes), ROOT, size, stall_timeout=1, deadline=time.monotonic() + 5)
+    return file_layout(dag(nodes).client(), ROOT, size, stall_timeout=1, deadline=time.monotonic() + 5)
 
 
 def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subtree_once() -> None:
@@ -118,9 +117,9 @@ def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subt
         ROOT: [DagLink("bafybeirun", 3 * MIB), data, DagLink("bafybeirun", 3 * MIB)],
         "bafybeirun": [zero] * 3,
     }
-    dag = Dag(nodes)
+    node = dag(nodes)
 
-    layout = file_layout(dag, ROOT, 7 * MIB, stall_timeout=1, deadline=time.monotonic() + 5)
+    layout = file_layout(node.client(), ROOT, 7 * MIB, stall_timeout=1, deadline=time.monotonic() + 5)
 
     assert layout == FileLayout(
         ROOT,
@@ -131,11 +130,13 @@ def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subt
         ],
         assemblable=True,
     )
-    assert dag.read == Counter({ROOT: 1, "bafybeirun": 1})
+    assert Counter(call.args[0] for call in node.asked("dag/get")) == Counter({ROOT: 1, "bafybeirun": 1})
 
 
 def test_a_single_raw_block_is_its_own_layout() -> None:
-    layout = file_layout(Dag({}), "bafkreisingle", 5000, stall_timeout=1, deadline=time.monotonic() + 5)
+    layout = file_layout(
+        dag({}).client(), "bafkreisingle", 5000, stall_timeout=1, deadline=time.monotonic() + 5
+    )
 
     assert layout == FileLayout("bafkreisingle", 5000, [Leaf("bafkreisingle", 5000, (0,))], assemblable=True)
 
@@ -217,7 +218,7 @@ class Member(KuboClient):
     """A node of a private network whose peering lists three members: connected to one, not to the others."""
 
     def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9")  # never connected: every method used here is replaced
+        super().__init__(transport=FakeNode({}))  # every method used here is replaced
         self.dialled: list[tuple[str, ...]] = []
 
     def swarm_peers(self) -> list[tuple[str, str]]:
