@@ -6,7 +6,7 @@ them: a test names only the commands it expects, and never re-declares the clien
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from one_ipfs.errors import IpfsError, StreamBroken
@@ -15,18 +15,25 @@ from one_ipfs.ipfs.transport import Call
 
 
 class Answer:
-    """A command's answer: JSON objects one per line (``events``), or the bytes of ``data``."""
+    """A command's answer: JSON objects one per line (``events``), or bytes (``data``); either may be a
+    generator, read as the client reads the answer (and raising where Kubo's stream would break)."""
 
-    def __init__(self, *events: dict[str, Any], data: bytes = b"") -> None:
-        self._events = events
-        self._data = data
+    def __init__(self, *events: dict[str, Any], data: bytes | Iterable[bytes] = b"") -> None:
+        self._events: Iterable[dict[str, Any]] = events
+        self._data = [data] if isinstance(data, bytes) else data
         self.headers: dict[str, str] = {}
         self.received = 0
 
+    @classmethod
+    def streamed(cls, events: Iterable[dict[str, Any]]) -> Answer:
+        answer = cls()
+        answer._events = events
+        return answer
+
     def body(self) -> Iterator[bytes]:
-        if self._data:
-            self.received += len(self._data)
-            yield self._data
+        for piece in self._data:
+            self.received += len(piece)
+            yield piece
 
     def events(self) -> Iterator[dict[str, Any]]:
         yield from self._events
