@@ -17,7 +17,7 @@ from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
-from one_ipfs.opennebula.output import log_info
+from one_ipfs.opennebula.output import dispatch, log_info
 
 SAVE_AS = "save_as"
 
@@ -135,11 +135,11 @@ ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
 
 def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
     """Parse what oned sent (either calling convention) and run the action it names."""
-    action_fn = ACTIONS.get(name)
-    if action_fn is None:
-        raise NotSupported(f"the ipfs datastore driver has no action {name[:40]!r}")
-    action, _ = read_ds_action(args, stdin)
-    return action_fn(action, load_config(action.datastore.attributes))
+    return dispatch("datastore", ACTIONS, name, lambda: _configured(read_ds_action(args, stdin)[0]))
+
+
+def _configured(action: DsAction) -> tuple[DsAction, DatastoreConfig]:
+    return action, load_config(action.datastore.attributes)
 
 
 def _image(action: DsAction) -> ImageTemplate:

@@ -24,7 +24,7 @@ from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
-from one_ipfs.opennebula.output import log_info
+from one_ipfs.opennebula.output import dispatch, log_info
 from one_ipfs.transfer.hostcall import run_on_host
 
 SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
@@ -602,7 +602,4 @@ def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
         raise NotSupported(
             f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}"
         )
-    action_fn = ACTIONS.get(base)
-    if action_fn is None:
-        raise NotSupported(f"the ipfs transfer driver has no action {name[:40]!r}")
-    return action_fn(TmCall(args, stdin, suffix))
+    return dispatch("transfer", ACTIONS, base, lambda: (TmCall(args, stdin, suffix),))
