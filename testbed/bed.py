@@ -44,7 +44,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from one_ipfs.errors import HostError, StorageError
-from one_ipfs.ipfs import network
+from one_ipfs.ipfs import cluster_peer, network
 from one_ipfs.ipfs.rpc import authorization
 from testbed import cluster, kubo, sshd, system
 from testbed.forward import Forwarder
@@ -184,7 +184,10 @@ class Bed:
         self._lock = threading.Lock()
         self._previous_handlers: dict[int, Any] = {}
         self._relays: list[Forwarder] = []
-        """The frontend cluster peer's ways to its Kubo node and to the drivers (``start_cluster``)."""
+        """The frontend cluster peer's ways to its Kubo node and to the drivers (``run_cluster``)."""
+        self._cluster_folders: dict[str, Path] = {}
+        self._cluster_service = Path()
+        self._cluster_api = ""
 
     # Bring-up -------------------------------------------------------------------------------------------
 
@@ -768,32 +771,70 @@ class Bed:
         self._save()
 
     def start_cluster(self, hosts: Sequence[Host]) -> str:
-        """Start IPFS Cluster peers beside the frontend's node and ``hosts``' nodes (``testbed.cluster``) and
-        return the REST API's address on the frontend's loopback, once every peer has joined. The peers and
-        their relays stop with the bed."""
+        """Start IPFS Cluster peers beside the frontend's node and ``hosts``' nodes, configured as
+        ``one-ipfs cluster init`` does (``testbed.cluster``); the REST API's address (``run_cluster``)."""
         service = cluster.binaries() / cluster.SERVICE
-        layout = self.layout
-        netns = layout.netns("fc")
-        address = layout.address(cluster.FRONTEND_OFFSET)
-        run(["ip", "netns", "add", netns])
-        add_veth(f"{netns}a", f"{netns}b", layout.bridge, netns, f"{address}/{layout.prefix_length}")
-        frontend = cluster.init_peer(service, "frontend", self.root / "frontend" / "cluster", address)
+        folder = self.root / "frontend" / "cluster"
+        frontend = cluster.init_peer(service, "frontend", folder, self.cluster_address)
         peers = [frontend] + [
             cluster.init_peer(service, host.name, host.folder / "cluster", host.address) for host in hosts
         ]
         secret = cluster.new_secret()
         for peer in peers:
-            cluster.configure(peer, secret, frontend, [other for other in peers if other is not peer])
-        self._relays.append(Forwarder(netns, layout.frontend_api_port, port=kubo.API_PORT, outward=True))
-        prefixes = [["nsenter", f"--net={NETNS_DIR / netns}"], *(self._enter(h.name) for h in hosts)]
-        for peer, prefix in zip(peers, prefixes, strict=True):
-            command: list[str | os.PathLike[str]] = [*prefix, service, "--config", peer.folder, "daemon"]
-            self._spawn(f"{peer.name}/cluster", command, log=peer.log, cwd=peer.folder)
+            port = self.layout.frontend_api_port if peer is frontend else kubo.API_PORT
+            cluster.configure(peer, secret, frontend, [other for other in peers if other is not peer], port)
+        return self.run_cluster(frontend.folder, {host.name: host.folder / "cluster" for host in hosts})
+
+    @property
+    def cluster_address(self) -> str:
+        """The address the frontend's cluster peer listens on, in a network namespace of its own."""
+        return self.layout.address(cluster.FRONTEND_OFFSET)
+
+    def run_cluster(self, frontend: Path, hosts: Mapping[str, Path]) -> str:
+        """Run configured IPFS Cluster peers (``start_cluster``'s, or the ones ``one-ipfs cluster init``
+        configured) from their folders (``hosts``: by host name): the frontend's in a namespace of its own at
+        ``cluster_address``, with a relay to its Kubo node's RPC API (at the same port there) and one from its
+        REST API (9094 there) to the frontend's loopback, whose address is returned once every peer has
+        joined. They stop with the bed."""
+        layout = self.layout
+        netns = layout.netns("fc")
+        run(["ip", "netns", "add", netns])
+        add_veth(
+            f"{netns}a", f"{netns}b", layout.bridge, netns, f"{self.cluster_address}/{layout.prefix_length}"
+        )
+        port = layout.frontend_api_port
+        self._relays.append(Forwarder(netns, port, port=port, outward=True))
+        self._cluster_service = cluster.binaries() / cluster.SERVICE
+        self._cluster_folders = {"frontend": frontend, **hosts}
         api_port = layout.frontend_api_port + cluster.REST_OFFSET
         self._relays.append(Forwarder(netns, cluster.REST_PORT, port=api_port))
-        api = f"http://127.0.0.1:{api_port}"
-        cluster.wait_formed(api, peers, time.monotonic() + START_TIMEOUT)
-        return api
+        self._cluster_api = f"http://127.0.0.1:{api_port}"
+        peers = {name: cluster_peer.read_peer_id(folder) for name, folder in self._cluster_folders.items()}
+        # The frontend's peer first: hosts' peers then reach it at their first dial, instead of both sides
+        # backing off from dials made before the other listened (seen: a peer the frontend's could not
+        # reach). A host's peer is then seen at its second ping (``quicken``: 2 s).
+        self.start_cluster_peer("frontend")
+        cluster.wait_formed(
+            self._cluster_api, {"frontend": peers["frontend"]}, time.monotonic() + START_TIMEOUT
+        )
+        for name in hosts:
+            self.start_cluster_peer(name)
+        cluster.wait_formed(self._cluster_api, peers, time.monotonic() + START_TIMEOUT)
+        return self._cluster_api
+
+    def start_cluster_peer(self, name: str) -> None:
+        """(Re)start the cluster peer of node ``name`` (``run_cluster`` knows its folder)."""
+        folder = self._cluster_folders[name]
+        if name == "frontend":
+            prefix, log = ["nsenter", f"--net={NETNS_DIR / self.layout.netns('fc')}"], self.root / "frontend"
+        else:
+            prefix, log = self._enter(name), self.host(name).folder
+        command: list[str | os.PathLike[str]] = [*prefix, self._cluster_service, "--config", folder, "daemon"]
+        self._spawn(f"{name}/cluster", command, log=log / "cluster.log", cwd=folder)
+
+    def stop_cluster_peer(self, name: str) -> None:
+        """Stop the cluster peer of node ``name`` (SIGTERM)."""
+        self._stop(f"{name}/cluster")
 
     def replace_repository(self, node: Node) -> None:
         """Lose ``node``'s IPFS repository for good and start an empty one in its place, as a rebuilt machine

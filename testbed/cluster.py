@@ -12,7 +12,6 @@ loopback through another. Hosts' peers run in their hosts' namespaces and serve 
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from one_ipfs.errors import ClusterError, HostError
+from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import ClusterClient
-from testbed import kubo
+from one_ipfs.ipfs.cluster_peer import PeerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE = "ipfs-cluster-service"
+SERVICE = cluster_peer.SERVICE
+SWARM_PORT = cluster_peer.SWARM_PORT
 REST_PORT = 9094
 """The REST API inside the frontend peer's namespace; the drivers see it at the layout's own port."""
-SWARM_PORT = 9096
 REST_OFFSET = 4093
 """The frontend's REST API port is its Kubo RPC port plus this: 9094 for the default layout."""
 FRONTEND_OFFSET = 9
@@ -57,66 +57,61 @@ class ClusterPeer:
     def multiaddr(self) -> str:
         return f"/ip4/{self.address}/tcp/{SWARM_PORT}/p2p/{self.peer_id}"
 
-    @property
-    def log(self) -> Path:
-        return self.folder.parent / "cluster.log"
-
 
 def init_peer(service: Path, name: str, folder: Path, address: str) -> ClusterPeer:
-    """A new peer identity and configuration in ``folder`` (replacing what was there)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [service, "--config", folder, "init", "--consensus", "crdt", "--force"],
-        capture_output=True,
-        check=True,
+    """A new peer identity and configuration in ``folder``, as the admin tool makes them."""
+    cluster_peer.init_peer(service, folder)
+    return ClusterPeer(name, folder, address, cluster_peer.read_peer_id(folder))
+
+
+def configure(
+    peer: ClusterPeer, secret: str, trusted: ClusterPeer, others: list[ClusterPeer], kubo_port: int
+) -> None:
+    """One private cluster as ``one-ipfs cluster init`` makes it (its members dialled directly, only
+    ``trusted``'s pins taken, a REST API only where ``trusted`` runs: the frontend), then ``quicken``ed."""
+    settings = PeerSettings(
+        name=peer.name,
+        listen_address=f"/ip4/{peer.address}/tcp/{SWARM_PORT}",
+        peers=tuple(other.multiaddr for other in others),
+        trusted=(trusted.peer_id,),
+        kubo_api=f"/ip4/127.0.0.1/tcp/{kubo_port}",
+        rest_api=f"/ip4/127.0.0.1/tcp/{REST_PORT}" if peer is trusted else "",
     )
-    identity = json.loads((folder / "identity.json").read_text())
-    return ClusterPeer(name, folder, address, str(identity["id"]))
+    cluster_peer.configure_peer(peer.folder, secret, settings)
+    quicken(peer.folder, ping=True)
 
 
-def configure(peer: ClusterPeer, secret: str, trusted: ClusterPeer, others: list[ClusterPeer]) -> None:
-    """One private cluster: its secret, its members dialled directly (no mDNS), only ``trusted``'s pins taken,
-    the peer's Kubo RPC at its namespace's loopback, a REST API only where ``trusted`` runs (the frontend)."""
-    path = peer.folder / "service.json"
+def quicken(folder: Path, *, ping: bool) -> None:
+    """Bed timing: a new peer becomes allocatable within seconds; with ``ping``, a lost one is noticed (and
+    its pins repinned elsewhere) within seconds too, instead of IPFS Cluster's 30 s."""
+    path = folder / cluster_peer.CONFIG
     settings: dict[str, Any] = json.loads(path.read_text())
-    settings["cluster"].update(
-        peername=peer.name,
-        secret=secret,
-        listen_multiaddress=[f"/ip4/{peer.address}/tcp/{SWARM_PORT}"],
-        peer_addresses=[other.multiaddr for other in others],
-        mdns_interval="0s",
-        enable_relay_hop=False,
-        disable_repinning=False,
-        monitor_ping_interval="2s",
-        peer_watch_interval="2s",
-    )
+    if ping:
+        settings["cluster"].update(monitor_ping_interval="2s", peer_watch_interval="2s")
     for informer in settings["informer"].values():
-        informer["metric_ttl"] = "2s"  # a new peer becomes allocatable within seconds
-    settings["consensus"]["crdt"]["trusted_peers"] = [trusted.peer_id]
-    settings["ipfs_connector"]["ipfshttp"]["node_multiaddress"] = f"/ip4/127.0.0.1/tcp/{kubo.API_PORT}"
-    rest = settings["api"]["restapi"]
-    rest["http_listen_multiaddress"] = f"/ip4/127.0.0.1/tcp/{REST_PORT}"
-    settings["api"] = {"restapi": rest} if peer is trusted else {}
+        informer["metric_ttl"] = "2s"
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def new_secret() -> str:
-    return secrets.token_hex(32)
+    return cluster_peer.new_secret()
 
 
-def wait_formed(api: str, peers: list[ClusterPeer], deadline: float) -> None:
-    """Wait until the REST API answers and its peer may allocate pins to every peer."""
+def wait_formed(api: str, peers: dict[str, str], deadline: float) -> None:
+    """Wait until the REST API answers, its peer reaches every peer (name: peer ID) and may allocate pins to
+    it."""
     client = ClusterClient(api, timeout=5.0)
-    wanted = {peer.peer_id for peer in peers}
+    wanted = set(peers.values())
     seen: set[str] = set()
     reason = "no answer yet"
     while time.monotonic() < deadline:
         try:
-            seen = set(client.peers()) & set(client.allocatable_peers())
+            reached = {member.peer for member in client.members() if not member.error}
+            seen = reached & set(client.allocatable_peers())
         except ClusterError as exc:
             reason = str(exc)
         if wanted <= seen:
             return
         time.sleep(0.3)
-    missing = ", ".join(peer.name for peer in peers if peer.peer_id not in seen)
+    missing = ", ".join(name for name, peer_id in peers.items() if peer_id not in seen)
     raise ClusterError(f"test bed: the IPFS Cluster did not form in time (missing {missing or reason})")

@@ -265,3 +265,28 @@ def test_network_init_refuses_a_unit_that_is_no_unit_name_before_touching_any_no
     assert result.output.strip().splitlines() == [
         f"Error: --unit must be a systemd unit name such as ipfs, not {unit!r}"
     ]
+
+
+def test_cluster_unit_runs_the_peer_as_its_folders_owner_after_kubo_and_systemd_accepts_it(
+    node: Node,
+) -> None:
+    executable(node.bin / "ipfs-cluster-service", "#!/bin/sh\nexit 0\n")
+    folder = node.repo.parent / "cluster"
+    folder.mkdir()
+    payload = {"unit": "one-ipfs-cluster-test", "folder": str(folder), "kubo_unit": UNIT}
+
+    result = remote.cluster_unit({**payload, "restart": False, "unit_dir": str(node.unit_dir)})
+
+    path = node.unit_dir / "one-ipfs-cluster-test.service"
+    assert result == {"path": str(path), "changed": True, "done": "enabled and started"}
+    unit = directives(path.read_text())
+    assert unit["Unit.After"] == [f"network-online.target {UNIT}.service"]
+    assert unit["Service.User"] == [pwd.getpwuid(folder.stat().st_uid).pw_name]
+    assert unit["Service.Environment"] == [f"IPFS_CLUSTER_PATH={folder}"]
+    assert unit["Service.ExecStart"] == [f"{node.bin}/ipfs-cluster-service daemon"]
+    assert unit["Service.ReadWritePaths"] == [str(folder)]
+    if shutil.which("systemd-analyze") is not None:
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, check=False
+        )
+        assert (verify.returncode, verify.stderr) == (0, ""), verify.stderr

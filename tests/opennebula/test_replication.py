@@ -1,34 +1,66 @@
-"""Images that survive losing the frontend's IPFS repository, under genuine oned: a datastore created with
-``onedatastore create`` carrying ``IPFS_CLUSTER_API`` and ``IPFS_REPLICATION_MIN=2`` beside an IPFS Cluster of
-the frontend's node and two hosts' (h1, h2). Every image and every saved persistent version is held by two
-peers before oned hears it is saved; the frontend's repository is then lost for good, and every image still
-deploys on hosts that never held it, and a persistent disk is still saved back, held by two peers. These tests
-lose the frontend's repository, so they run after every other test of their bed (``wipes_frontend``).
+"""Images that survive losing the frontend's IPFS repository or a storage peer, under genuine oned: a
+datastore created with ``onedatastore create`` carrying ``IPFS_CLUSTER_API`` and ``IPFS_REPLICATION_MIN=2``
+beside an IPFS Cluster of the frontend's node and two hosts' (h1, h2), set up as an admin does (``one-ipfs
+cluster init``; the bed runs the peers it configured, the frontend's in a network namespace of its own). Every
+image and every saved persistent version is held by two peers before oned hears it is saved; a lost storage
+peer's versions are repinned on the third; the frontend's repository is then lost for good, and every image
+still deploys on hosts that never held it, and a persistent disk is still saved back, held by two peers. These
+tests lose the frontend's repository, so they run after every other test of their bed (``wipes_frontend``).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from one_ipfs.ipfs.cluster import ClusterClient
+from testbed import cluster
 from testbed.bed import Bed
-from testbed.genuine import GenuineOne
+from testbed.genuine import VERSIONS, GenuineOne
 from testbed.genuine.cloud import driver_line
 from testbed.one import Datastore, OneFailure
+from tests.opennebula.test_admin_images import one_ipfs
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import pins
+from tests.support.nodes import held_bytes, pins, settle
 from tests.support.vms import SETTINGS, disk_path, write_into
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.wipes_frontend]
 STORAGE_HOSTS = ("h1", "h2")
 
 
+CLUSTER_FOLDER = ".ipfs-cluster"
+"""Where ``one-ipfs cluster init`` puts each peer by default: oneadmin's home (/var/lib/one) on every node."""
+
+
+def cluster_init(bed: Bed, one: GenuineOne, *options: str) -> tuple[int, str, str]:
+    hosts = ",".join(STORAGE_HOSTS)
+    return one_ipfs(
+        bed,
+        one,
+        "cluster",
+        "init",
+        "--hosts",
+        hosts,
+        "--address",
+        bed.cluster_address,
+        "--api",
+        bed.frontend.api,
+        *options,
+    )
+
+
 @pytest.fixture(scope="module")
-def cluster_api(bed: Bed) -> str:
-    return bed.start_cluster([bed.host(name) for name in STORAGE_HOSTS])
+def cluster_api(bed: Bed, one: GenuineOne) -> str:
+    code, _, err = cluster_init(bed, one)
+    assert code == 0, err
+    folders = {name: bed.host(name).var_lib_one / CLUSTER_FOLDER for name in STORAGE_HOSTS}
+    frontend = bed.frontend_var_lib_one / CLUSTER_FOLDER
+    for folder in (frontend, *folders.values()):
+        cluster.quicken(folder, ping=True)
+    return bed.run_cluster(frontend, folders)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +73,10 @@ def replicated_ds(bed: Bed, one: GenuineOne, cluster_api: str) -> Datastore:
 
 def replicas(cluster_api: str, cid: str) -> int:
     return ClusterClient(cluster_api).status(cid).count("pinned")
+
+
+def holders(cluster_api: str, cid: str) -> set[str]:
+    return set(ClusterClient(cluster_api).status(cid).holders())
 
 
 def test_an_image_the_cluster_cannot_replicate_as_asked_fails_with_one_line_and_leaves_no_pin(
@@ -62,6 +98,69 @@ def test_an_image_the_cluster_cannot_replicate_as_asked_fails_with_one_line_and_
     assert "not enough peers to allocate" in driver_line(str(failure.value))
     assert pins(bed.frontend) == before
     assert replicas(cluster_api, cid) == 0
+
+
+def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until_it_is_repinned_elsewhere(
+    bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
+) -> None:
+    if one.version != VERSIONS[0]:
+        pytest.skip(f"IPFS Cluster does not depend on OpenNebula's version: proven under {VERSIONS[0]} only")
+    service = (bed.frontend_var_lib_one / CLUSTER_FOLDER / "service.json").read_bytes()
+    for bad in (("--hosts", "h1;reboot"), ("--rest-api", "/ip4/0.0.0.0/tcp/9094"), ("--unit", "../x")):
+        code, out, err = one_ipfs(bed, one, "cluster", "init", "--hosts", "h1", *bad)
+        assert (code, out, len(err.strip().splitlines())) == (1, "", 1), err
+    code, out, err = cluster_init(bed, one)
+    assert code == 0, err
+    assert "changed" not in out.replace("unchanged", "")
+    code, out, err = one_ipfs(bed, one, "cluster", "join", "h2", "--api", bed.frontend.api)
+    assert code == 0, err
+    assert "changed" not in out.replace("unchanged", "")
+    assert (bed.frontend_var_lib_one / CLUSTER_FOLDER / "service.json").read_bytes() == service
+    code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+    assert code == 0, err
+    assert sorted((peer["name"], peer["error"]) for peer in json.loads(out)["peers"]) == [
+        ("frontend", ""),
+        ("h1", ""),
+        ("h2", ""),
+    ]
+    data = disk_bytes(4 << 20, seed=73)
+    (local_dir / "spread.img").write_bytes(data)
+    (local_dir / "spread.img").chmod(0o644)
+    image = one.image_create(replicated_ds, name="replicated-spread", path=str(local_dir / "spread.img"))
+    cid = one.image(image).template["IPFS_CID"]
+    everywhere_ds = one.datastore_create(
+        ipfs_datastore_template(bed, "everywhere", IPFS_CLUSTER_API=cluster_api, IPFS_REPLICATION_MIN="3")
+    )
+    everywhere = one.image_create(everywhere_ds, name="replicated-everywhere", type="DATABLOCK", size_mb=1)
+    everywhere_cid = one.image(everywhere).template["IPFS_CID"]
+    before = holders(cluster_api, cid)
+    code, out, err = one_ipfs(bed, one, "images", "--hosts", "h3", "--json")
+    assert code == 0, err
+    row = next(row for row in json.loads(out)["images"] if row["id"] == image.id)
+    assert (row["replication_min"], set(row["versions"][0]["replicas"])) == (2, before)
+    lost = sorted(before - {"frontend"})[0]
+    (spare,) = {"frontend", *STORAGE_HOSTS} - before
+
+    bed.stop_cluster_peer(lost)
+    bed.stop_node(bed.host(lost).node)
+    try:
+        # The version on every peer has no peer to go to: it stays under-replicated while the peer is lost.
+        code, out, err = one_ipfs(bed, one, "doctor", "--hosts", "h3", "--api", bed.frontend.api, "--json")
+        named = [p["what"] for p in json.loads(out)["problems"] if p["check"] == "replication"]
+        assert code == 1
+        held = f"image {everywhere.id} (replicated-everywhere) version 1 ({everywhere_cid}) is held by 2 of"
+        assert any(what.startswith(f"{held} the 3") for what in named), named
+        code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+        assert code == 1
+        assert any(everywhere_cid in problem for problem in json.loads(out)["problems"])
+
+        settle(lambda: holders(cluster_api, cid) >= {spare}, f"the repin of {cid} on {spare}", limit=120)
+        node = bed.frontend if spare == "frontend" else bed.host(spare).node
+        assert sha256(held_bytes(node, cid)) == sha256(data)
+        assert len(holders(cluster_api, cid)) >= 2
+    finally:
+        bed.start_node(bed.host(lost).node)
+        bed.start_cluster_peer(lost)
 
 
 def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_no_persistent_version(

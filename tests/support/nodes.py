@@ -42,6 +42,15 @@ def received_from_hosts(node: Node) -> int:
 
 def ipfs_cli(node: Node, *args: str) -> str:
     """``ipfs <args>`` against a node, inside its network namespace; its stdout."""
+    return _ipfs(node, *args).decode()
+
+
+def held_bytes(node: Node, cid: str) -> bytes:
+    """The content of ``cid`` as the node holds it itself (``ipfs cat --offline``: nothing fetched)."""
+    return _ipfs(node, "cat", "--offline", f"/ipfs/{cid}")
+
+
+def _ipfs(node: Node, *args: str) -> bytes:
     inside = [] if node.netns is None else ["ip", "netns", "exec", node.netns]
     result = subprocess.run(
         [*inside, str(KUBO), *args],
@@ -49,7 +58,6 @@ def ipfs_cli(node: Node, *args: str) -> str:
         capture_output=True,
         check=True,
         timeout=60,
-        text=True,
     )
     return result.stdout
 

@@ -18,19 +18,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from one_ipfs import __version__
+from one_ipfs.admin import cluster as replication_cluster
 from one_ipfs.admin import doctor as doctor_checks
 from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
+from one_ipfs.config import read_defaults
 from one_ipfs.errors import InvalidInput, OneIpfsError
-from one_ipfs.opennebula.install import interpreter_problem
+from one_ipfs.ipfs.rpc import parse_api
+from one_ipfs.opennebula.install import DEFAULTS, interpreter_problem
 
 T = TypeVar("T")
+Configured = dict[str, private_network.Configured]
+"""What configuring did to each node and its daemon (``one-ipfs network`` and ``cluster``)."""
+Tick = Callable[[Reply], None]
 
 HOST_REPO = "/var/lib/one/.ipfs"
+HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
 DAEMON_UNIT = "ipfs"
+CLUSTER_UNIT = "ipfs-cluster"
+DEFAULT_CLUSTER_API = "http://127.0.0.1:9094"
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -199,6 +208,7 @@ def doctor(
     )
     replies = _probe_nodes("Checking nodes", target, hosts, as_json)
     report = _run(lambda: doctor_checks.diagnose(target, replies))
+    _run(lambda: doctor_checks.check_replication(report))
     if as_json:
         click.echo(
             json.dumps(
@@ -230,11 +240,13 @@ def images(hosts: str | None, as_json: bool) -> None:
     held = _with_progress(
         "Asking nodes", len(names) + 1, as_json, lambda tick: image_catalog.holdings(found, names, tick)
     )
-    rows = [image.row(held) for image in found]
+    placement = _run(lambda: image_catalog.placement(found))
+    rows = [image.row(held, placement) for image in found]
     if as_json:
         click.echo(json.dumps({"images": rows}, indent=2))
         return
-    table = _table("IPFS images", ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by"))
+    columns = ("ID", "Name", "Datastore", "SOURCE", "CID", "Versions", "Size", "Held by", "Replicas")
+    table = _table("IPFS images", columns)
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -245,11 +257,32 @@ def images(hosts: str | None, as_json: bool) -> None:
             str(len(row["versions"])),
             "-" if row["size_mb"] is None else f"{row['size_mb']} MB",
             ", ".join([*row["held_by"], *(f"[yellow]{node}?[/yellow]" for node in row["unknown"])]) or "-",
+            _replicas_cell(row),
         )
     console.print(table)
     reasons = {(node, reason) for row in rows for node, reason in row["unknown"].items()}
     for node, reason in sorted(reasons):
         errors.print(f"[yellow]{node}?[/yellow] could not say what it holds: {reason}", highlight=False)
+    for api, reason in sorted(placement.unknown.items()):
+        errors.print(
+            f"[yellow]IPFS Cluster at {api}?[/yellow] could not say: {escape(reason)}", highlight=False
+        )
+
+
+def _replicas_cell(row: dict[str, Any]) -> str:
+    """The cluster peers holding each version, the current one last; yellow below the minimum."""
+    if row["replication_min"] is None:
+        return "-"
+    if row["replicas_unknown"]:
+        return "[yellow]?[/yellow]"
+    cells = []
+    for version in row["versions"]:
+        held = ", ".join(version["replicas"]) or "none"
+        shown = f"v{version['version']}: {held}"
+        cells.append(
+            shown if len(version["replicas"]) >= row["replication_min"] else f"[yellow]{shown}[/yellow]"
+        )
+    return "; ".join(cells) or "-"
 
 
 @main.command()
@@ -375,6 +408,191 @@ def network_status(
     sys.exit(0 if all(_healthy(row) for row in rows) else 1)
 
 
+@main.group()
+def cluster() -> None:
+    """IPFS Cluster peers beside the frontend's and the storage hosts' Kubo nodes, replicating every image
+    version of a datastore with IPFS_CLUSTER_API."""
+
+
+cluster_options = (
+    click.option(
+        "--path",
+        "folder",
+        default=lambda: os.environ.get("IPFS_CLUSTER_PATH", "~/.ipfs-cluster"),
+        show_default="$IPFS_CLUSTER_PATH or ~/.ipfs-cluster",
+        help="The frontend's IPFS Cluster peer folder.",
+    ),
+    click.option(
+        "--host-path",
+        "host_folder",
+        default=HOST_CLUSTER,
+        show_default=True,
+        help="Each storage host's IPFS Cluster peer folder (as oneadmin sees it).",
+    ),
+    click.option(
+        "--rest-api",
+        help="The frontend peer's REST API, on loopback (default: as before, else /ip4/127.0.0.1/tcp/9094).",
+    ),
+    click.option(
+        "--unit",
+        default=CLUSTER_UNIT,
+        show_default=True,
+        help="The systemd unit that runs each node's cluster peer; changed peers where it is active are "
+        "restarted.",
+    ),
+    click.option(
+        "--kubo-unit",
+        default=DAEMON_UNIT,
+        show_default=True,
+        help="The systemd unit of each node's Kubo daemon, which the cluster peer's unit starts after.",
+    ),
+    click.option(
+        "--systemd-unit",
+        is_flag=True,
+        help="Also write the --unit systemd unit that runs each node's cluster peer (as its folder's owner), "
+        "then enable and start it, or restart it (root or password-less sudo).",
+    ),
+)
+
+
+def _cluster_command(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every ``cluster init|join`` takes: where the nodes' peers, repositories and APIs are."""
+    for option in reversed(
+        (one_location_option, repo_option, host_repo_option, api_options[0], api_options[1], *cluster_options)
+    ):
+        command = option(command)
+    return command
+
+
+@cluster.command("init")
+@click.option("--hosts", required=True, help="Comma-separated storage hosts that keep replicas.")
+@click.option("--address", help="The frontend peer's storage-network address (default: its Kubo node's).")
+@_cluster_command
+def cluster_init(*, hosts: str, address: str | None, **where: Any) -> None:
+    """Create the cluster's secret (once) and make the frontend's and the storage hosts' peers one cluster."""
+    if address is not None:
+        _run(lambda: _ipv4(address))
+    _cluster_configure(hosts.split(","), address, new_cluster=True, **where)
+
+
+@cluster.command("join")
+@click.argument("new_hosts", nargs=-1, required=True)
+@_cluster_command
+def cluster_join(*, new_hosts: tuple[str, ...], **where: Any) -> None:
+    """Add the storage hosts NEW_HOSTS to the frontend's cluster (the peers it knows stay)."""
+    _cluster_configure(list(new_hosts), None, new_cluster=False, **where)
+
+
+@cluster.command("status")
+@one_location_option
+@click.option(
+    "--cluster-api",
+    help="The frontend peer's REST API "
+    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+)
+@json_option
+def cluster_status(cluster_api: str | None, as_json: bool) -> None:
+    """The cluster's peers and the health of its pins (exit 1 when a peer is in error or a pin is held by
+    fewer peers than its minimum)."""
+    api = (
+        cluster_api
+        or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API")
+        or DEFAULT_CLUSTER_API
+    )
+    found = _run(lambda: replication_cluster.health(api))
+    problems = found.problems()
+    if as_json:
+        peers = [asdict(member) for member in found.members]
+        pins = [
+            {
+                "cid": pin.cid,
+                "name": pin.name,
+                "minimum": minimum,
+                "held_by": pin.holders(),
+                "peers": [asdict(p) for p in pin.peers],
+            }
+            for pin, minimum in found.pins
+        ]
+        click.echo(
+            json.dumps({"ok": not problems, "peers": peers, "pins": pins, "problems": problems}, indent=2)
+        )
+    else:
+        table = _table("IPFS Cluster peers", ("Peer", "ID", "State"))
+        for member in found.members:
+            table.add_row(
+                member.name, member.peer, f"[red]{escape(member.error)}[/red]" if member.error else "ok"
+            )
+        console.print(table)
+        pins_table = _table("IPFS Cluster pins", ("CID", "Name", "Held by", "Minimum"))
+        for pin, minimum in found.pins:
+            held = pin.holders()
+            shown = ", ".join(held) or "-"
+            pins_table.add_row(
+                pin.cid,
+                pin.name,
+                shown if len(held) >= minimum else f"[yellow]{shown}[/yellow]",
+                str(minimum),
+            )
+        console.print(pins_table)
+        for problem in problems:
+            errors.print(f"[yellow]{escape(problem)}[/yellow]", highlight=False)
+    sys.exit(1 if problems else 0)
+
+
+def _cluster_configure(
+    hosts: list[str],
+    address: str | None,
+    *,
+    new_cluster: bool,
+    repo: str,
+    host_repo: str,
+    api: str | None,
+    host_api: str | None,
+    folder: str,
+    host_folder: str,
+    rest_api: str | None,
+    unit: str,
+    kubo_unit: str,
+    systemd_unit: bool,
+) -> None:
+    _run(lambda: [_unit_name(name) for name in (unit, kubo_unit)])
+    rest = None if rest_api is None else _run(lambda: _loopback_api(rest_api))
+    names = _run(lambda: list(dict.fromkeys(host_label(name.strip()) for name in hosts if name.strip())))
+    if not names:
+        _run(_no_hosts)
+    kubo_apis = doctor_checks.Target(Site.find(), repo, host_repo, api, host_api).apis()
+    places = replication_cluster.Places(folder, host_folder, repo, host_repo, *kubo_apis)
+    payload = replication_cluster.unit_payload(places, kubo_unit)
+    _configure_daemons(
+        ("IPFS Cluster", "IPFS Cluster peer", unit),
+        len(names) + 1,
+        lambda tick: replication_cluster.join(
+            places, names, address, rest, new_cluster=new_cluster, progress=tick
+        ),
+        (lambda done, tick: private_network.daemon_units(done, "cluster_unit", payload, unit, tick))
+        if systemd_unit
+        else None,
+    )
+
+
+def _loopback_api(api: str) -> str:
+    """``--rest-api`` grants control of the cluster's pinset: a loopback address only, as a multiaddr."""
+    host, _ = parse_api(api, "IPFS Cluster REST API")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(
+            f"--rest-api must listen on a loopback address such as 127.0.0.1, not {api[:80]!r}"
+        )
+    return replication_cluster.multiaddr(api)
+
+
+def _no_hosts() -> None:
+    raise InvalidInput("name at least one storage host that keeps replicas")
+
+
 def _configure(
     names: list[str],
     repo: str,
@@ -385,41 +603,56 @@ def _configure(
     new_network: bool,
     systemd_unit: bool,
 ) -> None:
-    configured = _with_progress(
-        "Configuring nodes",
-        2 * (len(names) + 1),
-        False,
+    _configure_daemons(
+        ("private IPFS network", "Kubo daemon", unit),
+        len(names) + 1,
         lambda tick: private_network.join(
             repo, host_repo, names, address, new_network=new_network, progress=tick
         ),
+        (lambda done, tick: private_network.install_units(done, repo, host_repo, unit, tick))
+        if systemd_unit
+        else None,
     )
-    if systemd_unit:
+
+
+def _configure_daemons(
+    what: tuple[str, str, str],
+    nodes: int,
+    configure: Callable[[Tick], Configured],
+    install_units: Callable[[Configured, Tick], Configured] | None,
+) -> None:
+    """Configure every node (two remote steps each), then have its daemon run the new settings: through
+    the systemd units ``install_units`` writes, or a restart where the unit is active; show the outcome.
+    ``what``: the table's title, the daemon's name and its unit's."""
+    title, daemon, unit = what
+    configured = _with_progress("Configuring nodes", 2 * nodes, False, configure)
+    if install_units is not None:
         configured = _with_progress(
-            "Installing systemd units",
-            len(configured),
-            False,
-            lambda tick: private_network.install_units(configured, repo, host_repo, unit, tick),
+            "Installing systemd units", len(configured), False, lambda tick: install_units(configured, tick)
         )
     else:
         pending = sum(state.restart_pending for state in configured.values())
         configured = _with_progress(
-            "Restarting Kubo", pending, False, lambda tick: private_network.restart(configured, unit, tick)
+            f"Restarting the {daemon}s",
+            pending,
+            False,
+            lambda tick: private_network.restart(configured, unit, tick),
         )
-    table = _table("private IPFS network", ("Node", "Configuration", "Kubo daemon"))
+    table = _table(title, ("Node", "Configuration", daemon))
     for name, state in configured.items():
-        daemon = (
+        outcome = (
             f"[red]failed[/red] ({escape(state.restart)})"
             if state.failed
             else f"[yellow]restart needed[/yellow] ({state.restart or 'not restarted'})"
             if state.restart_pending
             else state.restart or "runs these settings"
         )
-        table.add_row(name, "changed" if state.changed else "unchanged", daemon)
+        table.add_row(name, "changed" if state.changed else "unchanged", outcome)
     console.print(table)
     waiting = [name for name, state in configured.items() if state.restart_pending]
     if waiting:
         console.print(
-            f"Restart the Kubo daemon of {', '.join(waiting)}: they run without these settings until then. "
+            f"Restart the {daemon} of {', '.join(waiting)}: they run without these settings until then. "
             "Then run `one-ipfs doctor`."
         )
     if any(state.failed for state in configured.values()):

@@ -6,14 +6,17 @@ here, so a host needs nothing but python3.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_destination
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
+from one_ipfs.errors import OneIpfsError, OpenNebulaError
 from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
 from one_ipfs.transfer.hostcall import remote_lib
 
@@ -24,6 +27,10 @@ DEFAULT_API = "http://127.0.0.1:5001"
 API_AUTH_SETTING = "IPFS_API_AUTH_FILE"
 HOST_API_AUTH_SETTING = "IPFS_HOST_API_AUTH_FILE"
 LOOPBACK = re.compile(r"^/(ip4/127\.\d+\.\d+\.\d+|ip6/::1|unix)/")
+CLUSTER = "cluster"
+"""The node named in problems of the IPFS Cluster's pinset."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,43 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
         if name != FRONTEND:
             _check_host(name, reply, report, frontend, target)
     return report
+
+
+def check_replication(report: Report) -> None:
+    """Every version of an image in a datastore with IPFS_CLUSTER_API is held by as many cluster peers as
+    its IPFS_REPLICATION_MIN asks for. Without OpenNebula's CLI to list the images, nothing is checked."""
+    try:
+        images = image_catalog.ipfs_images()
+    except OpenNebulaError as exc:
+        log.info("image replication not checked: %s", exc)
+        return
+    except OneIpfsError as exc:
+        report.add(
+            CLUSTER,
+            "replication",
+            f"cannot list the images of IPFS datastores: {exc}",
+            "fix it, then run again",
+        )
+        return
+    found = image_catalog.placement(images)
+    for api, reason in found.unknown.items():
+        report.add(
+            CLUSTER,
+            "replication",
+            f"cannot tell how images are replicated: {reason}",
+            f"start the frontend's IPFS Cluster peer (systemctl start ipfs-cluster); its REST API is {api}",
+        )
+    for image, number, cid in image_catalog.under_replicated(images, found):
+        held = found.of(cid)
+        minimum = image.config.replication.minimum if image.config.replication else 0
+        report.add(
+            CLUSTER,
+            "replication",
+            f"image {image.image.id} ({image.image.name}) version {number} ({cid}) is held by {len(held)} of "
+            f"the {minimum} cluster peers it needs ({', '.join(held) or 'none'})",
+            "bring its lost peers back or add storage hosts (`one-ipfs cluster join HOST`); then "
+            f"`ipfs-cluster-ctl recover {cid}`",
+        )
 
 
 def _check_remotes(site: Site, report: Report) -> None:

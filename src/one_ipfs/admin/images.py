@@ -17,6 +17,7 @@ from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destinatio
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.images import ImageVersions
+from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
 from one_ipfs.transfer.hostcall import run_on_host
@@ -39,7 +40,8 @@ class IpfsImage:
     cid: str | None
     problem: str | None = None
 
-    def row(self, holdings: Holdings) -> dict[str, Any]:
+    def row(self, holdings: Holdings, placement: Placement) -> dict[str, Any]:
+        replicated = self.config.replication is not None
         return {
             "id": self.image.id,
             "name": self.image.name,
@@ -47,7 +49,12 @@ class IpfsImage:
             "datastore": self.datastore.name,
             "source": self.image.source,
             "cid": self.cid,
-            "versions": [{"version": number, "cid": cid} for number, cid in self.versions.entries],
+            "versions": [
+                {"version": number, "cid": cid, **({"replicas": placement.of(cid)} if replicated else {})}
+                for number, cid in self.versions.entries
+            ],
+            "replication_min": self.config.replication.minimum if self.config.replication else None,
+            "replicas_unknown": placement.unknown.get(self.config.cluster_api) if replicated else None,
             "size_mb": self.image.size_mb,
             "held_by": holdings.held.get(self.cid or "", []),
             "unknown": holdings.unknown.get(self.cid or "", {}),
@@ -61,6 +68,43 @@ class Holdings:
 
     held: dict[str, list[str]] = field(default_factory=dict)
     unknown: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Placement:
+    """Per CID, the IPFS Cluster peers that hold every block of it; per cluster API that could not say,
+    why."""
+
+    held: dict[str, list[str]] = field(default_factory=dict)
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    def of(self, cid: str) -> list[str]:
+        return self.held.get(cid, [])
+
+
+def placement(images: list[IpfsImage]) -> Placement:
+    """Ask the cluster of every replicated datastore (its IPFS_CLUSTER_API) where its pins are, once each."""
+    found = Placement()
+    for api in sorted({i.config.cluster_api for i in images if i.config.replication is not None}):
+        log.info("asking IPFS Cluster at %s where its pins are", api)
+        try:
+            for pin in ClusterClient(api, timeout=HOST_CALL_SLACK).statuses():
+                found.held[pin.cid] = pin.holders()
+        except OneIpfsError as exc:
+            found.unknown[api] = str(exc)
+    return found
+
+
+def under_replicated(images: list[IpfsImage], found: Placement) -> list[tuple[IpfsImage, int, str]]:
+    """Every version (image, number, CID) of a replicated datastore that fewer cluster peers hold than
+    its IPFS_REPLICATION_MIN asks for, where its cluster could say."""
+    return [
+        (image, number, cid)
+        for image in images
+        if image.config.replication is not None and image.config.cluster_api not in found.unknown
+        for number, cid in image.versions.entries
+        if len(found.of(cid)) < image.config.replication.minimum
+    ]
 
 
 def ipfs_images() -> list[IpfsImage]:

@@ -12,13 +12,14 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
 from one_ipfs.errors import HostError, InvalidInput
 from one_ipfs.ipfs.network import NodeSettings, Peer, generate_swarm_key
 
 SWARM_PORT = 4001
-_CONCRETE = re.compile(r"^/ip[46]/(?!0\.0\.0\.0/|::/)[^/]+/tcp/\d+$")
+CONCRETE = re.compile(r"^/ip[46]/(?!0\.0\.0\.0/|::/)[^/]+/tcp/\d+$")
 _LOOPBACK = re.compile(r"^/ip4/127\.\d+\.\d+\.\d+/tcp/\d+$")
 
 
@@ -123,14 +124,28 @@ def install_units(
 
     A node where that failed keeps its pending restart, with the reason, and counts as failed.
     """
-    replies = call_all(
+    return daemon_units(
         configured,
         "unit",
-        lambda name: {
-            "unit": unit,
-            "repo": frontend_repo if name == FRONTEND else host_repo,
-            "restart": configured[name].restart_pending,
-        },
+        lambda name: {"repo": frontend_repo if name == FRONTEND else host_repo},
+        unit,
+        progress,
+    )
+
+
+def daemon_units(
+    configured: dict[str, Configured],
+    command: str,
+    payload: Callable[[str], dict[str, Any]],
+    unit: str,
+    progress: Callable[[Reply], None] | None = None,
+) -> dict[str, Configured]:
+    """Run the remote ``command`` that installs a daemon's systemd ``unit`` on every configured node
+    (``payload``: where the daemon's folder is); what happened to each node's daemon."""
+    replies = call_all(
+        configured,
+        command,
+        lambda name: {"unit": unit, "restart": configured[name].restart_pending, **payload(name)},
         progress,
     )
     done = {}
@@ -163,7 +178,7 @@ def _member(name: str, reply: Reply, frontend_address: str | None) -> Member:
     """A node's identity and the addresses it keeps: its concrete swarm addresses, or one made from the
     address ssh reaches it at (the frontend: ``--address``); loopback API and gateway, else the defaults."""
     facts = reply.result
-    swarm = tuple(a for a in facts.get("swarm_addresses") or [] if _CONCRETE.match(a))
+    swarm = tuple(a for a in facts.get("swarm_addresses") or [] if CONCRETE.match(a))
     if name == FRONTEND and frontend_address:
         swarm = (f"/ip4/{frontend_address}/tcp/{SWARM_PORT}",)
     if not swarm:

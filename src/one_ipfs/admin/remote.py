@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from one_ipfs.ipfs.rpc import KuboClient
@@ -49,9 +50,12 @@ DOING = {
     "restart": "restarting its Kubo daemon through systemd (remote restart)",
     "unit": "installing the systemd unit of its Kubo daemon (remote unit)",
     "holds": "asking its Kubo node, offline, which images it holds (remote holds)",
+    "cluster_init": "creating its IPFS Cluster peer if it has none (remote cluster_init)",
+    "cluster_configure": "writing its IPFS Cluster peer's settings (remote cluster_configure)",
+    "cluster_unit": "installing the systemd unit of its IPFS Cluster peer (remote cluster_unit)",
 }
 """What each command does, as ``one-ipfs --verbose`` says it."""
-BUNDLED = ("init", "configure", "holds")
+BUNDLED = ("init", "configure", "holds", "cluster_init", "cluster_configure", "cluster_unit")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
 RPC_TIMEOUT = 10.0
 """Seconds each question to a Kubo node may take."""
@@ -69,6 +73,8 @@ UNIT_PATH = re.compile(r"^/[A-Za-z0-9._/+@:-]*$")
 """Paths written into the unit as they are: no space, quote, ``%`` specifier or backslash to escape."""
 REPO_LOCK = "repo.lock"
 """Kubo holds an fcntl write lock on this file of its repository while its daemon runs."""
+CLUSTER_LOCK = "cluster.lock"
+"""An IPFS Cluster peer creates this file in its folder when it starts, and holds a lock on it."""
 
 
 def main(command: str, payload: dict[str, Any]) -> int:
@@ -80,6 +86,9 @@ def main(command: str, payload: dict[str, Any]) -> int:
         "restart": restart,
         "unit": unit,
         "holds": holds,
+        "cluster_init": cluster_init,
+        "cluster_configure": cluster_configure,
+        "cluster_unit": cluster_unit,
     }
     if command not in handlers:
         sys.stderr.write(f"one-ipfs remote: unknown command {command}\n")
@@ -193,33 +202,57 @@ def restart(payload: dict[str, Any]) -> dict[str, Any]:
     return {"restarted": True, "reason": f"systemctl restart {unit}"}
 
 
-def unit(payload: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911 - one per way to fail
+class Daemon(NamedTuple):
+    """A daemon of the network a systemd unit runs: how errors name it, its command, its folder, the lock
+    file it holds there while it runs, and the unit's text for (command path, folder, user, group). (Not a
+    dataclass: this module runs exec'd on hosts, outside ``sys.modules``.)"""
+
+    name: str
+    command: str
+    folder: str
+    lock: str
+    text: Callable[[str, str, str, str], str]
+
+
+def unit(payload: dict[str, Any]) -> dict[str, Any]:
     """Install (or update) the systemd unit ``payload['unit']`` that runs this node's Kubo daemon, then have
     it run the current settings: ``enable --now`` when it is stopped, a restart when it runs an older unit or
     older settings (``payload['restart']``). A daemon that the unit does not run is left alone, and said so.
     """
+    kubo = Daemon("Kubo", "ipfs", "Kubo repository", REPO_LOCK, unit_text)
+    return _install_unit(payload, kubo, shutil.which("ipfs"), payload["repo"])
+
+
+def _install_unit(  # noqa: PLR0911 - one per way to fail
+    payload: dict[str, Any], daemon: Daemon, command: str | None, folder: str
+) -> dict[str, Any]:
     name = payload["unit"]
-    systemctl, ipfs = shutil.which("systemctl"), shutil.which("ipfs")
-    repo = os.path.realpath(os.path.expanduser(payload["repo"]))
+    systemctl = shutil.which("systemctl")
+    folder = os.path.realpath(os.path.expanduser(folder))
     if not UNIT_NAME.match(name):
         return {"error": f"{name[:80]!r} is not a systemd unit name"}
     if systemctl is None or not os.path.isdir(SYSTEMD_RUNTIME):
-        return {"error": "systemd does not run here: start Kubo with this node's own service manager"}
-    if ipfs is None:
-        return {"error": "no ipfs command on the PATH for the systemd unit to run"}
+        return {
+            "error": f"systemd does not run here: start {daemon.name} with this node's own service manager"
+        }
+    if command is None:
+        return {"error": f"no {daemon.command} command on the PATH for the systemd unit to run"}
     try:
-        owner = os.stat(repo)
+        owner = os.stat(folder)
         user, group = pwd.getpwuid(owner.st_uid).pw_name, grp.getgrgid(owner.st_gid).gr_name
     except (OSError, KeyError) as exc:
-        return {"error": f"cannot tell who owns the Kubo repository {repo}: {exc}"}
-    ipfs = os.path.realpath(ipfs)
-    for path in (ipfs, repo):
+        return {"error": f"cannot tell who owns the {daemon.folder} {folder}: {exc}"}
+    command = os.path.realpath(command)
+    for path in (command, folder):
         if not UNIT_PATH.match(path):
             return {"error": f"{path!r} cannot be named in a systemd unit as it is: use a plain path"}
-    text = unit_text(ipfs, repo, user, group)
+    text = daemon.text(command, folder, user, group)
     active = _active(systemctl, name)
-    if not active and _repo_locked(repo):
-        return {"error": f"a Kubo daemon that {name} does not run holds {repo}: stop it, then run again"}
+    if not active and _repo_locked(folder, daemon.lock):
+        return {
+            "error": f"a {daemon.name} daemon that {name} does not run holds {folder}: "
+            "stop it, then run again"
+        }
     path = os.path.join(payload.get("unit_dir") or SYSTEMD_DIR, f"{name}.service")
     changed = _read(path) != text
     if changed:
@@ -253,14 +286,7 @@ def _run_unit(systemctl: str, name: str, *, active: bool, changed: bool, restart
 def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
     """The unit: private network forced, no telemetry, restarted on failure, and confined to what Kubo
     needs (its repository writable; no privilege, device or capability; the network families it uses)."""
-    lines = [
-        "# Written by `one-ipfs network init|join --systemd-unit`; the next run replaces it.",
-        "[Unit]",
-        "Description=Kubo IPFS daemon of the one-ipfs private network",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "",
-        "[Service]",
+    service = [
         "Type=notify",
         f"User={user}",
         f"Group={group}",
@@ -270,6 +296,24 @@ def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
         # --migrate: a Kubo upgrade that needs a repository migration runs it at start, instead of the
         # daemon refusing to start and leaving the node down.
         f"ExecStart={ipfs} daemon --migrate",
+    ]
+    return _confined_unit("network", "Kubo IPFS daemon of the one-ipfs private network", [], service, repo)
+
+
+def _confined_unit(
+    command: str, description: str, after: list[str], service: list[str], writable: str
+) -> str:
+    """A unit written by ``one-ipfs COMMAND``, restarted on failure and confined to what a daemon of the
+    network needs: ``writable`` its only writable folder; no privilege, device or capability."""
+    lines = [
+        f"# Written by `one-ipfs {command} init|join --systemd-unit`; the next run replaces it.",
+        "[Unit]",
+        f"Description={description}",
+        "After=" + " ".join(["network-online.target", *after]),
+        "Wants=" + " ".join(["network-online.target", *after]),
+        "",
+        "[Service]",
+        *service,
         "Restart=on-failure",
         "RestartSec=5",
         "KillSignal=SIGINT",
@@ -279,7 +323,7 @@ def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
         "CapabilityBoundingSet=",
         "ProtectSystem=strict",
         "ProtectHome=read-only",
-        f"ReadWritePaths={repo}",
+        f"ReadWritePaths={writable}",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
         "ProtectKernelTunables=yes",
@@ -301,6 +345,91 @@ def unit_text(ipfs: str, repo: str, user: str, group: str) -> str:
         "WantedBy=multi-user.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+def cluster_init(payload: dict[str, Any]) -> dict[str, Any]:
+    """Create the IPFS Cluster peer in ``payload['folder']`` when there is none; its ID, and the Kubo
+    repository it will sit beside (its addresses: where the peer listens)."""
+    from pathlib import Path
+
+    from one_ipfs.errors import OneIpfsError
+    from one_ipfs.ipfs.cluster_peer import find_service, init_peer, read_peer_id
+
+    folder = Path(os.path.expanduser(payload["folder"]))
+    try:
+        created = init_peer(find_service(), folder)
+        peer_id = read_peer_id(folder)
+    except OneIpfsError as exc:
+        return {"error": str(exc)}
+    return {
+        "created": created,
+        "peer_id": peer_id,
+        "kubo": read_repository(os.path.expanduser(payload["repo"])),
+    }
+
+
+def cluster_configure(payload: dict[str, Any]) -> dict[str, Any]:
+    """Make the peer a member of the cluster; say whether anything changed, and whether its daemon still
+    runs older settings (or none runs)."""
+    from pathlib import Path
+
+    from one_ipfs.errors import OneIpfsError
+    from one_ipfs.ipfs.cluster_peer import PeerSettings, configure_peer
+
+    folder = os.path.expanduser(payload["folder"])
+    peer = payload["peer"]
+    settings = PeerSettings(
+        name=peer["name"],
+        listen_address=peer["listen_address"],
+        peers=tuple(peer["peers"]),
+        trusted=tuple(peer["trusted"]),
+        kubo_api=peer["kubo_api"],
+        rest_api=peer["rest_api"],
+    )
+    try:
+        changed = configure_peer(Path(folder), payload["secret"], settings)
+        if changed:
+            with open(os.path.join(folder, RESTART_MARKER), "w") as marker:
+                marker.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n")
+    except (OneIpfsError, OSError) as exc:
+        return {"error": str(exc)}
+    facts = {
+        "configured_at": _mtime(os.path.join(folder, RESTART_MARKER)),
+        "daemon_started_at": _mtime(os.path.join(folder, CLUSTER_LOCK)),
+    }
+    return {"changed": changed, "restart_pending": restart_pending(facts)}
+
+
+def cluster_unit(payload: dict[str, Any]) -> dict[str, Any]:
+    """Install (or update) the systemd unit ``payload['unit']`` that runs this node's IPFS Cluster peer,
+    started after its Kubo daemon's unit ``payload['kubo_unit']``; then as ``unit`` does."""
+    from one_ipfs.ipfs.cluster_peer import SERVICE, find_service
+
+    kubo = payload["kubo_unit"]
+    if not UNIT_NAME.match(kubo):
+        return {"error": f"{kubo[:80]!r} is not a systemd unit name"}
+    service = find_service()
+    daemon = Daemon(
+        "IPFS Cluster",
+        SERVICE,
+        "IPFS Cluster folder",
+        CLUSTER_LOCK,
+        lambda *args: cluster_unit_text(*args, kubo_unit=kubo),
+    )
+    return _install_unit(payload, daemon, None if service is None else str(service), payload["folder"])
+
+
+def cluster_unit_text(service: str, folder: str, user: str, group: str, *, kubo_unit: str) -> str:
+    """The peer's unit: after its Kubo daemon, confined as Kubo's is (its folder writable)."""
+    lines = [
+        "Type=simple",
+        f"User={user}",
+        f"Group={group}",
+        f"Environment=IPFS_CLUSTER_PATH={folder}",
+        f"ExecStart={service} daemon",
+    ]
+    description = "IPFS Cluster peer of the one-ipfs cluster"
+    return _confined_unit("cluster", description, [f"{kubo_unit}.service"], lines, folder)
 
 
 def holds(payload: dict[str, Any]) -> dict[str, Any]:
@@ -450,10 +579,11 @@ def _install_file(path: str, text: str) -> str | None:
         os.unlink(staged.name)
 
 
-def _repo_locked(repo: str) -> bool:
-    """True while a Kubo daemon holds the repository (its fcntl lock on ``repo.lock``)."""
+def _repo_locked(repo: str, lock: str = REPO_LOCK) -> bool:
+    """True while a daemon holds its folder (Kubo: its fcntl lock on ``repo.lock``; a cluster peer's on
+    ``cluster.lock``)."""
     try:
-        fd = os.open(os.path.join(repo, REPO_LOCK), os.O_RDWR)
+        fd = os.open(os.path.join(repo, lock), os.O_RDWR)
     except OSError:
         return False
     try:

@@ -52,12 +52,26 @@ class ClusterPin:
     cid: str
     allocations: tuple[str, ...]
     peers: tuple[PeerPin, ...]
+    name: str = ""
 
     def count(self, *statuses: str) -> int:
         return sum(peer.status in statuses for peer in self.peers)
 
     def failures(self) -> list[PeerPin]:
         return [peer for peer in self.peers if peer.status in FAILED]
+
+    def holders(self) -> list[str]:
+        """The names of the peers that hold every block (their IDs' ends where they have no name)."""
+        return [peer.name or peer.peer[-8:] for peer in self.peers if peer.status == PINNED]
+
+
+@dataclass(frozen=True)
+class Member:
+    """A cluster peer: its ID, its name, and what is wrong with it (empty: nothing)."""
+
+    peer: str
+    name: str
+    error: str
 
 
 class ClusterClient:
@@ -88,7 +102,38 @@ class ClusterClient:
 
     def status(self, cid: str) -> ClusterPin:
         """What every peer reports of ``cid``; ContentNotFound when the cluster does not pin it."""
-        answer = self._call("GET", f"/pins/{_cid(cid)}")
+        return self._pin_status(self._call("GET", f"/pins/{_cid(cid)}"), cid)
+
+    def statuses(self) -> list[ClusterPin]:
+        """What every peer reports of every pin of the cluster's pinset."""
+        return [
+            self._pin_status(answer, "")
+            for answer in self._values("GET", "/pins")
+            if isinstance(answer, dict)
+        ]
+
+    def minimums(self) -> dict[str, int]:
+        """Each pin's ``replication-min`` (-1: on every peer), from the pinset itself."""
+        return {
+            str(pin.get("cid")): int(pin.get("replication_factor_min") or -1)
+            for pin in self._values("GET", "/allocations?filter=all")
+            if isinstance(pin, dict)
+        }
+
+    def members(self) -> list[Member]:
+        """Every peer of the cluster as the answering peer sees it, with what keeps it out, if anything."""
+        found = []
+        for peer in self._values("GET", "/peers"):
+            if isinstance(peer, dict):
+                ipfs = peer.get("ipfs")
+                kubo = str(ipfs.get("error") or "") if isinstance(ipfs, dict) else ""
+                error = str(peer.get("error") or "") or (f"its Kubo node: {kubo}" if kubo else "")
+                found.append(
+                    Member(str(peer.get("id", "")), str(peer.get("peername", "")), " ".join(error.split()))
+                )
+        return found
+
+    def _pin_status(self, answer: dict[str, Any], cid: str) -> ClusterPin:
         peer_map = answer.get("peer_map") or {}
         if not isinstance(peer_map, dict):
             raise ClusterError(f"IPFS Cluster at {self.address} sent a pin status without a peer map")
@@ -103,7 +148,7 @@ class ClusterClient:
             if isinstance(info, dict)
         )
         allocations = tuple(str(peer) for peer in answer.get("allocations") or ())
-        return ClusterPin(str(answer.get("cid", cid)), allocations, peers)
+        return ClusterPin(str(answer.get("cid") or cid), allocations, peers, str(answer.get("name") or ""))
 
     def unpin(self, cid: str) -> None:
         """Remove ``cid`` from the cluster's pinset; ContentNotFound when it is not in it."""

@@ -64,20 +64,20 @@ def init_repository(ipfs: Path, repo: Path) -> str:
     """
     env = {**os.environ, **daemon_environment(repo)}
     env.pop("LIBP2P_FORCE_PNET")  # the swarm key is written afterwards by configure_private_node
+    argv = [str(ipfs), "init", "--empty-repo", "--profile", ",".join(INIT_PROFILES)]
+    run_init(argv, env, f"Kubo at {ipfs}", f"ipfs init of {repo}")
+    return read_peer_id(repo)
+
+
+def run_init(argv: list[str], env: dict[str, str] | None, program: str, what: str) -> None:
+    """Run a daemon's ``init`` (offline, quick); CommandFailed with its last line of output if it fails."""
     try:
-        result = subprocess.run(
-            [str(ipfs), "init", "--empty-repo", "--profile", ",".join(INIT_PROFILES)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise CommandFailed(f"cannot run Kubo at {ipfs}: {exc.strerror}") from exc
+        raise CommandFailed(f"cannot run {program}: {exc.strerror}") from exc
     if result.returncode != 0:
         reason = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise CommandFailed(f"ipfs init of {repo} failed: {reason[-1] if reason else 'no output'}")
-    return read_peer_id(repo)
+        raise CommandFailed(f"{what} failed: {reason[-1] if reason else 'no output'}")
 
 
 def configure_private_node(repo: Path, swarm_key: bytes, settings: NodeSettings) -> bool:

@@ -42,6 +42,7 @@ HOST_MODULES = (
     "ipfs/gateway.py",
     "ipfs/fleet.py",
     "ipfs/network.py",
+    "ipfs/cluster_peer.py",
     "host/*.py",
 )
 

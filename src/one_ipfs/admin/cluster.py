@@ -1,0 +1,180 @@
+"""``one-ipfs cluster init|join|status``: IPFS Cluster peers beside the frontend's Kubo node and the storage
+hosts', which replicate every image version of a datastore with ``IPFS_CLUSTER_API``.
+
+As with ``one-ipfs network``, the secret is created once, on the frontend (``ipfs-cluster-service init``
+makes it), and then only copied; every node's side runs ``one_ipfs.ipfs.cluster_peer`` through ``remote``
+(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontend's peer only, and only the
+frontend's peer serves the REST API, on loopback. A peer reads its settings at start, so changed peers need a
+restart (``network.restart`` or ``network.daemon_units``, as for Kubo).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from one_ipfs.admin.network import CONCRETE, Configured
+from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.errors import HostError, InvalidInput
+from one_ipfs.ipfs import cluster_peer
+from one_ipfs.ipfs.cluster import ClusterClient, ClusterPin, Member
+from one_ipfs.ipfs.cluster_peer import SWARM_PORT, PeerSettings
+from one_ipfs.ipfs.rpc import parse_api
+
+REST_API = "/ip4/127.0.0.1/tcp/9094"
+"""The frontend peer's REST API unless ``--rest-api`` names another: what ``IPFS_CLUSTER_API`` then gives."""
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where each node's peer folder and Kubo repository are, and each Kubo node's RPC API."""
+
+    folder: str
+    host_folder: str
+    repo: str
+    host_repo: str
+    api: str
+    host_api: str
+
+    def of(self, name: str) -> tuple[str, str, str]:
+        """A node's peer folder, Kubo repository and Kubo RPC API."""
+        if name == FRONTEND:
+            return self.folder, self.repo, self.api
+        return self.host_folder, self.host_repo, self.host_api
+
+
+def join(
+    places: Places,
+    hosts: list[str],
+    address: str | None,
+    rest_api: str | None,
+    *,
+    new_cluster: bool,
+    progress: Callable[[Reply], None] | None = None,
+) -> dict[str, Configured]:
+    """Make the frontend's peer and ``hosts``' peers one cluster; per node, what changed.
+
+    ``new_cluster`` (``init``): the cluster is the frontend and ``hosts``, the frontend's peer created when
+    it has none. Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows.
+    """
+    frontend_folder = Path(places.folder).expanduser()
+    known: list[str] = []
+    if not new_cluster:
+        if not (frontend_folder / cluster_peer.CONFIG).exists():
+            raise InvalidInput(
+                f"the frontend has no IPFS Cluster peer at {frontend_folder}: "
+                "run `one-ipfs cluster init` first"
+            )
+        known = list(cluster_peer.current_settings(frontend_folder).peers)
+    nodes = [FRONTEND, *hosts]
+    replies = call_all(
+        nodes,
+        "cluster_init",
+        lambda name: {"folder": places.of(name)[0], "repo": places.of(name)[1]},
+        progress,
+    )
+    _raise_failures(replies)
+    secret = cluster_peer.read_secret(frontend_folder)
+    listen = {name: _listen_address(name, reply, address, frontend_folder) for name, reply in replies.items()}
+    members = {name: f"{listen[name]}/p2p/{reply.result['peer_id']}" for name, reply in replies.items()}
+    others = [
+        peer
+        for peer in known
+        if peer.split("/p2p/")[-1] not in {r.result["peer_id"] for r in replies.values()}
+    ]
+    trusted = (replies[FRONTEND].result["peer_id"],)
+    rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or REST_API
+    settings = {
+        name: PeerSettings(
+            name=name,
+            listen_address=listen[name],
+            peers=tuple(sorted({*others, *(members[o] for o in nodes if o != name)})),
+            trusted=trusted,
+            kubo_api=multiaddr(places.of(name)[2]),
+            rest_api=rest if name == FRONTEND else "",
+        )
+        for name in nodes
+    }
+    results = call_all(
+        nodes,
+        "cluster_configure",
+        lambda name: {"folder": places.of(name)[0], "secret": secret, "peer": asdict(settings[name])},
+        progress,
+    )
+    _raise_failures(results)
+    return {
+        name: Configured(bool(reply.result.get("changed")), bool(reply.result.get("restart_pending")))
+        for name, reply in results.items()
+    }
+
+
+def unit_payload(places: Places, kubo_unit: str) -> Callable[[str], dict[str, str]]:
+    """What ``remote.cluster_unit`` needs besides the unit's name: the peer's folder and Kubo's unit."""
+    return lambda name: {"folder": places.of(name)[0], "kubo_unit": kubo_unit}
+
+
+@dataclass(frozen=True)
+class Health:
+    """The cluster as its frontend peer sees it: its peers, and each pin with its ``replication-min``."""
+
+    members: list[Member]
+    pins: list[tuple[ClusterPin, int]]
+
+    def problems(self) -> list[str]:
+        """One line per peer in error and per pin held by fewer peers than its minimum."""
+        lines = [
+            f"peer {member.name or member.peer}: {member.error}" for member in self.members if member.error
+        ]
+        for pin, minimum in self.pins:
+            held = pin.count("pinned")
+            if held < minimum:
+                lines.append(f"{pin.cid} ({pin.name}) is held by {held} of the {minimum} peers it needs")
+        return lines
+
+
+def health(api: str) -> Health:
+    """Ask the frontend's peer (its REST API ``api``); a pin the cluster puts on every peer (minimum -1)
+    counts as needing all of them."""
+    client = ClusterClient(api, timeout=30.0)
+    minimums = client.minimums()
+    members = client.members()
+    pins = [(pin, minimums.get(pin.cid, -1)) for pin in client.statuses()]
+    return Health(members, [(pin, len(members) if minimum < 1 else minimum) for pin, minimum in pins])
+
+
+def _raise_failures(replies: dict[str, Reply]) -> None:
+    failed = [str(reply.error) for reply in replies.values() if reply.error]
+    if failed:
+        raise HostError("; ".join(failed))
+
+
+def _listen_address(name: str, reply: Reply, address: str | None, frontend_folder: Path) -> str:
+    """Where a peer listens: the frontend at ``--address`` or where it listened before; any node on the
+    storage-network address its Kubo node listens on, else (a host) the one ssh reaches it at."""
+    if name == FRONTEND:
+        if address:
+            return f"/ip4/{address}/tcp/{SWARM_PORT}"
+        before = cluster_peer.current_settings(frontend_folder).listen_address
+        if CONCRETE.match(before):
+            return before
+    swarm = [a for a in (reply.result.get("kubo") or {}).get("swarm_addresses") or [] if CONCRETE.match(a)]
+    ipv4 = [a.split("/")[2] for a in swarm if a.startswith("/ip4/")]
+    if ipv4:
+        return f"/ip4/{ipv4[0]}/tcp/{SWARM_PORT}"
+    if name == FRONTEND:
+        raise InvalidInput(
+            "the frontend's Kubo node listens on no storage-network address: give it with --address"
+        )
+    return f"/ip4/{resolve_address(name)}/tcp/{SWARM_PORT}"
+
+
+def multiaddr(api: str) -> str:
+    """An API's address (a URL or a multiaddr) as IPFS Cluster's configuration takes it."""
+    host, port = parse_api(api)
+    try:
+        protocol = f"ip{ipaddress.ip_address(host).version}"
+    except ValueError:
+        protocol = "dns"
+    return f"/{protocol}/{host}/tcp/{port}"
