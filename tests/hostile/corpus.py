@@ -170,6 +170,8 @@ DS_ACTIONS = (
     "snap_delete",
     "snap_revert",
     "snap_flatten",
+    "restore",
+    "increment_flatten",
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from one_ipfs.config import DatastoreConfig, load_config
-from one_ipfs.datastore import content
+from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import cli
@@ -133,12 +133,29 @@ ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
 }
 
 
+BACKUP_DS_ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
+    "stat": stat,
+    "monitor": monitor,
+    **backups.ACTIONS,
+}
+"""What a backup datastore (``TYPE=BACKUP_DS``) answers; its backup, backup_cancel and ls come as
+``backups.VM_ACTIONS``."""
+
+
 def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
-    """Parse what oned sent (either calling convention) and run the action it names."""
-    action_fn = ACTIONS.get(name)
-    if action_fn is None:
+    """Parse what oned sent (either calling convention) and run the action it names, from the table of
+    the datastore's type."""
+    vm_action = backups.VM_ACTIONS.get(name)
+    if vm_action is not None:
+        return vm_action(args, stdin)
+    if name not in ACTIONS and name not in BACKUP_DS_ACTIONS:
         raise NotSupported(f"the ipfs datastore driver has no action {name[:40]!r}")
     action, _ = read_ds_action(args, stdin)
+    table = BACKUP_DS_ACTIONS if action.datastore.type == backups.BACKUP_DS else ACTIONS
+    action_fn = table.get(name)
+    if action_fn is None:
+        kind = "a backup" if table is BACKUP_DS_ACTIONS else "an image"
+        raise NotSupported(f"{kind} datastore of the ipfs driver has no action {name[:40]!r}")
     return action_fn(action, load_config(action.datastore.attributes))
 
 
