@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from one_ipfs.datastore import actions, backups
-from one_ipfs.errors import InvalidInput, InvalidReference, NotSupported, StorageError
+from one_ipfs.datastore import actions, backups, content
+from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
 from one_ipfs.host.backups import backup_files, token
 from one_ipfs.opennebula.action import parse_backed_up_vm
@@ -255,3 +255,47 @@ def test_the_host_command_refuses_hostile_options_in_one_line(
 
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO:")]
     assert code == 1 and len(lines) == 1
+
+
+@pytest.mark.parametrize("fails_at", ["backup-add", "hold"])
+def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_the_host(
+    monkeypatch: pytest.MonkeyPatch, fails_at: str
+) -> None:
+    """What backup_cancel's SIGTERM does to a backup under way (``Cancelled`` raised where it stands)."""
+    calls: list[str] = []
+
+    def on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, object]:
+        calls.append(command)
+        if command == fails_at:
+            raise Cancelled("cancelled")
+        return {"cid": CID, "size": 1 << 20} if command == "backup-add" else {}
+
+    def hold(cid: str, name: str, config: object, total_bytes: int | None = None) -> None:
+        calls.append(f"hold {name}")
+        if fails_at == "hold":
+            raise Cancelled("cancelled")
+
+    monkeypatch.setattr(backups, "run_on_host", on_host)
+    monkeypatch.setattr(content, "hold", hold)
+    monkeypatch.setattr(content, "release", lambda cid, name, config: calls.append(f"release {name}"))
+
+    with pytest.raises(Cancelled):
+        actions.run("backup", ARGS, backup_stdin())
+
+    if fails_at == "backup-add":
+        assert calls == ["backup-add", "backup-release"]
+    else:
+        assert [call.split(" ")[0] for call in calls] == ["backup-add", "hold", "release", "backup-release"]
+        assert calls[1].split(" ")[1] == calls[2].split(" ")[1]
+
+
+def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backups, "run_on_host", lambda *args, **kwargs: {"cid": CID, "size": (5 << 20) + 1})
+    monkeypatch.setattr(content, "hold", lambda *args, **kwargs: None)
+
+    printed = actions.run("backup", ARGS, backup_stdin())
+
+    assert printed is not None
+    source, size_mb, backup_format = printed.split(" ")
+    assert backups.BackupId.parse(source).cid == CID
+    assert (size_mb, backup_format) == ("6", "raw")

@@ -10,6 +10,8 @@ Run on the current version only (docs/testing.md): the backup calls of 6.10.5 an
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from testbed.bed import Bed
@@ -24,6 +26,7 @@ from tests.support.vms import file_view, guest_write, image_from
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 SIZE = 16 << 20
+"""Half of it data (``disk_bytes``): the first backup stores 8 MiB."""
 
 
 @pytest.fixture(autouse=True)
@@ -76,9 +79,8 @@ def test_backups_store_each_block_once_restore_byte_identical_and_keep_last_rele
 ) -> None:
     frontend = bed.frontend
     image = image_from(bed, one, ipfs_ds, disk_bytes(SIZE, seed=71), "ipfs-backed-up")
-    vm, sibling = one.vm_deploy([image], "h1"), one.vm_deploy([image], "h2")
-    for powered_off in (vm, sibling):
-        one.vm_poweroff(powered_off)
+    with ThreadPoolExecutor(2) as pool:
+        vm, sibling = pool.map(lambda host: one.vm_poweroff(one.vm_deploy([image], host)), ("h1", "h2"))
     one.vm_backup_config(vm, {"MODE": "FULL", "KEEP_LAST": "2"})
 
     before = repo_size(frontend)
@@ -93,18 +95,20 @@ def test_backups_store_each_block_once_restore_byte_identical_and_keep_last_rele
     other = one.vm_backup(sibling, ipfs_backup_ds)
     sibling_growth = repo_size(frontend) - before
 
-    assert first_growth > SIZE // 2
-    assert changed_growth < SIZE // 8, "a 4 KiB change stored more than a few blocks"
-    assert sibling_growth < SIZE // 8, "another VM of the same image stored its unchanged disk again"
+    assert first_growth > SIZE // 4
+    assert changed_growth < first_growth // 4, "a 4 KiB change stored more than a few blocks"
+    assert sibling_growth < first_growth // 4, "another VM of the same image stored its unchanged disk again"
 
     restored = one.backup_restore(changed, ipfs_ds, "ipfs-restored")
     assert restored[0].template["IPFS_CID"] in blocks(frontend, changed)
     elsewhere = one.vm_deploy(restored, "h3")
     assert seen(bed, one, elsewhere) == changed_view
-    one.vm_terminate(elsewhere)
 
     oldest_blocks = blocks(frontend, oldest)
-    newest = one.vm_backup(vm, ipfs_backup_ds)
+    with ThreadPoolExecutor(1) as pool:
+        ending = pool.submit(one.vm_terminate, elsewhere)
+        newest = one.vm_backup(vm, ipfs_backup_ds)
+        ending.result()
     settle(lambda: gone(one, oldest), "oned deleting the backup beyond KEEP_LAST=2")
     kept = blocks(frontend, changed) | blocks(frontend, newest) | blocks(frontend, other)
     only_oldest = oldest_blocks - kept
@@ -112,5 +116,5 @@ def test_backups_store_each_block_once_restore_byte_identical_and_keep_last_rele
     assert only_oldest, "the oldest backup had no block of its own (its directory and vm.xml at least)"
     assert not only_oldest & pinned
     assert kept <= pinned
-    for leftover in (vm, sibling):
-        one.vm_terminate(leftover)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one.vm_terminate, (vm, sibling)))
