@@ -17,6 +17,7 @@ from one_ipfs.images import ContentRegistry, Replicas
 from one_ipfs.ipfs import cluster
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.rpc import KuboClient, Pin
+from tests.support.kubo_wire import FakeNode
 
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 TWO = Replication(2, 3)
@@ -159,7 +160,7 @@ class HeldNode(KuboClient):
     """A datastore node on which every CID is already pinned and referenced: only the cluster acts."""
 
     def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9")
+        super().__init__(transport=FakeNode({}))  # every method used here is replaced
         self.references: dict[str, list[str]] = {}
         self.unpinned: list[str] = []
 

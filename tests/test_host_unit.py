@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
@@ -25,17 +25,9 @@ from one_ipfs.host import commands, disks, inputs
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.refs import DAG_PB, Cid
-from one_ipfs.ipfs.rpc import (
-    AddResult,
-    DagLink,
-    FileStat,
-    ImportSettings,
-    KuboClient,
-    NodeId,
-    Pin,
-    PinProgress,
-    Subscription,
-)
+from one_ipfs.ipfs.rpc import DagLink, ImportSettings, KuboClient
+from one_ipfs.ipfs.transport import Call
+from tests.support.kubo_wire import Answer, FakeNode
 
 MIB = 1 << 20
 RAW_CODEC = 0x55
@@ -43,31 +35,57 @@ SHA2_256 = 0x12
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 
 
-class QuietSubscription(Subscription):
-    """A subscription nobody else publishes on: this host fetches alone."""
+class Silence(Answer):
+    """A pubsub subscription nobody else publishes on (this host fetches alone): empty until closed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.closed = threading.Event()
 
-    def messages(self) -> Generator[tuple[str, bytes], None, None]:
+    def events(self) -> Iterator[dict[str, Any]]:
         self.closed.wait()
         yield from ()
+
+    def interrupt(self) -> None:
+        self.closed.set()
 
     def close(self) -> None:
         self.closed.set()
 
 
 class FakeKubo(KuboClient):
-    """A node that 'fetches' from a dict of published content and records what it was asked.
+    """The real client on a fake node that 'fetches' from a dict of published content and records what it
+    was asked.
 
     Content is published as Kubo imports it: raw leaves of 1 MiB under a dag-pb root (one raw block
     when it fits in one), or with ``leaves_inside`` as dag-pb leaves whose bytes only ``cat`` can read.
-
-    A KuboClient to the commands under test, but never connected (its ``__init__`` is not run): a method
-    it does not fake fails loudly instead of reaching any node.
+    A command the node does not answer fails loudly instead of reaching any node.
     """
 
     def __init__(self) -> None:
+        super().__init__(
+            transport=FakeNode(
+                {
+                    "files/stat": self._files_stat,
+                    "block/stat": lambda call: {"Size": len(self.network[call.args[0]])},
+                    "dag/get": self._dag_get,
+                    "id": {"ID": "12D3KooWFakeHost", "Addresses": [], "AgentVersion": "fake"},
+                    "pubsub/sub": lambda call: Silence(),
+                    "pubsub/pub": self._pubsub_pub,
+                    "config": {"Value": []},  # no gateway: blocks are read through ``block get``
+                    "swarm/peers": {"Peers": []},
+                    "swarm/peering/ls": {"Peers": []},  # the content is "in the network": no peer to dial
+                    "bitswap/stat": {"BlocksReceived": 0, "BlocksSent": 0},
+                    "block/get": self._block_get,
+                    "pin/ls": self._pin_ls,
+                    "pin/add": lambda call: Answer.streamed(self._pin_add(call)),
+                    "pin/rm": self._pin_rm,
+                    "cat": self._cat,
+                    "add": self._add,
+                    "repo/gc": self._repo_gc,
+                }
+            )
+        )
         self.network: dict[str, bytes] = {}
         self.links: dict[str, list[DagLink]] = {}
         self.pins: dict[str, str] = {}
@@ -99,40 +117,28 @@ class FakeKubo(KuboClient):
         self.network[cid] = data
         return cid
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
-        cid = path.removeprefix("/ipfs/")
-        data = self.network[cid]
-        local = cid in self.pins
-        return FileStat(cid, len(data), len(data), 1, "file", local if with_local else None, None)
+    def _files_stat(self, call: Call) -> dict[str, Any]:
+        cid = call.args[0].removeprefix("/ipfs/")
+        size = len(self.network[cid])
+        return {
+            "Hash": cid,
+            "Size": size,
+            "CumulativeSize": size,
+            "Blocks": 1,
+            "Type": "file",
+            "Local": cid in self.pins,
+        }
 
-    def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
-        return len(self.network[cid])
+    def _dag_get(self, call: Call) -> dict[str, Any]:
+        return {"Links": [{"Hash": {"/": link.cid}, "Tsize": link.size} for link in self.links[call.args[0]]]}
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
-        return self.links[cid]
+    def _pubsub_pub(self, call: Call) -> dict[str, Any]:
+        assert call.upload is not None and isinstance(call.upload.reader, bytes)
+        self.reports.append(call.upload.reader)
+        return {}
 
-    def id(self) -> NodeId:
-        return NodeId("12D3KooWFakeHost", [], "fake")
-
-    def pubsub_subscribe(self, topic: str, *, timeout: float) -> Subscription:
-        return QuietSubscription()
-
-    def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
-        self.reports.append(data)
-
-    def gateway_address(self) -> tuple[str, int] | None:
-        return None  # blocks are read through ``block_get``
-
-    def swarm_peers(self) -> list[tuple[str, str]]:
-        return []
-
-    def peering_peers(self) -> list[tuple[str, list[str]]]:
-        return []  # the content is "in the network": no peer to dial
-
-    def bitswap_blocks_moved(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
+    def _block_get(self, call: Call) -> Answer:
+        cid = call.args[0]
         self.block_reads += 1
         data = self.network[cid]
         if self.break_reads_after is not None:
@@ -144,70 +150,53 @@ class FakeKubo(KuboClient):
             )
             if offset >= self.break_reads_after:
                 raise StreamBroken("ipfs block get: the stream broke")
-        return data
+        return Answer(data=data)
 
-    def pin_ls(
-        self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
-    ) -> list[Pin]:
+    def _pin_ls(self, call: Call) -> dict[str, Any]:
         with self.lock:
-            return [Pin(c, "recursive", n) for c, n in self.pins.items() if cid in (None, c)]
+            pinned = {c: n for c, n in self.pins.items() if c in call.args or not call.args}
+        return {"Keys": {c: {"Type": "recursive", "Name": n} for c, n in pinned.items()}}
 
-    def pin_add(
-        self,
-        cid: str,
-        *,
-        name: str | None = None,
-        progress: Callable[[PinProgress], None] | None = None,
-        timeout: float | None = None,
-    ) -> None:
+    def _pin_add(self, call: Call) -> Iterator[dict[str, Any]]:
+        cid = call.args[0]
         with self.lock:
             self.pin_adds.append(cid)
         time.sleep(self.pin_delay)
-        if progress is not None:
-            progress(PinProgress(1, len(self.network[cid])))
+        if call.params.get("progress") == "true":
+            yield {"Progress": 1, "Bytes": len(self.network[cid])}
         with self.lock:
-            self.pins[cid] = name or ""
+            self.pins[cid] = call.params.get("name", "")
+        yield {"Pins": [cid]}
 
-    def pin_rm(self, cid: str) -> None:
+    def _pin_rm(self, call: Call) -> dict[str, Any]:
         with self.lock:
-            del self.pins[cid]
+            del self.pins[call.args[0]]
+        return {}
 
-    def cat(
-        self,
-        path: str,
-        *,
-        offset: int = 0,
-        length: int | None = None,
-        chunk_size: int = MIB,
-        timeout: float | None = None,
-    ) -> Generator[bytes, None, None]:
-        data = self.network[path.removeprefix("/ipfs/")]
+    def _cat(self, call: Call) -> Answer:
+        data = self.network[call.args[0].removeprefix("/ipfs/")]
         self.cats += 1
-        for start in range(0, len(data), chunk_size):
-            if self.break_reads_after is not None and start >= self.break_reads_after:
-                raise StreamBroken("ipfs cat: the stream broke")
-            yield data[start : start + chunk_size]
+        if self.break_reads_after is None:
+            return Answer(data=data)
+        return Answer(data=self._broken_after(data, self.break_reads_after))
 
-    def add(
-        self,
-        source: str | os.PathLike[str] | BinaryIO,
-        *,
-        settings: ImportSettings,
-        pin: bool = True,
-        pin_name: str | None = None,
-        progress: Callable[[int], None] | None = None,
-        only_hash: bool = False,
-        filename: str = "disk",
-        timeout: float | None = None,
-    ) -> AddResult:
-        data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else source.read()
+    def _broken_after(self, data: bytes, length: int) -> Iterator[bytes]:
+        yield data[:length]
+        raise StreamBroken("ipfs cat: the stream broke")
+
+    def _add(self, call: Call) -> dict[str, Any]:
+        assert call.upload is not None
+        source = call.upload.reader
+        data = source if isinstance(source, bytes) else source.read()
+        call.upload.sent = len(data)  # as the HTTP wire counts what it sent
         cid = self.publish(data)
-        if pin:
-            self.pins[cid] = pin_name or ""
-        return AddResult(cid, len(data))
+        if call.params.get("pin") == "true":
+            self.pins[cid] = call.params.get("pin-name", "")
+        return {"Hash": cid, "Size": str(len(data))}
 
-    def repo_gc(self, *, timeout: float | None = None) -> None:
+    def _repo_gc(self, call: Call) -> Answer:
         self.gc_runs += 1
+        return Answer()
 
 
 @pytest.fixture

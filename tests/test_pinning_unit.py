@@ -17,6 +17,8 @@ from one_ipfs.errors import IpfsTimeout
 from one_ipfs.ipfs import pinning
 from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
+from one_ipfs.ipfs.transport import Call
+from tests.support.kubo_wire import FakeNode, Reply
 
 ROOT = "bafybeiroot"
 MIB = 1 << 20
@@ -26,7 +28,24 @@ class Peer(KuboClient):
     """A node whose only source is one peer: ``serve`` decides whether a want of a block is answered."""
 
     def __init__(self, leaves: int, serve_after: float = 0.0, ignored_wants: int = 0) -> None:
-        super().__init__("http://127.0.0.1:9")  # never connected: every method used here is replaced
+        super().__init__(
+            transport=FakeNode(
+                {
+                    "dag/get": self._dag_get,
+                    "files/stat": self._files_stat,
+                    "block/stat": self._block_stat,
+                    "swarm/peers": {"Peers": [{"Peer": "12D3KooWSource", "Addr": "/ip4/10.0.0.1/tcp/4001"}]},
+                    "swarm/peering/ls": {
+                        "Peers": [{"ID": "12D3KooWSource", "Addrs": ["/ip4/10.0.0.1/tcp/4001"]}]
+                    },
+                    "bitswap/stat": {"BlocksReceived": 0, "BlocksSent": 0},
+                    "swarm/disconnect": lambda call: self._count(
+                        f"disconnect {call.args[0].removeprefix('/p2p/')}"
+                    ),
+                    "swarm/connect": lambda call: self._count(f"connect {call.args[0]}"),
+                }
+            )
+        )
         self.leaves = [f"bafkreileaf{i}" for i in range(leaves)]
         self.serve_after = serve_after
         self.ignored_wants = ignored_wants
@@ -34,40 +53,37 @@ class Peer(KuboClient):
         self.link = threading.Lock()
         self.guard = threading.Lock()
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
-        self._want(cid, timeout)
-        return [DagLink(leaf, MIB) for leaf in self.leaves] if cid == ROOT else []
+    def _dag_get(self, call: Call) -> dict[str, object]:
+        self._want(call.args[0], call.timeout)
+        links = self.leaves if call.args[0] == ROOT else []
+        return {"Links": [{"Hash": {"/": leaf}, "Tsize": MIB} for leaf in links]}
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
-        cid = path.removeprefix("/ipfs/")
-        self._want(f"stat {cid}", timeout)
+    def _files_stat(self, call: Call) -> dict[str, object]:
+        cid = call.args[0].removeprefix("/ipfs/")
+        self._want(f"stat {cid}", call.timeout)
         size = len(self.leaves) * MIB
-        return FileStat(cid, size, size, len(self.leaves) + 1, "file", None, None)
+        return {
+            "Hash": cid,
+            "Size": size,
+            "CumulativeSize": size,
+            "Blocks": len(self.leaves) + 1,
+            "Type": "file",
+        }
 
-    def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
-        wait = self._want(cid, timeout)
+    def _block_stat(self, call: Call) -> dict[str, object]:
+        cid = call.args[0]
+        wait = self._want(cid, call.timeout)
         if not self.link.acquire(timeout=wait):
             raise IpfsTimeout(f"ipfs block stat {cid}: Kubo gave up after {wait:g} s")
         try:
             time.sleep(self.serve_after)  # the link brings one block at a time
         finally:
             self.link.release()
-        return MIB
+        return {"Key": cid, "Size": MIB}
 
-    def swarm_peers(self) -> list[tuple[str, str]]:
-        return [("12D3KooWSource", "/ip4/10.0.0.1/tcp/4001")]
-
-    def peering_peers(self) -> list[tuple[str, list[str]]]:
-        return [("12D3KooWSource", ["/ip4/10.0.0.1/tcp/4001"])]
-
-    def bitswap_blocks_moved(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def swarm_disconnect(self, peer: str) -> None:
-        self.asked[f"disconnect {peer}"] += 1
-
-    def swarm_connect(self, *addresses: str, timeout: float | None = None) -> None:
-        self.asked[f"connect {addresses[0]}"] += 1
+    def _count(self, what: str) -> dict[str, object]:
+        self.asked[what] += 1
+        return {}
 
     def _want(self, cid: str, timeout: float | None) -> float:
         """Count a want of ``cid``; one the peer ignores ends in Kubo's timeout."""
@@ -81,17 +97,14 @@ class Peer(KuboClient):
         return wait
 
 
-class Dag(KuboClient):
-    """Interior nodes (``bafybei...``) and their links, answered at once; leaves are ``bafk...``."""
+def dag(nodes: dict[str, list[DagLink]]) -> FakeNode:
+    """A node answering ``dag get`` for interior nodes (``bafybei...``) and their links at once; leaves
+    are ``bafk...``."""
 
-    def __init__(self, nodes: dict[str, list[DagLink]]) -> None:
-        super().__init__("http://127.0.0.1:9")
-        self.nodes = nodes
-        self.read: Counter[str] = Counter()
+    def links(call: Call) -> dict[str, object]:
+        return {"Links": [{"Hash": {"/": link.cid}, "Tsize": link.size} for link in nodes[call.args[0]]]}
 
-    def dag_links(self, cid: str, *, timeout: float | None = None) -> list[DagLink]:
-        self.read[cid] += 1
-        return self.nodes[cid]
+    return FakeNode({"dag/get": links})
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +120,7 @@ def fetch(peer: Peer, stall_timeout: float) -> None:
 
 
 def layout_of(nodes: dict[str, list[DagLink]], size: int) -> FileLayout:
-    return file_layout(Dag(nodes), ROOT, size, stall_timeout=1, deadline=time.monotonic() + 5)
+    return file_layout(dag(nodes).client(), ROOT, size, stall_timeout=1, deadline=time.monotonic() + 5)
 
 
 def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subtree_once() -> None:
@@ -116,9 +129,9 @@ def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subt
         ROOT: [DagLink("bafybeirun", 3 * MIB), data, DagLink("bafybeirun", 3 * MIB)],
         "bafybeirun": [zero] * 3,
     }
-    dag = Dag(nodes)
+    node = dag(nodes)
 
-    layout = file_layout(dag, ROOT, 7 * MIB, stall_timeout=1, deadline=time.monotonic() + 5)
+    layout = file_layout(node.client(), ROOT, 7 * MIB, stall_timeout=1, deadline=time.monotonic() + 5)
 
     assert layout == FileLayout(
         ROOT,
@@ -129,11 +142,13 @@ def test_layout_places_a_repeated_leaf_at_every_offset_and_reads_a_repeated_subt
         ],
         assemblable=True,
     )
-    assert dag.read == Counter({ROOT: 1, "bafybeirun": 1})
+    assert Counter(call.args[0] for call in node.asked("dag/get")) == Counter({ROOT: 1, "bafybeirun": 1})
 
 
 def test_a_single_raw_block_is_its_own_layout() -> None:
-    layout = file_layout(Dag({}), "bafkreisingle", 5000, stall_timeout=1, deadline=time.monotonic() + 5)
+    layout = file_layout(
+        dag({}).client(), "bafkreisingle", 5000, stall_timeout=1, deadline=time.monotonic() + 5
+    )
 
     assert layout == FileLayout("bafkreisingle", 5000, [Leaf("bafkreisingle", 5000, (0,))], assemblable=True)
 
@@ -214,24 +229,26 @@ def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_im
 class Member(KuboClient):
     """A node of a private network whose peering lists three members: connected to one, not to the others."""
 
-    def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9")  # never connected: every method used here is replaced
+    def __init__(self, answers: dict[str, Reply] | None = None) -> None:
+        peering = [
+            {"ID": "12D3KooWUp", "Addrs": ["/ip4/10.0.0.2/tcp/4001"]},
+            {"ID": "12D3KooWDown", "Addrs": ["/ip4/10.0.0.3/tcp/4001", "/ip6/fd00::3/tcp/4001"]},
+            {"ID": "12D3KooWGone", "Addrs": ["/ip4/10.0.0.4/tcp/4001"]},
+        ]
+        replies: dict[str, Reply] = {
+            "swarm/peers": {"Peers": [{"Peer": "12D3KooWUp", "Addr": "/ip4/10.0.0.2/tcp/4001"}]},
+            "swarm/peering/ls": {"Peers": peering},
+            "swarm/connect": self._dial,
+            **(answers or {}),
+        }
+        super().__init__(transport=FakeNode(replies))
         self.dialled: list[tuple[str, ...]] = []
 
-    def swarm_peers(self) -> list[tuple[str, str]]:
-        return [("12D3KooWUp", "/ip4/10.0.0.2/tcp/4001")]
-
-    def peering_peers(self) -> list[tuple[str, list[str]]]:
-        return [
-            ("12D3KooWUp", ["/ip4/10.0.0.2/tcp/4001"]),
-            ("12D3KooWDown", ["/ip4/10.0.0.3/tcp/4001", "/ip6/fd00::3/tcp/4001"]),
-            ("12D3KooWGone", ["/ip4/10.0.0.4/tcp/4001"]),
-        ]
-
-    def swarm_connect(self, *addresses: str, timeout: float | None = None) -> None:
-        self.dialled.append(addresses)
-        if "Gone" in addresses[0]:
+    def _dial(self, call: Call) -> dict[str, object]:
+        self.dialled.append(call.args)
+        if "Gone" in call.args[0]:
             raise IpfsTimeout("ipfs swarm connect: Kubo gave up after 5 s")
+        return {}
 
 
 def test_a_node_dials_the_peering_peers_it_lost_and_goes_on_if_one_stays_out_of_reach() -> None:
@@ -248,24 +265,31 @@ class Deaf(Member):
     as Kubo's does with a peer it marked unresponsive; ``busy`` when it moves blocks for others meanwhile."""
 
     def __init__(self, busy: bool = False) -> None:
-        super().__init__()
+        super().__init__(
+            {
+                "bitswap/stat": self._bitswap_stat,
+                "swarm/disconnect": self._disconnect,
+                "files/stat": self._files_stat,
+            }
+        )
         self.busy = busy
         self.moved = 0
         self.disconnected: list[str] = []
 
-    def bitswap_blocks_moved(self) -> tuple[int, int]:
+    def _bitswap_stat(self, call: Call) -> dict[str, object]:
         if self.busy:
             self.moved += 1
-        return (self.moved, 7)
+        return {"BlocksReceived": self.moved, "BlocksSent": 7}
 
-    def swarm_disconnect(self, peer: str) -> None:
-        self.disconnected.append(peer)
+    def _disconnect(self, call: Call) -> dict[str, object]:
+        self.disconnected.append(call.args[0].removeprefix("/p2p/"))
+        return {}
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
+    def _files_stat(self, call: Call) -> dict[str, object]:
         if "12D3KooWUp" not in self.disconnected:
-            time.sleep(timeout or 0)
-            raise IpfsTimeout(f"ipfs files stat {path}: Kubo gave up after {timeout} s")
-        return FileStat(ROOT, MIB, MIB, 2, "file", None, None)
+            time.sleep(call.timeout or 0)
+            raise IpfsTimeout(f"ipfs files stat {call.args[0]}: Kubo gave up after {call.timeout} s")
+        return {"Hash": ROOT, "Size": MIB, "CumulativeSize": MIB, "Blocks": 2, "Type": "file"}
 
 
 def stat(node: KuboClient, stall_timeout: float) -> FileStat:

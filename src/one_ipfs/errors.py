@@ -47,6 +47,10 @@ class CommandFailed(IpfsError):
     """Kubo answered with an error message of its own."""
 
 
+class AccessRefused(CommandFailed):
+    """Kubo refused the RPC secret sent, or its absence (``API.Authorizations``)."""
+
+
 class StreamBroken(IpfsError):
     """A streaming response ended early or carried ``X-Stream-Error``."""
 

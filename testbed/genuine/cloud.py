@@ -298,12 +298,15 @@ class GenuineOne:
     def vm_undeploy(self, vm: VmRef) -> VirtualMachine:
         return self._run_vm(_oid(vm), ["onevm", "undeploy", str(_oid(vm))], ("UNDEPLOYED",))
 
+    def vm_suspend(self, vm: VmRef) -> VirtualMachine:
+        return self._run_vm(_oid(vm), ["onevm", "suspend", str(_oid(vm))], ("SUSPENDED",))
+
     def vm_resume(self, vm: VmRef, host: str | None = None) -> VirtualMachine:
         """``onevm resume``; a stopped or undeployed VM goes PENDING and is deployed on ``host`` (its
         last host by default), as the scheduler would."""
         oid = _oid(vm)
         current = self.vm(oid)
-        if current.state == "POWEROFF":
+        if current.state in ("POWEROFF", "SUSPENDED"):
             return self._run_vm(oid, ["onevm", "resume", str(oid)], ("RUNNING",))
         self._run_vm(oid, ["onevm", "resume", str(oid)], ("PENDING",))
         target = host or current.hostname

@@ -12,6 +12,8 @@ transfer drivers for real. In place of libvirt, these actions do to the VM's fil
   ``virsh migrate --copy-storage-all`` does when the system datastore is not shared, and the VM folder's
   ``*.xml`` and ``disk.*.snap`` with it;
 - ``save`` writes the checkpoint file; ``shutdown``/``cancel`` stop the domain;
+- ``resize_disk`` grows a running domain's disk as ``virsh blockresize`` does (the TMs leave a running VM's
+  disk alone: QEMU holds it);
 - ``virsh blockcopy --wait --finish``, which OpenNebula's TMs run themselves for a live disk snapshot (the
   ``virsh`` on the hosts' PATH is this script), copies the running domain's disk as QEMU's block mirror
   does: the guest's whole view into a new file of the disk's format, with no backing file;
@@ -233,9 +235,28 @@ def detach_disk(args: list[str], stdin: bytes) -> None:
     _record(deploy_id).write_bytes(ET.tostring(domain))
 
 
+def resize_disk(args: list[str], stdin: bytes) -> None:
+    """``resize_disk <deploy id> <disk id> <size in MiB> ...``: the running domain's ``disk.<id>`` grows to
+    that size, as QEMU grows an image it holds; a disk never shrinks."""
+    domain = _running(args[0])
+    name = f"disk.{args[1]}"
+    found = [(path, fmt) for path, fmt in _disks(domain) if path.name == name]
+    if not found:
+        raise Refused(f"domain {args[0]} has no disk {name}")
+    path, fmt = found[0]
+    size = int(args[2]) << 20
+    current = _info(path).get("virtual-size")
+    if not isinstance(current, int) or size < current:
+        raise Refused(f"{path} cannot shrink to {args[2]} MiB")
+    if fmt == "qcow2":
+        _run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(size)])
+    else:
+        os.truncate(path, size)
+
+
 def running_only(args: list[str], stdin: bytes) -> None:
-    """Actions that change nothing on disk (reboot, reset, resize, reconfigure, NICs, disk resize: the TM
-    already resized the file): they need the domain to be running."""
+    """Actions that change nothing on disk (reboot, reset, resize, reconfigure, NICs): they need the domain
+    to be running."""
     _running(args[0])
 
 
@@ -523,13 +544,13 @@ ACTIONS = {
     "migrate": migrate,
     "attach_disk": attach_disk,
     "detach_disk": detach_disk,
+    "resize_disk": resize_disk,
     "poll": poll,
     **dict.fromkeys(
         [
             "reboot",
             "reset",
             "resize",
-            "resize_disk",
             "prereconfigure",
             "reconfigure",
             "attach_nic",

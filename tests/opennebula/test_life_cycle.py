@@ -21,7 +21,15 @@ from testbed.genuine.cloud import driver_line
 from testbed.one import Datastore, OneFailure
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import pins
-from tests.support.vms import SETTINGS, disk_path, disks_on, image_from, write_into
+from tests.support.vms import (
+    SETTINGS,
+    disk_path,
+    disks_on,
+    file_view,
+    guest_write,
+    image_from,
+    write_into,
+)
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
@@ -113,6 +121,36 @@ def test_a_disk_attached_to_a_running_vm_holds_its_image_and_detach_removes_it(
     assert not attached.exists()
     assert disk_id not in {disk.id for disk in one.vm(vm).disks}
     one.vm_terminate(vm)
+
+
+def test_a_running_vm_grows_its_disks_hot_plugs_a_persistent_disk_and_suspends_keeping_every_byte(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, overlay_ds: Datastore
+) -> None:
+    data = disk_bytes(2 << 20, seed=48)
+    copy = image_from(bed, one, ipfs_ds, data, "running-copy")
+    overlay = image_from(bed, one, overlay_ds, data, "running-overlay")
+    kept = disk_bytes(1 << 20, seed=49)
+    persistent = image_from(bed, one, ipfs_ds, kept, "hot-persistent", persistent=True)
+    vm = one.vm_deploy([copy, overlay], "h3")
+
+    one.disk_resize(vm, 0, 8)
+    one.disk_resize(vm, 1, 8)
+    disk_id = one.disk_attach(vm, persistent)
+    guest_write(bed, one, vm, 4096, b"written while hot-plugged" * 40, disk_id=disk_id)
+    changed = file_view(bed, one, vm, f"disk.{disk_id}", "raw")
+    one.vm_suspend(vm)
+    resumed = one.vm_resume(vm)
+    one.disk_detach(vm, disk_id)
+
+    for grown, driver in ((0, "raw"), (1, "qcow2")):
+        view = file_view(bed, one, vm, f"disk.{grown}", driver)
+        assert (len(view), sha256(view[: len(data)])) == (8 << 20, sha256(data))
+    assert (resumed.lcm_state, resumed.hostname) == ("RUNNING", "h3")
+    one.vm_terminate(vm)
+    versions = one.image(persistent).template["IPFS_VERSIONS"].split()
+    assert len(versions) == 2  # saved once, at the detach
+    saved = versions[1].split(":", 1)[1]
+    assert sha256(b"".join(bed.frontend.client().cat(f"/ipfs/{saved}"))) == sha256(changed)
 
 
 def test_a_cloned_image_deploys_its_source_content_and_deleting_both_unpins_it_on_the_frontend(

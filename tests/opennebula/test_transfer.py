@@ -21,7 +21,16 @@ from testbed.one import Datastore, DiskSpec, OneFailure
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import bitswap_stat
-from tests.support.vms import SETTINGS, disk_path, disks_on, guest_view, image_from, write_into
+from tests.support.vms import (
+    SETTINGS,
+    disk_path,
+    disks_on,
+    guest_view,
+    guest_write,
+    image_from,
+    vm_disks,
+    write_into,
+)
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
@@ -218,6 +227,39 @@ def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
     one.vm_migrate(second, "h1", live=True)
     assert guest_view(bed, one, second)[: len(data)] == data
     one.vm_terminate(second)
+
+
+def test_a_live_migration_whose_premigrate_failed_lands_every_byte_and_saves_the_persistent_disk_once(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, overlay_ds: Datastore
+) -> None:
+    """OpenNebula's system-datastore TMs (7.x ``local``, ``ssh``) ignore the exit status of the image
+    TMs' premigrate: the migration goes on though the target fetched nothing, not even an overlay's base."""
+    base = disk_bytes(4 << 20, seed=37)
+    overlay = image_from(bed, one, overlay_ds, base, "premigrate-failed-overlay")
+    kept = disk_bytes(2 << 20, seed=38)
+    persistent = image_from(bed, one, ipfs_ds, kept, "premigrate-failed", persistent=True)
+    vm = one.vm_deploy([overlay, persistent], "h1")
+    guest_write(bed, one, vm, 4096, b"written on h1 before the migration")
+    write_into(disk_path(bed, one, vm, 1), 1 << 20, b"kept across the migration" * 40)
+    before = guest_view(bed, one, vm)
+    changed = disk_path(bed, one, vm, 1).read_bytes()
+    target = bed.host("h2").node
+    bed.stop_node(target)
+    try:
+        one.vm_migrate(vm, "h2", live=True)
+    finally:
+        bed.start_node(target)
+
+    assert one.vm(vm).hostname == "h2"
+    base_cid = one.image(overlay).template["IPFS_CID"]
+    assert not target.client().files_stat(f"/ipfs/{base_cid}", with_local=True).local
+    assert guest_view(bed, one, vm) == before
+    one.vm_terminate(vm)
+    versions = one.image(persistent).template["IPFS_VERSIONS"].split()
+    assert len(versions) == 2
+    saved = versions[1].split(":", 1)[1]
+    assert sha256(b"".join(bed.frontend.client().cat(f"/ipfs/{saved}"))) == sha256(changed)
+    assert not vm_disks(bed, "h2", vm) and not vm_disks(bed, "h1", vm)
 
 
 @pytest.mark.parametrize("mode", ["COPY", "OVERLAY"])

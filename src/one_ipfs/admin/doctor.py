@@ -90,7 +90,10 @@ def probe_all(
     """The frontend's probe, then every host's."""
     api, host_api = target.apis()
     secret, host_secret = target.secrets()
-    host_bundle = f"{remote_lib()}/{BUNDLE_STAMP}"
+    host_bundle = {
+        "bundle": f"{remote_lib()}/{BUNDLE_STAMP}",
+        "frontend_bundle": _frontend_bundle(target.site),
+    }
     replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api, **secret})}
     if progress is not None:
         progress(replies[FRONTEND])
@@ -98,7 +101,7 @@ def probe_all(
         call_all(
             hosts,
             "probe",
-            lambda _: {"repo": target.host_repo, "api": host_api, "bundle": host_bundle, **host_secret},
+            lambda _: {"repo": target.host_repo, "api": host_api, **host_bundle, **host_secret},
             progress,
         )
     )
@@ -176,34 +179,7 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             f"python3 is {facts['python']}, older than 3.9",
             f"install python3 >= 3.9 on {name}",
         )
-    if daemon["up"]:
-        version = daemon.get("version") or "0"
-        if _version(version) < MIN_KUBO:
-            report.add(
-                name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
-            )
-    elif daemon.get("auth"):
-        setting = API_AUTH_SETTING if name == FRONTEND else HOST_API_AUTH_SETTING
-        report.add(
-            name,
-            "auth",
-            daemon["error"],
-            f"put the secret of the node's API.Authorizations into the file {setting} names (ipfs.conf)",
-        )
-    elif facts.get("ipfs_binary") is None and repo.get("error"):
-        report.add(
-            name,
-            "kubo",
-            f"Kubo is missing: no ipfs command, no repository, {daemon['error']}",
-            f"install Kubo >= 0.40 on {name}",
-        )
-    else:
-        report.add(
-            name,
-            "daemon",
-            f"the Kubo daemon is down: {daemon['error']}",
-            f"start the Kubo daemon on {name} (systemctl start ipfs)",
-        )
+    _check_daemon(name, facts, report)
     if daemon["up"] and restart_pending(repo):
         report.add(
             name,
@@ -244,6 +220,41 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             "storage",
             f"Datastore.StorageMax ({limit} B) is below what the node holds ({held} B)",
             "raise Datastore.StorageMax (`ipfs config Datastore.StorageMax 500GB`) and restart Kubo",
+        )
+
+
+def _check_daemon(name: str, facts: dict[str, Any], report: Report) -> None:
+    """Whether the node's daemon answered, and if not, why: its secret, Kubo missing, or a daemon down."""
+    daemon, repo = facts["daemon"], facts["repo"]
+    if daemon["up"]:
+        version = daemon.get("version") or "0"
+        if _version(version) < MIN_KUBO:
+            report.add(
+                name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
+            )
+    elif daemon.get("unasked"):
+        pass  # the host bundle holds the client that asks: _check_host says what is wrong with it
+    elif daemon.get("auth"):
+        setting = API_AUTH_SETTING if name == FRONTEND else HOST_API_AUTH_SETTING
+        report.add(
+            name,
+            "auth",
+            daemon["error"],
+            f"put the secret of the node's API.Authorizations into the file {setting} names (ipfs.conf)",
+        )
+    elif facts.get("ipfs_binary") is None and repo.get("error"):
+        report.add(
+            name,
+            "kubo",
+            f"Kubo is missing: no ipfs command, no repository, {daemon['error']}",
+            f"install Kubo >= 0.40 on {name}",
+        )
+    else:
+        report.add(
+            name,
+            "daemon",
+            f"the Kubo daemon is down: {daemon['error']}",
+            f"start the Kubo daemon on {name} (systemctl start ipfs)",
         )
 
 

@@ -4,9 +4,11 @@ settings (``configure``), a restart of its Kubo daemon (``restart``), the system
 
 Hosts cannot import the frontend's one_ipfs, so this module is sent over ssh as the source of a single
 ``python3`` process, with its input as one JSON line on stdin; the frontend imports it. Standard library
-only, python3 >= 3.9. ``init`` and ``configure`` run ``one_ipfs.ipfs.network`` itself, from the host bundle
-the drivers use (``lib`` on the host's path); a host that lacks the frontend's bundle answers with exit
-status 3 and gets it shipped, as the transfer driver does.
+only, python3 >= 3.9. ``init`` and ``configure`` run ``one_ipfs.ipfs.network`` itself, and every question
+to a Kubo node goes through the drivers' own client (``one_ipfs.ipfs.rpc``), from the host bundle the
+drivers use (``lib`` on the host's path); a host that lacks the frontend's bundle answers ``init``,
+``configure`` and ``holds`` with exit status 3 and gets it shipped, as the transfer driver does, while
+``probe`` reports the bundle it finds and asks the daemon only with the frontend's.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from one_ipfs.ipfs.rpc import KuboClient
 
 BOOT = (
     "import json, sys\n"
@@ -50,10 +53,8 @@ DOING = {
 """What each command does, as ``one-ipfs --verbose`` says it."""
 BUNDLED = ("init", "configure", "holds")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
-KUBO_COMMAND_ERROR = 500
-"""Kubo answers a command that failed (here: content not held, asked offline) with HTTP 500."""
-REFUSED = (401, 403)
-"""What Kubo answers a request without the secret its ``API.Authorizations`` want, or with a wrong one."""
+RPC_TIMEOUT = 10.0
+"""Seconds each question to a Kubo node may take."""
 RESTART_MARKER = ".one-ipfs-restart"
 """Written into a repository whenever ``configure`` changed it; a daemon started before runs old settings."""
 API_FILE = "api"
@@ -106,8 +107,17 @@ def probe(payload: dict[str, Any]) -> dict[str, Any]:
         "bundle": bundle,
         "bundle_python": _bundle_problem() if bundle else None,
         "repo": read_repository(os.path.expanduser(payload["repo"])),
-        "daemon": ask_daemon(payload["api"], payload["auth_file"], payload["auth_setting"]),
+        "daemon": _daemon(payload, bundle),
     }
+
+
+def _daemon(payload: dict[str, Any], bundle: str | None) -> dict[str, Any]:
+    """The daemon's answer to ``ask_daemon``, asked with the drivers' client from the host bundle only when
+    that bundle is the frontend's (``payload['frontend_bundle']``, given for hosts): another version's
+    client may not ask the same way."""
+    if "frontend_bundle" in payload and bundle != payload["frontend_bundle"]:
+        return {"up": False, "unasked": True, "error": f"not asked: the host bundle is {bundle or 'missing'}"}
+    return ask_daemon(payload["api"], payload["auth_file"], payload["auth_setting"])
 
 
 def _bundle_problem() -> str | None:
@@ -300,24 +310,19 @@ def holds(payload: dict[str, Any]) -> dict[str, Any]:
     ``payload['cids']`` maps each CID to the RPC API (``api``) of the node that should hold it and the file
     with that API's secret (``auth_file``, empty when it needs none; ``auth_setting`` names it in errors).
     """
+    from one_ipfs.errors import ContentNotFound, OneIpfsError
+
     held: dict[str, Any] = {}
     for cid, node in payload["cids"].items():
-        base = api_url(node["api"])
-        auth, problem = _authorization(node["auth_file"], node["auth_setting"])
         try:
-            if problem is not None:
-                held[cid] = {"error": problem}
-                continue
-            stat = _call(base, f"files/stat?arg=/ipfs/{cid}&with-local=true&offline=true", auth)
-        except urllib.error.HTTPError as exc:
-            if exc.code == KUBO_COMMAND_ERROR:
-                held[cid] = {"local": False, "size_local": 0}
-            else:
-                held[cid] = {"error": f"the Kubo RPC API at {base} refused the question: HTTP {exc.code}"}
-        except (OSError, ValueError) as exc:
-            held[cid] = {"error": f"no Kubo RPC API answers at {base}: {getattr(exc, 'reason', exc)}"}
+            kubo = _kubo(node["api"], _secret(node["auth_file"], node["auth_setting"]))
+            stat = kubo.files_stat(f"/ipfs/{cid}", with_local=True, offline=True)
+        except ContentNotFound:
+            held[cid] = {"local": False, "size_local": 0}
+        except OneIpfsError as exc:
+            held[cid] = {"error": str(exc)}
         else:
-            held[cid] = {"local": bool(stat.get("Local")), "size_local": stat.get("SizeLocal") or 0}
+            held[cid] = {"local": bool(stat.local), "size_local": stat.size_local or 0}
     return {"held": held}
 
 
@@ -372,69 +377,52 @@ def fingerprint(swarm_key: bytes) -> str:
 
 def ask_daemon(api: str, auth_file: str = "", auth_setting: str = "") -> dict[str, Any]:
     """What the running daemon says about itself over its RPC API; ``up`` False with the reason otherwise
-    (``auth`` True when the reason is its secret: unreadable, or refused)."""
-    base = api_url(api)
-    auth, problem = _authorization(auth_file, auth_setting)
-    if problem is not None:
-        return {"up": False, "auth": True, "error": problem}
+    (``auth`` True when the reason is its secret: unreadable, or refused; ``unasked`` True when this python3
+    cannot load the drivers' client to ask it)."""
     try:
-        version = _call(base, "version", auth)
-        identity = _call(base, "id", auth)
-        peers = _call(base, "swarm/peers", auth).get("Peers") or []
-        stat = _call(base, "repo/stat?size-only=true", auth)
-        api_address = _call(base, "config?arg=Addresses.API", auth).get("Value")
-    except urllib.error.HTTPError as exc:
-        if exc.code in REFUSED:
-            reason = "a wrong secret" if auth else "no secret"
-            return {"up": False, "auth": True, "error": f"the Kubo RPC API at {base} refused {reason}"}
-        return {"up": False, "error": f"the Kubo RPC API at {base} failed: HTTP {exc.code}"}
-    except (OSError, ValueError) as exc:
-        return {"up": False, "error": f"no Kubo RPC API answers at {base}: {getattr(exc, 'reason', exc)}"}
+        from one_ipfs.errors import AccessRefused, OneIpfsError
+        from one_ipfs.ipfs import rpc  # noqa: F401 - loaded first, so that a host that cannot is told apart
+    except Exception as exc:  # whatever stops this import: doctor's bundle checks say why and what to do
+        return {"up": False, "unasked": True, "error": f"the host bundle cannot be loaded: {exc}"}
+    try:
+        auth = _secret(auth_file, auth_setting)
+    except OneIpfsError as exc:
+        return {"up": False, "auth": True, "error": str(exc)}
+    try:
+        kubo = _kubo(api, auth)
+        version = kubo.version()
+        peer_id = kubo.id().peer_id
+        peers = kubo.swarm_peers()
+        stat = kubo.repo_stat()
+        api_address = kubo.config_value("Addresses.API")
+    except AccessRefused:
+        reason = "a wrong secret" if auth else "no secret"
+        return {"up": False, "auth": True, "error": f"the Kubo RPC API at {api} refused {reason}"}
+    except OneIpfsError as exc:
+        return {"up": False, "error": str(exc)}
     return {
         "up": True,
-        "version": version.get("Version"),
-        "peer_id": identity.get("ID"),
-        "peers": sorted({peer.get("Peer") for peer in peers if peer.get("Peer")}),
-        "repo_size": stat.get("RepoSize"),
-        "storage_max": stat.get("StorageMax"),
+        "version": version,
+        "peer_id": peer_id,
+        "peers": sorted({peer for peer, _ in peers}),
+        "repo_size": stat.repo_size,
+        "storage_max": stat.storage_max,
         "api_address": api_address,
     }
 
 
-def api_url(api: str) -> str:
-    """``http://host:port`` from a URL or a ``/ip4|ip6|dns/<host>/tcp/<port>`` multiaddr."""
-    if api.startswith("/"):
-        parts = api.split("/")
-        host = f"[{parts[2]}]" if parts[1] == "ip6" else parts[2]
-        return f"http://{host}:{parts[4]}"
-    return api.rstrip("/")
+def _secret(auth_file: str, setting: str) -> str | None:
+    """The ``Authorization`` header for the secret kept in ``auth_file``; None without a file."""
+    from one_ipfs.ipfs.rpc import authorization_from_file
+
+    return authorization_from_file(auth_file, setting) if auth_file else None
 
 
-def _call(base: str, path: str, auth: str | None = None) -> dict[str, Any]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    # base is an http URL made by api_url from the configured API address.
-    request = urllib.request.Request(f"{base}/api/v0/{path}", data=b"", method="POST")  # noqa: S310
-    if auth is not None:
-        request.add_header("Authorization", auth)
-    with opener.open(request, timeout=10) as response:
-        result = json.loads(response.read().decode())
-    return result if isinstance(result, dict) else {}
+def _kubo(api: str, auth: str | None) -> KuboClient:
+    """The drivers' own client (from the host bundle, on a host) for the node at ``api``."""
+    from one_ipfs.ipfs.rpc import KuboClient
 
-
-def _authorization(auth_file: str, setting: str) -> tuple[str | None, str | None]:
-    """The Authorization header for the secret in ``auth_file`` (None without a file), read by the drivers'
-    own code from the host bundle; or the reason it cannot be had."""
-    if not auth_file:
-        return None, None
-    try:
-        from one_ipfs.errors import OneIpfsError
-        from one_ipfs.ipfs.rpc import authorization_from_file
-    except ImportError:
-        return None, "the one-ipfs host bundle is missing here (run `onehost sync --force`)"
-    try:
-        return authorization_from_file(auth_file, setting), None
-    except OneIpfsError as exc:
-        return None, str(exc)
+    return KuboClient(api, timeout=RPC_TIMEOUT, auth=auth)
 
 
 def _as_root(argv: list[str]) -> str | None:

@@ -17,7 +17,7 @@ from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
-from one_ipfs.opennebula.output import log_info
+from one_ipfs.opennebula.output import dispatch, log_info
 
 SAVE_AS = "save_as"
 
@@ -143,20 +143,32 @@ BACKUP_DS_ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] 
 
 
 def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
-    """Parse what oned sent (either calling convention) and run the action it names, from the table of
-    the datastore's type."""
-    vm_action = backups.VM_ACTIONS.get(name)
-    if vm_action is not None:
-        return vm_action(args, stdin)
-    if name not in ACTIONS and name not in BACKUP_DS_ACTIONS:
-        raise NotSupported(f"the ipfs datastore driver has no action {name[:40]!r}")
-    action, _ = read_ds_action(args, stdin)
-    table = BACKUP_DS_ACTIONS if action.datastore.type == backups.BACKUP_DS else ACTIONS
-    action_fn = table.get(name)
-    if action_fn is None:
-        kind = "a backup" if table is BACKUP_DS_ACTIONS else "an image"
-        raise NotSupported(f"{kind} datastore of the ipfs driver has no action {name[:40]!r}")
-    return action_fn(action, load_config(action.datastore.attributes))
+    """Parse what oned sent (the VM manager's calling convention for backups, else either of the datastore
+    driver manager's) and run the action it names, from the table of the datastore's type."""
+    if name in backups.VM_ACTIONS:
+        return dispatch("datastore", backups.VM_ACTIONS, name, lambda: (args, stdin))
+    return dispatch("datastore", BY_TYPE, name, lambda: _configured(read_ds_action(args, stdin)[0]))
+
+
+def _by_datastore_type(name: str) -> Callable[[DsAction, DatastoreConfig], str | None]:
+    """Action ``name`` of the table of the datastore's type: a backup datastore answers its own."""
+
+    def act(action: DsAction, config: DatastoreConfig) -> str | None:
+        backup = action.datastore.type == backups.BACKUP_DS
+        action_fn = (BACKUP_DS_ACTIONS if backup else ACTIONS).get(name)
+        if action_fn is None:
+            kind = "a backup" if backup else "an image"
+            raise NotSupported(f"{kind} datastore of the ipfs driver has no action {name[:40]!r}")
+        return action_fn(action, config)
+
+    return act
+
+
+BY_TYPE = {name: _by_datastore_type(name) for name in (*ACTIONS, *BACKUP_DS_ACTIONS)}
+
+
+def _configured(action: DsAction) -> tuple[DsAction, DatastoreConfig]:
+    return action, load_config(action.datastore.attributes)
 
 
 def _image(action: DsAction) -> ImageTemplate:

@@ -1,51 +1,32 @@
 """The one client of Kubo's RPC API (``/api/v0``) that the frontend and every host use.
 
-Standard library only, because hosts run it with whatever python3 they have. It speaks HTTP/1.1
-on a socket of its own rather than through ``http.client``: Kubo reports an error that happens
-after a stream has started in the HTTP trailer ``X-Stream-Error``, which ``http.client`` throws
-away, and an import must upload and read progress at the same time.
-
-Every call is bounded. A call ends by its deadline (the per-call ``timeout``, else the client's);
-when a call gives its own timeout Kubo gets it too (``timeout=``), so Kubo stops working when the
-client stops waiting. Closing a connection cancels the command in Kubo.
+Standard library only, because hosts run it with whatever python3 they have. Each method turns a command
+into a ``Call`` for its transport (``ipfs/transport.py``: HTTP to the node, or a fake node in tests) and
+reads the answer into the types below.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
 import os
-import selectors
-import socket
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, BinaryIO
 
 from one_ipfs.errors import (
     CommandFailed,
     ContentNotFound,
-    DaemonUnreachable,
     InvalidInput,
     IpfsError,
     IpfsTimeout,
     StorageError,
     StreamBroken,
 )
+from one_ipfs.ipfs.transport import PIECE, Call, HttpTransport, Response, Transport, Upload
 
-PIECE = 1 << 20
-KUBO_FIRST = 2.0
-"""Seconds the client waits beyond a timeout it gave Kubo, so that Kubo's own answer arrives first."""
-DEADLINE_MESSAGE = "context deadline exceeded"
-NOT_FOUND_MESSAGES = ("not pinned", "no link named", "not found", "could not resolve name", "does not exist")
 PROVIDER_EVENT = 4
-MAX_LINE = 64 << 20
-MAX_ERROR_BODY = 1 << 16
-MAX_CHUNK_LINE = 1024
 UNSPECIFIED_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - reached, never bound
 
 
@@ -131,19 +112,25 @@ class PinProgress:
 
 
 class KuboClient:
-    """A Kubo node's RPC API at ``api``: ``http://host:port`` or a multiaddr ``/ip4/host/tcp/port``."""
+    """A Kubo node's RPC API at ``api``: ``http://host:port`` or a multiaddr ``/ip4/host/tcp/port``, reached
+    over HTTP unless a ``transport`` stands in for the wire."""
 
     def __init__(
-        self, api: str = "http://127.0.0.1:5001", timeout: float = 60.0, auth: str | None = None
+        self,
+        api: str = "http://127.0.0.1:5001",
+        timeout: float = 60.0,
+        auth: str | None = None,
+        *,
+        transport: Transport | None = None,
     ) -> None:
         self.host, self.port = parse_api(api)
-        self.address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         if timeout <= 0:
             raise InvalidInput(f"the Kubo RPC timeout must be positive, not {timeout}")
         if auth is not None and ("\r" in auth or "\n" in auth):
             raise InvalidInput("the Kubo RPC authorization must be a single line")
-        self.timeout = timeout
-        self.auth = auth
+        wire = HttpTransport(self.host, self.port, timeout, auth)
+        self.address = wire.address
+        self._transport = transport or wire
 
     def add(
         self,
@@ -178,12 +165,11 @@ class KuboClient:
                 ) from exc
         else:
             reader = source
-        upload = _Upload(reader, filename)
-        clock = _Clock(timeout, 0, KUBO_FIRST) if timeout else _Clock(0, self.timeout, 0)
+        upload = Upload(reader, filename)
         cid = None
         try:
-            with self._open("add", (), params, timeout, clock=clock, upload=upload) as exchange:
-                for event in exchange.events():
+            with self._open("add", (), params, timeout, upload=upload, stall=True) as response:
+                for event in response.events():
                     if "Hash" in event:
                         cid = str(event["Hash"])
                     elif progress is not None and "Bytes" in event:
@@ -215,18 +201,18 @@ class KuboClient:
             params["offset"] = str(offset)
         if length is not None:
             params["length"] = str(length)
-        with self._open("cat", (path,), params, timeout) as exchange:
-            expected = exchange.headers.get("x-content-length", "")
+        with self._open("cat", (path,), params, timeout) as response:
+            expected = response.headers.get("x-content-length", "")
             pending = bytearray()
-            for piece in exchange.body():
+            for piece in response.body():
                 pending += piece
                 while len(pending) >= chunk_size:
                     yield bytes(pending[:chunk_size])
                     del pending[:chunk_size]
             if pending:
                 yield bytes(pending)
-            if expected.isdigit() and exchange.received < int(expected):
-                raise exchange.broken(f"Kubo announced {expected} bytes and closed the stream")
+            if expected.isdigit() and response.received < int(expected):
+                raise response.broken(f"Kubo announced {expected} bytes and closed the stream")
 
     def pin_add(
         self,
@@ -245,8 +231,8 @@ class KuboClient:
             params["name"] = name
         if progress is not None:
             params["progress"] = "true"
-        with self._open("pin/add", (cid,), params, timeout) as exchange:
-            for event in exchange.events():
+        with self._open("pin/add", (cid,), params, timeout) as response:
+            for event in response.events():
                 if progress is not None and "Pins" not in event:
                     progress(PinProgress(int(event.get("Progress", 0)), int(event.get("Bytes", 0))))
 
@@ -283,7 +269,7 @@ class KuboClient:
 
     def gateway_bound(self) -> tuple[str, int] | None:
         """``(host, port)`` the node's HTTP gateway is bound to (``Addresses.Gateway``), maybe ``0.0.0.0``."""
-        value = self._call("config", ("Addresses.Gateway",), {}).get("Value")
+        value = self.config_value("Addresses.Gateway")
         for address in value if isinstance(value, list) else [value]:
             try:
                 return parse_api(str(address))
@@ -291,10 +277,14 @@ class KuboClient:
                 continue
         return None
 
+    def config_value(self, key: str) -> Any:
+        """The node's setting ``key`` (``Addresses.API``) as its configuration holds it."""
+        return self._call("config", (key,), {}).get("Value")
+
     def block_get(self, cid: str, *, timeout: float | None = None) -> bytes:
         """One block's bytes; a block the node lacks is fetched from its peers first."""
-        with self._open("block/get", (cid,), {}, timeout) as exchange:
-            return b"".join(exchange.body())
+        with self._open("block/get", (cid,), {}, timeout) as response:
+            return b"".join(response.body())
 
     def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
         """Size of one block; a block the node lacks is fetched from its peers first."""
@@ -302,9 +292,9 @@ class KuboClient:
 
     def block_put(self, data: bytes, *, timeout: float | None = None) -> str:
         """Store one raw block (CIDv1, sha2-256) and return its CID."""
-        upload = _Upload(data, "block")
-        with self._open("block/put", (), {}, timeout, upload=upload) as exchange:
-            for event in exchange.events():
+        upload = Upload(data, "block")
+        with self._open("block/put", (), {}, timeout, upload=upload) as response:
+            for event in response.events():
                 if "Key" in event:
                     return str(event["Key"])
         raise StreamBroken(f"ipfs block put: Kubo at {self.address} finished without naming the CID")
@@ -318,9 +308,14 @@ class KuboClient:
             if "already registered" not in str(exc):
                 raise
 
-    def files_stat(self, path: str, *, with_local: bool = False, timeout: float | None = None) -> FileStat:
-        """Size and shape of ``/ipfs/<cid>`` from its root block only; ``with_local`` adds what is local."""
+    def files_stat(
+        self, path: str, *, with_local: bool = False, offline: bool = False, timeout: float | None = None
+    ) -> FileStat:
+        """Size and shape of ``/ipfs/<cid>`` from its root block only; ``with_local`` adds what is local,
+        and ``offline`` asks this node's own blocks (ContentNotFound, never a fetch, for a missing root)."""
         params = {"with-local": "true"} if with_local else {}
+        if offline:
+            params["offline"] = "true"
         answer = self._call("files/stat", (path,), params, timeout)
         local = bool(answer.get("Local", False)) if with_local else None  # Kubo leaves out false and 0
         size_local = int(answer.get("SizeLocal", 0)) if with_local else None
@@ -363,8 +358,8 @@ class KuboClient:
         return DiskSpace(free=int(info.get("free_space", 0)), total=int(info.get("total_space", 0)))
 
     def repo_gc(self, *, timeout: float | None = None) -> None:
-        with self._open("repo/gc", (), {}, timeout) as exchange:
-            for _ in exchange.events():
+        with self._open("repo/gc", (), {}, timeout) as response:
+            for _ in response.events():
                 pass
 
     def name_resolve(self, name: str, *, timeout: float | None = None) -> str:
@@ -414,14 +409,14 @@ class KuboClient:
 
     def pubsub_publish(self, topic: str, data: bytes, *, timeout: float | None = None) -> None:
         """Send ``data`` to the nodes subscribed to ``topic``: members of the private network only."""
-        upload = _Upload(data, "data")
-        with self._open("pubsub/pub", (_multibase(topic),), {}, timeout, upload=upload) as exchange:
-            for _ in exchange.events():
+        upload = Upload(data, "data")
+        with self._open("pubsub/pub", (_multibase(topic),), {}, timeout, upload=upload) as response:
+            for _ in response.events():
                 pass
 
     def pubsub_subscribe(self, topic: str, *, timeout: float) -> Subscription:
         """Listen on ``topic`` for at most ``timeout`` seconds (or until the subscription is closed)."""
-        return Subscription(self._open("pubsub/sub", (_multibase(topic),), {}, timeout))
+        return Subscription(self._ask(Call("pubsub/sub", (_multibase(topic),), {}, timeout)))
 
     def routing_findprovs(
         self, cid: str, *, num_providers: int = 20, timeout: float | None = None
@@ -431,8 +426,8 @@ class KuboClient:
         try:
             with self._open(
                 "routing/findprovs", (cid,), {"num-providers": str(num_providers)}, timeout
-            ) as exchange:
-                for event in exchange.events():
+            ) as response:
+                for event in response.events():
                     if event.get("Type") == PROVIDER_EVENT:
                         providers.extend(
                             str(r["ID"]) for r in event.get("Responses") or [] if r["ID"] not in providers
@@ -446,8 +441,8 @@ class KuboClient:
     ) -> dict[str, Any]:
         """A command that answers with one JSON object (or none)."""
         answer: dict[str, Any] = {}
-        with self._open(endpoint, args, params, timeout) as exchange:
-            for event in exchange.events():
+        with self._open(endpoint, args, params, timeout) as response:
+            for event in response.events():
                 answer = event
         return answer
 
@@ -458,22 +453,16 @@ class KuboClient:
         params: dict[str, str],
         timeout: float | None,
         *,
-        clock: _Clock | None = None,
-        upload: _Upload | None = None,
-    ) -> _Exchange:
-        query = [("arg", arg) for arg in args] + list(params.items())
-        if timeout is not None:
-            if timeout <= 0:
-                raise InvalidInput(f"ipfs {endpoint}: a timeout must be positive, not {timeout}")
-            query.append(("timeout", f"{max(int(timeout * 1000), 1)}ms"))
-        label = " ".join([endpoint.replace("/", " "), *(arg[:120] for arg in args[:1])])
-        if clock is None:
-            clock = _Clock(timeout, 0, KUBO_FIRST) if timeout else _Clock(self.timeout, 0, 0)
-        exchange = _Exchange(self, label, clock)
-        exchange.start(
-            f"/api/v0/{endpoint}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}", upload
-        )
-        return exchange
+        upload: Upload | None = None,
+        stall: bool = False,
+    ) -> closing[Response]:
+        """A command's answer, closed (the command cancelled in Kubo) when the ``with`` block ends."""
+        return closing(self._ask(Call(endpoint, tuple(args), params, timeout, upload, stall)))
+
+    def _ask(self, call: Call) -> Response:
+        if call.timeout is not None and call.timeout <= 0:
+            raise InvalidInput(f"ipfs {call.endpoint}: a timeout must be positive, not {call.timeout}")
+        return self._transport(call)
 
 
 class Subscription:
@@ -482,14 +471,14 @@ class Subscription:
     ``close`` may be called from another thread than the one reading ``messages``: it ends the read.
     """
 
-    def __init__(self, exchange: _Exchange) -> None:
-        self._exchange = exchange
+    def __init__(self, response: Response) -> None:
+        self._response = response
         self._closing = False
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
         """``(sender, data)`` of each message; malformed ones are left out."""
         try:
-            for message in self._exchange.events():
+            for message in self._response.events():
                 sender, data = message.get("from"), message.get("data")
                 if isinstance(sender, str) and sender and isinstance(data, str) and data.startswith("u"):
                     try:
@@ -500,420 +489,12 @@ class Subscription:
             if not self._closing:
                 raise
         finally:
-            self._exchange.close()
+            self._response.close()
 
     def close(self) -> None:
-        """Wake the reader (the connection shuts down under it); it closes the exchange as it leaves."""
+        """Wake the reader (its answer is interrupted under it); it closes the answer as it leaves."""
         self._closing = True
-        sock = self._exchange.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Clock:
-    """When a call must end: by a deadline, or (for an import) after a time with nothing moving."""
-
-    def __init__(self, deadline: float, stall: float, grace: float) -> None:
-        self.limit = deadline
-        self.stall = stall
-        self.grace = grace
-        self.started = self.last = time.monotonic()
-
-    def touch(self) -> None:
-        self.last = time.monotonic()
-
-    def remaining(self) -> float:
-        now = time.monotonic()
-        if self.stall:
-            return self.last + self.stall - now
-        return self.started + self.limit + self.grace - now
-
-
-class _Upload:
-    """A file sent as one multipart part: a stream in HTTP chunks of at most 1 MiB, read beside the
-    response (``add`` answers with progress while the file still arrives), or bytes in hand sent whole."""
-
-    def __init__(self, reader: BinaryIO | bytes, filename: str) -> None:
-        self.reader = reader
-        self.boundary = os.urandom(16).hex()
-        self.filename = urllib.parse.quote(filename, safe="")
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def content_type(self) -> str:
-        return f"multipart/form-data; boundary={self.boundary}"
-
-    def whole(self) -> bytes | None:
-        """The entire body, when the bytes are in hand: sent with a Content-Length, by the caller itself."""
-        if not isinstance(self.reader, bytes):
-            return None
-        self.sent = len(self.reader)
-        return b"".join((self._part_head(), self.reader, self._tail()))
-
-    def pieces(self, clock: _Clock) -> Iterator[bytes]:
-        assert not isinstance(self.reader, bytes)
-        yield self._part_head()
-        while True:
-            data = self.reader.read(PIECE)
-            if not data:
-                break
-            clock.touch()
-            self.sent += len(data)
-            yield data
-        yield self._tail()
-
-    def _part_head(self) -> bytes:
-        return (
-            f"--{self.boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{self.filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-
-    def _tail(self) -> bytes:
-        return f"\r\n--{self.boundary}--\r\n".encode()
-
-
-class _Exchange:
-    """One request and its response on a connection of their own (``Connection: close``)."""
-
-    def __init__(self, client: KuboClient, label: str, clock: _Clock) -> None:
-        self.client = client
-        self.label = label
-        self.clock = clock
-        self.sock: socket.socket | None = None
-        self.selector = selectors.DefaultSelector()
-        self.buffer = bytearray()
-        self.answered = False
-        self.upload: _Upload | None = None
-        self.sender: threading.Thread | None = None
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.received = 0
-
-    def __enter__(self) -> _Exchange:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def start(self, target: str, upload: _Upload | None) -> None:
-        """Send the request and read the response head; an error answer is raised here."""
-        try:
-            self._connect()
-            self._send_head(target, upload)
-            self._read_head()
-        except BaseException:
-            self.close()
-            raise
-        if self.status != 200:
-            try:
-                raise self._answer_error()
-            finally:
-                self.close()
-
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-        self.selector.close()
-        if self.sender is not None:
-            self.sender.join(1)  # it stops at once unless the source blocks; then it stops when that returns
-
-    def body(self) -> Iterator[bytes]:
-        """The response body, unframed; ends by checking the trailer for ``X-Stream-Error``."""
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            yield from self._chunked_body()
-            return
-        length = self.headers.get("content-length", "0")
-        if not length.isdigit():
-            raise self._failure(f"Kubo sent a malformed Content-Length: {length[:40]!r}")
-        left = int(length)
-        while left:
-            piece = self._read_some(left)
-            left -= len(piece)
-            self.received += len(piece)
-            yield piece
-
-    def _chunked_body(self) -> Iterator[bytes]:
-        """Kubo frames a stream in chunks of 4 KiB: they are unframed here in bulk, and what arrived is
-        handed on whenever the socket has nothing more yet, so events still come as they are sent."""
-        buffer, pos, out = self.buffer, 0, bytearray()
-        while True:
-            end = buffer.find(b"\n", pos)
-            if end < 0:
-                if len(buffer) - pos > MAX_CHUNK_LINE:
-                    raise self.broken("Kubo sent a malformed chunked stream")
-                yield from self._drain(out)
-                pos = self._more(pos)
-                continue
-            try:
-                size = int(buffer[pos:end].split(b";")[0], 16)
-            except ValueError:
-                raise self.broken("Kubo sent a malformed chunked stream") from None
-            if size < 0:
-                raise self.broken("Kubo sent a malformed chunked stream")
-            if size == 0:
-                del buffer[: end + 1]
-                break
-            start = end + 1
-            stop = start + size
-            if len(buffer) < stop + 2:
-                yield from self._drain(out)
-                pos = self._more(pos)
-                continue
-            if buffer[stop : stop + 2] != b"\r\n":
-                raise self.broken("Kubo sent a malformed chunked stream")
-            with memoryview(buffer) as view:
-                out += view[start:stop]
-            self.received += size
-            pos = stop + 2
-        yield from self._drain(out)
-        self._read_trailer()
-
-    def _drain(self, out: bytearray) -> Iterator[bytes]:
-        if out:
-            piece = bytes(out)
-            out.clear()
-            yield piece
-
-    def _more(self, pos: int) -> int:
-        """Drop the ``pos`` bytes of the buffer already used and wait for more: the new position, 0."""
-        del self.buffer[:pos]
-        self.buffer += self._recv()
-        return 0
-
-    def events(self) -> Iterator[dict[str, Any]]:
-        """The JSON values of a response, one per line; an error object in the stream is raised."""
-        pending = bytearray()
-        for piece in self.body():
-            pending += piece
-            if len(pending) > MAX_LINE:
-                raise self.broken(f"Kubo sent a JSON value larger than {MAX_LINE >> 20} MiB")
-            if b"\n" not in piece:  # a long value (a big pin list) arrives in many pieces
-                continue
-            *lines, rest = pending.split(b"\n")
-            pending = bytearray(rest)
-            for line in lines:
-                if line.strip():
-                    yield self._event(line)
-        if pending.strip():
-            yield self._event(pending)
-
-    def broken(self, reason: str) -> IpfsError:
-        """The error for a stream that failed after Kubo had answered 200."""
-        if DEADLINE_MESSAGE in reason:
-            return self._kubo_timeout()
-        return StreamBroken(
-            f"ipfs {self.label}: the stream broke after {self.received} bytes: {_one_line(reason)}"
-        )
-
-    def _event(self, line: bytes | bytearray) -> dict[str, Any]:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            raise self.broken(f"Kubo sent something that is not JSON: {bytes(line[:80])!r}") from None
-        if not isinstance(value, dict):
-            raise self.broken(f"Kubo sent a JSON {type(value).__name__} where an object belongs")
-        if value.get("Type") == "error" and "Message" in value:
-            raise self.broken(str(value["Message"]))
-        return value
-
-    def _connect(self) -> None:
-        wait = max(min(self.clock.remaining(), self.client.timeout), 0.001)
-        try:
-            self.sock = socket.create_connection((self.client.host, self.client.port), timeout=wait)
-        except socket.timeout:  # noqa: UP041 - not yet TimeoutError on the hosts' python 3.9
-            raise self._unreachable(f"no connection within {wait:g} s") from None
-        except OSError as exc:
-            raise self._unreachable(exc.strerror or str(exc)) from None
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(max(self.clock.remaining(), 0.001))
-        self.selector.register(self.sock, selectors.EVENT_READ)
-
-    def _send_head(self, target: str, upload: _Upload | None) -> None:
-        assert self.sock is not None
-        lines = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {self.client.address}",
-            "User-Agent: one-ipfs",
-            "Connection: close",
-        ]
-        if self.client.auth:
-            lines.append(f"Authorization: {self.client.auth}")
-        whole = upload.whole() if upload is not None else None
-        if upload is None:
-            lines.append("Content-Length: 0")
-        elif whole is not None:
-            lines += [f"Content-Type: {upload.content_type()}", f"Content-Length: {len(whole)}"]
-        else:
-            lines += [f"Content-Type: {upload.content_type()}", "Transfer-Encoding: chunked"]
-        try:
-            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        except OSError as exc:
-            raise self._unreachable(exc.strerror or str(exc)) from None
-        if upload is None:
-            return
-        self.upload = upload
-        if whole is not None:
-            with contextlib.suppress(OSError):  # Kubo may answer (a refusal) before reading it all: read that
-                self.sock.sendall(whole)
-            return
-        self.sender = threading.Thread(target=self._send_body, args=(upload,), daemon=True)
-        self.sender.start()
-
-    def _send_body(self, upload: _Upload) -> None:
-        """Runs beside the reader, because Kubo answers with progress while the file still arrives."""
-        assert self.sock is not None
-        pieces = upload.pieces(self.clock)
-        while True:
-            try:
-                piece = next(pieces, b"")
-            except BaseException as exc:  # the source failed: stop, and let the reader report it
-                upload.error = exc
-                self._abort()
-                return
-            try:
-                if not piece:
-                    self.sock.sendall(b"0\r\n\r\n")
-                    return
-                self.sock.sendall(b"".join((b"%x\r\n" % len(piece), piece, b"\r\n")))
-            except OSError:
-                return  # Kubo closed or the reader gave up; the reader reports why
-            self.clock.touch()
-
-    def _abort(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-
-    def _read_head(self) -> None:
-        line = self._readline(8192)
-        parts = line.decode("latin-1").split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise self._unreachable("the service there does not answer like Kubo's RPC API")
-        self.status = int(parts[1])
-        while True:
-            line = self._readline(65536)
-            if not line.strip():
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-            if len(self.headers) > 100:
-                raise self._unreachable("the service there sent too many headers")
-        self.answered = True
-
-    def _read_trailer(self) -> None:
-        while True:
-            line = self._readline(65536)
-            if not line.strip():
-                return
-            name, _, value = line.decode("utf-8", "replace").partition(":")
-            if name.strip().lower() == "x-stream-error" and value.strip():
-                raise self.broken(value.strip())
-
-    def _answer_error(self) -> IpfsError:
-        text = bytearray()
-        for piece in self.body():
-            text += piece
-            if len(text) > MAX_ERROR_BODY:
-                break
-        try:
-            message = str(json.loads(text)["Message"])
-        except (ValueError, KeyError, TypeError):
-            message = text.decode("utf-8", "replace")
-        message = _one_line(message)
-        where = f"ipfs {self.label}"
-        if self.status == 500:
-            if DEADLINE_MESSAGE in message:
-                return self._kubo_timeout()
-            if any(text in message for text in NOT_FOUND_MESSAGES):
-                return ContentNotFound(f"{where}: {message}")
-            return CommandFailed(f"{where}: {message}")
-        if self.status in (401, 403):
-            return CommandFailed(
-                f"{where}: Kubo at {self.client.address} refused access (HTTP {self.status}): "
-                "check the RPC authorization (API.Authorizations)"
-            )
-        if self.status in (404, 405):
-            return CommandFailed(
-                f"{where}: Kubo at {self.client.address} has no such command (HTTP {self.status}): "
-                "is it Kubo 0.40 or newer?"
-            )
-        return CommandFailed(f"{where}: Kubo refused the request (HTTP {self.status}): {message}")
-
-    def _readline(self, limit: int) -> bytes:
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self.buffer[: end + 1])
-                del self.buffer[: end + 1]
-                return line
-            if len(self.buffer) > limit:
-                raise self._failure("Kubo sent a line longer than the protocol allows")
-            self.buffer += self._recv()
-
-    def _read_some(self, most: int) -> bytes:
-        if not self.buffer:
-            self.buffer += self._recv()
-        piece = bytes(self.buffer[:most])
-        del self.buffer[:most]
-        return piece
-
-    def _recv(self) -> bytes:
-        """Wait for bytes within the clock's bounds; a connection that ends here ended too early."""
-        assert self.sock is not None
-        while True:
-            self._check_upload()
-            remaining = self.clock.remaining()
-            if remaining <= 0:
-                raise self._client_timeout()
-            if self.selector.select(min(remaining, 1.0) if self.sender else remaining):
-                break
-        try:
-            data = self.sock.recv(1 << 20)
-        except OSError as exc:
-            self._check_upload()
-            raise self._failure(exc.strerror or str(exc)) from None
-        if not data:
-            self._check_upload()
-            raise self._failure("Kubo closed the connection")
-        self.clock.touch()
-        return data
-
-    def _kubo_timeout(self) -> IpfsTimeout:
-        return IpfsTimeout(
-            f"ipfs {self.label}: Kubo gave up after {self.clock.limit:g} s (its timeout ran out)"
-        )
-
-    def _client_timeout(self) -> IpfsTimeout:
-        if self.clock.stall:
-            what = f"made no progress for {self.clock.stall:g} s"
-        else:
-            what = f"did not {'finish' if self.answered else 'answer'} within {self.clock.limit:g} s"
-        return IpfsTimeout(f"ipfs {self.label}: Kubo at {self.client.address} {what}")
-
-    def _check_upload(self) -> None:
-        """A source that failed while uploading is the real cause of whatever the reader sees."""
-        error = self.upload.error if self.upload is not None else None
-        if isinstance(error, OSError):
-            raise StorageError(
-                f"ipfs {self.label}: reading the file failed: {error.strerror or error}"
-            ) from error
-        if error is not None:
-            raise error
-
-    def _failure(self, reason: str) -> IpfsError:
-        return self.broken(reason) if self.answered else self._unreachable(reason)
-
-    def _unreachable(self, reason: str) -> DaemonUnreachable:
-        return DaemonUnreachable(
-            f"ipfs {self.label}: cannot reach the Kubo RPC API at {self.client.address} "
-            f"({_one_line(reason)}): the IPFS daemon may be down or listening elsewhere"
-        )
+        self._response.interrupt()
 
 
 def authorization(secret: str) -> str:
@@ -984,7 +565,3 @@ def _multibase(text: str) -> str:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:400]

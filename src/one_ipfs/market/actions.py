@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
-from one_ipfs.errors import InvalidInput, InvalidReference, NotSupported
+from one_ipfs.errors import InvalidInput, InvalidReference
 from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
 from one_ipfs.market import publication
 from one_ipfs.market.catalogue import CatalogueApp, parse_app
@@ -26,7 +26,7 @@ from one_ipfs.opennebula.action import (
     MarketAppTemplate,
     read_market_action,
 )
-from one_ipfs.opennebula.output import log_info
+from one_ipfs.opennebula.output import dispatch, log_info
 
 
 def import_app(action: MarketAction, config: DatastoreConfig) -> str:
@@ -107,11 +107,11 @@ ACTIONS: dict[str, Callable[[MarketAction, DatastoreConfig], str | None]] = {
 
 def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
     """Parse what one_market sent and run the action it names."""
-    action_fn = ACTIONS.get(name)
-    if action_fn is None:
-        raise NotSupported(f"the ipfs marketplace driver has no action {name[:40]!r}")
-    action = read_market_action(args, stdin)
-    return action_fn(action, load_config(action.marketplace.attributes))
+    return dispatch("marketplace", ACTIONS, name, lambda: _configured(read_market_action(args, stdin)))
+
+
+def _configured(action: MarketAction) -> tuple[MarketAction, DatastoreConfig]:
+    return action, load_config(action.marketplace.attributes)
 
 
 def _hold_content(

@@ -36,6 +36,7 @@ HOST_MODULES = (
     "diskformat.py",
     "ipfs/__init__.py",
     "ipfs/rpc.py",
+    "ipfs/transport.py",
     "ipfs/refs.py",
     "ipfs/pinning.py",
     "ipfs/gateway.py",

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVarTuple
 
-from one_ipfs.errors import OneIpfsError
+from one_ipfs.errors import NotSupported, OneIpfsError
 
 MAX_LINE = 4000
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug, not a refused request
@@ -25,6 +26,7 @@ _LOG_LINE = re.compile(rf"(?:{'|'.join(SEVERITIES)}):\s")
 _CONTROLS = {code: "?" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {0x09: " "}
 _held: list[str] | None = None
 """The log lines of the running action, written when it ends (None: no action, write at once)."""
+Parsed = TypeVarTuple("Parsed")
 
 
 def log_info(message: str) -> None:
@@ -47,6 +49,20 @@ def relay_log(line: str) -> bool:
         return False
     _log(severity, message.strip())
     return True
+
+
+def dispatch(
+    driver: str,
+    actions: Mapping[str, Callable[[*Parsed], str | None]],
+    name: str,
+    parse: Callable[[], tuple[*Parsed]],
+) -> str | None:
+    """Run the action ``name`` of a driver's table on what ``parse`` reads of oned's call; an unknown
+    name is refused before anything is read."""
+    action = actions.get(name)
+    if action is None:
+        raise NotSupported(f"the ipfs {driver} driver has no action {name[:40]!r}")
+    return action(*parse())
 
 
 def run_action(fn: Callable[[], str | None], action: str = "driver") -> int:

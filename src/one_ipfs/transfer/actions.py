@@ -24,7 +24,7 @@ from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
-from one_ipfs.opennebula.output import log_info
+from one_ipfs.opennebula.output import dispatch, log_info
 from one_ipfs.transfer.hostcall import host_options as _options
 from one_ipfs.transfer.hostcall import import_options, run_on_host
 
@@ -36,6 +36,8 @@ DISK_FORMATS = ("raw", "qcow2")
 HOST_CALL_SLACK = 120.0
 GONE_STATES = (4, 6, 9)
 """VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
+HOTPLUG_RESIZE = 62
+"""The LCM state of a running VM while one of its disks grows."""
 
 
 @dataclass(frozen=True)
@@ -424,8 +426,9 @@ class MigrationStep:
 
 
 def premigrate(call: TmCall) -> None:
-    """Before a live migration the target's node fetches what the VM's disks are made of, from IPFS,
-    so the hypervisor has to copy only what the VM changed."""
+    """Before a live migration the target's node fetches what the VM's disks are made of, from IPFS, so
+    that it holds them as after a deploy there. The migration does not depend on it: KVM copies each disk's
+    whole guest view (``--copy-storage-all``), and OpenNebula's system TMs ignore this step's status."""
     step = MigrationStep.parse(call)
     for disk in step.disks:
         assert disk.datastore_id is not None
@@ -489,26 +492,45 @@ def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
         log_info(f"the cache references of VM {vm_id} on {host} were left for a later action: {exc}")
 
 
-def _disk_step(command: str, extra: str) -> Callable[[TmCall], None]:
-    """snap_create, snap_revert, snap_delete and resize: each a file operation on the disk's host."""
+def _snapshot_step(command: str) -> Callable[[TmCall], None]:
+    """snap_create, snap_revert and snap_delete: each a file operation on the disk's host."""
 
     def step(call: TmCall) -> None:
-        disk, value, vm_id, ds_id = _args(call.args, 4, f"host:remote_system_ds/disk.i {extra} vmid dsid")
+        disk, value, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
         location = Location.parse(disk)
         _disk_id(location)
-        number = _int(value, extra)
+        snap_id = _int(value, "snap_id")
         _int(vm_id, "the VM id")
         config = _config(_int(ds_id, "the datastore id"))
-        option = "--size-mb" if command == "resize" else "--snap-id"
         run_on_host(
             location.host,
             command,
-            ["--disk", location.path, option, str(number)],
+            ["--disk", location.path, "--snap-id", str(snap_id)],
             timeout=_host_timeout(config),
         )
 
     step.__doc__ = f"``{command}`` on the disk's host, as OpenNebula's ssh driver does for file disks."
     return step
+
+
+def resize(call: TmCall) -> None:
+    """Grow a disk on its host; a running VM's disk is left to its hypervisor, which QEMU's image lock
+    makes the only one able to grow it (``virsh blockresize``, the VMM's next step)."""
+    disk, size, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i size_mb vmid dsid")
+    location = Location.parse(disk)
+    _disk_id(location)
+    size_mb = _int(size, "size_mb")
+    vm = _int(vm_id, "the VM id")
+    config = _config(_int(ds_id, "the datastore id"))
+    if cli.show_vm(vm).lcm_state == HOTPLUG_RESIZE:
+        log_info(f"{location.path} is the disk of running VM {vm}: its hypervisor grows it")
+        return
+    run_on_host(
+        location.host,
+        "resize",
+        ["--disk", location.path, "--size-mb", str(size_mb)],
+        timeout=_host_timeout(config),
+    )
 
 
 KVMRC = "etc/vmm/kvm/kvmrc"
@@ -551,11 +573,11 @@ ACTIONS: dict[str, Callable[[TmCall], str | None]] = {
     "premigrate": premigrate,
     "postmigrate": postmigrate,
     "failmigrate": failmigrate,
-    "snap_create": _disk_step("snapshot-create", "snap_id"),
+    "snap_create": _snapshot_step("snapshot-create"),
     "snap_create_live": snap_create_live,
-    "snap_revert": _disk_step("snapshot-revert", "snap_id"),
-    "snap_delete": _disk_step("snapshot-delete", "snap_id"),
-    "resize": _disk_step("resize", "size_mb"),
+    "snap_revert": _snapshot_step("snapshot-revert"),
+    "snap_delete": _snapshot_step("snapshot-delete"),
+    "resize": resize,
     "monitor": monitor,
 }
 
@@ -567,7 +589,4 @@ def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
         raise NotSupported(
             f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}"
         )
-    action_fn = ACTIONS.get(base)
-    if action_fn is None:
-        raise NotSupported(f"the ipfs transfer driver has no action {name[:40]!r}")
-    return action_fn(TmCall(args, stdin, suffix))
+    return dispatch("transfer", ACTIONS, base, lambda: (TmCall(args, stdin, suffix),))
