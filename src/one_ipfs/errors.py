@@ -67,5 +67,9 @@ class HostError(OneIpfsError):
     """A host could not be reached over ssh, or its side of an action failed."""
 
 
+class Cancelled(OneIpfsError):
+    """OpenNebula stopped the action (``backup_cancel``); what it had stored was released first."""
+
+
 class StorageError(OneIpfsError):
     """A local file operation failed (disk full, permissions, missing file)."""

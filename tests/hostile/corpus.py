@@ -18,6 +18,7 @@ GARBAGE = "not valid base64"
 DTD = "DTD or entities"
 MALFORMED = "not well-formed"
 BAD_REFERENCE = "not a valid IPFS reference"
+BAD_BACKUP = "is not a backup disk URL OpenNebula writes"
 NOT_HOST = "not a host name"
 
 
@@ -170,6 +171,8 @@ DS_ACTIONS = (
     "snap_delete",
     "snap_revert",
     "snap_flatten",
+    "restore",
+    "increment_flatten",
 )
 
 
@@ -211,6 +214,18 @@ HOSTILE_PATHS: list[tuple[str, str, str]] = [
     ("fullwidth slashes", "\uff0fetc\uff0fpasswd", "absolute frontend path"),
     ("huge path", "/var/tmp/" + "a" * 100_000, "absolute frontend path"),
     ("huge ipfs path", f"/ipfs/{CID}/" + "a/" * 50_000, BAD_REFERENCE),
+    (
+        "backup disk with shell",
+        cdata("rsync://100//0:ab12/var/lib/one/datastores/100/3/ab12/disk.0';id;'"),
+        BAD_BACKUP,
+    ),
+    ("backup disk with dot-dot", "rsync://100//0:ab12/var/lib/one/../../../etc/disk.0", BAD_BACKUP),
+    ("backup disk not a disk", "restic://100/4/0:ab12/etc/shadow", BAD_BACKUP),
+    (
+        "backup disk of ceph",
+        "rsync+rbd://100//0:ab12/var/lib/one/datastores/100/3/ab12/disk.0.rbd2",
+        "absolute frontend path",
+    ),
 ]
 
 HOSTILE_NUMBERS: list[tuple[str, str, str]] = [

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from one_ipfs.config import DatastoreConfig, load_config
-from one_ipfs.datastore import content
+from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import cli
@@ -133,9 +133,38 @@ ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
 }
 
 
+BACKUP_DS_ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
+    "stat": stat,
+    "monitor": monitor,
+    **backups.ACTIONS,
+}
+"""What a backup datastore (``TYPE=BACKUP_DS``) answers; its backup, backup_cancel and ls come as
+``backups.VM_ACTIONS``."""
+
+
 def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
-    """Parse what oned sent (either calling convention) and run the action it names."""
-    return dispatch("datastore", ACTIONS, name, lambda: _configured(read_ds_action(args, stdin)[0]))
+    """Parse what oned sent (the VM manager's calling convention for backups, else either of the datastore
+    driver manager's) and run the action it names, from the table of the datastore's type."""
+    if name in backups.VM_ACTIONS:
+        return dispatch("datastore", backups.VM_ACTIONS, name, lambda: (args, stdin))
+    return dispatch("datastore", BY_TYPE, name, lambda: _configured(read_ds_action(args, stdin)[0]))
+
+
+def _by_datastore_type(name: str) -> Callable[[DsAction, DatastoreConfig], str | None]:
+    """Action ``name`` of the table of the datastore's type: a backup datastore answers its own."""
+
+    def act(action: DsAction, config: DatastoreConfig) -> str | None:
+        backup = action.datastore.type == backups.BACKUP_DS
+        action_fn = (BACKUP_DS_ACTIONS if backup else ACTIONS).get(name)
+        if action_fn is None:
+            kind = "a backup" if backup else "an image"
+            raise NotSupported(f"{kind} datastore of the ipfs driver has no action {name[:40]!r}")
+        return action_fn(action, config)
+
+    return act
+
+
+BY_TYPE = {name: _by_datastore_type(name) for name in (*ACTIONS, *BACKUP_DS_ACTIONS)}
 
 
 def _configured(action: DsAction) -> tuple[DsAction, DatastoreConfig]:

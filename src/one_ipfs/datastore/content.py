@@ -162,9 +162,10 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
     with sources.open_image(
         image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout, checksums
     ) as stream:
-        # Pinned as it is added, unless a checksum may still refuse it: pinning after the add reads
-        # the whole image back. A driver killed before the reference leaves a pin ``rm`` releases.
-        verified_later = bool(stream.hashes.expected)
+        # Pinned as it is added, unless a checksum (or a backup downloader's exit status) may still refuse
+        # it: pinning after the add reads the whole image back. A driver killed before the reference
+        # leaves a pin ``rm`` releases.
+        verified_later = bool(stream.hashes.expected) or sources.is_backup(image.path)
         added = client(config).add(
             stream.reader,
             settings=config.import_settings,

@@ -1,4 +1,6 @@
-"""Where an image's bytes come from when they are not in IPFS yet: a frontend file or an http(s) URL.
+"""Where an image's bytes come from when they are not in IPFS yet: a frontend file, an http(s) URL, or a disk
+of a VM backup (``rsync://``, ``restic://``), which OpenNebula's own ``downloader.sh`` reads out of its backup
+datastore.
 
 Images are streamed, never held whole in memory, decompressed on the fly (gzip, bzip2, xz) and
 hashed as they pass so that a template's MD5/SHA1 is checked on the bytes that were published.
@@ -12,6 +14,9 @@ import hashlib
 import io
 import lzma
 import os
+import re
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,11 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
+from one_ipfs.config import remotes_dir
 from one_ipfs.diskformat import HEADER_BYTES, detect_compression, detect_format, qcow2_virtual_size
 from one_ipfs.errors import InvalidInput, StorageError
 
 MAX_PATH = 4096
 READ_CHUNK = 1 << 20
+BACKUP_SCHEMES = ("rsync://", "restic://")
+"""The sources oned gives the images it restores from a backup (``oneimage restore``): only OpenNebula's
+backup datastore drivers know where such a disk is, and their downloaders how to read it."""
+_BACKUP_DISK = re.compile(
+    r"(?:rsync|restic)://[0-9]{1,10}/[0-9]{0,10}/[0-9]{1,10}:[0-9A-Za-z]{1,64}(?:,[0-9]{1,10}:[0-9A-Za-z]{1,64})*"
+    r"(?:/+[A-Za-z0-9_.-]+)+/+disk\.[0-9]{1,10}(?:\.[0-9]{1,10})?"
+)
+"""``<scheme>://<backup ds>/<backup job>/<increment>:<backup id>,.../<path of the disk>`` as OpenNebula's
+backup restore writes it: the downloaders put it in shell commands, so nothing else gets that far."""
 
 
 class _Peekable(Protocol):
@@ -99,6 +114,10 @@ def is_url(path: str) -> bool:
     return path.startswith(("http://", "https://"))
 
 
+def is_backup(path: str) -> bool:
+    return path.startswith(BACKUP_SCHEMES)
+
+
 def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str]) -> Path:
     """Resolve a frontend path and apply SAFE_DIRS/RESTRICTED_DIRS as OpenNebula's fs driver does.
 
@@ -107,7 +126,8 @@ def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Seque
     """
     if not path.startswith("/") or len(path) > MAX_PATH or "\0" in path or "\n" in path:
         raise InvalidInput(
-            f"PATH must be an absolute frontend path, an http(s) URL or an IPFS path: {path[:80]!r}"
+            "PATH must be an absolute frontend path, an http(s) URL, an IPFS path or a backup disk "
+            f"(rsync://, restic://): {path[:80]!r}"
         )
     real = Path(os.path.realpath(path))
 
@@ -127,7 +147,12 @@ def check_local_path(path: str, safe_dirs: Sequence[str], restricted_dirs: Seque
 def open_raw(
     path: str, safe_dirs: Sequence[str], restricted_dirs: Sequence[str], timeout: float
 ) -> Iterator[_Source]:
-    """The bytes as published: a checked local file, or an http(s) response streamed as it arrives."""
+    """The bytes as published: a checked local file, an http(s) response or a backup disk streamed as it
+    arrives."""
+    if is_backup(path):
+        with _backup_download(path, timeout) as stream:
+            yield stream
+        return
     if is_url(path):
         request = urllib.request.Request(path, headers={"User-Agent": "one-ipfs"})  # noqa: S310
         try:
@@ -146,6 +171,40 @@ def open_raw(
             yield handle
     except PermissionError:
         raise StorageError(f"{path[:200]} is not readable by the driver's user") from None
+
+
+@contextmanager
+def _backup_download(path: str, timeout: float) -> Iterator[_Source]:
+    """A backup disk as OpenNebula's ``downloader.sh`` reads it (undecompressed: a backup is qcow2 as the
+    system datastore wrote it), streamed from its stdout; its failure is its own last line. Its downloaders
+    ask the backup datastore's host and oned themselves, so the one bound here is the whole read."""
+    if len(path) > MAX_PATH or not _BACKUP_DISK.fullmatch(path) or ".." in path.split("/"):
+        raise InvalidInput(f"{path[:200]!r} is not a backup disk URL OpenNebula writes")
+    downloader = remotes_dir() / "datastore" / "downloader.sh"
+    if not downloader.is_file():
+        raise StorageError(f"{downloader} is missing: OpenNebula's downloader reads backup disks")
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [str(downloader), "--nodecomp", path, "-"], stdout=subprocess.PIPE, stderr=errors
+        ) as process,
+    ):
+        assert process.stdout is not None
+        try:
+            yield cast(io.BufferedReader, process.stdout)
+            while process.stdout.read(READ_CHUNK):
+                pass
+            process.wait(timeout=timeout)
+        except BaseException:
+            process.kill()
+            raise
+        errors.seek(0)
+        said = errors.read()
+    if process.returncode != 0:
+        reason = said.decode(errors="replace").strip().splitlines()
+        raise InvalidInput(
+            f"cannot read the backup disk {path[:200]}: {reason[-1] if reason else 'downloader.sh failed'}"
+        )
 
 
 @contextmanager

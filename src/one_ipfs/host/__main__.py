@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from one_ipfs.errors import HostError, InvalidInput, OneIpfsError
-from one_ipfs.host import commands, inputs
+from one_ipfs.host import backups, commands, inputs
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, authorization_from_file
 
@@ -158,8 +158,19 @@ def _warm(args: argparse.Namespace) -> dict[str, Any] | None:
     )
 
 
-def _save_options(parser: argparse.ArgumentParser) -> None:
+def _import_options(parser: argparse.ArgumentParser) -> None:
     defaults = ImportSettings()
+    parser.add_argument("--chunker", type=inputs.chunker, default=defaults.chunker)
+    parser.add_argument("--cid-version", type=int, choices=(0, 1), default=defaults.cid_version)
+    parser.add_argument("--raw-leaves", type=inputs.boolean, default=defaults.raw_leaves)
+    parser.add_argument("--hash", type=inputs.hash_name, default=defaults.hash)
+
+
+def _settings(args: argparse.Namespace) -> ImportSettings:
+    return ImportSettings(args.chunker, args.cid_version, args.raw_leaves, args.hash)
+
+
+def _save_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", type=inputs.disk_path, required=True, help="a disk or disk.<n>.snap/<id>")
     parser.add_argument("--format", choices=("raw", "qcow2"), required=True, help="the image's FORMAT")
     parser.add_argument(
@@ -167,27 +178,47 @@ def _save_options(parser: argparse.ArgumentParser) -> None:
         choices=("raw", "qcow2"),
         help="the disk's DRIVER, what the file is where no deploy here recorded it (a live migration's)",
     )
-    parser.add_argument("--chunker", type=inputs.chunker, default=defaults.chunker)
-    parser.add_argument("--cid-version", type=int, choices=(0, 1), default=defaults.cid_version)
-    parser.add_argument("--raw-leaves", type=inputs.boolean, default=defaults.raw_leaves)
-    parser.add_argument("--hash", type=inputs.hash_name, default=defaults.hash)
+    _import_options(parser)
     parser.add_argument("--vm", type=inputs.identifier)
     _node_options(parser, TRANSFER_TIMEOUT)
     _cache_options(parser)
 
 
 def _save(args: argparse.Namespace) -> dict[str, Any] | None:
-    settings = ImportSettings(args.chunker, args.cid_version, args.raw_leaves, args.hash)
     return commands.save(
         _client(args),
         _cache(args),
         args.disk,
         image_format=args.format,
         disk_format=args.disk_format,
-        settings=settings,
+        settings=_settings(args),
         vm=args.vm,
         timeout=args.timeout,
     )
+
+
+def _backup_add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=inputs.vm_folder, required=True, help="the VM folder holding backup/")
+    parser.add_argument("--token", type=backups.token, required=True, help="the frontend's name for it")
+    _import_options(parser)
+    _node_options(parser, TRANSFER_TIMEOUT)
+    parser.add_argument("--cache-dir", type=inputs.cache_dir)
+
+
+def _backup_add(args: argparse.Namespace) -> dict[str, Any] | None:
+    return backups.add_backup(
+        _client(args), _cache(args), args.dir, args.token, settings=_settings(args), timeout=args.timeout
+    )
+
+
+def _backup_release_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token", type=backups.token, required=True)
+    _node_options(parser, HOUSEKEEPING_TIMEOUT)
+
+
+def _backup_release(args: argparse.Namespace) -> dict[str, Any] | None:
+    backups.release_backup(_client(args), args.token)
+    return None
 
 
 def _delete_options(parser: argparse.ArgumentParser) -> None:
@@ -333,6 +364,14 @@ COMMANDS: dict[str, Command] = {
     "monitor-marker": Command("enable host monitoring of a system datastore", _marker_options, _marker),
     "cache-status": Command("list the host cache", _status_options, _status),
     "cache-evict": Command("trim the host cache now", _evict_options, _evict),
+    "backup-add": Command(
+        "add a VM folder's backup files as one IPFS directory (backup datastore)",
+        _backup_add_options,
+        _backup_add,
+    ),
+    "backup-release": Command(
+        "drop this host's pin of a backup the frontend holds", _backup_release_options, _backup_release
+    ),
 }
 
 

@@ -163,6 +163,72 @@ class VmTemplate:
     """The hypervisor's name for the running VM (libvirt's domain), empty before the first deploy."""
 
 
+@dataclass(frozen=True)
+class BackupRequest:
+    """What a backup datastore's ``backup`` needs of the VM oned sends with it (``VM/BACKUPS``)."""
+
+    vm_id: int
+    mode: str
+    """``FULL`` or ``INCREMENT`` as the VM's BACKUP_CONFIG says (empty: OpenNebula's default, FULL)."""
+    last_bridge: str
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What ``oneimage restore`` asked for, beside the backup image: where the disks go and as whom."""
+
+    destination_datastore: int
+    username: str
+    name: str
+    disk_id: int | None
+
+
+@dataclass(frozen=True)
+class BackedUpVm:
+    """The VM as its backup's ``vm.xml`` holds it: what a restore makes images and a template of."""
+
+    id: int
+    name: str
+    disk_ids: tuple[int, ...]
+    capacity: dict[str, str]
+    """CPU, VCPU and MEMORY as the VM had them (those it had)."""
+
+
+def backup_request(action: DsAction) -> BackupRequest:
+    vm = action.raw.find("VM")
+    if vm is None:
+        raise InvalidInput("the backup action carries no VM")
+    return BackupRequest(
+        vm_id=_required(vm, "ID"),
+        mode=_text(vm, "BACKUPS/BACKUP_CONFIG/MODE").upper(),
+        last_bridge=_text(vm, "BACKUPS/BACKUP_CONFIG/LAST_BRIDGE"),
+    )
+
+
+def restore_request(action: DsAction) -> RestoreRequest:
+    destination = _number(action.raw, "DESTINATION_DS_ID")
+    if destination is None:
+        raise InvalidInput("the restore action names no DESTINATION_DS_ID")
+    return RestoreRequest(
+        destination_datastore=destination,
+        username=_text(action.raw, "TEMPLATE/USERNAME"),
+        name=_text(action.raw, "TEMPLATE/NAME"),
+        disk_id=_number(action.raw, "TEMPLATE/DISK_ID", unset=UNSET),
+    )
+
+
+def parse_backed_up_vm(xml: bytes | str) -> BackedUpVm:
+    """Parse a backup's ``vm.xml`` once decoded (prebackup writes the VM's XML base64-encoded)."""
+    vm = _parse_xml(xml, "VM")
+    disk_ids = (_required(disk, "DISK_ID") for disk in vm.findall("TEMPLATE/DISK"))
+    capacity = {
+        name: _text(vm, f"TEMPLATE/{name}")
+        for name in ("CPU", "VCPU", "MEMORY")
+        if _text(vm, f"TEMPLATE/{name}")
+    }
+    return BackedUpVm(_required(vm, "ID"), _text(vm, "NAME"), tuple(sorted(disk_ids)), capacity)
+
+
 def read_ds_action(argv: list[str], stdin: BinaryIO) -> tuple[DsAction, str]:
     """The action and the id argument, in either calling convention of the DS driver manager.
 

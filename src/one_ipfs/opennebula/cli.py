@@ -13,7 +13,7 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from one_ipfs.errors import OpenNebulaError
 from one_ipfs.opennebula.action import (
@@ -72,19 +72,55 @@ def list_datastores() -> list[DatastoreTemplate]:
 
 def update_image(image_id: int, attributes: Mapping[str, str]) -> None:
     """Merge ``attributes`` into the image's template (``oneimage update --append``)."""
-    lines = []
-    for name, value in attributes.items():
-        if not ATTRIBUTE_NAME.match(name):
-            raise OpenNebulaError(f"refusing to write the image attribute {name[:40]!r}")
-        if any(ch in value for ch in "\n\r\0\\"):
-            raise OpenNebulaError(f"refusing to write a value with a newline or backslash to {name}")
-        # oned's template parser unescapes only \" inside a quoted value.
-        escaped = value.replace('"', '\\"')
-        lines.append(f'{name} = "{escaped}"\n')
+    _with_template(
+        "".join(template_line(name, value) for name, value in attributes.items()),
+        lambda path: _run(["oneimage", "update", str(image_id), path, "--append"]),
+    )
+
+
+def create_image(datastore_id: int, template: str) -> int:
+    """``oneimage create`` of a template (``template_line``s): the new image's ID."""
+    return _allocated(
+        _with_template(template, lambda path: _run(["oneimage", "create", "-d", str(datastore_id), path]))
+    )
+
+
+def create_vm_template(template: str) -> int:
+    return _allocated(_with_template(template, lambda path: _run(["onetemplate", "create", path])))
+
+
+def delete_image(image_id: int) -> None:
+    _run(["oneimage", "delete", str(image_id)])
+
+
+def chown(kind: str, object_id: int, username: str) -> None:
+    """Give an image or template (``kind``: oneimage, onetemplate) to the user who asked for it."""
+    _run([kind, "chown", str(object_id), username])
+
+
+def template_line(name: str, value: str) -> str:
+    """``NAME = "value"``, or refused: oned's template parser unescapes only \\" inside a quoted value."""
+    if not ATTRIBUTE_NAME.match(name):
+        raise OpenNebulaError(f"refusing to write the attribute {name[:40]!r}")
+    if any(ch in value for ch in "\n\r\0\\"):
+        raise OpenNebulaError(f"refusing to write a value with a newline or backslash to {name}")
+    escaped = value.replace('"', '\\"')
+    return f'{name} = "{escaped}"\n'
+
+
+def _with_template(text: str, use: Callable[[str], str]) -> str:
     descriptor, path = tempfile.mkstemp(prefix="one-ipfs-", suffix=".tmpl")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as template:
-            template.writelines(lines)
-        _run(["oneimage", "update", str(image_id), path, "--append"])
+            template.write(text)
+        return use(path)
     finally:
         os.unlink(path)
+
+
+def _allocated(output: str) -> int:
+    """The ID an ``one* create`` printed (``ID: 12``)."""
+    match = re.search(r"^ID: ([0-9]{1,10})$", output, re.MULTILINE)
+    if match is None:
+        raise OpenNebulaError("the create command printed no ID")
+    return int(match.group(1))

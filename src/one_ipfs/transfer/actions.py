@@ -25,7 +25,8 @@ from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import dispatch, log_info
-from one_ipfs.transfer.hostcall import run_on_host
+from one_ipfs.transfer.hostcall import host_options as _options
+from one_ipfs.transfer.hostcall import import_options, run_on_host
 
 SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 # System datastores whose hosts report disk sizes themselves, from a ``.monitor`` marker.
@@ -101,15 +102,6 @@ def _disk(vm_id: int, location: Location) -> VmDisk:
 
 def _host_timeout(config: DatastoreConfig) -> float:
     return config.transfer_timeout + HOST_CALL_SLACK
-
-
-def _options(**values: str | int | float | None) -> list[str]:
-    """``--name value`` pairs for the host command (``size_mb`` becomes ``--size-mb``); None is left out."""
-    argv: list[str] = []
-    for name, value in values.items():
-        if value is not None:
-            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    return argv
 
 
 def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, content.Content]:
@@ -263,7 +255,6 @@ def _add_on_host(
     host: str, path: str, *, saved_format: str, vm_disk: VmDisk, vm_id: int, config: DatastoreConfig
 ) -> tuple[str, int]:
     """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``."""
-    settings = config.import_settings
     options = _options(
         disk=path,
         format=saved_format,
@@ -272,11 +263,7 @@ def _add_on_host(
         api=config.host_api,
         api_auth_file=config.host_api_auth_file or None,
         timeout=config.transfer_timeout,
-        chunker=settings.chunker,
-        cid_version=settings.cid_version,
-        raw_leaves="true" if settings.raw_leaves else "false",
-        hash=settings.hash,
-    )
+    ) + import_options(config.import_settings)
     saved = _on_host(host, "save", options, config, vm_id)
     cid = saved.get("cid")
     if not isinstance(cid, str):

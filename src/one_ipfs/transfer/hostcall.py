@@ -21,6 +21,7 @@ from typing import IO, Any
 from one_ipfs.config import remotes_dir
 from one_ipfs.errors import HostError
 from one_ipfs.images import state_dir
+from one_ipfs.ipfs.rpc import ImportSettings
 from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LAUNCHER, HOST_LIB
 from one_ipfs.opennebula.output import log_info, relay_log
 
@@ -78,6 +79,25 @@ def control_folder() -> Path | None:
     if not private or "%" in str(folder) or len(str(folder)) > MAX_CONTROL_FOLDER:
         return None
     return folder
+
+
+def host_options(**values: str | int | float | None) -> list[str]:
+    """``--name value`` pairs for the host command (``size_mb`` becomes ``--size-mb``); None is left out."""
+    argv: list[str] = []
+    for name, value in values.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
+
+
+def import_options(settings: ImportSettings) -> list[str]:
+    """How the host's node must cut and hash what it adds, so that its CIDs are the datastore's."""
+    return host_options(
+        chunker=settings.chunker,
+        cid_version=settings.cid_version,
+        raw_leaves="true" if settings.raw_leaves else "false",
+        hash=settings.hash,
+    )
 
 
 def run_on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, Any]:
@@ -157,6 +177,10 @@ def _run(host: str, remote: list[str], *, timeout: float, reuse: bool = True) ->
         process.wait()
     finally:
         timer.cancel()
+        if process.poll() is None:
+            # The action was interrupted (backup_cancel): ssh goes, and the host side cleans up on its hangup.
+            process.kill()
+            process.wait()
     if expired.is_set():
         raise HostError(f"{host}: the host side did not finish within {timeout:g} s")
     relay.join(timeout=5)

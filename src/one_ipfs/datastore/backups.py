@@ -1,0 +1,376 @@
+"""The IPFS backup datastore: a datastore of DS_MAD ``ipfs`` created with ``TYPE=BACKUP_DS``.
+
+Each backup is one IPFS directory (the VM's ``vm.xml`` and a ``disk.<id>.0`` per disk, as OpenNebula's
+prebackup wrote them on the host): the host's own node adds it, the frontend's node pins it peer to
+peer, and its SOURCE names it. Backups share every block they have in common, whichever VM they are of,
+so an unchanged disk costs nothing the second time; deleting a backup (``rm``, and oned's KEEP_LAST)
+releases its reference, and Kubo's pin rules keep exactly the blocks a remaining backup uses.
+The argument and output formats are those of OpenNebula's own ``rsync`` driver (docs/backups.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO, NoReturn
+
+from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.datastore import content
+from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, OneIpfsError
+from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.opennebula import cli
+from one_ipfs.opennebula.action import (
+    MAX_PAYLOAD,
+    BackedUpVm,
+    DsAction,
+    ImageTemplate,
+    backup_request,
+    parse_backed_up_vm,
+    parse_ds_action,
+    restore_request,
+)
+from one_ipfs.opennebula.output import log_info
+from one_ipfs.transfer.hostcall import host_options, import_options, run_on_host
+
+BACKUP_DS = 3
+"""``Datastore::DatastoreType`` BACKUP_DS, as ``Datastore::to_xml`` writes TYPE."""
+BACKUP_FORMAT = "raw"
+"""What a backup's FORMAT tells OpenNebula's restore tools: plain files, not Ceph's rbd exports."""
+HOST_CALL_SLACK = 120.0
+MIB = 1 << 20
+MAX_VM_XML = 16 << 20
+CANCEL_WAIT = 60.0
+_BACKUP_ID = re.compile(r"^([0-9a-f]{12})-([A-Za-z0-9]{1,256})$")
+_VM_UUID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_BACKUP_SCRIPTS = ("prebackup", "prebackup_live")
+
+
+@dataclass(frozen=True)
+class BackupId:
+    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own reference, so that two
+    backups with the very same content are released one at a time."""
+
+    token: str
+    cid: str
+
+    def __str__(self) -> str:
+        return f"{self.token}-{self.cid}"
+
+    @property
+    def reference_name(self) -> str:
+        return f"backup-{self.token}"
+
+    @classmethod
+    def parse(cls, source: str) -> BackupId:
+        match = _BACKUP_ID.fullmatch(source)
+        if match is None:
+            raise InvalidReference(
+                f"{source[:200]!r} is not a backup of an ipfs backup datastore (<token>-<cid>)"
+            )
+        try:
+            parse_cid(match.group(2))
+        except InvalidInput:
+            raise InvalidReference(f"{source[:200]!r} names no valid CID") from None
+        return cls(match.group(1), match.group(2))
+
+
+def backup(args: list[str], stdin: BinaryIO) -> str:
+    """``backup host:vm_folder disk_ids vm_uuid bj_id vm_id ds_id`` (the VM manager runs it on the frontend
+    after prebackup): ``<backup id> <size MB> <format>``."""
+    if len(args) != 6:
+        raise InvalidInput(
+            f"backup expects host:folder, disks, VM UUID, job, VM and datastore ids, not {len(args)} words"
+        )
+    host, _, folder = args[0].partition(":")
+    if not host or not folder.startswith("/"):
+        raise InvalidInput(f"backup expects host:/vm/folder, not {args[0][:200]!r}")
+    if os.environ.get("BACKUP_BASE_PATH"):
+        raise NotSupported(
+            "the ipfs backup datastore reads backups from the VM folder: BACKUP_BASE_PATH is not supported"
+        )
+    action = _plain_action(stdin)
+    _require_backup_datastore(action)
+    request = backup_request(action)
+    if request.mode == "INCREMENT":
+        raise NotSupported(
+            "the ipfs backup datastore takes FULL backups only (BACKUP_CONFIG MODE=FULL): each one stores "
+            "only the blocks no earlier backup holds, which is what increments are for"
+        )
+    config = load_config(action.datastore.attributes)
+    host = request.last_bridge or host
+    with _cancellable():
+        backup_id, size = _store(host, folder, request.vm_id, config)
+    log_info(f"backup {backup_id} of VM {request.vm_id}: {size >> 20} MiB of files")
+    return f"{backup_id} {max(1, math.ceil(size / MIB))} {BACKUP_FORMAT}"
+
+
+def _store(host: str, folder: str, vm_id: int, config: DatastoreConfig) -> tuple[BackupId, int]:
+    """The host adds the backup folder, the frontend pins it; on any failure (a cancel included) neither
+    keeps a pin of it."""
+    token = secrets.token_hex(6)
+    backup_id: BackupId | None = None
+    try:
+        options = host_options(dir=folder, token=token)
+        added = _on_host(host, "backup-add", options, config, with_import=True)
+        backup_id = BackupId(token, _cid_of(added, host))
+        size = int(added.get("size", 0))
+        log_info(f"pinning the backup of VM {vm_id} ({backup_id.cid}) from {host}")
+        content.hold(backup_id.cid, backup_id.reference_name, config, total_bytes=size or None)
+    except BaseException:
+        if backup_id is not None:
+            _let_go(backup_id, config)
+        raise
+    finally:
+        _release_on_host(host, token, config)
+    return backup_id, size
+
+
+def backup_cancel(args: list[str], stdin: BinaryIO) -> None:
+    """``backup_cancel host:vm_folder vm_uuid``: stop this VM's backup under way (ours, and the TM's
+    prebackup) and wait until it has released what it stored."""
+    if len(args) != 2 or not _VM_UUID.fullmatch(args[1]):
+        raise InvalidInput("backup_cancel expects host:folder and the VM's UUID")
+    stopped = [pid for pid, argv in _processes() if _is_backup_of(argv, args[1])]
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    log_info(f"stopping {len(stopped)} backup process(es) of VM {args[1]}")
+    end = time.monotonic() + CANCEL_WAIT
+    while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < end:
+        time.sleep(0.1)
+
+
+def rm(action: DsAction, config: DatastoreConfig) -> None:
+    """Delete a backup (by hand, or oned's KEEP_LAST): its blocks stay only where another backup or an
+    image references them."""
+    backup_id = BackupId.parse(_image(action).source)
+    content.release(backup_id.cid, backup_id.reference_name, config)
+    log_info(f"released backup {backup_id}")
+
+
+def restore(action: DsAction, config: DatastoreConfig) -> str:
+    """``oneimage restore``: an image per disk in the destination datastore, and a VM template of them
+    unless one disk was asked for: ``<template id> <image id>...`` (``-1`` for no template)."""
+    backup_id = BackupId.parse(_image(action).source)
+    request = restore_request(action)
+    destination = cli.show_datastore(request.destination_datastore)
+    vm = _backed_up_vm(backup_id, config)
+    disk_ids = [d for d in vm.disk_ids if request.disk_id in (None, d)]
+    if not disk_ids:
+        raise InvalidInput(f"backup {backup_id} holds no disk {request.disk_id}")
+    base_name = request.name or f"{vm.id}-{backup_id.token}"
+    images: list[int] = []
+    try:
+        for disk_id in disk_ids:
+            path = _restored_path(_disk_cid(backup_id, disk_id, config), destination.ds_mad, config)
+            images.append(_restored_image(disk_id, base_name, path, action.datastore.id, destination.id))
+            log_info(f"disk {disk_id} of backup {backup_id} is image {images[-1]} ({path})")
+            _give(request.username, "oneimage", images[-1])
+        template = -1
+        if request.disk_id is None:
+            template = cli.create_vm_template(_vm_template(base_name, vm, images))
+            _give(request.username, "onetemplate", template)
+    except BaseException:
+        for image in images:
+            cli.delete_image(image)
+        raise
+    return " ".join(str(number) for number in [template, *images])
+
+
+def ls(args: list[str], stdin: BinaryIO) -> str:
+    """``ls [-i increment]`` (a system datastore's restore of a VM in place): ``{"<disk id>": "<url>"}``,
+    each disk on the frontend node's gateway, which OpenNebula's ``downloader.sh`` reads."""
+    if args not in ([], ["-i", "-1"], ["-i", "0"], ["--increment", "-1"], ["--increment", "0"]):
+        raise InvalidInput("ls takes only -i with increment 0: ipfs backups have no increments")
+    action = _plain_action(stdin)
+    _require_backup_datastore(action)
+    config = load_config(action.datastore.attributes)
+    backup_id = BackupId.parse(_image(action).source)
+    vm = _backed_up_vm(backup_id, config)
+    disks = {str(d): content.gateway_url(_disk_cid(backup_id, d, config), config) for d in vm.disk_ids}
+    return json.dumps(disks)
+
+
+def increment_flatten(action: DsAction, config: DatastoreConfig) -> None:
+    raise NotSupported("the ipfs backup datastore keeps no increments to flatten: its backups are FULL")
+
+
+ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
+    "rm": rm,
+    "restore": restore,
+    "increment_flatten": increment_flatten,
+}
+"""The image actions a backup datastore answers differently from an image datastore."""
+
+VM_ACTIONS: dict[str, Callable[[list[str], BinaryIO], str | None]] = {
+    "backup": backup,
+    "backup_cancel": backup_cancel,
+    "ls": ls,
+}
+"""Actions called as OpenNebula's VM manager and TMs call backup drivers: arguments, plain XML on stdin."""
+
+
+def _plain_action(stdin: BinaryIO) -> DsAction:
+    xml = stdin.read(MAX_PAYLOAD + 1)
+    if len(xml) > MAX_PAYLOAD:
+        raise InvalidInput(f"the driver action on stdin is larger than {MAX_PAYLOAD >> 20} MiB")
+    return parse_ds_action(xml)
+
+
+def _require_backup_datastore(action: DsAction) -> None:
+    if action.datastore.type != BACKUP_DS:
+        raise InvalidInput(
+            f"datastore {action.datastore.id} is not a backup datastore (TYPE=BACKUP_DS): it takes no backups"
+        )
+
+
+def _image(action: DsAction) -> ImageTemplate:
+    if action.image is None:
+        raise InvalidInput("the driver action carries no IMAGE")
+    return action.image
+
+
+def _on_host(
+    host: str, command: str, options: list[str], config: DatastoreConfig, *, with_import: bool = False
+) -> dict[str, Any]:
+    node = host_options(api=config.host_api, api_auth_file=config.host_api_auth_file or None)
+    if with_import:
+        node += host_options(timeout=config.transfer_timeout) + import_options(config.import_settings)
+    return run_on_host(host, command, options + node, timeout=config.transfer_timeout + HOST_CALL_SLACK)
+
+
+def _cid_of(result: dict[str, Any], host: str) -> str:
+    cid = result.get("cid")
+    if not isinstance(cid, str):
+        raise InvalidInput(f"{host} did not report the CID of the backup")
+    parse_cid(cid)
+    return cid
+
+
+def _let_go(backup_id: BackupId, config: DatastoreConfig) -> None:
+    """Undo a backup that did not finish: its reference, and its pin unless another backup holds it."""
+    with _ignoring_stops():
+        try:
+            content.release(backup_id.cid, backup_id.reference_name, config)
+        except OneIpfsError as exc:
+            log_info(f"could not release the unfinished backup {backup_id.cid}: {exc}")
+
+
+def _release_on_host(host: str, token: str, config: DatastoreConfig) -> None:
+    """The host's pin goes once the frontend holds the backup (or gave up on it). Best effort: a host out of
+    reach keeps a pin named ``one-ipfs-backup-<token>``, which nothing else uses."""
+    with _ignoring_stops():
+        try:
+            _on_host(host, "backup-release", host_options(token=token), config)
+        except OneIpfsError as exc:
+            log_info(f"{host} keeps its pin of backup {token} for now: {exc}")
+
+
+def _backed_up_vm(backup_id: BackupId, config: DatastoreConfig) -> BackedUpVm:
+    node = content.client(config)
+    encoded = b"".join(
+        node.cat(f"/ipfs/{backup_id.cid}/vm.xml", length=MAX_VM_XML, timeout=config.stall_timeout)
+    )
+    try:
+        return parse_backed_up_vm(base64.b64decode(b"".join(encoded.split()), validate=True))
+    except binascii.Error:
+        raise InvalidInput(f"the vm.xml of backup {backup_id} is not base64 as prebackup writes it") from None
+
+
+def _disk_cid(backup_id: BackupId, disk_id: int, config: DatastoreConfig) -> str:
+    path = f"/ipfs/{backup_id.cid}/disk.{disk_id}.0"
+    return content.client(config).files_stat(path, timeout=config.stall_timeout).cid
+
+
+def _restored_path(cid: str, ds_mad: str, config: DatastoreConfig) -> str:
+    """The disk by its CID: an ipfs datastore pins it (zero copy, fetched peer to peer where it is
+    deployed); any other datastore downloads it from the frontend node's gateway."""
+    return f"ipfs://{cid}" if ds_mad == "ipfs" else content.gateway_url(cid, config)
+
+
+def _restored_image(disk_id: int, base_name: str, path: str, backup_ds: int, destination: int) -> int:
+    attributes = (
+        ("NAME", f"{base_name}-disk-{disk_id}"),
+        ("TYPE", "OS" if disk_id == 0 else "DATABLOCK"),
+        ("PATH", path),
+        ("FROM_BACKUP_DS", str(backup_ds)),
+    )
+    return cli.create_image(
+        destination, "".join(cli.template_line(name, value) for name, value in attributes)
+    )
+
+
+def _vm_template(base_name: str, vm: BackedUpVm, images: list[int]) -> str:
+    text = cli.template_line("NAME", base_name)
+    text += "".join(cli.template_line(name, value) for name, value in vm.capacity.items())
+    text += "".join(f"DISK = [ IMAGE_ID = {image} ]\n" for image in images)
+    return text
+
+
+def _give(username: str, kind: str, object_id: int) -> None:
+    if username and username != "oneadmin":
+        cli.chown(kind, object_id, username)
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of this user's processes."""
+    me = os.geteuid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry.name), [word.decode(errors="replace") for word in argv if word]
+
+
+def _is_backup_of(argv: list[str], vm_uuid: str) -> bool:
+    """This driver's backup of the VM, or the TM's prebackup writing its files."""
+    if vm_uuid not in argv:
+        return False
+    ours = "one_ipfs.driver" in argv and argv[argv.index("one_ipfs.driver") + 1 :][:2] == [
+        "datastore",
+        "backup",
+    ]
+    return ours or any(word.rsplit("/", 1)[-1] in _BACKUP_SCRIPTS for word in argv)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Cancelled("the backup was cancelled (backup_cancel); nothing of it is kept")
+
+
+@contextmanager
+def _cancellable() -> Iterator[None]:
+    """SIGTERM (``backup_cancel``) ends the backup through its clean-up, like any failure."""
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _ignoring_stops() -> Iterator[None]:
+    """A clean-up is not cut short by a second SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,155 @@
+"""Backups of VMs whose disks are on ``ipfs`` datastores, into OpenNebula's own ``rsync`` backup datastore.
+
+oned hands a backup to the system datastore's TM (``prebackup``, ``prebackup_live`` on a running VM), which
+converts each disk on its host into the backup folder (a running VM's through a qcow2 overlay the stand-in
+hypervisor puts on the disk and commits back afterwards, as libvirt's ``snapshot-create-as`` and
+``blockcommit`` do), and to the backup datastore's driver, which rsyncs the folder to its host. Nothing of
+the ``ipfs`` drivers runs, but the disks must be what that TM reads: a file of the disk's announced format
+at ``disk.<i>`` in the VM folder, an OVERLAY disk's base readable on its host, qcow2 where increments keep
+their changed-block bitmaps in the disk. A backup comes back two ways: ``onevm restore`` writes it over a
+powered-off VM's disks; ``oneimage restore`` makes new images of it in an ``ipfs`` datastore, whose ``cp``
+reads it with OpenNebula's own downloader. Every restored disk is compared, by hash, with what the guest
+saw when the backup was taken.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from testbed.bed import Bed
+from testbed.genuine import GenuineOne
+from testbed.one import Datastore, Image, VirtualMachine
+from testbed.one.documents import parse_xml
+from tests.support.images import disk_bytes, sha256
+from tests.support.vms import file_view, guest_write, image_from
+
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+
+SIZE = 2 << 20
+COPY, OVERLAY, PERSISTENT = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def backup_ds(one: GenuineOne) -> Datastore:
+    """OpenNebula's ``rsync`` backup datastore, kept on the frontend (reached over ssh by its name, as the
+    hosts reach it)."""
+    return one.datastore_create(
+        {
+            "NAME": "backups",
+            "TYPE": "BACKUP_DS",
+            "DS_MAD": "rsync",
+            "TM_MAD": "-",
+            "RSYNC_HOST": socket.gethostname(),
+            "RSYNC_USER": "oneadmin",
+        }
+    )
+
+
+def seen(bed: Bed, one: GenuineOne, vm: VirtualMachine, disk_id: int) -> str:
+    """The hash of what the guest reads through a disk (opened as the DRIVER oned gives it)."""
+    current = one.vm(vm)
+    return sha256(file_view(bed, one, current, f"disk.{disk_id}", current.disk(disk_id)["DRIVER"]))
+
+
+def views(bed: Bed, one: GenuineOne, vm: VirtualMachine) -> list[str]:
+    return [seen(bed, one, vm, disk.id) for disk in one.vm(vm).disks if disk.attributes.get("IMAGE_ID")]
+
+
+def restored_views(bed: Bed, one: GenuineOne, images: list[Image], host: str) -> list[str]:
+    """What a VM deployed from images restored into an ``ipfs`` datastore reads through its disks."""
+    vm = one.vm_deploy(images, host)
+    try:
+        return views(bed, one, vm)
+    finally:
+        one.vm_terminate(vm)
+
+
+def test_full_backups_of_a_running_and_a_powered_off_vm_restore_byte_identical_in_place_and_as_ipfs_images(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, overlay_ds: Datastore, backup_ds: Datastore
+) -> None:
+    images = [
+        image_from(bed, one, ipfs_ds, disk_bytes(SIZE, seed=61), "bck-copy"),
+        image_from(bed, one, overlay_ds, disk_bytes(SIZE, seed=62), "bck-overlay"),
+        image_from(bed, one, ipfs_ds, disk_bytes(SIZE, seed=63), "bck-persistent", persistent=True),
+    ]
+    vm = one.vm_deploy(images, "h2")
+    for disk_id in (COPY, OVERLAY, PERSISTENT):
+        guest_write(bed, one, vm, 4096, b"live" * 4096, disk_id)
+    running = views(bed, one, vm)
+
+    live = one.vm_backup(vm, backup_ds)
+
+    assert one.vm(vm).lcm_state == "RUNNING"
+    assert views(bed, one, vm) == running
+    for disk_id in (COPY, OVERLAY, PERSISTENT):
+        guest_write(bed, one, vm, 1 << 20, b"off!" * 4096, disk_id)
+    one.vm_poweroff(vm)
+    off = views(bed, one, vm)
+    powered_off = one.vm_backup(vm, backup_ds)
+    assert one.vm(vm).state == "POWEROFF"
+
+    assert restored_views(bed, one, one.backup_restore(live, ipfs_ds, "bck-live"), "h1") == running
+    assert restored_views(bed, one, one.backup_restore(powered_off, ipfs_ds, "bck-off"), "h3") == off
+
+    # In place, OpenNebula writes its backup file (qcow2) as the disk: only a disk oned opens as qcow2 (an
+    # OVERLAY datastore's) can take it; a raw one comes back as new images (above).
+    one.vm_restore(vm, live, disk_id=OVERLAY)
+    assert seen(bed, one, vm, OVERLAY) == running[OVERLAY]
+    one.vm_resume(vm)
+    one.vm_terminate(vm)
+
+
+def test_incremental_backups_of_overlay_disks_powered_off_and_running_restore_each_increment_byte_identical(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, overlay_ds: Datastore, backup_ds: Datastore
+) -> None:
+    overlay = image_from(bed, one, overlay_ds, disk_bytes(SIZE, seed=71), "inc-overlay")
+    persistent = image_from(
+        bed, one, overlay_ds, disk_bytes(SIZE, seed=72), "inc-persistent", persistent=True
+    )
+    vm = one.vm_deploy([overlay, persistent], "h1")
+    one.vm_poweroff(vm)
+    one.vm_backup_config(vm, {"MODE": "INCREMENT"})
+    off, backup = increments(bed, one, vm, backup_ds)
+
+    assert restored_views(bed, one, one.backup_restore(backup, ipfs_ds, "inc-off"), "h2") == off[1]
+    first = one.backup_restore(backup, ipfs_ds, "inc-off-first", increment=0)
+    assert restored_views(bed, one, first, "h3") == off[0]
+    one.vm_restore(vm, backup, increment=0)
+    assert views(bed, one, vm) == off[0]
+    one.vm_terminate(vm)
+
+    # The persistent disk, saved back as restored, runs again; the stand-in serves a running VM's
+    # increment one disk at a time, as qemu-nbd does.
+    again = one.vm_deploy([persistent], "h2")
+    assert views(bed, one, again) == [off[0][1]]
+    one.vm_backup_config(again, {"MODE": "INCREMENT"})
+    running, live = increments(bed, one, again, backup_ds)
+
+    assert one.vm(again).lcm_state == "RUNNING"
+    assert restored_views(bed, one, one.backup_restore(live, ipfs_ds, "inc-live"), "h3") == running[1]
+    one.vm_terminate(again)
+
+
+def increments(
+    bed: Bed, one: GenuineOne, vm: VirtualMachine, backup_ds: Datastore
+) -> tuple[list[list[str]], Image]:
+    """A full backup and an increment of ``vm``, the guest writing into every disk before each; returns
+    what the guest saw at each and the backup image."""
+    seen_at = []
+    for increment in range(2):
+        for disk in one.vm(vm).disks:
+            if disk.attributes.get("IMAGE_ID"):
+                guest_write(bed, one, vm, increment << 20, bytes([increment + 1]) * 65536, disk.id)
+        seen_at.append(views(bed, one, vm))
+        backup = one.vm_backup(vm, backup_ds)
+    assert parse_increments(one.image(backup)) == [0, 1]
+    return seen_at, backup
+
+
+def parse_increments(backup: Image) -> list[int]:
+    """The increment IDs oned recorded in a backup image."""
+    return [
+        int(node.text or "-1") for node in parse_xml(backup.xml).findall("BACKUP_INCREMENTS/INCREMENT/ID")
+    ]
