@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,7 @@ class Frontend:
         self._wait_hosts_monitored()
         self.cli(["onehost", "sync", "--force"], timeout=120)
         self._standin_tools()
+        self._host_ruby()
 
     def stop(self) -> None:
         """Stop oned (and 6.x's scheduler): SIGTERM, as ``one stop`` does."""
@@ -195,6 +197,21 @@ class Frontend:
                 )
                 (tools / tool).chmod(0o755)
             self.bed.host_run(host, ["mount", "--bind", tools, "/usr/local/bin"])
+
+    def _host_ruby(self) -> None:
+        """oneadmin's shell on each host finds OpenNebula's Ruby libraries as on the frontend (ONE_LOCATION,
+        RUBYLIB), as the node packages give a host: the system datastore's TMs run Ruby there (a backup's
+        ``tm/lib/backup_qcow2.rb``), which loads ``load_opennebula_paths`` first. bash reads ``~/.bashrc``
+        for the commands ssh runs."""
+        wanted = self.environment()
+        lines = "".join(
+            f"export {name}={shlex.quote(wanted[name])}\n" for name in ("ONE_LOCATION", "RUBYLIB")
+        )
+        for host in self.bed.hosts:
+            bashrc = host.var_lib_one / ".bashrc"
+            bashrc.write_text(lines)
+            owner = (host.var_lib_one / ".ssh").stat()
+            os.chown(bashrc, owner.st_uid, owner.st_gid)
 
     def _share_ssh(self) -> None:
         """Hosts reach each other and the frontend as oneadmin with the frontend's key, as KVM's live
