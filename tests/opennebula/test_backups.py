@@ -9,7 +9,8 @@ at ``disk.<i>`` in the VM folder, an OVERLAY disk's base readable on its host, q
 their changed-block bitmaps in the disk. A backup comes back two ways: ``onevm restore`` writes it over a
 powered-off VM's disks; ``oneimage restore`` makes new images of it in an ``ipfs`` datastore, whose ``cp``
 reads it with OpenNebula's own downloader. Every restored disk is compared, by hash, with what the guest
-saw when the backup was taken.
+saw when the backup was taken: on its host after ``onevm restore``, in a VM deployed from the images of a
+running VM's full backup, and through the IPFS content of the other restored images.
 """
 
 from __future__ import annotations
