@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from one_ipfs.datastore import sources
-from one_ipfs.errors import InvalidInput
+from one_ipfs.errors import InvalidInput, StorageError
 
 URL = "rsync://100//0:6da1c7,1:06132a/var/lib/one//datastores/100/13/06132a/disk.0.1"
 QCOW2 = b"QFI\xfb" + bytes(4096)
@@ -48,5 +48,15 @@ def test_a_failed_backup_download_is_its_last_line(remotes: Path) -> None:
     with (
         pytest.raises(InvalidInput, match=r"cannot read the backup disk rsync://.*: Error copying$"),
         sources.open_image(URL, [], [], 10) as image,
+    ):
+        image.reader.read()
+
+
+def test_a_backup_download_that_outlasts_its_bound_is_stopped(remotes: Path) -> None:
+    downloader(remotes, "sleep 30")
+
+    with (
+        pytest.raises(StorageError, match=r"took more than 1 s: stopped$"),
+        sources.open_image(URL, [], [], 1) as image,
     ):
         image.reader.read()

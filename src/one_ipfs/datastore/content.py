@@ -159,8 +159,10 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
     from one_ipfs.datastore import sources  # urllib, http and the decompressors: only imports need them
 
     checksums = {name: image.template.get(name, "") for name in sources.HASHES}
+    # A backup's downloader is silent while it merges increments: only the whole read is bounded.
+    timeout = config.transfer_timeout if sources.is_backup(image.path) else config.stall_timeout
     with sources.open_image(
-        image.path, config.safe_dirs, config.restricted_dirs, config.stall_timeout, checksums
+        image.path, config.safe_dirs, config.restricted_dirs, timeout, checksums
     ) as stream:
         # Pinned as it is added, unless a checksum (or a backup downloader's exit status) may still refuse
         # it: pinning after the add reads the whole image back. A driver killed before the reference

@@ -9,14 +9,17 @@ hashed as they pass so that a template's MD5/SHA1 is checked on the bytes that w
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import io
 import lzma
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -177,7 +180,8 @@ def open_raw(
 def _backup_download(path: str, timeout: float) -> Iterator[_Source]:
     """A backup disk as OpenNebula's ``downloader.sh`` reads it (undecompressed: a backup is qcow2 as the
     system datastore wrote it), streamed from its stdout; its failure is its own last line. Its downloaders
-    ask the backup datastore's host and oned themselves, so the one bound here is the whole read."""
+    may first merge an increment chain on the backup host, silent meanwhile, so ``timeout`` bounds the
+    whole read (the caller gives IPFS_TRANSFER_TIMEOUT)."""
     if len(path) > MAX_PATH or not _BACKUP_DISK.fullmatch(path) or ".." in path.split("/"):
         raise InvalidInput(f"{path[:200]!r} is not a backup disk URL OpenNebula writes")
     downloader = remotes_dir() / "datastore" / "downloader.sh"
@@ -186,20 +190,40 @@ def _backup_download(path: str, timeout: float) -> Iterator[_Source]:
     with (
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(
-            [str(downloader), "--nodecomp", path, "-"], stdout=subprocess.PIPE, stderr=errors
+            [str(downloader), "--nodecomp", path, "-"],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,
         ) as process,
     ):
         assert process.stdout is not None
+        expired = threading.Event()
+
+        def stop() -> None:
+            """The downloader and what it started (ssh, qemu-img), which hold its stdout open."""
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        def expire() -> None:
+            expired.set()
+            stop()
+
+        deadline = threading.Timer(timeout, expire)
+        deadline.start()
         try:
             yield cast(io.BufferedReader, process.stdout)
             while process.stdout.read(READ_CHUNK):
                 pass
-            process.wait(timeout=timeout)
+            process.wait()
         except BaseException:
-            process.kill()
+            stop()
             raise
+        finally:
+            deadline.cancel()
         errors.seek(0)
         said = errors.read()
+    if expired.is_set():
+        raise StorageError(f"reading the backup disk {path[:200]} took more than {timeout:.0f} s: stopped")
     if process.returncode != 0:
         reason = said.decode(errors="replace").strip().splitlines()
         raise InvalidInput(
