@@ -1,7 +1,7 @@
 """Load under genuine oned: deploy-terminate cycles in a row leave no pin, file or process behind.
 
 Run on the current version only: what a cycle leaves is the drivers' and Kubo's, whichever oned orders the
-same deploy and terminate (docs/testing.md). ``make test`` runs 12 cycles, 3 on each host; the 200-cycle
+same deploy and terminate (docs/testing.md). ``make test`` runs 8 cycles, 2 on each host; the 200-cycle
 soak is a ``long`` case (``make test-long``). Many deploys at once stay on the simulator (tests/test_load.py).
 """
 
@@ -41,7 +41,7 @@ def cycled(bed: Bed, one: GenuineOne, local_dir: Path) -> Image:
     return image
 
 
-@pytest.mark.parametrize("cycles", [12, pytest.param(200, marks=pytest.mark.long)])
+@pytest.mark.parametrize("cycles", [8, pytest.param(200, marks=pytest.mark.long)])
 def test_deploy_terminate_cycles_leave_no_pin_file_or_process_behind(
     bed: Bed, one: GenuineOne, cycled: Image, local_dir: Path, cycles: int
 ) -> None:
