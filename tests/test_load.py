@@ -1,7 +1,11 @@
-"""Load: many deploys at once and many life cycles in a row, through the drivers on the bed's real hosts.
+"""Load: many deploys at once, through the drivers on the bed's real hosts, ordered by the simulator.
 
-What a cloud under load relies on: every disk is its image byte for byte, a host fetches an image once
-however many of its VMs use it, and terminated VMs leave no pin, file or process behind.
+What a cloud under load relies on: every disk is its image byte for byte, and a host fetches an image once
+however many of its VMs use it. These stay on the simulator, which starts every deploy at the same moment
+and records every driver reply: under genuine oned each deploy is a CLI call with a Ruby poller of its own,
+16 of them overwhelm two cores (``onevm show`` stops answering within 60 s) and stagger the deploys, so
+hosts reading each other's leaves cannot be provoked on cue. Deploy-terminate cycles leaving nothing behind
+run under genuine oned (tests/opennebula/test_load.py).
 """
 
 from __future__ import annotations
@@ -11,17 +15,14 @@ import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from testbed.bed import Bed, Host
+from testbed.bed import Bed
 from testbed.one import Datastore, Image, OneSim, VirtualMachine
-from testbed.system import Process
-from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import bitswap_stat, files_under, pins, processes_of, received_from_hosts, settle
+from tests.support.nodes import bitswap_stat, pins, received_from_hosts
 
 pytestmark = pytest.mark.bed
 
@@ -138,49 +139,3 @@ def test_hosts_deploying_one_image_at_once_read_each_others_leaves_and_receive_i
     with ThreadPoolExecutor(len(vms)) as pool:
         list(pool.map(one.vm_terminate, vms))
     one.image_delete(image)
-
-
-def test_200_deploy_terminate_cycles_leave_no_pin_file_or_process_behind(
-    bed: Bed, one: OneSim, local_dir: Path
-) -> None:
-    ds = one.datastore_create(ipfs_datastore_template(bed, "ipfs-cycles", IPFS_HOST_CACHE_MB="0"))
-    data = disk_bytes(1 * MIB, seed=799)
-    image = imported(one, ds, local_dir, "cycles", data)
-    # A first life cycle on each host leaves what any first use does (bytecode of the host bundle, the
-    # cache's own folders); from then on, every cycle must end where it began.
-    for host in bed.hosts:
-        one.vm_terminate(one.vm_deploy([image], host.name, context=False))
-    nodes = [bed.frontend, *(host.node for host in bed.hosts)]
-    places = [
-        bed.frontend_var_lib_one,
-        *(folder for h in bed.hosts for folder in (h.var_lib_one, h.var_tmp_one)),
-    ]
-    pins_before = {node.name: pins(node) for node in nodes}
-    files_before = {place: files_under(place) - _oned_own(place) for place in places}
-    machines = [None, *bed.hosts]
-    processes_before = [processes_of(bed, machine) for machine in machines]
-
-    started = time.monotonic()
-    for cycle in range(CYCLES):
-        host = bed.hosts[cycle % len(bed.hosts)]
-        vm = one.vm_deploy([image], host.name, context=False)
-        assert disk_path(bed, one, vm).read_bytes() == data, cycle
-        one.vm_terminate(vm)
-    elapsed = time.monotonic() - started
-
-    assert {node.name: pins(node) for node in nodes} == pins_before
-    assert {place: files_under(place) - _oned_own(place) for place in places} == files_before
-    for machine, before in zip(machines, processes_before, strict=True):
-        # An sshd session ends a moment after its client has gone: wait for it, within a bound.
-        name = machine.name if machine else "the frontend"
-        settle(partial(_no_new_process, bed, machine, before), f"every new process on {name} ending")
-    print(f"\n{CYCLES} deploy-terminate cycles: {elapsed:.1f} s ({elapsed / CYCLES:.2f} s each)")
-
-
-def _no_new_process(bed: Bed, machine: Host | None, before: set[Process]) -> bool:
-    return processes_of(bed, machine) <= before
-
-
-def _oned_own(place: Path) -> set[str]:
-    """oned keeps each VM's transfer files on the frontend (``/var/lib/one/vms/<id>``): not the drivers'."""
-    return {name for name in files_under(place) if name == "vms" or name.startswith("vms/")}

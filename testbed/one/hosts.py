@@ -68,12 +68,6 @@ class HostFiles:
         for folder in missing:
             self.give(folder)
 
-    def sparse_file(self, path: Path, size_mb: int) -> None:
-        self.make_dirs(path.parent)
-        with open(path, "wb") as handle:
-            handle.truncate(size_mb << 20)
-        self.give(path)
-
     def write(self, path: Path, data: bytes) -> None:
         self.make_dirs(path.parent)
         path.write_bytes(data)

@@ -1,17 +1,39 @@
 """The tests of this folder run under genuine oned, once per tested OpenNebula version (``[7.4.0]``).
 
 They read as the simulator's tests do (``bed``, ``one``, ``ipfs_ds``), but here ``one`` is OpenNebula itself
-(``testbed.genuine.GenuineOne``), driven through its CLI, on the bed of its version.
+(``testbed.genuine.GenuineOne``), driven through its CLI, on the bed of its version. A test marked
+``current_version`` proves what lies between the drivers and Kubo, the same whichever oned orders it: it runs
+under the current version only, and its other ids are skipped with a line saying so (docs/testing.md).
 """
 
 from __future__ import annotations
 
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from testbed.bed import Bed
-from testbed.genuine import GenuineOne
+from testbed.genuine import VERSIONS, GenuineOne
 from testbed.one import Datastore
+from testbed.system import ensure_oneadmin
+from tests.conftest import GENUINE
 from tests.support.datastores import ipfs_datastore_template
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip a ``current_version`` test under the other versions before any of its fixtures is set up."""
+    skip = pytest.mark.skip(reason=f"proven under OpenNebula {VERSIONS[0]} only (docs/testing.md)")
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        version = callspec.params.get(GENUINE) if callspec else None
+        if item.get_closest_marker("current_version") and version not in (None, VERSIONS[0]):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +58,27 @@ def overlay_ds(cloud: GenuineOne) -> Datastore:
     """An IPFS datastore in OVERLAY mode: disks are qcow2 overlays on a base each host keeps once."""
     bed = cloud.frontend.bed
     return cloud.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[tuple[str, Path]]:
+    """An http server on the frontend's loopback, serving a folder of /var/tmp that oneadmin owns (an http
+    marketplace's PUBLIC_DIR, say)."""
+    folder = Path(tempfile.mkdtemp(prefix="one-ipfs-web-", dir="/var/tmp"))
+    user = ensure_oneadmin()
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    folder.chmod(0o755)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+    shutil.rmtree(folder)

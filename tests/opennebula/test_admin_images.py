@@ -96,6 +96,7 @@ def test_images_lists_every_saved_version_of_a_persistent_image(
     assert "frontend" in row["held_by"]
 
 
+@pytest.mark.current_version
 def test_images_table_names_the_image_and_its_holders(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=52), "tabled")
 
@@ -130,6 +131,7 @@ def test_prefetch_makes_a_host_hold_the_image_so_its_deploy_fetches_nothing(
     one.vm_terminate(vm)
 
 
+@pytest.mark.current_version
 def test_prefetch_warms_every_host_of_onehost_list_by_default(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -143,6 +145,7 @@ def test_prefetch_warms_every_host_of_onehost_list_by_default(
     assert sorted(listed(bed, one)[image.id]["held_by"]) == ["frontend", "h1", "h2", "h3"]
 
 
+@pytest.mark.current_version
 def test_prefetch_of_an_unknown_image_fails_with_one_line_and_touches_no_host(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -155,6 +158,7 @@ def test_prefetch_of_an_unknown_image_fails_with_one_line_and_touches_no_host(
     ]
 
 
+@pytest.mark.current_version
 def test_prefetch_to_an_unknown_host_fails_for_that_host_only(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -170,6 +174,7 @@ def test_prefetch_to_an_unknown_host_fails_for_that_host_only(
     assert sorted(listed(bed, one)[image.id]["held_by"]) == ["frontend", "h2", "h3"]
 
 
+@pytest.mark.current_version
 def test_images_shows_a_hand_edited_history_as_that_image_s_problem_only(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -188,6 +193,7 @@ def test_images_shows_a_hand_edited_history_as_that_image_s_problem_only(
     assert sorted(rows[sound.id]["held_by"]) == ["frontend", "h3"]
 
 
+@pytest.mark.current_version
 def test_prefetch_of_an_image_larger_than_the_host_cache_fails_and_fetches_nothing(
     bed: Bed, one: GenuineOne
 ) -> None:
@@ -203,6 +209,7 @@ def test_prefetch_of_an_image_larger_than_the_host_cache_fails_and_fetches_nothi
     assert "h1" not in listed(bed, one)[image.id]["held_by"]
 
 
+@pytest.mark.current_version
 def test_images_asks_nodes_with_the_secret_of_each_datastore(bed: Bed, one: GenuineOne) -> None:
     secret = f"bearer:{secrets.token_hex(16)}"
     with locked_apis(bed, secret):

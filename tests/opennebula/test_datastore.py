@@ -10,14 +10,11 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import http.server
 import io
 import lzma
 import os
 import secrets
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,25 +44,6 @@ def local_file(folder: Path, name: str, data: bytes) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """An http server on the frontend's loopback, serving a folder."""
-    folder = tmp_path_factory.mktemp("web")
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-
-
 def test_oneimage_create_from_an_ipfs_cid_fetches_it_from_a_host_and_keeps_the_bytes(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -83,6 +61,7 @@ def test_oneimage_create_from_an_ipfs_cid_fetches_it_from_a_host_and_keeps_the_b
     assert cid in frontend_pins(bed)
 
 
+@pytest.mark.current_version
 @pytest.mark.parametrize("form", ["fs:/ipfs/{cid}", "ipfs://{cid}", "/ipfs/{dir}/disk.img"])
 def test_oneimage_create_accepts_every_ipfs_path_form(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore, form: str
@@ -100,6 +79,7 @@ def test_oneimage_create_accepts_every_ipfs_path_form(
     assert image_content(bed, image) == data
 
 
+@pytest.mark.current_version
 def test_an_ipns_image_records_the_cid_it_resolved_to(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     data = disk_bytes(1 << 20, seed=7)
     h1 = bed.host("h1").node.client()
@@ -132,6 +112,7 @@ def test_oneimage_create_from_a_frontend_file_in_safe_dirs(
     assert image.template["IPFS_CID"] == expected
 
 
+@pytest.mark.current_version
 @pytest.mark.parametrize(
     ("suffix", "compress"),
     [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)],
@@ -154,6 +135,7 @@ def test_compressed_images_are_decompressed_on_the_fly(
     assert image_content(bed, image) == data
 
 
+@pytest.mark.current_version
 def test_a_qcow2_image_is_sized_by_its_virtual_size(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path
 ) -> None:
@@ -205,6 +187,7 @@ def failed_create(one: GenuineOne, ipfs_ds: Datastore, **kwargs: object) -> str:
     return failure.value.info
 
 
+@pytest.mark.current_version
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
@@ -236,6 +219,7 @@ def test_an_http_404_fails_with_one_clear_line(
     assert "HTTP 404" in info
 
 
+@pytest.mark.current_version
 def test_a_checksum_mismatch_pins_nothing(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore, local_dir: Path
 ) -> None:
@@ -249,6 +233,7 @@ def test_a_checksum_mismatch_pins_nothing(
     assert cid not in frontend_pins(bed)
 
 
+@pytest.mark.current_version
 def test_content_nobody_holds_fails_after_the_stall_timeout(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -260,6 +245,7 @@ def test_content_nobody_holds_fails_after_the_stall_timeout(
     assert cid not in frontend_pins(bed)
 
 
+@pytest.mark.current_version
 def test_a_stopped_frontend_node_fails_the_import_with_one_line(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:

@@ -21,7 +21,7 @@ import pytest
 from one_ipfs.errors import IpfsError
 from one_ipfs.ipfs.rpc import ImportSettings, authorization
 from testbed.bed import Bed
-from testbed.genuine import VERSIONS, GenuineOne
+from testbed.genuine import GenuineOne
 from testbed.kubo import Node
 from testbed.one import Datastore, OneFailure
 from testbed.system import ONEADMIN
@@ -29,16 +29,10 @@ from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import SECRET_FILE, bitswap_stat, locked_apis, pins
 
-pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.current_version]
 
 SETTINGS = ImportSettings()
 MIB = 1 << 20
-
-
-@pytest.fixture(autouse=True)
-def current_version_only(one: GenuineOne) -> None:
-    if one.version != VERSIONS[0]:
-        pytest.skip(f"isolation is proven under OpenNebula {VERSIONS[0]} only")
 
 
 def write_image(folder: Path, name: str, data: bytes) -> str:
@@ -106,8 +100,6 @@ def test_imports_and_deploys_never_send_an_image_to_a_node_outside_the_private_n
 def locked(bed: Bed, one: GenuineOne) -> Iterator[str]:
     """Every bed node's RPC API requires a secret, kept in /var/lib/one/.ipfs-api-secret on the frontend
     and on each host (mode 0600, oneadmin's); yields the secret. The APIs are open again afterwards."""
-    if one.version != VERSIONS[0]:
-        pytest.skip(f"isolation is proven under OpenNebula {VERSIONS[0]} only")
     secret = f"basic:oneadmin:{secrets.token_hex(16)}"
     with locked_apis(bed, secret):
         yield secret

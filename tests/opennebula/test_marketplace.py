@@ -1,6 +1,8 @@
-"""The marketplace driver (MARKET_MAD ``ipfs``) under genuine oned: an admin creates the marketplace with
-``onemarket create``, publishes an image with ``onemarketapp create``, exports the app into a datastore and
-deploys it, and deletes it, each through OpenNebula's own CLI and one_market.
+"""Marketplaces under genuine oned. The driver of ours (MARKET_MAD ``ipfs``): an admin creates the
+marketplace with ``onemarket create``, publishes an image with ``onemarketapp create``, exports the app into
+a datastore and deploys it, and deletes it, each through OpenNebula's own CLI and one_market. And
+OpenNebula's ``http`` marketplace publishing an image of an ``ipfs`` datastore, which reads what our
+datastore driver's ``export`` hands it with OpenNebula's own ``downloader.sh``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import hashlib
 import json
 import secrets
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +74,35 @@ def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploy
     one.image_delete(exported)
     one.image_delete(image)
     assert cid not in {pin.cid for pin in node.pin_ls()}, "a pin outlived the app and its images"
+    one.market_delete(market)
+
+
+def test_an_http_marketplace_publishes_an_ipfs_image_through_its_export_and_exports_it_back_as_its_cid(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, web: tuple[str, Path]
+) -> None:
+    data = disk_bytes(2 << 20, seed=19)
+    image = one.image_create(ipfs_ds, name="to-http-market", path=f"/ipfs/{add_on(bed, 'h3', data)}")
+    cid = image.template["IPFS_CID"]
+    url, public = web
+    market = one.market_create(
+        {"NAME": "http", "MARKET_MAD": "http", "BASE_URL": url, "PUBLIC_DIR": str(public)}
+    )
+
+    app = one.market_app_create(market, image, "via-http")
+
+    assert (app.state, app.md5, app.size_mb, app.format) == ("READY", hashlib.md5(data).hexdigest(), 2, "raw")
+    (published,) = public.iterdir()
+    assert app.source == f"{url}/{published.name}"
+    assert sha256(published.read_bytes()) == sha256(data)
+    added_before = bed.frontend.client().repo_stat().repo_size
+
+    exported = one.market_app_export(app.id, ipfs_ds, "from-http-market")
+
+    assert exported.template["IPFS_CID"] == cid
+    assert bed.frontend.client().repo_stat().repo_size - added_before < 256 << 10, "stored a second copy"
+    one.market_app_delete(app.id)
+    for each in (exported, image):
+        one.image_delete(each)
     one.market_delete(market)
 
 

@@ -14,14 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from testbed.bed import Bed
-from testbed.genuine import VERSIONS, GenuineOne
+from testbed.genuine import GenuineOne
 from testbed.one import Datastore, OneFailure
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import all_pins, bitswap_received, ipfs_cli, pins
 from tests.support.vms import disk_path, image_from, leftovers, vm_disks
 
-pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.current_version]
 
 STALL = 20
 
@@ -29,8 +29,6 @@ STALL = 20
 @pytest.fixture(scope="module")
 def outage_ds(bed: Bed, one: GenuineOne) -> Datastore:
     """An IPFS datastore whose stall timeout is short, so that every fault is seen within seconds."""
-    if one.version != VERSIONS[0]:
-        pytest.skip(f"outages are proven under OpenNebula {VERSIONS[0]} only")
     return one.datastore_create(ipfs_datastore_template(bed, "ipfs-outages", IPFS_STALL_TIMEOUT=str(STALL)))
 
 

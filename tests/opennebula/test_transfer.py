@@ -79,6 +79,7 @@ def test_deploy_on_every_host_writes_sparse_byte_identical_disks(
         assert not disk_path(bed, one, vm, host=one.vm(vm).hostname).exists()
 
 
+@pytest.mark.current_version
 def test_deploy_grows_the_disk_to_the_size_the_vm_asks_for(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -117,6 +118,7 @@ def test_a_persistent_disk_saved_on_one_host_deploys_with_its_change_on_another(
     one.vm_terminate(again)
 
 
+@pytest.mark.current_version
 def test_an_unchanged_persistent_disk_records_no_new_version(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -127,6 +129,7 @@ def test_an_unchanged_persistent_disk_records_no_new_version(
     assert len(one.image(image).template["IPFS_VERSIONS"].split()) == 1
 
 
+@pytest.mark.current_version
 def test_a_fixed_ipfs_source_cannot_be_persistent_and_fails_at_deploy(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -142,6 +145,7 @@ def test_a_fixed_ipfs_source_cannot_be_persistent_and_fails_at_deploy(
     assert "\n" not in failure.value.info
 
 
+@pytest.mark.current_version
 def test_a_fixed_ipfs_source_deploys_as_a_non_persistent_disk(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -209,6 +213,7 @@ def test_cold_life_cycle_keeps_the_disk_byte_identical(
     one.vm_terminate(vm)
 
 
+@pytest.mark.current_version
 def test_overlay_mode_deploys_a_qcow2_overlay_on_a_base_kept_once_per_host(
     bed: Bed, one: GenuineOne, overlay_ds: Datastore
 ) -> None:
@@ -262,6 +267,7 @@ def test_a_live_migration_whose_premigrate_failed_lands_every_byte_and_saves_the
     assert not vm_disks(bed, "h2", vm) and not vm_disks(bed, "h1", vm)
 
 
+@pytest.mark.current_version
 @pytest.mark.parametrize("mode", ["COPY", "OVERLAY"])
 def test_a_datastore_location_linked_outside_var_lib_one_deploys_saves_and_deletes(
     bed: Bed, one: GenuineOne, linked_datastores: Path, mode: str
@@ -283,6 +289,7 @@ def test_a_datastore_location_linked_outside_var_lib_one_deploys_saves_and_delet
     assert not folder.exists()
 
 
+@pytest.mark.current_version
 def test_a_link_inside_a_vm_folder_is_refused_with_one_line_and_nothing_written(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -309,6 +316,7 @@ def test_a_link_inside_a_vm_folder_is_refused_with_one_line_and_nothing_written(
     assert left == []
 
 
+@pytest.mark.current_version
 def test_a_second_copy_of_an_image_on_a_host_is_made_from_its_base_without_any_fetch(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -349,6 +357,7 @@ def test_disk_snapshots_revert_to_what_the_disk_held(bed: Bed, one: GenuineOne, 
     one.vm_terminate(vm)
 
 
+@pytest.mark.current_version
 def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_no_disk(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -367,6 +376,7 @@ def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_no_disk(
     assert disks_on(bed, "h2") == disks
 
 
+@pytest.mark.current_version
 def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
@@ -382,6 +392,7 @@ def test_content_nobody_holds_fails_the_deploy_after_the_stall_timeout(
     assert disks_on(bed, "h3") == disks
 
 
+@pytest.mark.current_version
 def test_a_full_disk_on_the_host_fails_the_deploy_with_one_line_and_no_disk(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
