@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from testbed.bed import Bed
-from testbed.genuine import VERSIONS, GenuineOne
+from testbed.genuine import GenuineOne
 from testbed.kubo import Node
 from testbed.one import Datastore, Image, OneFailure, VirtualMachine
 from tests.support.datastores import ipfs_datastore_template
@@ -23,16 +23,10 @@ from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import ipfs_cli, settle
 from tests.support.vms import file_view, guest_write, image_from
 
-pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.current_version]
 
 SIZE = 16 << 20
 """Half of it data (``disk_bytes``): the first backup stores 8 MiB."""
-
-
-@pytest.fixture(autouse=True)
-def current_version_only(one: GenuineOne) -> None:
-    if one.version != VERSIONS[0]:
-        pytest.skip(f"the ipfs backup datastore is proven under OpenNebula {VERSIONS[0]} only")
 
 
 @pytest.fixture(scope="module")

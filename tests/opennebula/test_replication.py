@@ -18,7 +18,7 @@ import pytest
 from one_ipfs.ipfs.cluster import ClusterClient
 from testbed import cluster
 from testbed.bed import Bed
-from testbed.genuine import VERSIONS, GenuineOne
+from testbed.genuine import GenuineOne
 from testbed.genuine.cloud import driver_line
 from testbed.one import Datastore, OneFailure
 from tests.opennebula.test_admin_images import one_ipfs
@@ -100,11 +100,10 @@ def test_an_image_the_cluster_cannot_replicate_as_asked_fails_with_one_line_and_
     assert replicas(cluster_api, cid) == 0
 
 
+@pytest.mark.current_version  # IPFS Cluster does not depend on OpenNebula's version
 def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until_it_is_repinned_elsewhere(
     bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
 ) -> None:
-    if one.version != VERSIONS[0]:
-        pytest.skip(f"IPFS Cluster does not depend on OpenNebula's version: proven under {VERSIONS[0]} only")
     service = (bed.frontend_var_lib_one / CLUSTER_FOLDER / "service.json").read_bytes()
     for bad in (("--hosts", "h1;reboot"), ("--rest-api", "/ip4/0.0.0.0/tcp/9094"), ("--unit", "../x")):
         code, out, err = one_ipfs(bed, one, "cluster", "init", "--hosts", "h1", *bad)
