@@ -327,6 +327,13 @@ def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any
         report.add(
             name, "remotes", f"host bundle {held}, the frontend's is {expected}", "run `onehost sync --force`"
         )
+    elif daemon.get("unasked") and not facts.get("bundle_python"):
+        report.add(  # neither bundle exists: the drivers are not installed yet
+            name,
+            "daemon",
+            f"the Kubo daemon's state is unknown ({daemon['error']})",
+            "install the drivers (`one-ipfs install`), then run `onehost sync --force`",
+        )
     skew = facts["time"] - (reply.sent_at + reply.received_at) / 2
     allowed = MAX_SKEW + (reply.received_at - reply.sent_at) / 2
     if abs(skew) > allowed:
