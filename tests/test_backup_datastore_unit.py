@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import actions, backups, content
+from one_ipfs.datastore.backup_chain import BackupId
 from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
 from one_ipfs.host.backups import backup_files, token
-from one_ipfs.opennebula.action import parse_backed_up_vm
+from one_ipfs.opennebula.action import DsAction, parse_backed_up_vm, read_ds_action
 from tests.hostile.corpus import BILLION_LAUGHS, action, b64, datastore, image
 from tests.hostile.harness import CID
 
@@ -53,7 +55,6 @@ def no_host_call(monkeypatch: pytest.MonkeyPatch) -> None:
         (ARGS, backup_stdin(vm_xml=""), "carries no VM"),
         (ARGS, io.BytesIO(BILLION_LAUGHS.encode()), "DTD or entities"),
         (ARGS, io.BytesIO(b64(action(datastore_xml=BACKUP_DS))), "not well-formed"),
-        (ARGS, backup_stdin(vm_xml=vm("INCREMENT")), "FULL backups only"),
     ],
 )
 def test_backup_refuses_what_no_vm_manager_sends_before_calling_a_host(
@@ -96,7 +97,7 @@ def test_rm_and_restore_of_a_backup_refuse_a_source_that_names_no_ipfs_backup(so
 
 
 def test_a_backup_source_names_its_token_and_directory() -> None:
-    parsed = backups.BackupId.parse(f"0123456789ab-{CID}")
+    parsed = BackupId.parse(f"0123456789ab-{CID}")
 
     assert (parsed.token, parsed.cid, parsed.reference_name) == ("0123456789ab", CID, "backup-0123456789ab")
     assert str(parsed) == f"0123456789ab-{CID}"
@@ -107,13 +108,69 @@ def test_an_image_datastore_has_no_backup_actions_and_a_backup_datastore_no_imag
         actions.run("increment_flatten", ["7"], io.BytesIO(b64(action())))
     with pytest.raises(NotSupported, match="a backup datastore"):
         actions.run("cp", ["7"], io.BytesIO(b64(action(datastore_xml=BACKUP_DS))))
-    with pytest.raises(NotSupported, match="FULL"):
-        actions.run("increment_flatten", ["7"], io.BytesIO(b64(action(image(TYPE="6"), BACKUP_DS))))
 
 
-@pytest.mark.parametrize("args", [["-i", "3"], ["--increment", "$(id)"], ["-x"], ["-i"]])
-def test_ls_refuses_increments_ipfs_backups_do_not_have(args: list[str]) -> None:
-    with pytest.raises(InvalidInput, match="no increments"):
+def increments(*sources: tuple[str, str], keep_last: int = 2) -> bytes:
+    """A backup image of incremental backups as oned sends it to ``increment_flatten``."""
+    listed = "".join(f"<INCREMENT><ID>{i}</ID><SOURCE>{source}</SOURCE></INCREMENT>" for i, source in sources)
+    backup = image(TYPE="6").replace("</IMAGE>", f"<BACKUP_INCREMENTS>{listed}</BACKUP_INCREMENTS></IMAGE>")
+    extra = f"<EXTRA_DATA><KEEP_LAST>{keep_last}</KEEP_LAST></EXTRA_DATA>"
+    return b64(
+        action(backup, BACKUP_DS).replace("</DS_DRIVER_ACTION_DATA>", f"{extra}</DS_DRIVER_ACTION_DATA>")
+    )
+
+
+@pytest.mark.parametrize(
+    ("chain", "error", "reason"),
+    [
+        (
+            (("0", f"0123456789ab-{CID}"), ("1", "not-a-backup"), ("2", f"0123456789ac-{CID}")),
+            InvalidReference,
+            "not a backup of an ipfs backup datastore",
+        ),
+        (
+            (("1", f"0123456789ab-{CID}"), ("0", f"0123456789ac-{CID}"), ("2", f"0123456789ad-{CID}")),
+            InvalidInput,
+            "oldest first",
+        ),
+        (
+            (("0", f"0123456789ab-{CID}"), ("0", f"0123456789ac-{CID}"), ("2", f"0123456789ad-{CID}")),
+            InvalidInput,
+            "oldest first",
+        ),
+        (
+            (("x", f"0123456789ab-{CID}"), ("1", f"0123456789ac-{CID}"), ("2", f"0123456789ad-{CID}")),
+            InvalidInput,
+            "whole number",
+        ),
+    ],
+)
+def test_increment_flatten_and_rm_refuse_a_chain_oned_does_not_keep_before_touching_a_pin(
+    monkeypatch: pytest.MonkeyPatch, chain: tuple[tuple[str, str], ...], error: type[Exception], reason: str
+) -> None:
+    monkeypatch.setattr(content, "registry", lambda config: pytest.fail("a pin was touched"))
+    for name in ("increment_flatten", "rm"):
+        with pytest.raises(error, match=reason):
+            actions.run(name, ["7"], io.BytesIO(increments(*chain)))
+
+
+def test_increment_flatten_leaves_a_chain_no_longer_than_keep_last_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(content, "registry", lambda config: pytest.fail("a pin was touched"))
+    chain = (("0", f"0123456789ab-{CID}"), ("1", f"0123456789ac-{CID}"))
+
+    assert backups.increment_flatten(*_flatten_request(increments(*chain, keep_last=2))) is None
+
+
+def _flatten_request(stdin: bytes) -> tuple[DsAction, DatastoreConfig]:
+    parsed, _ = read_ds_action(["7"], io.BytesIO(stdin))
+    return parsed, load_config(parsed.datastore.attributes)
+
+
+@pytest.mark.parametrize("args", [["--increment", "$(id)"], ["-x"], ["-i"], ["-i", "-2"], ["-i", "1", "2"]])
+def test_ls_refuses_anything_but_an_increment_id(args: list[str]) -> None:
+    with pytest.raises(InvalidInput, match="ls takes only"):
         actions.run("ls", args, io.BytesIO(action(datastore_xml=BACKUP_DS).encode()))
 
 
@@ -297,5 +354,5 @@ def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPa
 
     assert printed is not None
     source, size_mb, backup_format = printed.split(" ")
-    assert backups.BackupId.parse(source).cid == CID
+    assert BackupId.parse(source).cid == CID
     assert (size_mb, backup_format) == ("6", "raw")

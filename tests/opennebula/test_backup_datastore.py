@@ -11,6 +11,7 @@ Run on the current version only (docs/testing.md): the backup calls of 6.10.5 an
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -18,10 +19,11 @@ from testbed.bed import Bed
 from testbed.genuine import GenuineOne
 from testbed.kubo import Node
 from testbed.one import Datastore, Image, OneFailure, VirtualMachine
+from testbed.one.documents import parse_xml
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import ipfs_cli, settle
-from tests.support.vms import file_view, guest_write, image_from
+from tests.support.vms import file_view, guest_write, image_from, parse_increments, stored_views
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.current_version]
 
@@ -112,3 +114,45 @@ def test_backups_store_each_block_once_restore_byte_identical_and_keep_last_rele
     assert kept <= pinned
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(one.vm_terminate, (vm, sibling)))
+
+
+def test_incremental_backups_store_only_changed_blocks_restore_each_increment_and_keep_last_merges_the_oldest(
+    bed: Bed,
+    one: GenuineOne,
+    ipfs_ds: Datastore,
+    overlay_ds: Datastore,
+    ipfs_backup_ds: Datastore,
+    tmp_path: Path,
+) -> None:
+    frontend = bed.frontend
+    image = image_from(bed, one, overlay_ds, disk_bytes(SIZE, seed=81), "inc-backed-up")
+    vm = one.vm_poweroff(one.vm_deploy([image], "h1"))
+    one.vm_backup_config(vm, {"MODE": "INCREMENT", "KEEP_LAST": "2"})
+    views, growth = [], []
+    for increment in range(3):
+        guest_write(bed, one, vm, increment << 20, bytes([increment + 1]) * 65536)
+        views.append(seen(bed, one, vm))
+        before = repo_size(frontend)
+        backup = one.vm_backup(vm, ipfs_backup_ds)
+        growth.append(repo_size(frontend) - before)
+        if increment == 1:
+            first_two = one.image(backup).xml
+
+    assert growth[1] < growth[0] // 4, "an increment of 64 KiB stored more than its changed blocks"
+    settle(
+        lambda: parse_increments(one.image(backup)) == [1, 2], "oned merging increments 0 and 1 (KEEP_LAST=2)"
+    )
+    merged = one.image(backup)
+    assert parse_increments(merged) == [1, 2]
+    assert stored_views(bed, one.backup_restore(merged, ipfs_ds, "inc-1", increment=1), tmp_path) == [
+        views[1]
+    ]
+    assert stored_views(bed, one.backup_restore(merged, ipfs_ds, "inc-2"), tmp_path) == [views[2]]
+    pinned = pinned_blocks(frontend)
+    for source in sources(first_two):
+        assert source.rpartition("-")[2] not in pinned, "an increment merged away is still pinned"
+    one.vm_terminate(vm)
+
+
+def sources(xml: str) -> list[str]:
+    return [node.text or "" for node in parse_xml(xml).findall("BACKUP_INCREMENTS/INCREMENT/SOURCE")]

@@ -16,7 +16,6 @@ running VM's full backup, and through the IPFS content of the other restored ima
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,8 @@ import pytest
 from testbed.bed import Bed
 from testbed.genuine import GenuineOne
 from testbed.one import Datastore, Image, VirtualMachine
-from testbed.one.documents import parse_xml
 from tests.support.images import disk_bytes, sha256
-from tests.support.vms import file_view, guest_write, image_from
+from tests.support.vms import file_view, guest_write, image_from, parse_increments, stored_views
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
@@ -67,18 +65,6 @@ def restored_views(bed: Bed, one: GenuineOne, images: list[Image], host: str) ->
         return views(bed, one, vm)
     finally:
         one.vm_terminate(vm)
-
-
-def stored_views(bed: Bed, images: list[Image], folder: Path) -> list[str]:
-    """What a guest would read through images restored into an ``ipfs`` datastore, read from the IPFS
-    content each one records (a backup disk is qcow2), without deploying them."""
-    seen_in = []
-    for image in images:
-        stored, flat = folder / f"{image.id}.qcow2", folder / f"{image.id}.raw"
-        stored.write_bytes(b"".join(bed.frontend.client().cat(f"/ipfs/{image.template['IPFS_CID']}")))
-        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", stored, flat], check=True)
-        seen_in.append(sha256(flat.read_bytes()))
-    return seen_in
 
 
 @pytest.mark.current_version  # on 6.10.5 the incremental test's first backups are full ones
@@ -160,10 +146,3 @@ def increments(
         backup = one.vm_backup(vm, backup_ds)
     assert parse_increments(one.image(backup)) == [0, 1]
     return seen_at, backup
-
-
-def parse_increments(backup: Image) -> list[int]:
-    """The increment IDs oned recorded in a backup image."""
-    return [
-        int(node.text or "-1") for node in parse_xml(backup.xml).findall("BACKUP_INCREMENTS/INCREMENT/ID")
-    ]

@@ -6,12 +6,15 @@ Each helper takes the cloud that runs the drivers, genuine oned or the simulator
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed.bed import Bed
 from testbed.genuine import Cloud
 from testbed.one import Datastore, Image, VirtualMachine
+from testbed.one.documents import parse_xml
+from tests.support.images import sha256
 
 SETTINGS = ImportSettings()
 LEFTOVERS = ("*.part", "*.saving", "*.tmp")
@@ -98,3 +101,22 @@ def vm_disks(bed: Bed, host: str, vm: VirtualMachine) -> list[Path]:
     """The VM's disk files on ``host``'s system datastore (none once it is gone from there)."""
     folder = bed.host(host).var_lib_one / "datastores" / "0" / str(vm.id)
     return sorted(folder.glob("disk.*")) if folder.exists() else []
+
+
+def stored_views(bed: Bed, images: list[Image], folder: Path) -> list[str]:
+    """What a guest would read through images restored into an ``ipfs`` datastore, read from the IPFS
+    content each one records (a backup disk is qcow2), without deploying them."""
+    seen_in = []
+    for image in images:
+        stored, flat = folder / f"{image.id}.qcow2", folder / f"{image.id}.raw"
+        stored.write_bytes(b"".join(bed.frontend.client().cat(f"/ipfs/{image.template['IPFS_CID']}")))
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", stored, flat], check=True)
+        seen_in.append(sha256(flat.read_bytes()))
+    return seen_in
+
+
+def parse_increments(backup: Image) -> list[int]:
+    """The increment IDs oned recorded in a backup image."""
+    return [
+        int(node.text or "-1") for node in parse_xml(backup.xml).findall("BACKUP_INCREMENTS/INCREMENT/ID")
+    ]

@@ -1,10 +1,11 @@
 """The IPFS backup datastore: a datastore of DS_MAD ``ipfs`` created with ``TYPE=BACKUP_DS``.
 
-Each backup is one IPFS directory (the VM's ``vm.xml`` and a ``disk.<id>.0`` per disk, as OpenNebula's
-prebackup wrote them on the host): the host's own node adds it, the frontend's node pins it peer to
-peer, and its SOURCE names it. Backups share every block they have in common, whichever VM they are of,
-so an unchanged disk costs nothing the second time; deleting a backup (``rm``, and oned's KEEP_LAST)
-releases its reference, and Kubo's pin rules keep exactly the blocks a remaining backup uses.
+Each backup, and each increment of an incremental one, is one IPFS directory (the VM's ``vm.xml`` and a
+``disk.<id>.<increment>`` per disk, as OpenNebula's prebackup wrote them on the host): the host's own node
+adds it, the frontend's node pins it peer to peer, and its SOURCE names it. Backups share every block
+they have in common, whichever VM they are of, so an unchanged disk costs nothing the second time;
+deleting a backup (``rm``, and oned's KEEP_LAST) releases its reference, and Kubo's pin rules keep exactly
+the blocks a remaining backup uses. Increments are put back together by ``backup_chain``.
 The argument and output formats are those of OpenNebula's own ``rsync`` driver (docs/backups.md).
 """
 
@@ -21,21 +22,21 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO, NoReturn
 
 from one_ipfs.config import DatastoreConfig, load_config
-from one_ipfs.datastore import content
-from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, OneIpfsError
+from one_ipfs.datastore import backup_chain, content
+from one_ipfs.datastore.backup_chain import BackupId
+from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import (
     MAX_PAYLOAD,
     BackedUpVm,
     DsAction,
-    ImageTemplate,
+    backup_increments,
     backup_request,
     parse_backed_up_vm,
     parse_ds_action,
@@ -52,38 +53,9 @@ HOST_CALL_SLACK = 120.0
 MIB = 1 << 20
 MAX_VM_XML = 16 << 20
 CANCEL_WAIT = 60.0
-_BACKUP_ID = re.compile(r"^([0-9a-f]{12})-([A-Za-z0-9]{1,256})$")
 _VM_UUID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_INCREMENT = re.compile(r"^(?:-1|[0-9]{1,9})$")
 _BACKUP_SCRIPTS = ("prebackup", "prebackup_live")
-
-
-@dataclass(frozen=True)
-class BackupId:
-    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own reference, so that two
-    backups with the very same content are released one at a time."""
-
-    token: str
-    cid: str
-
-    def __str__(self) -> str:
-        return f"{self.token}-{self.cid}"
-
-    @property
-    def reference_name(self) -> str:
-        return f"backup-{self.token}"
-
-    @classmethod
-    def parse(cls, source: str) -> BackupId:
-        match = _BACKUP_ID.fullmatch(source)
-        if match is None:
-            raise InvalidReference(
-                f"{source[:200]!r} is not a backup of an ipfs backup datastore (<token>-<cid>)"
-            )
-        try:
-            parse_cid(match.group(2))
-        except InvalidInput:
-            raise InvalidReference(f"{source[:200]!r} names no valid CID") from None
-        return cls(match.group(1), match.group(2))
 
 
 def backup(args: list[str], stdin: BinaryIO) -> str:
@@ -103,11 +75,6 @@ def backup(args: list[str], stdin: BinaryIO) -> str:
     action = _plain_action(stdin)
     _require_backup_datastore(action)
     request = backup_request(action)
-    if request.mode == "INCREMENT":
-        raise NotSupported(
-            "the ipfs backup datastore takes FULL backups only (BACKUP_CONFIG MODE=FULL): each one stores "
-            "only the blocks no earlier backup holds, which is what increments are for"
-        )
     config = load_config(action.datastore.attributes)
     host = request.last_bridge or host
     with _cancellable():
@@ -155,30 +122,33 @@ def backup_cancel(args: list[str], stdin: BinaryIO) -> None:
 
 
 def rm(action: DsAction, config: DatastoreConfig) -> None:
-    """Delete a backup (by hand, or oned's KEEP_LAST): its blocks stay only where another backup or an
-    image references them."""
-    backup_id = BackupId.parse(_image(action).source)
-    content.release(backup_id.cid, backup_id.reference_name, config)
-    log_info(f"released backup {backup_id}")
+    """Delete a backup, each of its increments (by hand, or oned's KEEP_LAST): their blocks stay only where
+    another backup or an image references them."""
+    for link in backup_chain.chain(backup_increments(action)):
+        content.release(link.backup.cid, link.backup.reference_name, config)
+        log_info(f"released backup {link.backup}")
 
 
 def restore(action: DsAction, config: DatastoreConfig) -> str:
     """``oneimage restore``: an image per disk in the destination datastore, and a VM template of them
     unless one disk was asked for: ``<template id> <image id>...`` (``-1`` for no template)."""
-    backup_id = BackupId.parse(_image(action).source)
+    increments = backup_increments(action)
+    links = backup_chain.chain(increments, increments.restore_up_to)
+    last = links[-1].backup
     request = restore_request(action)
     destination = cli.show_datastore(request.destination_datastore)
-    vm = _backed_up_vm(backup_id, config)
+    vm = _backed_up_vm(last, config)
     disk_ids = [d for d in vm.disk_ids if request.disk_id in (None, d)]
     if not disk_ids:
-        raise InvalidInput(f"backup {backup_id} holds no disk {request.disk_id}")
-    base_name = request.name or f"{vm.id}-{backup_id.token}"
+        raise InvalidInput(f"backup {last} holds no disk {request.disk_id}")
+    base_name = request.name or f"{vm.id}-{last.token}"
     images: list[int] = []
     try:
         for disk_id in disk_ids:
-            path = _restored_path(_disk_cid(backup_id, disk_id, config), destination.ds_mad, config)
+            cid = backup_chain.disk_cid(links, disk_id, config)
+            path = _restored_path(cid, destination.ds_mad, config)
             images.append(_restored_image(disk_id, base_name, path, action.datastore.id, destination.id))
-            log_info(f"disk {disk_id} of backup {backup_id} is image {images[-1]} ({path})")
+            log_info(f"disk {disk_id} of increment {links[-1]} is image {images[-1]} ({path})")
             _give(request.username, "oneimage", images[-1])
         template = -1
         if request.disk_id is None:
@@ -193,20 +163,41 @@ def restore(action: DsAction, config: DatastoreConfig) -> str:
 
 def ls(args: list[str], stdin: BinaryIO) -> str:
     """``ls [-i increment]`` (a system datastore's restore of a VM in place): ``{"<disk id>": "<url>"}``,
-    each disk on the frontend node's gateway, which OpenNebula's ``downloader.sh`` reads."""
-    if args not in ([], ["-i", "-1"], ["-i", "0"], ["--increment", "-1"], ["--increment", "0"]):
-        raise InvalidInput("ls takes only -i with increment 0: ipfs backups have no increments")
+    each disk as of that increment (-1: the last) on the frontend node's gateway, which OpenNebula's
+    ``downloader.sh`` reads."""
+    up_to = _increment_argument(args)
     action = _plain_action(stdin)
     _require_backup_datastore(action)
     config = load_config(action.datastore.attributes)
-    backup_id = BackupId.parse(_image(action).source)
-    vm = _backed_up_vm(backup_id, config)
-    disks = {str(d): content.gateway_url(_disk_cid(backup_id, d, config), config) for d in vm.disk_ids}
+    links = backup_chain.chain(backup_increments(action), up_to)
+    vm = _backed_up_vm(links[-1].backup, config)
+    disks = {
+        str(d): content.gateway_url(backup_chain.disk_cid(links, d, config), config) for d in vm.disk_ids
+    }
     return json.dumps(disks)
 
 
-def increment_flatten(action: DsAction, config: DatastoreConfig) -> None:
-    raise NotSupported("the ipfs backup datastore keeps no increments to flatten: its backups are FULL")
+def increment_flatten(action: DsAction, config: DatastoreConfig) -> str | None:
+    """oned's KEEP_LAST on incremental backups: the oldest increments, up to the first one kept, become one
+    backup in its place: ``<its size MB> <the chain oned keeps>`` (``<id>:<SOURCE>,...``)."""
+    increments = backup_increments(action)
+    links = backup_chain.chain(increments)
+    if increments.keep_last < 1 or len(links) <= increments.keep_last:
+        return None
+    first_kept = len(links) - increments.keep_last
+    merged, kept = links[: first_kept + 1], links[first_kept + 1 :]
+    vm = _backed_up_vm(merged[-1].backup, config)
+    backup_id = backup_chain.merge(merged, vm.disk_ids, config)
+    try:
+        size = content.client(config).files_stat(f"/ipfs/{backup_id.cid}", timeout=config.stall_timeout)
+    except BaseException:
+        _let_go(backup_id, config)
+        raise
+    for link in merged:  # oned keeps the merged backup now: a release that fails keeps blocks, loses none
+        _let_go(link.backup, config)
+    first = backup_chain.Increment(merged[-1].id, backup_id)
+    chain = ",".join(str(link) for link in [first, *kept])
+    return f"{max(1, math.ceil(size.cumulative_size / MIB))} {chain}"
 
 
 ACTIONS: dict[str, Callable[[DsAction, DatastoreConfig], str | None]] = {
@@ -238,10 +229,13 @@ def _require_backup_datastore(action: DsAction) -> None:
         )
 
 
-def _image(action: DsAction) -> ImageTemplate:
-    if action.image is None:
-        raise InvalidInput("the driver action carries no IMAGE")
-    return action.image
+def _increment_argument(args: list[str]) -> int | None:
+    """``ls``'s ``-i <increment>`` (``--increment``); None for the last (-1, or no option)."""
+    if not args:
+        return None
+    if len(args) != 2 or args[0] not in ("-i", "--increment") or not _INCREMENT.fullmatch(args[1]):
+        raise InvalidInput("ls takes only -i <increment id> (-1 for the last one)")
+    return None if args[1] == "-1" else int(args[1])
 
 
 def _on_host(
@@ -262,12 +256,14 @@ def _cid_of(result: dict[str, Any], host: str) -> str:
 
 
 def _let_go(backup_id: BackupId, config: DatastoreConfig) -> None:
-    """Undo a backup that did not finish: its reference, and its pin unless another backup holds it."""
+    """Release a backup no record keeps (one that did not finish, or increments merged into one): its
+    reference, and its pin unless another backup holds it. A failure is logged: it keeps blocks, never
+    loses any."""
     with _ignoring_stops():
         try:
             content.release(backup_id.cid, backup_id.reference_name, config)
         except OneIpfsError as exc:
-            log_info(f"could not release the unfinished backup {backup_id.cid}: {exc}")
+            log_info(f"could not release backup {backup_id}: {exc}")
 
 
 def _release_on_host(host: str, token: str, config: DatastoreConfig) -> None:
@@ -289,11 +285,6 @@ def _backed_up_vm(backup_id: BackupId, config: DatastoreConfig) -> BackedUpVm:
         return parse_backed_up_vm(base64.b64decode(b"".join(encoded.split()), validate=True))
     except binascii.Error:
         raise InvalidInput(f"the vm.xml of backup {backup_id} is not base64 as prebackup writes it") from None
-
-
-def _disk_cid(backup_id: BackupId, disk_id: int, config: DatastoreConfig) -> str:
-    path = f"/ipfs/{backup_id.cid}/disk.{disk_id}.0"
-    return content.client(config).files_stat(path, timeout=config.stall_timeout).cid
 
 
 def _restored_path(cid: str, ds_mad: str, config: DatastoreConfig) -> str:

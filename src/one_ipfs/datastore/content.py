@@ -256,12 +256,12 @@ def create_datablock(
         with open(disk, "wb") as handle:
             handle.truncate(size << 20)
         if filesystem:
-            _run_tool(
+            run_tool(
                 [f"mkfs.{filesystem}", *(["-F"] if filesystem.startswith("ext") else []), "-q", str(disk)]
             )
         if image_format == "qcow2":
             converted = Path(folder) / "disk.qcow2"
-            _run_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(disk), str(converted)])
+            run_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(disk), str(converted)])
             disk = converted
         node = client(config)
         added = node.add(disk, settings=config.import_settings, pin=False)
@@ -301,12 +301,17 @@ def _add_progress() -> Callable[[int], None]:
     return report
 
 
-def _run_tool(argv: list[str]) -> None:
+def run_tool(argv: list[str], timeout: float = MKFS_TIMEOUT) -> bytes:
+    """Run a disk tool (mkfs, qemu-img) on the frontend: its output, or its last error line as ours."""
     if shutil.which(argv[0]) is None:
         raise StorageError(f"{argv[0]} is not installed on the frontend")
-    result = subprocess.run(argv, capture_output=True, timeout=MKFS_TIMEOUT, check=False)
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise StorageError(f"{argv[0]} {argv[1]} did not finish within {timeout:.0f} s") from None
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         raise StorageError(
             f"{argv[0]} failed: {message[-1] if message else 'exit ' + str(result.returncode)}"
         )
+    return result.stdout

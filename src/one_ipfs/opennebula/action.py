@@ -25,6 +25,7 @@ from one_ipfs.errors import InvalidInput
 
 MAX_PAYLOAD = 16 << 20
 MAX_ID = 2**31 - 1
+MAX_INCREMENTS = 1024
 MAX_SIZE_MB = 1 << 24  # 16 TiB: the most a host deploys (host.inputs.MAX_SIZE_MB)
 UNSET = "-1"
 # Image TYPE as Image::to_xml writes it (enum Image::ImageType).
@@ -184,6 +185,18 @@ class RestoreRequest:
 
 
 @dataclass(frozen=True)
+class BackupIncrements:
+    """A backup image's increments as oned records them (``BACKUP_INCREMENTS``), oldest first, each
+    ``(increment id, SOURCE)``; a backup taken in FULL mode is the one increment 0, the image's SOURCE."""
+
+    sources: tuple[tuple[int, str], ...]
+    keep_last: int
+    """What ``increment_flatten`` keeps (``EXTRA_DATA/KEEP_LAST``; 0 in other actions)."""
+    restore_up_to: int | None
+    """The last increment a restore asked for (``TEMPLATE/INCREMENT_ID``); None: the whole chain."""
+
+
+@dataclass(frozen=True)
 class BackedUpVm:
     """The VM as its backup's ``vm.xml`` holds it: what a restore makes images and a template of."""
 
@@ -214,6 +227,26 @@ def restore_request(action: DsAction) -> RestoreRequest:
         username=_text(action.raw, "TEMPLATE/USERNAME"),
         name=_text(action.raw, "TEMPLATE/NAME"),
         disk_id=_number(action.raw, "TEMPLATE/DISK_ID", unset=UNSET),
+    )
+
+
+def backup_increments(action: DsAction) -> BackupIncrements:
+    image = action.raw.find("IMAGE")
+    if image is None:
+        raise InvalidInput("the driver action carries no IMAGE")
+    sources = [
+        (_required(increment, "ID"), _text(increment, "SOURCE"))
+        for increment in image.findall("BACKUP_INCREMENTS/INCREMENT")[: MAX_INCREMENTS + 1]
+    ] or [(0, _text(image, "SOURCE"))]
+    if len(sources) > MAX_INCREMENTS:
+        raise InvalidInput(f"a backup of more than {MAX_INCREMENTS} increments is not one oned keeps")
+    ids = [increment_id for increment_id, _ in sources]
+    if ids != sorted(set(ids)):
+        raise InvalidInput(f"the backup's increments are not listed oldest first, each once: {ids[:20]}")
+    return BackupIncrements(
+        sources=tuple(sources),
+        keep_last=_number(action.raw, "EXTRA_DATA/KEEP_LAST") or 0,
+        restore_up_to=_number(action.raw, "TEMPLATE/INCREMENT_ID", unset=UNSET),
     )
 
 
