@@ -116,7 +116,7 @@ def test_backups_store_each_block_once_restore_byte_identical_and_keep_last_rele
         list(pool.map(one.vm_terminate, (vm, sibling)))
 
 
-def test_incremental_backups_store_only_changed_blocks_restore_each_increment_and_keep_last_merges_the_oldest(
+def test_incremental_backups_store_changed_blocks_restore_each_increment_and_keep_last_merges_the_oldest(
     bed: Bed,
     one: GenuineOne,
     ipfs_ds: Datastore,
@@ -151,6 +151,9 @@ def test_incremental_backups_store_only_changed_blocks_restore_each_increment_an
     pinned = pinned_blocks(frontend)
     for source in sources(first_two):
         assert source.rpartition("-")[2] not in pinned, "an increment merged away is still pinned"
+
+    one.vm_restore(vm, merged, increment=1)
+    assert seen(bed, one, vm) == views[1]
     one.vm_terminate(vm)
 
 
