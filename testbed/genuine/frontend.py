@@ -138,9 +138,19 @@ class Frontend:
         else:
             shutil.copytree("/etc/one", self.location / "etc", symlinks=True)
             shutil.copytree("/var/lib/one/remotes", self.location / "var" / "remotes", symlinks=True)
+        self._link_restic()
         auth = self.bed.frontend_var_lib_one / ".one"
         auth.mkdir(mode=0o700, exist_ok=True)
         (auth / "one_auth").write_text(self.auth + "\n")
+
+    def _link_restic(self) -> None:
+        """OpenNebula's restic backup datastore runs the restic its packages put in the remotes tree (a
+        source build leaves a dangling link there): the bed gives it Debian's, which ``onehost sync`` hands
+        the hosts as it hands them the rest."""
+        restic, installed = self.remotes / "datastore" / "restic" / "restic", shutil.which("restic")
+        if installed and not restic.exists():
+            restic.unlink(missing_ok=True)
+            restic.symlink_to(installed)
 
     def _configure(self) -> None:
         """oned.conf, monitord.conf (and 6.x's sched.conf) as shipped, but for what a bed needs."""

@@ -48,6 +48,23 @@ def backup_ds(one: GenuineOne) -> Datastore:
     )
 
 
+@pytest.fixture(scope="module")
+def restic_ds(one: GenuineOne) -> Datastore:
+    """OpenNebula's ``restic`` backup datastore, its repository on h4 reached over sftp (as a backup server
+    is: a host ``onehost sync`` gave the restic binary)."""
+    return one.datastore_create(
+        {
+            "NAME": "restic-backups",
+            "TYPE": "BACKUP_DS",
+            "DS_MAD": "restic",
+            "TM_MAD": "-",
+            "RESTIC_SFTP_SERVER": "h4",
+            "RESTIC_SFTP_USER": "oneadmin",
+            "RESTIC_PASSWORD": "bed-restic-password",
+        }
+    )
+
+
 def seen(bed: Bed, one: GenuineOne, vm: VirtualMachine, disk_id: int) -> str:
     """The hash of what the guest reads through a disk (opened as the DRIVER oned gives it)."""
     current = one.vm(vm)
@@ -146,3 +163,24 @@ def increments(
         backup = one.vm_backup(vm, backup_ds)
     assert parse_increments(one.image(backup)) == [0, 1]
     return seen_at, backup
+
+
+@pytest.mark.current_version  # what differs by version is restic's driver; ours is cp's restic:// read
+def test_a_restic_backup_of_ipfs_disks_restores_as_ipfs_images_byte_identical(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, overlay_ds: Datastore, restic_ds: Datastore, tmp_path: Path
+) -> None:
+    images = [
+        image_from(bed, one, ipfs_ds, disk_bytes(SIZE, seed=91), "restic-copy"),
+        image_from(bed, one, overlay_ds, disk_bytes(SIZE, seed=92), "restic-overlay"),
+    ]
+    vm = one.vm_deploy(images, "h1")
+    for disk_id in (COPY, OVERLAY):
+        guest_write(bed, one, vm, 4096, b"restic!!" * 2048, disk_id)
+    one.vm_poweroff(vm)
+    off = views(bed, one, vm)
+
+    backup = one.vm_backup(vm, restic_ds)
+
+    assert one.image(backup).source
+    assert stored_views(bed, one.backup_restore(backup, ipfs_ds, "restic-restored"), tmp_path) == off
+    one.vm_terminate(vm)
