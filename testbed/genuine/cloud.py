@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Literal, TypeVar
 from xml.etree.ElementTree import Element
 
 from one_ipfs.errors import HostError
@@ -200,6 +200,12 @@ class GenuineOne:
         self._command(["oneimage", verb, str(_oid(image))], "one.image.persistent")
         return self.image(image)
 
+    def image_enable(self, image: ImageRef) -> Image:
+        """``oneimage enable``: an image oned put in ERROR (a VM deleted with its persistent disk) is
+        usable again."""
+        self._command(["oneimage", "enable", str(_oid(image))], "one.image.enable")
+        return self.image(image)
+
     def image_update(self, image: ImageRef, attributes: Mapping[str, str], *, append: bool = False) -> Image:
         """``oneimage update`` (``--append``: the attributes are merged into the template)."""
         text = tmpl.render(list(attributes.items()))
@@ -320,6 +326,13 @@ class GenuineOne:
     def vm_recover_retry(self, vm: VmRef) -> VirtualMachine:
         oid = _oid(vm)
         return self._run_vm(oid, ["onevm", "recover", "--retry", str(oid)], ("RUNNING", "POWEROFF", "DONE"))
+
+    def vm_recover(self, vm: VmRef, outcome: Literal["success", "failure"], until: str) -> VirtualMachine:
+        """``onevm recover --success`` or ``--failure``: oned takes the pending action as done, or as
+        failed, and runs no driver; waits for the state (LCM state of an ACTIVE VM) ``until``."""
+        oid = _oid(vm)
+        self._command(["onevm", "recover", f"--{outcome}", str(oid)], "one.vm.recover")
+        return self._wait(lambda: self.vm(oid), lambda now: _where(now) == until, f"VM {oid} to be {until}")
 
     def vm_recover_delete(self, vm: VmRef) -> None:
         """``onevm recover --delete``: oned deletes the disks and folder, saving nothing; the VM is DONE."""
@@ -499,11 +512,11 @@ class GenuineOne:
             return self.vm(oid)
 
         def settled(vm: VirtualMachine) -> bool:
-            here = vm.lcm_state if vm.state == "ACTIVE" else vm.state
+            here = _where(vm)
             return here in states or here.endswith(_FAILED_VM) or (vm.error != before and _idle(vm))
 
         vm = self._wait(now, settled, f"VM {oid} to reach {'/'.join(states)}")
-        here = vm.lcm_state if vm.state == "ACTIVE" else vm.state
+        here = _where(vm)
         if here in states and vm.error == before:
             return _Settled(vm, "")
         return _Settled(vm, vm.error or here)
@@ -549,6 +562,11 @@ def driver_line(error: str) -> str:
     start: oned cuts the message at 100 characters and says ``... see more details in VM log``."""
     match = _ERROR.match(error)
     return (match.group(1) if match else error).removesuffix(TRUNCATED)
+
+
+def _where(vm: VirtualMachine) -> str:
+    """Where a VM is: its LCM state while ACTIVE, its state otherwise."""
+    return vm.lcm_state if vm.state == "ACTIVE" else vm.state
 
 
 def _idle(vm: VirtualMachine) -> bool:

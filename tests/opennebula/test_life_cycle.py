@@ -3,7 +3,8 @@
 Images created every way ``oneimage create`` takes them, VMs deployed on every host at once and on each
 system datastore TM the version ships, a powered-off VM resumed, a disk attached and detached, images
 cloned and deleted, and failures shown the way an admin sees them: our one line in ``onevm show`` and in
-the VM log, and a VM that ``onevm recover --retry`` brings back once the cause is gone.
+the VM log, a VM that ``onevm recover --retry`` brings back once the cause is gone, and a failed
+save-back through each of ``onevm recover``'s ways out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from testbed.genuine import GenuineOne
 from testbed.genuine.cloud import driver_line
 from testbed.one import Datastore, OneFailure
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import pins
+from tests.support.nodes import pins, settle
 from tests.support.vms import (
     SETTINGS,
     disk_path,
@@ -28,6 +29,7 @@ from tests.support.vms import (
     file_view,
     guest_write,
     image_from,
+    vm_disks,
     write_into,
 )
 
@@ -215,3 +217,57 @@ def test_a_stopped_host_node_fails_the_deploy_with_one_line_and_the_vm_recovers_
     assert one.vm_recover_retry(vm).lcm_state == "RUNNING"
     assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
     one.vm_terminate(vm)
+
+
+def test_a_failed_save_back_is_saved_once_by_recover_retry_and_dropped_by_recover_delete_or_success(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+) -> None:
+    data = disk_bytes(2 << 20, seed=48)
+    image = image_from(bed, one, ipfs_ds, data, "recovered-save-back", persistent=True)
+    first = one.image(image).template["IPFS_VERSIONS"]
+    vm = one.vm_deploy([image], "h1")
+    write_into(disk_path(bed, one, vm), 1 << 20, b"kept through a failed epilog" * 64)
+    changed = sha256(disk_path(bed, one, vm).read_bytes())
+    h1_pins = pins(bed.host("h1").node)
+    bed.stop_node(bed.frontend)
+    try:
+        with pytest.raises(OneFailure) as failure:
+            one.vm_terminate(vm)
+        assert one.vm_recover(vm, "failure", until="EPILOG_FAILURE").state == "ACTIVE"
+    finally:
+        bed.start_node(bed.frontend)
+
+    assert "\n" not in failure.value.info
+    assert one.image(image).template["IPFS_VERSIONS"] == first
+    assert sha256(disk_path(bed, one, vm).read_bytes()) == changed
+    # what h1's node added stays a cache entry of the disk, for the datastore's node to fetch on retry
+    assert all(name.startswith("one-cache-") for _, name in pins(bed.host("h1").node) - h1_pins)
+    assert one.vm_recover_retry(vm).state == "DONE"
+    saved = one.image(image).template["IPFS_VERSIONS"].split()
+    assert saved[0] == first and len(saved) == 2
+    assert vm_disks(bed, "h1", vm) == []
+
+    discarded = one.vm_deploy([image], "h2")
+    assert sha256(disk_path(bed, one, discarded).read_bytes()) == changed
+    write_into(disk_path(bed, one, discarded), 0, b"discarded by recover --delete" * 64)
+    one.vm_recover_delete(discarded)
+    assert one.image(image).state == "ERROR"  # oned's: a disk deleted in use may be incomplete
+    assert one.image_enable(image).template["IPFS_VERSIONS"].split() == saved
+    # oned marks the VM DONE first, then its TM deletes the disks
+    settle(lambda: vm_disks(bed, "h2", discarded) == [], "the deleted VM's disks going from h2")
+
+    declared_done = one.vm_deploy([image], "h3")
+    write_into(disk_path(bed, one, declared_done), 0, b"never saved: recover --success" * 64)
+    bed.stop_node(bed.frontend)
+    try:
+        with pytest.raises(OneFailure):
+            one.vm_terminate(declared_done)
+    finally:
+        bed.start_node(bed.frontend)
+    assert one.vm_recover(declared_done, "success", until="DONE").state == "DONE"
+    assert one.image(image).template["IPFS_VERSIONS"].split() == saved
+    assert one.image(image).state == "READY"
+    left = vm_disks(bed, "h3", declared_done)  # --success runs no driver: the folder is the admin's
+    assert left
+    for disk in left:
+        disk.unlink()
