@@ -101,10 +101,14 @@ def test_the_monitor_template_is_what_oned_reads_of_an_app() -> None:
     template64 = base64.b64encode(b'DEV_PREFIX="vd"\n').decode()
     app = CatalogueApp(**GOOD, regtime=5, template64=template64)
 
-    lines = app.monitor_template().splitlines()
+    lines = app.monitor_template("http://frontend:8080").splitlines()
 
-    assert f'SOURCE="ipfs://{CID}"' in lines and 'NAME="alpine"' in lines and 'TYPE="IMAGE"' in lines
-    assert f'APPTEMPLATE64="{template64}"' in lines and 'SIZE="64"' in lines
+    assert f'SOURCE="http://frontend:8080/ipfs/{CID}"' in lines and 'NAME="alpine"' in lines
+    assert f'APPTEMPLATE64="{template64}"' in lines and 'SIZE="64"' in lines and 'TYPE="IMAGE"' in lines
+
+
+def test_an_app_of_a_node_without_a_gateway_has_an_ipfs_url_only_ipfs_datastores_read() -> None:
+    assert f'SOURCE="ipfs://{CID}"' in CatalogueApp(**GOOD).monitor_template(None).splitlines()
 
 
 MARKET_IMPORT = f"""<MARKET_DRIVER_ACTION_DATA>
@@ -154,6 +158,9 @@ class CatalogueNode:
     def repo_disk(self) -> DiskSpace:
         return DiskSpace(free=100 << 30, total=200 << 30)
 
+    def gateway_bound(self) -> tuple[str, int]:
+        return ("127.0.0.1", 8080)
+
 
 def test_a_listing_marketplace_s_monitor_gives_oned_the_good_apps_and_one_line_per_bad_entry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -171,7 +178,9 @@ def test_a_listing_marketplace_s_monitor_gives_oned_the_good_apps_and_one_line_p
     apps = [line for line in out.splitlines() if line.startswith("APP=")]
     assert status == 0, err
     assert "TOTAL_MB=10240" in out.splitlines()
-    assert [base64.b64decode(line[5:-1]).decode().splitlines()[0] for line in apps] == ['NAME="alpine"']
+    assert [base64.b64decode(line[5:-1]).decode().splitlines()[:2] for line in apps] == [
+        ['NAME="alpine"', f'SOURCE="http://127.0.0.1:8080/ipfs/{CID}"']
+    ]
     assert [line[:33] for line in err.splitlines()] == [
         "ERROR: catalogue entry 0 refused:",
         "ERROR: catalogue entry 2 refused:",

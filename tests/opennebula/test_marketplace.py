@@ -34,8 +34,14 @@ def catalogue_key(bed: Bed) -> str:
     return name
 
 
+@pytest.fixture(scope="module")
+def fs_ds(one: GenuineOne) -> Datastore:
+    """OpenNebula's own ``fs`` image datastore, which reads an app's SOURCE with its ``downloader.sh``."""
+    return one.datastore_create({"NAME": "fs-images", "DS_MAD": "fs", "TM_MAD": "ssh"})
+
+
 def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploys_and_unpins(
-    bed: Bed, one: GenuineOne, ipfs_ds: Datastore
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, fs_ds: Datastore
 ) -> None:
     data = disk_bytes(4 << 20, seed=181)
     image = one.image_create(ipfs_ds, name="to-publish", path=f"/ipfs/{add_on(bed, 'h1', data)}")
@@ -50,7 +56,8 @@ def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploy
 
     app = one.market_app_create(market, image, "alpine-ipfs")
 
-    assert (app.state, app.source, app.format, app.size_mb) == ("READY", f"ipfs://{cid}", "raw", 4)
+    assert (app.state, app.format, app.size_mb) == ("READY", "raw", 4)
+    assert app.source == f"{bed.frontend.gateway}/ipfs/{cid}"
     assert app.md5 == hashlib.md5(data).hexdigest()
     catalogue_cid, catalogue = _published(bed, key)
     assert {pin.cid for pin in node.pin_ls()} - pins_before == {catalogue_cid}, "new content pinned"
@@ -59,9 +66,12 @@ def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploy
 
     exported = one.market_app_export(app.id, ipfs_ds, "from-market")
     vm = one.vm_deploy([exported], "h2")
+    copied = one.market_app_export(app.id, fs_ds, "from-market-to-fs")
 
     assert exported.template["IPFS_CID"] == cid
     assert sha256(disk_path(bed, one, vm).read_bytes()) == sha256(data)
+    assert node.repo_stat().repo_size - repo_before < 1 << 20, "an export into ipfs stored a second copy"
+    assert sha256(in_frontend(bed, copied.source).read_bytes()) == sha256(data), "the fs datastore's copy"
     one._wait(lambda: _monitored(one, market), bool, f"marketplace {market} to be monitored")
     listed = [(entry.id, entry.name, entry.state) for entry in one.market_apps(market)]
     assert listed == [(app.id, "alpine-ipfs", "READY")], "the monitor did not keep the app as it was"
@@ -71,8 +81,8 @@ def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploy
     assert _published(bed, key)[1].apps == ()
     assert f"one-market{market}-app{app.id}" not in dict(node.files_ls(f"/one-ipfs/refs/{cid}"))
     one.vm_terminate(vm, hard=True)
-    one.image_delete(exported)
-    one.image_delete(image)
+    for each in (copied, exported, image):
+        one.image_delete(each)
     assert cid not in {pin.cid for pin in node.pin_ls()}, "a pin outlived the app and its images"
     one.market_delete(market)
 
@@ -125,3 +135,8 @@ def _published(bed: Bed, key: str) -> tuple[str, Catalogue]:
     path = resolved.stdout.decode().strip()
     catalogue = parse_catalogue(b"".join(bed.frontend.client().cat(path)), pytest.fail)
     return path.removeprefix("/ipfs/"), catalogue
+
+
+def in_frontend(bed: Bed, path: str) -> Path:
+    """A file of the frontend's ``/var/lib/one`` as the tests reach it."""
+    return bed.frontend_var_lib_one / Path(path).relative_to("/var/lib/one")

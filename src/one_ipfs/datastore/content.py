@@ -98,18 +98,26 @@ def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
 
 def gateway_url(cid: str, config: DatastoreConfig) -> str:
     """``http://<gateway>/ipfs/<cid>`` on the datastore node's gateway as the admin bound it: a source
-    OpenNebula's ``downloader.sh`` (http and s3 marketplaces) can read. A gateway bound to every
-    interface is named by the frontend's host name."""
-    bound = client(config).gateway_bound()
-    if bound is None:
+    OpenNebula's ``downloader.sh`` (http and s3 marketplaces) can read."""
+    root = gateway_root(config)
+    if root is None:
         raise NotSupported(
             "the datastore's IPFS node serves no HTTP gateway (Addresses.Gateway): "
             "a marketplace could not download the image"
         )
+    return f"{root}/ipfs/{cid}"
+
+
+def gateway_root(config: DatastoreConfig) -> str | None:
+    """``http://<host>:<port>`` of the node's gateway, None when it serves none. A gateway bound to
+    every interface is named by the frontend's host name."""
+    bound = client(config).gateway_bound()
+    if bound is None:
+        return None
     host, port = bound
     if host in UNSPECIFIED_TO_LOOPBACK:
         host = socket.getfqdn()
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ipfs/{cid}"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:

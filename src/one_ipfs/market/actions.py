@@ -66,7 +66,8 @@ def import_app(action: MarketAction, config: DatastoreConfig) -> str:
         content.release(cid, reference, config)
         raise
     log_info(f"app {app.id} is {cid}")
-    return f'SOURCE="{entry.source}"\nMD5="{entry.md5}"\nSIZE="{entry.size_mb}"\nFORMAT="{entry.format}"'
+    source = entry.source(content.gateway_root(config))
+    return f'SOURCE="{source}"\nMD5="{entry.md5}"\nSIZE="{entry.size_mb}"\nFORMAT="{entry.format}"'
 
 
 def delete(action: MarketAction, config: DatastoreConfig) -> None:
@@ -77,9 +78,9 @@ def delete(action: MarketAction, config: DatastoreConfig) -> None:
         log_info(f"app {app.id} is listed by another cloud's catalogue: nothing held here to release")
         return
     try:
-        cid = parse_reference(app.source).root
+        cid = parse_reference(content.as_reference(app.source, config)).root
     except InvalidReference:
-        log_info(f"app {app.id} has no ipfs:// SOURCE this marketplace gave: nothing to release")
+        log_info(f"app {app.id} has no SOURCE this marketplace gave: nothing to release")
         return
     with publication.locked(market.id):
         catalogue = publication.current(market, config)
@@ -93,8 +94,11 @@ def monitor(action: MarketAction, config: DatastoreConfig) -> str:
     """Capacity of the frontend's node, and one APP line per valid catalogue entry."""
     catalogue = publication.current(action.marketplace, config)
     used, total, free = content.capacity_mb(config)
+    gateway = content.gateway_root(config)
     lines = [f"USED_MB={used}", f"TOTAL_MB={total}", f"FREE_MB={free}"]
-    lines += [f'APP="{base64.b64encode(app.monitor_template().encode()).decode()}"' for app in catalogue.apps]
+    lines += [
+        f'APP="{base64.b64encode(app.monitor_template(gateway).encode()).decode()}"' for app in catalogue.apps
+    ]
     return "\n".join(lines)
 
 

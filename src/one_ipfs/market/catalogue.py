@@ -45,16 +45,17 @@ class CatalogueApp:
     template64: str = ""
     """The app's APPTEMPLATE64: the image template an export gives the new image."""
 
-    @property
-    def source(self) -> str:
-        """The app's SOURCE: what an ipfs datastore's ``cp`` takes by CID, copying nothing."""
-        return f"ipfs://{self.cid}"
+    def source(self, gateway: str | None) -> str:
+        """The app's SOURCE: a URL of the marketplace node's ``gateway``, which OpenNebula's
+        ``downloader.sh`` reads into any datastore and an ipfs datastore of that node takes by its CID,
+        copying nothing; ``ipfs://<cid>``, which only ipfs datastores read, where the node serves none."""
+        return f"{gateway}/ipfs/{self.cid}" if gateway else f"ipfs://{self.cid}"
 
-    def monitor_template(self) -> str:
+    def monitor_template(self, gateway: str | None) -> str:
         """The app as oned's marketplace monitor reads it (``MarketPlaceApp::from_template64``)."""
         values = {
             "NAME": self.name,
-            "SOURCE": self.source,
+            "SOURCE": self.source(gateway),
             "IMPORT_ID": self.cid,
             "ORIGIN_ID": "-1",
             "TYPE": "IMAGE",
