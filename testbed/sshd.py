@@ -32,7 +32,9 @@ def write_sshd_config(folder: Path, address: str, port: int = 22) -> Path:
     """An sshd_config for one host; StrictModes is off because the keys live in the bed's folder.
 
     Every account (oneadmin, and root for tests) is authorized by the host's own
-    ``/var/lib/one/.ssh/authorized_keys``, as sshd sees it in the host's mount namespace.
+    ``/var/lib/one/.ssh/authorized_keys``, as sshd sees it in the host's mount namespace. The SFTP
+    subsystem is there as in a distribution's sshd: scp speaks SFTP since OpenSSH 9 (OpenNebula's image
+    cache fetches with scp).
     """
     if any(c.isspace() or c in "\"'#" for c in str(folder)):
         raise InvalidInput(f"test bed: sshd cannot take the path {folder}: use a bed root without spaces")
@@ -50,6 +52,7 @@ def write_sshd_config(folder: Path, address: str, port: int = 22) -> Path:
                 "UsePAM no",
                 "StrictModes no",
                 "PrintMotd no",
+                "Subsystem sftp internal-sftp",
                 "",
             ]
         )
