@@ -12,7 +12,6 @@ on a host while it asks the upstreams, so two upstreams that deploy at the same 
 from __future__ import annotations
 
 import random
-import sys
 import time
 import xmlrpc.client
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from xml.etree import ElementTree
 
 from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, concurrently, stopwatch, write_image
 from one_ipfs.errors import HostError
-from testbed.genuine import Frontend, GenuineOne, installation
+from testbed.genuine import GenuineOne, start_cloud
 from testbed.one import Image
 
 VERSION = "7.4.0"
@@ -68,7 +67,7 @@ def run(bench: Bench, params: Params) -> Figure:
         "median over the fleet, over the image size. Between rounds VMs are terminated, images deleted, "
         "and every cache (IPFS pins, OpenNebula's image cache and replica copies) emptied.",
     )
-    cloud = _start(bench)
+    cloud = start_cloud(lambda: bench.bed, VERSION)
     try:
         systems = _systems(bench, cloud)
         links = ["frontend", *(host.name for host in bench.bed.hosts)]
@@ -105,16 +104,6 @@ def run(bench: Bench, params: Params) -> Figure:
         )
     )
     return figure
-
-
-def _start(bench: Bench) -> GenuineOne:
-    frontend = Frontend(bench.bed, installation(VERSION), sys.executable)
-    try:
-        frontend.start()
-    except BaseException:
-        frontend.stop()
-        raise
-    return GenuineOne(frontend)
 
 
 def _systems(bench: Bench, cloud: GenuineOne) -> list[System]:
