@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only SUITE ...] [--bed-layout SPEC]``: run, save, plot, report.
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--repetitions K] [--bed-layout SPEC]``: run, save,
+plot, report.
 
 Brings up its own bed (frontend + as many hosts as the fleet suite needs), runs the suites, writes
 ``benchmarks/results/<mode>-<time>.json``, the plots under ``docs/benchmarks/`` and ``docs/benchmarks.md``,
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet, import_, latency, report, single_host, update, warm
+from benchmarks import baselines, fleet, import_, latency, report, single_host, update, warm
 from benchmarks.common import Bench, Figure, Params, command_line, environment_note
 from testbed.bed import Bed, Layout
 
@@ -27,6 +28,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "update": update.run,
     "import": import_.run,
     "latency": latency.run,
+    "baselines": baselines.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"
@@ -42,16 +44,30 @@ def main(argv: list[str]) -> int:
         metavar="PREFIX:ADDRESS/LEN:API:GATEWAY",
         help=f"run on a bed of its own layout beside another (default: ${LAYOUT_ENV}, else the default bed)",
     )
-    parser.add_argument("--report", type=Path, metavar="JSON", help="only regenerate plots and docs")
+    parser.add_argument(
+        "--repetitions", type=int, metavar="K", help="repeat each measurement K times instead"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        action="append",
+        metavar="JSON",
+        help="only regenerate plots and docs (several: a later file's figures replace an earlier one's)",
+    )
     options = parser.parse_args(argv)
     if options.report:
-        results = json.loads(options.report.read_text())
+        results = json.loads(options.report[0].read_text())
+        for earlier, later in zip(options.report, options.report[1:], strict=False):
+            results = merge(json.loads(later.read_text()), (earlier, results))
         print(report.write(results))
         return 0
-    params = Params.choose(options.quick)
+    params = Params.choose(options.quick, options.repetitions)
     suites = options.only or list(SUITES)
     layout = Layout.parse(options.bed_layout) if options.bed_layout else Layout()
-    hosts = max(params.fleet_hosts) if "fleet" in suites else 1
+    hosts = max(
+        max(params.fleet_hosts) if "fleet" in suites else 1,
+        baselines.hosts_needed(params) if "baselines" in suites else 1,
+    )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []
     with Bed.up(hosts=hosts, root=layout.root, layout=layout) as bed:
@@ -69,6 +85,7 @@ def main(argv: list[str]) -> int:
                             "started": figure_started,
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "load_average": os.getloadavg(),
+                            "params": vars(params),
                         },
                     }
                 )
@@ -114,6 +131,7 @@ def merge(results: dict[str, Any], previous: tuple[Path, dict[str, Any]] | None)
         "started": earlier["started"],
         "finished": earlier["finished"],
         "load_average": earlier["machine"]["load_average"],
+        "params": earlier["params"],
     }
     figures = {figure["id"]: {"run": when, **figure} for figure in earlier.get("figures", [])}
     figures.update({figure["id"]: figure for figure in results["figures"]})

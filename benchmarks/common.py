@@ -7,6 +7,7 @@ busy machine moves both sides alike; each measurement is repeated and reported a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -137,10 +138,14 @@ class Params:
     latency_runs: int
 
     @classmethod
-    def choose(cls, quick: bool) -> Params:
-        if quick:
-            return cls(True, 64, (1, 2, 4), 100.0, 128, 256, 3, 10)
-        return cls(False, 256, (1, 2, 4, 8), 100.0, 256, 1024, 5, 30)
+    def choose(cls, quick: bool, repetitions: int | None = None) -> Params:
+        """The quick or full set; ``repetitions`` instead of its own count, if given."""
+        chosen = (
+            cls(True, 64, (1, 2, 4), 100.0, 128, 256, 3, 10)
+            if quick
+            else cls(False, 256, (1, 2, 4, 8), 100.0, 256, 1024, 5, 30)
+        )
+        return dataclasses.replace(chosen, repetitions=repetitions) if repetitions else chosen
 
 
 def stopwatch() -> Callable[[], float]:

@@ -32,7 +32,7 @@ def figure_table(figure: dict[str, Any]) -> str:
     lines = ["| measure | median | min | max | unit | runs |", "|---|---:|---:|---:|---|---:|"]
     for m in figure["measures"]:
         cells = [m["name"], _number(m["median"]), _number(m["min"]), _number(m["max"]), m["unit"]]
-        lines.append("| " + " | ".join([*cells, str(len(m["samples"]))]) + " |")
+        lines.append("| " + " | ".join([*cells, str(m.get("runs", len(m["samples"])))]) + " |")
     if figure["checks"]:
         lines += ["", "| target | median | met |", "|---|---:|---|"]
         for check in figure["checks"]:
@@ -92,6 +92,12 @@ def _figure_text(results: dict[str, Any], figure_id: str) -> str:
     return f"*Not part of the {results['mode']} run of {results['started']}.*"
 
 
+def _params(results: dict[str, Any], figure: dict[str, Any]) -> dict[str, Any]:
+    """The sizes a figure was measured with: its own run's, which a merged page may take from another run."""
+    params: dict[str, Any] = figure.get("run", {}).get("params") or results["params"]
+    return params
+
+
 def _measure(figure: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((m for m in figure["measures"] if m["name"] == name), None)
 
@@ -100,7 +106,8 @@ def _fleet_plot(results: dict[str, Any]) -> str | None:
     figure = next((f for f in results["figures"] if f["id"] == "fleet"), None)
     if figure is None:
         return None
-    counts = results["params"]["fleet_hosts"]
+    params = _params(results, figure)
+    counts = params["fleet_hosts"]
     axes = plt.figure(figsize=(6, 4)).gca()
     for method, style in (("ipfs", "o-"), ("ssh", "s--")):
         found = [(n, _measure(figure, f"{method} makespan, N={n}")) for n in counts]
@@ -111,10 +118,69 @@ def _fleet_plot(results: dict[str, Any]) -> str | None:
     axes.set_xlabel("hosts deployed at once (N)")
     axes.set_ylabel("makespan (s), median, min-max")
     axes.set_xticks(counts)
-    axes.set_title(f"{results['params']['fleet_mib']} MiB image, every link at 100 Mbit/s")
+    axes.set_title(f"{params['fleet_mib']} MiB image, every link at {params['fleet_rate_mbit']:g} Mbit/s")
     axes.legend()
     axes.grid(alpha=0.3)
-    return _save(f"{results['mode']}-fleet.png")
+    return _save(f"{'quick' if params['quick'] else 'full'}-fleet.png")
+
+
+BASELINE_STYLES = {
+    "ssh": "s--",
+    "ssh cache": "^--",
+    "ssh replica": "v--",
+    "ipfs copy": "o-",
+    "ipfs overlay": "D-",
+}
+"""Each system of the baselines figure, OpenNebula's dashed, ours solid."""
+
+
+def _baseline_points(
+    figure: dict[str, Any], quantity: str, system: str, phase: str, counts: list[int]
+) -> list[tuple[int, dict[str, Any]]]:
+    found = [(n, _measure(figure, f"{quantity}: {system}, {phase}, N={n}")) for n in counts]
+    return [(n, m) for n, m in found if m is not None]
+
+
+def _baselines_plots(results: dict[str, Any]) -> dict[str, str]:
+    """Makespan against N per system (cold and warm), and the bytes the frontend and each host moved."""
+    figure = next((f for f in results["figures"] if f["id"] == "baselines"), None)
+    if figure is None:
+        return {}
+    params = _params(results, figure)
+    counts = params["fleet_hosts"]
+    plots = {}
+    _, panes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axes, phase in zip(panes, ("cold", "warm"), strict=True):
+        for system, style in BASELINE_STYLES.items():
+            points = _baseline_points(figure, "makespan", system, phase, counts)
+            if not points:
+                continue
+            medians = [m["median"] for _, m in points]
+            errors = [
+                [m["median"] - m["min"] for _, m in points],
+                [m["max"] - m["median"] for _, m in points],
+            ]
+            axes.errorbar([n for n, _ in points], medians, yerr=errors, fmt=style, capsize=3, label=system)
+        axes.set_xlabel("hosts deployed at once (N)")
+        axes.set_xticks(counts)
+        axes.set_title("cold: a fresh image" if phase == "cold" else "warm: its second version, 5% changed")
+        axes.grid(alpha=0.3)
+    panes[0].set_ylabel("makespan to the last VM RUNNING (s), median, min-max")
+    panes[0].legend()
+    plots["baselines"] = _save(f"{'quick' if params['quick'] else 'full'}-baselines.png")
+    _, panes = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, quantity in zip(panes, ("frontend sent / image", "per host / image"), strict=True):
+        for system, style in BASELINE_STYLES.items():
+            points = _baseline_points(figure, quantity, system, "cold", counts)
+            if points:
+                axes.plot([n for n, _ in points], [m["median"] for _, m in points], style, label=system)
+        axes.set_xlabel("hosts deployed at once (N), cold image")
+        axes.set_xticks(counts)
+        axes.set_ylabel(f"{quantity} (median)")
+        axes.grid(alpha=0.3)
+    panes[0].legend()
+    plots["baselines-bytes"] = _save(f"{'quick' if params['quick'] else 'full'}-baselines-bytes.png")
+    return plots
 
 
 def _targets_plot(results: dict[str, Any]) -> str:
@@ -151,6 +217,7 @@ def write(results: dict[str, Any]) -> str:
     fleet = _fleet_plot(results)
     if fleet is not None:
         plots["fleet"] = fleet
+    plots.update(_baselines_plots(results))
 
     def replace(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)

@@ -274,6 +274,12 @@ class GenuineOne:
     ) -> VirtualMachine:
         """``onevm create --hold`` + ``onevm deploy``; returns the VM RUNNING, or raises with its ERROR
         (the VM is left where oned left it, e.g. PROLOG_FAILURE)."""
+        oid = self.vm_hold(disks, context=context, name=name)
+        self._command(["onevm", "deploy", str(oid), host, str(system_ds)], "one.vm.deploy")
+        return self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="")
+
+    def vm_hold(self, disks: Sequence[DiskRef], *, context: bool = True, name: str | None = None) -> int:
+        """``onevm create --hold``: the new VM's ID; it waits in HOLD for an ``onevm deploy``."""
         # The scheduler runs as on any frontend; "ID = -1" matches no host, so it never places a VM of the
         # tests' behind their back (a resumed one, say): each goes where ``onevm deploy`` puts it.
         attributes: list[tmpl.Attribute] = [
@@ -286,9 +292,7 @@ class GenuineOne:
         attributes += [("DISK", _disk(spec)) for spec in disks]
         if context:
             attributes.append(("CONTEXT", {"NETWORK": "NO", "TOKEN": "NO"}))
-        oid = self._create(["onevm", "create", "--hold"], "one.vm.allocate", dict(), attributes)
-        self._command(["onevm", "deploy", str(oid), host, str(system_ds)], "one.vm.deploy")
-        return self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="")
+        return self._create(["onevm", "create", "--hold"], "one.vm.allocate", dict(), attributes)
 
     def vm_terminate(self, vm: VmRef, *, hard: bool = False) -> None:
         """``onevm terminate``: the VM is DONE, or raises with its ERROR (e.g. EPILOG_FAILURE)."""

@@ -111,6 +111,7 @@ class Frontend:
         self.run(["one-ipfs", "install", "--one-location", str(self.location), "--python", self.python])
         self.bed.serve_frontend_ssh(socket.gethostname())
         self._share_ssh()
+        self._lock_folder(user.pw_uid, user.pw_gid)
         self._start_daemons()
         for host in self.bed.hosts:
             self.cli(["onehost", "create", host.name, "--im", "dummy", "--vm", "kvm"])
@@ -233,6 +234,17 @@ class Frontend:
                 shutil.copy2(seen / name, target / name)
                 shutil.copystat(seen / name, target / name)
                 os.chown(target / name, seen.stat().st_uid, seen.stat().st_gid)
+
+    def _lock_folder(self, uid: int, gid: int) -> None:
+        """/var/lock/one, oneadmin's, as OpenNebula's packages make it: the drivers' ``exclusive`` locks
+        live there (the ssh TM's replica copies). A tmpfs over /run/lock in the frontend's mount namespace
+        keeps it the bed's own."""
+        lock = Path("/run/lock")
+        for argv in (
+            ["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", str(lock)],
+            ["install", "-d", "-o", str(uid), "-g", str(gid), "-m", "0755", str(lock / "one")],
+        ):
+            self.bed.frontend_command(argv, user="root", check=True)
 
     def _start_daemons(self) -> None:
         env = {**self.environment(), "HOME": str(ONEADMIN_HOME)}

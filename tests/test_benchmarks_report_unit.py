@@ -1,0 +1,72 @@
+"""The benchmark page's generator (``benchmarks.report``), fed a made-up run: no bed, no timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import __main__ as bench_main
+from benchmarks import report
+from benchmarks.baselines import CHANGED
+
+COUNTS = [1, 2]
+PARAMS: dict[str, Any] = {
+    "quick": True,
+    "fleet_mib": 64,
+    "fleet_hosts": COUNTS,
+    "fleet_rate_mbit": 100.0,
+    "image_mib": 128,
+    "import_mib": 256,
+    "repetitions": 1,
+    "latency_runs": 10,
+}
+
+
+def measure(name: str, value: float) -> dict[str, Any]:
+    return {"name": name, "unit": "s", "samples": [value], "median": value, "min": value, "max": value}
+
+
+def run_of(figure: dict[str, Any], started: str) -> dict[str, Any]:
+    return {
+        "mode": "quick",
+        "started": started,
+        "finished": started,
+        "argv": ["--quick"],
+        "params": PARAMS,
+        "machine": {"cpus": 2, "load_average": [1.0, 1.0, 1.0], "kubo": ""},
+        "figures": [figure],
+    }
+
+
+def test_a_baselines_run_merged_over_an_earlier_page_keeps_its_figures_and_plots_every_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "DOCS", tmp_path)
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "benchmarks")
+    quantities = ("makespan", "frontend sent / image", "per host / image")
+    baselines = {
+        "id": "baselines",
+        "title": "Baselines",
+        "method": f"warm: {CHANGED:.0%} changed",
+        "command": "python -m benchmarks --only baselines",
+        "measures": [
+            measure(f"{quantity}: {system}, {phase}, N={n}", 1.0 + n)
+            for quantity in quantities
+            for system in report.BASELINE_STYLES
+            for phase in ("cold", "warm")
+            for n in COUNTS
+        ],
+        "checks": [],
+        "notes": [],
+    }
+    latency = {**baselines, "id": "latency", "title": "Latency", "measures": [measure("stat", 0.1)]}
+    earlier = tmp_path / "earlier.json"
+    merged = bench_main.merge(run_of(baselines, "later"), (earlier, run_of(latency, "earlier")))
+    report.write(merged)
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "**Latency.**" in page and "**Baselines.**" in page and "kept from the earlier results" in page
+    for plot in ("quick-baselines.png", "quick-baselines-bytes.png"):
+        assert f"(benchmarks/{plot})" in page
+        assert (tmp_path / "benchmarks" / plot).stat().st_size > 0
