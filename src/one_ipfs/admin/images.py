@@ -16,11 +16,11 @@ from typing import Any
 from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.hosts.calls import run_on_host
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
-from one_ipfs.transfer.hostcall import run_on_host
 
 IPFS_DS_MAD = "ipfs"
 HOST_CALL_SLACK = 60.0

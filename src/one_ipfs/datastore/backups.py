@@ -30,6 +30,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backup_chain, content
 from one_ipfs.datastore.backup_chain import BackupId
 from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
+from one_ipfs.hosts.calls import host_options, import_options, run_on_host
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import (
@@ -43,7 +44,6 @@ from one_ipfs.opennebula.action import (
     restore_request,
 )
 from one_ipfs.opennebula.output import log_info
-from one_ipfs.transfer.hostcall import host_options, import_options, run_on_host
 
 BACKUP_DS = 3
 """``Datastore::DatastoreType`` BACKUP_DS, as ``Datastore::to_xml`` writes TYPE."""

@@ -1,9 +1,9 @@
 """The transfer driver (TM_MAD ``ipfs``): one function per action in oned's transfer files, and the table.
 
 Actions run on the frontend with oned's argument lists; whatever touches a disk runs on its host
-through ``hostcall``, and whatever touches an image's recorded content goes through the same
-rules as the datastore driver (``datastore.content``), so a saved disk is a new version of the
-image held exactly like an imported one.
+through the channel to the hosts (``hosts``), and whatever touches an image's recorded content goes
+through the same rules as the datastore driver (``datastore.content``), so a saved disk is a new
+version of the image held exactly like an imported one.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, BinaryIO
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
+from one_ipfs.hosts.calls import host_options as _options
+from one_ipfs.hosts.calls import import_options, run_on_host
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import dispatch, log_info
-from one_ipfs.transfer.hostcall import host_options as _options
-from one_ipfs.transfer.hostcall import import_options, run_on_host
 
 SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 # System datastores whose hosts report disk sizes themselves, from a ``.monitor`` marker.
