@@ -16,7 +16,9 @@ from typing import Any
 from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
-from one_ipfs.hosts.calls import run_on_host
+from one_ipfs.host.protocol import Warm
+from one_ipfs.hosts.calls import call as call_host
+from one_ipfs.hosts.calls import host_node
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.opennebula import cli
@@ -175,31 +177,24 @@ def prefetch(
     """Have every host's node hold the image's current content, in its cache as an entry no disk uses yet
     (host ``warm``); per host its result or its error."""
     config = image.config
-    argv = [
-        "--cid",
-        str(image.cid),
-        "--api",
-        config.host_api,
-        "--timeout",
-        f"{config.transfer_timeout:g}",
-        "--stall-timeout",
-        f"{config.stall_timeout:g}",
-        "--cache-max-mb",
-        str(config.host_cache_mb),
-    ]
-    if config.host_api_auth_file:
-        argv += ["--api-auth-file", config.host_api_auth_file]
+    request = Warm(
+        cid=str(image.cid),
+        node=host_node(config),
+        timeout=config.transfer_timeout,
+        stall_timeout=config.stall_timeout,
+        cache_max_mb=config.host_cache_mb,
+    )
 
     def warm(host: str) -> Reply:
         sent = time.time()
         destination = ssh_destination(host)
         log.info("%s: one-ipfs-host warm %s, over ssh %s", host, image.cid, destination)
         try:
-            result = run_on_host(destination, "warm", argv, timeout=config.transfer_timeout + HOST_CALL_SLACK)
+            held = call_host(destination, request, timeout=config.transfer_timeout + HOST_CALL_SLACK)
         except OneIpfsError as exc:
             reply = Reply(host, {}, str(exc).removeprefix(f"{destination}: "), sent_at=sent)
         else:
-            reply = Reply(host, result, sent_at=sent, received_at=time.time())
+            reply = Reply(host, {"cid": held.cid, "size": held.size}, sent_at=sent, received_at=time.time())
         if progress is not None:
             progress(reply)
         return reply

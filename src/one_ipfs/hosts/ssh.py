@@ -3,6 +3,7 @@ host, and the host's log lines relayed live into the driver's log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import stat
@@ -50,8 +51,11 @@ def control_folder() -> Path | None:
     return folder
 
 
-def run_relayed(host: str, remote: list[str], *, timeout: float, reuse: bool = True) -> tuple[int, str, str]:
-    """Run over ssh, relaying the host's log lines live; return (exit code, stdout, last plain line).
+def run_relayed(
+    host: str, remote: list[str], stdin: bytes, *, timeout: float, reuse: bool = True
+) -> tuple[int, str, str]:
+    """Run over ssh with ``stdin`` as its input, relaying the host's log lines live; return (exit code,
+    stdout, last plain line).
 
     A shared connection that fails before the command started (its host went away while it sat idle,
     or the host allows no more sessions on it) is not the last word: a connection of its own follows,
@@ -60,10 +64,11 @@ def run_relayed(host: str, remote: list[str], *, timeout: float, reuse: bool = T
     control = control_folder() if reuse else None
     process = subprocess.Popen(
         ssh_argv(host, remote, control=control),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    _send(process, stdin)
     plain: list[str] = []
     logged: list[str] = []
     relay = threading.Thread(target=_relay_log, args=(process.stderr, plain, logged), daemon=True)
@@ -89,7 +94,7 @@ def run_relayed(host: str, remote: list[str], *, timeout: float, reuse: bool = T
         raise HostError(f"{host}: the host side did not finish within {timeout:g} s")
     relay.join(timeout=5)
     if process.returncode == SSH_FAILED and not logged and control is not None:
-        return run_relayed(host, remote, timeout=timeout, reuse=False)
+        return run_relayed(host, remote, stdin, timeout=timeout, reuse=False)
     reason = plain[-1] if plain else ""
     if process.returncode == SSH_FAILED and not reason:
         # Log lines came: the command ran, and the connection broke under it (it cleans up by itself).
@@ -97,6 +102,16 @@ def run_relayed(host: str, remote: list[str], *, timeout: float, reuse: bool = T
             "the ssh connection to the host was lost mid-way" if logged else "ssh could not reach the host"
         )
     return process.returncode, out.decode(errors="replace"), reason
+
+
+def _send(process: subprocess.Popen[bytes], data: bytes) -> None:
+    """A request is far smaller than a pipe's buffer: written at once, then closed (end of input)."""
+    if process.stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.write(data)
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.close()
 
 
 def _relay_log(stream: IO[bytes] | None, plain: list[str], logged: list[str]) -> None:
