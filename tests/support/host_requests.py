@@ -11,9 +11,17 @@ from typing import Any
 
 from one_ipfs.host import protocol
 
-NODE = {"api": "api", "api-auth-file": "auth_file"}
-SETTINGS = {"chunker": "chunker", "cid-version": "cid_version", "raw-leaves": "raw_leaves", "hash": "hash"}
-SETTINGS_TYPES = {"chunker": "str", "cid_version": "int", "raw_leaves": "bool", "hash": "str"}
+NESTED = {
+    "api": ("node", "api", "str"),
+    "api-auth-file": ("node", "auth_file", "str"),
+    "cache-dir": ("cache", "folder", "str"),
+    "cache-max-mb": ("cache", "max_mb", "int"),
+    "chunker": ("settings", "chunker", "str"),
+    "cid-version": ("settings", "cid_version", "int"),
+    "raw-leaves": ("settings", "raw_leaves", "bool"),
+    "hash": ("settings", "hash", "str"),
+}
+"""Options that are fields of a nested object: (its field in the request, its name in it, its type)."""
 WHOLE = re.compile(r"-?[0-9]+")
 NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?|nan|inf)")
 
@@ -29,11 +37,9 @@ def request_line(words: list[str]) -> str:
     pairs = words[1:]
     for index in range(0, len(pairs) - 1, 2):
         option, value = pairs[index].removeprefix("--"), pairs[index + 1]
-        if option in NODE:
-            request.setdefault("node", {})[NODE[option]] = value
-        elif option in SETTINGS:
-            name = SETTINGS[option]
-            request.setdefault("settings", {})[name] = _typed(value, SETTINGS_TYPES[name])
+        if option in NESTED:
+            part, name, annotation = NESTED[option]
+            request.setdefault(part, {})[name] = _typed(value, annotation)
         else:
             name = option.replace("-", "_")
             request[name] = _typed(value, types.get(name, "str"))

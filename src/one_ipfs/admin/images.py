@@ -18,7 +18,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.host.protocol import Warm
 from one_ipfs.hosts.calls import call as call_host
-from one_ipfs.hosts.calls import host_node
+from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.opennebula import cli
@@ -182,7 +182,7 @@ def prefetch(
         node=host_node(config),
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
-        cache_max_mb=config.host_cache_mb,
+        cache=host_cache(config),
     )
 
     def warm(host: str) -> Reply:

@@ -31,7 +31,7 @@ def _client(node: p.Node) -> KuboClient:
 
 
 def _cache(request: Any) -> HostCache:
-    return HostCache(request.cache_dir or inputs.default_cache_dir())
+    return HostCache(request.cache.folder or inputs.default_cache_dir())
 
 
 def _fetch(r: p.Fetch) -> p.Deployed:
@@ -49,7 +49,7 @@ def _fetch(r: p.Fetch) -> p.Deployed:
         vm=r.vm,
         timeout=r.timeout,
         stall_timeout=r.stall_timeout,
-        cache_max_mb=r.cache_max_mb,
+        cache_max_mb=r.cache.max_mb,
     )
     return p.Deployed(**deployed)
 
@@ -65,7 +65,7 @@ def _prefetch(r: p.Prefetch) -> p.Stored:
         vm=r.vm,
         timeout=r.timeout,
         stall_timeout=r.stall_timeout,
-        cache_max_mb=r.cache_max_mb,
+        cache_max_mb=r.cache.max_mb,
     )
     return p.Stored(**held)
 
@@ -77,7 +77,7 @@ def _warm(r: p.Warm) -> p.Held:
         r.cid,
         timeout=r.timeout,
         stall_timeout=r.stall_timeout,
-        cache_max_mb=r.cache_max_mb,
+        cache_max_mb=r.cache.max_mb,
     )
     return p.Held(**held)
 
@@ -98,18 +98,18 @@ def _save(r: p.Save) -> p.Stored:
 
 def _delete_disk(r: p.DeleteDisk) -> p.Removed:
     commands.delete_disk(
-        _client(r.node), _cache(r), r.disk, vm=r.vm, timeout=r.timeout, cache_max_mb=r.cache_max_mb
+        _client(r.node), _cache(r), r.disk, vm=r.vm, timeout=r.timeout, cache_max_mb=r.cache.max_mb
     )
     return p.Removed()
 
 
 def _delete_folder(r: p.DeleteFolder) -> p.Removed:
-    commands.delete_folder(_client(r.node), _cache(r), r.dir, timeout=r.timeout, cache_max_mb=r.cache_max_mb)
+    commands.delete_folder(_client(r.node), _cache(r), r.dir, timeout=r.timeout, cache_max_mb=r.cache.max_mb)
     return p.Removed()
 
 
 def _release(r: p.Release) -> p.Done:
-    commands.release(_client(r.node), _cache(r), r.vm, timeout=r.timeout, cache_max_mb=r.cache_max_mb)
+    commands.release(_client(r.node), _cache(r), r.vm, timeout=r.timeout, cache_max_mb=r.cache.max_mb)
     return p.Done()
 
 

@@ -137,6 +137,14 @@ class Node:
     auth_file: str | None = given(optional(text(inputs.secret_file)), None)
 
 
+@dataclass(frozen=True)
+class Cache:
+    """The host cache: its folder (None: beside the system datastores) and the MiB it keeps at most."""
+
+    folder: Path | None = given(optional(text(inputs.cache_dir)), None)
+    max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+
+
 R = TypeVar("R")
 
 
@@ -240,8 +248,7 @@ class Fetch(Request[Deployed]):
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, TRANSFER_TIMEOUT)
     stall_timeout: float = given(seconds, STALL_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -259,8 +266,7 @@ class Prefetch(Request[Stored]):
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, TRANSFER_TIMEOUT)
     stall_timeout: float = given(seconds, STALL_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -273,8 +279,7 @@ class Warm(Request[Held]):
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, TRANSFER_TIMEOUT)
     stall_timeout: float = given(seconds, STALL_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,7 @@ class Save(Request[Stored]):
     vm: int | None = given(optional(whole(inputs.identifier)), None)
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, TRANSFER_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -306,8 +311,7 @@ class DeleteDisk(Request[Removed]):
     vm: int | None = given(optional(whole(inputs.identifier)), None)
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, HOUSEKEEPING_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -320,8 +324,7 @@ class DeleteFolder(Request[Removed]):
     dir: Path = given(text(inputs.vm_folder))
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, HOUSEKEEPING_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -333,8 +336,7 @@ class Release(Request[Done]):
     vm: int = given(whole(inputs.identifier))
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, HOUSEKEEPING_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
-    cache_max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -413,7 +415,7 @@ class MonitorMarker(Request[Done]):
 class CacheStatus(Request[CacheListing]):
     command = "cache-status"
     result = CacheListing
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -425,7 +427,7 @@ class CacheEvict(Request[Evicted]):
     keep_mb: int = given(whole(inputs.cache_mb))
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, HOUSEKEEPING_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)
@@ -439,7 +441,7 @@ class BackupAdd(Request[Held]):
     settings: ImportSettings = given(import_settings, ImportSettings())
     node: Node = given(nested(Node), Node())
     timeout: float = given(seconds, TRANSFER_TIMEOUT)
-    cache_dir: Path | None = given(optional(text(inputs.cache_dir)), None)
+    cache: Cache = given(nested(Cache), Cache())
 
 
 @dataclass(frozen=True)

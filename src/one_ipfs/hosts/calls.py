@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.errors import HostError, InvalidInput
-from one_ipfs.host.protocol import Node, R, Request, read_result, to_json
+from one_ipfs.host.protocol import Cache, Node, R, Request, read_result, to_json
 from one_ipfs.hosts.bundle import STALE_BUNDLE, launcher_argv, ship_bundle
 from one_ipfs.hosts.ssh import run_relayed
 
@@ -34,3 +34,8 @@ def call(host: str, request: Request[R], *, timeout: float) -> R:
 def host_node(config: DatastoreConfig) -> Node:
     """The Kubo node on a datastore's hosts (IPFS_HOST_API and the file with its secret)."""
     return Node(config.host_api, config.host_api_auth_file or None)
+
+
+def host_cache(config: DatastoreConfig) -> Cache:
+    """The host cache of a datastore's hosts, in its place, at most IPFS_HOST_CACHE_MB."""
+    return Cache(max_mb=config.host_cache_mb)

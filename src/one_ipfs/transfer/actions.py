@@ -22,7 +22,7 @@ from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
-from one_ipfs.hosts.calls import host_node
+from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
@@ -177,7 +177,7 @@ def _fetch_on_host(
         node=host_node(config),
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
-        cache_max_mb=config.host_cache_mb,
+        cache=host_cache(config),
     )
     _on_host(request.disk.host, fetch, config, request.vm_id)
 
@@ -353,11 +353,11 @@ def delete(call: TmCall) -> None:
     location = Location.parse(target)
     vm = _int(vm_id, "the VM id")
     config = _config(_int(ds_id, "the datastore id"))
-    node, path, cache_max_mb = host_node(config), Path(location.path), config.host_cache_mb
+    node, path, cache = host_node(config), Path(location.path), host_cache(config)
     removal: protocol.DeleteDisk | protocol.DeleteFolder = (
-        protocol.DeleteDisk(disk=path, vm=vm, node=node, cache_max_mb=cache_max_mb)
+        protocol.DeleteDisk(disk=path, vm=vm, node=node, cache=cache)
         if disk_id_of(location.path) is not None
-        else protocol.DeleteFolder(dir=path, node=node, cache_max_mb=cache_max_mb)
+        else protocol.DeleteFolder(dir=path, node=node, cache=cache)
     )
     _on_host(location.host, removal, config, vm)
 
@@ -465,7 +465,7 @@ def _release_vm(host: str, step: MigrationStep) -> None:
 
 
 def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
-    release = protocol.Release(vm=vm_id, node=host_node(config), cache_max_mb=config.host_cache_mb)
+    release = protocol.Release(vm=vm_id, node=host_node(config), cache=host_cache(config))
     hosts.call(host, release, timeout=_host_timeout(config))
 
 
