@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 from one_ipfs import __version__
 from one_ipfs.admin.cli import main
 from one_ipfs.errors import InvalidInput
+from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB
 from one_ipfs.opennebula import oned_conf, vmm_execrc
-from one_ipfs.opennebula.install import BUNDLE_STAMP, HOST_LIB
 
 # Trimmed from OpenNebula's share/etc/oned.conf: vectors over several lines, comments inside vectors,
 # a commented-out DATASTORE_MAD, quoted '#' and ']' characters, tabs and a CRLF-free mix of spacing.

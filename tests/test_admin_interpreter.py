@@ -18,7 +18,8 @@ from one_ipfs.admin import remote
 from one_ipfs.admin.cli import main
 from one_ipfs.admin.doctor import Target, diagnose
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site
-from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, HOST_LIB, write_host_bundle
+from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, write_host_bundle
+from one_ipfs.opennebula.install import DEFAULTS
 from tests.test_admin_install import ONED_CONF, self_contained_one, stand_in_python, tree
 from tests.test_admin_site import stand_ins
 

@@ -15,10 +15,13 @@ from one_ipfs.datastore import actions, backups, content
 from one_ipfs.datastore.backup_chain import BackupId
 from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
+from one_ipfs.host import protocol
 from one_ipfs.host.backups import backup_files, token
+from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula.action import DsAction, parse_backed_up_vm, read_ds_action
 from tests.hostile.corpus import BILLION_LAUGHS, action, b64, datastore, image
 from tests.hostile.harness import CID
+from tests.support.host_requests import request_line
 
 BACKUP_DS = datastore(TYPE="3", NAME="ipfs-backups", TM_MAD="-")
 IMAGE_DS = datastore()
@@ -39,7 +42,7 @@ def no_host_call(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> dict[str, str]:
         raise AssertionError("a host was called")
 
-    monkeypatch.setattr(backups, "run_on_host", refuse)
+    monkeypatch.setattr(host_calls, "call", refuse)
 
 
 @pytest.mark.parametrize(
@@ -308,7 +311,9 @@ def test_the_host_refuses_a_backup_folder_that_is_a_link(vm_folder: Path) -> Non
 def test_the_host_command_refuses_hostile_options_in_one_line(
     capsys: pytest.CaptureFixture[str], words: list[str]
 ) -> None:
-    code = host_cli.main(["backup-add", *words])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(request_line(["backup-add", *words])))
+        code = host_cli.main()
 
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO:")]
     assert code == 1 and len(lines) == 1
@@ -321,18 +326,18 @@ def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_t
     """What backup_cancel's SIGTERM does to a backup under way (``Cancelled`` raised where it stands)."""
     calls: list[str] = []
 
-    def on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, object]:
-        calls.append(command)
-        if command == fails_at:
+    def on_host(host: str, request: protocol.Request[object], *, timeout: float) -> object:
+        calls.append(request.command)
+        if request.command == fails_at:
             raise Cancelled("cancelled")
-        return {"cid": CID, "size": 1 << 20} if command == "backup-add" else {}
+        return protocol.Held(CID, 1 << 20) if isinstance(request, protocol.BackupAdd) else request.result()
 
     def hold(cid: str, name: str, config: object, total_bytes: int | None = None) -> None:
         calls.append(f"hold {name}")
         if fails_at == "hold":
             raise Cancelled("cancelled")
 
-    monkeypatch.setattr(backups, "run_on_host", on_host)
+    monkeypatch.setattr(host_calls, "call", on_host)
     monkeypatch.setattr(content, "hold", hold)
     monkeypatch.setattr(content, "release", lambda cid, name, config: calls.append(f"release {name}"))
 
@@ -347,7 +352,7 @@ def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_t
 
 
 def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backups, "run_on_host", lambda *args, **kwargs: {"cid": CID, "size": (5 << 20) + 1})
+    monkeypatch.setattr(host_calls, "call", lambda *args, **kwargs: protocol.Held(CID, (5 << 20) + 1))
     monkeypatch.setattr(content, "hold", lambda *args, **kwargs: None)
 
     printed = actions.run("backup", ARGS, backup_stdin())

@@ -18,6 +18,7 @@ import pytest
 from one_ipfs.host import __main__ as host_cli
 from one_ipfs.ipfs import network
 from one_ipfs.ipfs.rpc import ImportSettings
+from tests.support.host_requests import request_line
 from tests.test_rpc import LocalNode
 
 pytestmark = pytest.mark.bed
@@ -56,7 +57,9 @@ def image_bytes() -> bytes:
 def host_command(
     capsys: pytest.CaptureFixture[str], host: LocalNode, *words: str
 ) -> tuple[int, dict[str, Any], list[str]]:
-    code = host_cli.main([*words, "--api", host.node.api])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdin", io.StringIO(request_line([*words, "--api", host.node.api])))
+        code = host_cli.main()
     captured = capsys.readouterr()
     plain = [line for line in captured.err.splitlines() if not line.startswith(("INFO:", "ERROR:"))]
     return code, json.loads(captured.out) if captured.out.strip() else {}, plain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -21,12 +22,14 @@ import pytest
 from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import cache as cache_module
-from one_ipfs.host import commands, disks, inputs
+from one_ipfs.host import commands, disks, inputs, protocol
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
 from one_ipfs.ipfs.refs import DAG_PB, Cid
 from one_ipfs.ipfs.rpc import DagLink, ImportSettings, KuboClient
 from one_ipfs.ipfs.transport import Call
+from tests.hostile.harness import CID
+from tests.support.host_requests import request_line
 from tests.support.kubo_wire import Answer, FakeNode
 
 MIB = 1 << 20
@@ -271,8 +274,10 @@ class CliRun:
         return [line for line in self.err.splitlines() if not line.startswith(("INFO:", "ERROR:"))]
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *words: str) -> CliRun:
-    code = cli.main(list(words))
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *words: str) -> CliRun:
+    """The host side given the request ``words`` write (``host_requests``) on its stdin."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(request_line(list(words))))
+    code = cli.main()
     captured = capsys.readouterr()
     return CliRun(code, captured.out, captured.err)
 
@@ -828,7 +833,7 @@ def test_warm_through_the_cli(
     cid = kubo.publish(os.urandom(MIB))
     monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
 
-    run = run_cli(capsys, "warm", "--cid", cid, "--cache-max-mb", "4")
+    run = run_cli(capsys, monkeypatch, "warm", "--cid", cid, "--cache-max-mb", "4")
 
     assert (run.code, run.plain) == (0, [])
     assert json.loads(run.out) == {"cid": cid, "size": MIB}
@@ -865,12 +870,14 @@ def test_resize_grows_a_raw_disk_and_refuses_to_shrink_it(root: Path) -> None:
         commands.resize(disk, 5, timeout=60)
 
 
-def test_monitor_marker_names_the_monitoring_driver(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_monitor_marker_names_the_monitoring_driver(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = root / "datastores" / "0" / "7"
 
-    run = run_cli(capsys, "monitor-marker", "--dir", str(folder))
+    run = run_cli(capsys, monkeypatch, "monitor-marker", "--dir", str(folder))
 
-    assert (run.code, run.out, run.plain) == (0, "", [])
+    assert (run.code, json.loads(run.out), run.plain) == (0, {}, [])
     assert (root / "datastores" / "0" / ".monitor").read_text() == "ssh\n"
 
 
@@ -890,7 +897,7 @@ def test_has_prints_one_json_line(
     cid = kubo.publish(os.urandom(MIB))
     monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
 
-    run = run_cli(capsys, "has", "--cid", cid)
+    run = run_cli(capsys, monkeypatch, "has", "--cid", cid)
 
     assert (run.code, run.plain) == (0, [])
     assert json.loads(run.out) == {"local": False, "size_local": 0, "size": MIB}
@@ -917,8 +924,10 @@ def test_every_cache_command_lists_the_vms_whose_announced_disk_never_came(
     )
     monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
 
-    fetched = run_cli(capsys, "fetch", "--cid", cid, "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
-    deleted = run_cli(capsys, "delete", "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
+    fetched = run_cli(
+        capsys, monkeypatch, "fetch", "--cid", cid, "--disk", str(disk_of_vm(root, 7)), "--vm", "7"
+    )
+    deleted = run_cli(capsys, monkeypatch, "delete", "--disk", str(disk_of_vm(root, 7)), "--vm", "7")
 
     assert json.loads(fetched.out)["awaiting"] == [9]
     assert json.loads(deleted.out) == {"awaiting": [9]}
@@ -937,6 +946,7 @@ def test_fetch_through_the_cli(
 
     run = run_cli(
         capsys,
+        monkeypatch,
         "fetch",
         "--cid",
         cid,
@@ -983,7 +993,7 @@ def test_fetch_through_the_cli(
         (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--timeout", "0"], "timeout"),
         (
             ["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/0/7/disk.0", "--mode", "link"],
-            "invalid choice",
+            "must be one of",
         ),
         (["fetch", "--cid", "{cid}"], "required"),
         (["warm", "--cid", "bafybad!"], "not a valid CID"),
@@ -996,19 +1006,24 @@ def test_fetch_through_the_cli(
             ["monitor-marker", "--dir", "{root}/datastores/0/7", "--tm", "ssh; rm -rf /"],
             "transfer driver name",
         ),
-        (["format-host"], "invalid choice"),
+        (["format-host"], "unknown host command"),
         (["delete", "--disk", "{root}/.ssh/authorized_keys"], "not a disk in a VM folder"),
         (["fetch", "--cid", "{cid}", "--disk", "{root}/datastores/.one-ipfs-cache/bases/{cid}"], "VM folder"),
         (["save", "--disk", "{root}/datastores/0/7/disk.0.part", "--format", "raw"], "not a disk file name"),
     ],
 )
 def test_hostile_input_is_refused_with_one_line(
-    root: Path, kubo: FakeKubo, capsys: pytest.CaptureFixture[str], words: list[str], reason: str
+    root: Path,
+    kubo: FakeKubo,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    words: list[str],
+    reason: str,
 ) -> None:
     cid = kubo.publish(b"x")
     filled = [word.format(root=root, cid=cid) for word in words]
 
-    run = run_cli(capsys, *filled)
+    run = run_cli(capsys, monkeypatch, *filled)
 
     assert (run.code, run.out) == (1, "")
     assert len(run.plain) == 1 and reason in run.plain[0]
@@ -1016,13 +1031,16 @@ def test_hostile_input_is_refused_with_one_line(
 
 
 def test_a_vm_folder_that_is_a_link_is_refused(
-    root: Path, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory
+    root: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     outside = tmp_path_factory.mktemp("outside")
     (root / "datastores" / "0").mkdir(parents=True)
     (root / "datastores" / "0" / "7").symlink_to(outside)
 
-    run = run_cli(capsys, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
+    run = run_cli(capsys, monkeypatch, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
 
     assert run.code == 1 and "inside a VM folder" in run.plain[0]
 
@@ -1034,7 +1052,7 @@ def test_unexpected_error_names_its_type_in_one_line(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(commands, "resize", broken)
-    run = run_cli(capsys, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
+    run = run_cli(capsys, monkeypatch, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
 
     assert (run.code, run.out) == (1, "")
     assert run.plain == ["host resize failed: RuntimeError: boom"]
@@ -1076,3 +1094,20 @@ def test_disk_paths_escaping_by_dot_dot_or_by_a_link_in_the_vm_folder_are_refuse
             inputs.disk_path(text)
     with pytest.raises(InvalidInput, match="link"):
         inputs.vm_folder(f"{folder.parent}/43")
+
+
+def test_every_host_command_has_a_handler_and_its_request_reads_back_as_sent(root: Path) -> None:
+    fetch = protocol.Fetch(
+        cid=CID,
+        disk=disk_of_vm(root, 7),
+        size_mb=2,
+        vm=7,
+        node=protocol.Node("http://127.0.0.1:5001", "/etc/one/secret"),
+        timeout=30.5,
+    )
+    save = protocol.Save(disk=disk_of_vm(root, 7), format="qcow2", settings=ImportSettings("size-262144", 0))
+
+    assert set(cli.HANDLERS) == set(protocol.REQUESTS.values())
+    assert [protocol.read_request(protocol.to_json(sent)) for sent in (fetch, save)] == [fetch, save]
+    with pytest.raises(InvalidInput, match="fetch: vm must be a whole number, not a string"):
+        protocol.read_request(protocol.to_json(fetch).replace('"vm": 7', '"vm": "7"'))

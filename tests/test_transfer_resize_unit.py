@@ -5,11 +5,13 @@ TMs leave it."""
 from __future__ import annotations
 
 import io
-from typing import Any
+from pathlib import Path
 
 import pytest
 
 from one_ipfs.config import load_config
+from one_ipfs.host import protocol
+from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
@@ -19,7 +21,7 @@ RUNNING, POWEROFF = 3, 8
 LCM_RUNNING, LCM_HOTPLUG_RESIZE, LCM_NONE = 3, 62, 0
 
 
-Call = tuple[str, str, list[str]]
+Call = tuple[str, protocol.Request[object]]
 
 
 def resize_on(monkeypatch: pytest.MonkeyPatch, state: int, lcm_state: int) -> list[Call]:
@@ -27,11 +29,11 @@ def resize_on(monkeypatch: pytest.MonkeyPatch, state: int, lcm_state: int) -> li
     made: list[Call] = []
     vm = VmTemplate(7, state, lcm_state, [], VmHistory("h1", 0))
 
-    def run_on_host(host: str, command: str, args: list[str], *, timeout: float) -> dict[str, Any]:
-        made.append((host, command, args))
-        return {}
+    def call(host: str, request: protocol.Request[object], *, timeout: float) -> object:
+        made.append((host, request))
+        return request.result()
 
-    monkeypatch.setattr(actions, "run_on_host", run_on_host)
+    monkeypatch.setattr(host_calls, "call", call)
     monkeypatch.setattr(actions, "_config", lambda datastore_id: load_config({}, defaults={}))
     monkeypatch.setattr(cli, "show_vm", lambda vm_id: vm)
     actions.ACTIONS["resize"](actions.TmCall([DISK, "2048", "7", "100"], io.BytesIO()))
@@ -41,7 +43,7 @@ def resize_on(monkeypatch: pytest.MonkeyPatch, state: int, lcm_state: int) -> li
 def test_the_disk_of_a_powered_off_vm_grows_on_its_host(monkeypatch: pytest.MonkeyPatch) -> None:
     made = resize_on(monkeypatch, POWEROFF, LCM_NONE)
 
-    assert made == [("h1", "resize", ["--disk", "/var/lib/one/datastores/0/7/disk.0", "--size-mb", "2048"])]
+    assert made == [("h1", protocol.Resize(disk=Path("/var/lib/one/datastores/0/7/disk.0"), size_mb=2048))]
 
 
 def test_the_disk_of_a_running_vm_is_left_to_its_hypervisor(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB
 from one_ipfs.opennebula import oned_conf
-from one_ipfs.opennebula.install import BUNDLE_STAMP, DRIVER_DIRS, HOST_LIB, SOURCE_REMOTES
+from one_ipfs.opennebula.install import DRIVER_DIRS, SOURCE_REMOTES
 from tests.test_admin_install import ONED_CONF, self_contained_one
 
 REPO = Path(__file__).resolve().parents[1]

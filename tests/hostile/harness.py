@@ -32,6 +32,7 @@ import one_ipfs.driver as driver
 import one_ipfs.host.__main__ as host_main
 from one_ipfs.admin.cli import main as admin_main
 from one_ipfs.opennebula.output import INTERNAL_ERROR_EXIT
+from tests.support.host_requests import request_line
 
 # DriverExecHelper#get_info_from_execution: the stderr lines OpenNebula treats as log lines.
 MANAGER_LOG_LINE = re.compile(r"^(ERROR|INFO|WARN|DEBUG):\s+(\d+)?\s*(.*)$")
@@ -298,8 +299,8 @@ class World:
         return self._run(lambda: driver.main([kind, action, *args]), stdin)
 
     def host(self, words: list[str]) -> Outcome:
-        """``one-ipfs-host WORDS`` on a host, as the transfer driver runs it over ssh."""
-        return self._run(lambda: host_main.main(words), b"")
+        """The host side given the request ``words`` write (``host_requests``), as the frontend sends it."""
+        return self._run(host_main.main, request_line(words).encode())
 
     def admin(self, words: list[str]) -> Outcome:
         """``one-ipfs WORDS``, the admin CLI."""

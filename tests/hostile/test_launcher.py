@@ -17,6 +17,7 @@ import pytest
 from one_ipfs.opennebula.install import SOURCE_REMOTES
 from tests.hostile.corpus import ALL_CASES, Case
 from tests.hostile.harness import MANAGER_LOG_LINE, World, new_world, placed
+from tests.support.host_requests import request_line
 
 TRIPWIRES = (
     "sh",
@@ -126,7 +127,7 @@ def test_a_launcher_refuses_hostile_input_with_one_line_and_runs_nothing(
     kind, _, name = case.entry.partition(" ")
     args, stdin = placed(world, case.args, case.stdin)
     if kind == "host":
-        command = [sys.executable, "-m", "one_ipfs.host", *args]
+        command, stdin = [sys.executable, "-m", "one_ipfs.host"], request_line(args).encode()
     else:
         command = [str(SOURCE_REMOTES / kind / "ipfs" / name), *args]
     audit, calls = world.tmp / "audit.log", world.tmp / "tripwires.log"

@@ -17,8 +17,8 @@ from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_dest
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
 from one_ipfs.errors import OneIpfsError, OpenNebulaError
-from one_ipfs.opennebula.install import BUNDLE_STAMP, DEFAULTS, DRIVER_DIRS, HOST_LIB, interpreter_problem
-from one_ipfs.transfer.hostcall import remote_lib
+from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, remote_lib
+from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, interpreter_problem
 
 MIN_KUBO = (0, 40)
 MIN_PYTHON = (3, 9)

@@ -16,11 +16,13 @@ from typing import Any
 from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.host.protocol import Warm
+from one_ipfs.hosts.calls import call as call_host
+from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
-from one_ipfs.transfer.hostcall import run_on_host
 
 IPFS_DS_MAD = "ipfs"
 HOST_CALL_SLACK = 60.0
@@ -175,31 +177,24 @@ def prefetch(
     """Have every host's node hold the image's current content, in its cache as an entry no disk uses yet
     (host ``warm``); per host its result or its error."""
     config = image.config
-    argv = [
-        "--cid",
-        str(image.cid),
-        "--api",
-        config.host_api,
-        "--timeout",
-        f"{config.transfer_timeout:g}",
-        "--stall-timeout",
-        f"{config.stall_timeout:g}",
-        "--cache-max-mb",
-        str(config.host_cache_mb),
-    ]
-    if config.host_api_auth_file:
-        argv += ["--api-auth-file", config.host_api_auth_file]
+    request = Warm(
+        cid=str(image.cid),
+        node=host_node(config),
+        timeout=config.transfer_timeout,
+        stall_timeout=config.stall_timeout,
+        cache=host_cache(config),
+    )
 
     def warm(host: str) -> Reply:
         sent = time.time()
         destination = ssh_destination(host)
         log.info("%s: one-ipfs-host warm %s, over ssh %s", host, image.cid, destination)
         try:
-            result = run_on_host(destination, "warm", argv, timeout=config.transfer_timeout + HOST_CALL_SLACK)
+            held = call_host(destination, request, timeout=config.transfer_timeout + HOST_CALL_SLACK)
         except OneIpfsError as exc:
             reply = Reply(host, {}, str(exc).removeprefix(f"{destination}: "), sent_at=sent)
         else:
-            reply = Reply(host, result, sent_at=sent, received_at=time.time())
+            reply = Reply(host, {"cid": held.cid, "size": held.size}, sent_at=sent, received_at=time.time())
         if progress is not None:
             progress(reply)
         return reply

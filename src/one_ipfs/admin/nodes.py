@@ -18,8 +18,9 @@ from defusedxml import ElementTree
 from one_ipfs.admin import remote
 from one_ipfs.config import etc_dir, remotes_dir
 from one_ipfs.errors import HostError, OpenNebulaError
+from one_ipfs.hosts.bundle import installed_digest, remote_lib, ship_bundle
+from one_ipfs.hosts.ssh import SSH_FAILED, ssh_argv
 from one_ipfs.opennebula.location import check_host_name
-from one_ipfs.transfer.hostcall import bundle_digest, remote_lib, ship_bundle, ssh_argv
 
 FRONTEND = "frontend"
 """The frontend's own node, in every table and JSON answer."""
@@ -27,7 +28,6 @@ HOST_NAMED_FRONTEND = f"{FRONTEND} (host)"
 """A host OpenNebula calls ``frontend`` is still a host, checked over ssh: it is shown under this name."""
 SSH_TIMEOUT = 60.0
 PYTHON_MISSING = 127
-SSH_FAILED = 255
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
     host = ssh_destination(node)
     log.info("%s: %s, over ssh %s python3", node, remote.DOING[command], host)
     try:
-        bundle = {"bundle": bundle_digest()} if command in remote.BUNDLED else {}
+        bundle = {"bundle": installed_digest()} if command in remote.BUNDLED else {}
         message = {
             "script": Path(remote.__file__).read_text(encoding="utf-8"),
             "lib": remote_lib(),

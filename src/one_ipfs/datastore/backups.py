@@ -24,12 +24,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn
 
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backup_chain, content
 from one_ipfs.datastore.backup_chain import BackupId
 from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
+from one_ipfs.host import protocol
+from one_ipfs.hosts import calls as hosts
+from one_ipfs.hosts.calls import host_node
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import (
@@ -43,7 +46,6 @@ from one_ipfs.opennebula.action import (
     restore_request,
 )
 from one_ipfs.opennebula.output import log_info
-from one_ipfs.transfer.hostcall import host_options, import_options, run_on_host
 
 BACKUP_DS = 3
 """``Datastore::DatastoreType`` BACKUP_DS, as ``Datastore::to_xml`` writes TYPE."""
@@ -89,10 +91,17 @@ def _store(host: str, folder: str, vm_id: int, config: DatastoreConfig) -> tuple
     token = secrets.token_hex(6)
     backup_id: BackupId | None = None
     try:
-        options = host_options(dir=folder, token=token)
-        added = _on_host(host, "backup-add", options, config, with_import=True)
-        backup_id = BackupId(token, _cid_of(added, host))
-        size = int(added.get("size", 0))
+        request = protocol.BackupAdd(
+            dir=Path(folder),
+            token=token,
+            settings=config.import_settings,
+            node=host_node(config),
+            timeout=config.transfer_timeout,
+        )
+        added = _on_host(host, request, config)
+        parse_cid(added.cid)
+        backup_id = BackupId(token, added.cid)
+        size = added.size
         log_info(f"pinning the backup of VM {vm_id} ({backup_id.cid}) from {host}")
         content.hold(backup_id.cid, backup_id.reference_name, config, total_bytes=size or None)
     except BaseException:
@@ -238,21 +247,8 @@ def _increment_argument(args: list[str]) -> int | None:
     return None if args[1] == "-1" else int(args[1])
 
 
-def _on_host(
-    host: str, command: str, options: list[str], config: DatastoreConfig, *, with_import: bool = False
-) -> dict[str, Any]:
-    node = host_options(api=config.host_api, api_auth_file=config.host_api_auth_file or None)
-    if with_import:
-        node += host_options(timeout=config.transfer_timeout) + import_options(config.import_settings)
-    return run_on_host(host, command, options + node, timeout=config.transfer_timeout + HOST_CALL_SLACK)
-
-
-def _cid_of(result: dict[str, Any], host: str) -> str:
-    cid = result.get("cid")
-    if not isinstance(cid, str):
-        raise InvalidInput(f"{host} did not report the CID of the backup")
-    parse_cid(cid)
-    return cid
+def _on_host(host: str, request: protocol.Request[protocol.R], config: DatastoreConfig) -> protocol.R:
+    return hosts.call(host, request, timeout=config.transfer_timeout + HOST_CALL_SLACK)
 
 
 def _let_go(backup_id: BackupId, config: DatastoreConfig) -> None:
@@ -271,7 +267,7 @@ def _release_on_host(host: str, token: str, config: DatastoreConfig) -> None:
     reach keeps a pin named ``one-ipfs-backup-<token>``, which nothing else uses."""
     with _ignoring_stops():
         try:
-            _on_host(host, "backup-release", host_options(token=token), config)
+            _on_host(host, protocol.BackupRelease(token=token, node=host_node(config)), config)
         except OneIpfsError as exc:
             log_info(f"{host} keeps its pin of backup {token} for now: {exc}")
 

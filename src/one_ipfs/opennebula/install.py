@@ -1,15 +1,12 @@
 """Put the drivers into an OpenNebula remotes tree.
 
 The remotes tree is what oned runs on the frontend and what ``onehost sync`` copies to every host's
-``/var/tmp/one``. Besides the launchers it carries the host-side bundle: the standard-library-only
-part of this package that hosts run over ssh, stamped with a digest so that the transfer driver can
-tell a host that holds another version and ship the right one.
+``/var/tmp/one``. Besides the launchers it carries the host bundle (``one_ipfs.hosts.bundle``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import shutil
 import subprocess
@@ -17,89 +14,14 @@ from pathlib import Path
 
 import one_ipfs
 from one_ipfs.errors import StorageError
+from one_ipfs.hosts.bundle import HOST_LIB, PACKAGE_DIR, write_host_bundle
 
-PACKAGE_DIR = Path(one_ipfs.__file__).resolve().parent
 SOURCE_REMOTES = PACKAGE_DIR / "remotes"
 """The remotes tree as this package ships it (package data, so a wheel carries it too)."""
 DRIVER_LAUNCHER = "one-ipfs-driver"
 DRIVER_DIRS = (Path("datastore/ipfs"), Path("tm/ipfs"), Path("market/ipfs"))
 DEFAULTS = Path("etc/datastore/ipfs/ipfs.conf")
-HOST_LIB = Path("tm/ipfs/lib")
-HOST_LAUNCHER = "one-ipfs-host"
-BUNDLE_STAMP = "BUNDLE"
 COMPILE_TIMEOUT = 120.0
-
-# The modules a host needs: nothing here imports beyond the standard library.
-HOST_MODULES = (
-    "__init__.py",
-    "errors.py",
-    "diskformat.py",
-    "ipfs/__init__.py",
-    "ipfs/rpc.py",
-    "ipfs/transport.py",
-    "ipfs/refs.py",
-    "ipfs/pinning.py",
-    "ipfs/gateway.py",
-    "ipfs/fleet.py",
-    "ipfs/network.py",
-    "ipfs/cluster_peer.py",
-    "host/*.py",
-)
-
-HOST_LAUNCHER_TEXT = """#!/usr/bin/env python3
-# Runs one_ipfs's host side from this folder. The transfer driver passes the bundle digest it expects
-# first; exit status 3 tells it that this host holds another version and needs the bundle shipped.
-import os
-import sys
-
-here = os.path.dirname(os.path.abspath(__file__))
-if len(sys.argv) > 2 and sys.argv[1] == "--bundle":
-    with open(os.path.join(here, "BUNDLE")) as stamp:
-        if stamp.read().strip() != sys.argv[2]:
-            sys.stderr.write("one-ipfs host bundle is out of date\\n")
-            sys.exit(3)
-    del sys.argv[1:3]
-sys.path.insert(0, here)
-from one_ipfs.host.__main__ import main  # noqa: E402
-
-sys.exit(main())
-"""
-
-
-def host_bundle_files() -> list[tuple[Path, Path]]:
-    """(source file, path inside ``lib/one_ipfs``) for every module shipped to hosts."""
-    files: list[tuple[Path, Path]] = []
-    for pattern in HOST_MODULES:
-        for source in sorted(PACKAGE_DIR.glob(pattern)):
-            files.append((source, source.relative_to(PACKAGE_DIR)))
-    return files
-
-
-def bundle_digest() -> str:
-    """A digest of the host bundle's content, so any change to host code is a new version."""
-    digest = hashlib.sha256()
-    for source, relative in host_bundle_files():
-        digest.update(str(relative).encode())
-        digest.update(source.read_bytes())
-    digest.update(HOST_LAUNCHER_TEXT.encode())
-    return digest.hexdigest()[:16]
-
-
-def write_host_bundle(lib_dir: Path) -> str:
-    """Write the host bundle into ``lib_dir`` (replacing an older one) and return its digest."""
-    target = lib_dir / "one_ipfs"
-    if target.exists():
-        shutil.rmtree(target)
-    for source, relative in host_bundle_files():
-        destination = target / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, destination)
-    launcher = lib_dir / HOST_LAUNCHER
-    launcher.write_text(HOST_LAUNCHER_TEXT, encoding="utf-8")
-    launcher.chmod(0o755)
-    digest = bundle_digest()
-    (lib_dir / BUNDLE_STAMP).write_text(digest + "\n", encoding="utf-8")
-    return digest
 
 
 def install_remotes(remotes_dir: Path, python: str) -> None:

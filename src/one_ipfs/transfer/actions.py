@@ -1,9 +1,9 @@
 """The transfer driver (TM_MAD ``ipfs``): one function per action in oned's transfer files, and the table.
 
 Actions run on the frontend with oned's argument lists; whatever touches a disk runs on its host
-through ``hostcall``, and whatever touches an image's recorded content goes through the same
-rules as the datastore driver (``datastore.content``), so a saved disk is a new version of the
-image held exactly like an imported one.
+through the channel to the hosts (``hosts``), and whatever touches an image's recorded content goes
+through the same rules as the datastore driver (``datastore.content``), so a saved disk is a new
+version of the image held exactly like an imported one.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
+from one_ipfs.host import protocol
+from one_ipfs.hosts import calls as hosts
+from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import dispatch, log_info
-from one_ipfs.transfer.hostcall import host_options as _options
-from one_ipfs.transfer.hostcall import import_options, run_on_host
 
 SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 # System datastores whose hosts report disk sizes themselves, from a ``.monitor`` marker.
@@ -38,6 +40,8 @@ GONE_STATES = (4, 6, 9)
 """VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
 HOTPLUG_RESIZE = 62
 """The LCM state of a running VM while one of its disks grows."""
+Awaited = TypeVar("Awaited", protocol.Deployed, protocol.Stored, protocol.Removed)
+"""The results that list the VMs whose announced disks have not arrived."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,11 @@ def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, conten
         return config.result(), disk.result(), held.result()
 
 
-def _formats(held: content.Content, disk: VmDisk) -> dict[str, str | None]:
-    """The host options for formats: what the content's bytes are, and what oned tells the hypervisor
+def _formats(held: content.Content, disk: VmDisk) -> tuple[str | None, str | None]:
+    """The formats a host deploys with: what the content's bytes are, and what oned tells the hypervisor
     the disk is (DISK/DRIVER, forced to the image's FORMAT), which the disk file must be."""
     asked = disk.format if disk.format in DISK_FORMATS else None
-    return {"format": held.format if held.format in DISK_FORMATS else asked, "disk_format": asked}
+    return (held.format if held.format in DISK_FORMATS else asked), asked
 
 
 def _deploy_mode(config: DatastoreConfig, disk: VmDisk) -> str:
@@ -142,7 +146,7 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
         config,
         cid=held.cid,
         size_mb=max(disk.size_mb or 0, disk.original_size_mb or 0),
-        **_formats(held, disk),
+        formats=_formats(held, disk),
         mode=mode,
         monitor_tm=(system_tm or "ssh") if system_tm in ("", *LOCALLY_MONITORED) else None,
     )
@@ -150,20 +154,32 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
 
 
 def _fetch_on_host(
-    request: DiskRequest, path: str, config: DatastoreConfig, **values: str | int | None
+    request: DiskRequest,
+    path: str,
+    config: DatastoreConfig,
+    *,
+    cid: str,
+    formats: tuple[str | None, str | None],
+    mode: str,
+    size_mb: int = 0,
+    monitor_tm: str | None = None,
 ) -> None:
     """The host's ``fetch`` of content into ``path`` (the disk, or a snapshot of it) for the request's VM."""
-    options = _options(
-        disk=path,
+    fetch = protocol.Fetch(
+        cid=cid,
+        disk=Path(path),
+        mode=mode,
+        format=formats[0],
+        disk_format=formats[1],
+        size_mb=size_mb,
+        monitor_tm=monitor_tm,
         vm=request.vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
+        node=host_node(config),
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
-        cache_max_mb=config.host_cache_mb,
-        **values,
+        cache=host_cache(config),
     )
-    _on_host(request.disk.host, "fetch", options, config, request.vm_id)
+    _on_host(request.disk.host, fetch, config, request.vm_id)
 
 
 def _fetch_snapshots(
@@ -184,7 +200,7 @@ def _fetch_snapshots(
             continue
         path = f"{request.disk.path}.snap/{snapshot_id}"
         formats = _formats(content.Content(cid, held.format), disk)
-        _fetch_on_host(request, path, config, cid=cid, **formats, mode="copy")
+        _fetch_on_host(request, path, config, cid=cid, formats=formats, mode="copy")
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
@@ -255,20 +271,17 @@ def _add_on_host(
     host: str, path: str, *, saved_format: str, vm_disk: VmDisk, vm_id: int, config: DatastoreConfig
 ) -> tuple[str, int]:
     """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``."""
-    options = _options(
-        disk=path,
+    save = protocol.Save(
+        disk=Path(path),
         format=saved_format,
         disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
+        settings=config.import_settings,
         vm=vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
+        node=host_node(config),
         timeout=config.transfer_timeout,
-    ) + import_options(config.import_settings)
-    saved = _on_host(host, "save", options, config, vm_id)
-    cid = saved.get("cid")
-    if not isinstance(cid, str):
-        raise InvalidInput(f"{host} did not report the CID of the saved {path[:200]}")
-    return cid, int(saved.get("size", 0))
+    )
+    saved = _on_host(host, save, config, vm_id)
+    return saved.cid, saved.size
 
 
 def _save_snapshots(disk: Location, source: str, vm_id: int, datastore_id: int) -> None:
@@ -340,15 +353,13 @@ def delete(call: TmCall) -> None:
     location = Location.parse(target)
     vm = _int(vm_id, "the VM id")
     config = _config(_int(ds_id, "the datastore id"))
-    kind = "disk" if disk_id_of(location.path) is not None else "dir"
-    options = _options(
-        **{kind: location.path},
-        vm=vm,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
-        cache_max_mb=config.host_cache_mb,
+    node, path, cache = host_node(config), Path(location.path), host_cache(config)
+    removal: protocol.DeleteDisk | protocol.DeleteFolder = (
+        protocol.DeleteDisk(disk=path, vm=vm, node=node, cache=cache)
+        if disk_id_of(location.path) is not None
+        else protocol.DeleteFolder(dir=path, node=node, cache=cache)
     )
-    _on_host(location.host, "delete", options, config, vm)
+    _on_host(location.host, removal, config, vm)
 
 
 def mv(call: TmCall) -> None:
@@ -379,18 +390,17 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
     if not disk.source:
         return
     held = content.current_content(disk.source, config)
-    options = _options(
+    prefetch = protocol.Prefetch(
         cid=held.cid,
-        disk=path,
-        format=_formats(held, disk)["format"],
+        disk=Path(path),
+        format=_formats(held, disk)[0],
         mode=_deploy_mode(config, disk),
         vm=vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
+        node=host_node(config),
         timeout=config.transfer_timeout,
         stall_timeout=config.stall_timeout,
     )
-    _on_host(host, "prefetch", options, config, vm_id)
+    _on_host(host, prefetch, config, vm_id)
 
 
 @dataclass(frozen=True)
@@ -455,24 +465,16 @@ def _release_vm(host: str, step: MigrationStep) -> None:
 
 
 def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
-    options = _options(
-        vm=vm_id,
-        api=config.host_api,
-        api_auth_file=config.host_api_auth_file or None,
-        cache_max_mb=config.host_cache_mb,
-    )
-    run_on_host(host, "release", options, timeout=_host_timeout(config))
+    release = protocol.Release(vm=vm_id, node=host_node(config), cache=host_cache(config))
+    hosts.call(host, release, timeout=_host_timeout(config))
 
 
-def _on_host(
-    host: str, command: str, options: list[str], config: DatastoreConfig, vm_id: int
-) -> dict[str, Any]:
+def _on_host(host: str, request: protocol.Request[Awaited], config: DatastoreConfig, vm_id: int) -> Awaited:
     """Run a host command for VM ``vm_id``, then settle the references the host holds for other VMs'
     disks that never arrived (``_reconcile``)."""
-    result = run_on_host(host, command, options, timeout=_host_timeout(config))
-    awaiting = result.get("awaiting")
-    for other in awaiting if isinstance(awaiting, list) else []:
-        if isinstance(other, int) and other != vm_id:
+    result = hosts.call(host, request, timeout=_host_timeout(config))
+    for other in result.awaiting:
+        if other != vm_id:
             _reconcile(host, other, config)
     return result
 
@@ -492,7 +494,7 @@ def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
         log_info(f"the cache references of VM {vm_id} on {host} were left for a later action: {exc}")
 
 
-def _snapshot_step(command: str) -> Callable[[TmCall], None]:
+def _snapshot_step(kind: type[protocol.SnapshotCreate]) -> Callable[[TmCall], None]:
     """snap_create, snap_revert and snap_delete: each a file operation on the disk's host."""
 
     def step(call: TmCall) -> None:
@@ -502,14 +504,11 @@ def _snapshot_step(command: str) -> Callable[[TmCall], None]:
         snap_id = _int(value, "snap_id")
         _int(vm_id, "the VM id")
         config = _config(_int(ds_id, "the datastore id"))
-        run_on_host(
-            location.host,
-            command,
-            ["--disk", location.path, "--snap-id", str(snap_id)],
-            timeout=_host_timeout(config),
+        hosts.call(
+            location.host, kind(disk=Path(location.path), snap_id=snap_id), timeout=_host_timeout(config)
         )
 
-    step.__doc__ = f"``{command}`` on the disk's host, as OpenNebula's ssh driver does for file disks."
+    step.__doc__ = f"``{kind.command}`` on the disk's host, as OpenNebula's ssh driver does for file disks."
     return step
 
 
@@ -525,10 +524,9 @@ def resize(call: TmCall) -> None:
     if cli.show_vm(vm).lcm_state == HOTPLUG_RESIZE:
         log_info(f"{location.path} is the disk of running VM {vm}: its hypervisor grows it")
         return
-    run_on_host(
+    hosts.call(
         location.host,
-        "resize",
-        ["--disk", location.path, "--size-mb", str(size_mb)],
+        protocol.Resize(disk=Path(location.path), size_mb=size_mb),
         timeout=_host_timeout(config),
     )
 
@@ -551,9 +549,14 @@ def snap_create_live(call: TmCall) -> None:
         raise InvalidInput(f"VM {vm.id} has no DEPLOY_ID: it is not running on a hypervisor")
     config = _config(_int(ds_id, "the datastore id"))
     uri = read_defaults(remotes_dir() / KVMRC).get("LIBVIRT_URI") or DEFAULT_LIBVIRT_URI
-    options = ["--disk", location.path, "--snap-id", str(snap_id), "--domain", vm.deploy_id]
-    options += ["--libvirt-uri", uri, "--timeout", f"{config.transfer_timeout:g}"]
-    run_on_host(location.host, "snapshot-create-live", options, timeout=_host_timeout(config))
+    snapshot = protocol.SnapshotCreateLive(
+        disk=Path(location.path),
+        snap_id=snap_id,
+        domain=vm.deploy_id,
+        libvirt_uri=uri,
+        timeout=config.transfer_timeout,
+    )
+    hosts.call(location.host, snapshot, timeout=_host_timeout(config))
 
 
 def monitor(call: TmCall) -> str:
@@ -573,10 +576,10 @@ ACTIONS: dict[str, Callable[[TmCall], str | None]] = {
     "premigrate": premigrate,
     "postmigrate": postmigrate,
     "failmigrate": failmigrate,
-    "snap_create": _snapshot_step("snapshot-create"),
+    "snap_create": _snapshot_step(protocol.SnapshotCreate),
     "snap_create_live": snap_create_live,
-    "snap_revert": _snapshot_step("snapshot-revert"),
-    "snap_delete": _snapshot_step("snapshot-delete"),
+    "snap_revert": _snapshot_step(protocol.SnapshotRevert),
+    "snap_delete": _snapshot_step(protocol.SnapshotDelete),
     "resize": resize,
     "monitor": monitor,
 }
