@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
-from one_ipfs.errors import IpfsTimeout
+from one_ipfs.errors import ContentNotFound, IpfsTimeout
 from one_ipfs.ipfs import pinning
+from one_ipfs.ipfs.fleet import FetchOrder
 from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
 from one_ipfs.ipfs.transport import Call
@@ -315,3 +317,39 @@ def test_a_node_moving_blocks_for_others_keeps_its_connections_while_the_root_wa
         stat(node, stall_timeout=0.3)
 
     assert node.disconnected == []
+
+
+class HoldingFleet:
+    """Another host of the fleet holding every leaf: what this host reads from it is counted."""
+
+    def __init__(self) -> None:
+        self.read: list[str] = []
+
+    def read_from(self, holder: str, leaf: str, timeout: float) -> bytes | None:
+        self.read.append(leaf)
+        return b"\0" * MIB
+
+
+def test_a_warm_host_reads_from_other_hosts_only_the_leaves_its_own_node_lacks() -> None:
+    leaves = [f"bafkreileaf{i}" for i in range(16)]
+    held_here = set(leaves[:12])  # the blocks a new version shares with the one this host deployed
+
+    def block_stat(call: Call) -> dict[str, object]:
+        if call.params.get("offline") == "true" and call.args[0] not in held_here:
+            raise ContentNotFound(f"ipfs block stat: block was not found locally (offline): {call.args[0]}")
+        return {"Key": call.args[0], "Size": MIB}
+
+    node = FakeNode({"block/stat": block_stat}).client()
+    layout = FileLayout(ROOT, 16 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
+    order = FetchOrder(leaves, "me", alone_at_once=2)
+    order.heard("other", (1 << len(leaves)) - 1)
+    fleet = HoldingFleet()
+    fleet_member: Any = fleet
+    fetch = pinning._LeafFetch(
+        node, layout, order, fleet_member, log=lambda _: None, timeout=30, stall_timeout=5, sink=None
+    )
+
+    fetch.work()
+
+    assert order.held() == (1 << len(leaves)) - 1
+    assert fleet.read and not set(fleet.read) & held_here

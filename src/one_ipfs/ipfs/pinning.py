@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from one_ipfs.errors import IpfsError, IpfsTimeout
+from one_ipfs.errors import ContentNotFound, IpfsError, IpfsTimeout
 from one_ipfs.ipfs.fleet import OWN_AT_ONCE, FetchOrder, Fleet
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient, PinProgress
 
@@ -333,6 +333,9 @@ class _LeafFetch:
 
     def _fetch(self, leaf: Leaf, holder: str | None) -> None:
         if holder is not None and self._fleet is not None:
+            if self._held_here(leaf):
+                self._arrived(leaf, None)
+                return
             wait = min(READ_FROM_HOLDER, max(self._deadline - time.monotonic(), 0.001))
             data = self._fleet.read_from(holder, leaf.cid, wait)
             if data is not None:
@@ -352,6 +355,15 @@ class _LeafFetch:
                 continue
             self._arrived(leaf, None)
             return
+
+    def _held_here(self, leaf: Leaf) -> bool:
+        """Whether this node holds the leaf already (an unchanged block of a warm deploy), so that no
+        other host sends it again."""
+        try:
+            self._client.block_stat(leaf.cid, offline=True, timeout=self._stall_timeout)
+        except ContentNotFound:
+            return False
+        return True
 
     def _arrived(self, leaf: Leaf, data: bytes | None) -> None:
         self._last_block = time.monotonic()

@@ -286,9 +286,11 @@ class KuboClient:
         with self._open("block/get", (cid,), {}, timeout) as response:
             return b"".join(response.body())
 
-    def block_stat(self, cid: str, *, timeout: float | None = None) -> int:
-        """Size of one block; a block the node lacks is fetched from its peers first."""
-        return int(self._call("block/stat", (cid,), {}, timeout).get("Size", 0))
+    def block_stat(self, cid: str, *, offline: bool = False, timeout: float | None = None) -> int:
+        """Size of one block; a block the node lacks is fetched from its peers first, or with ``offline``
+        is ContentNotFound."""
+        params = {"offline": "true"} if offline else {}
+        return int(self._call("block/stat", (cid,), params, timeout).get("Size", 0))
 
     def block_put(self, data: bytes, *, timeout: float | None = None) -> str:
         """Store one raw block (CIDv1, sha2-256) and return its CID."""
