@@ -267,32 +267,6 @@ class GenuineOne:
     ) -> VirtualMachine:
         """``onevm create --hold`` + ``onevm deploy``; returns the VM RUNNING, or raises with its ERROR
         (the VM is left where oned left it, e.g. PROLOG_FAILURE)."""
-        oid = self._held(disks, context=context, name=name)
-        self._command(["onevm", "deploy", str(oid), host, str(system_ds)], "one.vm.deploy")
-        return self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="")
-
-    def vm_deploy_at_once(
-        self,
-        plan: Sequence[tuple[Sequence[DiskRef], str]],
-        *,
-        context: bool = True,
-        system_ds: int = SYSTEM_DS_ID,
-    ) -> list[VirtualMachine]:
-        """Deploys that start together, one VM per (disks, host) of ``plan``: each VM made with ``onevm create
-        --hold``, then every ``one.vm.deploy`` sent back to back over XML-RPC, the very call ``onevm deploy``
-        makes (the host's ID, enforce off, the system datastore, no extra template) without the Ruby start-up
-        of a CLI process each (about a second of CPU each: on 2 cores they would spread the starts apart).
-        oned then runs as many transfers at once as its TM driver has threads (TM_MAD ``-t``, 15 as shipped)
-        and queues the rest, as on any frontend. Returns the VMs RUNNING in ``plan``'s order, or raises with
-        the first failed one's error."""
-        oids = [self._held(disks, context=context) for disks, _ in plan]
-        hosts = self.frontend.host_ids()
-        for oid, (_, host) in zip(oids, plan, strict=True):
-            self.api.call("one.vm.deploy", oid, hosts[host], False, system_ds, "")
-        return [self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="") for oid in oids]
-
-    def _held(self, disks: Sequence[DiskRef], *, context: bool, name: str | None = None) -> int:
-        """``onevm create --hold``: a VM of ``disks`` waiting for ``onevm deploy``; its ID."""
         # The scheduler runs as on any frontend; "ID = -1" matches no host, so it never places a VM of the
         # tests' behind their back (a resumed one, say): each goes where ``onevm deploy`` puts it.
         attributes: list[tmpl.Attribute] = [
@@ -305,7 +279,9 @@ class GenuineOne:
         attributes += [("DISK", _disk(spec)) for spec in disks]
         if context:
             attributes.append(("CONTEXT", {"NETWORK": "NO", "TOKEN": "NO"}))
-        return self._create(["onevm", "create", "--hold"], "one.vm.allocate", dict(), attributes)
+        oid = self._create(["onevm", "create", "--hold"], "one.vm.allocate", dict(), attributes)
+        self._command(["onevm", "deploy", str(oid), host, str(system_ds)], "one.vm.deploy")
+        return self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="")
 
     def vm_terminate(self, vm: VmRef, *, hard: bool = False) -> None:
         """``onevm terminate``: the VM is DONE, or raises with its ERROR (e.g. EPILOG_FAILURE)."""

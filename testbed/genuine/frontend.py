@@ -262,10 +262,6 @@ class Frontend:
                 raise HostError(f"test bed: host {waiting[0]} was not MONITORED by oned in time")
             time.sleep(0.5)
 
-    def host_ids(self) -> dict[str, int]:
-        """Each host's ID by name, as the CLI looks a host's name up."""
-        return {host.findtext("NAME", ""): int(host.findtext("ID", "-1")) for host in self._host_pool()}
-
     def _host_pool(self) -> list[Element]:
         return parse_xml(str(self.api.call("one.hostpool.info"))).findall("HOST")
 

@@ -34,14 +34,6 @@ def image_from(bed: Bed, one: Cloud, ds: Datastore, data: bytes, name: str, **kw
     return one.image_create(ds, name=name, path=f"/ipfs/{add_on(bed, 'h3', data)}", **kwargs)  # type: ignore[arg-type]
 
 
-def imported(one: Cloud, ds: Datastore, folder: Path, name: str, data: bytes) -> Image:
-    """``oneimage create --path``: the datastore driver imports the file into the frontend's node."""
-    path = folder / f"{name}.raw"
-    path.write_bytes(data)
-    path.chmod(0o644)
-    return one.image_create(ds, name=name, path=str(path))
-
-
 def guest_view(bed: Bed, one: Cloud, vm: VirtualMachine) -> bytes:
     """The bytes the guest sees through its disk, read on its host (a qcow2 overlay's base lives there)."""
     host = bed.host(one.vm(vm).hostname)
