@@ -1,8 +1,10 @@
 """OpenNebula operations on a genuine oned, through OpenNebula's own CLI, for tests and the demo.
 
 ``GenuineOne`` answers to the same calls as the simulator's ``OneSim`` (``image_create``, ``vm_deploy``,
-``vm_migrate``...) and returns the same documents (parsed from ``one* show -x``), so that a test reads the
-same on both. Each call returns when oned has finished what it started, and raises ``OneFailure`` where
+``vm_migrate``...) and returns the same documents (the XML ``one* show -x`` prints), so that a test reads
+the same on both. Each command is OpenNebula's CLI, as an admin types it; what the bed reads and waits for it
+reads from oned's XML-RPC API (``testbed.genuine.api``), one request per look instead of a Ruby process. Each
+call returns when oned has finished what it started, and raises ``OneFailure`` where
 OpenNebula reports an error: ``info`` is then the driver's one line as oned recorded it (the image's ERROR,
 the VM's log: a VM's ERROR keeps only its start), or the CLI's own error for a refused request.
 """
@@ -18,6 +20,7 @@ from typing import ClassVar, Literal, TypeVar
 from xml.etree.ElementTree import Element
 
 from one_ipfs.errors import HostError
+from testbed.genuine.api import Missing, OnedApi
 from testbed.genuine.frontend import Frontend
 from testbed.one import template as tmpl
 from testbed.one.documents import Datastore, Image, VirtualMachine, parse_xml
@@ -48,6 +51,7 @@ TRUNCATED = "... see more details in VM log"
 _ID = re.compile(rb"ID:\s*(\d+)")
 _ERROR = re.compile(r"^\w{3} \w{3} +\d+ [\d:]{8} \d{4} ?: (?:Error [^:]*: )?(.*)$", re.DOTALL)
 _LOGGED_ERROR = re.compile(r"\[(?:TrM|VMM)\]\[E\]: (?:Error [^:]*: )?(.*)$", re.MULTILINE)
+_STATE_CHANGE = re.compile(r"\[VM\]\[I\]: New (?:LCM )?state is (\w+)")
 _FAILED_VM = ("FAILURE",)
 _IMAGE_SETTLED = ("READY", "USED", "USED_PERS", "ERROR", "DISABLED")
 
@@ -108,22 +112,21 @@ class GenuineOne:
     def version(self) -> str:
         return self.frontend.version
 
+    @property
+    def api(self) -> OnedApi:
+        """oned's XML-RPC API, through which the bed watches oned (every wait, ``vm()``, ``image()``...)."""
+        return self.frontend.api
+
     # Reading --------------------------------------------------------------------------------------------
 
-    def _show(self, command: str, oid: int | str) -> str:
-        done = self.frontend.run([command, "show", str(oid), "-x"], check=False)
-        if done.returncode != 0:
-            raise OneFailure(f"{command} show", _message(done.stderr or done.stdout), None)
-        return done.stdout.decode()
-
     def image(self, image: ImageRef) -> Image:
-        return Image.from_xml(self._show("oneimage", _oid(image)))
+        return Image.from_xml(self.api.info("image", _oid(image)))
 
     def datastore(self, datastore: DatastoreRef) -> Datastore:
-        return Datastore.from_xml(self._show("onedatastore", _oid(datastore)))
+        return Datastore.from_xml(self.api.info("datastore", _oid(datastore)))
 
     def vm(self, vm: VmRef) -> VirtualMachine:
-        return VirtualMachine.from_xml(self._show("onevm", _oid(vm)))
+        return VirtualMachine.from_xml(self.api.info("vm", _oid(vm)))
 
     def vm_log(self, vm: VmRef) -> str:
         """The VM's log, where oned writes each driver's lines (``$ONE_LOCATION/var/vms/<id>/vm.log``)."""
@@ -185,10 +188,10 @@ class GenuineOne:
         self._command(["oneimage", "delete", str(oid)], "one.image.delete")
         deadline = time.monotonic() + WAIT
         while True:
-            done = self.frontend.run(["oneimage", "show", str(oid), "-x"], check=False)
-            if done.returncode != 0:
+            try:
+                current = self.image(oid)
+            except Missing:
                 return
-            current = Image.from_xml(done.stdout.decode())
             if current.state == "ERROR":
                 raise OneFailure("RM", driver_line(current.error), oid)
             if time.monotonic() > deadline:
@@ -233,11 +236,11 @@ class GenuineOne:
         self._command(["onemarket", "delete", str(market)], "one.market.delete")
 
     def market_app(self, app: int) -> MarketApp:
-        return MarketApp.from_xml(self._show("onemarketapp", app))
+        return MarketApp.from_xml(self.api.info("marketapp", app))
 
     def market_apps(self, market: int) -> list[MarketApp]:
         """``onemarketapp list``: the apps oned holds for the marketplace (monitored or created)."""
-        listed = parse_xml(self.frontend.run(["onemarketapp", "list", "-x"]).stdout.decode())
+        listed = parse_xml(str(self.api.call("one.marketapppool.info", -2, -1, -1)))
         apps = [MarketApp.from_element(app) for app in listed.findall("MARKETPLACEAPP")]
         return [app for app in apps if app.market_id == market]
 
@@ -255,11 +258,7 @@ class GenuineOne:
     def market_app_delete(self, app: int) -> None:
         """``onemarketapp delete``; returns once the app is gone."""
         self._command(["onemarketapp", "delete", str(app)], "one.marketapp.delete")
-        self._wait(
-            lambda: self.frontend.run(["onemarketapp", "show", str(app)], check=False).returncode,
-            lambda code: code != 0,
-            f"app {app} to be deleted",
-        )
+        self._wait(lambda: self.api.exists("marketapp", app), lambda held: not held, f"app {app} to go")
 
     # Virtual machines -----------------------------------------------------------------------------------
 
@@ -491,10 +490,26 @@ class GenuineOne:
         *,
         action: str = "TRANSFER",
     ) -> VirtualMachine:
-        """Run a VM command and wait for one of ``states``; a new ERROR on the VM fails the operation."""
+        """Run a VM command and wait for one of ``states``; a new ERROR on the VM fails the operation.
+        oned answers the command before its life-cycle manager acts on it, and a VM that ends where it
+        started (a migration, a hot-plug: RUNNING again) would look finished at once: so first wait for
+        oned to log the VM's next state change, and for ``one.vm.info`` (read from oned's database,
+        written just after the log) to show the state last logged."""
         before = self.vm(oid).error
+        changes = len(self._logged_states(oid))
         self._command(argv, f"one.vm.{argv[1]}")
+        self._wait(lambda: self._caught_up(oid, changes), bool, f"VM {oid} to start {argv[1]}")
         return self._vm_operation(oid, action, states, before)
+
+    def _logged_states(self, oid: int) -> list[str]:
+        """Each state the VM's log says oned moved it to (``New state is``, ``New LCM state is``)."""
+        return _STATE_CHANGE.findall(self.vm_log(oid))
+
+    def _caught_up(self, oid: int, changes: int) -> bool:
+        """Whether oned has logged more than ``changes`` state changes and shows the last of them."""
+        logged = self._logged_states(oid)
+        vm = self.vm(oid)
+        return len(logged) > changes and logged[-1] in (vm.state, vm.lcm_state)
 
     def _vm_operation(self, oid: int, action: str, states: Sequence[str], before: str) -> VirtualMachine:
         settled = self._settle(oid, states, before)
