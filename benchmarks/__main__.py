@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet, import_, latency, report, single_host, update, warm
+from benchmarks import fleet, import_, latency, replication, report, single_host, update, warm
 from benchmarks.common import Bench, Figure, Params, command_line, environment_note
 from testbed.bed import Bed, Layout
 
@@ -27,6 +27,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "update": update.run,
     "import": import_.run,
     "latency": latency.run,
+    "replication": replication.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"
@@ -51,7 +52,10 @@ def main(argv: list[str]) -> int:
     params = Params.choose(options.quick)
     suites = options.only or list(SUITES)
     layout = Layout.parse(options.bed_layout) if options.bed_layout else Layout()
-    hosts = max(params.fleet_hosts) if "fleet" in suites else 1
+    hosts = max(
+        max(params.fleet_hosts) if "fleet" in suites else 1,
+        replication.HOSTS if "replication" in suites else 1,
+    )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []
     with Bed.up(hosts=hosts, root=layout.root, layout=layout) as bed:

@@ -494,11 +494,7 @@ def cluster_join(*, new_hosts: tuple[str, ...], **where: Any) -> None:
 def cluster_status(cluster_api: str | None, as_json: bool) -> None:
     """The cluster's peers and the health of its pins (exit 1 when a peer is in error or a pin is held by
     fewer peers than its minimum)."""
-    api = (
-        cluster_api
-        or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API")
-        or DEFAULT_CLUSTER_API
-    )
+    api = _cluster_api(cluster_api)
     found = _run(lambda: replication_cluster.health(api))
     problems = found.problems()
     if as_json:
@@ -537,6 +533,44 @@ def cluster_status(cluster_api: str | None, as_json: bool) -> None:
         for problem in problems:
             errors.print(f"[yellow]{escape(problem)}[/yellow]", highlight=False)
     sys.exit(1 if problems else 0)
+
+
+@cluster.command("recover")
+@one_location_option
+@click.option(
+    "--cluster-api",
+    help="The frontend peer's REST API "
+    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 86400),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for every pin to be held by its minimum of peers again.",
+)
+@json_option
+def cluster_recover(cluster_api: str | None, timeout: float, as_json: bool) -> None:
+    """Bring every pin held by fewer peers than its minimum back to it (after a peer's Kubo repository was
+    lost or replaced, or a peer left for good), and wait for it (exit 1 naming the pins still short)."""
+    api = _cluster_api(cluster_api)
+    asked, left = _run(lambda: replication_cluster.restore(api, timeout))
+    if as_json:
+        click.echo(json.dumps({"ok": not left, "recovered": asked, "problems": left}, indent=2))
+    else:
+        console.print(
+            f"{len(asked) - len(left)} of {len(asked)} under-replicated pins held by their minimum again"
+        )
+        for problem in left:
+            errors.print(f"[yellow]{escape(problem)}[/yellow]", highlight=False)
+    sys.exit(1 if left else 0)
+
+
+def _cluster_api(given: str | None) -> str:
+    """``--cluster-api``, else the one ipfs.conf gives the datastores, else the default."""
+    return (
+        given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or DEFAULT_CLUSTER_API
+    )
 
 
 def _cluster_configure(
