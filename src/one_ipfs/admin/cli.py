@@ -27,6 +27,7 @@ from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.config import read_defaults
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import parse_api
 from one_ipfs.opennebula.install import DEFAULTS, interpreter_problem
 
@@ -40,6 +41,8 @@ HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
 DAEMON_UNIT = "ipfs"
 CLUSTER_UNIT = "ipfs-cluster"
 DEFAULT_CLUSTER_API = "http://127.0.0.1:9094"
+CLUSTER_TIMEOUT = 30.0
+"""Seconds one call of the frontend peer's REST API may take (``cluster status``, ``recover``)."""
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -495,7 +498,7 @@ def cluster_status(cluster_api: str | None, as_json: bool) -> None:
     """The cluster's peers and the health of its pins (exit 1 when a peer is in error or a pin is held by
     fewer peers than its minimum)."""
     api = _cluster_api(cluster_api)
-    found = _run(lambda: replication_cluster.health(api))
+    found = _run(lambda: replication_cluster.health(ClusterClient(api, timeout=CLUSTER_TIMEOUT)))
     problems = found.problems()
     if as_json:
         peers = [asdict(member) for member in found.members]
@@ -554,7 +557,9 @@ def cluster_recover(cluster_api: str | None, timeout: float, as_json: bool) -> N
     """Bring every pin held by fewer peers than its minimum back to it (after a peer's Kubo repository was
     lost or replaced, or a peer left for good), and wait for it (exit 1 naming the pins still short)."""
     api = _cluster_api(cluster_api)
-    asked, left = _run(lambda: replication_cluster.restore(api, timeout))
+    asked, left = _run(
+        lambda: replication_cluster.restore(ClusterClient(api, timeout=CLUSTER_TIMEOUT), timeout)
+    )
     if as_json:
         click.echo(json.dumps({"ok": not left, "recovered": asked, "problems": left}, indent=2))
     else:

@@ -135,11 +135,10 @@ class Health:
         return lines + [line for pin, minimum in self.pins for line in _short(pin, minimum)]
 
 
-def health(api: str) -> Health:
-    """Ask the frontend's peer (its REST API ``api``); a pin the cluster puts on every peer (minimum -1)
+def health(client: ClusterClient) -> Health:
+    """Ask the frontend's peer (``client``: its REST API); a pin the cluster puts on every peer (minimum -1)
     counts as needing all of them. A peer the frontend's no longer reaches is named as the pins' statuses
     last named it (``/peers`` knows only its ID)."""
-    client = ClusterClient(api, timeout=30.0)
     pinset = client.pinset()
     members = client.members()
     statuses = client.statuses()
@@ -149,7 +148,7 @@ def health(api: str) -> Health:
     return Health(members, [(pin, len(members) if minimum < 1 else minimum) for pin, minimum in pins])
 
 
-def restore(api: str, timeout: float) -> tuple[list[str], list[str]]:
+def restore(client: ClusterClient, timeout: float) -> tuple[list[str], list[str]]:
     """Bring every pin held by fewer peers than its minimum back to it, which IPFS Cluster does not do by
     itself while the peers it chose are members: the CIDs it asked for, and the problems left after
     waiting at most ``timeout`` seconds.
@@ -159,8 +158,7 @@ def restore(api: str, timeout: float) -> tuple[list[str], list[str]]:
     and only when another peer is free then). Every such pin is also recovered, so that an allocated peer
     whose Kubo node lost it (a wiped or new repository) pins it again (by itself: every 12 minutes).
     """
-    client = ClusterClient(api, timeout=30.0)
-    found = health(api)
+    found = health(client)
     pinset = client.pinset()
     lost = {member.peer for member in found.members if member.error}
     short = [(pin, minimum) for pin, minimum in found.pins if pin.count(PINNED) < minimum]
@@ -176,7 +174,7 @@ def restore(api: str, timeout: float) -> tuple[list[str], list[str]]:
     asked = {pin.cid for pin, _ in short}
     deadline = time.monotonic() + timeout
     while True:
-        found = health(api)
+        found = health(client)
         live = sum(not member.error for member in found.members)
         left = [
             line
