@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.common import WORKDIR, Bench, Figure, Params, stopwatch, write_image
+from benchmarks.common import Bench, Figure, Params, stopwatch, write_image
 from one_ipfs.ipfs.cluster import PINNED, ClusterClient
 from testbed.one import Datastore, Image
 
@@ -40,7 +40,7 @@ def run(bench: Bench, params: Params) -> Figure:
     cluster = ClusterClient(bench.bed.start_cluster(bench.bed.hosts[:CLUSTER_HOSTS]))
     stores = {copies: _datastore(bench, cluster, copies) for copies in (2, 3)}
     for repetition in range(params.repetitions):
-        path = write_image(WORKDIR / "replicated.img", params.image_mib, bench.next_seed())
+        path = write_image(bench.workdir / "replicated.img", params.image_mib, bench.next_seed())
         seconds: dict[tuple[str, int], float] = {}
         try:
             for copies in [1, 2, 3] if repetition % 2 == 0 else [3, 2, 1]:
@@ -51,7 +51,8 @@ def run(bench: Bench, params: Params) -> Figure:
         finally:
             path.unlink()
         for (action, copies), value in sorted(seconds.items()):
-            figure.measure(f"{action}, replication {copies}", "s").samples.append(value)
+            label = f"replication {copies}" if copies > 1 else "no cluster"
+            figure.measure(f"{action}, {label}", "s").samples.append(value)
             if copies > 1:
                 ratio = value / seconds[action, 1]
                 figure.measure(f"{action} replication {copies} / none", "x").samples.append(ratio)
