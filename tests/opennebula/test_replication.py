@@ -253,6 +253,12 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     persistent = one.image_create(
         replicated_ds, name="replicated-kept", path=str(local_dir / "kept.img"), persistent=True
     )
+    # On every peer, so that the frontend's node surely held something the cluster must then recover.
+    three = one.datastore_create(
+        ipfs_datastore_template(bed, "three-copies", IPFS_CLUSTER_API=cluster_api, IPFS_REPLICATION_MIN="3")
+    )
+    on_every_peer = one.image_create(three, name="replicated-on-every-peer", type="DATABLOCK", size_mb=1)
+    on_every_peer_cid = one.image(on_every_peer).template["IPFS_CID"]
     vm = one.vm_deploy([persistent], "h1")
     write_into(disk_path(bed, one, vm), 1 << 20, b"saved before the loss" * 100)
     changed = disk_path(bed, one, vm).read_bytes()
@@ -288,7 +294,8 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     assert code == 0, err
     code, out, err = one_ipfs(bed, one, "cluster", "recover", "--cluster-api", cluster_api, "--json")
     assert code == 0, (out, err)
-    assert json.loads(out)["recovered"], "nothing was under-replicated once the frontend's node was new"
+    assert on_every_peer_cid in json.loads(out)["recovered"]
+    held_everywhere(bed, cluster_api, on_every_peer_cid, bytes(1 << 20), minimum=3)
     versions = [v.split(":")[1] for v in saved["IPFS_VERSIONS"].split()]
     contents = [data, data, bytes(8 << 20), kept, changed, changed_again]
     for cid, content in zip([*recorded[:3], *versions], contents, strict=True):
