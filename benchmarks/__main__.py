@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baselines, fleet, import_, latency, report, single_host, update, warm
+from benchmarks import baselines, fleet, import_, latency, replication, report, single_host, update, warm
 from benchmarks.common import Bench, Figure, Params, command_line, environment_note
 from testbed.bed import Bed, Layout
 
@@ -29,6 +29,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "import": import_.run,
     "latency": latency.run,
     "baselines": baselines.run,
+    "replication": replication.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
     hosts = max(
         max(params.fleet_hosts) if "fleet" in suites else 1,
         baselines.hosts_needed(params) if "baselines" in suites else 1,
+        replication.HOSTS if "replication" in suites else 1,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []

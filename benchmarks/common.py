@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.bed import Bed, Host
+from testbed.bed import Bed, Host, Layout
 from testbed.kubo import KUBO
 from testbed.one import Datastore, Image, OneSim, VirtualMachine
 from testbed.one.bedrunner import BedRunner
@@ -32,7 +32,8 @@ BLOCK = MIB
 RUN = 64 << 10
 """Images alternate RUN bytes of random data and RUN zero bytes: half data, half zero runs."""
 WORKDIR = Path("/var/tmp/one-ipfs-bench")
-"""Image files to import; under /var/tmp, the datastore's default SAFE_DIRS."""
+"""Image files to import; under /var/tmp, the datastore's default SAFE_DIRS. A bed of another layout gets
+``WORKDIR-<prefix>`` (``Bench.workdir``): runs beside each other do not remove each other's files."""
 ADD_FLAGS = ("--cid-version=1", "--raw-leaves", "--chunker=size-1048576")
 """The datastore's import settings (Kubo's unixfs-v1-2025 profile) as ``ipfs add`` flags."""
 
@@ -246,7 +247,9 @@ class Bench:
             {"NAME": "bench-overlay", "IPFS_DEPLOY_MODE": "OVERLAY", **base}
         )
         self._seed = 1000
-        WORKDIR.mkdir(parents=True, exist_ok=True)
+        default = bed.layout.prefix == Layout.prefix
+        self.workdir = WORKDIR if default else WORKDIR.with_name(f"{WORKDIR.name}-{bed.layout.prefix}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
 
     def next_seed(self) -> int:
         """A seed no image of this run had: its blocks are on no node yet."""
@@ -256,7 +259,7 @@ class Bench:
     def image(self, size_mib: int, *, datastore: Datastore | None = None, seed: int | None = None) -> Image:
         """``oneimage create --path`` of a new image file (fresh content unless ``seed`` is given)."""
         seed = self.next_seed() if seed is None else seed
-        path = write_image(WORKDIR / f"image-{seed}.img", size_mib, seed)
+        path = write_image(self.workdir / f"image-{seed}.img", size_mib, seed)
         try:
             return self.one.image_create(datastore or self.copy_ds, name=f"bench-{seed}", path=str(path))
         finally:
@@ -295,7 +298,7 @@ class Bench:
         self.bed.frontend.client(timeout=600).repo_gc(timeout=600)
 
     def close(self) -> None:
-        shutil.rmtree(WORKDIR, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
         for node in self.bed.nodes:
             node.close()
 

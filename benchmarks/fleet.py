@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from functools import partial
 
-from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, concurrently, write_image
+from benchmarks.common import Bench, Check, Figure, Params, concurrently, write_image
 from one_ipfs.errors import HostError
 
 SSH_TARGET = "/var/lib/one/bench-ssh.img"
@@ -83,7 +83,7 @@ def _frontend_sent(bench: Bench) -> int:
 
 
 def _ssh_makespan(bench: Bench, size_mib: int, hosts: list[str]) -> float:
-    path = write_image(WORKDIR / "ssh.img", size_mib, bench.next_seed())
+    path = write_image(bench.workdir / "ssh.img", size_mib, bench.next_seed())
     data = path.read_bytes()
     path.unlink()
     bed = bench.bed

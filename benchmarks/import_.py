@@ -20,7 +20,7 @@ def run(bench: Bench, params: Params) -> Figure:
         "without the blocks; the order alternates.",
     )
     for repetition in range(params.repetitions):
-        path = write_image(WORKDIR / "import.img", params.import_mib, bench.next_seed())
+        path = write_image(bench.workdir / "import.img", params.import_mib, bench.next_seed())
         try:
             if repetition % 2 == 0:
                 add = _add(bench, str(path))

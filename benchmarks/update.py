@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 
-from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, write_image
+from benchmarks.common import Bench, Check, Figure, Params, write_image
 
 HOST = "h1"
 CHANGED = 0.05
@@ -36,7 +36,7 @@ def run(bench: Bench, params: Params) -> Figure:
         v1 = bench.image(params.image_mib, seed=seed)
         vm = bench.deploy(v1, HOST)
         bench.one.vm_terminate(vm)
-        path = write_image(WORKDIR / "v2.img", params.image_mib, seed, dict.fromkeys(blocks, later))
+        path = write_image(bench.workdir / "v2.img", params.image_mib, seed, dict.fromkeys(blocks, later))
         try:
             v2 = bench.one.image_create(bench.copy_ds, name=f"bench-{seed}-v2", path=str(path))
         finally:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from one_ipfs.admin import cluster as replication
 from one_ipfs.config import load_config
 from one_ipfs.errors import ClusterError, ContentNotFound, InvalidInput
 from one_ipfs.images import ContentRegistry, Replicas
@@ -217,3 +218,81 @@ def test_a_cid_two_images_share_leaves_the_cluster_with_the_last_of_them(tmp_pat
     held.release(CID, "one-ds1-img3-v1")
     assert fake.pinset == set()
     assert node.unpinned == [CID]
+
+
+class FakePinset:
+    """A cluster REST API with a pinset and a lost peer; ``recover`` makes its peers hold what they should."""
+
+    def __init__(self, statuses: dict[str, dict[str, str]], allocations: dict[str, list[str]]) -> None:
+        self.statuses = statuses
+        self.allocations = allocations
+        self.calls: list[tuple[str, str]] = []
+        self.heals = True
+
+    def __call__(self, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+        url = urlsplit(path)
+        self.calls.append((method, url.path))
+        if url.path == "/allocations":
+            pins = [
+                {"cid": cid, "replication_factor_min": 2, "replication_factor_max": 2}
+                for cid in self.statuses
+            ]
+            return 200, "\n".join(json.dumps(pin) for pin in pins).encode()
+        if url.path == "/peers":
+            peers = [{"id": "p1", "peername": "frontend"}, {"id": "p2", "error": "context deadline exceeded"}]
+            return 200, "\n".join(json.dumps(peer) for peer in peers).encode()
+        if url.path == "/pins":
+            return 200, "\n".join(json.dumps(self._status(cid)) for cid in self.statuses).encode()
+        cid = url.path.split("/")[2]
+        if method == "POST" and self.heals:
+            holding = list(dict.fromkeys([*(peer for peer in self.allocations[cid] if peer != "p2"), "p3"]))
+            self.allocations[cid] = holding
+            self.statuses[cid] = dict.fromkeys(holding, "pinned")
+        return 200, json.dumps(self._status(cid)).encode()
+
+    def _status(self, cid: str) -> dict[str, object]:
+        names = {"p1": "frontend", "p2": "h2", "p3": "h3"}
+        peers = {peer: {"peername": names[peer], "status": s} for peer, s in self.statuses[cid].items()}
+        return {
+            "cid": cid,
+            "name": f"one-{cid[-4:]}",
+            "allocations": self.allocations[cid],
+            "peer_map": peers,
+        }
+
+
+OTHER = "bafkreie7ohywtosou76tasm7j63yigtzxe7d5zqus4zu3j6oltvgtibeom"
+HELD = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+
+
+def test_recover_reallocates_what_a_lost_peer_held_recovers_what_a_wiped_node_lost_and_leaves_the_rest() -> (
+    None
+):
+    fake = FakePinset(
+        {
+            CID: {"p1": "pinned", "p2": "cluster_error"},
+            OTHER: {"p1": "unexpectedly_unpinned", "p3": "pinned"},
+            HELD: {"p1": "pinned", "p3": "pinned"},
+        },
+        {CID: ["p1", "p2"], OTHER: ["p1", "p3"], HELD: ["p1", "p3"]},
+    )
+    client = ClusterClient("http://127.0.0.1:9094", transport=fake)
+
+    assert "peer h2: context deadline exceeded" in replication.health(client).problems()
+    assert replication.restore(client, timeout=5.0) == (sorted([CID, OTHER]), [])
+
+    assert ("POST", f"/pins/{CID}") in fake.calls  # allocated again, away from the lost peer
+    assert ("POST", f"/pins/{OTHER}") not in fake.calls  # its peers are members: recovered only
+    assert {call for call in fake.calls if call[1].endswith("/recover")} == {
+        ("POST", f"/pins/{CID}/recover"),
+        ("POST", f"/pins/{OTHER}/recover"),
+    }
+
+
+def test_recover_names_each_pin_still_short_once_its_time_is_up() -> None:
+    fake = FakePinset({OTHER: {"p1": "unexpectedly_unpinned", "p3": "pinned"}}, {OTHER: ["p1", "p3"]})
+    fake.heals = False
+
+    asked, left = replication.restore(ClusterClient("http://127.0.0.1:9094", transport=fake), timeout=0.1)
+
+    assert (asked, left) == ([OTHER], [f"{OTHER} (one-{OTHER[-4:]}) is held by 1 of the 2 peers it needs"])

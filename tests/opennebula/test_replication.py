@@ -20,7 +20,7 @@ from testbed import cluster
 from testbed.bed import Bed
 from testbed.genuine import GenuineOne
 from testbed.genuine.cloud import driver_line
-from testbed.one import Datastore, OneFailure
+from testbed.one import Datastore, OneFailure, VirtualMachine
 from tests.opennebula.test_admin_images import one_ipfs
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
@@ -162,6 +162,84 @@ def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until
         bed.start_cluster_peer(lost)
 
 
+def held_everywhere(bed: Bed, cluster_api: str, cid: str, content: bytes, minimum: int = 2) -> None:
+    """``cid`` is held by at least ``minimum`` peers, each with every byte of ``content``."""
+    names = holders(cluster_api, cid)
+    assert len(names) >= minimum, (cid, names)
+    for name in names:
+        node = bed.frontend if name == "frontend" else bed.host(name).node
+        assert sha256(held_bytes(node, cid)) == sha256(content), (cid, name)
+
+
+def whole(cluster_api: str) -> bool:
+    """Every peer reached and allocatable again (a healed link: IPFS Cluster redials within 30 s)."""
+    client = ClusterClient(cluster_api)
+    members = client.members()
+    return not any(m.error for m in members) and {m.peer for m in members} <= set(client.allocatable_peers())
+
+
+def saved_on_retry(one: GenuineOne, vm: VirtualMachine) -> bool:
+    try:
+        one.vm_recover_retry(vm)
+    except OneFailure as failure:
+        assert "not enough peers to allocate" in driver_line(str(failure)), failure
+        return False
+    return True
+
+
+@pytest.mark.current_version  # IPFS Cluster does not depend on OpenNebula's version
+def test_a_storage_peer_partitioned_during_an_import_and_a_save_back_leaves_no_version_below_the_minimum(
+    bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
+) -> None:
+    data, kept = disk_bytes(2 << 20, seed=74), disk_bytes(2 << 20, seed=75)
+    for name, content in (("cut.img", data), ("cut-kept.img", kept)):
+        (local_dir / name).write_bytes(content)
+        (local_dir / name).chmod(0o644)
+    settle(lambda: whole(cluster_api), "every peer in the cluster", limit=120)
+    cut = next(member.peer for member in ClusterClient(cluster_api).members() if member.name == "h2")
+    # Three copies of three peers: with one cut off, a save-back cannot reach its minimum.
+    every_peer = one.datastore_create(
+        ipfs_datastore_template(
+            bed,
+            "every-peer",
+            IPFS_CLUSTER_API=cluster_api,
+            IPFS_REPLICATION_MIN="3",
+            IPFS_TRANSFER_TIMEOUT="30",
+        )
+    )
+    persistent = one.image_create(
+        every_peer, name="partition-kept", path=str(local_dir / "cut-kept.img"), persistent=True
+    )
+    vm = one.vm_deploy([persistent], "h3")
+    write_into(disk_path(bed, one, vm), 1 << 20, b"saved across a partition" * 100)
+    changed = disk_path(bed, one, vm).read_bytes()
+    pinset = set(ClusterClient(cluster_api).pinset())
+
+    bed.partition("h2")
+    try:
+        # At once: the cluster either still allocates to the cut peer (the save-back then waits for it in vain
+        # until IPFS_TRANSFER_TIMEOUT) or already refuses; either way nothing is saved below the minimum.
+        with pytest.raises(OneFailure) as refused:
+            one.vm_terminate(vm)
+        assert len(driver_line(str(refused.value)).splitlines()) == 1
+        assert len(one.image(persistent).template["IPFS_VERSIONS"].split()) == 1
+        assert set(ClusterClient(cluster_api).pinset()) == pinset
+        # Once its metrics expire, the cluster allocates around the cut peer: held by the two others.
+        settle(lambda: cut not in ClusterClient(cluster_api).allocatable_peers(), "the cut noticed", limit=60)
+        image = one.image_create(replicated_ds, name="partition-import", path=str(local_dir / "cut.img"))
+        cid = one.image(image).template["IPFS_CID"]
+        held_everywhere(bed, cluster_api, cid, data)
+        assert "h2" not in holders(cluster_api, cid)
+    finally:
+        bed.heal("h2")
+    # The changed disk stayed on the host: retried once the cluster takes the peer back (its metrics come
+    # and go for a while as pubsub meshes again: a retry too early is refused the same way), it is saved.
+    settle(lambda: saved_on_retry(one, vm), "a save-back retried with the cut peer back", limit=180)
+    saved = one.image(persistent).template
+    assert len(saved["IPFS_VERSIONS"].split()) == 2
+    held_everywhere(bed, cluster_api, saved["IPFS_CID"], changed, minimum=3)
+
+
 def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_no_persistent_version(
     bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
 ) -> None:
@@ -175,6 +253,12 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     persistent = one.image_create(
         replicated_ds, name="replicated-kept", path=str(local_dir / "kept.img"), persistent=True
     )
+    # On every peer, so that the frontend's node surely held something the cluster must then recover.
+    three = one.datastore_create(
+        ipfs_datastore_template(bed, "three-copies", IPFS_CLUSTER_API=cluster_api, IPFS_REPLICATION_MIN="3")
+    )
+    on_every_peer = one.image_create(three, name="replicated-on-every-peer", type="DATABLOCK", size_mb=1)
+    on_every_peer_cid = one.image(on_every_peer).template["IPFS_CID"]
     vm = one.vm_deploy([persistent], "h1")
     write_into(disk_path(bed, one, vm), 1 << 20, b"saved before the loss" * 100)
     changed = disk_path(bed, one, vm).read_bytes()
@@ -203,3 +287,18 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     assert replicas(cluster_api, saved["IPFS_CID"]) >= 2
     fetched = b"".join(bed.host("h3").node.client().cat(f"/ipfs/{saved['IPFS_CID']}"))
     assert sha256(fetched) == sha256(changed_again)
+
+    # The new frontend node's cluster peer joins again as the admin tool makes it; its Kubo node holds
+    # nothing of what the cluster allocated to it until the admin asks the cluster to recover.
+    code, _, err = cluster_init(bed, one)
+    assert code == 0, err
+    code, out, err = one_ipfs(bed, one, "cluster", "recover", "--cluster-api", cluster_api, "--json")
+    assert code == 0, (out, err)
+    assert on_every_peer_cid in json.loads(out)["recovered"]
+    held_everywhere(bed, cluster_api, on_every_peer_cid, bytes(1 << 20), minimum=3)
+    versions = [v.split(":")[1] for v in saved["IPFS_VERSIONS"].split()]
+    contents = [data, data, bytes(8 << 20), kept, changed, changed_again]
+    for cid, content in zip([*recorded[:3], *versions], contents, strict=True):
+        held_everywhere(bed, cluster_api, cid, content)
+    code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+    assert (code, json.loads(out)["problems"]) == (0, []), err

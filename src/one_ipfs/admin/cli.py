@@ -27,6 +27,7 @@ from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.config import read_defaults
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import parse_api
 from one_ipfs.opennebula.install import DEFAULTS, interpreter_problem
 
@@ -40,6 +41,8 @@ HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
 DAEMON_UNIT = "ipfs"
 CLUSTER_UNIT = "ipfs-cluster"
 DEFAULT_CLUSTER_API = "http://127.0.0.1:9094"
+CLUSTER_TIMEOUT = 30.0
+"""Seconds one call of the frontend peer's REST API may take (``cluster status``, ``recover``)."""
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -494,12 +497,8 @@ def cluster_join(*, new_hosts: tuple[str, ...], **where: Any) -> None:
 def cluster_status(cluster_api: str | None, as_json: bool) -> None:
     """The cluster's peers and the health of its pins (exit 1 when a peer is in error or a pin is held by
     fewer peers than its minimum)."""
-    api = (
-        cluster_api
-        or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API")
-        or DEFAULT_CLUSTER_API
-    )
-    found = _run(lambda: replication_cluster.health(api))
+    api = _cluster_api(cluster_api)
+    found = _run(lambda: replication_cluster.health(ClusterClient(api, timeout=CLUSTER_TIMEOUT)))
     problems = found.problems()
     if as_json:
         peers = [asdict(member) for member in found.members]
@@ -537,6 +536,46 @@ def cluster_status(cluster_api: str | None, as_json: bool) -> None:
         for problem in problems:
             errors.print(f"[yellow]{escape(problem)}[/yellow]", highlight=False)
     sys.exit(1 if problems else 0)
+
+
+@cluster.command("recover")
+@one_location_option
+@click.option(
+    "--cluster-api",
+    help="The frontend peer's REST API "
+    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 86400),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for every pin to be held by its minimum of peers again.",
+)
+@json_option
+def cluster_recover(cluster_api: str | None, timeout: float, as_json: bool) -> None:
+    """Bring every pin held by fewer peers than its minimum back to it (after a peer's Kubo repository was
+    lost or replaced, or a peer left for good), and wait for it (exit 1 naming the pins still short)."""
+    api = _cluster_api(cluster_api)
+    asked, left = _run(
+        lambda: replication_cluster.restore(ClusterClient(api, timeout=CLUSTER_TIMEOUT), timeout)
+    )
+    if as_json:
+        click.echo(json.dumps({"ok": not left, "recovered": asked, "problems": left}, indent=2))
+    else:
+        console.print(
+            f"{len(asked) - len(left)} of {len(asked)} under-replicated pins held by their minimum again"
+        )
+        for problem in left:
+            errors.print(f"[yellow]{escape(problem)}[/yellow]", highlight=False)
+    sys.exit(1 if left else 0)
+
+
+def _cluster_api(given: str | None) -> str:
+    """``--cluster-api``, else the one ipfs.conf gives the datastores, else the default."""
+    return (
+        given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or DEFAULT_CLUSTER_API
+    )
 
 
 def _cluster_configure(

@@ -11,20 +11,25 @@ restart (``network.restart`` or ``network.daemon_units``, as for Kubo).
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from one_ipfs.admin.network import CONCRETE, Configured
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
 from one_ipfs.errors import HostError, InvalidInput
 from one_ipfs.ipfs import cluster_peer
-from one_ipfs.ipfs.cluster import ClusterClient, ClusterPin, Member
+from one_ipfs.ipfs.cluster import PINNED, POLL_EVERY, ClusterClient, ClusterPin, Member, Replication
 from one_ipfs.ipfs.cluster_peer import SWARM_PORT, PeerSettings
 from one_ipfs.ipfs.rpc import parse_api
 
+log = logging.getLogger(__name__)
 REST_API = "/ip4/127.0.0.1/tcp/9094"
 """The frontend peer's REST API unless ``--rest-api`` names another: what ``IPFS_CLUSTER_API`` then gives."""
+EVERYWHERE = Replication(-1, -1)
+"""A pin on every peer (or one the pinset no longer has): needed by every peer that answers."""
 
 
 @dataclass(frozen=True)
@@ -127,21 +132,67 @@ class Health:
         lines = [
             f"peer {member.name or member.peer}: {member.error}" for member in self.members if member.error
         ]
-        for pin, minimum in self.pins:
-            held = pin.count("pinned")
-            if held < minimum:
-                lines.append(f"{pin.cid} ({pin.name}) is held by {held} of the {minimum} peers it needs")
-        return lines
+        return lines + [line for pin, minimum in self.pins for line in _short(pin, minimum)]
 
 
-def health(api: str) -> Health:
-    """Ask the frontend's peer (its REST API ``api``); a pin the cluster puts on every peer (minimum -1)
-    counts as needing all of them."""
-    client = ClusterClient(api, timeout=30.0)
-    minimums = client.minimums()
+def health(client: ClusterClient) -> Health:
+    """Ask the frontend's peer (``client``: its REST API); a pin the cluster puts on every peer (minimum -1)
+    counts as needing all of them. A peer the frontend's no longer reaches is named as the pins' statuses
+    last named it (``/peers`` knows only its ID)."""
+    pinset = client.pinset()
     members = client.members()
-    pins = [(pin, minimums.get(pin.cid, -1)) for pin in client.statuses()]
+    statuses = client.statuses()
+    names = {peer.peer: peer.name for pin in statuses for peer in pin.peers if peer.name}
+    members = [replace(member, name=member.name or names.get(member.peer, "")) for member in members]
+    pins = [(pin, pinset[pin.cid].minimum if pin.cid in pinset else -1) for pin in statuses]
     return Health(members, [(pin, len(members) if minimum < 1 else minimum) for pin, minimum in pins])
+
+
+def restore(client: ClusterClient, timeout: float) -> tuple[list[str], list[str]]:
+    """Bring every pin held by fewer peers than its minimum back to it, which IPFS Cluster does not do by
+    itself while the peers it chose are members: the CIDs it asked for, and the problems left after
+    waiting at most ``timeout`` seconds.
+
+    A pin allocated to a peer in error is pinned again with its own replication, so that the cluster
+    allocates live peers in place of the lost ones (by itself it does so only as the peer's metrics expire,
+    and only when another peer is free then). Every such pin is also recovered, so that an allocated peer
+    whose Kubo node lost it (a wiped or new repository) pins it again (by itself: every 12 minutes).
+    """
+    found = health(client)
+    pinset = client.pinset()
+    lost = {member.peer for member in found.members if member.error}
+    short = [(pin, minimum) for pin, minimum in found.pins if pin.count(PINNED) < minimum]
+    for pin, minimum in short:
+        replication = pinset.get(pin.cid)
+        if replication is not None and replication.minimum > 0 and lost & set(pin.allocations):
+            log.info(f"allocating {pin.cid} ({pin.name}) again, away from the peers in error")
+            client.pin(pin.cid, name=pin.name, replication=replication)
+        log.info(
+            f"recovering {pin.cid} ({pin.name}), held by {pin.count(PINNED)} of the {minimum} peers it needs"
+        )
+        client.recover(pin.cid)
+    asked = {pin.cid for pin, _ in short}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = health(client)
+        live = sum(not member.error for member in found.members)
+        left = [
+            line
+            for pin, minimum in found.pins
+            if pin.cid in asked
+            for line in _short(pin, minimum if pinset.get(pin.cid, EVERYWHERE).minimum > 0 else live)
+        ]
+        if not left or time.monotonic() >= deadline:
+            return sorted(asked), left
+        time.sleep(POLL_EVERY)
+
+
+def _short(pin: ClusterPin, minimum: int) -> list[str]:
+    """The line naming ``pin`` when fewer than ``minimum`` peers hold it."""
+    held = pin.count(PINNED)
+    if held >= minimum:
+        return []
+    return [f"{pin.cid} ({pin.name}) is held by {held} of the {minimum} peers it needs"]
 
 
 def _raise_failures(replies: dict[str, Reply]) -> None:

@@ -112,13 +112,20 @@ class ClusterClient:
             if isinstance(answer, dict)
         ]
 
-    def minimums(self) -> dict[str, int]:
-        """Each pin's ``replication-min`` (-1: on every peer), from the pinset itself."""
+    def pinset(self) -> dict[str, Replication]:
+        """Each pin's ``replication-min`` and ``-max`` (-1: on every peer), from the pinset itself."""
         return {
-            str(pin.get("cid")): int(pin.get("replication_factor_min") or -1)
+            str(pin.get("cid")): Replication(
+                int(pin.get("replication_factor_min") or -1), int(pin.get("replication_factor_max") or -1)
+            )
             for pin in self._values("GET", "/allocations?filter=all")
             if isinstance(pin, dict)
         }
+
+    def recover(self, cid: str) -> None:
+        """Ask every peer allocated to ``cid`` to pin it again where its Kubo node lost it or failed to pin
+        it (IPFS Cluster does so by itself only every ``pin_recover_interval``, 12 minutes by default)."""
+        self._values("POST", f"/pins/{_cid(cid)}/recover")
 
     def members(self) -> list[Member]:
         """Every peer of the cluster as the answering peer sees it, with what keeps it out, if anything."""
