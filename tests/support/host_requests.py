@@ -49,8 +49,8 @@ def request_line(words: list[str]) -> str:
 
 
 def _typed(value: str, annotation: str) -> Any:
-    if annotation.startswith("int") and WHOLE.fullmatch(value):
-        return int(value)
+    if annotation.startswith("int") and WHOLE.fullmatch(value) and str(int(value)) == value:
+        return int(value)  # only a number's own spelling: "-0" or "007" stay words for the host to refuse
     if annotation.startswith("float") and NUMBER.fullmatch(value):
         return float(value)
     if annotation.startswith("bool") and value in ("true", "false"):
