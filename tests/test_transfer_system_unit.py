@@ -192,3 +192,26 @@ def test_a_live_migration_removes_the_source_folder_only_when_the_ipfs_tm_is_the
         actions.TmCall(["h1", "h2", FOLDER, "7", "100", *forwarded_by], io.BytesIO())
     )
     assert host_calls == made
+
+
+def test_a_parked_persistent_disk_saved_twice_is_one_new_version_of_its_image(
+    monkeypatch: pytest.MonkeyPatch, host_calls: list[str], pinned: dict[str, str], tmp_path: Path
+) -> None:
+    """``onevm recover --retry`` of a terminate runs ``mvds`` again: the parked CID is already the image's."""
+    folder = parked_folder(tmp_path, [{"name": "disk.0", "cid": CID, "size": 1, "format": "raw"}])
+    template = {"IPFS_CID": "bafkqaaa", "IPFS_VERSIONS": "1:bafkqaaa"}
+    monkeypatch.setattr(cli, "show_vm", lambda vm_id: VmTemplate(7, 9, 0, [PERSISTENT], None))
+    monkeypatch.setattr(
+        cli,
+        "show_image",
+        lambda image_id: ImageTemplate(
+            3, "one-ipfs/ds1/img3", "", 8, "raw", "", "OS", True, None, None, template
+        ),
+    )
+    monkeypatch.setattr(cli, "update_image", lambda image_id, attributes: template.update(attributes))
+
+    for _ in range(2):
+        system.mvds(actions.TmCall([f"fe:{folder}/disk.0", "one-ipfs/ds1/img3", "7", "1"], io.BytesIO()))
+    assert template["IPFS_VERSIONS"] == f"1:bafkqaaa 2:{CID}"
+    assert pinned == {"one-ds1-img3-v2": CID}
+    assert host_calls == []
