@@ -18,7 +18,7 @@ from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import bitswap_received, held_bytes, pins
 from tests.support.vms import disk_path, image_from, write_into
 
-pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.current_version]  # testing.md says why
+pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 MANIFEST = "one-ipfs-folder.json"
 
