@@ -34,7 +34,7 @@ def resize_on(monkeypatch: pytest.MonkeyPatch, state: int, lcm_state: int) -> li
         return request.result()
 
     monkeypatch.setattr(host_calls, "call", call)
-    monkeypatch.setattr(actions, "_config", lambda datastore_id: load_config({}, defaults={}))
+    monkeypatch.setattr(actions, "datastore_config", lambda datastore_id: load_config({}, defaults={}))
     monkeypatch.setattr(cli, "show_vm", lambda vm_id: vm)
     actions.ACTIONS["resize"](actions.TmCall([DISK, "2048", "7", "100"], io.BytesIO()))
     return made

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import BinaryIO, TypeVar
 
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
 from one_ipfs.datastore import content
-from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError
+from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_cache, host_node
@@ -64,17 +64,20 @@ class DiskRequest:
     datastore_id: int
 
 
-def _int(value: str, what: str) -> int:
+def integer_argument(value: str, what: str) -> int:
+    """An id or size oned sent as a word: digits only, refused as one line before anything is asked."""
     if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidInput(f"{what} must be a non-negative integer, not {value[:40]!r}")
     return int(value)
 
 
 def _snapshot_id(value: str) -> int:
-    return -1 if value == "-1" else _int(value, "the snapshot id")
+    return -1 if value == "-1" else integer_argument(value, "the snapshot id")
 
 
-def _args(args: list[str], count: int, usage: str) -> list[str]:
+def arguments(args: list[str], count: int, usage: str) -> list[str]:
+    """oned's argument list for an action, refused whole (one line naming the usage) when it has not
+    ``count`` words."""
     if len(args) != count:
         raise InvalidInput(f"expected {count} arguments ({usage}), got {len(args)}")
     return args
@@ -85,7 +88,8 @@ def _source_of(text: str) -> str:
     return text.split(":", 1)[1] if ":" in text else text
 
 
-def _config(datastore_id: int) -> DatastoreConfig:
+def datastore_config(datastore_id: int) -> DatastoreConfig:
+    """The IPFS settings of a datastore, from oned's template of it over ``ipfs.conf``'s defaults."""
     return load_config(cli.show_datastore(datastore_id).attributes)
 
 
@@ -113,7 +117,7 @@ def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, conten
     ``one* show`` process of its own, and a deploy should not wait for them one after the other."""
     handle = ImageHandle.parse(request.source)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        config = pool.submit(_config, request.datastore_id)
+        config = pool.submit(datastore_config, request.datastore_id)
         disk = pool.submit(_disk, request.vm_id, request.disk)
         if handle is not None:
             held = pool.submit(content.recorded_content, handle)
@@ -140,7 +144,7 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
     config, disk, held = _deploy_facts(request)
     mode = mode or _deploy_mode(config, disk)
     log_info(f"deploying {held.cid} to {request.disk.host}:{request.disk.path}")
-    _fetch_on_host(
+    fetch_on_host(
         request,
         request.disk.path,
         config,
@@ -153,7 +157,7 @@ def _fetch(request: DiskRequest, *, mode: str | None, system_tm: str) -> None:
     _fetch_snapshots(request, disk, held, config)
 
 
-def _fetch_on_host(
+def fetch_on_host(
     request: DiskRequest,
     path: str,
     config: DatastoreConfig,
@@ -200,13 +204,16 @@ def _fetch_snapshots(
             continue
         path = f"{request.disk.path}.snap/{snapshot_id}"
         formats = _formats(content.Content(cid, held.format), disk)
-        _fetch_on_host(request, path, config, cid=cid, formats=formats, mode="copy")
+        fetch_on_host(request, path, config, cid=cid, formats=formats, mode="copy")
 
 
 def _deploy_request(args: list[str]) -> DiskRequest:
-    source, disk, vm_id, ds_id = _args(args, 4, "fe:SOURCE host:remote_system_ds/disk.i vmid dsid")
+    source, disk, vm_id, ds_id = arguments(args, 4, "fe:SOURCE host:remote_system_ds/disk.i vmid dsid")
     request = DiskRequest(
-        _source_of(source), Location.parse(disk), _int(vm_id, "the VM id"), _int(ds_id, "the datastore id")
+        _source_of(source),
+        Location.parse(disk),
+        integer_argument(vm_id, "the VM id"),
+        integer_argument(ds_id, "the datastore id"),
     )
     if ImageHandle.parse(request.source) is None:
         parse_reference(request.source)
@@ -229,21 +236,34 @@ def ln(call: TmCall) -> None:
     _fetch(request, mode="copy", system_tm=call.system_tm)
 
 
-def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, snapshot_id: int) -> None:
-    """Add a disk on its host, pin it on the datastore's node, then record it as the image's next version."""
+Parked = Mapping[str, tuple[str, int, str]]
+"""Disk files a system datastore put into IPFS (``transfer.system``): path -> (CID, size, format)."""
+
+
+def _save(
+    disk: Location,
+    target_source: str,
+    vm_id: int,
+    datastore_id: int,
+    snapshot_id: int,
+    *,
+    parked: Parked | None = None,
+) -> None:
+    """Add a disk on its host (or take its ``parked`` CID), pin it on the datastore's node, then record
+    it as the image's next version."""
     handle = ImageHandle.parse(target_source)
     if handle is None:
         raise ImmutableImage(
             f"{target_source[:200]} names fixed IPFS content: a disk cannot be saved into it"
         )
-    config = _config(datastore_id)
+    config = datastore_config(datastore_id)
     image = cli.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
     vm_disk = _disk(vm_id, disk)
     saved_format = _saved_format(image, vm_disk)
     path = disk.path if snapshot_id < 0 else f"{disk.path}.snap/{snapshot_id}"
-    cid, saved = _add_on_host(
-        disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
+    cid, saved = _added(
+        disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config, parked=parked
     )
     if versions.current_cid == cid:
         log_info(f"disk {disk.path} is unchanged ({cid}): image {handle.image_id} keeps its current version")
@@ -267,14 +287,46 @@ def _save(disk: Location, target_source: str, vm_id: int, datastore_id: int, sna
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
 
-def _add_on_host(
-    host: str, path: str, *, saved_format: str, vm_disk: VmDisk, vm_id: int, config: DatastoreConfig
+def _added(
+    host: str,
+    path: str,
+    *,
+    saved_format: str,
+    vm_disk: VmDisk,
+    vm_id: int,
+    config: DatastoreConfig,
+    parked: Parked | None,
 ) -> tuple[str, int]:
-    """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``."""
+    """(CID, size) of a disk file as ``saved_format``: added on its host, or as an ipfs system datastore
+    parked it."""
+    if parked is None:
+        return add_on_host(
+            host, path, saved_format=saved_format, disk_format=_driver(vm_disk), vm_id=vm_id, config=config
+        )
+    if path not in parked:
+        raise StorageError(f"{path[:200]} is not in its VM folder's manifest: it was never put into IPFS")
+    cid, size, stored_format = parked[path]
+    if stored_format != saved_format:
+        raise NotSupported(
+            f"{path[:200]} is {stored_format} in IPFS, its image {saved_format}: resume the VM to save it"
+        )
+    return cid, size
+
+
+def _driver(disk: VmDisk) -> str | None:
+    """The format oned tells the hypervisor a disk is, if it is one a disk file can be."""
+    return disk.format if disk.format in DISK_FORMATS else None
+
+
+def add_on_host(
+    host: str, path: str, *, saved_format: str, disk_format: str | None, vm_id: int, config: DatastoreConfig
+) -> tuple[str, int]:
+    """(CID, size) of a disk file (or a snapshot of one) added to its host's node as ``saved_format``;
+    ``disk_format`` is what the file is where no deploy on that host recorded it."""
     save = protocol.Save(
         disk=Path(path),
         format=saved_format,
-        disk_format=vm_disk.format if vm_disk.format in DISK_FORMATS else None,
+        disk_format=disk_format,
         settings=config.import_settings,
         vm=vm_id,
         node=host_node(config),
@@ -284,7 +336,9 @@ def _add_on_host(
     return saved.cid, saved.size
 
 
-def _save_snapshots(disk: Location, source: str, vm_id: int, datastore_id: int) -> None:
+def _save_snapshots(
+    disk: Location, source: str, vm_id: int, datastore_id: int, parked: Parked | None = None
+) -> None:
     """A persistent disk's snapshots go into IPFS with it: oned records them in the image at save-back
     and lists them in the next VM's disk, which ``_fetch_snapshots`` then puts beside it."""
     handle = ImageHandle.parse(source)
@@ -295,13 +349,19 @@ def _save_snapshots(disk: Location, source: str, vm_id: int, datastore_id: int) 
     before = ImageSnapshots.from_template(image.template)
     if not vm_disk.snapshot_ids and not before.entries:
         return
-    config = _config(datastore_id)
+    config = datastore_config(datastore_id)
     saved_format = _saved_format(image, vm_disk)
     entries = []
     for snapshot_id in vm_disk.snapshot_ids:
         path = f"{disk.path}.snap/{snapshot_id}"
-        cid, size = _add_on_host(
-            disk.host, path, saved_format=saved_format, vm_disk=vm_disk, vm_id=vm_id, config=config
+        cid, size = _added(
+            disk.host,
+            path,
+            saved_format=saved_format,
+            vm_disk=vm_disk,
+            vm_id=vm_id,
+            config=config,
+            parked=parked,
         )
         content.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
         entries.append((snapshot_id, cid))
@@ -323,36 +383,48 @@ def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
 
 def mvds(call: TmCall) -> None:
     """Save a persistent disk back into its image as a new version; the previous one stays intact."""
-    disk, source, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
+    disk, source, vm_id, ds_id = arguments(call.args, 4, "host:remote_system_ds/disk.i SOURCE vmid dsid")
     location, vm, datastore_id = (
         Location.parse(disk),
-        _int(vm_id, "the VM id"),
-        _int(ds_id, "the datastore id"),
+        integer_argument(vm_id, "the VM id"),
+        integer_argument(ds_id, "the datastore id"),
     )
-    _save(location, source, vm, datastore_id, -1)
-    _save_snapshots(location, source, vm, datastore_id)
+    save_back(location, source, vm, datastore_id)
+
+
+def save_back(
+    location: Location, source: str, vm: int, datastore_id: int, parked: Parked | None = None
+) -> None:
+    """A persistent disk and its snapshots become the image's next version."""
+    _save(location, source, vm, datastore_id, -1, parked=parked)
+    _save_snapshots(location, source, vm, datastore_id, parked)
 
 
 def cpds(call: TmCall) -> None:
     """Save-as: the disk (or one of its snapshots) becomes the content of the image mkfs created."""
-    disk, source, snap_id, vm_id, ds_id = _args(
+    disk, source, snap_id, vm_id, ds_id = arguments(
         call.args, 5, "host:remote_system_ds/disk.i SOURCE snap_id vmid dsid"
     )
     _save(
         Location.parse(disk),
         source,
-        _int(vm_id, "the VM id"),
-        _int(ds_id, "the datastore id"),
+        integer_argument(vm_id, "the VM id"),
+        integer_argument(ds_id, "the datastore id"),
         _snapshot_id(snap_id),
     )
 
 
 def delete(call: TmCall) -> None:
     """Remove a disk (or a VM folder) from its host and release the host's cache reference."""
-    target, vm_id, ds_id = _args(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
+    target, vm_id, ds_id = arguments(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
     location = Location.parse(target)
-    vm = _int(vm_id, "the VM id")
-    config = _config(_int(ds_id, "the datastore id"))
+    vm = integer_argument(vm_id, "the VM id")
+    delete_on_host(location, vm, datastore_config(integer_argument(ds_id, "the datastore id")))
+
+
+def delete_on_host(location: Location, vm: int, config: DatastoreConfig) -> None:
+    """Remove a disk or a VM folder from its host; the host releases its cache references to them (its
+    node keeps the blocks until its cache is trimmed, so a later fetch there moves next to nothing)."""
     node, path, cache = host_node(config), Path(location.path), host_cache(config)
     removal: protocol.DeleteDisk | protocol.DeleteFolder = (
         protocol.DeleteDisk(disk=path, vm=vm, node=node, cache=cache)
@@ -365,22 +437,22 @@ def delete(call: TmCall) -> None:
 def mv(call: TmCall) -> None:
     """Stop, undeploy, resume, cold migrate: the system datastore moves the folder; an overlay's base
     is fetched on the target from IPFS rather than carried from the source host."""
-    source, target, vm_id, ds_id = _args(
+    source, target, vm_id, ds_id = arguments(
         call.args, 4, "src_host:dir[/disk.i] dst_host:dir[/disk.i] vmid dsid"
     )
     src, dst = Location.parse(source), Location.parse(target)
-    vm, datastore_id = _int(vm_id, "the VM id"), _int(ds_id, "the datastore id")
+    vm, datastore_id = integer_argument(vm_id, "the VM id"), integer_argument(ds_id, "the datastore id")
     if disk_id_of(dst.path) is None or src.host == dst.host:
         return
-    config = _config(datastore_id)
-    if config.deploy_mode != "OVERLAY" or _is_frontend(dst.host):
+    config = datastore_config(datastore_id)
+    if config.deploy_mode != "OVERLAY" or is_frontend(dst.host):
         return
     disk = _disk(vm, dst)
     if _deploy_mode(config, disk) == "overlay":
         _prefetch(dst.host, dst.path, disk, vm, config)
 
 
-def _is_frontend(host: str) -> bool:
+def is_frontend(host: str) -> bool:
     """oned names the frontend by its hostname in MV lines to and from it (stop, undeploy, resume)."""
     return host in ("localhost", socket.gethostname(), socket.getfqdn())
 
@@ -411,7 +483,11 @@ class MigrationStep:
     target_host: str
     vm_dir: str
     vm_id: int
+    datastore_id: int
     disks: list[VmDisk]
+    forwarded_by: str
+    """The system datastore's TM that forwarded the step (its sixth argument); empty when oned's VMM ran
+    this driver as the system datastore's own TM."""
 
     @classmethod
     def parse(cls, call: TmCall) -> MigrationStep:
@@ -422,7 +498,8 @@ class MigrationStep:
             )
         vm_dir = Location.parse(f"{args[0]}:{args[2]}")
         target = Location.parse(f"{args[1]}:{args[2]}")
-        vm_id = _int(args[3], "the VM id")
+        vm_id = integer_argument(args[3], "the VM id")
+        datastore_id = integer_argument(args[4], "the datastore id")
         payload = call.stdin.read(MAX_VM_XML + 1)
         if len(payload) > MAX_VM_XML:
             raise InvalidInput("the VM template on stdin is too large")
@@ -432,7 +509,8 @@ class MigrationStep:
             raise InvalidInput("the VM template on stdin is not base64-encoded XML") from None
         vm = parse_vm_xml(text) if text else cli.show_vm(vm_id)
         disks = [disk for disk in vm.disks if disk.tm_mad == "ipfs" and disk.datastore_id is not None]
-        return cls(vm_dir.host, target.host, vm_dir.path, vm_id, disks)
+        forwarded_by = args[5] if len(args) == 6 else ""
+        return cls(vm_dir.host, target.host, vm_dir.path, vm_id, datastore_id, disks, forwarded_by)
 
 
 def premigrate(call: TmCall) -> None:
@@ -443,13 +521,18 @@ def premigrate(call: TmCall) -> None:
     for disk in step.disks:
         assert disk.datastore_id is not None
         path = f"{step.vm_dir}/disk.{disk.disk_id}"
-        _prefetch(step.target_host, path, disk, step.vm_id, _config(disk.datastore_id))
+        _prefetch(step.target_host, path, disk, step.vm_id, datastore_config(disk.datastore_id))
 
 
 def postmigrate(call: TmCall) -> None:
-    """After a live migration the source host lets go of this VM's cache references."""
+    """After a live migration the source host lets go of this VM's cache references; as the system
+    datastore's own TM, this driver also removes the folder the hypervisor left there, as OpenNebula's
+    ``ssh`` and ``local`` TMs do."""
     step = MigrationStep.parse(call)
     _release_vm(step.source_host, step)
+    if not step.forwarded_by and step.source_host != step.target_host:
+        folder = Location(step.source_host, step.vm_dir)
+        delete_on_host(folder, step.vm_id, datastore_config(step.datastore_id))
 
 
 def failmigrate(call: TmCall) -> None:
@@ -461,7 +544,7 @@ def failmigrate(call: TmCall) -> None:
 def _release_vm(host: str, step: MigrationStep) -> None:
     if not step.disks or step.disks[0].datastore_id is None:
         return
-    _release(host, step.vm_id, _config(step.disks[0].datastore_id))
+    _release(host, step.vm_id, datastore_config(step.disks[0].datastore_id))
 
 
 def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
@@ -498,12 +581,12 @@ def _snapshot_step(kind: type[protocol.SnapshotCreate]) -> Callable[[TmCall], No
     """snap_create, snap_revert and snap_delete: each a file operation on the disk's host."""
 
     def step(call: TmCall) -> None:
-        disk, value, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
+        disk, value, vm_id, ds_id = arguments(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
         location = Location.parse(disk)
         _disk_id(location)
-        snap_id = _int(value, "snap_id")
-        _int(vm_id, "the VM id")
-        config = _config(_int(ds_id, "the datastore id"))
+        snap_id = integer_argument(value, "snap_id")
+        integer_argument(vm_id, "the VM id")
+        config = datastore_config(integer_argument(ds_id, "the datastore id"))
         hosts.call(
             location.host, kind(disk=Path(location.path), snap_id=snap_id), timeout=_host_timeout(config)
         )
@@ -515,12 +598,12 @@ def _snapshot_step(kind: type[protocol.SnapshotCreate]) -> Callable[[TmCall], No
 def resize(call: TmCall) -> None:
     """Grow a disk on its host; a running VM's disk is left to its hypervisor, which QEMU's image lock
     makes the only one able to grow it (``virsh blockresize``, the VMM's next step)."""
-    disk, size, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i size_mb vmid dsid")
+    disk, size, vm_id, ds_id = arguments(call.args, 4, "host:remote_system_ds/disk.i size_mb vmid dsid")
     location = Location.parse(disk)
     _disk_id(location)
-    size_mb = _int(size, "size_mb")
-    vm = _int(vm_id, "the VM id")
-    config = _config(_int(ds_id, "the datastore id"))
+    size_mb = integer_argument(size, "size_mb")
+    vm = integer_argument(vm_id, "the VM id")
+    config = datastore_config(integer_argument(ds_id, "the datastore id"))
     if cli.show_vm(vm).lcm_state == HOTPLUG_RESIZE:
         log_info(f"{location.path} is the disk of running VM {vm}: its hypervisor grows it")
         return
@@ -540,14 +623,14 @@ def snap_create_live(call: TmCall) -> None:
     ``one-ipfs install`` puts in LIVE_DISK_SNAPSHOTS): the host's hypervisor copies the disk while the
     guest runs, as OpenNebula's ssh driver has it do, into the same ``disk.i.snap/<id>`` that
     snap_revert and snap_delete use."""
-    disk, value, vm_id, ds_id = _args(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
+    disk, value, vm_id, ds_id = arguments(call.args, 4, "host:remote_system_ds/disk.i snap_id vmid dsid")
     location = Location.parse(disk)
     _disk_id(location)
-    snap_id = _int(value, "snap_id")
-    vm = cli.show_vm(_int(vm_id, "the VM id"))
+    snap_id = integer_argument(value, "snap_id")
+    vm = cli.show_vm(integer_argument(vm_id, "the VM id"))
     if not vm.deploy_id:
         raise InvalidInput(f"VM {vm.id} has no DEPLOY_ID: it is not running on a hypervisor")
-    config = _config(_int(ds_id, "the datastore id"))
+    config = datastore_config(integer_argument(ds_id, "the datastore id"))
     uri = read_defaults(remotes_dir() / KVMRC).get("LIBVIRT_URI") or DEFAULT_LIBVIRT_URI
     snapshot = protocol.SnapshotCreateLive(
         disk=Path(location.path),
@@ -592,4 +675,6 @@ def run(name: str, args: list[str], stdin: BinaryIO) -> str | None:
         raise NotSupported(
             f"the ipfs transfer driver does not work with system datastores of type {suffix[:40]!r}"
         )
-    return dispatch("transfer", ACTIONS, base, lambda: (TmCall(args, stdin, suffix),))
+    from one_ipfs.transfer import system  # its actions build on this module's
+
+    return dispatch("transfer", ACTIONS | system.ACTIONS, base, lambda: (TmCall(args, stdin, suffix),))
