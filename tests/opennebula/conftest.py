@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -58,6 +59,22 @@ def overlay_ds(cloud: GenuineOne) -> Datastore:
     """An IPFS datastore in OVERLAY mode: disks are qcow2 overlays on a base each host keeps once."""
     bed = cloud.frontend.bed
     return cloud.datastore_create(ipfs_datastore_template(bed, "ipfs-overlay", IPFS_DEPLOY_MODE="OVERLAY"))
+
+
+@pytest.fixture(scope="session")
+def backup_ds(cloud: GenuineOne) -> Datastore:
+    """OpenNebula's ``rsync`` backup datastore, kept on the frontend (reached over ssh by its name, as the
+    hosts reach it)."""
+    return cloud.datastore_create(
+        {
+            "NAME": "backups",
+            "TYPE": "BACKUP_DS",
+            "DS_MAD": "rsync",
+            "TM_MAD": "-",
+            "RSYNC_HOST": socket.gethostname(),
+            "RSYNC_USER": "oneadmin",
+        }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ running VM's full backup, and through the IPFS content of the other restored ima
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -30,22 +29,6 @@ pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 SIZE = 2 << 20
 COPY, OVERLAY, PERSISTENT = 0, 1, 2
-
-
-@pytest.fixture(scope="module")
-def backup_ds(one: GenuineOne) -> Datastore:
-    """OpenNebula's ``rsync`` backup datastore, kept on the frontend (reached over ssh by its name, as the
-    hosts reach it)."""
-    return one.datastore_create(
-        {
-            "NAME": "backups",
-            "TYPE": "BACKUP_DS",
-            "DS_MAD": "rsync",
-            "TM_MAD": "-",
-            "RSYNC_HOST": socket.gethostname(),
-            "RSYNC_USER": "oneadmin",
-        }
-    )
 
 
 @pytest.fixture(scope="module")
