@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from one_ipfs.errors import InvalidInput, StorageError, StreamBroken
+from one_ipfs.errors import ContentNotFound, InvalidInput, StorageError, StreamBroken
 from one_ipfs.host import __main__ as cli
 from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks, inputs, protocol
@@ -292,8 +292,22 @@ def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache
     assert disk.read_bytes() == image
     assert disk.stat().st_blocks * 512 < len(image) // 3
     assert not disk.with_name("disk.0.part").exists()
-    assert result == {"cid": cid, "size": len(image), "mode": "copy", "format": "raw"}
+    assert result == {"cid": cid, "mode": "copy", "format": "raw"}
     assert kubo.pins == {cid: f"one-cache-{cid}"}
+
+
+def test_a_deploy_run_again_answers_as_the_first_did_and_keeps_the_disk(
+    root: Path, kubo: FakeKubo, cache: HostCache
+) -> None:
+    cid = kubo.publish(half_zero_image())
+    disk = disk_of_vm(root, 7)
+    first = deploy(kubo, cache, cid, disk)
+    disk.write_bytes(b"the guest wrote this")
+
+    again = deploy(kubo, cache, cid, disk)
+
+    assert protocol.Deployed(**again) == protocol.Deployed(**first)
+    assert disk.read_bytes() == b"the guest wrote this"
     assert kubo.cats == 0  # written from the leaf blocks as they came, never read back
 
 
@@ -901,6 +915,19 @@ def test_has_prints_one_json_line(
 
     assert (run.code, run.plain) == (0, [])
     assert json.loads(run.out) == {"local": False, "size_local": 0, "size": MIB}
+
+
+def test_the_frontend_reads_the_answer_for_content_the_host_cannot_describe() -> None:
+    cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+    def not_found(call: Call) -> dict[str, object]:
+        raise ContentNotFound(f"ipfs files stat: {cid}: not found")
+
+    answer = json.dumps(commands.has(FakeNode({"files/stat": not_found}).client(), cid, timeout=1))
+
+    presence = protocol.read_result(protocol.Has(cid=cid), answer)
+
+    assert presence == protocol.Presence(local=False, size_local=0, size=None)
 
 
 def test_every_cache_command_lists_the_vms_whose_announced_disk_never_came(

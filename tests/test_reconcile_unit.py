@@ -18,7 +18,7 @@ CONFIG = load_config({}, defaults={})
 ACTIVE, POWEROFF, DONE = 3, 8, 6
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 FETCH = protocol.Fetch(cid=CID, disk=Path("/var/lib/one/datastores/0/7/disk.0"), vm=7)
-DEPLOYED = protocol.Deployed(CID, 1, "copy", "raw", awaiting=(7, 8, 9, 10, 11))
+DEPLOYED = protocol.Deployed(CID, "copy", "raw", awaiting=(7, 8, 9, 10, 11))
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def fetch(
         new_entry = cache.entry(cid) is None
         created = False
         try:
-            holding, base, written = _held_base(
+            _, base, written = _held_base(
                 client,
                 cache,
                 cid,
@@ -147,7 +147,7 @@ def fetch(
             raise
     log_info(f"{disk} is ready ({mode} of {cid}, {record.format})")
     _trim(client, cache, cache_max_mb, deadline)
-    return {"cid": cid, "size": holding.size, "mode": mode, "format": record.format}
+    return {"cid": cid, "mode": mode, "format": record.format}
 
 
 def prefetch(

@@ -196,7 +196,6 @@ class Deployed:
     """A disk written from IPFS: its content, how it was deployed and the disk file's format."""
 
     cid: str = given(text())
-    size: int = given(whole(int))
     mode: str = given(one_of(*MODES))
     format: str = given(one_of(*FORMATS))
     awaiting: tuple[int, ...] = given(whole_list, ())
@@ -204,11 +203,11 @@ class Deployed:
 
 @dataclass(frozen=True)
 class Presence:
-    """How much of a CID the host's node holds."""
+    """How much of a CID the host's node holds (``size`` None: content it cannot even describe)."""
 
     local: bool = given(flag)
     size_local: int = given(whole(int))
-    size: int = given(whole(int))
+    size: int | None = given(optional(whole(int)), None)
 
 
 @dataclass(frozen=True)
