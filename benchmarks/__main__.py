@@ -17,7 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baselines, fleet, import_, latency, replication, report, single_host, update, warm
+from benchmarks import (
+    backups,
+    baselines,
+    fleet,
+    import_,
+    latency,
+    replication,
+    report,
+    single_host,
+    update,
+    warm,
+)
 from benchmarks.common import Bench, Figure, Params, command_line, environment_note
 from testbed.bed import Bed, Layout
 
@@ -30,6 +41,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "latency": latency.run,
     "baselines": baselines.run,
     "replication": replication.run,
+    "backups": backups.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"
@@ -69,6 +81,7 @@ def main(argv: list[str]) -> int:
         max(params.fleet_hosts) if "fleet" in suites else 1,
         baselines.hosts_needed(params) if "baselines" in suites else 1,
         replication.HOSTS if "replication" in suites else 1,
+        backups.HOSTS if "backups" in suites else 1,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []

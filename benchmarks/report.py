@@ -183,6 +183,33 @@ def _baselines_plots(results: dict[str, Any]) -> dict[str, str]:
     return plots
 
 
+BACKUP_STYLES = {"rsync": "s--", "restic": "^--", "ipfs": "o-", "ipfs 64 KiB": "D-"}
+"""Each backup datastore of the backups figure, OpenNebula's dashed, ours solid."""
+STORED = re.compile(r"stored after day (\d+), (full|increments): (.+)")
+
+
+def _backups_plot(results: dict[str, Any]) -> str | None:
+    """The bytes each backup datastore keeps after each day, every backup so far included, per mode."""
+    figure = next((f for f in results["figures"] if f["id"] == "backups"), None)
+    if figure is None:
+        return None
+    found = [(STORED.fullmatch(m["name"]), m["median"]) for m in figure["measures"]]
+    stored = [(match[2], match[3], int(match[1]), mib) for match, mib in found if match]
+    _, panes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axes, kind in zip(panes, ("full", "increments"), strict=True):
+        for system, style in BACKUP_STYLES.items():
+            points = sorted((day, mib) for k, name, day, mib in stored if (k, name) == (kind, system))
+            if points:
+                axes.plot([day for day, _ in points], [mib for _, mib in points], style, label=system)
+        axes.set_xlabel("day (every VM backed up once a day)")
+        axes.set_title("MODE=FULL, raw disks" if kind == "full" else "MODE=INCREMENT, qcow2 disks")
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+    panes[0].set_ylabel("kept by the backup datastore (MiB)")
+    panes[0].legend()
+    return _save(f"{'quick' if _params(results, figure)['quick'] else 'full'}-backups.png")
+
+
 def _targets_plot(results: dict[str, Any]) -> str:
     """Each target's median as a share of its limit (inverted for 'at least' targets): < 1 is met."""
     labels, shares, colours = [], [], []
@@ -218,6 +245,9 @@ def write(results: dict[str, Any]) -> str:
     if fleet is not None:
         plots["fleet"] = fleet
     plots.update(_baselines_plots(results))
+    backups = _backups_plot(results)
+    if backups is not None:
+        plots["backups"] = backups
 
     def replace(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)

@@ -70,3 +70,30 @@ def test_a_baselines_run_merged_over_an_earlier_page_keeps_its_figures_and_plots
     for plot in ("quick-baselines.png", "quick-baselines-bytes.png"):
         assert f"(benchmarks/{plot})" in page
         assert (tmp_path / "benchmarks" / plot).stat().st_size > 0
+
+
+def test_a_backups_figure_plots_each_datastore_day_by_day_beside_the_other_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "DOCS", tmp_path)
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "benchmarks")
+    backups = {
+        "id": "backups",
+        "title": "Backups",
+        "method": "a week",
+        "command": "python -m benchmarks --only backups",
+        "measures": [
+            measure(f"stored after day {day}, {kind}: {system}", 64.0 * day)
+            for kind in ("full", "increments")
+            for system in report.BACKUP_STYLES
+            for day in range(1, 8)
+        ]
+        + [measure("stored after day 7, full: rsync, allocated blocks", 400.0)],
+        "checks": [],
+        "notes": [],
+    }
+    report.write(run_of(backups, "now"))
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "**Backups.**" in page and "| stored after day 7, increments: restic | 448 |" in page
+    assert "(benchmarks/quick-backups.png)" in page
+    assert (tmp_path / "benchmarks" / "quick-backups.png").stat().st_size > 0

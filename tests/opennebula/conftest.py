@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from testbed.genuine import VERSIONS, GenuineOne
 from testbed.one import Datastore
 from testbed.system import ensure_oneadmin
 from tests.conftest import GENUINE
-from tests.support.datastores import ipfs_datastore_template
+from tests.support.datastores import ipfs_datastore_template, rsync_backup_template
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,16 +64,7 @@ def overlay_ds(cloud: GenuineOne) -> Datastore:
 def backup_ds(cloud: GenuineOne) -> Datastore:
     """OpenNebula's ``rsync`` backup datastore, kept on the frontend (reached over ssh by its name, as the
     hosts reach it)."""
-    return cloud.datastore_create(
-        {
-            "NAME": "backups",
-            "TYPE": "BACKUP_DS",
-            "DS_MAD": "rsync",
-            "TM_MAD": "-",
-            "RSYNC_HOST": socket.gethostname(),
-            "RSYNC_USER": "oneadmin",
-        }
-    )
+    return cloud.datastore_create(rsync_backup_template("backups"))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 from testbed.bed import Bed
 from testbed.genuine import GenuineOne
 from testbed.one import Datastore, Image, VirtualMachine
+from tests.support.datastores import restic_backup_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.vms import file_view, guest_write, image_from, parse_increments, stored_views
 
@@ -35,17 +36,7 @@ COPY, OVERLAY, PERSISTENT = 0, 1, 2
 def restic_ds(one: GenuineOne) -> Datastore:
     """OpenNebula's ``restic`` backup datastore, its repository on h4 reached over sftp (as a backup server
     is: a host ``onehost sync`` gave the restic binary)."""
-    return one.datastore_create(
-        {
-            "NAME": "restic-backups",
-            "TYPE": "BACKUP_DS",
-            "DS_MAD": "restic",
-            "TM_MAD": "-",
-            "RESTIC_SFTP_SERVER": "h4",
-            "RESTIC_SFTP_USER": "oneadmin",
-            "RESTIC_PASSWORD": "bed-restic-password",
-        }
-    )
+    return one.datastore_create(restic_backup_template("restic-backups"))
 
 
 def seen(bed: Bed, one: GenuineOne, vm: VirtualMachine, disk_id: int) -> str:
