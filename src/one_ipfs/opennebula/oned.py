@@ -3,7 +3,7 @@
 TM actions get only argument strings, so what they need beyond them (a disk's image, the image's recorded
 CID, the datastore's settings) comes from oned with oneadmin's credentials, as OpenNebula's own Ruby drivers
 get it (``OpenNebula::Client``). Each is one HTTP request to oned instead of a Ruby CLI process (``onevm show
--x``..., about a second of CPU each): on a frontend where oned runs many transfers at once, those processes
+-x``..., about 0.3 s of CPU each): on a frontend where oned runs many transfers at once, those processes
 were what made deploys slow.
 """
 
