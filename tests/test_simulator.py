@@ -351,12 +351,14 @@ def test_api_shows_documents_and_fails_like_oned(sim: Sim) -> None:
 
     shown = oned.call("one.image.info", image.id, False, at=at)
     listed = oned.call("one.datastorepool.info", at=at)
+    hosts = oned.call("one.hostpool.info", at=at)
     with pytest.raises(ObjectMissing) as missing:
         oned.call("one.image.info", 77, False, at=at)
 
     assert text(parse_xml(str(shown)), "SOURCE") == f"/ipfs/{CID}"
     assert [d.findtext("NAME") for d in parse_xml(str(listed)).findall("DATASTORE")] == ["system", "ipfs"]
     assert str(missing.value) == "[one.image.info] Error getting image [77]."
+    assert [h.findtext("NAME") for h in parse_xml(str(hosts)).findall("HOST")] == ["h1", "h2", "h3"]
 
 
 def test_image_update_replaces_or_appends_with_oned_quoting(sim: Sim) -> None:

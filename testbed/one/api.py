@@ -4,9 +4,9 @@ Drivers call oned over XML-RPC (``one_ipfs.opennebula.oned``). Under the simulat
 on loopback, started and stopped with ``OneSim``, which hands them its endpoint and a session in
 ``ONE_XMLRPC`` and ``ONE_AUTH``, two of the places they read under genuine oned. Answers have oned's shape:
 ``[true, value, 0]``, or ``[false, "[one.image.info] Error getting image [7].", 0x400]``
-(``Request::failure_message``). Only what drivers call is served: ``one.{vm,image,datastore}.info``,
-``one.{image,datastore}pool.info`` and ``one.image.update``, whose template text is parsed with oned's rules
-(``testbed.one.template``).
+(``Request::failure_message``). Only what drivers and ``one-ipfs`` call is served:
+``one.{vm,image,datastore}.info``, ``one.{image,datastore,host}pool.info`` and ``one.image.update``, whose
+template text is parsed with oned's rules (``testbed.one.template``).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def state_methods(store: StateStore) -> dict[str, Method]:
         **{f"one.{kind}.info": info(kind) for kind in _NOUN},
         "one.imagepool.info": pool("image"),
         "one.datastorepool.info": pool("datastore"),
+        "one.hostpool.info": pool("host"),
         "one.image.update": update_image,
     }
 

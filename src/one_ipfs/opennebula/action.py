@@ -356,6 +356,11 @@ def parse_datastore_pool(xml: bytes | str) -> list[DatastoreTemplate]:
     return [_datastore(datastore) for datastore in _parse_xml(xml, "DATASTORE_POOL").findall("DATASTORE")]
 
 
+def parse_host_names(xml: bytes | str) -> list[str]:
+    """Each host's name, from ``one.hostpool.info``'s answer (what ``onehost list -x`` prints)."""
+    return [name for host in _parse_xml(xml, "HOST_POOL").findall("HOST") if (name := _text(host, "NAME"))]
+
+
 def parse_user_ids(xml: bytes | str) -> dict[str, int]:
     """Each user's ID by name, from ``one.userpool.info``'s answer."""
     users = _parse_xml(xml, "USER_POOL").findall("USER")

@@ -27,6 +27,7 @@ from one_ipfs.opennebula.action import (
     VmTemplate,
     parse_datastore_pool,
     parse_datastore_xml,
+    parse_host_names,
     parse_image_pool,
     parse_image_xml,
     parse_user_ids,
@@ -122,6 +123,10 @@ def list_images() -> list[ImageTemplate]:
 
 def list_datastores() -> list[DatastoreTemplate]:
     return parse_datastore_pool(_text(call("one.datastorepool.info")))
+
+
+def list_host_names() -> list[str]:
+    return parse_host_names(_text(call("one.hostpool.info")))
 
 
 def update_image(image_id: int, attributes: Mapping[str, str]) -> None:
