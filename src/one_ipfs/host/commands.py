@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from one_ipfs.errors import ContentNotFound, InvalidInput, IpfsTimeout, StorageError
 from one_ipfs.host import disks, log_info
+from one_ipfs.host import protocol as p
 from one_ipfs.host.cache import CACHE_PIN_PREFIX, CacheEntry, HostCache, cache_pin_name, pin_owner
 from one_ipfs.host.deploy import (
     Deadline,
@@ -34,125 +34,102 @@ from one_ipfs.host.deploy import (
 from one_ipfs.host.disks import COPY, OVERLAY
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, remove_file
 from one_ipfs.ipfs.pinning import PROGRESS_EVERY
-from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
+from one_ipfs.ipfs.rpc import KuboClient
 
 MODES = (COPY, OVERLAY)
 
 
-def fetch(
-    client: KuboClient,
-    cache: HostCache,
-    cid: str,
-    disk: Path,
-    *,
-    size_mb: int = 0,
-    mode: str = COPY,
-    image_format: str | None = None,
-    disk_format: str | None = None,
-    vm: int | None = None,
-    timeout: float,
-    stall_timeout: float,
-    cache_max_mb: int,
-) -> dict[str, Any]:
+def fetch(client: KuboClient, cache: HostCache, request: p.Fetch) -> p.Deployed:
     """Deploy a disk from IPFS: the host's node pins the CID and writes its base file (once per
     host), then the disk is a sparse copy of the base (copy) or a qcow2 overlay on it (overlay).
 
-    ``image_format`` is what the content's bytes are, ``disk_format`` what the hypervisor will be told
-    the disk is (oned's DISK/DRIVER): a copy whose base is in another format is converted to it.
+    ``format`` is what the content's bytes are, ``disk_format`` what the hypervisor will be told the
+    disk is (oned's DISK/DRIVER): a copy whose base is in another format is converted to it.
     """
-    if mode not in MODES:
-        raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
-    if mode == OVERLAY and disk_format not in (None, "qcow2"):
-        raise InvalidInput(f"an overlay is a qcow2 file, but {disk} is to be {disk_format}")
+    cid, disk = request.cid, request.disk
+    if request.mode == OVERLAY and request.disk_format not in (None, "qcow2"):
+        raise InvalidInput(f"an overlay is a qcow2 file, but {disk} is to be {request.disk_format}")
+    if request.monitor_tm:
+        _mark_monitored(disk.parent, request.monitor_tm)
     deployed = disks.read_record(disk) if disk.is_file() else None
-    if deployed is not None and (deployed.cid, deployed.mode) == (cid, mode):
+    if deployed is not None and (deployed.cid, deployed.mode) == (cid, request.mode):
         # oned retrying a deploy that succeeded: the guest may have written to the disk since.
         log_info(f"{disk} is already deployed from {cid}: kept as it is")
-        return {"cid": cid, "mode": mode, "format": deployed.format}
-    deadline = Deadline(timeout, f"deploying {cid} to {disk}")
+        return p.Deployed(cid, request.mode, deployed.format)
+    deadline = Deadline(request.timeout, f"deploying {cid} to {disk}")
     _make_folder(disk.parent)
-    with entry_kept(client, cache, cid, deadline, cache_max_mb):
+    with entry_kept(client, cache, cid, deadline, request.cache.max_mb):
         _, base, written = held_base(
             client,
             cache,
             cid,
-            image_format,
+            request.format,
             deadline,
-            stall_timeout=stall_timeout,
-            copy_to=disk if mode == COPY and disk_format in (None, image_format) else None,
+            stall_timeout=request.stall_timeout,
+            copy_to=disk if request.mode == COPY and request.disk_format in (None, request.format) else None,
         )
-        if mode == OVERLAY:
-            record = deploy_overlay(base, cid, disk, size_mb=size_mb, deadline=deadline)
-        elif disk_format not in (None, base.content.format):
-            record = deploy_converted(base, cid, disk, disk_format, size_mb=size_mb, deadline=deadline)
+        if request.mode == OVERLAY:
+            record = deploy_overlay(base, cid, disk, size_mb=request.size_mb, deadline=deadline)
+        elif request.disk_format not in (None, base.content.format):
+            record = deploy_converted(
+                base,
+                cid,
+                disk,
+                request.disk_format,
+                size_mb=request.size_mb,
+                deadline=deadline,
+            )
         else:
-            record = deploy_copy(base, cid, disk, size_mb=size_mb, deadline=deadline, written=written)
+            record = deploy_copy(base, cid, disk, size_mb=request.size_mb, deadline=deadline, written=written)
         try:
             disks.write_record(disk, record)
-            cache.record(cid, used_by(disk, vm, base.stored, holds=mode == OVERLAY))
+            cache.record(cid, used_by(disk, request.vm, base.stored, holds=request.mode == OVERLAY))
         except BaseException:
             remove_file(disk)
             disks.remove_record(disk)
             raise
-        log_info(f"{disk} is ready ({mode} of {cid}, {record.format})")
-    return {"cid": cid, "mode": mode, "format": record.format}
+        log_info(f"{disk} is ready ({request.mode} of {cid}, {record.format})")
+    return p.Deployed(cid, request.mode, record.format)
 
 
-def prefetch(
-    client: KuboClient,
-    cache: HostCache,
-    cid: str,
-    disk: Path,
-    *,
-    mode: str = COPY,
-    image_format: str | None = None,
-    vm: int | None = None,
-    timeout: float,
-    stall_timeout: float,
-    cache_max_mb: int,
-) -> dict[str, Any]:
+def prefetch(client: KuboClient, cache: HostCache, request: p.Prefetch) -> p.Stored:
     """Before a disk moves here (migration): hold its content and, for overlays, its base file.
 
     The overlay disk arrives later, so its reference is kept until released even while the disk
     file is still missing.
     """
-    if mode not in MODES:
-        raise InvalidInput(f"the deploy mode must be copy or overlay, not {mode[:40]!r}")
-    deadline = Deadline(timeout, f"fetching {cid} ahead of {disk}")
-    with entry_kept(client, cache, cid, deadline, cache_max_mb):
-        if mode == OVERLAY:
+    cid, disk = request.cid, request.disk
+    deadline = Deadline(request.timeout, f"fetching {cid} ahead of {disk}")
+    with entry_kept(client, cache, cid, deadline, request.cache.max_mb):
+        if request.mode == OVERLAY:
             holding, base, _ = held_base(
-                client, cache, cid, image_format, deadline, stall_timeout=stall_timeout
+                client, cache, cid, request.format, deadline, stall_timeout=request.stall_timeout
             )
             stored = base.stored
         else:
-            holding, stored = hold(client, cache, cid, deadline, stall_timeout), 0
-        cache.record(cid, used_by(disk, vm, stored, holds=mode == OVERLAY, expected=True))
-    return {"cid": cid, "size": holding.size}
+            holding, stored = hold(client, cache, cid, deadline, request.stall_timeout), 0
+        cache.record(
+            cid,
+            used_by(disk, request.vm, stored, holds=request.mode == OVERLAY, expected=True),
+        )
+    return p.Stored(cid, holding.size)
 
 
-def warm(
-    client: KuboClient,
-    cache: HostCache,
-    cid: str,
-    *,
-    timeout: float,
-    stall_timeout: float,
-    cache_max_mb: int,
-) -> dict[str, Any]:
+def warm(client: KuboClient, cache: HostCache, request: p.Warm) -> p.Held:
     """Hold ``cid`` before any disk needs it (``one-ipfs prefetch`` ahead of a deploy storm).
 
     The entry has no reference and counts at the content's full size: it stays while the cache has
     room for it and goes least recently used first like any other, never pushing out a disk's base.
     """
-    deadline = Deadline(timeout, f"warming the host cache with {cid}")
-    size = root_stat(client, cid, deadline, stall_timeout).size
-    if size > cache_max_mb << 20:
+    cid, room = request.cid, request.cache.max_mb
+    deadline = Deadline(request.timeout, f"warming the host cache with {cid}")
+    size = root_stat(client, cid, deadline, request.stall_timeout).size
+    if size > room << 20:
         raise StorageError(
-            f"{cid} ({size >> 20} MiB) is larger than the host cache (IPFS_HOST_CACHE_MB={cache_max_mb})"
+            f"{cid} ({size >> 20} MiB) is larger than the host cache (IPFS_HOST_CACHE_MB={room})"
         )
-    with entry_kept(client, cache, cid, deadline, cache_max_mb):
-        holding = hold(client, cache, cid, deadline, stall_timeout)
+    with entry_kept(client, cache, cid, deadline, room):
+        holding = hold(client, cache, cid, deadline, request.stall_timeout)
 
         def counted(entry: CacheEntry) -> None:
             entry.stored = max(entry.stored, holding.size)
@@ -160,44 +137,38 @@ def warm(
         cache.record(cid, counted)
     if cache.entry(cid) is None:
         raise StorageError(
-            f"{cid} ({size >> 20} MiB) does not fit in the host cache (IPFS_HOST_CACHE_MB={cache_max_mb})"
+            f"{cid} ({size >> 20} MiB) does not fit in the host cache (IPFS_HOST_CACHE_MB={room})"
             " next to the content its disks use"
         )
     log_info(f"{cid} is held in the host cache")
-    return {"cid": cid, "size": holding.size}
+    return p.Held(cid, holding.size)
 
 
-def save(
-    client: KuboClient,
-    cache: HostCache,
-    disk: Path,
-    *,
-    image_format: str,
-    disk_format: str | None = None,
-    settings: ImportSettings,
-    vm: int | None = None,
-    timeout: float,
-) -> dict[str, Any]:
-    """Add a disk (or a snapshot of it) to the host's node as a self-contained ``image_format`` image.
+def save(client: KuboClient, cache: HostCache, request: p.Save) -> p.Stored:
+    """Add a disk (or a snapshot of it) to the host's node as a self-contained image of ``format``.
 
     The disk file is what its deploy recorded or, where no deploy on this host recorded it (the disk
     came by a live migration, which carries disks but not our records), ``disk_format``: oned's
     DRIVER, which the hypervisor opened and migrated it as. The result stays pinned as a cache entry
     referenced by the disk, so the datastore's node can fetch it from here until the disk is deleted.
     """
-    for given in (image_format, disk_format or image_format):
-        if given not in disks.FORMATS:
-            raise InvalidInput(f"a format must be raw or qcow2, not {given[:40]!r}")
-    deadline = Deadline(timeout, f"saving {disk}")
+    disk = request.disk
+    deadline = Deadline(request.timeout, f"saving {disk}")
     if not disk.is_file():
         raise StorageError(f"{disk} does not exist on this host")
     cache.prepare()
-    with _self_contained(cache, disk, disk_format or image_format, image_format, deadline) as source:
+    with _self_contained(
+        cache, disk, request.disk_format or request.format, request.format, deadline
+    ) as source:
         size = source.stat().st_size
-        log_info(f"adding {disk} ({size >> 20} MiB, {image_format}) to this host's IPFS node")
+        log_info(f"adding {disk} ({size >> 20} MiB, {request.format}) to this host's IPFS node")
         with cache.adding(deadline.left()):
             added = client.add(
-                source, settings=settings, pin=False, progress=_add_progress(size), timeout=deadline.left()
+                source,
+                settings=request.settings,
+                pin=False,
+                progress=_add_progress(size),
+                timeout=deadline.left(),
             )
             with cache.content_lock(added.cid, deadline.left()):
                 owner = pin_owner(client, added.cid)
@@ -209,26 +180,19 @@ def save(
                 def saved(entry: CacheEntry) -> None:
                     entry.size = added.size
                     entry.owns_pin = owns
-                    used_by(disk, vm, stored, holds=True)(entry)
+                    used_by(disk, request.vm, stored, holds=True)(entry)
 
                 cache.record(added.cid, saved)
     log_info(f"{disk} is {added.cid}")
-    return {"cid": added.cid, "size": added.size}
+    return p.Stored(added.cid, added.size)
 
 
-def delete_disk(
-    client: KuboClient,
-    cache: HostCache,
-    disk: Path,
-    *,
-    vm: int | None = None,
-    timeout: float,
-    cache_max_mb: int,
-) -> None:
+def delete_disk(client: KuboClient, cache: HostCache, request: p.DeleteDisk) -> p.Removed:
     """Remove a disk with its snapshots and leftovers, and release what it held in the cache.
 
     A disk that is already gone is a success: OpenNebula repeats deletes.
     """
+    disk = request.disk
     found = remove_file(disk)
     for leftover in (part_path(disk), disks.saving_path(disk)):
         remove_file(leftover)
@@ -237,105 +201,133 @@ def delete_disk(
     cache.prepare()
     snapshots = f"{disks.snapshots_dir(disk)}/"
     cache.release(lambda key, ref: key == str(disk) or key.startswith(snapshots))
-    owner = f" of VM {vm}" if vm is not None else ""
+    owner = f" of VM {request.vm}" if request.vm is not None else ""
     log_info(f"removed {disk}{owner}" if found else f"{disk}{owner} was already removed")
-    trim(client, cache, cache_max_mb, Deadline(timeout, f"deleting {disk}"))
+    trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"deleting {disk}"))
+    return p.Removed()
 
 
-def delete_folder(
-    client: KuboClient, cache: HostCache, folder: Path, *, timeout: float, cache_max_mb: int
-) -> None:
+def delete_folder(client: KuboClient, cache: HostCache, request: p.DeleteFolder) -> p.Removed:
     """Remove a VM's folder (disks, snapshots, records) and release every cache reference inside it."""
-    _remove_tree(folder)
+    _remove_tree(request.dir)
     cache.prepare()
-    inside = f"{folder}/"
+    inside = f"{request.dir}/"
     cache.release(lambda key, ref: key.startswith(inside))
-    log_info(f"removed {folder}")
-    trim(client, cache, cache_max_mb, Deadline(timeout, f"deleting {folder}"))
+    log_info(f"removed {request.dir}")
+    trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"deleting {request.dir}"))
+    return p.Removed()
 
 
-def release(client: KuboClient, cache: HostCache, vm: int, *, timeout: float, cache_max_mb: int) -> None:
+def release(client: KuboClient, cache: HostCache, request: p.Release) -> p.Done:
     """A VM left this host (migrated, or its migration here failed): drop its cache references."""
     cache.prepare()
-    touched = cache.release(lambda key, ref: ref.vm == vm)
-    log_info(f"released {len(touched)} cached image(s) of VM {vm}")
-    trim(client, cache, cache_max_mb, Deadline(timeout, f"releasing VM {vm}"))
+    touched = cache.release(lambda key, ref: ref.vm == request.vm)
+    log_info(f"released {len(touched)} cached image(s) of VM {request.vm}")
+    trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"releasing VM {request.vm}"))
+    return p.Done()
 
 
-def has(client: KuboClient, cid: str, *, timeout: float) -> dict[str, Any]:
+def has(client: KuboClient, request: p.Has) -> p.Presence:
     """How much of ``cid`` this host's node holds; content it cannot even describe counts as absent."""
     try:
-        info = client.files_stat(f"/ipfs/{cid}", with_local=True, timeout=timeout)
+        info = client.files_stat(f"/ipfs/{request.cid}", with_local=True, timeout=request.timeout)
     except (ContentNotFound, IpfsTimeout):
-        return {"local": False, "size_local": 0, "size": None}
-    return {"local": bool(info.local), "size_local": info.size_local or 0, "size": info.size}
+        return p.Presence(local=False, size_local=0)
+    return p.Presence(bool(info.local), info.size_local or 0, info.size)
 
 
-def snapshot_create(disk: Path, snap_id: int) -> None:
+def snapshot_create(request: p.SnapshotCreate) -> p.Done:
     """A full sparse copy in ``disk.<n>.snap/<id>``, as OpenNebula's ssh driver keeps them."""
-    _require_disk(disk)
-    folder = disks.snapshots_dir(disk)
+    _require_disk(request.disk)
+    folder = disks.snapshots_dir(request.disk)
     _make_folder(folder)
-    copy_file(disk, folder / str(snap_id))
-    log_info(f"created snapshot {snap_id} of {disk}")
+    copy_file(request.disk, folder / str(request.snap_id))
+    log_info(f"created snapshot {request.snap_id} of {request.disk}")
+    return p.Done()
 
 
-def snapshot_create_live(disk: Path, snap_id: int, domain: str, libvirt_uri: str, *, timeout: float) -> None:
+def snapshot_create_live(request: p.SnapshotCreateLive) -> p.Done:
     """A snapshot of a running VM's disk, taken by its hypervisor as OpenNebula's ssh driver has KVM take it
     (``virsh blockcopy --wait --finish``): what the guest sees, in a file of the disk's format with no
     backing file, in ``disk.<n>.snap/<id>``; the guest goes on writing to its disk. A failed copy leaves
     no snapshot file."""
-    _require_disk(disk)
-    folder = disks.snapshots_dir(disk)
+    _require_disk(request.disk)
+    folder = disks.snapshots_dir(request.disk)
     _make_folder(folder)
-    snapshot = folder / str(snap_id)
-    args = ["-q", "-c", libvirt_uri, "blockcopy", domain, "--path", str(disk), "--dest", str(snapshot)]
+    snapshot = folder / str(request.snap_id)
+    args = [
+        "-q",
+        "-c",
+        request.libvirt_uri,
+        "blockcopy",
+        request.domain,
+        "--path",
+        str(request.disk),
+        "--dest",
+        str(snapshot),
+    ]
     try:
         snapshot.touch()
-        disks.run_tool("virsh", [*args, "--wait", "--finish"], timeout=timeout, doing=f"snapshot {snap_id}")
+        disks.run_tool(
+            "virsh",
+            [*args, "--wait", "--finish"],
+            timeout=request.timeout,
+            doing=f"snapshot {request.snap_id}",
+        )
     except BaseException:
         remove_file(snapshot)
         raise
-    log_info(f"created snapshot {snap_id} of {disk} while {domain} runs")
+    log_info(f"created snapshot {request.snap_id} of {request.disk} while {request.domain} runs")
+    return p.Done()
 
 
-def snapshot_revert(disk: Path, snap_id: int) -> None:
+def snapshot_revert(request: p.SnapshotCreate) -> p.Done:
     """The disk becomes a copy of the snapshot; the snapshot stays."""
-    _require_disk(disk)
-    snapshot = disks.snapshots_dir(disk) / str(snap_id)
+    _require_disk(request.disk)
+    snapshot = disks.snapshots_dir(request.disk) / str(request.snap_id)
     if not snapshot.is_file():
-        raise StorageError(f"snapshot {snap_id} of {disk} does not exist")
-    copy_file(snapshot, disk)
-    log_info(f"reverted {disk} to snapshot {snap_id}")
+        raise StorageError(f"snapshot {request.snap_id} of {request.disk} does not exist")
+    copy_file(snapshot, request.disk)
+    log_info(f"reverted {request.disk} to snapshot {request.snap_id}")
+    return p.Done()
 
 
-def snapshot_delete(disk: Path, snap_id: int) -> None:
-    snapshot = disks.snapshots_dir(disk) / str(snap_id)
+def snapshot_delete(request: p.SnapshotCreate) -> p.Done:
+    snapshot = disks.snapshots_dir(request.disk) / str(request.snap_id)
     if remove_file(snapshot):
-        log_info(f"deleted snapshot {snap_id} of {disk}")
+        log_info(f"deleted snapshot {request.snap_id} of {request.disk}")
     else:
-        log_info(f"snapshot {snap_id} of {disk} was already deleted")
+        log_info(f"snapshot {request.snap_id} of {request.disk} was already deleted")
+    return p.Done()
 
 
-def resize(disk: Path, size_mb: int, *, image_format: str | None = None, timeout: float) -> None:
+def resize(request: p.Resize) -> p.Done:
     """Grow a disk to ``size_mb`` MiB (raw: a hole at the end; qcow2: qemu-img). Disks never shrink."""
-    _require_disk(disk)
-    record = disks.read_record(disk)
-    disk_format = record.format if record is not None else image_format or disks.probe_format(disk)
-    current = disks.qcow2_size(disk) if disk_format == "qcow2" else disk.stat().st_size
-    wanted = size_mb << 20
+    _require_disk(request.disk)
+    record = disks.read_record(request.disk)
+    disk_format = record.format if record is not None else request.format or disks.probe_format(request.disk)
+    current = disks.qcow2_size(request.disk) if disk_format == "qcow2" else request.disk.stat().st_size
+    wanted = request.size_mb << 20
     if wanted < current:
-        raise InvalidInput(f"{disk} is {current >> 20} MiB and cannot shrink to {size_mb} MiB")
+        raise InvalidInput(
+            f"{request.disk} is {current >> 20} MiB and cannot shrink to {request.size_mb} MiB"
+        )
     if wanted == current:
-        return
+        return p.Done()
     if disk_format == "qcow2":
-        disks.resize_qcow2(disk, wanted, timeout=timeout)
+        disks.resize_qcow2(request.disk, wanted, timeout=request.timeout)
     else:
-        grow(disk, wanted)
-    log_info(f"resized {disk} to {size_mb} MiB")
+        grow(request.disk, wanted)
+    log_info(f"resized {request.disk} to {request.size_mb} MiB")
+    return p.Done()
 
 
-def monitor_marker(folder: Path, tm_name: str) -> None:
+def monitor_marker(request: p.MonitorMarker) -> p.Done:
+    _mark_monitored(request.dir, request.tm)
+    return p.Done()
+
+
+def _mark_monitored(folder: Path, tm_name: str) -> None:
     """Mark the VM folder's system datastore for host-side monitoring, as ``enable_local_monitoring`` does:
     ``<datastore>/.monitor`` holds the name of the transfer driver whose ``monitor_ds`` reports it.
 
@@ -358,21 +350,21 @@ def monitor_marker(folder: Path, tm_name: str) -> None:
         raise StorageError(f"cannot write {marker}: {exc.strerror}") from None
 
 
-def cache_status(cache: HostCache) -> dict[str, Any]:
+def cache_status(cache: HostCache) -> p.CacheListing:
     cache.prepare()
     statuses = cache.status()
     entries = [
         {**status.entry.to_json(), "base_bytes": status.base_bytes, "cost": status.cost}
         for status in sorted(statuses, key=lambda s: s.entry.last_used, reverse=True)
     ]
-    return {"folder": str(cache.folder), "total_bytes": sum(s.cost for s in statuses), "entries": entries}
+    return p.CacheListing(str(cache.folder), sum(s.cost for s in statuses), tuple(entries))
 
 
-def cache_evict(client: KuboClient, cache: HostCache, keep_mb: int, *, timeout: float) -> dict[str, Any]:
+def cache_evict(client: KuboClient, cache: HostCache, request: p.CacheEvict) -> p.Evicted:
     """Trim the cache to ``keep_mb`` MiB now; referenced entries stay whatever their size."""
     cache.prepare()
-    evicted = cache.evict(client, keep_mb << 20, gc_timeout=timeout)
-    return {"evicted": evicted, "total_bytes": sum(status.cost for status in cache.status())}
+    evicted = cache.evict(client, request.keep_mb << 20, gc_timeout=request.timeout)
+    return p.Evicted(tuple(evicted), sum(status.cost for status in cache.status()))
 
 
 @contextmanager
