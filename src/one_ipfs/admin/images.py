@@ -15,6 +15,7 @@ from typing import Any
 
 from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.defaults import CLUSTER_TIMEOUT, HOST_CALL_SLACK
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.host.protocol import Warm
 from one_ipfs.hosts.calls import call as call_host
@@ -25,7 +26,6 @@ from one_ipfs.opennebula import cli
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
 
 IPFS_DS_MAD = "ipfs"
-HOST_CALL_SLACK = 60.0
 MAX_PARALLEL = 8
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def placement(images: list[IpfsImage]) -> Placement:
     for api in sorted({i.config.cluster_api for i in images if i.config.replication is not None}):
         log.info("asking IPFS Cluster at %s where its pins are", api)
         try:
-            for pin in ClusterClient(api, timeout=HOST_CALL_SLACK).statuses():
+            for pin in ClusterClient(api, timeout=CLUSTER_TIMEOUT).statuses():
                 found.held[pin.cid] = pin.holders()
         except OneIpfsError as exc:
             found.unknown[api] = str(exc)

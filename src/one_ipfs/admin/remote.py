@@ -57,13 +57,13 @@ DOING = {
 """What each command does, as ``one-ipfs --verbose`` says it."""
 BUNDLED = ("init", "configure", "holds", "cluster_init", "cluster_configure", "cluster_unit")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
-RPC_TIMEOUT = 10.0
-"""Seconds each question to a Kubo node may take."""
 RESTART_MARKER = ".one-ipfs-restart"
 """Written into a repository whenever ``configure`` changed it; a daemon started before runs old settings."""
 API_FILE = "api"
 """Kubo writes ``$IPFS_PATH/api`` when its daemon starts (and removes it at exit)."""
 SYSTEMCTL_TIMEOUT = 120
+"""Seconds one systemctl step may take. (Written here, not in ``one_ipfs.defaults`` with the others: this
+module's ``restart`` and ``unit`` run on hosts that may not hold the host bundle.)"""
 SYSTEMD_DIR = "/etc/systemd/system"
 SYSTEMD_RUNTIME = "/run/systemd/system"
 """Exists only while systemd runs the machine (``sd_booted``): a systemctl binary alone proves nothing."""
@@ -549,9 +549,10 @@ def _secret(auth_file: str, setting: str) -> str | None:
 
 def _kubo(api: str, auth: str | None) -> KuboClient:
     """The drivers' own client (from the host bundle, on a host) for the node at ``api``."""
+    from one_ipfs.defaults import ADMIN_RPC_TIMEOUT
     from one_ipfs.ipfs.rpc import KuboClient
 
-    return KuboClient(api, timeout=RPC_TIMEOUT, auth=auth)
+    return KuboClient(api, timeout=ADMIN_RPC_TIMEOUT, auth=auth)
 
 
 def _as_root(argv: list[str]) -> str | None:

@@ -30,6 +30,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backup_chain, content
 from one_ipfs.datastore.backup_chain import BackupId
+from one_ipfs.defaults import BACKUP_CANCEL_WAIT, HOST_CALL_SLACK
 from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
@@ -52,10 +53,8 @@ BACKUP_DS = 3
 """``Datastore::DatastoreType`` BACKUP_DS, as ``Datastore::to_xml`` writes TYPE."""
 BACKUP_FORMAT = "raw"
 """What a backup's FORMAT tells OpenNebula's restore tools: plain files, not Ceph's rbd exports."""
-HOST_CALL_SLACK = 120.0
 MIB = 1 << 20
 MAX_VM_XML = 16 << 20
-CANCEL_WAIT = 60.0
 _VM_UUID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _INCREMENT = re.compile(r"^(?:-1|[0-9]{1,9})$")
 _BACKUP_SCRIPTS = ("prebackup", "prebackup_live")
@@ -126,7 +125,7 @@ def backup_cancel(args: list[str], stdin: BinaryIO) -> None:
         except ProcessLookupError:
             continue
     log_info(f"stopping {len(stopped)} backup process(es) of VM {args[1]}")
-    end = time.monotonic() + CANCEL_WAIT
+    end = time.monotonic() + BACKUP_CANCEL_WAIT
     while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < end:
         time.sleep(0.1)
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
+from one_ipfs.defaults import MKFS_TIMEOUT
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.images import state_dir
@@ -29,7 +30,6 @@ from one_ipfs.opennebula.action import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "vfat", "btrfs")
-MKFS_TIMEOUT = 600
 
 
 @dataclass(frozen=True)

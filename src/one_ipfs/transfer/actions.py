@@ -19,6 +19,7 @@ from typing import BinaryIO, TypeVar
 
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
+from one_ipfs.defaults import HOST_CALL_SLACK
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
@@ -35,7 +36,6 @@ SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
 DISK_FORMATS = ("raw", "qcow2")
-HOST_CALL_SLACK = 120.0
 GONE_STATES = (4, 6, 9)
 """VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
 HOTPLUG_RESIZE = 62

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, remotes_dir
+from one_ipfs.defaults import UPSTREAM_TIMEOUT
 from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import cli
@@ -34,7 +35,6 @@ from one_ipfs.transfer.actions import DISK_FORMATS, DiskRequest, TmCall
 MANIFEST = "one-ipfs-folder.json"
 """The frontend's copy of a VM folder that left its host: which CID each disk file is."""
 UPSTREAM_TM = "ssh"
-UPSTREAM_TIMEOUT = 3600.0
 CHECKPOINT = "checkpoint"
 CHECKPOINT_STATES = (8, 10)
 """LCM states (PROLOG_MIGRATE, EPILOG_STOP) in which the hypervisor saved the VM's memory in its folder."""
