@@ -184,7 +184,6 @@ def _local(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         "configure": remote.configure,
         "restart": remote.restart,
         "unit": remote.unit,
-        "holds": remote.holds,
         "cluster_init": remote.cluster_init,
         "cluster_configure": remote.cluster_configure,
         "cluster_unit": remote.cluster_unit,
