@@ -91,6 +91,14 @@ ADMIN_RPC_TIMEOUT = 10.0
 CLUSTER_TIMEOUT = 30.0
 """One question of the admin tool to IPFS Cluster's REST API."""
 
+SSH_CONNECT_TIMEOUT = 15
+"""Seconds ssh may take to connect to a host: a host that takes longer is down or unreachable."""
+SSH_ALIVE_INTERVAL = 15
+"""Seconds between ssh's keep-alive probes, so that a host lost mid-transfer is noticed."""
+SSH_CONTROL_PERSIST = 60
+"""Seconds a shared ssh connection to a host stays open after its last action: the next one skips the
+handshake."""
+
 # ---------------------------------------------------------------------------- ports
 
 KUBO_SWARM_PORT = 4001
