@@ -331,9 +331,10 @@ def release(client: KuboClient, cache: HostCache, vm: int, *, timeout: float, ca
 
 
 def has(client: KuboClient, cid: str, *, timeout: float) -> dict[str, Any]:
-    """How much of ``cid`` this host's node holds; content it cannot even describe counts as absent."""
+    """How much of ``cid`` this node holds, asked offline so that asking fetches nothing; content it cannot
+    even describe counts as absent."""
     try:
-        info = client.files_stat(f"/ipfs/{cid}", with_local=True, timeout=timeout)
+        info = client.files_stat(f"/ipfs/{cid}", with_local=True, offline=True, timeout=timeout)
     except (ContentNotFound, IpfsTimeout):
         return {"local": False, "size_local": 0, "size": None}
     return {"local": bool(info.local), "size_local": info.size_local or 0, "size": info.size}
