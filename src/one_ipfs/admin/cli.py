@@ -26,6 +26,7 @@ from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.config import read_defaults
+from one_ipfs.defaults import CLUSTER_REST_API, CLUSTER_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import parse_api
@@ -40,9 +41,6 @@ HOST_REPO = "/var/lib/one/.ipfs"
 HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
 DAEMON_UNIT = "ipfs"
 CLUSTER_UNIT = "ipfs-cluster"
-DEFAULT_CLUSTER_API = "http://127.0.0.1:9094"
-CLUSTER_TIMEOUT = 30.0
-"""Seconds one call of the frontend peer's REST API may take (``cluster status``, ``recover``)."""
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -490,8 +488,7 @@ def cluster_join(*, new_hosts: tuple[str, ...], **where: Any) -> None:
 @one_location_option
 @click.option(
     "--cluster-api",
-    help="The frontend peer's REST API "
-    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+    help=f"The frontend peer's REST API (default: IPFS_CLUSTER_API of ipfs.conf, else {CLUSTER_REST_API}).",
 )
 @json_option
 def cluster_status(cluster_api: str | None, as_json: bool) -> None:
@@ -542,8 +539,7 @@ def cluster_status(cluster_api: str | None, as_json: bool) -> None:
 @one_location_option
 @click.option(
     "--cluster-api",
-    help="The frontend peer's REST API "
-    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+    help=f"The frontend peer's REST API (default: IPFS_CLUSTER_API of ipfs.conf, else {CLUSTER_REST_API}).",
 )
 @click.option(
     "--timeout",
@@ -573,9 +569,7 @@ def cluster_recover(cluster_api: str | None, timeout: float, as_json: bool) -> N
 
 def _cluster_api(given: str | None) -> str:
     """``--cluster-api``, else the one ipfs.conf gives the datastores, else the default."""
-    return (
-        given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or DEFAULT_CLUSTER_API
-    )
+    return given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or CLUSTER_REST_API
 
 
 def _cluster_configure(

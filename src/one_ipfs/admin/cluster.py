@@ -19,14 +19,14 @@ from pathlib import Path
 
 from one_ipfs.admin.network import CONCRETE, Configured
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.defaults import CLUSTER_REST_LISTEN, CLUSTER_SWARM_PORT
 from one_ipfs.errors import HostError, InvalidInput
 from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import PINNED, POLL_EVERY, ClusterClient, ClusterPin, Member, Replication
-from one_ipfs.ipfs.cluster_peer import SWARM_PORT, PeerSettings
+from one_ipfs.ipfs.cluster_peer import PeerSettings
 from one_ipfs.ipfs.rpc import parse_api
 
 log = logging.getLogger(__name__)
-REST_API = "/ip4/127.0.0.1/tcp/9094"
 """The frontend peer's REST API unless ``--rest-api`` names another: what ``IPFS_CLUSTER_API`` then gives."""
 EVERYWHERE = Replication(-1, -1)
 """A pin on every peer (or one the pinset no longer has): needed by every peer that answers."""
@@ -90,7 +90,7 @@ def join(
         if peer.split("/p2p/")[-1] not in {r.result["peer_id"] for r in replies.values()}
     ]
     trusted = (replies[FRONTEND].result["peer_id"],)
-    rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or REST_API
+    rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or CLUSTER_REST_LISTEN
     settings = {
         name: PeerSettings(
             name=name,
@@ -206,19 +206,19 @@ def _listen_address(name: str, reply: Reply, address: str | None, frontend_folde
     storage-network address its Kubo node listens on, else (a host) the one ssh reaches it at."""
     if name == FRONTEND:
         if address:
-            return f"/ip4/{address}/tcp/{SWARM_PORT}"
+            return f"/ip4/{address}/tcp/{CLUSTER_SWARM_PORT}"
         before = cluster_peer.current_settings(frontend_folder).listen_address
         if CONCRETE.match(before):
             return before
     swarm = [a for a in (reply.result.get("kubo") or {}).get("swarm_addresses") or [] if CONCRETE.match(a)]
     ipv4 = [a.split("/")[2] for a in swarm if a.startswith("/ip4/")]
     if ipv4:
-        return f"/ip4/{ipv4[0]}/tcp/{SWARM_PORT}"
+        return f"/ip4/{ipv4[0]}/tcp/{CLUSTER_SWARM_PORT}"
     if name == FRONTEND:
         raise InvalidInput(
             "the frontend's Kubo node listens on no storage-network address: give it with --address"
         )
-    return f"/ip4/{resolve_address(name)}/tcp/{SWARM_PORT}"
+    return f"/ip4/{resolve_address(name)}/tcp/{CLUSTER_SWARM_PORT}"
 
 
 def multiaddr(api: str) -> str:

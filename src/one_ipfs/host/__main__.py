@@ -15,13 +15,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
+from one_ipfs.defaults import RPC_TIMEOUT
 from one_ipfs.errors import HostError, OneIpfsError
 from one_ipfs.host import backups, commands, inputs
 from one_ipfs.host import protocol as p
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.rpc import KuboClient, authorization_from_file
 
-RPC_TIMEOUT = 60.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 

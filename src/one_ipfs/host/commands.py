@@ -228,9 +228,12 @@ def release(client: KuboClient, cache: HostCache, request: p.Release) -> p.Done:
 
 
 def has(client: KuboClient, request: p.Has) -> p.Presence:
-    """How much of ``cid`` this host's node holds; content it cannot even describe counts as absent."""
+    """How much of ``cid`` this node holds, asked offline so that asking fetches nothing; content it cannot
+    even describe counts as absent."""
     try:
-        info = client.files_stat(f"/ipfs/{request.cid}", with_local=True, timeout=request.timeout)
+        info = client.files_stat(
+            f"/ipfs/{request.cid}", with_local=True, offline=True, timeout=request.timeout
+        )
     except (ContentNotFound, IpfsTimeout):
         return p.Presence(local=False, size_local=0)
     return p.Presence(bool(info.local), info.size_local or 0, info.size)
