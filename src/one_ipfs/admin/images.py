@@ -19,7 +19,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.defaults import ADMIN_RPC_TIMEOUT, CLUSTER_TIMEOUT, HOST_CALL_SLACK, PRESENCE_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.host.commands import has
-from one_ipfs.host.protocol import Has, Presence, Warm
+from one_ipfs.host.protocol import Has, Warm
 from one_ipfs.hosts.calls import call as call_host
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
@@ -224,7 +224,7 @@ def _presence(node: str, cid: str, config: DatastoreConfig) -> dict[str, Any]:
         if node == FRONTEND:
             log.info("%s: asking its Kubo node, offline, whether it holds %s", node, cid)
             kubo = KuboClient(config.api, timeout=ADMIN_RPC_TIMEOUT, auth=config.api_authorization())
-            presence = Presence(**has(kubo, cid, timeout=PRESENCE_TIMEOUT))
+            presence = has(kubo, Has(cid=cid, timeout=PRESENCE_TIMEOUT))
         else:
             destination = ssh_destination(node)
             log.info("%s: one-ipfs-host has %s, over ssh %s", node, cid, destination)

@@ -7,7 +7,8 @@ values end in one clear InvalidInput line), runs its handler and prints the resu
 the frontend reads back here too. Standard library only: this module ships in the host bundle.
 
 Adding a host command: a request class (``command`` its name, ``result`` its answer's class, each field
-declared with ``given(reader)``) listed in ``REQUESTS``, and its handler in ``__main__.HANDLERS``.
+declared with ``given(reader)``) listed in ``REQUESTS``, its command in ``commands`` (request -> result) and
+that command's line in ``__main__.HANDLERS``.
 """
 
 from __future__ import annotations
