@@ -67,7 +67,7 @@ def join(
     ``new_cluster`` (``init``): the cluster is the frontend, ``frontends`` (second frontends, reached over ssh
     like hosts) and ``hosts``, the frontend's peer created when it has none; every peer trusts the frontends'.
     Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows, trusting the
-    peers it trusts.
+    peers it trusts. Every trusted peer serves the REST API (a second frontend joined again keeps it).
     """
     frontend_folder = Path(places.folder).expanduser()
     known: list[str] = []
@@ -106,7 +106,7 @@ def join(
             peers=tuple(sorted({*others, *(members[o] for o in nodes if o != name)})),
             trusted=trusted,
             kubo_api=multiaddr(places.of(name)[2]),
-            rest_api=rest if name in serving else "",
+            rest_api=rest if replies[name].result["peer_id"] in trusted else "",
         )
         for name in nodes
     }
