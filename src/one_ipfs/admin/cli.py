@@ -468,12 +468,21 @@ def _cluster_command(command: Callable[..., None]) -> Callable[..., None]:
 @cluster.command("init")
 @click.option("--hosts", required=True, help="Comma-separated storage hosts that keep replicas.")
 @click.option("--address", help="The frontend peer's storage-network address (default: its Kubo node's).")
+@click.option(
+    "--frontends",
+    default="",
+    help="Comma-separated second frontends (OpenNebula HA), reached over ssh like hosts: every peer trusts "
+    "their peers too, and each serves the REST API on its own loopback, for the drivers there.",
+)
 @_cluster_command
-def cluster_init(*, hosts: str, address: str | None, **where: Any) -> None:
-    """Create the cluster's secret (once) and make the frontend's and the storage hosts' peers one cluster."""
+def cluster_init(*, hosts: str, address: str | None, frontends: str, **where: Any) -> None:
+    """Create the cluster's secret (once) and make the frontend's, the second frontends' and the storage
+    hosts' peers one cluster."""
     if address is not None:
         _run(lambda: _ipv4(address))
-    _cluster_configure(hosts.split(","), address, new_cluster=True, **where)
+    _cluster_configure(
+        hosts.split(","), address, new_cluster=True, frontends=_node_names(frontends.split(",")), **where
+    )
 
 
 @cluster.command("join")
@@ -577,6 +586,7 @@ def _cluster_configure(
     address: str | None,
     *,
     new_cluster: bool,
+    frontends: tuple[str, ...] = (),
     repo: str,
     host_repo: str,
     api: str | None,
@@ -590,7 +600,7 @@ def _cluster_configure(
 ) -> None:
     _run(lambda: [_unit_name(name) for name in (unit, kubo_unit)])
     rest = None if rest_api is None else _run(lambda: _loopback_api(rest_api))
-    names = _run(lambda: list(dict.fromkeys(host_label(name.strip()) for name in hosts if name.strip())))
+    names = list(_node_names(hosts))
     if not names:
         _run(_no_hosts)
     kubo_apis = doctor_checks.Target(Site.find(), repo, host_repo, api, host_api).apis()
@@ -598,14 +608,19 @@ def _cluster_configure(
     payload = replication_cluster.unit_payload(places, kubo_unit)
     _configure_daemons(
         ("IPFS Cluster", "IPFS Cluster peer", unit),
-        len(names) + 1,
+        len({*frontends, *names}) + 1,
         lambda tick: replication_cluster.join(
-            places, names, address, rest, new_cluster=new_cluster, progress=tick
+            places, names, address, rest, new_cluster=new_cluster, frontends=frontends, progress=tick
         ),
         (lambda done, tick: private_network.daemon_units(done, "cluster_unit", payload, unit, tick))
         if systemd_unit
         else None,
     )
+
+
+def _node_names(given: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Host names as given (blanks left out, each once), or one line naming the bad one."""
+    return _run(lambda: tuple(dict.fromkeys(host_label(name.strip()) for name in given if name.strip())))
 
 
 def _loopback_api(api: str) -> str:

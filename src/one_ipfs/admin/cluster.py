@@ -3,9 +3,11 @@ hosts', which replicate every image version of a datastore with ``IPFS_CLUSTER_A
 
 As with ``one-ipfs network``, the secret is created once, on the frontend (``ipfs-cluster-service init``
 makes it), and then only copied; every node's side runs ``one_ipfs.ipfs.cluster_peer`` through ``remote``
-(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontend's peer only, and only the
-frontend's peer serves the REST API, on loopback. A peer reads its settings at start, so changed peers need a
-restart (``network.restart`` or ``network.daemon_units``, as for Kubo).
+(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontends' peers only (this one's and
+those of the second frontends ``init`` names, which the others must all trust to take their pins and answer
+their status calls), and only the frontends' peers serve the REST API, each on its own loopback. A peer reads
+its settings at start, so changed peers need a restart (``network.restart`` or ``network.daemon_units``, as
+for Kubo).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from one_ipfs.ipfs.cluster_peer import PeerSettings
 from one_ipfs.ipfs.rpc import parse_api
 
 log = logging.getLogger(__name__)
-"""The frontend peer's REST API unless ``--rest-api`` names another: what ``IPFS_CLUSTER_API`` then gives."""
 EVERYWHERE = Replication(-1, -1)
 """A pin on every peer (or one the pinset no longer has): needed by every peer that answers."""
 
@@ -57,23 +58,29 @@ def join(
     rest_api: str | None,
     *,
     new_cluster: bool,
+    frontends: tuple[str, ...] = (),
     progress: Callable[[Reply], None] | None = None,
 ) -> dict[str, Configured]:
     """Make the frontend's peer and ``hosts``' peers one cluster; per node, what changed.
 
-    ``new_cluster`` (``init``): the cluster is the frontend and ``hosts``, the frontend's peer created when
-    it has none. Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows.
+    ``new_cluster`` (``init``): the cluster is the frontend, ``frontends`` (second frontends, reached over ssh
+    like hosts) and ``hosts``, the frontend's peer created when it has none; every peer trusts the frontends'.
+    Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows, trusting the
+    peers it trusts. Every trusted peer serves the REST API (a second frontend joined again keeps it).
     """
     frontend_folder = Path(places.folder).expanduser()
     known: list[str] = []
+    trusted_before: tuple[str, ...] = ()
     if not new_cluster:
         if not (frontend_folder / cluster_peer.CONFIG).exists():
             raise InvalidInput(
                 f"the frontend has no IPFS Cluster peer at {frontend_folder}: "
                 "run `one-ipfs cluster init` first"
             )
-        known = list(cluster_peer.current_settings(frontend_folder).peers)
-    nodes = [FRONTEND, *hosts]
+        current = cluster_peer.current_settings(frontend_folder)
+        known, trusted_before = list(current.peers), current.trusted
+    serving = [FRONTEND, *frontends]
+    nodes = list(dict.fromkeys([*serving, *hosts]))
     replies = call_all(
         nodes,
         "cluster_init",
@@ -89,7 +96,7 @@ def join(
         for peer in known
         if peer.split("/p2p/")[-1] not in {r.result["peer_id"] for r in replies.values()}
     ]
-    trusted = (replies[FRONTEND].result["peer_id"],)
+    trusted = tuple(dict.fromkeys([*(replies[name].result["peer_id"] for name in serving), *trusted_before]))
     rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or CLUSTER_REST_LISTEN
     settings = {
         name: PeerSettings(
@@ -98,7 +105,7 @@ def join(
             peers=tuple(sorted({*others, *(members[o] for o in nodes if o != name)})),
             trusted=trusted,
             kubo_api=multiaddr(places.of(name)[2]),
-            rest_api=rest if name == FRONTEND else "",
+            rest_api=rest if replies[name].result["peer_id"] in trusted else "",
         )
         for name in nodes
     }
