@@ -184,7 +184,8 @@ class Bed:
         self._lock = threading.Lock()
         self._previous_handlers: dict[int, Any] = {}
         self._relays: list[Forwarder] = []
-        """The frontend cluster peer's ways to its Kubo node and to the drivers (``run_cluster``)."""
+        """The frontend cluster peer's ways to its Kubo node and to the drivers (``run_cluster``), and a
+        second frontend's APIs (``second_frontend_apis``)."""
         self._cluster_folders: dict[str, Path] = {}
         self._cluster_service = Path()
         self._cluster_api = ""
@@ -809,6 +810,17 @@ class Bed:
         api_port = layout.frontend_api_port + cluster.REST_OFFSET
         self._relays.append(Forwarder(netns, cluster.REST_PORT, port=api_port))
         self._cluster_api = f"http://127.0.0.1:{api_port}"
+        self._start_cluster_peers()
+        return self._cluster_api
+
+    def restart_cluster(self) -> None:
+        """Restart every cluster peer, as settings they read only at start need (a new trusted peer), and
+        wait until the cluster has formed again."""
+        for name in self._cluster_folders:
+            self.stop_cluster_peer(name)
+        self._start_cluster_peers()
+
+    def _start_cluster_peers(self) -> None:
         peers = {name: cluster_peer.read_peer_id(folder) for name, folder in self._cluster_folders.items()}
         # The frontend's peer first: hosts' peers then reach it at their first dial, instead of both sides
         # backing off from dials made before the other listened (seen: a peer the frontend's could not
@@ -817,10 +829,18 @@ class Bed:
         cluster.wait_formed(
             self._cluster_api, {"frontend": peers["frontend"]}, time.monotonic() + START_TIMEOUT
         )
-        for name in hosts:
+        for name in [name for name in self._cluster_folders if name != "frontend"]:
             self.start_cluster_peer(name)
         cluster.wait_formed(self._cluster_api, peers, time.monotonic() + START_TIMEOUT)
-        return self._cluster_api
+
+    def second_frontend_apis(self, name: str) -> tuple[str, str]:
+        """Host ``name`` as a second frontend's node: its Kubo RPC API and its cluster peer's REST API (both
+        on its own loopback, as the drivers of a frontend there reach them) relayed to the frontend's
+        loopback, where this bed's one oned runs the drivers. They stop with the bed."""
+        netns = self.host(name).netns
+        relays = [Forwarder(netns, kubo.API_PORT), Forwarder(netns, cluster.REST_PORT)]
+        self._relays.extend(relays)
+        return relays[0].url, relays[1].url
 
     def start_cluster_peer(self, name: str) -> None:
         """(Re)start the cluster peer of node ``name`` (``run_cluster`` knows its folder)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from one_ipfs.defaults import CLUSTER_SWARM_PORT
 from one_ipfs.errors import ClusterError, HostError
 from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import ClusterClient
@@ -25,7 +26,7 @@ from one_ipfs.ipfs.cluster_peer import PeerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = cluster_peer.SERVICE
-SWARM_PORT = cluster_peer.SWARM_PORT
+SWARM_PORT = CLUSTER_SWARM_PORT
 REST_PORT = 9094
 """The REST API inside the frontend peer's namespace; the drivers see it at the layout's own port."""
 REST_OFFSET = 4093

@@ -1,11 +1,13 @@
-"""What the admin tool's ``remote`` asks a Kubo node (doctor's ``probe``, images' ``holds``), against a fake
-node: the drivers' client does the asking, so Kubo's answers and refusals reach doctor as they are."""
+"""What the admin tool asks a Kubo node (doctor's ``probe``, what ``one-ipfs images`` says it holds), against
+a fake node: the drivers' client does the asking, so Kubo's answers and refusals reach the admin as is."""
 
 from __future__ import annotations
 
 import pytest
 
-from one_ipfs.admin import remote
+from one_ipfs.admin import images, remote
+from one_ipfs.admin.nodes import FRONTEND
+from one_ipfs.config import load_config
 from one_ipfs.errors import AccessRefused, ContentNotFound, DaemonUnreachable
 from one_ipfs.ipfs.transport import Call
 from tests.support.kubo_wire import FakeNode, Reply
@@ -66,14 +68,14 @@ def test_a_daemon_that_answers_is_up_with_its_facts_and_one_that_refuses_the_sec
     }
 
 
-def test_holds_asks_offline_and_tells_content_a_node_lacks_from_a_node_that_cannot_say(
+def test_holdings_ask_offline_and_tell_content_a_node_lacks_from_a_node_that_cannot_say(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     node = FakeNode({"files/stat": stat})
-    use(node, monkeypatch)
-    where = {"api": "http://127.0.0.1:5001", "auth_file": "", "auth_setting": "IPFS_API_AUTH_FILE"}
+    monkeypatch.setattr(images, "KuboClient", lambda api, timeout, auth: node.client())
+    config = load_config({}, {})
 
-    held = remote.holds({"cids": {HELD: where, MISSING: where, UNREACHABLE: where}})["held"]
+    held = {cid: images._presence(FRONTEND, cid, config) for cid in (HELD, MISSING, UNREACHABLE)}
 
     assert held[HELD] == {"local": True, "size_local": 5}
     assert held[MISSING] == {"local": False, "size_local": 0}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
-from one_ipfs.datastore import actions, backups, content
+from one_ipfs.datastore import actions, backups
 from one_ipfs.datastore.backup_chain import BackupId
 from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
@@ -151,7 +152,7 @@ def increments(*sources: tuple[str, str], keep_last: int = 2) -> bytes:
 def test_increment_flatten_and_rm_refuse_a_chain_oned_does_not_keep_before_touching_a_pin(
     monkeypatch: pytest.MonkeyPatch, chain: tuple[tuple[str, str], ...], error: type[Exception], reason: str
 ) -> None:
-    monkeypatch.setattr(content, "registry", lambda config: pytest.fail("a pin was touched"))
+    monkeypatch.setattr(image_store, "registry", lambda config: pytest.fail("a pin was touched"))
     for name in ("increment_flatten", "rm"):
         with pytest.raises(error, match=reason):
             actions.run(name, ["7"], io.BytesIO(increments(*chain)))
@@ -160,7 +161,7 @@ def test_increment_flatten_and_rm_refuse_a_chain_oned_does_not_keep_before_touch
 def test_increment_flatten_leaves_a_chain_no_longer_than_keep_last_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(content, "registry", lambda config: pytest.fail("a pin was touched"))
+    monkeypatch.setattr(image_store, "registry", lambda config: pytest.fail("a pin was touched"))
     chain = (("0", f"0123456789ab-{CID}"), ("1", f"0123456789ac-{CID}"))
 
     assert backups.increment_flatten(*_flatten_request(increments(*chain, keep_last=2))) is None
@@ -338,8 +339,8 @@ def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_t
             raise Cancelled("cancelled")
 
     monkeypatch.setattr(host_calls, "call", on_host)
-    monkeypatch.setattr(content, "hold", hold)
-    monkeypatch.setattr(content, "release", lambda cid, name, config: calls.append(f"release {name}"))
+    monkeypatch.setattr(image_store, "hold", hold)
+    monkeypatch.setattr(image_store, "release", lambda cid, name, config: calls.append(f"release {name}"))
 
     with pytest.raises(Cancelled):
         actions.run("backup", ARGS, backup_stdin())
@@ -353,7 +354,7 @@ def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_t
 
 def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host_calls, "call", lambda *args, **kwargs: protocol.Held(CID, (5 << 20) + 1))
-    monkeypatch.setattr(content, "hold", lambda *args, **kwargs: None)
+    monkeypatch.setattr(image_store, "hold", lambda *args, **kwargs: None)
 
     printed = actions.run("backup", ARGS, backup_stdin())
 

@@ -1,9 +1,11 @@
 """``ipfs.conf`` is read like the shell file it looks like, by the drivers and by the launcher alike; a line
-neither can read fails with its line number instead of being skipped."""
+neither can read fails with its line number instead of being skipped; it and the configuration reference
+give every setting the default the code uses (``one_ipfs.defaults``)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from one_ipfs.config import load_config, read_defaults
+from one_ipfs.defaults import SETTINGS
 from one_ipfs.errors import InvalidInput, StorageError
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_LAUNCHER, SOURCE_REMOTES
 
@@ -97,6 +100,31 @@ def test_a_driver_action_fails_on_a_broken_site_file_instead_of_using_the_defaul
 
 def test_the_shipped_defaults_file_reads_cleanly() -> None:
     assert read_defaults(SOURCE_REMOTES / DEFAULTS)["ONE_IPFS_PYTHON"] == "python3"
+
+
+def documented_settings() -> dict[str, str]:
+    """Every setting ``ipfs.conf`` documents: those it sets, and those it shows commented out
+    (``# NAME=value``, which apply only when uncommented)."""
+    text = (SOURCE_REMOTES / DEFAULTS).read_text(encoding="utf-8")
+    shown = dict(re.findall(r"(?m)^#\s*([A-Z][A-Z0-9_]*)=(\S*)$", text))
+    return {**shown, **read_defaults(SOURCE_REMOTES / DEFAULTS)}
+
+
+def test_the_shipped_defaults_file_documents_every_setting_with_the_default_the_code_uses() -> None:
+    assert documented_settings() == SETTINGS
+    assert load_config({}, read_defaults(SOURCE_REMOTES / DEFAULTS)) == load_config({}, {})
+
+
+def test_the_configuration_reference_gives_every_setting_the_default_the_code_uses() -> None:
+    reference = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    table = reference.split("| Attribute | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"(?m)^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", table))
+    shown = {
+        name: "" if cell.strip() == "(empty)" else cell.strip().strip("`") for name, cell in rows.items()
+    }
+    shown["IPFS_REPLICATION_MAX"] = SETTINGS[shown["IPFS_REPLICATION_MAX"]]  # it defaults to the minimum
+
+    assert shown == {name: value for name, value in SETTINGS.items() if name != "ONE_IPFS_PYTHON"}
 
 
 @pytest.mark.parametrize("shell", SHELLS)

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from one_ipfs import image_store
 from one_ipfs.config import load_config
 from one_ipfs.datastore import content
 
@@ -26,7 +27,7 @@ class BoundGateway:
 @pytest.fixture
 def bound(monkeypatch: pytest.MonkeyPatch) -> BoundGateway:
     node = BoundGateway(("127.0.0.1", 8080))
-    monkeypatch.setattr(content, "client", lambda config: node)
+    monkeypatch.setattr(image_store, "client", lambda config: node)
     return node
 
 

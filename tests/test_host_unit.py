@@ -247,19 +247,16 @@ def deploy(
     size_mb: int = 0,
     vm: int | None = None,
     cache_max_mb: int = 1 << 20,
-) -> dict[str, Any]:
-    return commands.fetch(
-        kubo,
-        cache,
-        cid,
-        disk,
-        mode=mode,
-        size_mb=size_mb,
-        vm=vm,
-        timeout=60.0,
-        stall_timeout=10.0,
-        cache_max_mb=cache_max_mb,
+) -> protocol.Deployed:
+    request = protocol.Fetch(
+        cid=cid, disk=disk, mode=mode, size_mb=size_mb, vm=vm, stall_timeout=10.0, cache=room(cache_max_mb)
     )
+    return commands.fetch(kubo, cache, request)
+
+
+def room(cache_max_mb: int) -> protocol.Cache:
+    """The host cache's settings in a request: its size (the folder is the test's own cache)."""
+    return protocol.Cache(max_mb=cache_max_mb)
 
 
 @dataclass(frozen=True)
@@ -292,7 +289,7 @@ def test_deployed_disk_is_an_exact_sparse_copy(root: Path, kubo: FakeKubo, cache
     assert disk.read_bytes() == image
     assert disk.stat().st_blocks * 512 < len(image) // 3
     assert not disk.with_name("disk.0.part").exists()
-    assert result == {"cid": cid, "mode": "copy", "format": "raw"}
+    assert result == protocol.Deployed(cid, "copy", "raw")
     assert kubo.pins == {cid: f"one-cache-{cid}"}
 
 
@@ -306,7 +303,7 @@ def test_a_deploy_run_again_answers_as_the_first_did_and_keeps_the_disk(
 
     again = deploy(kubo, cache, cid, disk)
 
-    assert protocol.Deployed(**again) == protocol.Deployed(**first)
+    assert again == first
     assert disk.read_bytes() == b"the guest wrote this"
     assert kubo.cats == 0  # written from the leaf blocks as they came, never read back
 
@@ -508,7 +505,7 @@ def test_an_eviction_during_a_fetch_leaves_the_collection_to_a_later_one(
     monkeypatch.setattr(cache_module, "GC_LOCK_WAIT", 0.2)
     unused = kubo.publish(os.urandom(MIB))
     deploy(kubo, cache, unused, disk_of_vm(root, 7), vm=7)
-    commands.delete_disk(kubo, cache, disk_of_vm(root, 7), vm=7, timeout=60, cache_max_mb=1 << 20)
+    commands.delete_disk(kubo, cache, protocol.DeleteDisk(disk=disk_of_vm(root, 7), vm=7))
     fetching = kubo.publish(os.urandom(2 * MIB))
     kubo.pin_delay = 2.0
     deploying = threading.Thread(
@@ -550,7 +547,7 @@ def test_eviction_keeps_the_base_of_a_running_overlay_disk(
     deploy(kubo, cache, used, disk_of_vm(root, 7), mode="overlay")
     deploy(kubo, cache, old, disk_of_vm(root, 8))
     deploy(kubo, cache, recent, disk_of_vm(root, 9))
-    total = commands.cache_status(cache)["total_bytes"]
+    total = commands.cache_status(cache).total_bytes
 
     evicted = cache.evict(kubo, total - 1, gc_timeout=10)
 
@@ -610,9 +607,9 @@ def test_unchanged_overlay_disk_saves_back_to_its_image_cid(
     disk = disk_of_vm(root, 7)
     deploy(kubo, cache, cid, disk, mode="overlay")
 
-    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", vm=7))
 
-    assert saved == {"cid": cid, "size": len(image)}
+    assert saved == protocol.Stored(cid, len(image))
 
 
 @needs_qemu_img
@@ -624,25 +621,15 @@ def test_a_copy_asked_as_qcow2_of_raw_content_is_converted_and_saves_back_as_raw
     disk = disk_of_vm(root, 7)
 
     commands.fetch(
-        kubo,
-        cache,
-        cid,
-        disk,
-        size_mb=16,
-        image_format="raw",
-        disk_format="qcow2",
-        vm=7,
-        timeout=60.0,
-        stall_timeout=10.0,
-        cache_max_mb=1 << 20,
+        kubo, cache, protocol.Fetch(cid=cid, disk=disk, size_mb=16, format="raw", disk_format="qcow2", vm=7)
     )
 
     assert disk.read_bytes()[:4] == b"QFI\xfb"
     assert disks.qcow2_size(disk) == 16 * MIB
     assert disks.read_record(disk) == disks.DiskRecord(cid, "qcow2", "copy")
     assert not disk.with_name("disk.0.part").exists()
-    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
-    assert kubo.network[saved["cid"]] == image + bytes(16 * MIB - len(image))
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", vm=7))
+    assert kubo.network[saved.cid] == image + bytes(16 * MIB - len(image))
 
 
 @needs_qemu_img
@@ -657,11 +644,10 @@ def test_a_qcow2_disk_a_live_migration_brought_without_its_record_saves_back_as_
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", flat, disk], check=True)
     flat.unlink()
 
-    formats = {"image_format": "raw", "disk_format": "qcow2"}
-    saved = commands.save(kubo, cache, disk, **formats, settings=ImportSettings(), vm=7, timeout=60)
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", disk_format="qcow2", vm=7))
 
     assert disks.read_record(disk) is None
-    assert kubo.network[saved["cid"]] == image
+    assert kubo.network[saved.cid] == image
 
 
 def test_an_overlay_asked_as_raw_is_refused_before_anything_is_fetched(
@@ -670,18 +656,10 @@ def test_an_overlay_asked_as_raw_is_refused_before_anything_is_fetched(
     cid = kubo.publish(half_zero_image())
 
     with pytest.raises(InvalidInput, match="overlay is a qcow2 file"):
-        commands.fetch(
-            kubo,
-            cache,
-            cid,
-            disk_of_vm(root, 7),
-            mode="overlay",
-            image_format="raw",
-            disk_format="raw",
-            timeout=60.0,
-            stall_timeout=10.0,
-            cache_max_mb=1 << 20,
+        request = protocol.Fetch(
+            cid=cid, disk=disk_of_vm(root, 7), mode="overlay", format="raw", disk_format="raw"
         )
+        commands.fetch(kubo, cache, request)
 
     assert kubo.pins == {}
 
@@ -697,12 +675,12 @@ def test_overlay_disk_the_guest_wrote_to_saves_as_a_whole_raw_image(
     guest_write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", str(disk)]
     subprocess.run(guest_write, check=True, capture_output=True)
 
-    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", vm=7))
 
     expected = image[:MIB] + b"\xab" * (64 << 10) + image[MIB + (64 << 10) :] + bytes(2 * MIB)
-    assert kubo.network[saved["cid"]] == expected
+    assert kubo.network[saved.cid] == expected
     assert not disk.with_name("disk.0.saving").exists()
-    assert set(kubo.pins) == {cid, saved["cid"]}
+    assert set(kubo.pins) == {cid, saved.cid}
 
 
 def test_saved_disk_stays_pinned_until_the_disk_is_deleted(
@@ -712,12 +690,12 @@ def test_saved_disk_stays_pinned_until_the_disk_is_deleted(
     disk.parent.mkdir(parents=True)
     disk.write_bytes(os.urandom(MIB))
 
-    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", vm=7))
     cache.evict(kubo, 0, gc_timeout=10)
 
-    assert kubo.pins == {saved["cid"]: f"one-cache-{saved['cid']}"}
+    assert kubo.pins == {saved.cid: f"one-cache-{saved.cid}"}
 
-    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=0)
+    commands.delete_disk(kubo, cache, protocol.DeleteDisk(disk=disk, vm=7, cache=room(0)))
 
     assert kubo.pins == {}
 
@@ -727,10 +705,10 @@ def test_deleting_a_disk_twice_succeeds_and_releases_it(root: Path, kubo: FakeKu
     cid = kubo.publish(os.urandom(MIB))
     disk = disk_of_vm(root, 7)
     deploy(kubo, cache, cid, disk, mode="overlay")
-    commands.snapshot_create(disk, 0)
+    commands.snapshot_create(protocol.SnapshotCreate(disk=disk, snap_id=0))
 
-    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=1 << 20)
-    commands.delete_disk(kubo, cache, disk, vm=7, timeout=60, cache_max_mb=1 << 20)
+    commands.delete_disk(kubo, cache, protocol.DeleteDisk(disk=disk, vm=7))
+    commands.delete_disk(kubo, cache, protocol.DeleteDisk(disk=disk, vm=7))
 
     assert list(disk.parent.iterdir()) == []
     entry = cache.entry(cid)
@@ -741,12 +719,12 @@ def test_reference_of_a_disk_that_moved_away_lapses(root: Path, kubo: FakeKubo, 
     disk = disk_of_vm(root, 7)
     disk.parent.mkdir(parents=True)
     disk.write_bytes(os.urandom(MIB))
-    saved = commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), vm=7, timeout=60)
+    saved = commands.save(kubo, cache, protocol.Save(disk=disk, format="raw", vm=7))
 
     shutil.rmtree(disk.parent)
     cache.evict(kubo, 0, gc_timeout=10)
 
-    assert cache.entry(saved["cid"]) is None
+    assert cache.entry(saved.cid) is None
 
 
 @needs_qemu_img
@@ -757,13 +735,15 @@ def test_migration_target_keeps_the_base_until_the_vm_is_released(
     disk = disk_of_vm(root, 7)
 
     commands.prefetch(
-        kubo, cache, cid, disk, mode="overlay", vm=7, timeout=60.0, stall_timeout=10.0, cache_max_mb=0
+        kubo,
+        cache,
+        protocol.Prefetch(cid=cid, disk=disk, mode="overlay", vm=7, stall_timeout=10.0, cache=room(0)),
     )
 
     assert cache.base_path(cid).exists()
     assert not disk.exists()
 
-    commands.release(kubo, cache, 7, timeout=60, cache_max_mb=0)
+    commands.release(kubo, cache, protocol.Release(vm=7, cache=room(0)))
 
     assert not cache.base_path(cid).exists()
     assert kubo.pins == {}
@@ -776,18 +756,18 @@ def test_vm_that_left_the_host_releases_its_overlay_bases(
     cid = kubo.publish(os.urandom(MIB))
     disk = disk_of_vm(root, 7)
     deploy(kubo, cache, cid, disk, mode="overlay", vm=7)
-    commands.save(kubo, cache, disk, image_format="raw", settings=ImportSettings(), timeout=60)
+    commands.save(kubo, cache, protocol.Save(disk=disk, format="raw"))
     cache.evict(kubo, 0, gc_timeout=10)
     assert cache.base_path(cid).exists()
 
-    commands.release(kubo, cache, 7, timeout=60, cache_max_mb=0)
+    commands.release(kubo, cache, protocol.Release(vm=7, cache=room(0)))
 
     assert not cache.base_path(cid).exists()
     assert kubo.pins == {}
 
 
-def warm(kubo: FakeKubo, cache: HostCache, cid: str, cache_max_mb: int) -> dict[str, Any]:
-    return commands.warm(kubo, cache, cid, timeout=60.0, stall_timeout=10.0, cache_max_mb=cache_max_mb)
+def warm(kubo: FakeKubo, cache: HostCache, cid: str, cache_max_mb: int) -> protocol.Held:
+    return commands.warm(kubo, cache, protocol.Warm(cid=cid, stall_timeout=10.0, cache=room(cache_max_mb)))
 
 
 def test_warmed_images_stay_with_no_disk_until_newer_content_needs_the_room(
@@ -795,7 +775,7 @@ def test_warmed_images_stay_with_no_disk_until_newer_content_needs_the_room(
 ) -> None:
     first, second, third = (kubo.publish(os.urandom(2 * MIB)) for _ in range(3))
 
-    assert warm(kubo, cache, first, cache_max_mb=5) == {"cid": first, "size": 2 * MIB}
+    assert warm(kubo, cache, first, cache_max_mb=5) == protocol.Held(first, 2 * MIB)
     warm(kubo, cache, second, cache_max_mb=5)
 
     entry = cache.entry(first)
@@ -861,14 +841,15 @@ def test_snapshot_revert_restores_the_disk(root: Path) -> None:
     before = os.urandom(MIB) + bytes(4 * MIB)
     disk.write_bytes(before)
 
-    commands.snapshot_create(disk, 3)
+    snapshot = protocol.SnapshotCreate(disk=disk, snap_id=3)
+    commands.snapshot_create(snapshot)
     disk.write_bytes(os.urandom(2 * MIB))
-    commands.snapshot_revert(disk, 3)
+    commands.snapshot_revert(snapshot)
 
     assert disk.read_bytes() == before
     assert (disk.parent / "disk.0.snap" / "3").stat().st_blocks * 512 < 2 * MIB
-    commands.snapshot_delete(disk, 3)
-    commands.snapshot_delete(disk, 3)
+    commands.snapshot_delete(snapshot)
+    commands.snapshot_delete(snapshot)
     assert list((disk.parent / "disk.0.snap").iterdir()) == []
 
 
@@ -877,11 +858,11 @@ def test_resize_grows_a_raw_disk_and_refuses_to_shrink_it(root: Path) -> None:
     disk.parent.mkdir(parents=True)
     disk.write_bytes(os.urandom(2 * MIB))
 
-    commands.resize(disk, 10, timeout=60)
+    commands.resize(protocol.Resize(disk=disk, size_mb=10))
 
     assert disk.stat().st_size == 10 * MIB
     with pytest.raises(InvalidInput, match="cannot shrink"):
-        commands.resize(disk, 5, timeout=60)
+        commands.resize(protocol.Resize(disk=disk, size_mb=5))
 
 
 def test_monitor_marker_names_the_monitoring_driver(
@@ -899,7 +880,11 @@ def test_deploys_marking_one_datastore_at_once_all_succeed_and_leave_one_marker(
     folders = [root / "datastores" / "0" / str(vm) for vm in range(16)]
 
     with ThreadPoolExecutor(len(folders)) as pool:
-        list(pool.map(lambda folder: commands.monitor_marker(folder, "ipfs"), folders))
+        list(
+            pool.map(
+                lambda folder: commands.monitor_marker(protocol.MonitorMarker(dir=folder, tm="ipfs")), folders
+            )
+        )
 
     assert (root / "datastores" / "0" / ".monitor").read_text() == "ipfs\n"
     assert sorted(path.name for path in (root / "datastores" / "0").glob(".monitor*")) == [".monitor"]
@@ -923,7 +908,9 @@ def test_the_frontend_reads_the_answer_for_content_the_host_cannot_describe() ->
     def not_found(call: Call) -> dict[str, object]:
         raise ContentNotFound(f"ipfs files stat: {cid}: not found")
 
-    answer = json.dumps(commands.has(FakeNode({"files/stat": not_found}).client(), cid, timeout=1))
+    answer = protocol.to_json(
+        commands.has(FakeNode({"files/stat": not_found}).client(), protocol.Has(cid=cid))
+    )
 
     presence = protocol.read_result(protocol.Has(cid=cid), answer)
 
@@ -938,17 +925,8 @@ def test_every_cache_command_lists_the_vms_whose_announced_disk_never_came(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     cid = kubo.publish(os.urandom(MIB))
-    commands.prefetch(
-        kubo,
-        cache,
-        cid,
-        disk_of_vm(root, 9),
-        mode="overlay",
-        vm=9,
-        timeout=60.0,
-        stall_timeout=10.0,
-        cache_max_mb=0,
-    )
+    announced = protocol.Prefetch(cid=cid, disk=disk_of_vm(root, 9), mode="overlay", vm=9, cache=room(0))
+    commands.prefetch(kubo, cache, announced)
     monkeypatch.setattr(cli, "KuboClient", lambda api, timeout, auth=None: kubo)
 
     fetched = run_cli(
@@ -1078,7 +1056,7 @@ def test_unexpected_error_names_its_type_in_one_line(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(commands, "resize", broken)
+    monkeypatch.setitem(cli.HANDLERS, protocol.Resize, broken)
     run = run_cli(capsys, monkeypatch, "resize", "--disk", f"{root}/datastores/0/7/disk.0", "--size-mb", "1")
 
     assert (run.code, run.out) == (1, "")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from one_ipfs.datastore import content
+from one_ipfs import image_store
 from one_ipfs.errors import InvalidInput
 from one_ipfs.ipfs.rpc import DiskSpace, RepoStat
 from one_ipfs.market import actions
@@ -166,7 +166,7 @@ def test_a_listing_marketplace_s_monitor_gives_oned_the_good_apps_and_one_line_p
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hostile = document({**GOOD, "name": 'x"\nAPP="'}, GOOD, {**GOOD, "name": "b", "cid": "Qm" + "x" * 44})
-    monkeypatch.setattr(content, "client", lambda config: CatalogueNode(hostile))
+    monkeypatch.setattr(image_store, "client", lambda config: CatalogueNode(hostile))
     monitor = MARKET_IMPORT.replace(
         "<IPFS_CATALOGUE_KEY>apps</IPFS_CATALOGUE_KEY>", f"<IPFS_CATALOGUE>/ipns/{IPNS_NAME}</IPFS_CATALOGUE>"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
-from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
@@ -41,7 +41,7 @@ def host_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The datastore node's pins (name -> CID) as ``content.hold`` and ``release`` leave them."""
+    """The datastore node's pins (name -> CID) as ``image_store.hold`` and ``release`` leave them."""
     held: dict[str, str] = {}
 
     def hold(cid: str, name: str, config: DatastoreConfig, *, total_bytes: int | None = None) -> None:
@@ -50,8 +50,8 @@ def pinned(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     def release(cid: str, name: str, config: DatastoreConfig) -> None:
         held.pop(name, None)
 
-    monkeypatch.setattr(content, "hold", hold)
-    monkeypatch.setattr(content, "release", release)
+    monkeypatch.setattr(image_store, "hold", hold)
+    monkeypatch.setattr(image_store, "release", release)
     return held
 
 
@@ -115,7 +115,7 @@ def test_a_folder_that_fails_half_way_into_ipfs_releases_what_was_pinned_and_sta
             raise StorageError("the datastore's node is full")
         pinned[name] = cid
 
-    monkeypatch.setattr(content, "hold", hold)
+    monkeypatch.setattr(image_store, "hold", hold)
     frontend = tmp_path / "100" / "7"
 
     with pytest.raises(StorageError, match="full"):

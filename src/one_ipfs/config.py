@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from one_ipfs.defaults import SETTINGS
 from one_ipfs.errors import InvalidInput, StorageError
 from one_ipfs.ipfs.cluster import Replication
 from one_ipfs.ipfs.rpc import ImportSettings, authorization_from_file
@@ -108,16 +109,17 @@ def read_defaults(path: Path) -> dict[str, str]:
 
 
 def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> DatastoreConfig:
-    """Merge the datastore template's attributes over the site defaults and validate the result."""
+    """Merge the datastore template's attributes over the site defaults (``ipfs.conf``, then the code's own,
+    ``defaults.SETTINGS``) and validate the result."""
     if defaults is None:
         defaults = read_defaults(remotes_dir() / DEFAULTS_FILE)
     merged = {**defaults, **{k: v for k, v in attributes.items() if v != ""}}
 
-    def text(key: str, default: str) -> str:
-        return merged.get(key, default).strip()
+    def text(key: str) -> str:
+        return merged.get(key, SETTINGS[key]).strip()
 
-    def number(key: str, default: float, low: float, high: float) -> float:
-        raw = text(key, str(default))
+    def number(key: str, low: float, high: float, default: str | None = None) -> float:
+        raw = merged.get(key, default or SETTINGS[key]).strip()
         try:
             value = float(raw)
         except ValueError:
@@ -126,51 +128,51 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
             raise InvalidInput(f"{key} must be between {low:g} and {high:g}, not {raw[:40]}")
         return value
 
-    def flag(key: str, default: bool) -> bool:
-        raw = text(key, "YES" if default else "NO").upper()
+    def flag(key: str) -> bool:
+        raw = text(key).upper()
         if raw not in ("YES", "NO", "TRUE", "FALSE"):
             raise InvalidInput(f"{key} must be YES or NO, not {raw[:40]!r}")
         return raw in ("YES", "TRUE")
 
-    mode = text("IPFS_DEPLOY_MODE", "COPY").upper()
+    mode = text("IPFS_DEPLOY_MODE").upper()
     if mode not in DEPLOY_MODES:
         raise InvalidInput(f"IPFS_DEPLOY_MODE must be COPY or OVERLAY, not {mode[:40]!r}")
-    chunker = text("IPFS_CHUNKER", "size-1048576")
+    chunker = text("IPFS_CHUNKER")
     if not _valid_chunker(chunker):
         raise InvalidInput(
             f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
         )
-    cluster_api = text("IPFS_CLUSTER_API", "")
+    cluster_api = text("IPFS_CLUSTER_API")
     replication = None
     if cluster_api:
-        minimum = int(number("IPFS_REPLICATION_MIN", 2, 1, 100))
-        replication = Replication(minimum, int(number("IPFS_REPLICATION_MAX", minimum, minimum, 100)))
-    elif text("IPFS_REPLICATION_MIN", "") or text("IPFS_REPLICATION_MAX", ""):
+        minimum = int(number("IPFS_REPLICATION_MIN", 1, 100))
+        replication = Replication(minimum, int(number("IPFS_REPLICATION_MAX", minimum, 100, str(minimum))))
+    elif merged.get("IPFS_REPLICATION_MIN", "").strip() or merged.get("IPFS_REPLICATION_MAX", "").strip():
         raise InvalidInput(
             "IPFS_REPLICATION_MIN and IPFS_REPLICATION_MAX need IPFS_CLUSTER_API, the REST API of the "
             "IPFS Cluster peer that replicates the datastore's images"
         )
-    hash_name = text("IPFS_HASH", "sha2-256")
+    hash_name = text("IPFS_HASH")
     if not hash_name.replace("-", "").isalnum():
         raise InvalidInput(f"IPFS_HASH is not a hash function name: {hash_name[:40]!r}")
     return DatastoreConfig(
-        api=_address(text("IPFS_API", "http://127.0.0.1:5001"), "IPFS_API"),
-        host_api=_address(text("IPFS_HOST_API", "http://127.0.0.1:5001"), "IPFS_HOST_API"),
-        api_auth_file=_secret_file(text("IPFS_API_AUTH_FILE", ""), "IPFS_API_AUTH_FILE"),
-        host_api_auth_file=_secret_file(text("IPFS_HOST_API_AUTH_FILE", ""), "IPFS_HOST_API_AUTH_FILE"),
+        api=_address(text("IPFS_API"), "IPFS_API"),
+        host_api=_address(text("IPFS_HOST_API"), "IPFS_HOST_API"),
+        api_auth_file=_secret_file(text("IPFS_API_AUTH_FILE"), "IPFS_API_AUTH_FILE"),
+        host_api_auth_file=_secret_file(text("IPFS_HOST_API_AUTH_FILE"), "IPFS_HOST_API_AUTH_FILE"),
         import_settings=ImportSettings(
             chunker=chunker,
-            cid_version=int(number("IPFS_CID_VERSION", 1, 0, 1)),
-            raw_leaves=flag("IPFS_RAW_LEAVES", True),
+            cid_version=int(number("IPFS_CID_VERSION", 0, 1)),
+            raw_leaves=flag("IPFS_RAW_LEAVES"),
             hash=hash_name,
         ),
-        transfer_timeout=number("IPFS_TRANSFER_TIMEOUT", 21600, 1, 7 * 86400),
-        stall_timeout=number("IPFS_STALL_TIMEOUT", 120, 1, 86400),
-        rpc_timeout=number("IPFS_RPC_TIMEOUT", 60, 1, 3600),
+        transfer_timeout=number("IPFS_TRANSFER_TIMEOUT", 1, 7 * 86400),
+        stall_timeout=number("IPFS_STALL_TIMEOUT", 1, 86400),
+        rpc_timeout=number("IPFS_RPC_TIMEOUT", 1, 3600),
         deploy_mode=mode,
-        host_cache_mb=int(number("IPFS_HOST_CACHE_MB", 20480, 0, 1 << 40)),
-        safe_dirs=tuple(text("SAFE_DIRS", "/var/tmp").split()),
-        restricted_dirs=tuple(text("RESTRICTED_DIRS", "/").split()),
+        host_cache_mb=int(number("IPFS_HOST_CACHE_MB", 0, 1 << 40)),
+        safe_dirs=tuple(text("SAFE_DIRS").split()),
+        restricted_dirs=tuple(text("RESTRICTED_DIRS").split()),
         cluster_api=_address(cluster_api, "IPFS_CLUSTER_API") if cluster_api else "",
         replication=replication,
     )

@@ -147,6 +147,14 @@ class GenuineOne:
             f"datastore {oid} to be monitored",
         )
 
+    def datastore_update(self, datastore: DatastoreRef, attributes: Mapping[str, str]) -> Datastore:
+        """``onedatastore update --append``: the attributes are merged into the template."""
+        text = tmpl.render(list(attributes.items()))
+        with self.frontend.template(text) as path:
+            argv = ["onedatastore", "update", str(_oid(datastore)), path, "--append"]
+            self._command(argv, "one.datastore.update")
+        return self.datastore(datastore)
+
     # Images ---------------------------------------------------------------------------------------------
 
     def image_create(

@@ -4,8 +4,10 @@ beside an IPFS Cluster of the frontend's node and two hosts' (h1, h2), set up as
 cluster init``; the bed runs the peers it configured, the frontend's in a network namespace of its own). Every
 image and every saved persistent version is held by two peers before oned hears it is saved; a lost storage
 peer's versions are repinned on the third; the frontend's repository is then lost for good, and every image
-still deploys on hosts that never held it, and a persistent disk is still saved back, held by two peers. These
-tests lose the frontend's repository, so they run after every other test of their bed (``wipes_frontend``).
+still deploys on hosts that never held it, and a persistent disk is still saved back, held by two peers. With
+h2's node as a second frontend's, that frontend's drivers deploy and save every version once the first
+frontend's node is lost for good. These tests lose the frontend's repository, so they run after every other
+test of their bed (``wipes_frontend``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import ClusterClient
 from testbed import cluster
 from testbed.bed import Bed
@@ -25,7 +28,7 @@ from tests.opennebula.test_admin_images import one_ipfs
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.nodes import held_bytes, pins, settle
-from tests.support.vms import SETTINGS, disk_path, write_into
+from tests.support.vms import SETTINGS, deploy_checked, disk_path, guest_change, write_into
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula, pytest.mark.wipes_frontend]
 STORAGE_HOSTS = ("h1", "h2")
@@ -105,7 +108,12 @@ def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until
     bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
 ) -> None:
     service = (bed.frontend_var_lib_one / CLUSTER_FOLDER / "service.json").read_bytes()
-    for bad in (("--hosts", "h1;reboot"), ("--rest-api", "/ip4/0.0.0.0/tcp/9094"), ("--unit", "../x")):
+    for bad in (
+        ("--hosts", "h1;reboot"),
+        ("--frontends", "h2;reboot"),
+        ("--rest-api", "/ip4/0.0.0.0/tcp/9094"),
+        ("--unit", "../x"),
+    ):
         code, out, err = one_ipfs(bed, one, "cluster", "init", "--hosts", "h1", *bad)
         assert (code, out, len(err.strip().splitlines())) == (1, "", 1), err
     code, out, err = cluster_init(bed, one)
@@ -240,6 +248,60 @@ def test_a_storage_peer_partitioned_during_an_import_and_a_save_back_leaves_no_v
     held_everywhere(bed, cluster_api, saved["IPFS_CID"], changed, minimum=3)
 
 
+SECOND_FRONTEND = "h2"
+"""The bed has no spare machine: h2's node doubles as a second frontend's node (and stays a storage peer)."""
+
+
+@pytest.mark.current_version  # IPFS Cluster does not depend on OpenNebula's version
+def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_once_the_firsts_node_is_lost(
+    bed: Bed, one: GenuineOne, cluster_api: str, local_dir: Path
+) -> None:
+    data, kept = disk_bytes(4 << 20, seed=76), disk_bytes(4 << 20, seed=77)
+    for name, content in (("ha-os.img", data), ("ha-kept.img", kept)):
+        (local_dir / name).write_bytes(content)
+        (local_dir / name).chmod(0o644)
+    code, _, err = cluster_init(bed, one, "--frontends", SECOND_FRONTEND)
+    assert code == 0, err
+    bed.restart_cluster()  # peers read whom they trust only at start
+    second_api, second_cluster_api = bed.second_frontend_apis(SECOND_FRONTEND)
+    ds = one.datastore_create(
+        ipfs_datastore_template(
+            bed,
+            "two-frontends",
+            IPFS_CLUSTER_API=cluster_api,
+            IPFS_REPLICATION_MIN="2",
+            IPFS_TRANSFER_TIMEOUT="60",
+        )
+    )
+    image = one.image_create(ds, name="ha-os", path=str(local_dir / "ha-os.img"))
+    persistent = one.image_create(ds, name="ha-kept", path=str(local_dir / "ha-kept.img"), persistent=True)
+    first_peer = cluster_peer.read_peer_id(bed.frontend_var_lib_one / CLUSTER_FOLDER)
+
+    bed.stop_cluster_peer("frontend")
+    bed.stop_node(bed.frontend)
+    try:
+        # The second frontend's drivers: the same datastore, its own node and its own cluster peer.
+        one.datastore_update(ds, {"IPFS_API": second_api, "IPFS_CLUSTER_API": second_cluster_api})
+        second = ClusterClient(second_cluster_api)
+        settle(lambda: first_peer not in second.allocatable_peers(), "the first frontend's loss noticed")
+        vm = deploy_checked(bed, one, [(image, data), (persistent, kept)], "h3")
+        changed = guest_change(bed, one, vm, 1, 2 << 20, b"saved through the second frontend" * 100)
+        one.vm_terminate(vm)
+
+        saved = one.image(persistent).template
+        versions = [v.split(":")[1] for v in saved["IPFS_VERSIONS"].split()]
+        assert len(versions) == 2
+        held_everywhere(bed, second_cluster_api, saved["IPFS_CID"], changed)
+        # Every version, the one before the loss too, reaches a host that never held it, byte-identical.
+        fetcher = bed.host("h4").node.client()
+        cids = [one.image(image).template["IPFS_CID"], *versions]
+        for cid, content in zip(cids, [data, kept, changed], strict=True):
+            assert sha256(b"".join(fetcher.cat(f"/ipfs/{cid}"))) == sha256(content), cid
+    finally:
+        bed.start_node(bed.frontend)
+        bed.restart_cluster()  # formed again, the first frontend's peer in it, for the tests after this one
+
+
 def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_no_persistent_version(
     bed: Bed, one: GenuineOne, replicated_ds: Datastore, cluster_api: str, local_dir: Path
 ) -> None:
@@ -271,14 +333,9 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     assert not {cid for cid, _ in pins(bed.frontend)} & set(recorded)
 
     # Hosts that never held these images fetch them from the cluster's storage peers.
-    first = one.vm_deploy([image, blank], "h3")
-    assert sha256(disk_path(bed, one, first).read_bytes()) == sha256(data)
-    assert disk_path(bed, one, first, 1).read_bytes().count(0) == 8 << 20
-    second = one.vm_deploy([clone, persistent], "h4")
-    assert sha256(disk_path(bed, one, second).read_bytes()) == sha256(data)
-    assert sha256(disk_path(bed, one, second, 1).read_bytes()) == sha256(changed)
-    write_into(disk_path(bed, one, second, 1), 2 << 20, b"saved after the loss" * 100)
-    changed_again = disk_path(bed, one, second, 1).read_bytes()
+    first = deploy_checked(bed, one, [(image, data), (blank, bytes(8 << 20))], "h3")
+    second = deploy_checked(bed, one, [(clone, data), (persistent, changed)], "h4")
+    changed_again = guest_change(bed, one, second, 1, 2 << 20, b"saved after the loss" * 100)
     one.vm_terminate(second)
     one.vm_terminate(first)
 

@@ -27,6 +27,21 @@ def disk_path(bed: Bed, one: Cloud, vm: VirtualMachine, disk_id: int = 0, host: 
     return folder / f"disk.{disk_id}"
 
 
+def deploy_checked(bed: Bed, one: Cloud, disks: list[tuple[Image, bytes]], host: str) -> VirtualMachine:
+    """A VM of the images of ``disks`` on ``host``, each disk checked to hold its image's content (sha256)."""
+    vm = one.vm_deploy([image for image, _ in disks], host)
+    for disk_id, (_, content) in enumerate(disks):
+        assert sha256(disk_path(bed, one, vm, disk_id).read_bytes()) == sha256(content), (vm.id, disk_id)
+    return vm
+
+
+def guest_change(bed: Bed, one: Cloud, vm: VirtualMachine, disk_id: int, offset: int, data: bytes) -> bytes:
+    """Write into a VM's disk as its guest does (``write_into``); the whole disk after."""
+    path = disk_path(bed, one, vm, disk_id)
+    write_into(path, offset, data)
+    return path.read_bytes()
+
+
 def add_on(bed: Bed, host: str, data: bytes) -> str:
     """Put content on one host's node only, so the frontend has to fetch it over the private network."""
     return bed.host(host).node.client().add(io.BytesIO(data), settings=SETTINGS).cid

@@ -26,6 +26,7 @@ from one_ipfs.admin import network as private_network
 from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.config import read_defaults
+from one_ipfs.defaults import CLUSTER_REST_API, CLUSTER_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import parse_api
@@ -40,9 +41,6 @@ HOST_REPO = "/var/lib/one/.ipfs"
 HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
 DAEMON_UNIT = "ipfs"
 CLUSTER_UNIT = "ipfs-cluster"
-DEFAULT_CLUSTER_API = "http://127.0.0.1:9094"
-CLUSTER_TIMEOUT = 30.0
-"""Seconds one call of the frontend peer's REST API may take (``cluster status``, ``recover``)."""
 NEXT_STEPS = (
     "Next: 1. restart oned (systemctl restart opennebula)  "
     "2. copy the drivers to every host: onehost sync --force"
@@ -470,12 +468,21 @@ def _cluster_command(command: Callable[..., None]) -> Callable[..., None]:
 @cluster.command("init")
 @click.option("--hosts", required=True, help="Comma-separated storage hosts that keep replicas.")
 @click.option("--address", help="The frontend peer's storage-network address (default: its Kubo node's).")
+@click.option(
+    "--frontends",
+    default="",
+    help="Comma-separated second frontends (OpenNebula HA), reached over ssh like hosts: every peer trusts "
+    "their peers too, and each serves the REST API on its own loopback, for the drivers there.",
+)
 @_cluster_command
-def cluster_init(*, hosts: str, address: str | None, **where: Any) -> None:
-    """Create the cluster's secret (once) and make the frontend's and the storage hosts' peers one cluster."""
+def cluster_init(*, hosts: str, address: str | None, frontends: str, **where: Any) -> None:
+    """Create the cluster's secret (once) and make the frontend's, the second frontends' and the storage
+    hosts' peers one cluster."""
     if address is not None:
         _run(lambda: _ipv4(address))
-    _cluster_configure(hosts.split(","), address, new_cluster=True, **where)
+    _cluster_configure(
+        hosts.split(","), address, new_cluster=True, frontends=_node_names(frontends.split(",")), **where
+    )
 
 
 @cluster.command("join")
@@ -490,8 +497,7 @@ def cluster_join(*, new_hosts: tuple[str, ...], **where: Any) -> None:
 @one_location_option
 @click.option(
     "--cluster-api",
-    help="The frontend peer's REST API "
-    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+    help=f"The frontend peer's REST API (default: IPFS_CLUSTER_API of ipfs.conf, else {CLUSTER_REST_API}).",
 )
 @json_option
 def cluster_status(cluster_api: str | None, as_json: bool) -> None:
@@ -542,8 +548,7 @@ def cluster_status(cluster_api: str | None, as_json: bool) -> None:
 @one_location_option
 @click.option(
     "--cluster-api",
-    help="The frontend peer's REST API "
-    f"(default: IPFS_CLUSTER_API of ipfs.conf, else {DEFAULT_CLUSTER_API}).",
+    help=f"The frontend peer's REST API (default: IPFS_CLUSTER_API of ipfs.conf, else {CLUSTER_REST_API}).",
 )
 @click.option(
     "--timeout",
@@ -573,9 +578,7 @@ def cluster_recover(cluster_api: str | None, timeout: float, as_json: bool) -> N
 
 def _cluster_api(given: str | None) -> str:
     """``--cluster-api``, else the one ipfs.conf gives the datastores, else the default."""
-    return (
-        given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or DEFAULT_CLUSTER_API
-    )
+    return given or read_defaults(Site.find().remotes / DEFAULTS).get("IPFS_CLUSTER_API") or CLUSTER_REST_API
 
 
 def _cluster_configure(
@@ -583,6 +586,7 @@ def _cluster_configure(
     address: str | None,
     *,
     new_cluster: bool,
+    frontends: tuple[str, ...] = (),
     repo: str,
     host_repo: str,
     api: str | None,
@@ -596,7 +600,7 @@ def _cluster_configure(
 ) -> None:
     _run(lambda: [_unit_name(name) for name in (unit, kubo_unit)])
     rest = None if rest_api is None else _run(lambda: _loopback_api(rest_api))
-    names = _run(lambda: list(dict.fromkeys(host_label(name.strip()) for name in hosts if name.strip())))
+    names = list(_node_names(hosts))
     if not names:
         _run(_no_hosts)
     kubo_apis = doctor_checks.Target(Site.find(), repo, host_repo, api, host_api).apis()
@@ -604,14 +608,19 @@ def _cluster_configure(
     payload = replication_cluster.unit_payload(places, kubo_unit)
     _configure_daemons(
         ("IPFS Cluster", "IPFS Cluster peer", unit),
-        len(names) + 1,
+        len({*frontends, *names}) + 1,
         lambda tick: replication_cluster.join(
-            places, names, address, rest, new_cluster=new_cluster, progress=tick
+            places, names, address, rest, new_cluster=new_cluster, frontends=frontends, progress=tick
         ),
         (lambda done, tick: private_network.daemon_units(done, "cluster_unit", payload, unit, tick))
         if systemd_unit
         else None,
     )
+
+
+def _node_names(given: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Host names as given (blanks left out, each once), or one line naming the bad one."""
+    return _run(lambda: tuple(dict.fromkeys(host_label(name.strip()) for name in given if name.strip())))
 
 
 def _loopback_api(api: str) -> str:

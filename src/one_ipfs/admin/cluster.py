@@ -3,9 +3,11 @@ hosts', which replicate every image version of a datastore with ``IPFS_CLUSTER_A
 
 As with ``one-ipfs network``, the secret is created once, on the frontend (``ipfs-cluster-service init``
 makes it), and then only copied; every node's side runs ``one_ipfs.ipfs.cluster_peer`` through ``remote``
-(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontend's peer only, and only the
-frontend's peer serves the REST API, on loopback. A peer reads its settings at start, so changed peers need a
-restart (``network.restart`` or ``network.daemon_units``, as for Kubo).
+(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontends' peers only (this one's and
+those of the second frontends ``init`` names, which the others must all trust to take their pins and answer
+their status calls), and only the frontends' peers serve the REST API, each on its own loopback. A peer reads
+its settings at start, so changed peers need a restart (``network.restart`` or ``network.daemon_units``, as
+for Kubo).
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from pathlib import Path
 
 from one_ipfs.admin.network import CONCRETE, Configured
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.defaults import CLUSTER_REST_LISTEN, CLUSTER_SWARM_PORT
 from one_ipfs.errors import HostError, InvalidInput
 from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import PINNED, POLL_EVERY, ClusterClient, ClusterPin, Member, Replication
-from one_ipfs.ipfs.cluster_peer import SWARM_PORT, PeerSettings
+from one_ipfs.ipfs.cluster_peer import PeerSettings
 from one_ipfs.ipfs.rpc import parse_api
 
 log = logging.getLogger(__name__)
-REST_API = "/ip4/127.0.0.1/tcp/9094"
-"""The frontend peer's REST API unless ``--rest-api`` names another: what ``IPFS_CLUSTER_API`` then gives."""
 EVERYWHERE = Replication(-1, -1)
 """A pin on every peer (or one the pinset no longer has): needed by every peer that answers."""
 
@@ -57,23 +58,29 @@ def join(
     rest_api: str | None,
     *,
     new_cluster: bool,
+    frontends: tuple[str, ...] = (),
     progress: Callable[[Reply], None] | None = None,
 ) -> dict[str, Configured]:
     """Make the frontend's peer and ``hosts``' peers one cluster; per node, what changed.
 
-    ``new_cluster`` (``init``): the cluster is the frontend and ``hosts``, the frontend's peer created when
-    it has none. Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows.
+    ``new_cluster`` (``init``): the cluster is the frontend, ``frontends`` (second frontends, reached over ssh
+    like hosts) and ``hosts``, the frontend's peer created when it has none; every peer trusts the frontends'.
+    Otherwise (``join``) the frontend's peer must exist, and ``hosts`` join the peers it knows, trusting the
+    peers it trusts. Every trusted peer serves the REST API (a second frontend joined again keeps it).
     """
     frontend_folder = Path(places.folder).expanduser()
     known: list[str] = []
+    trusted_before: tuple[str, ...] = ()
     if not new_cluster:
         if not (frontend_folder / cluster_peer.CONFIG).exists():
             raise InvalidInput(
                 f"the frontend has no IPFS Cluster peer at {frontend_folder}: "
                 "run `one-ipfs cluster init` first"
             )
-        known = list(cluster_peer.current_settings(frontend_folder).peers)
-    nodes = [FRONTEND, *hosts]
+        current = cluster_peer.current_settings(frontend_folder)
+        known, trusted_before = list(current.peers), current.trusted
+    serving = [FRONTEND, *frontends]
+    nodes = list(dict.fromkeys([*serving, *hosts]))
     replies = call_all(
         nodes,
         "cluster_init",
@@ -89,8 +96,8 @@ def join(
         for peer in known
         if peer.split("/p2p/")[-1] not in {r.result["peer_id"] for r in replies.values()}
     ]
-    trusted = (replies[FRONTEND].result["peer_id"],)
-    rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or REST_API
+    trusted = tuple(dict.fromkeys([*(replies[name].result["peer_id"] for name in serving), *trusted_before]))
+    rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or CLUSTER_REST_LISTEN
     settings = {
         name: PeerSettings(
             name=name,
@@ -98,7 +105,7 @@ def join(
             peers=tuple(sorted({*others, *(members[o] for o in nodes if o != name)})),
             trusted=trusted,
             kubo_api=multiaddr(places.of(name)[2]),
-            rest_api=rest if name == FRONTEND else "",
+            rest_api=rest if replies[name].result["peer_id"] in trusted else "",
         )
         for name in nodes
     }
@@ -206,19 +213,19 @@ def _listen_address(name: str, reply: Reply, address: str | None, frontend_folde
     storage-network address its Kubo node listens on, else (a host) the one ssh reaches it at."""
     if name == FRONTEND:
         if address:
-            return f"/ip4/{address}/tcp/{SWARM_PORT}"
+            return f"/ip4/{address}/tcp/{CLUSTER_SWARM_PORT}"
         before = cluster_peer.current_settings(frontend_folder).listen_address
         if CONCRETE.match(before):
             return before
     swarm = [a for a in (reply.result.get("kubo") or {}).get("swarm_addresses") or [] if CONCRETE.match(a)]
     ipv4 = [a.split("/")[2] for a in swarm if a.startswith("/ip4/")]
     if ipv4:
-        return f"/ip4/{ipv4[0]}/tcp/{SWARM_PORT}"
+        return f"/ip4/{ipv4[0]}/tcp/{CLUSTER_SWARM_PORT}"
     if name == FRONTEND:
         raise InvalidInput(
             "the frontend's Kubo node listens on no storage-network address: give it with --address"
         )
-    return f"/ip4/{resolve_address(name)}/tcp/{SWARM_PORT}"
+    return f"/ip4/{resolve_address(name)}/tcp/{CLUSTER_SWARM_PORT}"
 
 
 def multiaddr(api: str) -> str:

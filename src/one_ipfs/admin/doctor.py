@@ -16,6 +16,7 @@ from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_destination
 from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
+from one_ipfs.defaults import SETTINGS
 from one_ipfs.errors import OneIpfsError, OpenNebulaError
 from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, remote_lib
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, interpreter_problem
@@ -23,7 +24,6 @@ from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, interpreter_probl
 MIN_KUBO = (0, 40)
 MIN_PYTHON = (3, 9)
 MAX_SKEW = 5.0
-DEFAULT_API = "http://127.0.0.1:5001"
 API_AUTH_SETTING = "IPFS_API_AUTH_FILE"
 HOST_API_AUTH_SETTING = "IPFS_HOST_API_AUTH_FILE"
 LOOPBACK = re.compile(r"^/(ip4/127\.\d+\.\d+\.\d+|ip6/::1|unix)/")
@@ -72,8 +72,8 @@ class Target:
     def apis(self) -> tuple[str, str]:
         defaults = read_defaults(self.site.remotes / DEFAULTS)
         return (
-            self.api or defaults.get("IPFS_API", DEFAULT_API),
-            self.host_api or defaults.get("IPFS_HOST_API", DEFAULT_API),
+            self.api or defaults.get("IPFS_API", SETTINGS["IPFS_API"]),
+            self.host_api or defaults.get("IPFS_HOST_API", SETTINGS["IPFS_HOST_API"]),
         )
 
     def secrets(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -201,7 +201,7 @@ def _check_interpreter(site: Site, report: Report) -> None:
     defaults = site.remotes / DEFAULTS
     if not defaults.exists():
         return
-    python = read_defaults(defaults).get("ONE_IPFS_PYTHON") or "python3"
+    python = read_defaults(defaults).get("ONE_IPFS_PYTHON") or SETTINGS["ONE_IPFS_PYTHON"]
     problem = interpreter_problem(python)
     if problem is not None:
         report.add(

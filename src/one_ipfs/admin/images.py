@@ -1,7 +1,8 @@
 """``one-ipfs images`` and ``one-ipfs prefetch``: the images of IPFS datastores and the nodes that hold them.
 
 OpenNebula is read from oned's XML-RPC API (``one.imagepool.info``...), as the drivers read it; what a node
-holds is asked of the node itself (``remote.holds``), offline, so that asking never fetches anything.
+holds is asked of the node itself, offline, so that asking never fetches anything: the frontend's here, with
+the host side's own ``has``, and each host's through the channel to the hosts (``protocol.Has``).
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from one_ipfs.admin.nodes import FRONTEND, Reply, call, call_all, ssh_destination
+from one_ipfs.admin.nodes import FRONTEND, Reply, ssh_destination
 from one_ipfs.config import DatastoreConfig, load_config
+from one_ipfs.defaults import ADMIN_RPC_TIMEOUT, CLUSTER_TIMEOUT, HOST_CALL_SLACK, PRESENCE_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
-from one_ipfs.host.protocol import Warm
+from one_ipfs.host.commands import has
+from one_ipfs.host.protocol import Has, Warm
 from one_ipfs.hosts.calls import call as call_host
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
+from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
 
 IPFS_DS_MAD = "ipfs"
-HOST_CALL_SLACK = 60.0
 MAX_PARALLEL = 8
 
 log = logging.getLogger(__name__)
@@ -90,7 +93,7 @@ def placement(images: list[IpfsImage]) -> Placement:
     for api in sorted({i.config.cluster_api for i in images if i.config.replication is not None}):
         log.info("asking IPFS Cluster at %s where its pins are", api)
         try:
-            for pin in ClusterClient(api, timeout=HOST_CALL_SLACK).statuses():
+            for pin in ClusterClient(api, timeout=CLUSTER_TIMEOUT).statuses():
                 found.held[pin.cid] = pin.holders()
         except OneIpfsError as exc:
             found.unknown[api] = str(exc)
@@ -147,18 +150,30 @@ def holdings(
 ) -> Holdings:
     """Ask the frontend's node (each datastore's IPFS_API) and every host's (IPFS_HOST_API) what it holds."""
     with_cid = {i.cid: i.config for i in images if i.cid is not None}
-    on_frontend = {
-        cid: _node(config.api, config.api_auth_file, "IPFS_API_AUTH_FILE") for cid, config in with_cid.items()
-    }
-    on_hosts = {
-        cid: _node(config.host_api, config.host_api_auth_file, "IPFS_HOST_API_AUTH_FILE")
-        for cid, config in with_cid.items()
-    }
-    frontend = call(FRONTEND, "holds", {"cids": on_frontend})
-    if progress is not None:
-        progress(frontend)
-    replies = {FRONTEND: frontend}
-    replies.update(call_all(hosts, "holds", lambda _: {"cids": on_hosts}, progress))
+
+    def ask(node: str) -> Reply:
+        sent = time.time()
+        failed: dict[tuple[str, str], dict[str, Any]] = {}
+        held: dict[str, dict[str, Any]] = {}
+        for cid, config in with_cid.items():
+            # A node that could not answer for one CID is not asked again with the same API and secret: a
+            # host ssh cannot reach would cost one connection timeout per image.
+            api = (
+                (config.api, config.api_auth_file)
+                if node == FRONTEND
+                else (config.host_api, config.host_api_auth_file)
+            )
+            held[cid] = failed.get(api) or _presence(node, cid, config)
+            if "error" in held[cid]:
+                failed[api] = held[cid]
+        reply = Reply(node, {"held": held}, sent_at=sent, received_at=time.time())
+        if progress is not None:
+            progress(reply)
+        return reply
+
+    replies = {FRONTEND: ask(FRONTEND)}
+    with ThreadPoolExecutor(max_workers=MAX_PARALLEL) as pool:
+        replies.update(zip(hosts, pool.map(ask, hosts), strict=True))
     result = Holdings()
     for node, reply in replies.items():
         answers = reply.result.get("held", {})
@@ -203,6 +218,18 @@ def prefetch(
         return dict(zip(hosts, pool.map(warm, hosts), strict=True))
 
 
-def _node(api: str, auth_file: str, setting: str) -> dict[str, str]:
-    """Where a node's RPC API is and the file with its secret, as ``remote.holds`` takes them."""
-    return {"api": api, "auth_file": auth_file, "auth_setting": setting}
+def _presence(node: str, cid: str, config: DatastoreConfig) -> dict[str, Any]:
+    """How much of ``cid`` a node holds (``local``, ``size_local``), or why it could not say (``error``)."""
+    try:
+        if node == FRONTEND:
+            log.info("%s: asking its Kubo node, offline, whether it holds %s", node, cid)
+            kubo = KuboClient(config.api, timeout=ADMIN_RPC_TIMEOUT, auth=config.api_authorization())
+            presence = has(kubo, Has(cid=cid, timeout=PRESENCE_TIMEOUT))
+        else:
+            destination = ssh_destination(node)
+            log.info("%s: one-ipfs-host has %s, over ssh %s", node, cid, destination)
+            request = Has(cid=cid, node=host_node(config), timeout=PRESENCE_TIMEOUT)
+            presence = call_host(destination, request, timeout=PRESENCE_TIMEOUT + HOST_CALL_SLACK)
+    except OneIpfsError as exc:
+        return {"error": str(exc).removeprefix(f"{ssh_destination(node)}: ")}
+    return {"local": presence.local, "size_local": presence.size_local}

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.defaults import KUBO_SWARM_PORT
 from one_ipfs.errors import HostError, InvalidInput
 from one_ipfs.ipfs.network import NodeSettings, Peer, generate_swarm_key
 
-SWARM_PORT = 4001
 CONCRETE = re.compile(r"^/ip[46]/(?!0\.0\.0\.0/|::/)[^/]+/tcp/\d+$")
 _LOOPBACK = re.compile(r"^/ip4/127\.\d+\.\d+\.\d+/tcp/\d+$")
 
@@ -180,11 +180,11 @@ def _member(name: str, reply: Reply, frontend_address: str | None) -> Member:
     facts = reply.result
     swarm = tuple(a for a in facts.get("swarm_addresses") or [] if CONCRETE.match(a))
     if name == FRONTEND and frontend_address:
-        swarm = (f"/ip4/{frontend_address}/tcp/{SWARM_PORT}",)
+        swarm = (f"/ip4/{frontend_address}/tcp/{KUBO_SWARM_PORT}",)
     if not swarm:
         if name == FRONTEND:
             raise InvalidInput("the frontend listens on no storage-network address: give it with --address")
-        swarm = (f"/ip4/{resolve_address(name)}/tcp/{SWARM_PORT}",)
+        swarm = (f"/ip4/{resolve_address(name)}/tcp/{KUBO_SWARM_PORT}",)
     defaults = NodeSettings(swarm_addresses=swarm)
     api = facts.get("api_address")
     gateway = facts.get("gateway_address")

@@ -15,6 +15,7 @@ from typing import Any
 
 from one_ipfs.admin import remote
 from one_ipfs.config import etc_dir, remotes_dir
+from one_ipfs.defaults import ADMIN_SSH_TIMEOUT
 from one_ipfs.errors import HostError, OpenNebulaError
 from one_ipfs.hosts.bundle import installed_digest, remote_lib, ship_bundle
 from one_ipfs.hosts.ssh import SSH_FAILED, ssh_argv
@@ -25,7 +26,6 @@ FRONTEND = "frontend"
 """The frontend's own node, in every table and JSON answer."""
 HOST_NAMED_FRONTEND = f"{FRONTEND} (host)"
 """A host OpenNebula calls ``frontend`` is still a host, checked over ssh: it is shown under this name."""
-SSH_TIMEOUT = 60.0
 PYTHON_MISSING = 127
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,10 @@ def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PL
         }
         done = _ssh(host, message)
         if done.returncode == remote.STALE_BUNDLE:
-            ship_bundle(host, timeout=SSH_TIMEOUT)
+            ship_bundle(host, timeout=ADMIN_SSH_TIMEOUT)
             done = _ssh(host, message)
     except subprocess.TimeoutExpired:
-        return Reply(node, {}, f"{node} did not answer within {SSH_TIMEOUT:g} s", sent_at=sent)
+        return Reply(node, {}, f"{node} did not answer within {ADMIN_SSH_TIMEOUT:g} s", sent_at=sent)
     except HostError as exc:
         return Reply(node, {}, str(exc), sent_at=sent)
     received = time.time()
@@ -129,7 +129,7 @@ def _ssh(host: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]
         input=json.dumps(message) + "\n",
         capture_output=True,
         text=True,
-        timeout=SSH_TIMEOUT,
+        timeout=ADMIN_SSH_TIMEOUT,
         check=False,
     )
 
@@ -175,7 +175,6 @@ def _local(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         "configure": remote.configure,
         "restart": remote.restart,
         "unit": remote.unit,
-        "holds": remote.holds,
         "cluster_init": remote.cluster_init,
         "cluster_configure": remote.cluster_configure,
         "cluster_unit": remote.cluster_unit,

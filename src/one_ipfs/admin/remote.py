@@ -1,13 +1,13 @@
 """What the admin tool runs on a node: its facts (``probe``), its repository (``init``), its private-network
 settings (``configure``), a restart of its Kubo daemon (``restart``), the systemd unit that runs the daemon
-(``unit``) and which images it holds (``holds``).
+(``unit``), and the same for its IPFS Cluster peer (``cluster_*``).
 
 Hosts cannot import the frontend's one_ipfs, so this module is sent over ssh as the source of a single
 ``python3`` process, with its input as one JSON line on stdin; the frontend imports it. Standard library
 only, python3 >= 3.9. ``init`` and ``configure`` run ``one_ipfs.ipfs.network`` itself, and every question
 to a Kubo node goes through the drivers' own client (``one_ipfs.ipfs.rpc``), from the host bundle the
 drivers use (``lib`` on the host's path); a host that lacks the frontend's bundle answers ``init``,
-``configure`` and ``holds`` with exit status 3 and gets it shipped, as the transfer driver does, while
+``configure`` and ``cluster_*`` with exit status 3 and gets it shipped, as the transfer driver does, while
 ``probe`` reports the bundle it finds and asks the daemon only with the frontend's.
 """
 
@@ -49,21 +49,20 @@ DOING = {
     "configure": "writing its private-network settings into its repository (remote configure)",
     "restart": "restarting its Kubo daemon through systemd (remote restart)",
     "unit": "installing the systemd unit of its Kubo daemon (remote unit)",
-    "holds": "asking its Kubo node, offline, which images it holds (remote holds)",
     "cluster_init": "creating its IPFS Cluster peer if it has none (remote cluster_init)",
     "cluster_configure": "writing its IPFS Cluster peer's settings (remote cluster_configure)",
     "cluster_unit": "installing the systemd unit of its IPFS Cluster peer (remote cluster_unit)",
 }
 """What each command does, as ``one-ipfs --verbose`` says it."""
-BUNDLED = ("init", "configure", "holds", "cluster_init", "cluster_configure", "cluster_unit")
+BUNDLED = ("init", "configure", "cluster_init", "cluster_configure", "cluster_unit")
 """The commands that import the host bundle (``one_ipfs``): a host must hold the frontend's."""
-RPC_TIMEOUT = 10.0
-"""Seconds each question to a Kubo node may take."""
 RESTART_MARKER = ".one-ipfs-restart"
 """Written into a repository whenever ``configure`` changed it; a daemon started before runs old settings."""
 API_FILE = "api"
 """Kubo writes ``$IPFS_PATH/api`` when its daemon starts (and removes it at exit)."""
 SYSTEMCTL_TIMEOUT = 120
+"""Seconds one systemctl step may take. (Written here, not in ``one_ipfs.defaults`` with the others: this
+module's ``restart`` and ``unit`` run on hosts that may not hold the host bundle.)"""
 SYSTEMD_DIR = "/etc/systemd/system"
 SYSTEMD_RUNTIME = "/run/systemd/system"
 """Exists only while systemd runs the machine (``sd_booted``): a systemctl binary alone proves nothing."""
@@ -85,7 +84,6 @@ def main(command: str, payload: dict[str, Any]) -> int:
         "configure": configure,
         "restart": restart,
         "unit": unit,
-        "holds": holds,
         "cluster_init": cluster_init,
         "cluster_configure": cluster_configure,
         "cluster_unit": cluster_unit,
@@ -432,29 +430,6 @@ def cluster_unit_text(service: str, folder: str, user: str, group: str, *, kubo_
     return _confined_unit("cluster", description, [f"{kubo_unit}.service"], lines, folder)
 
 
-def holds(payload: dict[str, Any]) -> dict[str, Any]:
-    """How much of each CID the node has locally, asked offline so that nothing is fetched to answer (or,
-    per CID, why the node could not say).
-
-    ``payload['cids']`` maps each CID to the RPC API (``api``) of the node that should hold it and the file
-    with that API's secret (``auth_file``, empty when it needs none; ``auth_setting`` names it in errors).
-    """
-    from one_ipfs.errors import ContentNotFound, OneIpfsError
-
-    held: dict[str, Any] = {}
-    for cid, node in payload["cids"].items():
-        try:
-            kubo = _kubo(node["api"], _secret(node["auth_file"], node["auth_setting"]))
-            stat = kubo.files_stat(f"/ipfs/{cid}", with_local=True, offline=True)
-        except ContentNotFound:
-            held[cid] = {"local": False, "size_local": 0}
-        except OneIpfsError as exc:
-            held[cid] = {"error": str(exc)}
-        else:
-            held[cid] = {"local": bool(stat.local), "size_local": stat.size_local or 0}
-    return {"held": held}
-
-
 def restart_pending(repo_facts: dict[str, Any]) -> bool:
     """True when the repository changed (``configure``) after its daemon started, or with none running."""
     configured, started = repo_facts.get("configured_at"), repo_facts.get("daemon_started_at")
@@ -549,9 +524,10 @@ def _secret(auth_file: str, setting: str) -> str | None:
 
 def _kubo(api: str, auth: str | None) -> KuboClient:
     """The drivers' own client (from the host bundle, on a host) for the node at ``api``."""
+    from one_ipfs.defaults import ADMIN_RPC_TIMEOUT
     from one_ipfs.ipfs.rpc import KuboClient
 
-    return KuboClient(api, timeout=RPC_TIMEOUT, auth=auth)
+    return KuboClient(api, timeout=ADMIN_RPC_TIMEOUT, auth=auth)
 
 
 def _as_root(argv: list[str]) -> str | None:

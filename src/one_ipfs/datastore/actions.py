@@ -11,6 +11,7 @@ import html
 from collections.abc import Callable
 from typing import BinaryIO
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
@@ -27,7 +28,7 @@ def cp(action: DsAction, config: DatastoreConfig) -> str:
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
     imported = content.import_image(image, handle.reference_name(1), config)
-    attributes = {**imported.attributes, **content.format_attributes(imported.format)}
+    attributes = {**imported.attributes, **image_store.format_attributes(imported.format)}
     _record(handle, ImageVersions().with_version(imported.cid), attributes, config)
     log_info(f"image {handle.image_id} is {imported.cid} ({imported.format})")
     return f"{handle} {content.announced_format(imported.format, config)}"
@@ -42,10 +43,10 @@ def clone(action: DsAction, config: DatastoreConfig) -> str:
     """A new image with the same content: a new handle and reference, zero bytes copied."""
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
-    held = content.current_content(image.path, config)
+    held = image_store.current_content(image.path, config)
     stored = held.format or image.format or content.read_format(held.cid, config)
-    content.hold(held.cid, handle.reference_name(1), config)
-    attributes = {"IPFS_CLONED_FROM": image.path, **content.format_attributes(stored)}
+    image_store.hold(held.cid, handle.reference_name(1), config)
+    attributes = {"IPFS_CLONED_FROM": image.path, **image_store.format_attributes(stored)}
     _record(handle, ImageVersions().with_version(held.cid), attributes, config)
     return f"{handle} {content.announced_format(stored, config)}"
 
@@ -60,7 +61,7 @@ def mkfs(action: DsAction, config: DatastoreConfig) -> str:
         raise InvalidInput("a datablock needs a SIZE in MB greater than 0")
     stored = image.format or "raw"
     cid = content.create_datablock(image.size_mb, image.fs, stored, handle.reference_name(1), config)
-    _record(handle, ImageVersions().with_version(cid), content.format_attributes(stored), config)
+    _record(handle, ImageVersions().with_version(cid), image_store.format_attributes(stored), config)
     return str(handle)
 
 
@@ -79,15 +80,15 @@ def rm(action: DsAction, config: DatastoreConfig) -> None:
         )
     versions = ImageVersions.from_template(image.template)
     for number, cid in reversed(versions.entries):
-        content.release(cid, handle.reference_name(number), config)
-    content.release_unrecorded(handle, versions, config)
+        image_store.release(cid, handle.reference_name(number), config)
+    image_store.release_unrecorded(handle, versions, config)
     for snapshot_id, cid in ImageSnapshots.from_template(image.template).entries:
-        content.release(cid, handle.snapshot_reference(snapshot_id), config)
+        image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
     log_info(f"released {len(versions.entries)} version(s) of image {handle.image_id}")
 
 
 def monitor(action: DsAction, config: DatastoreConfig) -> str:
-    used, total, free = content.capacity_mb(config)
+    used, total, free = image_store.capacity_mb(config)
     return f"USED_MB={used}\nTOTAL_MB={total}\nFREE_MB={free}"
 
 
@@ -96,7 +97,7 @@ def export(action: DsAction, config: DatastoreConfig) -> str:
     http and s3 marketplaces download with ``downloader.sh``, and from which an IPFS datastore takes
     the CID again without copying anything."""
     image = _image(action)
-    held = content.current_content(image.source, config)
+    held = image_store.current_content(image.source, config)
     cid = held.cid
     source = content.gateway_url(cid, config)
     size_mb, md5 = content.size_and_md5(cid, config)
@@ -191,8 +192,8 @@ def _record(
     assert current is not None
     try:
         oned.update_image(
-            handle.image_id, {**versions.attributes(), **content.import_attributes(config), **extra}
+            handle.image_id, {**versions.attributes(), **image_store.import_attributes(config), **extra}
         )
     except Exception:
-        content.release(current[1], handle.reference_name(current[0]), config)
+        image_store.release(current[1], handle.reference_name(current[0]), config)
         raise

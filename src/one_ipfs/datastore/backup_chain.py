@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidReference
@@ -94,10 +95,10 @@ def disk_cid(links: list[Increment], disk_id: int, config: DatastoreConfig) -> s
     one is flattened and added to the frontend's node unpinned: whoever asked (a restored image's ``cp``,
     a restore's download) reads it from there, and nothing is left pinned if they never do."""
     if len(links) == 1:
-        return content.client(config).files_stat(links[0].disk(disk_id), timeout=config.stall_timeout).cid
+        return image_store.client(config).files_stat(links[0].disk(disk_id), timeout=config.stall_timeout).cid
     with _scratch() as folder:
         flat = _flatten(links, disk_id, folder, config)
-        return content.client(config).add(flat, settings=config.import_settings, pin=False).cid
+        return image_store.client(config).add(flat, settings=config.import_settings, pin=False).cid
 
 
 def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreConfig) -> BackupId:
@@ -105,7 +106,7 @@ def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreCo
     ``vm.xml`` is the last increment's, and each disk the chain flattened, named for the last increment
     (the backups after it rebase on that name). The caller releases the increments it replaces."""
     last = links[-1]
-    node = content.client(config)
+    node = image_store.client(config)
     backup = None
     staging = f"{STAGING}/{secrets.token_hex(6)}"
     try:
@@ -117,7 +118,7 @@ def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreCo
                 flat.unlink()
         node.files_cp(f"/ipfs/{last.backup.cid}/vm.xml", f"{staging}/vm.xml")
         backup = BackupId.new(node.files_stat(staging, timeout=config.stall_timeout).cid)
-        content.hold(backup.cid, backup.reference_name, config)
+        image_store.hold(backup.cid, backup.reference_name, config)
     finally:
         node.files_rm(staging, force=True)
     log_info(f"increments {links[0].id} to {last.id} are one backup now: {backup}")
@@ -128,7 +129,7 @@ def _flatten(links: list[Increment], disk_id: int, folder: Path, config: Datasto
     """Read each increment's file of the disk, link each to the one before, and write the chain's view
     out as one qcow2 file. The links qemu-img follows are only those set here: the first file's backing
     link is cut, and a file naming an external data file is refused."""
-    node = content.client(config)
+    node = image_store.client(config)
     files: list[Path] = []
     for link in links:
         path = folder / f"disk.{disk_id}.{link.id}"

@@ -26,9 +26,11 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO, NoReturn
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backup_chain, content
 from one_ipfs.datastore.backup_chain import BackupId
+from one_ipfs.defaults import BACKUP_CANCEL_WAIT, HOST_CALL_SLACK
 from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
@@ -51,10 +53,8 @@ BACKUP_DS = 3
 """``Datastore::DatastoreType`` BACKUP_DS, as ``Datastore::to_xml`` writes TYPE."""
 BACKUP_FORMAT = "raw"
 """What a backup's FORMAT tells OpenNebula's restore tools: plain files, not Ceph's rbd exports."""
-HOST_CALL_SLACK = 120.0
 MIB = 1 << 20
 MAX_VM_XML = 16 << 20
-CANCEL_WAIT = 60.0
 _VM_UUID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _INCREMENT = re.compile(r"^(?:-1|[0-9]{1,9})$")
 _BACKUP_SCRIPTS = ("prebackup", "prebackup_live")
@@ -103,7 +103,7 @@ def _store(host: str, folder: str, vm_id: int, config: DatastoreConfig) -> tuple
         backup_id = BackupId(token, added.cid)
         size = added.size
         log_info(f"pinning the backup of VM {vm_id} ({backup_id.cid}) from {host}")
-        content.hold(backup_id.cid, backup_id.reference_name, config, total_bytes=size or None)
+        image_store.hold(backup_id.cid, backup_id.reference_name, config, total_bytes=size or None)
     except BaseException:
         if backup_id is not None:
             _let_go(backup_id, config)
@@ -125,7 +125,7 @@ def backup_cancel(args: list[str], stdin: BinaryIO) -> None:
         except ProcessLookupError:
             continue
     log_info(f"stopping {len(stopped)} backup process(es) of VM {args[1]}")
-    end = time.monotonic() + CANCEL_WAIT
+    end = time.monotonic() + BACKUP_CANCEL_WAIT
     while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < end:
         time.sleep(0.1)
 
@@ -134,7 +134,7 @@ def rm(action: DsAction, config: DatastoreConfig) -> None:
     """Delete a backup, each of its increments (by hand, or oned's KEEP_LAST): their blocks stay only where
     another backup or an image references them."""
     for link in backup_chain.chain(backup_increments(action)):
-        content.release(link.backup.cid, link.backup.reference_name, config)
+        image_store.release(link.backup.cid, link.backup.reference_name, config)
         log_info(f"released backup {link.backup}")
 
 
@@ -198,7 +198,7 @@ def increment_flatten(action: DsAction, config: DatastoreConfig) -> str | None:
     vm = _backed_up_vm(merged[-1].backup, config)
     backup_id = backup_chain.merge(merged, vm.disk_ids, config)
     try:
-        size = content.client(config).files_stat(f"/ipfs/{backup_id.cid}", timeout=config.stall_timeout)
+        size = image_store.client(config).files_stat(f"/ipfs/{backup_id.cid}", timeout=config.stall_timeout)
     except BaseException:
         _let_go(backup_id, config)
         raise
@@ -257,7 +257,7 @@ def _let_go(backup_id: BackupId, config: DatastoreConfig) -> None:
     loses any."""
     with _ignoring_stops():
         try:
-            content.release(backup_id.cid, backup_id.reference_name, config)
+            image_store.release(backup_id.cid, backup_id.reference_name, config)
         except OneIpfsError as exc:
             log_info(f"could not release backup {backup_id}: {exc}")
 
@@ -273,7 +273,7 @@ def _release_on_host(host: str, token: str, config: DatastoreConfig) -> None:
 
 
 def _backed_up_vm(backup_id: BackupId, config: DatastoreConfig) -> BackedUpVm:
-    node = content.client(config)
+    node = image_store.client(config)
     encoded = b"".join(
         node.cat(f"/ipfs/{backup_id.cid}/vm.xml", length=MAX_VM_XML, timeout=config.stall_timeout)
     )

@@ -1,7 +1,8 @@
-"""Image content on the datastore's node: importing, sizing, holding and releasing it.
+"""Image content coming into the datastore's node: importing, sizing, making datablocks, and the node's
+gateway as a source.
 
-The actions in ``actions.py`` say what OpenNebula asked for; this module says how that is done
-with Kubo, so that the transfer driver's save-back uses the very same holding rules.
+The actions in ``actions.py`` say what OpenNebula asked for; this module says how that is done with Kubo,
+holding what it brings in through the image store (``one_ipfs.image_store``) that the other drivers share.
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
+from one_ipfs.defaults import MKFS_TIMEOUT
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
-from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas, state_dir
-from one_ipfs.ipfs.cluster import ClusterClient
-from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
-from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK, KuboClient
-from one_ipfs.opennebula import oned
+from one_ipfs.images import state_dir
+from one_ipfs.ipfs.refs import looks_like_reference
+from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK
 from one_ipfs.opennebula.action import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "vfat", "btrfs")
-MKFS_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -37,63 +37,6 @@ class ImportedContent:
     cid: str
     format: str
     attributes: dict[str, str] = field(default_factory=dict)
-
-
-def client(config: DatastoreConfig) -> KuboClient:
-    return KuboClient(config.api, timeout=config.rpc_timeout, auth=config.api_authorization())
-
-
-def registry(config: DatastoreConfig) -> ContentRegistry:
-    replicas = None
-    if config.replication is not None:
-        replicas = Replicas(ClusterClient(config.cluster_api, timeout=config.rpc_timeout), config.replication)
-    return ContentRegistry(client(config), state_dir() / "locks", replicas)
-
-
-def import_attributes(config: DatastoreConfig) -> dict[str, str]:
-    """The import settings an image's CIDs were made with: they change CIDs, so they are recorded."""
-    settings = config.import_settings
-    return {
-        "IPFS_IMPORT": (
-            f"chunker={settings.chunker} cid-version={settings.cid_version} "
-            f"raw-leaves={str(settings.raw_leaves).lower()} hash={settings.hash}"
-        )
-    }
-
-
-def hold(cid: str, name: str, config: DatastoreConfig, total_bytes: int | None = None) -> None:
-    registry(config).hold(
-        cid,
-        name,
-        log=log_info,
-        timeout=config.transfer_timeout,
-        stall_timeout=config.stall_timeout,
-        total_bytes=total_bytes,
-    )
-
-
-def release(cid: str, name: str, config: DatastoreConfig) -> None:
-    if registry(config).release(cid, name):
-        log_info(f"unpinned {cid}: no image references it any more")
-
-
-def release_unrecorded(handle: ImageHandle, versions: ImageVersions, config: DatastoreConfig) -> None:
-    for cid in registry(config).release_unrecorded(handle, versions):
-        log_info(f"released {cid}: a version of {handle} that was saved but never recorded")
-
-
-def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
-    """An IPFS PATH to ``(cid, origin)``: IPNS names are resolved once, here, and the CID kept."""
-    ref = parse_reference(path)
-    node = client(config)
-    ipfs_path = ref.path
-    if ref.is_mutable:
-        ipfs_path = node.name_resolve(ref.path, timeout=config.stall_timeout)
-        log_info(f"{ref.path} resolved to {ipfs_path}")
-    info = node.files_stat(ipfs_path, timeout=config.stall_timeout)
-    if info.type != "file":
-        raise InvalidInput(f"{path[:200]} is a {info.type}, not a disk image file")
-    return info.cid, ref.path
 
 
 def gateway_url(cid: str, config: DatastoreConfig) -> str:
@@ -111,7 +54,7 @@ def gateway_url(cid: str, config: DatastoreConfig) -> str:
 def gateway_root(config: DatastoreConfig) -> str | None:
     """``http://<host>:<port>`` of the node's gateway, None when it serves none. A gateway bound to
     every interface is named by the frontend's host name."""
-    bound = client(config).gateway_bound()
+    bound = image_store.client(config).gateway_bound()
     if bound is None:
         return None
     host, port = bound
@@ -130,7 +73,7 @@ def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    bound = client(config).gateway_bound()
+    bound = image_store.client(config).gateway_bound()
     if bound is None or port != bound[1]:
         return None
     host = bound[0]
@@ -148,7 +91,9 @@ def as_reference(path: str, config: DatastoreConfig) -> str:
 
 
 def read_header(cid: str, config: DatastoreConfig) -> bytes:
-    return b"".join(client(config).cat(f"/ipfs/{cid}", length=HEADER_BYTES, timeout=config.stall_timeout))
+    return b"".join(
+        image_store.client(config).cat(f"/ipfs/{cid}", length=HEADER_BYTES, timeout=config.stall_timeout)
+    )
 
 
 def read_format(cid: str, config: DatastoreConfig) -> str:
@@ -159,10 +104,10 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
     """Bring an image's content into the datastore's node, completely, and hold it under ``name``."""
     path = as_reference(image.path, config)
     if looks_like_reference(path):
-        cid, origin = resolve(path, config)
-        size = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout).size
+        cid, origin = image_store.resolve(path, config)
+        size = image_store.client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout).size
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
-        hold(cid, name, config, total_bytes=size)
+        image_store.hold(cid, name, config, total_bytes=size)
         return ImportedContent(cid, read_format(cid, config), {"IPFS_ORIGIN": origin})
     from one_ipfs.datastore import sources  # urllib, http and the decompressors: only imports need them
 
@@ -176,7 +121,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         # it: pinning after the add reads the whole image back. A driver killed before the reference
         # leaves a pin ``rm`` releases.
         verified_later = bool(stream.hashes.expected) or sources.is_backup(image.path)
-        added = client(config).add(
+        added = image_store.client(config).add(
             stream.reader,
             settings=config.import_settings,
             pin=not verified_later,
@@ -186,7 +131,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         stream.verify()
         image_format = stream.format
     log_info(f"added {added.size >> 20} MiB as {added.cid}")
-    hold(added.cid, name, config)
+    image_store.hold(added.cid, name, config)
     return ImportedContent(added.cid, image_format)
 
 
@@ -194,8 +139,8 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
     """MB an image will take, read from IPFS metadata (and a qcow2 header), never the whole image."""
     path = as_reference(path, config)
     if looks_like_reference(path):
-        cid, _ = resolve(path, config)
-        info = client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
+        cid, _ = image_store.resolve(path, config)
+        info = image_store.client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
         virtual = qcow2_virtual_size(read_header(cid, config)) if info.size >= 32 else None
         return size_mb(virtual if virtual is not None else info.size)
     from one_ipfs.datastore import sources
@@ -205,48 +150,11 @@ def image_size_mb(path: str, config: DatastoreConfig) -> int:
     )
 
 
-@dataclass(frozen=True)
-class Content:
-    """What an image holds now: its CID and the format of those bytes (None where nothing records it)."""
-
-    cid: str
-    format: str | None
-
-
-def current_content(source: str, config: DatastoreConfig) -> Content:
-    """The last recorded version of a handle, or the content a fixed SOURCE names (whose format is the
-    image's FORMAT, which the caller has)."""
-    handle = ImageHandle.parse(source)
-    if handle is not None:
-        return recorded_content(handle)
-    cid, _ = resolve(source, config)
-    return Content(cid, None)
-
-
-def recorded_content(handle: ImageHandle) -> Content:
-    """The last version recorded in the template of the image behind ``handle``, and its format."""
-    image = oned.show_image(handle.image_id)
-    cid = ImageVersions.from_template(image.template).current_cid
-    if cid is None:
-        raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")
-    return Content(cid, stored_format(image))
-
-
-def stored_format(image: ImageTemplate) -> str:
-    """The format of the bytes an image's CID holds: ``IPFS_FORMAT``, recorded because the FORMAT oned
-    announces may differ from it (``announced_format``); images made before it have the two alike."""
-    return image.template.get("IPFS_FORMAT") or image.format
-
-
 def announced_format(stored: str, config: DatastoreConfig) -> str:
     """The FORMAT oned gets for an image, which it sets as every disk's DRIVER: the disks an OVERLAY
     datastore deploys are qcow2 overlays, whatever their base holds; a COPY datastore's disks hold the
     bytes as they are."""
     return "qcow2" if config.deploy_mode == "OVERLAY" else stored
-
-
-def format_attributes(stored: str) -> dict[str, str]:
-    return {"IPFS_FORMAT": stored}
 
 
 def create_datablock(
@@ -271,27 +179,16 @@ def create_datablock(
             converted = Path(folder) / "disk.qcow2"
             run_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(disk), str(converted)])
             disk = converted
-        node = client(config)
+        node = image_store.client(config)
         added = node.add(disk, settings=config.import_settings, pin=False)
-    hold(added.cid, name, config)
+    image_store.hold(added.cid, name, config)
     return added.cid
-
-
-def capacity_mb(config: DatastoreConfig) -> tuple[int, int, int]:
-    """USED, TOTAL and FREE MB: the repo's size against the lower of its storage limit and its disk."""
-    node = client(config)
-    stats = node.repo_stat()
-    used, limit = stats.repo_size, stats.storage_max
-    disk_total = used + node.repo_disk().free
-    total = min(limit, disk_total) if limit > 0 else disk_total
-    used_mb, total_mb = used >> 20, total >> 20
-    return used_mb, total_mb, max(total_mb - used_mb, 0)
 
 
 def size_and_md5(cid: str, config: DatastoreConfig) -> tuple[int, str]:
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
-    for chunk in client(config).cat(f"/ipfs/{cid}", timeout=config.transfer_timeout):
+    for chunk in image_store.client(config).cat(f"/ipfs/{cid}", timeout=config.transfer_timeout):
         digest.update(chunk)
         size += len(chunk)
     return size_mb(size), digest.hexdigest()

@@ -13,7 +13,7 @@ from typing import Any
 from one_ipfs.errors import ContentNotFound, InvalidInput, StorageError
 from one_ipfs.host import log_info
 from one_ipfs.host.cache import HostCache, pin_owner
-from one_ipfs.host.commands import Deadline
+from one_ipfs.host.deploy import Deadline
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient
 
 BACKUP_FOLDER = "backup"

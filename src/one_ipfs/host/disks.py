@@ -19,7 +19,7 @@ from pathlib import Path
 
 from one_ipfs.diskformat import HEADER_BYTES, QCOW2_MAGIC, detect_format, qcow2_virtual_size
 from one_ipfs.errors import InvalidInput, StorageError
-from one_ipfs.host.sparse import grow, part_path, persist, sync_folder
+from one_ipfs.host.sparse import grow, part_path, persist, remove_file, sync_folder
 
 RECORDS = ".one-ipfs"
 FORMATS = ("raw", "qcow2")
@@ -170,13 +170,12 @@ def create_overlay(base: Path, base_format: str, disk: Path, size: int | None, *
     args = ["create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base), str(part)]
     if size is not None:
         args.append(str(size))
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
+    remove_file(part)
     try:
         qemu_img(args, timeout=timeout, doing=f"the overlay {disk}")
         os.rename(part, disk)
     except BaseException:
-        _remove(part)
+        remove_file(part)
         raise
     sync_folder(disk.parent)
 
@@ -196,8 +195,7 @@ def convert_disk(
     """A disk in ``disk_format`` with the content of ``base`` (in another format), at least ``size``
     bytes large: written as ``.part``, synced, then renamed."""
     part = part_path(disk)
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
+    remove_file(part)
     try:
         convert(base, base_format, part, disk_format, timeout=timeout)
         if disk_format == "qcow2":
@@ -207,7 +205,7 @@ def convert_disk(
             grow(part, size)
         persist(part, disk)
     except BaseException:
-        _remove(part)
+        remove_file(part)
         raise
 
 
@@ -235,8 +233,3 @@ def resize_qcow2(disk: Path, size: int, *, timeout: float) -> None:
 
 def qcow2_size(disk: Path) -> int:
     return qcow2_virtual_size(_header(disk)) or 0
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

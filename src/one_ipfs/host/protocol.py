@@ -7,7 +7,8 @@ values end in one clear InvalidInput line), runs its handler and prints the resu
 the frontend reads back here too. Standard library only: this module ships in the host bundle.
 
 Adding a host command: a request class (``command`` its name, ``result`` its answer's class, each field
-declared with ``given(reader)``) listed in ``REQUESTS``, and its handler in ``__main__.HANDLERS``.
+declared with ``given(reader)``) listed in ``REQUESTS``, its command in ``commands`` (request -> result) and
+that command's line in ``__main__.HANDLERS``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from one_ipfs.defaults import (
+    HOST_CACHE_MB,
+    HOUSEKEEPING_TIMEOUT,
+    KUBO_API,
+    PRESENCE_TIMEOUT,
+    STALL_TIMEOUT,
+    TRANSFER_TIMEOUT,
+)
 from one_ipfs.errors import InvalidInput
 from one_ipfs.host import backups, inputs
 from one_ipfs.ipfs.rpc import ImportSettings
@@ -28,11 +37,6 @@ T = TypeVar("T")
 Reader = Callable[[Any, str], Any]
 """Turns a JSON value into a field's value, or raises InvalidInput naming the field."""
 
-DEFAULT_API = "http://127.0.0.1:5001"
-TRANSFER_TIMEOUT = 21600.0
-HOUSEKEEPING_TIMEOUT = 600.0
-STALL_TIMEOUT = 120.0
-CACHE_MAX_MB = 20480
 FORMATS = ("raw", "qcow2")
 MODES = ("copy", "overlay")
 MAX_REQUEST = 1 << 20
@@ -133,7 +137,7 @@ def import_settings(value: Any, name: str) -> ImportSettings:
 class Node:
     """The host's own Kubo node: its RPC API (loopback only) and the file with its secret, if it has one."""
 
-    api: str = given(text(inputs.api_address), DEFAULT_API)
+    api: str = given(text(inputs.api_address), KUBO_API)
     auth_file: str | None = given(optional(text(inputs.secret_file)), None)
 
 
@@ -142,7 +146,7 @@ class Cache:
     """The host cache: its folder (None: beside the system datastores) and the MiB it keeps at most."""
 
     folder: Path | None = given(optional(text(inputs.cache_dir)), None)
-    max_mb: int = given(whole(inputs.cache_mb), CACHE_MAX_MB)
+    max_mb: int = given(whole(inputs.cache_mb), HOST_CACHE_MB)
 
 
 R = TypeVar("R")
@@ -346,7 +350,7 @@ class Has(Request[Presence]):
     result = Presence
     cid: str = given(text(inputs.cid))
     node: Node = given(nested(Node), Node())
-    timeout: float = given(seconds, 30.0)
+    timeout: float = given(seconds, PRESENCE_TIMEOUT)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ content or does not exist.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import threading
@@ -74,7 +73,7 @@ class SparseFile:
             os.close(self._fd)
             self._fd = -1
         if not self._committed:
-            _remove(self.part)
+            remove_file(self.part)
 
     def write(self, data: bytes) -> None:
         """Append ``data``; granules that are all zero are skipped, so they stay holes."""
@@ -168,7 +167,7 @@ class SparseFile:
             try:
                 sync_folder(self.target.parent)
             except StorageError:
-                _remove(self.target)
+                remove_file(self.target)
                 raise
         return Written(self.offset, self.stored)
 
@@ -278,9 +277,15 @@ def allocated(path: Path) -> int:
         return 0
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def remove_file(path: Path) -> bool:
+    """Remove ``path``; whether it was there. OpenNebula repeats removals, so a missing file is no error."""
+    try:
         path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise _storage_error(exc, path, "remove") from None
+    return True
 
 
 def _storage_error(exc: OSError, path: Path, doing: str = "write") -> StorageError:

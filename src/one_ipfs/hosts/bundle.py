@@ -32,6 +32,7 @@ UNPACK = "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|gz
 # The modules a host needs: nothing here imports beyond the standard library.
 HOST_MODULES = (
     "__init__.py",
+    "defaults.py",
     "errors.py",
     "diskformat.py",
     "ipfs/__init__.py",

@@ -12,12 +12,16 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from one_ipfs.defaults import SSH_ALIVE_INTERVAL, SSH_CONNECT_TIMEOUT, SSH_CONTROL_PERSIST
 from one_ipfs.errors import HostError
 from one_ipfs.images import state_dir
 from one_ipfs.opennebula.output import relay_log
 
-SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
-CONTROL_PERSIST = "60s"
+SSH_OPTIONS = (
+    *("-o", "BatchMode=yes"),
+    *("-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}"),
+    *("-o", f"ServerAliveInterval={SSH_ALIVE_INTERVAL}"),
+)
 MAX_CONTROL_FOLDER = 60
 """Unix socket paths hold about 100 bytes; the socket's name (%C) takes 40 of them."""
 SSH_FAILED = 255
@@ -32,7 +36,7 @@ def ssh_argv(host: str, remote: list[str], *, control: Path | None = None) -> li
     options = list(SSH_OPTIONS)
     if control is not None:
         # %C is a hash of the connection's endpoints: the host name never becomes part of a path.
-        options += ["-o", "ControlMaster=auto", "-o", f"ControlPersist={CONTROL_PERSIST}"]
+        options += ["-o", "ControlMaster=auto", "-o", f"ControlPersist={SSH_CONTROL_PERSIST}s"]
         options += ["-o", f"ControlPath={control}/%C"]
     return ["ssh", *options, "--", host, shlex.join(remote)]
 

@@ -22,7 +22,6 @@ from one_ipfs.errors import CommandFailed, InvalidInput, StorageError
 from one_ipfs.ipfs.network import _write_private, run_init
 
 SERVICE = "ipfs-cluster-service"
-SWARM_PORT = 9096
 CACHE = "/var/cache/one-ipfs/ipfs-cluster"
 """Where ``scripts/ensure-ipfs-cluster`` puts the binaries it builds (``ONE_IPFS_CACHE`` moves it)."""
 CONFIG = "service.json"

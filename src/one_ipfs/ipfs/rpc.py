@@ -15,6 +15,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from one_ipfs import defaults
 from one_ipfs.errors import (
     CommandFailed,
     ContentNotFound,
@@ -34,10 +35,10 @@ UNSPECIFIED_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - 
 class ImportSettings:
     """How ``add`` cuts and hashes a file: each of these changes the CID, so a datastore fixes them."""
 
-    chunker: str = "size-1048576"
-    cid_version: int = 1
-    raw_leaves: bool = True
-    hash: str = "sha2-256"
+    chunker: str = defaults.CHUNKER
+    cid_version: int = defaults.CID_VERSION
+    raw_leaves: bool = defaults.RAW_LEAVES
+    hash: str = defaults.HASH
 
     def query(self) -> dict[str, str]:
         return {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import BinaryIO
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidReference
@@ -63,7 +64,7 @@ def import_app(action: MarketAction, config: DatastoreConfig) -> str:
                 )
             publication.publish(market, catalogue.with_app(entry), config)
     except Exception:
-        content.release(cid, reference, config)
+        image_store.release(cid, reference, config)
         raise
     log_info(f"app {app.id} is {cid}")
     source = entry.source(content.gateway_root(config))
@@ -87,13 +88,13 @@ def delete(action: MarketAction, config: DatastoreConfig) -> None:
         listed = catalogue.get(app.name)
         if listed is not None and listed.cid == cid:
             publication.publish(market, catalogue.without(app.name), config)
-    content.release(cid, _reference_name(market.id, app.id), config)
+    image_store.release(cid, _reference_name(market.id, app.id), config)
 
 
 def monitor(action: MarketAction, config: DatastoreConfig) -> str:
     """Capacity of the frontend's node, and one APP line per valid catalogue entry."""
     catalogue = publication.current(action.marketplace, config)
-    used, total, free = content.capacity_mb(config)
+    used, total, free = image_store.capacity_mb(config)
     gateway = content.gateway_root(config)
     lines = [f"USED_MB={used}", f"TOTAL_MB={total}", f"FREE_MB={free}"]
     lines += [
@@ -124,8 +125,8 @@ def _hold_content(
     """(CID, format) of the exported image, held under ``reference``."""
     path = content.as_reference(imported.source, config)
     if looks_like_reference(path):
-        cid, _ = content.resolve(path, config)
-        content.hold(cid, reference, config)
+        cid, _ = image_store.resolve(path, config)
+        image_store.hold(cid, reference, config)
         log_info(f"taking {cid} by its CID: nothing copied")
         return cid, imported.format or content.read_format(cid, config)
     from one_ipfs.datastore import sources
@@ -135,10 +136,10 @@ def _hold_content(
     with sources.open_image(
         imported.source, allowed, config.restricted_dirs, config.stall_timeout, checksums
     ) as stream:
-        added = content.client(config).add(stream.reader, settings=config.import_settings, pin=False)
+        added = image_store.client(config).add(stream.reader, settings=config.import_settings, pin=False)
         stream.verify()
         image_format = stream.format
-    content.hold(added.cid, reference, config)
+    image_store.hold(added.cid, reference, config)
     log_info(f"added {added.size >> 20} MiB as {added.cid}")
     return added.cid, image_format
 

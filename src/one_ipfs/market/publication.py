@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
-from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import state_dir
 from one_ipfs.ipfs.refs import parse_cid, parse_reference
@@ -63,7 +63,7 @@ def current(market: MarketplaceTemplate, config: DatastoreConfig) -> Catalogue:
     reference = parse_reference(name)
     if not reference.is_mutable or reference.subpath:
         raise InvalidInput(f"{NAME_ATTRIBUTE} must be an IPNS name, /ipns/<name>")
-    path = content.client(config).name_resolve(reference.path, timeout=config.stall_timeout)
+    path = image_store.client(config).name_resolve(reference.path, timeout=config.stall_timeout)
     return _read(path, config)
 
 
@@ -73,20 +73,20 @@ def publish(market: MarketplaceTemplate, catalogue: Catalogue, config: Datastore
     The new document is pinned before the name moves to it, and the old one released after.
     """
     key = publishing_key(market)
-    node = content.client(config)
+    node = image_store.client(config)
     added = node.add(io.BytesIO(catalogue.to_bytes()), settings=config.import_settings, pin=False)
     reference = f"one-market{market.id}-catalogue"
     previous = _read_record(market.id)
-    content.hold(added.cid, reference, config)
+    image_store.hold(added.cid, reference, config)
     try:
         name = node.name_publish(f"/ipfs/{added.cid}", key=key)
         _write_record(market.id, added.cid)
     except Exception:
         if added.cid != previous:
-            content.release(added.cid, reference, config)
+            image_store.release(added.cid, reference, config)
         raise
     if previous is not None and previous != added.cid:
-        content.release(previous, reference, config)
+        image_store.release(previous, reference, config)
     log_info(
         f"catalogue of marketplace {market.id} ({len(catalogue.apps)} apps) is {added.cid}, /ipns/{name}"
     )
@@ -104,7 +104,9 @@ def locked(market_id: int) -> Iterator[None]:
 
 
 def _read(path: str, config: DatastoreConfig) -> Catalogue:
-    data = b"".join(content.client(config).cat(path, length=MAX_DOCUMENT + 1, timeout=config.stall_timeout))
+    data = b"".join(
+        image_store.client(config).cat(path, length=MAX_DOCUMENT + 1, timeout=config.stall_timeout)
+    )
     return parse_catalogue(data, log_error)
 
 

@@ -2,8 +2,8 @@
 
 Actions run on the frontend with oned's argument lists; whatever touches a disk runs on its host
 through the channel to the hosts (``hosts``), and whatever touches an image's recorded content goes
-through the same rules as the datastore driver (``datastore.content``), so a saved disk is a new
-version of the image held exactly like an imported one.
+through the image store the datastore driver holds its content in (``image_store``), so a saved disk is
+a new version of the image held exactly like an imported one.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config, read_defaults, remotes_dir
-from one_ipfs.datastore import content
+from one_ipfs.defaults import HOST_CALL_SLACK
 from one_ipfs.errors import ImmutableImage, InvalidInput, NotSupported, OneIpfsError, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
@@ -35,7 +36,6 @@ SUFFIXES = ("ssh", "shared", "local", "qcow2", "fs_lvm", "fs_lvm_ssh")
 LOCALLY_MONITORED = ("ssh", "local")
 MAX_VM_XML = 16 << 20
 DISK_FORMATS = ("raw", "qcow2")
-HOST_CALL_SLACK = 120.0
 GONE_STATES = (4, 6, 9)
 """VM states (STOPPED, DONE, UNDEPLOYED) whose disks are on no host, whatever the last host was."""
 HOTPLUG_RESIZE = 62
@@ -112,21 +112,21 @@ def _host_timeout(config: DatastoreConfig) -> float:
     return config.transfer_timeout + HOST_CALL_SLACK
 
 
-def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, content.Content]:
-    """The datastore's settings, the VM's disk and the image's content, asked at once: each is a request
-    to oned of its own, and a deploy should not wait for them one after the other."""
+def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, image_store.Content]:
+    """The datastore's settings, the VM's disk and the image's content, asked at once: each is a
+    request to oned of its own, and a deploy should not wait for them one after the other."""
     handle = ImageHandle.parse(request.source)
     with ThreadPoolExecutor(max_workers=3) as pool:
         config = pool.submit(datastore_config, request.datastore_id)
         disk = pool.submit(_disk, request.vm_id, request.disk)
         if handle is not None:
-            held = pool.submit(content.recorded_content, handle)
+            held = pool.submit(image_store.recorded_content, handle)
         else:
-            held = pool.submit(lambda: content.current_content(request.source, config.result()))
+            held = pool.submit(lambda: image_store.current_content(request.source, config.result()))
         return config.result(), disk.result(), held.result()
 
 
-def _formats(held: content.Content, disk: VmDisk) -> tuple[str | None, str | None]:
+def _formats(held: image_store.Content, disk: VmDisk) -> tuple[str | None, str | None]:
     """The formats a host deploys with: what the content's bytes are, and what oned tells the hypervisor
     the disk is (DISK/DRIVER, forced to the image's FORMAT), which the disk file must be."""
     asked = disk.format if disk.format in DISK_FORMATS else None
@@ -187,7 +187,7 @@ def fetch_on_host(
 
 
 def _fetch_snapshots(
-    request: DiskRequest, disk: VmDisk, held: content.Content, config: DatastoreConfig
+    request: DiskRequest, disk: VmDisk, held: image_store.Content, config: DatastoreConfig
 ) -> None:
     """The snapshots oned lists for a disk it deploys (those a save-back recorded in its persistent image)
     are fetched beside it, as copies, from what that save-back added (``_save_snapshots``)."""
@@ -203,7 +203,7 @@ def _fetch_snapshots(
             )
             continue
         path = f"{request.disk.path}.snap/{snapshot_id}"
-        formats = _formats(content.Content(cid, held.format), disk)
+        formats = _formats(image_store.Content(cid, held.format), disk)
         fetch_on_host(request, path, config, cid=cid, formats=formats, mode="copy")
 
 
@@ -271,18 +271,18 @@ def _save(
     updated = versions.with_version(cid)
     number = updated.entries[-1][0]
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
-    content.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
+    image_store.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
     try:
         oned.update_image(
             handle.image_id,
             {
                 **updated.attributes(),
-                **content.import_attributes(config),
-                **content.format_attributes(saved_format),
+                **image_store.import_attributes(config),
+                **image_store.format_attributes(saved_format),
             },
         )
     except Exception:
-        content.release(cid, handle.reference_name(number), config)
+        image_store.release(cid, handle.reference_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
@@ -363,19 +363,19 @@ def _save_snapshots(
             config=config,
             parked=parked,
         )
-        content.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
+        image_store.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
         entries.append((snapshot_id, cid))
     oned.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
     for snapshot_id, cid in before.entries:
         if (snapshot_id, cid) not in entries:
-            content.release(cid, handle.snapshot_reference(snapshot_id), config)
+            image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
     log_info(f"image {handle.image_id} keeps {len(entries)} disk snapshot(s) in IPFS")
 
 
 def _saved_format(image: ImageTemplate, disk: VmDisk) -> str:
     """The format the saved content gets: the one the image's content has, or for a save-as
     placeholder the disk's, which oned makes the new image's FORMAT."""
-    stored = content.stored_format(image)
+    stored = image_store.stored_format(image)
     if stored in DISK_FORMATS:
         return stored
     return disk.format if disk.format in DISK_FORMATS else "raw"
@@ -461,7 +461,7 @@ def _prefetch(host: str, path: str, disk: VmDisk, vm_id: int, config: DatastoreC
     """Have ``host`` hold what the disk at ``path`` is made of before the disk itself arrives."""
     if not disk.source:
         return
-    held = content.current_content(disk.source, config)
+    held = image_store.current_content(disk.source, config)
     prefetch = protocol.Prefetch(
         cid=held.cid,
         disk=Path(path),
@@ -645,7 +645,7 @@ def snap_create_live(call: TmCall) -> None:
 def monitor(call: TmCall) -> str:
     """Capacity of the datastore's node, for a system datastore that uses this driver."""
     action, _ = read_ds_action(call.args, call.stdin)
-    used, total, free = content.capacity_mb(load_config(action.datastore.attributes))
+    used, total, free = image_store.capacity_mb(load_config(action.datastore.attributes))
     return f"USED_MB={used}\nTOTAL_MB={total}\nFREE_MB={free}"
 
 

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, remotes_dir
-from one_ipfs.datastore import content
+from one_ipfs.defaults import UPSTREAM_TIMEOUT
 from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import oned
@@ -34,7 +35,6 @@ from one_ipfs.transfer.actions import DISK_FORMATS, DiskRequest, TmCall
 MANIFEST = "one-ipfs-folder.json"
 """The frontend's copy of a VM folder that left its host: which CID each disk file is."""
 UPSTREAM_TM = "ssh"
-UPSTREAM_TIMEOUT = 3600.0
 CHECKPOINT = "checkpoint"
 CHECKPOINT_STATES = (8, 10)
 """LCM states (PROLOG_MIGRATE, EPILOG_STOP) in which the hypervisor saved the VM's memory in its folder."""
@@ -130,7 +130,7 @@ def _park(src: Location, dst: Location, vm: int, config: DatastoreConfig) -> Non
     try:
         for file in files:
             log_info(f"pinning {file.name} of VM {vm} ({file.cid}) from {src.host} on the datastore's node")
-            content.hold(file.cid, _pin_name(vm, file), config, total_bytes=file.size or None)
+            image_store.hold(file.cid, _pin_name(vm, file), config, total_bytes=file.size or None)
             held.append(file)
         _write_manifest(Path(dst.path), files)
     except BaseException:
@@ -197,7 +197,7 @@ def _fetch_folder(files: list[FolderFile], dst: Location, vm: int, config: Datas
 
 def _release_folder(files: list[FolderFile], vm: int, config: DatastoreConfig) -> None:
     for file in files:
-        content.release(file.cid, _pin_name(vm, file), config)
+        image_store.release(file.cid, _pin_name(vm, file), config)
 
 
 def _pin_name(vm: int, file: FolderFile) -> str:
