@@ -15,7 +15,9 @@ import socketserver
 import sys
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
@@ -49,6 +51,7 @@ class ApiServer:
 
     def __init__(self, methods: Mapping[str, Method], session: str) -> None:
         self.session = session
+        self._doors: dict[str, _Door] = {}
         self._server = _Server(("127.0.0.1", 0), requestHandler=_Handler, logRequests=False, allow_none=False)
         for name, method in methods.items():
             self._server.register_function(self._answering(name, method), name)
@@ -62,6 +65,17 @@ class ApiServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/RPC2"
 
+    @contextmanager
+    def holding(self, name: str) -> Iterator[_Door]:
+        """Calls of ``name`` wait at a door while inside, and are dropped unapplied when it ends: on cue, a
+        driver killed before its request reached oned (what oned itself cannot be made to do)."""
+        door = self._doors[name] = _Door()
+        try:
+            yield door
+        finally:
+            del self._doors[name]
+            door.shut.set()
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -69,6 +83,11 @@ class ApiServer:
 
     def _answering(self, name: str, method: Method) -> Callable[..., Any]:
         def answer(session: str, *params: Any) -> Any:
+            door = self._doors.get(name)
+            if door is not None:
+                door.waiting.set()
+                door.shut.wait()
+                return [False, f"[{name}] the call never reached oned", INTERNAL]
             try:
                 if session != self.session:
                     raise ApiFailure(
@@ -131,6 +150,14 @@ def state_methods(store: StateStore) -> dict[str, Method]:
         "one.hostpool.info": pool("host"),
         "one.image.update": update_image,
     }
+
+
+@dataclass
+class _Door:
+    """Where held calls wait (``ApiServer.holding``): ``waiting`` once one came, ``shut`` when it ends."""
+
+    waiting: threading.Event = field(default_factory=threading.Event)
+    shut: threading.Event = field(default_factory=threading.Event)
 
 
 class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
