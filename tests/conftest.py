@@ -127,6 +127,7 @@ def one(bed: Bed) -> Iterator[OneSim]:
     simulator.install_drivers()
     simulator.onehost_sync()
     yield simulator
+    simulator.close()
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,9 @@ def fresh() -> Iterator[Fresh]:
         oned_conf = bed.frontend_var_lib_one / "oned.conf"
         oned_conf.write_text(ONED_CONF)
         os.chown(oned_conf, user.pw_uid, user.pw_gid)
-        yield Fresh(bed, OneSim(BedRunner(bed), state=bed.root / "one"))
+        one = OneSim(BedRunner(bed), state=bed.root / "one")
+        yield Fresh(bed, one)
+        one.close()
 
 
 def one_ipfs(fresh: Fresh, *args: str) -> tuple[int, str, str]:

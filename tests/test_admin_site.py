@@ -1,11 +1,12 @@
 """``one-ipfs`` on a self-contained OpenNebula: every command follows ``$ONE_LOCATION`` (or
 ``--one-location``) as OpenNebula's own tools do, for the remotes tree, oned.conf and the state folder.
-OpenNebula's commands and ssh are stand-ins on PATH; nothing leaves this machine.
+oned is a fake on loopback and ssh a stand-in on PATH; nothing leaves this machine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner, Result
 from one_ipfs.admin.cli import main
 from one_ipfs.config import remotes_dir
 from one_ipfs.images import state_dir
+from tests.support.oned import fake_oned
 from tests.test_admin_install import self_contained_one
 from tests.test_opennebula_input import CID, datastore_xml, image_xml
 
@@ -21,26 +23,28 @@ SSH_REFUSED = "ssh: connect to host h1 port 22: Connection refused"
 
 
 def stand_ins(folder: Path) -> Path:
-    """``oneimage``/``onedatastore list -x`` answering one IPFS image, and an ssh that reaches no host (and
-    notes its arguments in ``ssh.log``)."""
+    """An ssh that reaches no host (and notes its arguments in ``ssh.log``)."""
+    folder.mkdir()
+    (folder / "ssh").write_text(
+        f"#!/bin/sh\necho \"$*\" >>'{folder}/ssh.log'\necho '{SSH_REFUSED}' >&2\nexit 255\n"
+    )
+    (folder / "ssh").chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def site_oned(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """oned answering one IPFS image in one IPFS datastore; its endpoint and session as environment."""
     image = image_xml(SOURCE="one-ipfs/ds100/img7").replace(
         "<TEMPLATE>",
         f"<TEMPLATE><IPFS_CID><![CDATA[{CID}]]></IPFS_CID><IPFS_VERSIONS>1:{CID}</IPFS_VERSIONS>",
     )
-    answers = {
-        "oneimage": f"<IMAGE_POOL>{image}</IMAGE_POOL>",
-        "onedatastore": f"<DATASTORE_POOL>{datastore_xml()}</DATASTORE_POOL>",
+    pools = {
+        "one.imagepool.info": lambda *pool_filter: f"<IMAGE_POOL>{image}</IMAGE_POOL>",
+        "one.datastorepool.info": lambda: f"<DATASTORE_POOL>{datastore_xml()}</DATASTORE_POOL>",
     }
-    folder.mkdir()
-    for command, xml in answers.items():
-        (folder / f"{command}.xml").write_text(xml)
-        (folder / command).write_text(f'#!/bin/sh\nexec cat "{folder}/{command}.xml"\n')
-    (folder / "ssh").write_text(
-        f"#!/bin/sh\necho \"$*\" >>'{folder}/ssh.log'\necho '{SSH_REFUSED}' >&2\nexit 255\n"
-    )
-    for script in ("oneimage", "onedatastore", "ssh"):
-        (folder / script).chmod(0o755)
-    return folder
+    with fake_oned(tmp_path, pools) as env:
+        yield env
 
 
 def one_ipfs(*args: str, env: dict[str, str | None]) -> Result:
@@ -61,10 +65,16 @@ def test_install_without_options_goes_into_one_location(one: Path) -> None:
     assert "BEGIN one-ipfs" in (one / "etc" / "oned.conf").read_text()
 
 
-def test_prefetch_finds_the_drivers_and_keeps_its_state_under_one_location(one: Path, tmp_path: Path) -> None:
+def test_prefetch_finds_the_drivers_and_keeps_its_state_under_one_location(
+    one: Path, tmp_path: Path, site_oned: dict[str, str]
+) -> None:
     bin_dir = stand_ins(tmp_path / "bin")
     assert one_ipfs("install", env={"ONE_LOCATION": str(one)}).exit_code == 0
-    env: dict[str, str | None] = {"ONE_LOCATION": str(one), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env: dict[str, str | None] = {
+        "ONE_LOCATION": str(one),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        **site_oned,
+    }
 
     result = one_ipfs("prefetch", "7", "--hosts", "h1", env=env)
 

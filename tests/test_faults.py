@@ -314,10 +314,10 @@ def kill_mvds_at_its_worst_moment(bed: Bed, one: OneSim, ds: Datastore, name: st
         return pid is not None and running_child(pid, b"ssh")
 
     wait_until(saving_on_the_host, "mvds to be saving the disk on h1")
-    # oned's records wait while the driver saves; the driver is killed at its worst moment: the new
-    # version is pinned on the datastore's node and about to be recorded.
-    with one.store.locked():
-        wait_until(lambda: running_child(driver[0], b"update"), "mvds to record the new version")
+    # The driver is killed at its worst moment: the new version is pinned on the datastore's node and
+    # its record is on its way to oned, which never gets it.
+    with one.api.holding("one.image.update") as door:
+        wait_until(door.waiting.is_set, "mvds to record the new version")
         for pid in [*children(driver[0]), driver[0]]:
             os.kill(pid, signal.SIGKILL)
     failure = failure_of(terminate)

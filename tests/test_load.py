@@ -2,10 +2,11 @@
 
 What a cloud under load relies on: every disk is its image byte for byte, and a host fetches an image once
 however many of its VMs use it. These stay on the simulator, which starts every deploy at the same moment
-and records every driver reply. Under genuine oned (deploys sent back to back over XML-RPC) the 32 failed:
-for each of the 15 transfers oned runs at once our TM driver asks ``onevm show -x`` and ``onedatastore
-show -x``, a Ruby process each, and on 2 shared cores they missed the driver's 60 s bound; the fleet test
-once saw a host receive part of the image twice (docs/testing.md). Deploy-terminate cycles leaving nothing
+and records every driver reply. Under genuine oned (deploys sent back to back over XML-RPC) the 32 failed
+while the drivers ran ``onevm show -x`` and ``onedatastore show -x`` for each of the 15 transfers oned runs
+at once, a Ruby process each, which on 2 shared cores missed the driver's 60 s bound (the drivers now ask
+oned over XML-RPC; the 32 are to be tried there again); the fleet test once saw a host receive part of the
+image twice (docs/testing.md). Deploy-terminate cycles leaving nothing
 behind run under genuine oned (tests/opennebula/test_load.py).
 """
 

@@ -10,7 +10,7 @@ from one_ipfs.config import load_config
 from one_ipfs.errors import OpenNebulaError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as host_calls
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
 
@@ -33,12 +33,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, protocol.Request[o
     def show_vm(vm_id: int) -> VmTemplate:
         placed = {8: ("h2", ACTIVE), 9: ("h1", ACTIVE), 10: ("h2", DONE)}
         if vm_id not in placed:
-            raise OpenNebulaError(f"onevm show -x {vm_id} failed: no such VM")
+            raise OpenNebulaError(f"[one.vm.info] Error getting virtual machine [{vm_id}].")
         host, state = placed[vm_id]
         return VmTemplate(vm_id, state, 0, [], VmHistory(host, 0))
 
     monkeypatch.setattr(host_calls, "call", call)
-    monkeypatch.setattr(cli, "show_vm", show_vm)
+    monkeypatch.setattr(oned, "show_vm", show_vm)
     return made
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from one_ipfs.errors import ObjectMissing
+from one_ipfs.opennebula import oned
 from testbed.bed import Bed
 from testbed.one import LocalRunner, OnedConf, OneFailure, OneSim
 from testbed.one import template as tmpl
@@ -45,10 +47,22 @@ class Sim:
         return list(self.drivers.calls(kind=kind, action=action))
 
 
+STARTED: list[OneSim] = []
+
+
 def make_sim(tmp_path: Path, conf: OnedConf | None = None) -> Sim:
     runner = LocalRunner(tmp_path / "machines")
     one = OneSim(runner, state=tmp_path / "state", conf=conf)
+    STARTED.append(one)
     return Sim(one, RecordingDrivers(one.remotes, tmp_path / "calls.jsonl"), runner, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def stop_simulators() -> Iterator[None]:
+    """Every simulator a test started stops serving its API with the test."""
+    yield
+    while STARTED:
+        STARTED.pop().close()
 
 
 @pytest.fixture
@@ -99,8 +113,8 @@ def test_datastore_script_gets_the_id_as_argument_and_the_action_on_stdin(sim: S
     assert call.args == ["7"]
     assert call.stdin == message
     assert call.cwd == str(sim.runner.var_lib_one)
-    assert call.env["ONE_SIM_STATE"] == str(sim.tmp / "state")
-    assert (call.env["PATH"] or "").split(":")[0] == str(sim.one.store.bin_dir)
+    assert call.env["ONE_XMLRPC"] == sim.one.api.url
+    assert call.env["ONE_AUTH"] == str(sim.tmp / "state" / "one_auth")
     assert result.request == f"STAT  7 {message}"
     assert result.wire == ("STAT SUCCESS 7 10",)
 
@@ -320,42 +334,43 @@ def test_transfer_driver_left_out_of_the_enabled_list_is_refused(tmp_path: Path)
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI stand-ins and template syntax
+# oned's API as the simulator serves it, and template syntax
 # --------------------------------------------------------------------------------------------------
 
 
-def cli(sim: Sim, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), env=sim.one.environment(), capture_output=True, text=True)
+def as_driver(sim: Sim) -> oned.Endpoint:
+    """The endpoint and session a driver of ``sim`` reads from its environment."""
+    return oned.endpoint(sim.one.environment())
 
 
-def test_cli_shows_documents_and_fails_like_the_ruby_cli(sim: Sim) -> None:
+def test_api_shows_documents_and_fails_like_oned(sim: Sim) -> None:
     ipfs_drivers(sim)
     ds = ipfs_datastore(sim)
     image = sim.one.image_create(ds, name="alpine", path=f"/ipfs/{CID}")
+    at = as_driver(sim)
 
-    shown = cli(sim, "oneimage", "show", "-x", str(image.id))
-    by_name = cli(sim, "onedatastore", "show", "ipfs", "-x")
-    missing = cli(sim, "oneimage", "show", "-x", "77")
-    hosts = cli(sim, "onehost", "list", "-x")
+    shown = oned.call("one.image.info", image.id, False, at=at)
+    listed = oned.call("one.datastorepool.info", at=at)
+    hosts = oned.call("one.hostpool.info", at=at)
+    with pytest.raises(ObjectMissing) as missing:
+        oned.call("one.image.info", 77, False, at=at)
 
-    assert text(parse_xml(shown.stdout), "SOURCE") == f"/ipfs/{CID}"
-    assert text(parse_xml(by_name.stdout), "ID") == str(ds)
-    assert (missing.returncode, missing.stderr) == (255, "[one.image.info] Error getting image [77].\n")
-    assert [h.findtext("NAME") for h in parse_xml(hosts.stdout).findall("HOST")] == ["h1", "h2", "h3"]
+    assert text(parse_xml(str(shown)), "SOURCE") == f"/ipfs/{CID}"
+    assert [d.findtext("NAME") for d in parse_xml(str(listed)).findall("DATASTORE")] == ["system", "ipfs"]
+    assert str(missing.value) == "[one.image.info] Error getting image [77]."
+    assert [h.findtext("NAME") for h in parse_xml(str(hosts)).findall("HOST")] == ["h1", "h2", "h3"]
 
 
-def test_oneimage_update_replaces_or_appends_with_oned_quoting(sim: Sim) -> None:
+def test_image_update_replaces_or_appends_with_oned_quoting(sim: Sim) -> None:
     ipfs_drivers(sim)
     image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}", template={"A": "1"})
-    update = sim.tmp / "update.tmpl"
+    at = as_driver(sim)
 
-    update.write_text('IPFS_CID = "bafy\\"quoted\\" and \\\\backslash"\nB=2\n')
-    appended = cli(sim, "oneimage", "update", str(image.id), str(update), "--append")
+    quoted = 'IPFS_CID = "bafy\\"quoted\\" and \\\\backslash"\nB=2\n'
+    oned.call("one.image.update", image.id, quoted, 1, at=at)
     after_append = sim.one.image(image).template
-    update.write_text("C = 3\n")
-    cli(sim, "oneimage", "update", str(image.id), str(update))
+    oned.call("one.image.update", image.id, "C = 3\n", 0, at=at)
 
-    assert appended.returncode == 0
     assert after_append == {"A": "1", "B": "2", "IPFS_CID": 'bafy"quoted" and \\\\backslash'}
     assert sim.one.image(image).template == {"C": "3"}
 
@@ -376,11 +391,8 @@ def test_template_parser_follows_oned_rules() -> None:
 
 
 def test_driver_can_record_an_attribute_during_cp(sim: Sim) -> None:
-    update = sim.tmp / "cid.tmpl"
-    update.write_text(f'IPFS_CID = "{CID}"\n')
-    record = Behaviour(
-        stdout="/one-ipfs/100/0 raw\n", run=(("oneimage", "update", "{1}", str(update), "--append"),)
-    )
+    update = f"from one_ipfs.opennebula import oned; oned.update_image({{1}}, dict(IPFS_CID='{CID}'))"
+    record = Behaviour(stdout="/one-ipfs/100/0 raw\n", run=((sys.executable, "-c", update),))
     ipfs_drivers(sim, ds_cp=record)
 
     image = sim.one.image_create(ipfs_datastore(sim), name="alpine", path=f"/ipfs/{CID}")
@@ -795,6 +807,7 @@ def test_on_the_bed_drivers_run_as_oneadmin_and_host_files_belong_to_it(bed: Bed
         assert not on_h1.exists()
         assert one.vm(vm).state == "DONE"
     finally:
+        one.close()
         for kind in ("datastore", "tm"):
             shutil.rmtree(one.remotes / kind / "rec", ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)

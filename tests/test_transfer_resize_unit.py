@@ -12,7 +12,7 @@ import pytest
 from one_ipfs.config import load_config
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as host_calls
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
 
@@ -35,7 +35,7 @@ def resize_on(monkeypatch: pytest.MonkeyPatch, state: int, lcm_state: int) -> li
 
     monkeypatch.setattr(host_calls, "call", call)
     monkeypatch.setattr(actions, "datastore_config", lambda datastore_id: load_config({}, defaults={}))
-    monkeypatch.setattr(cli, "show_vm", lambda vm_id: vm)
+    monkeypatch.setattr(oned, "show_vm", lambda vm_id: vm)
     actions.ACTIONS["resize"](actions.TmCall([DISK, "2048", "7", "100"], io.BytesIO()))
     return made
 

@@ -15,7 +15,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, VmHistory, VmTemplate
 from one_ipfs.transfer import actions, system
 
@@ -106,7 +106,7 @@ def test_a_folder_that_fails_half_way_into_ipfs_releases_what_was_pinned_and_sta
     monkeypatch: pytest.MonkeyPatch, host_calls: list[str], pinned: dict[str, str], tmp_path: Path
 ) -> None:
     vm = VmTemplate(7, 3, 31, [PERSISTENT, VOLATILE], VmHistory("h1", 100))
-    monkeypatch.setattr(cli, "show_vm", lambda vm_id: vm)
+    monkeypatch.setattr(oned, "show_vm", lambda vm_id: vm)
     added = iter([("bafy-disk0", 1), ("bafy-disk1", 1)])
     monkeypatch.setattr(actions, "add_on_host", lambda *args, **kwargs: next(added))
 
@@ -143,9 +143,9 @@ def test_a_persistent_disk_its_parked_folder_cannot_give_as_its_image_is_not_sav
     folder = parked_folder(tmp_path, files)
     image = ImageTemplate(3, "one-ipfs/ds1/img3", "", 8, "raw", "", "OS", True, None, None, {})
     updates: list[int] = []
-    monkeypatch.setattr(cli, "show_vm", lambda vm_id: VmTemplate(7, 9, 0, [PERSISTENT], None))
-    monkeypatch.setattr(cli, "show_image", lambda image_id: image)
-    monkeypatch.setattr(cli, "update_image", lambda image_id, attributes: updates.append(image_id))
+    monkeypatch.setattr(oned, "show_vm", lambda vm_id: VmTemplate(7, 9, 0, [PERSISTENT], None))
+    monkeypatch.setattr(oned, "show_image", lambda image_id: image)
+    monkeypatch.setattr(oned, "update_image", lambda image_id, attributes: updates.append(image_id))
 
     with pytest.raises((StorageError, NotSupported), match=refusal):
         system.mvds(actions.TmCall([f"fe:{folder}/disk.0", "one-ipfs/ds1/img3", "7", "1"], io.BytesIO()))
@@ -186,7 +186,7 @@ def test_a_live_migration_removes_the_source_folder_only_when_the_ipfs_tm_is_the
     monkeypatch: pytest.MonkeyPatch, host_calls: list[str], forwarded_by: list[str], made: list[str]
 ) -> None:
     vm = VmTemplate(7, 3, 3, [PERSISTENT], VmHistory("h2", 100))
-    monkeypatch.setattr(cli, "show_vm", lambda vm_id: vm)
+    monkeypatch.setattr(oned, "show_vm", lambda vm_id: vm)
 
     actions.ACTIONS["postmigrate"](
         actions.TmCall(["h1", "h2", FOLDER, "7", "100", *forwarded_by], io.BytesIO())
@@ -200,15 +200,15 @@ def test_a_parked_persistent_disk_saved_twice_is_one_new_version_of_its_image(
     """``onevm recover --retry`` of a terminate runs ``mvds`` again: the parked CID is already the image's."""
     folder = parked_folder(tmp_path, [{"name": "disk.0", "cid": CID, "size": 1, "format": "raw"}])
     template = {"IPFS_CID": "bafkqaaa", "IPFS_VERSIONS": "1:bafkqaaa"}
-    monkeypatch.setattr(cli, "show_vm", lambda vm_id: VmTemplate(7, 9, 0, [PERSISTENT], None))
+    monkeypatch.setattr(oned, "show_vm", lambda vm_id: VmTemplate(7, 9, 0, [PERSISTENT], None))
     monkeypatch.setattr(
-        cli,
+        oned,
         "show_image",
         lambda image_id: ImageTemplate(
             3, "one-ipfs/ds1/img3", "", 8, "raw", "", "OS", True, None, None, template
         ),
     )
-    monkeypatch.setattr(cli, "update_image", lambda image_id, attributes: template.update(attributes))
+    monkeypatch.setattr(oned, "update_image", lambda image_id, attributes: template.update(attributes))
 
     for _ in range(2):
         system.mvds(actions.TmCall([f"fe:{folder}/disk.0", "one-ipfs/ds1/img3", "7", "1"], io.BytesIO()))

@@ -60,7 +60,15 @@ class ClusterError(OneIpfsError):
 
 
 class OpenNebulaError(OneIpfsError):
-    """An OpenNebula command (``onevm``, ``oneimage``, ``onedatastore``) failed."""
+    """oned refused or failed a request of its XML-RPC API (``one.vm.info``, ``one.image.update``...)."""
+
+
+class ObjectMissing(OpenNebulaError):
+    """oned has no such object (deleted, or never made)."""
+
+
+class OnedUnreachable(OpenNebulaError):
+    """Nothing answers oned's XML-RPC API at the endpoint, or it did not answer in time."""
 
 
 class HostError(OneIpfsError):

@@ -16,7 +16,7 @@ from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replica
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.ipfs.rpc import KuboClient
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
@@ -98,7 +98,7 @@ def current_content(source: str, config: DatastoreConfig) -> Content:
 
 def recorded_content(handle: ImageHandle) -> Content:
     """The last version recorded in the template of the image behind ``handle``, and its format."""
-    image = cli.show_image(handle.image_id)
+    image = oned.show_image(handle.image_id)
     cid = ImageVersions.from_template(image.template).current_cid
     if cid is None:
         raise InvalidInput(f"image {handle.image_id} has no content yet (no IPFS_CID recorded)")

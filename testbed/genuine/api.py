@@ -2,21 +2,16 @@
 
 Every wait of the bed (a VM reaching a state, an image READY, a host MONITORED) polls: through the CLI, each
 look is a Ruby process (about a second of CPU), which on 2 busy cores made 16 concurrent waits miss their
-bounds. Here each look is one HTTP request to oned, the very call the CLI would make (``one.vm.info``...).
-The admin's commands stay OpenNebula's CLI (``testbed.genuine.cloud``): only the bed's watching comes here.
+bounds. Here each look is one request through the drivers' own client of oned (``one_ipfs.opennebula.oned``),
+the very call the CLI would make (``one.vm.info``...). The admin's commands stay OpenNebula's CLI
+(``testbed.genuine.cloud``): only the bed's watching comes here.
 """
 
 from __future__ import annotations
 
-import http.client
-import xmlrpc.client
-
+from one_ipfs.errors import ObjectMissing, OpenNebulaError
+from one_ipfs.opennebula import oned
 from testbed.one.failure import OneFailure
-
-TIMEOUT = 60.0
-"""Bounds one request: oned answers a read in milliseconds unless it hangs."""
-NO_EXISTS = 0x0400
-"""oned's error code for an object it does not have (``RequestManager``'s ``NO_EXISTS``)."""
 
 
 class Missing(OneFailure):
@@ -27,22 +22,17 @@ class OnedApi:
     """oned's XML-RPC endpoint (``url``), called with oneadmin's ``session`` (``user:password``)."""
 
     def __init__(self, url: str, session: str) -> None:
-        self.url = url
-        self.session = session
+        self.endpoint = oned.Endpoint(url, session, "the test bed")
 
     def call(self, method: str, *params: object) -> object:
         """``method`` (``one.vm.info``...) with ``params`` after the session; its answer, or ``OneFailure``
-        with oned's message (``Missing`` where the object does not exist). A fresh connection per call,
-        so that threads may call at once."""
-        proxy = xmlrpc.client.ServerProxy(self.url, transport=_Transport(), allow_none=False)
-        answer = getattr(proxy, method)(self.session, *params)
-        if not isinstance(answer, list) or not answer:
-            raise OneFailure(method, f"unexpected answer {answer!r}")
-        if answer[0] is not True:
-            message = str(answer[1]) if len(answer) > 1 else ""
-            code = answer[2] if len(answer) > 2 else 0
-            raise (Missing if code == NO_EXISTS else OneFailure)(method, message)
-        return answer[1]
+        with oned's message (``Missing`` where the object does not exist)."""
+        try:
+            return oned.call(method, *params, at=self.endpoint)
+        except ObjectMissing as exc:
+            raise Missing(method, str(exc)) from None
+        except OpenNebulaError as exc:
+            raise OneFailure(method, str(exc)) from None
 
     def info(self, kind: str, oid: int) -> str:
         """The XML of one object (``kind``: ``vm``, ``image``, ``datastore``, ``host``, ``marketapp``...), as
@@ -60,15 +50,6 @@ class OnedApi:
         """Whether oned is up and accepts oneadmin's session."""
         try:
             self.call("one.system.version")
-        except (OSError, http.client.HTTPException, xmlrpc.client.Error, OneFailure):
+        except OneFailure:
             return False
         return True
-
-
-class _Transport(xmlrpc.client.Transport):
-    """xmlrpc.client's transport with a bound on each request."""
-
-    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
-        connection = super().make_connection(host)
-        connection.timeout = TIMEOUT
-        return connection

@@ -3,8 +3,8 @@
 Tests read like OpenNebula operations (``one.image_create(ds, path=...)``, ``one.vm_deploy([image], "h1")``,
 ``one.vm_migrate(vm, "h2", live=True)``) and drive the real driver scripts exactly as oned would: same
 command lines, stdin, environment, transfer files and result mapping (see
-``/docs/opennebula-driver-protocol.md``). The state lives in a folder of OpenNebula XML documents that the
-``onevm/oneimage/onedatastore/onehost`` stand-ins serve to the drivers.
+``/docs/opennebula-driver-protocol.md``). The state lives in a folder of OpenNebula XML documents that a
+small XML-RPC server (``testbed.one.api``) serves to the drivers as oned's API.
 
 It plays only what genuine oned (``testbed.genuine``) cannot be made to do on cue and what the demo and
 benchmarks need without oned: deploy, terminate, recover, cold and live migration, save-as, a snapshot of a
@@ -35,8 +35,7 @@ _HOME = {
 
 
 def __getattr__(name: str) -> Any:
-    """Load the simulator on first use: the CLI stand-ins (a process per ``one* show`` a driver runs,
-    many per deploy) need only the documents, and on a bed sharing two cores every start counts."""
+    """Load the simulator on first use: importing ``testbed.one`` for its documents alone stays cheap."""
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -1,8 +1,8 @@
 """OpenNebula objects as the XML documents ``one{image,datastore,vm} show -x`` and ``onehost list -x`` print.
 
 The simulator keeps these documents themselves as its state (not a model rendered on demand), so what a
-driver reads through the CLI stand-ins is byte for byte what the simulator reasons about. Element names and
-order follow ``Image::to_xml``, ``Datastore::to_xml``, ``VirtualMachine::to_xml_extended``,
+driver reads through the simulator's XML-RPC API is byte for byte what the simulator reasons about. Element
+names and order follow ``Image::to_xml``, ``Datastore::to_xml``, ``VirtualMachine::to_xml_extended``,
 ``History::to_xml`` (OpenNebula/one master); template sections are sorted by name as oned's multimap sorts
 them, and vector attributes (``DISK``) by key. Values are plain escaped text where oned writes CDATA:
 the same characters for any XML parser.

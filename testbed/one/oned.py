@@ -12,6 +12,7 @@ state OpenNebula leaves them (image ERROR, VM PROLOG_FAILURE...).
 from __future__ import annotations
 
 import base64
+import secrets
 import shutil
 import sys
 import time
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs.opennebula.install import install_remotes
-from testbed.one import cli
 from testbed.one import template as tmpl
+from testbed.one.api import ApiServer, state_methods
 from testbed.one.conf import OnedConf
 from testbed.one.documents import (
     DATASTORE_TYPES,
@@ -69,7 +70,7 @@ from testbed.one.snapshots import (
     set_image_snapshots,
     update_disk,
 )
-from testbed.one.state import STATE_ENV, StateStore
+from testbed.one.state import StateStore
 from testbed.one.transfers import TransferLines
 
 SYSTEM_DS_ID = 0
@@ -106,9 +107,9 @@ def _b64(document: str) -> str:
 class OneSim:
     """A frontend's oned with one system datastore (0, ``ssh``) and one host object per runner host.
 
-    ``state`` is the folder of the object documents (the CLI stand-ins' ``ONE_SIM_STATE``); it must be
-    reachable by the driver user. ``python`` runs the CLI stand-ins. ``extra_env`` is added to the
-    environment of every driver script.
+    ``state`` is the folder of the object documents, which the simulator's XML-RPC API serves the drivers
+    (``testbed.one.api``) until ``close()``; it must be reachable by the driver user. ``extra_env`` is
+    added to the environment of every driver script.
     """
 
     def __init__(
@@ -117,7 +118,6 @@ class OneSim:
         *,
         state: Path,
         conf: OnedConf | None = None,
-        python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.runner = runner
@@ -127,7 +127,9 @@ class OneSim:
         self.store = StateStore(state, owner=runner.owner)
         self.extra_env = dict(extra_env or {})
         self.exchanges: list[DriverResult] = []
-        cli.install(self.store.bin_dir, python)
+        self.api = ApiServer(state_methods(self.store), f"oneadmin:{secrets.token_hex(16)}")
+        self.auth = state / "one_auth"
+        self.store.write_file(self.auth, f"{self.api.session}\n".encode(), mode=0o600)
         self.files = HostFiles(runner)
         self.hypervisor = Hypervisor(self.files)
         self.remotes = runner.var_lib_one / "remotes"
@@ -166,11 +168,18 @@ class OneSim:
     # Environment of the drivers, remotes, hosts
     # ----------------------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Stop serving the API: drivers can reach this oned no more."""
+        self.api.close()
+
     def environment(self) -> dict[str, str]:
-        """oned's environment as its driver managers pass it on, plus the CLI stand-ins first on PATH."""
+        """oned's environment as its driver managers pass it on, with the API's endpoint and session where
+        drivers look first (``ONE_XMLRPC``, ``ONE_AUTH``): ``~/.one/one_auth``, where genuine oned's
+        oneadmin keeps it, is the bed's genuine frontend's, or the user's own."""
         env = self.runner.base_env()
-        env["PATH"] = f"{self.store.bin_dir}:{env.get('PATH') or DEFAULT_PATH}"
-        env[STATE_ENV] = str(self.store.root)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env["ONE_XMLRPC"] = self.api.url
+        env["ONE_AUTH"] = str(self.auth)
         env.update(self.extra_env)
         return env
 

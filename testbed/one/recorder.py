@@ -21,7 +21,7 @@ record = {{
     "argv": sys.argv,
     "stdin": sys.stdin.read(),
     "cwd": os.getcwd(),
-    "env": {{name: os.environ.get(name) for name in ("PATH", "ONE_SIM_STATE", "HOME")}},
+    "env": {{name: os.environ.get(name) for name in ("PATH", "ONE_XMLRPC", "ONE_AUTH", "HOME")}},
     "runs": [],
 }}
 for command in BEHAVIOUR["run"]:

@@ -1,9 +1,9 @@
-"""oned's database, as a folder of XML documents shared by the simulator and the CLI stand-ins.
+"""oned's database, as a folder of XML documents shared by the simulator and its XML-RPC API.
 
-Drivers run as separate processes (as the driver user) and call ``oneimage update`` while the simulator is
-in the middle of an action, exactly as a real driver can. So the state cannot live in the simulator's
-memory: every object is ``<root>/<kind>/<id>.xml`` and every read-modify-write happens under one ``flock``
-that the CLI stand-ins take too. The lock is never held while a driver runs (a driver calling the CLI would
+Drivers run as separate processes (as the driver user) and call ``one.image.update`` while the simulator is
+in the middle of an action, exactly as a real driver can; the API answers them from threads of its own. So
+every object is ``<root>/<kind>/<id>.xml`` and every read-modify-write happens under one ``flock`` that the
+API's threads take too. The lock is never held while a driver runs (a driver calling the API would
 deadlock); it is re-entrant within a thread so helpers can nest.
 """
 
@@ -21,30 +21,22 @@ from pathlib import Path
 
 from testbed.one.documents import parse_xml, to_string
 
-STATE_ENV = "ONE_SIM_STATE"
 KINDS = ("image", "datastore", "vm", "host")
 
 
 class StateStore:
     """The folder, its lock and the documents in it; ``owner`` (uid, gid) is given every file written."""
 
-    def __init__(self, root: Path, owner: tuple[int, int] | None = None, create: bool = True) -> None:
+    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
         self.root = root
         self.owner = owner
         self._local = threading.local()
         self._lock_path = root / ".lock"
-        if not create:
-            return
         for kind in KINDS:
             self._mkdir(root / kind)
-        self._mkdir(root / "bin")
         if not self._lock_path.exists():
             self._lock_path.touch()
             self._give(self._lock_path, 0o666)
-
-    @property
-    def bin_dir(self) -> Path:
-        return self.root / "bin"
 
     def _mkdir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

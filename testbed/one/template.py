@@ -1,6 +1,6 @@
 """OpenNebula's template syntax, as oned parses it (``src/parsers/template_parser.l``, ``template_syntax.y``).
 
-Drivers write template text in two places the simulator reads: ``oneimage update ID FILE`` and the stdout
+Drivers write template text in two places the simulator reads: ``one.image.update``'s template and the stdout
 of a datastore ``monitor``. Reproducing oned's rules (not a friendlier superset) is the point: an attribute
 that a driver escapes the wrong way must come out as wrong here as it would in OpenNebula. The rules:
 

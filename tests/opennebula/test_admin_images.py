@@ -1,6 +1,6 @@
 """``one-ipfs images`` and ``one-ipfs prefetch`` on the bed, run by oneadmin on the frontend.
 
-OpenNebula is genuine oned (its own ``oneimage/onedatastore/onehost list -x`` on PATH); what a node
+OpenNebula is genuine oned (asked over XML-RPC for its image, datastore and host pools); what a node
 holds is asked of the node itself, and prefetch goes through each host's own ``one-ipfs-host warm``.
 """
 

@@ -146,7 +146,7 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
 
 def check_replication(report: Report) -> None:
     """Every version of an image in a datastore with IPFS_CLUSTER_API is held by as many cluster peers as
-    its IPFS_REPLICATION_MIN asks for. Without OpenNebula's CLI to list the images, nothing is checked."""
+    its IPFS_REPLICATION_MIN asks for. Where oned cannot be asked for the images, nothing is checked."""
     try:
         images = image_catalog.ipfs_images()
     except OpenNebulaError as exc:

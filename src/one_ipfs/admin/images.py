@@ -1,6 +1,6 @@
 """``one-ipfs images`` and ``one-ipfs prefetch``: the images of IPFS datastores and the nodes that hold them.
 
-OpenNebula is read through its CLI (``oneimage/onedatastore list -x``), as the drivers read it; what a node
+OpenNebula is read from oned's XML-RPC API (``one.imagepool.info``...), as the drivers read it; what a node
 holds is asked of the node itself, offline, so that asking never fetches anything: the frontend's here, with
 the host side's own ``has``, and each host's through the channel to the hosts (``protocol.Has``).
 """
@@ -25,7 +25,7 @@ from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import KuboClient
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
 
 IPFS_DS_MAD = "ipfs"
@@ -114,10 +114,10 @@ def under_replicated(images: list[IpfsImage], found: Placement) -> list[tuple[Ip
 
 def ipfs_images() -> list[IpfsImage]:
     """Every image OpenNebula keeps in a datastore whose DS_MAD is ipfs, by id."""
-    datastores = {ds.id: ds for ds in cli.list_datastores() if ds.ds_mad == IPFS_DS_MAD}
+    datastores = {ds.id: ds for ds in oned.list_datastores() if ds.ds_mad == IPFS_DS_MAD}
     configs = {ds_id: load_config(ds.attributes) for ds_id, ds in datastores.items()}
     found = []
-    for image in cli.list_images():
+    for image in oned.list_images():
         if image.datastore_id not in datastores:
             continue
         problem = None

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defusedxml import ElementTree
-
 from one_ipfs.admin import remote
 from one_ipfs.config import etc_dir, remotes_dir
 from one_ipfs.defaults import ADMIN_SSH_TIMEOUT
 from one_ipfs.errors import HostError, OpenNebulaError
 from one_ipfs.hosts.bundle import installed_digest, remote_lib, ship_bundle
 from one_ipfs.hosts.ssh import SSH_FAILED, ssh_argv
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.location import check_host_name
 
 FRONTEND = "frontend"
@@ -73,23 +72,15 @@ def ssh_destination(node: str) -> str:
 
 
 def host_names(given: str | None) -> list[str]:
-    """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``onehost list -x``), as labelled
-    in results (see ``host_label``)."""
+    """``--hosts h1,h2`` or, without it, every host OpenNebula knows (``one.hostpool.info``, what
+    ``onehost list`` lists), as labelled in results (see ``host_label``)."""
     if given:
         return [host_label(name.strip()) for name in given.split(",") if name.strip()]
-    log.info("asking OpenNebula for its hosts: onehost list -x")
+    log.info("asking oned for its hosts: one.hostpool.info")
     try:
-        result = subprocess.run(["onehost", "list", "-x"], capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise OpenNebulaError(f"cannot run onehost ({exc.strerror}): name the hosts with --hosts") from exc
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise OpenNebulaError(f"onehost list failed: {lines[-1] if lines else 'no output'}")
-    try:
-        pool = ElementTree.fromstring(result.stdout)
-    except ElementTree.ParseError as exc:
-        raise OpenNebulaError(f"onehost list -x printed something that is not XML: {exc}") from exc
-    return [host_label(name.text) for name in pool.iterfind("HOST/NAME") if name.text]
+        return [host_label(name) for name in oned.list_host_names()]
+    except OpenNebulaError as exc:
+        raise OpenNebulaError(f"cannot list OpenNebula's hosts ({exc}): name the hosts with --hosts") from exc
 
 
 def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PLR0911 - one per way to fail

@@ -16,7 +16,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
 from one_ipfs.opennebula.output import dispatch, log_info
 
@@ -191,7 +191,7 @@ def _record(
     current = versions.current
     assert current is not None
     try:
-        cli.update_image(
+        oned.update_image(
             handle.image_id, {**versions.attributes(), **image_store.import_attributes(config), **extra}
         )
     except Exception:

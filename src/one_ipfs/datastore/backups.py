@@ -36,7 +36,7 @@ from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_node
 from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import (
     MAX_PAYLOAD,
     BackedUpVm,
@@ -145,7 +145,7 @@ def restore(action: DsAction, config: DatastoreConfig) -> str:
     links = backup_chain.chain(increments, increments.restore_up_to)
     last = links[-1].backup
     request = restore_request(action)
-    destination = cli.show_datastore(request.destination_datastore)
+    destination = oned.show_datastore(request.destination_datastore)
     vm = _backed_up_vm(last, config)
     disk_ids = [d for d in vm.disk_ids if request.disk_id in (None, d)]
     if not disk_ids:
@@ -158,14 +158,14 @@ def restore(action: DsAction, config: DatastoreConfig) -> str:
             path = _restored_path(cid, destination.ds_mad, config)
             images.append(_restored_image(disk_id, base_name, path, action.datastore.id, destination.id))
             log_info(f"disk {disk_id} of increment {links[-1]} is image {images[-1]} ({path})")
-            _give(request.username, "oneimage", images[-1])
+            _give(request.username, "image", images[-1])
         template = -1
         if request.disk_id is None:
-            template = cli.create_vm_template(_vm_template(base_name, vm, images))
-            _give(request.username, "onetemplate", template)
+            template = oned.create_vm_template(_vm_template(base_name, vm, images))
+            _give(request.username, "template", template)
     except BaseException:
         for image in images:
-            cli.delete_image(image)
+            oned.delete_image(image)
         raise
     return " ".join(str(number) for number in [template, *images])
 
@@ -296,21 +296,21 @@ def _restored_image(disk_id: int, base_name: str, path: str, backup_ds: int, des
         ("PATH", path),
         ("FROM_BACKUP_DS", str(backup_ds)),
     )
-    return cli.create_image(
-        destination, "".join(cli.template_line(name, value) for name, value in attributes)
+    return oned.create_image(
+        destination, "".join(oned.template_line(name, value) for name, value in attributes)
     )
 
 
 def _vm_template(base_name: str, vm: BackedUpVm, images: list[int]) -> str:
-    text = cli.template_line("NAME", base_name)
-    text += "".join(cli.template_line(name, value) for name, value in vm.capacity.items())
+    text = oned.template_line("NAME", base_name)
+    text += "".join(oned.template_line(name, value) for name, value in vm.capacity.items())
     text += "".join(f"DISK = [ IMAGE_ID = {image} ]\n" for image in images)
     return text
 
 
 def _give(username: str, kind: str, object_id: int) -> None:
     if username and username != "oneadmin":
-        cli.chown(kind, object_id, username)
+        oned.chown(kind, object_id, username)
 
 
 def _processes() -> Iterator[tuple[int, list[str]]]:

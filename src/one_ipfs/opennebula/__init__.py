@@ -1,2 +1,2 @@
 """Everything that talks to OpenNebula: the XML documents oned hands a driver, the output it expects back, its
-CLI, ``oned.conf`` and the remotes tree the drivers are installed into."""
+XML-RPC API, ``oned.conf`` and the remotes tree the drivers are installed into."""

@@ -1,6 +1,6 @@
 """What OpenNebula hands the drivers, parsed once into dataclasses: the datastore and marketplace driver
-actions (``DS_DRIVER_ACTION_DATA``, ``MARKET_DRIVER_ACTION_DATA``) and the VM, image and datastore XML its
-CLI prints.
+actions (``DS_DRIVER_ACTION_DATA``, ``MARKET_DRIVER_ACTION_DATA``) and the VM, image, datastore and user XML
+oned answers over XML-RPC.
 
 All of it carries values users wrote into templates, so it is hostile input: the payload is capped,
 base64 is decoded strictly, the XML parser refuses DTDs and entities, and every number is checked
@@ -337,27 +337,39 @@ def parse_ds_action(xml: bytes | str) -> DsAction:
 
 
 def parse_image_xml(xml: bytes | str) -> ImageTemplate:
-    """Parse ``oneimage show -x`` output."""
+    """Parse ``one.image.info``'s answer (what ``oneimage show -x`` prints)."""
     return _image(_parse_xml(xml, "IMAGE"))
 
 
 def parse_datastore_xml(xml: bytes | str) -> DatastoreTemplate:
-    """Parse ``onedatastore show -x`` output."""
+    """Parse ``one.datastore.info``'s answer (what ``onedatastore show -x`` prints)."""
     return _datastore(_parse_xml(xml, "DATASTORE"))
 
 
 def parse_image_pool(xml: bytes | str) -> list[ImageTemplate]:
-    """Parse ``oneimage list -x`` output."""
+    """Parse ``one.imagepool.info``'s answer (what ``oneimage list -x`` prints)."""
     return [_image(image) for image in _parse_xml(xml, "IMAGE_POOL").findall("IMAGE")]
 
 
 def parse_datastore_pool(xml: bytes | str) -> list[DatastoreTemplate]:
-    """Parse ``onedatastore list -x`` output."""
+    """Parse ``one.datastorepool.info``'s answer (what ``onedatastore list -x`` prints)."""
     return [_datastore(datastore) for datastore in _parse_xml(xml, "DATASTORE_POOL").findall("DATASTORE")]
 
 
+def parse_host_names(xml: bytes | str) -> list[str]:
+    """Each host's name, from ``one.hostpool.info``'s answer (what ``onehost list -x`` prints)."""
+    return [name for host in _parse_xml(xml, "HOST_POOL").findall("HOST") if (name := _text(host, "NAME"))]
+
+
+def parse_user_ids(xml: bytes | str) -> dict[str, int]:
+    """Each user's ID by name, from ``one.userpool.info``'s answer."""
+    users = _parse_xml(xml, "USER_POOL").findall("USER")
+    return {_text(user, "NAME"): _required(user, "ID") for user in users}
+
+
 def parse_vm_xml(xml: bytes | str) -> VmTemplate:
-    """Parse ``onevm show -x`` output (also what live-migration steps get base64-encoded on stdin)."""
+    """Parse ``one.vm.info``'s answer (what ``onevm show -x`` prints; also what live-migration steps get
+    base64-encoded on stdin)."""
     vm = _parse_xml(xml, "VM")
     records = vm.findall("HISTORY_RECORDS/HISTORY")
     history = None

@@ -26,7 +26,7 @@ from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.ipfs.refs import parse_reference
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import dispatch, log_info
@@ -90,7 +90,7 @@ def _source_of(text: str) -> str:
 
 def datastore_config(datastore_id: int) -> DatastoreConfig:
     """The IPFS settings of a datastore, from oned's template of it over ``ipfs.conf``'s defaults."""
-    return load_config(cli.show_datastore(datastore_id).attributes)
+    return load_config(oned.show_datastore(datastore_id).attributes)
 
 
 def _disk_id(location: Location) -> int:
@@ -102,7 +102,7 @@ def _disk_id(location: Location) -> int:
 
 def _disk(vm_id: int, location: Location) -> VmDisk:
     disk_id = _disk_id(location)
-    for disk in cli.show_vm(vm_id).disks:
+    for disk in oned.show_vm(vm_id).disks:
         if disk.disk_id == disk_id:
             return disk
     raise InvalidInput(f"VM {vm_id} has no disk {disk_id}")
@@ -114,7 +114,7 @@ def _host_timeout(config: DatastoreConfig) -> float:
 
 def _deploy_facts(request: DiskRequest) -> tuple[DatastoreConfig, VmDisk, image_store.Content]:
     """The datastore's settings, the VM's disk and the image's content, asked at once: each is a
-    ``one* show`` process of its own, and a deploy should not wait for them one after the other."""
+    request to oned of its own, and a deploy should not wait for them one after the other."""
     handle = ImageHandle.parse(request.source)
     with ThreadPoolExecutor(max_workers=3) as pool:
         config = pool.submit(datastore_config, request.datastore_id)
@@ -194,7 +194,7 @@ def _fetch_snapshots(
     handle = ImageHandle.parse(request.source)
     if handle is None or not disk.snapshot_ids:
         return
-    recorded = ImageSnapshots.from_template(cli.show_image(handle.image_id).template)
+    recorded = ImageSnapshots.from_template(oned.show_image(handle.image_id).template)
     for snapshot_id in disk.snapshot_ids:
         cid = recorded.cid(snapshot_id)
         if cid is None:
@@ -257,7 +257,7 @@ def _save(
             f"{target_source[:200]} names fixed IPFS content: a disk cannot be saved into it"
         )
     config = datastore_config(datastore_id)
-    image = cli.show_image(handle.image_id)
+    image = oned.show_image(handle.image_id)
     versions = ImageVersions.from_template(image.template)
     vm_disk = _disk(vm_id, disk)
     saved_format = _saved_format(image, vm_disk)
@@ -273,7 +273,7 @@ def _save(
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
     image_store.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
     try:
-        cli.update_image(
+        oned.update_image(
             handle.image_id,
             {
                 **updated.attributes(),
@@ -345,7 +345,7 @@ def _save_snapshots(
     if handle is None:
         return
     vm_disk = _disk(vm_id, disk)
-    image = cli.show_image(handle.image_id)
+    image = oned.show_image(handle.image_id)
     before = ImageSnapshots.from_template(image.template)
     if not vm_disk.snapshot_ids and not before.entries:
         return
@@ -365,7 +365,7 @@ def _save_snapshots(
         )
         image_store.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
         entries.append((snapshot_id, cid))
-    cli.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
+    oned.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
     for snapshot_id, cid in before.entries:
         if (snapshot_id, cid) not in entries:
             image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
@@ -507,7 +507,7 @@ class MigrationStep:
             text = base64.b64decode(payload.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise InvalidInput("the VM template on stdin is not base64-encoded XML") from None
-        vm = parse_vm_xml(text) if text else cli.show_vm(vm_id)
+        vm = parse_vm_xml(text) if text else oned.show_vm(vm_id)
         disks = [disk for disk in vm.disks if disk.tm_mad == "ipfs" and disk.datastore_id is not None]
         forwarded_by = args[5] if len(args) == 6 else ""
         return cls(vm_dir.host, target.host, vm_dir.path, vm_id, datastore_id, disks, forwarded_by)
@@ -568,7 +568,7 @@ def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
     calling this driver's failmigrate: without this, what premigrate fetched stayed pinned for good.
     Best effort: the action that asked has succeeded already."""
     try:
-        vm = cli.show_vm(vm_id)
+        vm = oned.show_vm(vm_id)
         if vm.history is not None and vm.history.hostname == host and vm.state not in GONE_STATES:
             return
         log_info(f"VM {vm_id} is not on {host} (a migration there failed): releasing what it holds there")
@@ -604,7 +604,7 @@ def resize(call: TmCall) -> None:
     size_mb = integer_argument(size, "size_mb")
     vm = integer_argument(vm_id, "the VM id")
     config = datastore_config(integer_argument(ds_id, "the datastore id"))
-    if cli.show_vm(vm).lcm_state == HOTPLUG_RESIZE:
+    if oned.show_vm(vm).lcm_state == HOTPLUG_RESIZE:
         log_info(f"{location.path} is the disk of running VM {vm}: its hypervisor grows it")
         return
     hosts.call(
@@ -627,7 +627,7 @@ def snap_create_live(call: TmCall) -> None:
     location = Location.parse(disk)
     _disk_id(location)
     snap_id = integer_argument(value, "snap_id")
-    vm = cli.show_vm(integer_argument(vm_id, "the VM id"))
+    vm = oned.show_vm(integer_argument(vm_id, "the VM id"))
     if not vm.deploy_id:
         raise InvalidInput(f"VM {vm.id} has no DEPLOY_ID: it is not running on a hypervisor")
     config = datastore_config(integer_argument(ds_id, "the datastore id"))

@@ -25,7 +25,7 @@ from one_ipfs.config import DatastoreConfig, remotes_dir
 from one_ipfs.defaults import UPSTREAM_TIMEOUT
 from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
 from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.opennebula import cli
+from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.action import VmTemplate
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import log_info, relay_log
@@ -75,7 +75,7 @@ def mv(call: TmCall) -> None:
     if actions.is_frontend(dst.host):
         _park(src, dst, vm, config)
     else:
-        files = _add_folder(src, cli.show_vm(vm), config)
+        files = _add_folder(src, oned.show_vm(vm), config)
         _fetch_folder(files, dst, vm, config)
         actions.delete_on_host(src, vm, config)
 
@@ -125,7 +125,7 @@ def mvds(call: TmCall) -> None:
 def _park(src: Location, dst: Location, vm: int, config: DatastoreConfig) -> None:
     """Host to frontend: the disks go into IPFS, pinned on the datastore's node; the frontend keeps
     only the manifest. A failure on the way releases what was pinned and leaves the host's folder."""
-    files = _add_folder(src, cli.show_vm(vm), config)
+    files = _add_folder(src, oned.show_vm(vm), config)
     held: list[FolderFile] = []
     try:
         for file in files:
