@@ -24,6 +24,11 @@ _SETTING = re.compile(
 )
 """One setting line of ``ipfs.conf``, as the shell would assign it without expanding anything."""
 DEPLOY_MODES = ("COPY", "OVERLAY")
+CHUNKER = "size-1048576"
+"""Image datastores' chunks: few blocks per image, so hosts fetch and announce them fast."""
+BACKUP_CHUNKER = "size-65536"
+"""Backup datastores' chunks: qcow2's cluster size, so a cluster that prebackup's qcow2 file moved is still
+one block backups share (docs/backups.md)."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,11 @@ def read_defaults(path: Path) -> dict[str, str]:
     return values
 
 
-def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> DatastoreConfig:
-    """Merge the datastore template's attributes over the site defaults and validate the result."""
+def load_config(
+    attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None, *, backup: bool = False
+) -> DatastoreConfig:
+    """Merge the datastore template's attributes over the site defaults and validate the result. A backup
+    datastore chunks with IPFS_BACKUP_CHUNKER unless its own template sets IPFS_CHUNKER."""
     if defaults is None:
         defaults = read_defaults(remotes_dir() / DEFAULTS_FILE)
     merged = {**defaults, **{k: v for k, v in attributes.items() if v != ""}}
@@ -135,10 +143,13 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
     mode = text("IPFS_DEPLOY_MODE", "COPY").upper()
     if mode not in DEPLOY_MODES:
         raise InvalidInput(f"IPFS_DEPLOY_MODE must be COPY or OVERLAY, not {mode[:40]!r}")
-    chunker = text("IPFS_CHUNKER", "size-1048576")
+    chunker_key, chunker_default = "IPFS_CHUNKER", CHUNKER
+    if backup and not attributes.get("IPFS_CHUNKER"):
+        chunker_key, chunker_default = "IPFS_BACKUP_CHUNKER", BACKUP_CHUNKER
+    chunker = text(chunker_key, chunker_default)
     if not _valid_chunker(chunker):
         raise InvalidInput(
-            f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
+            f"{chunker_key} must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
         )
     cluster_api = text("IPFS_CLUSTER_API", "")
     replication = None
