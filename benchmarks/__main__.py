@@ -23,6 +23,7 @@ from benchmarks import (
     fleet,
     import_,
     latency,
+    market,
     replication,
     report,
     single_host,
@@ -42,6 +43,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "baselines": baselines.run,
     "replication": replication.run,
     "backups": backups.run,
+    "market": market.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"

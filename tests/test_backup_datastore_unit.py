@@ -20,6 +20,7 @@ from one_ipfs.host import protocol
 from one_ipfs.host.backups import backup_files, token
 from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula.action import DsAction, parse_backed_up_vm, read_ds_action
+from one_ipfs.opennebula.install import SOURCE_REMOTES
 from tests.hostile.corpus import BILLION_LAUGHS, action, b64, datastore, image
 from tests.hostile.harness import CID
 from tests.support.host_requests import request_line
@@ -352,8 +353,18 @@ def test_a_backup_cancelled_or_failing_midway_leaves_no_pin_on_the_frontend_or_t
         assert calls[1].split(" ")[1] == calls[2].split(" ")[1]
 
 
-def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(host_calls, "call", lambda *args, **kwargs: protocol.Held(CID, (5 << 20) + 1))
+def test_a_backup_prints_its_source_size_and_format_and_is_cut_into_qcow2_clusters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    added: list[protocol.BackupAdd] = []
+
+    def on_host(host: str, request: protocol.Request[object], *, timeout: float) -> object:
+        if isinstance(request, protocol.BackupAdd):
+            added.append(request)
+        return protocol.Held(CID, (5 << 20) + 1)
+
+    monkeypatch.setenv("ONE_IPFS_REMOTES", str(SOURCE_REMOTES))
+    monkeypatch.setattr(host_calls, "call", on_host)
     monkeypatch.setattr(image_store, "hold", lambda *args, **kwargs: None)
 
     printed = actions.run("backup", ARGS, backup_stdin())
@@ -362,3 +373,4 @@ def test_a_backup_prints_its_source_size_and_format(monkeypatch: pytest.MonkeyPa
     source, size_mb, backup_format = printed.split(" ")
     assert BackupId.parse(source).cid == CID
     assert (size_mb, backup_format) == ("6", "raw")
+    assert [request.settings.chunker for request in added] == ["size-65536"]

@@ -127,6 +127,33 @@ def test_the_configuration_reference_gives_every_setting_the_default_the_code_us
     assert shown == {name: value for name, value in SETTINGS.items() if name != "ONE_IPFS_PYTHON"}
 
 
+@pytest.mark.parametrize(
+    ("datastore", "site", "backup", "chunker"),
+    [
+        ({}, {}, True, "size-65536"),
+        ({"IPFS_CHUNKER": "size-262144"}, {}, True, "size-262144"),
+        ({}, {"IPFS_BACKUP_CHUNKER": "size-131072"}, True, "size-131072"),
+        ({}, {"IPFS_CHUNKER": "size-262144"}, True, "size-65536"),
+        ({}, {}, False, "size-1048576"),
+        ({}, {"IPFS_BACKUP_CHUNKER": "size-131072"}, False, "size-1048576"),
+        ({"IPFS_CHUNKER": "size-262144"}, {}, False, "size-262144"),
+    ],
+)
+def test_a_backup_datastore_chunks_by_qcow2_clusters_unless_its_own_template_sets_the_chunker(
+    datastore: dict[str, str], site: dict[str, str], backup: bool, chunker: str
+) -> None:
+    """The shipped ipfs.conf, edited by ``site``: a backup datastore takes IPFS_BACKUP_CHUNKER, not the
+    image datastores' IPFS_CHUNKER, unless its own template sets IPFS_CHUNKER."""
+    defaults = {**read_defaults(SOURCE_REMOTES / DEFAULTS), **site}
+
+    assert load_config(datastore, defaults, backup=backup).import_settings.chunker == chunker
+
+
+def test_a_bad_backup_chunker_is_refused_by_its_name() -> None:
+    with pytest.raises(InvalidInput, match=r"^IPFS_BACKUP_CHUNKER must look like size-<bytes>"):
+        load_config({}, {"IPFS_BACKUP_CHUNKER": "rabin"}, backup=True)
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize(
     "line",

@@ -108,9 +108,12 @@ def read_defaults(path: Path) -> dict[str, str]:
     return values
 
 
-def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> DatastoreConfig:
+def load_config(
+    attributes: Mapping[str, str], defaults: Mapping[str, str] | None = None, *, backup: bool = False
+) -> DatastoreConfig:
     """Merge the datastore template's attributes over the site defaults (``ipfs.conf``, then the code's own,
-    ``defaults.SETTINGS``) and validate the result."""
+    ``defaults.SETTINGS``) and validate the result. A backup datastore chunks with IPFS_BACKUP_CHUNKER unless
+    its own template sets IPFS_CHUNKER."""
     if defaults is None:
         defaults = read_defaults(remotes_dir() / DEFAULTS_FILE)
     merged = {**defaults, **{k: v for k, v in attributes.items() if v != ""}}
@@ -137,10 +140,11 @@ def load_config(attributes: Mapping[str, str], defaults: Mapping[str, str] | Non
     mode = text("IPFS_DEPLOY_MODE").upper()
     if mode not in DEPLOY_MODES:
         raise InvalidInput(f"IPFS_DEPLOY_MODE must be COPY or OVERLAY, not {mode[:40]!r}")
-    chunker = text("IPFS_CHUNKER")
+    chunker_key = "IPFS_BACKUP_CHUNKER" if backup and not attributes.get("IPFS_CHUNKER") else "IPFS_CHUNKER"
+    chunker = text(chunker_key)
     if not _valid_chunker(chunker):
         raise InvalidInput(
-            f"IPFS_CHUNKER must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
+            f"{chunker_key} must look like size-<bytes> (at most 2096896), not {chunker[:40]!r}"
         )
     cluster_api = text("IPFS_CLUSTER_API")
     replication = None

@@ -18,6 +18,9 @@ API_AUTH_FILE = ""
 """IPFS_API_AUTH_FILE and IPFS_HOST_API_AUTH_FILE: none, as a node's RPC API is open on loopback."""
 CHUNKER = "size-1048576"
 """IPFS_CHUNKER: 1 MiB fixed-size chunks (Kubo's unixfs-v1-2025 profile): the same bytes, the same CID."""
+BACKUP_CHUNKER = "size-65536"
+"""IPFS_BACKUP_CHUNKER: a backup datastore's chunks, qcow2's cluster size, so that a cluster prebackup's qcow2
+file moved is still one block backups share (docs/backups.md)."""
 CID_VERSION = 1
 """IPFS_CID_VERSION: CIDv1, as unixfs-v1-2025 makes them."""
 RAW_LEAVES = True
@@ -53,6 +56,7 @@ SETTINGS = {
     "IPFS_API_AUTH_FILE": API_AUTH_FILE,
     "IPFS_HOST_API_AUTH_FILE": API_AUTH_FILE,
     "IPFS_CHUNKER": CHUNKER,
+    "IPFS_BACKUP_CHUNKER": BACKUP_CHUNKER,
     "IPFS_CID_VERSION": str(CID_VERSION),
     "IPFS_RAW_LEAVES": "YES" if RAW_LEAVES else "NO",
     "IPFS_HASH": HASH,

@@ -8,11 +8,6 @@ under the current version only, and its other ids are skipped with a line saying
 
 from __future__ import annotations
 
-import http.server
-import os
-import shutil
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +16,9 @@ import pytest
 from testbed.bed import Bed
 from testbed.genuine import VERSIONS, GenuineOne
 from testbed.one import Datastore
-from testbed.system import ensure_oneadmin
 from tests.conftest import GENUINE
 from tests.support.datastores import ipfs_datastore_template, rsync_backup_template
+from tests.support.web import served_folder
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,21 +66,5 @@ def backup_ds(cloud: GenuineOne) -> Datastore:
 def web() -> Iterator[tuple[str, Path]]:
     """An http server on the frontend's loopback, serving a folder of /var/tmp that oneadmin owns (an http
     marketplace's PUBLIC_DIR, say)."""
-    folder = Path(tempfile.mkdtemp(prefix="one-ipfs-web-", dir="/var/tmp"))
-    user = ensure_oneadmin()
-    os.chown(folder, user.pw_uid, user.pw_gid)
-    folder.chmod(0o755)
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(folder), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    server.shutdown()
-    shutil.rmtree(folder)
+    with served_folder() as served:
+        yield served

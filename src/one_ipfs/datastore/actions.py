@@ -169,7 +169,8 @@ BY_TYPE = {name: _by_datastore_type(name) for name in (*ACTIONS, *BACKUP_DS_ACTI
 
 
 def _configured(action: DsAction) -> tuple[DsAction, DatastoreConfig]:
-    return action, load_config(action.datastore.attributes)
+    backup = action.datastore.type == backups.BACKUP_DS
+    return action, load_config(action.datastore.attributes, backup=backup)
 
 
 def _image(action: DsAction) -> ImageTemplate:

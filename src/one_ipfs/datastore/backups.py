@@ -77,7 +77,7 @@ def backup(args: list[str], stdin: BinaryIO) -> str:
     action = _plain_action(stdin)
     _require_backup_datastore(action)
     request = backup_request(action)
-    config = load_config(action.datastore.attributes)
+    config = load_config(action.datastore.attributes, backup=True)
     host = request.last_bridge or host
     with _cancellable():
         backup_id, size = _store(host, folder, request.vm_id, config)
@@ -177,7 +177,7 @@ def ls(args: list[str], stdin: BinaryIO) -> str:
     up_to = _increment_argument(args)
     action = _plain_action(stdin)
     _require_backup_datastore(action)
-    config = load_config(action.datastore.attributes)
+    config = load_config(action.datastore.attributes, backup=True)
     links = backup_chain.chain(backup_increments(action), up_to)
     vm = _backed_up_vm(links[-1].backup, config)
     disks = {
