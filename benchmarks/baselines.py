@@ -165,6 +165,10 @@ def _round(
             figure.measure(f"frontend sent / image: {label}", "x").samples.append(sent / size)
             per_host = sorted(received)[len(received) // 2] / size
             figure.measure(f"per host / image: {label}", "x").samples.append(per_host)
+            print(
+                f"{label}: {makespan:.1f} s, frontend sent {sent / size:.2f}x, per host {per_host:.2f}x",
+                flush=True,
+            )
         return makespans
     finally:
         _clean(bench, cloud, system, images, hosts)
