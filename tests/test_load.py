@@ -4,8 +4,9 @@ What a cloud under load relies on: every disk is its image byte for byte, and a 
 however many of its VMs use it. These stay on the simulator, which starts every deploy at the same moment
 and records every driver reply. Under genuine oned (deploys sent back to back over XML-RPC) the 32 failed:
 for each of the 15 transfers oned runs at once our TM driver asks ``onevm show -x`` and ``onedatastore
-show -x``, a Ruby process each, and on 2 shared cores they missed the driver's 60 s bound; the fleet test
-once saw a host receive part of the image twice (docs/testing.md). Deploy-terminate cycles leaving nothing
+show -x``, a Ruby process each, and on 2 shared cores they missed the driver's 60 s bound. The fleet test
+once saw a host receive part of the image twice under heavy machine load (docs/reliability.md: how a leaf
+could come twice, closed since). Deploy-terminate cycles leaving nothing
 behind run under genuine oned (tests/opennebula/test_load.py).
 """
 
