@@ -1,5 +1,5 @@
-"""``python -m benchmarks [--quick] [--only SUITE ...] [--repetitions K] [--bed-layout SPEC]``: run, save,
-plot, report.
+"""``python -m benchmarks [--quick] [--only SUITE ...] [--repetitions K] [--hosts N,...] [--bed-layout S]``:
+run, save, plot, report.
 
 Brings up its own bed (frontend + as many hosts as the fleet suite needs), runs the suites, writes
 ``benchmarks/results/<mode>-<time>.json``, the plots under ``docs/benchmarks/`` and ``docs/benchmarks.md``,
@@ -63,6 +63,12 @@ def main(argv: list[str]) -> int:
         "--repetitions", type=int, metavar="K", help="repeat each measurement K times instead"
     )
     parser.add_argument(
+        "--hosts",
+        type=host_counts,
+        metavar="N,N,...",
+        help="deploy to these fleet sizes (fleet and baselines) instead of the mode's",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         action="append",
@@ -76,7 +82,7 @@ def main(argv: list[str]) -> int:
             results = merge(json.loads(later.read_text()), (earlier, results))
         print(report.write(results))
         return 0
-    params = Params.choose(options.quick, options.repetitions)
+    params = Params.choose(options.quick, options.repetitions, options.hosts)
     suites = options.only or list(SUITES)
     layout = Layout.parse(options.bed_layout) if options.bed_layout else Layout()
     hosts = max(
@@ -126,6 +132,17 @@ def main(argv: list[str]) -> int:
     print(f"results: {path}")
     print(report.write(results))
     return 0
+
+
+def host_counts(text: str) -> list[int]:
+    """``1,4,8``: fleet sizes, each at least one host."""
+    try:
+        counts = [int(word) for word in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of host counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"host counts must be at least 1: {text!r}")
+    return counts
 
 
 def latest_results(mode: str) -> tuple[Path, dict[str, Any]] | None:

@@ -139,14 +139,19 @@ class Params:
     latency_runs: int
 
     @classmethod
-    def choose(cls, quick: bool, repetitions: int | None = None) -> Params:
-        """The quick or full set; ``repetitions`` instead of its own count, if given."""
+    def choose(
+        cls, quick: bool, repetitions: int | None = None, hosts: Sequence[int] | None = None
+    ) -> Params:
+        """The quick or full set; ``repetitions`` instead of its own count and ``hosts`` instead of its
+        fleet sizes, if given (a run that must fit in the time there is)."""
         chosen = (
             cls(True, 64, (1, 2, 4), 100.0, 128, 256, 3, 10)
             if quick
             else cls(False, 256, (1, 2, 4, 8), 100.0, 256, 1024, 5, 30)
         )
-        return dataclasses.replace(chosen, repetitions=repetitions) if repetitions else chosen
+        if repetitions:
+            chosen = dataclasses.replace(chosen, repetitions=repetitions)
+        return dataclasses.replace(chosen, fleet_hosts=tuple(sorted(set(hosts)))) if hosts else chosen
 
 
 def stopwatch() -> Callable[[], float]:

@@ -5,9 +5,9 @@ however many of its VMs use it. These stay on the simulator, which starts every 
 and records every driver reply. Under genuine oned (deploys sent back to back over XML-RPC) the 32 failed
 while the drivers ran ``onevm show -x`` and ``onedatastore show -x`` for each of the 15 transfers oned runs
 at once, a Ruby process each, which on 2 shared cores missed the driver's 60 s bound (the drivers now ask
-oned over XML-RPC; the 32 are to be tried there again); the fleet test once saw a host receive part of the
-image twice (docs/testing.md). Deploy-terminate cycles leaving nothing
-behind run under genuine oned (tests/opennebula/test_load.py).
+oned over XML-RPC; the 32 are to be tried there again). The fleet test once saw a host receive part of the
+image twice under heavy machine load (docs/reliability.md: how a leaf could come twice, closed since).
+Deploy-terminate cycles leaving nothing behind run under genuine oned (tests/opennebula/test_load.py).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ until its timeout and then gives up. Real Kubo runs the same code in tests/test_
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -16,7 +18,7 @@ import pytest
 
 from one_ipfs.errors import ContentNotFound, IpfsTimeout
 from one_ipfs.ipfs import pinning
-from one_ipfs.ipfs.fleet import FetchOrder
+from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
 from one_ipfs.ipfs.transport import Call
@@ -339,7 +341,7 @@ def test_a_warm_host_reads_from_other_hosts_only_the_leaves_its_own_node_lacks()
             raise ContentNotFound(f"ipfs block stat: block was not found locally (offline): {call.args[0]}")
         return {"Key": call.args[0], "Size": MIB}
 
-    node = FakeNode({"block/stat": block_stat}).client()
+    node = FakeNode({"block/stat": block_stat, "block/put": {"Key": "bafkreiput"}}).client()
     layout = FileLayout(ROOT, 16 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
     order = FetchOrder(leaves, "me", alone_at_once=2)
     order.heard("other", (1 << len(leaves)) - 1)
@@ -353,3 +355,120 @@ def test_a_warm_host_reads_from_other_hosts_only_the_leaves_its_own_node_lacks()
 
     assert order.held() == (1 << len(leaves)) - 1
     assert fleet.read and not set(fleet.read) & held_here
+
+
+class Line(KuboClient):
+    """A peer that sends the blocks wanted of it one after another, ``block_seconds`` each, in the order
+    the wants came; a want cancelled (its timeout ran out) while its block was on the wire still gets the
+    block, which the node throws away, as Kubo does with a block it no longer wants."""
+
+    def __init__(self, block_seconds: float) -> None:
+        super().__init__(transport=FakeNode({"block/stat": self._block_stat}))
+        self.block_seconds = block_seconds
+        self.sent: Counter[str] = Counter()
+        self.free_at = 0.0
+        self.schedule = threading.Lock()
+
+    def _block_stat(self, call: Call) -> dict[str, object]:
+        asked, timeout = time.monotonic(), call.timeout or 60.0
+        with self.schedule:
+            start = max(asked, self.free_at)
+            on_the_wire = start < asked + timeout
+            if on_the_wire:
+                self.free_at = start + self.block_seconds
+                self.sent[call.args[0]] += 1
+        arrives = start + self.block_seconds
+        time.sleep(max(min(arrives, asked + timeout) - time.monotonic(), 0))
+        if arrives > asked + timeout:
+            raise IpfsTimeout(f"ipfs block stat {call.args[0]}: Kubo gave up after {timeout:g} s")
+        return {"Key": call.args[0], "Size": MIB}
+
+
+def test_a_want_waiting_behind_the_hosts_others_is_not_asked_again_so_no_block_comes_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Eight wants at once, 0.03 s a block: the eighth block comes after 0.24 s, later than one want's
+    # 0.2 s, well within eight wants' wait. Asked again at 0.2 s, a want in flight gets its block twice.
+    monkeypatch.setattr(pinning, "REASK_AFTER", 0.2)
+    monkeypatch.setattr(pinning, "REASK_LONGEST", 0.6)
+    peer = Line(block_seconds=0.03)
+    leaves = [f"bafkreileaf{i}" for i in range(24)]
+    layout = FileLayout(ROOT, 24 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
+
+    scatter_fetch(peer, layout, log=lambda _: None, timeout=30, stall_timeout=5)
+
+    assert peer.sent == Counter(leaves)
+
+
+class SlowStoringNode:
+    """A node whose first ``block put`` Kubo does not finish in time; what it is asked is recorded."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.wanted: list[str] = []
+        self.puts = 0
+        self.held = held
+        self.node = FakeNode({"block/stat": self._block_stat, "block/put": self._block_put})
+
+    def _block_stat(self, call: Call) -> dict[str, object]:
+        if call.params.get("offline") == "true":
+            raise ContentNotFound(f"ipfs block stat: block was not found locally (offline): {call.args[0]}")
+        self.wanted.append(call.args[0])
+        return {"Key": call.args[0], "Size": MIB}
+
+    def _block_put(self, call: Call) -> dict[str, object]:
+        self.puts += 1
+        if self.puts == 1:
+            raise IpfsTimeout("ipfs block put: Kubo gave up after 15 s (its timeout ran out)")
+        return {"Key": "bafkreiput"}
+
+
+class HolderGateway:
+    """Another host's gateway, seen through this one's: it sends every block it is asked for."""
+
+    def __init__(self, blocks: dict[str, bytes]) -> None:
+        self.blocks = blocks
+        self.read: list[str] = []
+
+    def peer_block(self, peer: str, cid: str, timeout: float) -> bytes:
+        self.read.append(cid)
+        return self.blocks[cid]
+
+
+def raw_cid(data: bytes) -> str:
+    """The CIDv1 of a raw block, as Kubo names it."""
+    return "b" + base64.b32encode(
+        bytes([1, 0x55, 0x12, 0x20]) + hashlib.sha256(data).digest()
+    ).decode().lower().rstrip("=")
+
+
+def test_a_leaf_read_from_another_host_that_the_node_is_slow_to_store_is_put_again_not_wanted_again() -> None:
+    blocks = {raw_cid(bytes([i]) * MIB): bytes([i]) * MIB for i in range(8)}
+    leaves = list(blocks)
+    storing = SlowStoringNode(held=set())
+    node = storing.node.client()
+    order = FetchOrder(leaves, "me", alone_at_once=2)
+    order.heard("other", (1 << len(leaves)) - 1)
+    fleet = Fleet(node, ROOT, order, timeout=30, log=lambda _: None)
+    gateway = HolderGateway(blocks)
+    fleet._gateway = gateway  # type: ignore[assignment]  # as if it had joined the image's topic
+    arrived: Counter[str] = Counter()
+    layout = FileLayout(ROOT, 8 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
+    fetch = pinning._LeafFetch(
+        node,
+        layout,
+        order,
+        fleet,
+        log=lambda _: None,
+        timeout=30,
+        stall_timeout=5,
+        sink=lambda leaf, data: arrived.update([leaf.cid]),
+    )
+
+    fetch.work()
+
+    # The node's own leaves came by bitswap, the other host's from it alone: none both ways, and the
+    # holder, which sent every leaf it was asked for, is still read from.
+    assert gateway.read and not set(gateway.read) & set(storing.wanted)
+    assert arrived == Counter(leaves)
+    assert storing.puts == len(gateway.read) + 1
+    assert order.failed_count == 0

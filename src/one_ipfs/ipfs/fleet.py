@@ -312,14 +312,15 @@ class Fleet:
             )
 
     def read_from(self, holder: str, leaf: str, timeout: float) -> bytes | None:
-        """Bring ``leaf`` to the node from ``holder`` alone, and return its bytes; None when that did not
-        work (the leaf is then fetched by bitswap like any other). A holder that failed once is not
-        asked again in this fetch: one that went away would cost every leaf it holds a timeout."""
+        """The bytes of ``leaf``, read from ``holder`` alone and checked (the caller stores them: that is
+        the node's work, which ``holder`` has no part in); None when that did not work (the leaf is then
+        fetched by bitswap like any other). A holder that failed once is not asked again in this fetch:
+        one that went away would cost every leaf it holds a timeout, and what it had sent of a leaf
+        when it failed is received again, so at most the leaves being read from it then come twice."""
         if self._gateway is None or self._order.has_failed(holder) or not checkable(leaf):
             return None
         try:
             data = self._gateway.peer_block(holder, leaf, timeout)
-            self._client.block_put(data, timeout=timeout)
         except OneIpfsError as exc:
             if self._order.failed(holder):
                 self._log(f"reading blocks from another host failed: {exc}")

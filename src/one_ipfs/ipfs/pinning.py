@@ -27,7 +27,14 @@ PROGRESS_EVERY = 5.0
 RAW_CODEC_PREFIX = "bafk"
 SCATTER_WORKERS = 8
 REASK_AFTER = 5.0
-"""Seconds before a block that has not come is asked for again."""
+"""Seconds a want may wait for each of the host's wants in line when it was asked, itself included,
+before its block is asked for again: a peer sends one host's blocks one after another, so a want behind
+others is late, not lost. Asked again too early, a want is cancelled while its block may be on its way:
+landing before the new want, the block is received and thrown away (Kubo keeps only wanted blocks),
+then sent again."""
+REASK_LONGEST = 3 * REASK_AFTER
+"""Seconds after which any want is asked for again, however many are in line: a want its peer lost
+(a peer that restarted, a connection replaced) costs no more."""
 REDIAL_TIMEOUT = 5.0
 """Seconds a dial of a peering peer may take (Kubo tries all of its addresses)."""
 READ_FROM_HOLDER = 10.0
@@ -265,10 +272,11 @@ def scatter_fetch(
     themselves (``one_ipfs.ipfs.fleet``). With a ``sink`` (an assemblable layout only) a disk is
     written while blocks still arrive, rather than read back from the node afterwards.
 
-    A block that has not come within REASK_AFTER is asked for again (Kubo cancels the want and sends
-    a new one): a peer that restarted, or whose connection was replaced, may never answer the first
-    want. The fetch stalls only when no block at all arrived for ``stall_timeout``, so a slow link
-    that brings a block now and then is not mistaken for content nobody provides.
+    A block that has not come within REASK_AFTER per want in line before it (REASK_LONGEST at most) is
+    asked for again (Kubo cancels the want and sends a new one): a peer that restarted, or whose
+    connection was replaced, may never answer the first want. The fetch stalls only when no block at
+    all arrived for ``stall_timeout``, so a slow link that brings a block now and then is not mistaken
+    for content nobody provides.
     """
     if sink is not None and not layout.assemblable:
         raise ValueError(f"{layout.cid} cannot be assembled from its leaves")
@@ -324,6 +332,7 @@ class _LeafFetch:
         self._deadline = time.monotonic() + timeout
         self._last_block = self._logged = time.monotonic()
         self._fetched = 0
+        self._wanting = 0
         self._counting = threading.Lock()
 
     def work(self) -> None:
@@ -339,22 +348,44 @@ class _LeafFetch:
             wait = min(READ_FROM_HOLDER, max(self._deadline - time.monotonic(), 0.001))
             data = self._fleet.read_from(holder, leaf.cid, wait)
             if data is not None:
+                self._store(data)
                 self._arrived(leaf, data)
                 return
+        with self._counting:
+            self._wanting += 1
+            in_line = self._wanting
+        try:
+            while True:
+                try:
+                    self._client.block_stat(leaf.cid, timeout=self._wait(REASK_AFTER * in_line))
+                except IpfsTimeout:
+                    continue
+                self._arrived(leaf, None)
+                return
+        finally:
+            with self._counting:
+                self._wanting -= 1
+
+    def _store(self, data: bytes) -> None:
+        """Put a block read from another host into the node, again while Kubo does not answer in time:
+        the bytes are in hand, and a want for them would bring them a second time."""
         while True:
-            now = time.monotonic()
-            if now >= self._deadline:
-                raise IpfsTimeout(f"fetching {self._layout.cid} did not finish within {self._timeout:g} s")
-            quiet_for = now - self._last_block
-            if quiet_for >= self._stall_timeout:
-                raise _stalled(self._layout.cid, self._stall_timeout)
-            wait = min(REASK_AFTER, self._stall_timeout - quiet_for, self._deadline - now)
             try:
-                self._client.block_stat(leaf.cid, timeout=wait)
+                self._client.block_put(data, timeout=self._wait(REASK_LONGEST))
             except IpfsTimeout:
                 continue
-            self._arrived(leaf, None)
             return
+
+    def _wait(self, longest: float) -> float:
+        """Seconds the next call for a block may take: ``longest`` (REASK_LONGEST at most) within the
+        fetch's bounds, which raise once they ran out."""
+        now = time.monotonic()
+        if now >= self._deadline:
+            raise IpfsTimeout(f"fetching {self._layout.cid} did not finish within {self._timeout:g} s")
+        quiet_for = now - self._last_block
+        if quiet_for >= self._stall_timeout:
+            raise _stalled(self._layout.cid, self._stall_timeout)
+        return min(longest, REASK_LONGEST, self._stall_timeout - quiet_for, self._deadline - now)
 
     def _held_here(self, leaf: Leaf) -> bool:
         """Whether this node holds the leaf already (an unchanged block of a warm deploy), so that no
