@@ -356,8 +356,9 @@ class _LeafFetch:
             in_line = self._wanting
         try:
             while True:
+                wait = self._wait(REASK_AFTER * in_line)  # raises once the fetch's bounds ran out
                 try:
-                    self._client.block_stat(leaf.cid, timeout=self._wait(REASK_AFTER * in_line))
+                    self._client.block_stat(leaf.cid, timeout=wait)
                 except IpfsTimeout:
                     continue
                 self._arrived(leaf, None)
@@ -370,8 +371,9 @@ class _LeafFetch:
         """Put a block read from another host into the node, again while Kubo does not answer in time:
         the bytes are in hand, and a want for them would bring them a second time."""
         while True:
+            wait = self._wait(REASK_LONGEST)  # raises once the fetch's bounds ran out
             try:
-                self._client.block_put(data, timeout=self._wait(REASK_LONGEST))
+                self._client.block_put(data, timeout=wait)
             except IpfsTimeout:
                 continue
             return
