@@ -218,6 +218,18 @@ def test_a_slow_link_that_keeps_bringing_blocks_is_not_a_stall() -> None:
     assert set(peer.asked) == {ROOT, *peer.leaves}
 
 
+def test_leaves_no_peer_sends_end_the_fetch_at_the_stall_timeout() -> None:
+    # The image's layout is known, none of its leaves comes: the stall, raised between two timed-out wants,
+    # ends the fetch (caught once as one more timed-out want, it left a partitioned host spinning).
+    peer = Peer(leaves=4, ignored_wants=1000)
+    layout = FileLayout(
+        ROOT, 4 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(peer.leaves)], True
+    )
+
+    with pytest.raises(IpfsTimeout, match=f"^no block of {ROOT} arrived for 0.3 s"):
+        scatter_fetch(peer, layout, log=lambda _: None, timeout=30, stall_timeout=0.3)
+
+
 def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_image() -> None:
     peer = Peer(leaves=4, ignored_wants=1000)
 
