@@ -252,6 +252,10 @@ SECOND_FRONTEND = "h2"
 """The bed has no spare machine: h2's node doubles as a second frontend's node (and stays a storage peer)."""
 
 
+# In `make test-long` only: it stops the first frontend's node and restarts every cluster peer trusting
+# h2, and in one session with the test that rebuilds the frontend's repository one of the two then fails
+# (the rebuilt node's `cluster recover` did not end in 300 s in a fresh-clone run): not understood yet.
+@pytest.mark.long
 @pytest.mark.current_version  # IPFS Cluster does not depend on OpenNebula's version
 def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_once_the_firsts_node_is_lost(
     bed: Bed, one: GenuineOne, cluster_api: str, local_dir: Path
