@@ -90,6 +90,8 @@ BACKUP_CANCEL_WAIT = 60.0
 """How long backup_cancel waits for the cancelled backup to clean up and go."""
 ADMIN_SSH_TIMEOUT = 60.0
 """One command of the admin tool on a host over ssh (a probe, a repository, a systemd unit)."""
+ONED_TIMEOUT = 60.0
+"""One request to oned's XML-RPC API: oned answers a read in milliseconds unless it hangs."""
 ADMIN_RPC_TIMEOUT = 10.0
 """One question of the admin tool to a Kubo node: a node that takes longer is reported as not answering."""
 CLUSTER_TIMEOUT = 30.0

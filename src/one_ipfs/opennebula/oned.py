@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from one_ipfs.defaults import ONED_TIMEOUT
 from one_ipfs.errors import ObjectMissing, OnedUnreachable, OpenNebulaError
 from one_ipfs.opennebula.action import (
     DatastoreTemplate,
@@ -34,8 +35,6 @@ from one_ipfs.opennebula.action import (
     parse_vm_xml,
 )
 
-TIMEOUT = 60.0
-"""Bounds one request: oned answers a read in milliseconds unless it hangs."""
 MAX_XML = 16 << 20
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 ONEADMIN_FILES = Path("/var/lib/one/.one")
@@ -95,7 +94,7 @@ def call(method: str, *params: object, at: Endpoint | None = None) -> object:
     try:
         answer = getattr(proxy, method)(at.session, *params)
     except TimeoutError:
-        raise OnedUnreachable(f"oned at {at.url} did not answer {method} within {TIMEOUT:g} s") from None
+        raise OnedUnreachable(f"oned at {at.url} did not answer {method} within {ONED_TIMEOUT:g} s") from None
     except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
         raise OnedUnreachable(f"oned does not answer at {at.url} ({method}): {exc}") from None
     except xmlrpc.client.Fault as exc:
@@ -229,7 +228,7 @@ class _Transport(xmlrpc.client.Transport):
 
     def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
         connection = super().make_connection(host)
-        connection.timeout = TIMEOUT
+        connection.timeout = ONED_TIMEOUT
         return connection
 
     def parse_response(self, response: http.client.HTTPResponse) -> tuple[Any, ...]:
