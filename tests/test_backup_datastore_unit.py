@@ -19,7 +19,7 @@ from one_ipfs.host import __main__ as host_cli
 from one_ipfs.host import protocol
 from one_ipfs.host.backups import backup_files, token
 from one_ipfs.hosts import calls as host_calls
-from one_ipfs.opennebula.action import DsAction, parse_backed_up_vm, read_ds_action
+from one_ipfs.opennebula.documents import DsAction, parse_backed_up_vm, read_ds_action
 from one_ipfs.opennebula.install import SOURCE_REMOTES
 from tests.hostile.corpus import BILLION_LAUGHS, action, b64, datastore, image
 from tests.hostile.harness import CID

@@ -11,7 +11,7 @@ from one_ipfs.errors import OpenNebulaError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import VmHistory, VmTemplate
+from one_ipfs.opennebula.documents import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
 
 CONFIG = load_config({}, defaults={})

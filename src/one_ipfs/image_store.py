@@ -17,7 +17,7 @@ from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.refs import parse_reference
 from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import ImageTemplate
+from one_ipfs.opennebula.documents import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 

@@ -26,7 +26,7 @@ from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
+from one_ipfs.opennebula.documents import DatastoreTemplate, ImageTemplate
 
 IPFS_DS_MAD = "ipfs"
 MAX_PARALLEL = 8

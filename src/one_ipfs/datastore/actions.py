@@ -17,7 +17,7 @@ from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
+from one_ipfs.opennebula.documents import DsAction, ImageTemplate, read_ds_action
 from one_ipfs.opennebula.output import dispatch, log_info
 
 SAVE_AS = "save_as"

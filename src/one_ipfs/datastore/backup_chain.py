@@ -24,7 +24,7 @@ from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidReference
 from one_ipfs.images import state_dir
 from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.opennebula.action import BackupIncrements
+from one_ipfs.opennebula.documents import BackupIncrements
 from one_ipfs.opennebula.output import log_info
 
 _BACKUP_ID = re.compile(r"^([0-9a-f]{12})-([A-Za-z0-9]{1,256})$")

@@ -37,7 +37,7 @@ from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_node
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     MAX_PAYLOAD,
     BackedUpVm,
     DsAction,

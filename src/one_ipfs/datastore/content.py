@@ -26,7 +26,7 @@ from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.images import state_dir
 from one_ipfs.ipfs.refs import looks_like_reference
 from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK
-from one_ipfs.opennebula.action import ImageTemplate
+from one_ipfs.opennebula.documents import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "vfat", "btrfs")

@@ -20,7 +20,7 @@ from one_ipfs.errors import InvalidInput, InvalidReference
 from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
 from one_ipfs.market import publication
 from one_ipfs.market.catalogue import CatalogueApp, parse_app
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     DatastoreTemplate,
     ImportInfo,
     MarketAction,

@@ -26,7 +26,7 @@ from one_ipfs.defaults import UPSTREAM_TIMEOUT
 from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
 from one_ipfs.ipfs.refs import parse_cid
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import VmTemplate
+from one_ipfs.opennebula.documents import VmTemplate
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import log_info, relay_log
 from one_ipfs.transfer import actions
