@@ -31,9 +31,9 @@ from one_ipfs.errors import (
     StreamBroken,
 )
 from one_ipfs.ipfs import network
+from one_ipfs.ipfs.fetching import Leaf, file_layout, reconnect_peering, scatter_fetch
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.gateway import Gateway, block_reader
-from one_ipfs.ipfs.pinning import Leaf, file_layout, reconnect_peering, scatter_fetch
 from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
@@ -662,7 +662,7 @@ def test_a_leaf_is_read_from_its_holder_which_never_fetches_for_others_nor_is_as
 
     summary = "1 block(s) came from the other hosts that held them; 1 host(s) failed to send theirs"
     assert any(line.startswith(summary) for line in logged), logged
-    assert brought == kubo.block_get(held)  # stored by the fetch it is for (test_pinning_unit.py)
+    assert brought == kubo.block_get(held)  # stored by the fetch it is for (test_fetching_unit.py)
     assert not_brought is None
     assert not_asked_again is None
     with pytest.raises(subprocess.CalledProcessError):

@@ -33,7 +33,7 @@ from one_ipfs.host.deploy import (
 )
 from one_ipfs.host.disks import COPY, OVERLAY
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, remove_file
-from one_ipfs.ipfs.pinning import PROGRESS_EVERY
+from one_ipfs.ipfs.fetching import PROGRESS_EVERY
 from one_ipfs.ipfs.rpc import KuboClient
 
 MODES = (COPY, OVERLAY)

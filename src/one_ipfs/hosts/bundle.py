@@ -39,7 +39,7 @@ HOST_MODULES = (
     "ipfs/rpc.py",
     "ipfs/transport.py",
     "ipfs/refs.py",
-    "ipfs/pinning.py",
+    "ipfs/fetching.py",
     "ipfs/gateway.py",
     "ipfs/fleet.py",
     "ipfs/network.py",
