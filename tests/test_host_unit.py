@@ -25,7 +25,7 @@ from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks, inputs, protocol
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
-from one_ipfs.ipfs.refs import DAG_PB, Cid
+from one_ipfs.ipfs.paths import DAG_PB, Cid
 from one_ipfs.ipfs.rpc import DagLink, ImportSettings, KuboClient
 from one_ipfs.ipfs.transport import Call
 from tests.hostile.harness import CID

@@ -34,7 +34,7 @@ from one_ipfs.ipfs import network
 from one_ipfs.ipfs.fetching import Leaf, file_layout, reconnect_peering, scatter_fetch
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.gateway import Gateway, block_reader
-from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid
+from one_ipfs.ipfs.paths import RAW, SHA2_256, Cid
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
 from testbed.system import Process, spawn, stop_processes

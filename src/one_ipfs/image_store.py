@@ -14,7 +14,7 @@ from one_ipfs.config import DatastoreConfig
 from one_ipfs.errors import InvalidInput
 from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas, state_dir
 from one_ipfs.ipfs.cluster import ClusterClient
-from one_ipfs.ipfs.refs import parse_reference
+from one_ipfs.ipfs.paths import parse_reference
 from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.documents import ImageTemplate

@@ -25,7 +25,7 @@ from one_ipfs.config import var_dir
 from one_ipfs.errors import ContentNotFound, InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.fetching import fetch_patiently, pin_with_progress
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 HANDLE_PATTERN = re.compile(r"^one-ipfs/ds(\d{1,9})/img(\d{1,9})$")

@@ -23,7 +23,7 @@ from one_ipfs.config import DatastoreConfig
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidReference
 from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula.documents import BackupIncrements
 from one_ipfs.opennebula.output import log_info
 

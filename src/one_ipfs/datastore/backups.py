@@ -35,7 +35,7 @@ from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_node
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.documents import (
     MAX_PAYLOAD,

@@ -24,7 +24,7 @@ from one_ipfs.defaults import MKFS_TIMEOUT
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import looks_like_reference
+from one_ipfs.ipfs.paths import looks_like_reference
 from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK
 from one_ipfs.opennebula.documents import ImageTemplate
 from one_ipfs.opennebula.output import log_info

@@ -38,7 +38,7 @@ HOST_MODULES = (
     "ipfs/__init__.py",
     "ipfs/rpc.py",
     "ipfs/transport.py",
-    "ipfs/refs.py",
+    "ipfs/paths.py",
     "ipfs/fetching.py",
     "ipfs/gateway.py",
     "ipfs/fleet.py",

@@ -17,7 +17,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidReference
-from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
+from one_ipfs.ipfs.paths import looks_like_reference, parse_reference
 from one_ipfs.market import publication
 from one_ipfs.market.catalogue import CatalogueApp, parse_app
 from one_ipfs.opennebula.documents import (

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from one_ipfs.errors import InvalidInput
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula.documents import MAX_SIZE_MB
 
 SCHEMA = "one-ipfs-marketplace/1"

@@ -21,7 +21,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import parse_cid, parse_reference
+from one_ipfs.ipfs.paths import parse_cid, parse_reference
 from one_ipfs.market.catalogue import MAX_DOCUMENT, Catalogue, parse_catalogue
 from one_ipfs.opennebula.documents import MarketplaceTemplate
 from one_ipfs.opennebula.output import log_error, log_info

@@ -25,7 +25,7 @@ from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
-from one_ipfs.ipfs.refs import parse_reference
+from one_ipfs.ipfs.paths import parse_reference
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.documents import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of

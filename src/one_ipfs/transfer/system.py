@@ -24,7 +24,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, remotes_dir
 from one_ipfs.defaults import UPSTREAM_TIMEOUT
 from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.documents import VmTemplate
 from one_ipfs.opennebula.location import Location, disk_id_of

@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from one_ipfs.errors import InvalidReference
-from one_ipfs.ipfs.refs import (
+from one_ipfs.ipfs.paths import (
     ACCEPTED_FORMS,
     CODECS,
     HASHES,
