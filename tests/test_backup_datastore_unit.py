@@ -14,7 +14,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import actions, backups
 from one_ipfs.datastore.backup_chain import BackupId
-from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
+from one_ipfs.errors import Cancelled, InvalidInput, InvalidIpfsPath, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
 from one_ipfs.host import protocol
 from one_ipfs.host.backups import backup_files, token
@@ -97,7 +97,7 @@ def test_backup_refuses_a_backup_base_path_it_would_not_read(monkeypatch: pytest
 def test_rm_and_restore_of_a_backup_refuse_a_source_that_names_no_ipfs_backup(source: str) -> None:
     for name in ("rm", "restore"):
         stdin = io.BytesIO(b64(action(image(SOURCE=source, TYPE="6"), BACKUP_DS)))
-        with pytest.raises(InvalidReference):
+        with pytest.raises(InvalidIpfsPath):
             actions.run(name, ["7"], stdin)
 
 
@@ -130,7 +130,7 @@ def increments(*sources: tuple[str, str], keep_last: int = 2) -> bytes:
     [
         (
             (("0", f"0123456789ab-{CID}"), ("1", "not-a-backup"), ("2", f"0123456789ac-{CID}")),
-            InvalidReference,
+            InvalidIpfsPath,
             "not a backup of an ipfs backup datastore",
         ),
         (

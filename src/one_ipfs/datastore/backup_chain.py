@@ -21,7 +21,7 @@ from pathlib import Path
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.datastore import content
-from one_ipfs.errors import InvalidInput, InvalidReference
+from one_ipfs.errors import InvalidInput, InvalidIpfsPath
 from one_ipfs.images import state_dir
 from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula.documents import BackupIncrements
@@ -51,13 +51,13 @@ class BackupId:
     def parse(cls, source: str) -> BackupId:
         match = _BACKUP_ID.fullmatch(source)
         if match is None:
-            raise InvalidReference(
+            raise InvalidIpfsPath(
                 f"{source[:200]!r} is not a backup of an ipfs backup datastore (<token>-<cid>)"
             )
         try:
             parse_cid(match.group(2))
         except InvalidInput:
-            raise InvalidReference(f"{source[:200]!r} names no valid CID") from None
+            raise InvalidIpfsPath(f"{source[:200]!r} names no valid CID") from None
         return cls(match.group(1), match.group(2))
 
     @classmethod

@@ -16,8 +16,8 @@ from typing import BinaryIO
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
-from one_ipfs.errors import InvalidInput, InvalidReference
-from one_ipfs.ipfs.paths import looks_like_reference, parse_reference
+from one_ipfs.errors import InvalidInput, InvalidIpfsPath
+from one_ipfs.ipfs.paths import looks_like_ipfs_path, parse_ipfs_path
 from one_ipfs.market import publication
 from one_ipfs.market.catalogue import CatalogueApp, parse_app
 from one_ipfs.opennebula.documents import (
@@ -79,8 +79,8 @@ def delete(action: MarketAction, config: DatastoreConfig) -> None:
         log_info(f"app {app.id} is listed by another cloud's catalogue: nothing held here to release")
         return
     try:
-        cid = parse_reference(content.as_reference(app.source, config)).root
-    except InvalidReference:
+        cid = parse_ipfs_path(content.as_ipfs_path(app.source, config)).root
+    except InvalidIpfsPath:
         log_info(f"app {app.id} has no SOURCE this marketplace gave: nothing to release")
         return
     with publication.locked(market.id):
@@ -123,8 +123,8 @@ def _hold_content(
     imported: ImportInfo, datastore: DatastoreTemplate | None, reference: str, config: DatastoreConfig
 ) -> tuple[str, str]:
     """(CID, format) of the exported image, held under ``reference``."""
-    path = content.as_reference(imported.source, config)
-    if looks_like_reference(path):
+    path = content.as_ipfs_path(imported.source, config)
+    if looks_like_ipfs_path(path):
         cid, _ = image_store.resolve(path, config)
         image_store.hold(cid, reference, config)
         log_info(f"taking {cid} by its CID: nothing copied")

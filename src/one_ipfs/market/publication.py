@@ -21,7 +21,7 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import state_dir
-from one_ipfs.ipfs.paths import parse_cid, parse_reference
+from one_ipfs.ipfs.paths import parse_cid, parse_ipfs_path
 from one_ipfs.market.catalogue import MAX_DOCUMENT, Catalogue, parse_catalogue
 from one_ipfs.opennebula.documents import MarketplaceTemplate
 from one_ipfs.opennebula.output import log_error, log_info
@@ -60,10 +60,10 @@ def current(market: MarketplaceTemplate, config: DatastoreConfig) -> Catalogue:
             f"or {NAME_ATTRIBUTE} = /ipns/<name> to list another cloud's"
         )
     name = subscribed if subscribed.startswith("/ipns/") else f"/ipns/{subscribed}"
-    reference = parse_reference(name)
-    if not reference.is_mutable or reference.subpath:
+    given = parse_ipfs_path(name)
+    if not given.is_mutable or given.subpath:
         raise InvalidInput(f"{NAME_ATTRIBUTE} must be an IPNS name, /ipns/<name>")
-    path = image_store.client(config).name_resolve(reference.path, timeout=config.stall_timeout)
+    path = image_store.client(config).name_resolve(given.path, timeout=config.stall_timeout)
     return _read(path, config)
 
 

@@ -25,7 +25,7 @@ from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
-from one_ipfs.ipfs.paths import parse_reference
+from one_ipfs.ipfs.paths import parse_ipfs_path
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.documents import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
@@ -216,7 +216,7 @@ def _deploy_request(args: list[str]) -> DiskRequest:
         integer_argument(ds_id, "the datastore id"),
     )
     if ImageHandle.parse(request.source) is None:
-        parse_reference(request.source)
+        parse_ipfs_path(request.source)
     return request
 
 
