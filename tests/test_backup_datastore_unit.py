@@ -104,7 +104,7 @@ def test_rm_and_restore_of_a_backup_refuse_a_source_that_names_no_ipfs_backup(so
 def test_a_backup_source_names_its_token_and_directory() -> None:
     parsed = BackupId.parse(f"0123456789ab-{CID}")
 
-    assert (parsed.token, parsed.cid, parsed.reference_name) == ("0123456789ab", CID, "backup-0123456789ab")
+    assert (parsed.token, parsed.cid, parsed.hold_name) == ("0123456789ab", CID, "backup-0123456789ab")
     assert str(parsed) == f"0123456789ab-{CID}"
 
 

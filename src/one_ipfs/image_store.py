@@ -56,7 +56,7 @@ def hold(cid: str, name: str, config: DatastoreConfig, total_bytes: int | None =
 
 def release(cid: str, name: str, config: DatastoreConfig) -> None:
     if registry(config).release(cid, name):
-        log_info(f"unpinned {cid}: no image references it any more")
+        log_info(f"unpinned {cid}: nothing holds it any more")
 
 
 def release_unrecorded(handle: ImageHandle, versions: ImageVersions, config: DatastoreConfig) -> None:

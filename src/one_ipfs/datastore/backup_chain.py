@@ -34,7 +34,7 @@ STAGING = "/.one-ipfs-backup-flatten"
 
 @dataclass(frozen=True)
 class BackupId:
-    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own reference, so that two
+    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own hold, so that two
     backups with the very same content are released one at a time."""
 
     token: str
@@ -44,7 +44,7 @@ class BackupId:
         return f"{self.token}-{self.cid}"
 
     @property
-    def reference_name(self) -> str:
+    def hold_name(self) -> str:
         return f"backup-{self.token}"
 
     @classmethod
@@ -102,7 +102,7 @@ def disk_cid(links: list[Increment], disk_id: int, config: DatastoreConfig) -> s
 
 
 def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreConfig) -> BackupId:
-    """One backup holding what the chain ``links`` ends with, pinned under a reference of its own: its
+    """One backup holding what the chain ``links`` ends with, pinned under a hold of its own: its
     ``vm.xml`` is the last increment's, and each disk the chain flattened, named for the last increment
     (the backups after it rebase on that name). The caller releases the increments it replaces."""
     last = links[-1]
@@ -118,7 +118,7 @@ def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreCo
                 flat.unlink()
         node.files_cp(f"/ipfs/{last.backup.cid}/vm.xml", f"{staging}/vm.xml")
         backup = BackupId.new(node.files_stat(staging, timeout=config.stall_timeout).cid)
-        image_store.hold(backup.cid, backup.reference_name, config)
+        image_store.hold(backup.cid, backup.hold_name, config)
     finally:
         node.files_rm(staging, force=True)
     log_info(f"increments {links[0].id} to {last.id} are one backup now: {backup}")

@@ -118,7 +118,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         image.path, config.safe_dirs, config.restricted_dirs, timeout, checksums
     ) as stream:
         # Pinned as it is added, unless a checksum (or a backup downloader's exit status) may still refuse
-        # it: pinning after the add reads the whole image back. A driver killed before the reference
+        # it: pinning after the add reads the whole image back. A driver killed before the hold
         # leaves a pin ``rm`` releases.
         verified_later = bool(stream.hashes.expected) or sources.is_backup(image.path)
         added = image_store.client(config).add(

@@ -75,18 +75,18 @@ def publish(market: MarketplaceTemplate, catalogue: Catalogue, config: Datastore
     key = publishing_key(market)
     node = image_store.client(config)
     added = node.add(io.BytesIO(catalogue.to_bytes()), settings=config.import_settings, pin=False)
-    reference = f"one-market{market.id}-catalogue"
+    hold_name = f"one-market{market.id}-catalogue"
     previous = _read_record(market.id)
-    image_store.hold(added.cid, reference, config)
+    image_store.hold(added.cid, hold_name, config)
     try:
         name = node.name_publish(f"/ipfs/{added.cid}", key=key)
         _write_record(market.id, added.cid)
     except Exception:
         if added.cid != previous:
-            image_store.release(added.cid, reference, config)
+            image_store.release(added.cid, hold_name, config)
         raise
     if previous is not None and previous != added.cid:
-        image_store.release(previous, reference, config)
+        image_store.release(previous, hold_name, config)
     log_info(
         f"catalogue of marketplace {market.id} ({len(catalogue.apps)} apps) is {added.cid}, /ipns/{name}"
     )

@@ -271,7 +271,7 @@ def _save(
     updated = versions.with_version(cid)
     number = updated.entries[-1][0]
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
-    image_store.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
+    image_store.hold(cid, handle.hold_name(number), config, total_bytes=saved or None)
     try:
         oned.update_image(
             handle.image_id,
@@ -282,7 +282,7 @@ def _save(
             },
         )
     except Exception:
-        image_store.release(cid, handle.reference_name(number), config)
+        image_store.release(cid, handle.hold_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
@@ -363,12 +363,12 @@ def _save_snapshots(
             config=config,
             parked=parked,
         )
-        image_store.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
+        image_store.hold(cid, handle.snapshot_hold_name(snapshot_id), config, total_bytes=size or None)
         entries.append((snapshot_id, cid))
     oned.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
     for snapshot_id, cid in before.entries:
         if (snapshot_id, cid) not in entries:
-            image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
+            image_store.release(cid, handle.snapshot_hold_name(snapshot_id), config)
     log_info(f"image {handle.image_id} keeps {len(entries)} disk snapshot(s) in IPFS")
 
 
