@@ -19,8 +19,8 @@ from one_ipfs.host import disks, log_info
 from one_ipfs.host.cache import (
     CACHE_PIN_PREFIX,
     CacheEntry,
+    DiskUse,
     HostCache,
-    Reference,
     cache_pin_name,
     pin_owner,
     unpin_cache_pin,
@@ -343,8 +343,8 @@ def used_by(
     def change(entry: CacheEntry) -> None:
         entry.stored = max(entry.stored, stored)
         if holds:
-            known = entry.refs.get(str(disk))
-            entry.refs[str(disk)] = Reference(vm if vm is not None or known is None else known.vm, expected)
+            known = entry.uses.get(str(disk))
+            entry.uses[str(disk)] = DiskUse(vm if vm is not None or known is None else known.vm, expected)
 
     return change
 
