@@ -474,7 +474,7 @@ def test_files_stat_with_local_tells_how_much_a_host_holds(
     assert (after.local, after.size_local) == (True, after.cumulative_size)
 
 
-def test_mfs_references_can_be_made_listed_and_removed(kubo: KuboClient, image: Path) -> None:
+def test_mfs_entries_can_be_made_listed_and_removed(kubo: KuboClient, image: Path) -> None:
     cid = kubo.add(image, settings=SETTINGS, pin=False).cid
     kubo.files_cp(f"/ipfs/{cid}", f"/one-ipfs/refs/{cid}/ds100-img7-v1")
     assert kubo.files_ls(f"/one-ipfs/refs/{cid}") == [("ds100-img7-v1", cid)]
