@@ -31,7 +31,7 @@ from one_ipfs.ipfs.rpc import KuboClient
 
 HANDLE_PATTERN = re.compile(r"^one-ipfs/ds(\d{1,9})/img(\d{1,9})$")
 VERSION_PATTERN = re.compile(r"^(\d{1,6}):([A-Za-z0-9]{1,128})$")
-HOLDS_ROOT = "/one-ipfs/refs"  # named before "hold" was the word: existing nodes keep their holds there
+HOLDS_ROOT = "/one-ipfs/refs"  # the folder nodes have always kept holds in
 MAX_VERSIONS = 10000
 
 

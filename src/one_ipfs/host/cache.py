@@ -77,7 +77,7 @@ class CacheEntry:
             "stored": self.stored,
             "owns_pin": self.owns_pin,
             "last_used": self.last_used,
-            # "refs" is what entries written before "use" was the word call their uses: caches keep it.
+            # Stored under "refs", the key entries have always had, so that caches on hosts read unchanged.
             "refs": {key: {"vm": use.vm, "expected": use.expected} for key, use in sorted(self.uses.items())},
         }
 
