@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.errors import InvalidInput
-from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas, state_dir
+from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.paths import parse_ipfs_path
 from one_ipfs.ipfs.rpc import KuboClient

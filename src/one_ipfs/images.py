@@ -15,14 +15,12 @@ before the version counts as saved, and unpins it there with the last hold.
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.config import var_dir
 from one_ipfs.errors import ContentNotFound, InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.fetching import fetch_patiently, pin_with_progress
@@ -243,10 +241,3 @@ class ContentRegistry:
         for pin in strays:
             self.release(pin.cid, pin.name)
         return [pin.cid for pin in strays]
-
-
-def state_dir() -> Path:
-    """Where the frontend side keeps its locks, scratch files and ssh sockets: oneadmin's, beside
-    OpenNebula's own state (``ONE_IPFS_STATE``, else ``.one-ipfs`` in OpenNebula's var folder)."""
-    state = os.environ.get("ONE_IPFS_STATE", "")
-    return Path(state) if state else var_dir() / ".one-ipfs"

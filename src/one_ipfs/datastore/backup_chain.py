@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.datastore import content
 from one_ipfs.errors import InvalidInput, InvalidIpfsPath
-from one_ipfs.images import state_dir
 from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula.documents import BackupIncrements
 from one_ipfs.opennebula.output import log_info

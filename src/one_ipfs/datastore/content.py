@@ -19,11 +19,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.defaults import MKFS_TIMEOUT
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
-from one_ipfs.images import state_dir
 from one_ipfs.ipfs.paths import looks_like_ipfs_path
 from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK
 from one_ipfs.opennebula.documents import ImageTemplate

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.errors import InvalidInput, NotSupported
-from one_ipfs.images import state_dir
 from one_ipfs.ipfs.paths import parse_cid, parse_ipfs_path
 from one_ipfs.market.catalogue import MAX_DOCUMENT, Catalogue, parse_catalogue
 from one_ipfs.opennebula.documents import MarketplaceTemplate
