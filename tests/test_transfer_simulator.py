@@ -27,7 +27,7 @@ pytestmark = pytest.mark.bed
 
 
 def cache_refs(bed: Bed, host: str) -> dict[str, dict[str, dict[str, object]]]:
-    """Every reference in the host's cache: CID -> disk path -> {vm, expected}."""
+    """Every use of the host's cache entries: CID -> disk path -> {vm, expected}."""
     entries = bed.host(host).var_lib_one / "datastores" / ".one-ipfs-cache" / "entries"
     return {path.stem: json.loads(path.read_text())["refs"] for path in entries.glob("*.json")}
 
