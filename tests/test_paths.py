@@ -384,7 +384,7 @@ def test_refusal_is_one_safe_line_naming_the_accepted_forms() -> None:
 @example(f"/ipfs/{EMPTY_DIR_V1}/\ud800")
 @example(f"/ipns/{KEY_PEER_ID}/a")
 @example("fs:/ipns/a.b")
-def test_no_text_breaks_parse_reference_with_anything_but_invalid_reference(text: str) -> None:
+def test_no_text_breaks_parse_ipfs_path_with_anything_but_invalid_ipfs_path(text: str) -> None:
     looks_like_ipfs_path(text)
     try:
         ref = parse_ipfs_path(text)
