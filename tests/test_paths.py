@@ -223,7 +223,7 @@ def test_cids_written_by_an_independent_encoder_parse_to_their_fields(digest: by
 @example("Qm" + "1" * 44)
 @example("k" + "0" * 50)
 @example("b")
-def test_no_text_breaks_parse_cid_with_anything_but_invalid_reference(text: str) -> None:
+def test_no_text_breaks_parse_cid_with_anything_but_invalid_ipfs_path(text: str) -> None:
     try:
         cid = parse_cid(text)
     except InvalidIpfsPath as exc:
