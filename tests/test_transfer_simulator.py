@@ -67,7 +67,7 @@ def test_a_datastore_location_outside_var_lib_one_deploys_snapshots_and_deletes(
     elsewhere = Path(tempfile.mkdtemp(prefix="one-ipfs-ds-location-", dir="/var/tmp"))
     owner = bed.host("h4").var_lib_one.stat()
     os.chown(elsewhere, owner.st_uid, owner.st_gid)
-    monkeypatch.setattr(one, "lines", TransferLines(one.hostname, f"{elsewhere}//datastores"))
+    monkeypatch.setattr(one.transfers, "lines", TransferLines(one.hostname, f"{elsewhere}//datastores"))
     data = disk_bytes(1 << 20, seed=40)
     image = image_from(bed, one, ipfs_ds, data, "location-elsewhere", persistent=True)
     try:
