@@ -133,8 +133,8 @@ def call_all(
 
 
 def results(replies: dict[str, Reply[R]]) -> dict[str, R]:
-    """Every node's result, or a HostError naming every failure."""
-    failed = [str(reply.error) for reply in replies.values() if reply.result is None]
+    """Every node's result, or a HostError naming every failure and its node."""
+    failed = [f"{name}: {reply.error}" for name, reply in replies.items() if reply.result is None]
     if failed:
         raise HostError("; ".join(failed))
     return {name: reply.result for name, reply in replies.items() if reply.result is not None}
