@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from one_ipfs import __version__
-from one_ipfs.admin import remote
 from one_ipfs.admin.cli import main
 from one_ipfs.admin.doctor import Target, diagnose
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site
-from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, write_host_bundle
+from one_ipfs.host.protocol import NodeFacts, Probe, read_result, to_json
+from one_ipfs.hosts.bundle import HOST_LIB, write_host_bundle
+from one_ipfs.hosts.calls import probe_argv
 from one_ipfs.opennebula.install import DEFAULTS
 from tests.test_admin_install import ONED_CONF, self_contained_one, stand_in_python, tree
 from tests.test_admin_site import stand_ins
@@ -88,29 +89,19 @@ def test_doctor_checks_the_interpreter_ipfs_conf_gives_the_drivers(tmp_path: Pat
     assert (FRONTEND, "python") in doctor_problems(one, bin_dir, tmp_path)
 
 
-def probe_over_ssh(lib: Path) -> dict[str, object]:
-    """``remote.probe`` as a host runs it: ``python3 -c BOOT``, the host bundle folder first on its path."""
-    message = {
-        "script": Path(remote.__file__).read_text(),
-        "lib": str(lib),
-        "command": "probe",
-        "payload": {
-            "repo": str(lib / "no-repo"),
-            "api": "http://127.0.0.1:9",
-            "bundle": str(lib / BUNDLE_STAMP),
-            "auth_file": "",
-            "auth_setting": "IPFS_HOST_API_AUTH_FILE",
-        },
-    }
+def probe_over_ssh(lib: Path) -> NodeFacts:
+    """The probe as a host runs it: the program the channel sends (``python3 -c``), the host bundle folder
+    first on its path."""
+    request = Probe(repo=str(lib / "no-repo"), api="http://127.0.0.1:9", lib=str(lib), frontend_bundle="x")
     done = subprocess.run(
-        [sys.executable, "-c", remote.BOOT],
-        input=json.dumps(message) + "\n",
+        [sys.executable, *probe_argv()[1:]],
+        input=to_json(request) + "\n",
         capture_output=True,
         text=True,
         check=True,
         cwd="/",
     )
-    return dict(json.loads(done.stdout.splitlines()[-1]))
+    return read_result(request, done.stdout.splitlines()[-1])
 
 
 def test_doctor_finds_a_host_python3_that_cannot_run_the_host_bundle(tmp_path: Path) -> None:
@@ -121,8 +112,8 @@ def test_doctor_finds_a_host_python3_that_cannot_run_the_host_bundle(tmp_path: P
 
     broken = probe_over_ssh(lib)
 
-    assert sound["bundle_python"] is None
-    assert "ImportError: cannot import name 'nothing_here'" in str(broken["bundle_python"])
+    assert sound.bundle_python is None
+    assert "ImportError: cannot import name 'nothing_here'" in str(broken.bundle_python)
     target = Target(Site(tmp_path / "remotes", tmp_path / "oned.conf"), "~/.ipfs", "~/.ipfs")
     frontend = Reply(FRONTEND, sound)
     report = diagnose(target, {FRONTEND: frontend, "h1": Reply("h1", broken, sent_at=1.0, received_at=1.0)})

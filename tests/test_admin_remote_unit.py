@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from one_ipfs.admin import images, remote
+from one_ipfs.admin import images
 from one_ipfs.admin.nodes import FRONTEND
 from one_ipfs.config import load_config
 from one_ipfs.errors import AccessRefused, ContentNotFound, DaemonUnreachable
+from one_ipfs.host import probe
 from one_ipfs.ipfs.transport import Call
 from tests.support.kubo_wire import FakeNode, Reply
 
@@ -17,7 +18,7 @@ PEER = "12D3KooWPeer"
 
 
 def use(node: FakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "_kubo", lambda api, auth: node.client())
+    monkeypatch.setattr(probe, "_kubo", lambda api, auth: node.client())
 
 
 def refuse(call: Call) -> dict[str, str]:
@@ -48,7 +49,7 @@ def test_a_daemon_that_answers_is_up_with_its_facts_and_one_that_refuses_the_sec
     node = FakeNode(answers)
     use(node, monkeypatch)
 
-    daemon = remote.ask_daemon("http://127.0.0.1:5001")
+    daemon = probe.ask_daemon("http://127.0.0.1:5001")
 
     assert daemon == {
         "up": True,
@@ -61,7 +62,7 @@ def test_a_daemon_that_answers_is_up_with_its_facts_and_one_that_refuses_the_sec
     }
     assert [call.params for call in node.asked("repo/stat")] == [{"size-only": "true"}]
     use(FakeNode({**answers, "version": refuse}), monkeypatch)
-    assert remote.ask_daemon("http://127.0.0.1:5001") == {
+    assert probe.ask_daemon("http://127.0.0.1:5001") == {
         "up": False,
         "auth": True,
         "error": "the Kubo RPC API at http://127.0.0.1:5001 refused no secret",

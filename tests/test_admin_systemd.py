@@ -4,8 +4,8 @@ This machine has no systemd running, so each test puts a recording ``systemctl``
 passes its command on, for a test run without root) first on PATH, for that test only, has the node write
 its unit into a temporary folder instead of /etc/systemd/system, and names a temporary folder as the sign
 that systemd runs (``/run/systemd/system`` on a real node). Everything else is real: the node
-side (``remote.unit``, as a host runs it over ssh), the files, ``install``, and systemd's own parser
-(``systemd-analyze verify``) judging the unit.
+side (``protocol.InstallUnit`` read back from its JSON and handled as a host handles it), the files,
+``install``, and systemd's own parser (``systemd-analyze verify``) judging the unit.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from one_ipfs.admin import remote
 from one_ipfs.admin.cli import main
+from one_ipfs.admin.nodes import FRONTEND, Reply, call
+from one_ipfs.host import admin
+from one_ipfs.host.protocol import InstallUnit, UnitInstalled
 
 UNIT = "one-ipfs-test"
 
@@ -72,10 +73,8 @@ class Node:
         lines = log.read_text().splitlines() if log.exists() else []
         return [[word for word in json.loads(line) if word != "--"] for line in lines]
 
-    def configure(self, *, restart: bool = False) -> dict[str, Any]:
-        return remote.unit(
-            {"unit": UNIT, "repo": str(self.repo), "restart": restart, "unit_dir": str(self.unit_dir)}
-        )
+    def configure(self, *, restart: bool = False) -> Reply[UnitInstalled]:
+        return call(FRONTEND, InstallUnit(unit=UNIT, daemon="kubo", folder=str(self.repo), restart=restart))
 
 
 def executable(path: Path, text: str) -> None:
@@ -94,7 +93,8 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     booted = tmp_path / "run" / "systemd" / "system"
     booted.mkdir(parents=True)
-    monkeypatch.setattr(remote, "SYSTEMD_RUNTIME", str(booted))
+    monkeypatch.setattr(admin, "SYSTEMD_RUNTIME", str(booted))
+    monkeypatch.setattr(admin, "SYSTEMD_DIR", str(unit_dir))
     yield Node(bin_dir, repo, unit_dir)
 
 
@@ -114,7 +114,7 @@ def directives(text: str) -> dict[str, list[str]]:
 def test_unit_runs_kubo_as_the_repository_owner_in_a_forced_private_network(node: Node) -> None:
     result = node.configure()
 
-    assert result == {"path": str(node.unit_file), "changed": True, "done": "enabled and started"}
+    assert result.result == UnitInstalled(str(node.unit_file), changed=True, done="enabled and started")
     unit = directives(node.unit_file.read_text())
     owner = pwd.getpwuid(node.repo.stat().st_uid).pw_name
     assert unit["Service.User"] == [owner]
@@ -163,7 +163,7 @@ def test_running_the_same_network_command_again_leaves_the_daemon_alone(node: No
 
     result = node.configure()
 
-    assert result == {"path": str(node.unit_file), "changed": False, "done": "running"}
+    assert result.result == UnitInstalled(str(node.unit_file), changed=False, done="running")
     assert node.calls()[first:] == [["is-active", "--quiet", UNIT]]
 
 
@@ -171,9 +171,9 @@ def test_running_daemon_is_restarted_to_read_new_network_settings(node: Node) ->
     node.configure()
     first = len(node.calls())
 
-    result = node.configure(restart=True)
+    result = node.configure(restart=True).result
 
-    assert result["done"] == "restarted"
+    assert result is not None and result.done == "restarted"
     assert node.calls()[first:] == [["is-active", "--quiet", UNIT], ["restart", UNIT]]
 
 
@@ -185,9 +185,9 @@ def test_moved_kubo_binary_rewrites_the_unit_and_restarts_the_daemon(node: Node,
     (node.bin / "ipfs").rename(moved / "ipfs")
     (node.bin / "ipfs").symlink_to(moved / "ipfs")
 
-    result = node.configure()
+    result = node.configure().result
 
-    assert (result["changed"], result["done"]) == (True, "restarted")
+    assert result is not None and (result.changed, result.done) == (True, "restarted")
     assert directives(node.unit_file.read_text())["Service.ExecStart"] == [f"{moved}/ipfs daemon --migrate"]
     assert node.calls()[first:] == [
         ["is-active", "--quiet", UNIT],
@@ -199,7 +199,7 @@ def test_moved_kubo_binary_rewrites_the_unit_and_restarts_the_daemon(node: Node,
 
 def test_daemon_started_by_hand_is_named_and_no_unit_is_written(node: Node) -> None:
     """Kubo's daemon holds an fcntl write lock on ``repo.lock``; a child process takes the same lock."""
-    lock = node.repo / remote.REPO_LOCK
+    lock = node.repo / admin.REPO_LOCK
     lock.touch()
     holder = subprocess.Popen(
         [
@@ -219,9 +219,9 @@ def test_daemon_started_by_hand_is_named_and_no_unit_is_written(node: Node) -> N
     finally:
         holder.communicate("")
 
-    assert result == {
-        "error": f"a Kubo daemon that {UNIT} does not run holds {node.repo}: stop it, then run again"
-    }
+    assert (
+        result.error == f"a Kubo daemon that {UNIT} does not run holds {node.repo}: stop it, then run again"
+    )
     assert not node.unit_file.exists()
     assert node.calls() == [["is-active", "--quiet", UNIT]]
 
@@ -233,11 +233,13 @@ def test_refused_systemctl_is_reported_with_its_own_words_and_a_rerun_starts_the
 
     result = node.configure()
 
-    assert result["error"] == (
-        f"systemctl enable --now -- {UNIT} failed: Failed to enable unit {UNIT}: Access denied"
+    assert (
+        result.error
+        == f"systemctl enable --now -- {UNIT} failed: Failed to enable unit {UNIT}: Access denied"
     )
     monkeypatch.delenv("FAIL_VERB")
-    assert node.configure()["done"] == "enabled and started"
+    rerun = node.configure().result
+    assert rerun is not None and rerun.done == "enabled and started"
 
 
 @pytest.mark.parametrize("missing", ["systemctl", "a running systemd"])
@@ -248,11 +250,11 @@ def test_node_without_systemd_is_told_so_and_nothing_is_written(
         (node.bin / "systemctl").unlink()
         monkeypatch.setenv("PATH", str(node.bin))
     else:
-        monkeypatch.setattr(remote, "SYSTEMD_RUNTIME", str(tmp_path / "not-booted"))
+        monkeypatch.setattr(admin, "SYSTEMD_RUNTIME", str(tmp_path / "not-booted"))
 
     result = node.configure()
 
-    assert result == {"error": "systemd does not run here: start Kubo with this node's own service manager"}
+    assert result.error == "systemd does not run here: start Kubo with this node's own service manager"
     assert list(node.unit_dir.iterdir()) == []
     assert node.calls() == []
 
@@ -273,12 +275,12 @@ def test_cluster_unit_runs_the_peer_as_its_folders_owner_after_kubo_and_systemd_
     executable(node.bin / "ipfs-cluster-service", "#!/bin/sh\nexit 0\n")
     folder = node.repo.parent / "cluster"
     folder.mkdir()
-    payload = {"unit": "one-ipfs-cluster-test", "folder": str(folder), "kubo_unit": UNIT}
+    request = InstallUnit(unit="one-ipfs-cluster-test", daemon="cluster", folder=str(folder), after=UNIT)
 
-    result = remote.cluster_unit({**payload, "restart": False, "unit_dir": str(node.unit_dir)})
+    result = call(FRONTEND, request)
 
     path = node.unit_dir / "one-ipfs-cluster-test.service"
-    assert result == {"path": str(path), "changed": True, "done": "enabled and started"}
+    assert result.result == UnitInstalled(str(path), changed=True, done="enabled and started")
     unit = directives(path.read_text())
     assert unit["Unit.After"] == [f"network-online.target {UNIT}.service"]
     assert unit["Service.User"] == [pwd.getpwuid(folder.stat().st_uid).pw_name]

@@ -25,6 +25,8 @@ from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks, inputs, protocol
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
+from one_ipfs.ipfs.cluster_peer import PeerSettings
+from one_ipfs.ipfs.network import NodeSettings, Peer
 from one_ipfs.ipfs.paths import DAG_PB, Cid
 from one_ipfs.ipfs.rpc import DagLink, ImportSettings, KuboClient
 from one_ipfs.ipfs.transport import Call
@@ -1111,8 +1113,18 @@ def test_every_host_command_has_a_handler_and_its_request_reads_back_as_sent(roo
         timeout=30.5,
     )
     save = protocol.Save(disk=disk_of_vm(root, 7), format="qcow2", settings=ImportSettings("size-262144", 0))
+    peers = (Peer("12D3KooWPeer", ("/ip4/10.0.0.2/tcp/4001",)),)
+    configure = protocol.ConfigureRepo(
+        repo="~/.ipfs", swarm_key="key", node=NodeSettings(("/ip4/10.0.0.1/tcp/4001",), peers=peers)
+    )
+    cluster = protocol.ConfigurePeer(
+        folder="/c",
+        secret="s",
+        peer=PeerSettings("h1", "/ip4/10.0.0.1/tcp/9096", ("/p",), ("id",), "/ip4/127.0.0.1/tcp/5001"),
+    )
+    sent = (fetch, save, configure, cluster)
 
     assert set(cli.HANDLERS) == set(protocol.REQUESTS.values())
-    assert [protocol.read_request(protocol.to_json(sent)) for sent in (fetch, save)] == [fetch, save]
+    assert [protocol.read_request(protocol.to_json(request)) for request in sent] == list(sent)
     with pytest.raises(InvalidInput, match="fetch: vm must be a whole number, not a string"):
         protocol.read_request(protocol.to_json(fetch).replace('"vm": 7', '"vm": "7"'))

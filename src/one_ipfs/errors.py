@@ -75,6 +75,14 @@ class HostError(OneIpfsError):
     """A host could not be reached over ssh, or its side of an action failed."""
 
 
+class HostUnreachable(HostError):
+    """ssh itself failed: the host could not be reached, or the connection broke mid-way."""
+
+
+class PythonMissing(HostError):
+    """The host has no python3 on the PATH of ssh sessions, so no host command can run there."""
+
+
 class Cancelled(OneIpfsError):
     """OpenNebula stopped the action (``backup_cancel``); what it had stored was released first."""
 

@@ -567,6 +567,26 @@ HOST_CASES: list[Case] = [
         ("no command", [""], "unknown host command"),
         ("unknown command", ["format-host"], "unknown host command"),
         ("command with shell", ["fetch;reboot"], "unknown host command"),
+        (
+            "systemd unit with dot-dot",
+            ["install-unit", "--unit", "../../etc/passwd", "--daemon", "kubo", "--folder", "{host}/.ipfs"],
+            "is not a systemd unit name",
+        ),
+        (
+            "unit after with shell",
+            [
+                "install-unit",
+                "--unit",
+                "c",
+                "--daemon",
+                "cluster",
+                "--folder",
+                "{host}/c",
+                "--after",
+                "ipfs;id",
+            ],
+            "is not a systemd unit name",
+        ),
         ("missing cid", ["fetch", "--disk", HOST_DISK], "required"),
         (
             "cid is an option",

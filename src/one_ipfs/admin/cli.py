@@ -23,11 +23,12 @@ from one_ipfs.admin import doctor as doctor_checks
 from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin import install as installer
 from one_ipfs.admin import network as private_network
-from one_ipfs.admin import remote
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, host_label, host_names
 from one_ipfs.config import read_defaults
 from one_ipfs.defaults import CLUSTER_REST_API, CLUSTER_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
+from one_ipfs.host.inputs import UNIT_NAME
+from one_ipfs.host.protocol import NodeFacts
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import parse_api
 from one_ipfs.opennebula.install import DEFAULTS, interpreter_problem
@@ -35,7 +36,7 @@ from one_ipfs.opennebula.install import DEFAULTS, interpreter_problem
 T = TypeVar("T")
 Configured = dict[str, private_network.Configured]
 """What configuring did to each node and its daemon (``one-ipfs network`` and ``cluster``)."""
-Tick = Callable[[Reply], None]
+Tick = Callable[[Reply[Any]], None]
 
 HOST_REPO = "/var/lib/one/.ipfs"
 HOST_CLUSTER = "/var/lib/one/.ipfs-cluster"
@@ -174,7 +175,7 @@ def uninstall(oned_conf: str | None, dry_run: bool) -> None:
 
 def _probe_nodes(
     label: str, target: doctor_checks.Target, hosts: str | None, as_json: bool
-) -> dict[str, Reply]:
+) -> dict[str, Reply[NodeFacts]]:
     """Ask the frontend and every host (given, or from ``onehost list``) what the doctor needs to know."""
     names = _run(lambda: host_names(hosts))
     return _with_progress(
@@ -304,14 +305,16 @@ def prefetch(image: str, hosts: str | None, as_json: bool) -> None:
     failed = {host: reply.error for host, reply in outcomes.items() if reply.error is not None}
     if as_json:
         hosts_json = {
-            host: {"ok": False, "error": reply.error} if reply.error else {"ok": True, **reply.result}
+            host: {"ok": False, "error": reply.error}
+            if reply.result is None
+            else {"ok": True, **asdict(reply.result)}
             for host, reply in outcomes.items()
         }
         click.echo(json.dumps({"image": found.image.id, "cid": found.cid, "hosts": hosts_json}, indent=2))
     else:
         for host, reply in outcomes.items():
-            if reply.error is None:
-                console.print(f"[green]{host}[/green]: holds {found.cid} ({reply.result.get('size', 0)} B)")
+            if reply.result is not None:
+                console.print(f"[green]{host}[/green]: holds {found.cid} ({reply.result.size} B)")
         for host, reason in failed.items():
             errors.print(f"[red]{host}[/red]: {reason}", highlight=False)
     sys.exit(1 if failed else 0)
@@ -389,7 +392,8 @@ def network_status(
         Site.find(), repo, host_repo, api, host_api, api_auth_file, host_api_auth_file
     )
     replies = _probe_nodes("Asking nodes", target, hosts, as_json)
-    key = replies[FRONTEND].result.get("repo", {}).get("swarm_key")
+    frontend = replies[FRONTEND].result
+    key = frontend.repo.swarm_key if frontend is not None else None
     rows = [_status_row(name, reply, key) for name, reply in replies.items()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -605,16 +609,14 @@ def _cluster_configure(
         _run(_no_hosts)
     kubo_apis = doctor_checks.Target(Site.find(), repo, host_repo, api, host_api).apis()
     places = replication_cluster.Places(folder, host_folder, repo, host_repo, *kubo_apis)
-    payload = replication_cluster.unit_payload(places, kubo_unit)
+    request = replication_cluster.unit_request(places, unit, kubo_unit)
     _configure_daemons(
         ("IPFS Cluster", "IPFS Cluster peer", unit),
         len({*frontends, *names}) + 1,
         lambda tick: replication_cluster.join(
             places, names, address, rest, new_cluster=new_cluster, frontends=frontends, progress=tick
         ),
-        (lambda done, tick: private_network.daemon_units(done, "cluster_unit", payload, unit, tick))
-        if systemd_unit
-        else None,
+        (lambda done, tick: private_network.daemon_units(done, request, tick)) if systemd_unit else None,
     )
 
 
@@ -712,18 +714,20 @@ def _healthy(row: dict[str, Any]) -> bool:
     return row["version"] is not None and row["private"] == "yes"
 
 
-def _status_row(name: str, reply: Reply, key: str | None) -> dict[str, Any]:
+def _status_row(name: str, reply: Reply[NodeFacts], key: str | None) -> dict[str, Any]:
     facts = reply.result
-    daemon = facts.get("daemon", {})
-    held = facts.get("repo", {}).get("swarm_key")
+    if facts is None:
+        row = dict.fromkeys(("peer_id", "version"), None)
+        return {"node": name, **row, "peers": 0, "private": reply.error, "restart_pending": False}
+    held = facts.repo.swarm_key
     private = "no swarm.key" if held is None else "yes" if held == key else f"other key ({held})"
     return {
         "node": name,
-        "peer_id": daemon.get("peer_id") or facts.get("repo", {}).get("peer_id"),
-        "version": daemon.get("version"),
-        "peers": len(daemon.get("peers", [])),
-        "private": private if not reply.error else reply.error,
-        "restart_pending": remote.restart_pending(facts.get("repo", {})),
+        "peer_id": facts.daemon.peer_id or facts.repo.peer_id,
+        "version": facts.daemon.version,
+        "peers": len(facts.daemon.peers),
+        "private": private,
+        "restart_pending": facts.repo.restart_pending,
     }
 
 
@@ -760,7 +764,7 @@ def _show_change(change: installer.Change, dry_run: bool, action: str) -> None:
         click.echo(NEXT_STEPS)
 
 
-def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable[[Reply], None]], T]) -> T:
+def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Tick], T]) -> T:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -772,7 +776,7 @@ def _with_progress(title: str, total: int, quiet: bool, work: Callable[[Callable
     ) as progress:
         task = progress.add_task(title, total=total, node="")
 
-        def tick(reply: Reply) -> None:
+        def tick(reply: Reply[Any]) -> None:
             progress.update(task, advance=1, node=reply.node)
 
         return _run(lambda: work(tick))
@@ -791,7 +795,7 @@ def _interpreter(python: str) -> str:
 
 def _unit_name(unit: str) -> str:
     """``--unit`` names a file in the systemd folder and a systemctl argument: a plain unit name only."""
-    if not remote.UNIT_NAME.match(unit):
+    if not UNIT_NAME.match(unit):
         raise InvalidInput(f"--unit must be a systemd unit name such as ipfs, not {unit[:80]!r}")
     return unit
 

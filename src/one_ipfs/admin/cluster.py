@@ -2,12 +2,12 @@
 hosts', which replicate every image version of a datastore with ``IPFS_CLUSTER_API``.
 
 As with ``one-ipfs network``, the secret is created once, on the frontend (``ipfs-cluster-service init``
-makes it), and then only copied; every node's side runs ``one_ipfs.ipfs.cluster_peer`` through ``remote``
-(hosts over ssh, as the drivers reach them). CRDT consensus trusts the frontends' peers only (this one's and
-those of the second frontends ``init`` names, which the others must all trust to take their pins and answer
-their status calls), and only the frontends' peers serve the REST API, each on its own loopback. A peer reads
-its settings at start, so changed peers need a restart (``network.restart`` or ``network.daemon_units``, as
-for Kubo).
+makes it), and then only copied; every node's side runs ``one_ipfs.ipfs.cluster_peer`` through the host
+commands of ``host/admin.py`` (hosts over the drivers' channel). CRDT consensus trusts the frontends' peers
+only (this one's and those of the second frontends ``init`` names, which the others must all trust to take
+their pins and answer their status calls), and only the frontends' peers serve the REST API, each on its
+own loopback. A peer reads its settings at start, so changed peers need a restart (``network.restart`` or
+``network.daemon_units``, as for Kubo).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from one_ipfs.admin.network import CONCRETE, Configured
-from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.admin.network import CONCRETE, Configured, Progress
+from one_ipfs.admin.nodes import FRONTEND, call_all, resolve_address, results
 from one_ipfs.defaults import CLUSTER_REST_LISTEN, CLUSTER_SWARM_PORT
-from one_ipfs.errors import HostError, InvalidInput
+from one_ipfs.errors import InvalidInput
+from one_ipfs.host import protocol as p
 from one_ipfs.ipfs import cluster_peer
 from one_ipfs.ipfs.cluster import PINNED, POLL_EVERY, ClusterClient, ClusterPin, Member, Replication
 from one_ipfs.ipfs.cluster_peer import PeerSettings
@@ -59,7 +60,7 @@ def join(
     *,
     new_cluster: bool,
     frontends: tuple[str, ...] = (),
-    progress: Callable[[Reply], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Configured]:
     """Make the frontend's peer and ``hosts``' peers one cluster; per node, what changed.
 
@@ -81,22 +82,16 @@ def join(
         known, trusted_before = list(current.peers), current.trusted
     serving = [FRONTEND, *frontends]
     nodes = list(dict.fromkeys([*serving, *hosts]))
-    replies = call_all(
-        nodes,
-        "cluster_init",
-        lambda name: {"folder": places.of(name)[0], "repo": places.of(name)[1]},
-        progress,
+    created = results(
+        call_all(nodes, lambda name: p.InitPeer(folder=places.of(name)[0], repo=places.of(name)[1]), progress)
     )
-    _raise_failures(replies)
     secret = cluster_peer.read_secret(frontend_folder)
-    listen = {name: _listen_address(name, reply, address, frontend_folder) for name, reply in replies.items()}
-    members = {name: f"{listen[name]}/p2p/{reply.result['peer_id']}" for name, reply in replies.items()}
-    others = [
-        peer
-        for peer in known
-        if peer.split("/p2p/")[-1] not in {r.result["peer_id"] for r in replies.values()}
-    ]
-    trusted = tuple(dict.fromkeys([*(replies[name].result["peer_id"] for name in serving), *trusted_before]))
+    listen = {
+        name: _listen_address(name, peer.kubo, address, frontend_folder) for name, peer in created.items()
+    }
+    members = {name: f"{listen[name]}/p2p/{peer.peer_id}" for name, peer in created.items()}
+    others = [peer for peer in known if peer.split("/p2p/")[-1] not in {c.peer_id for c in created.values()}]
+    trusted = tuple(dict.fromkeys([*(created[name].peer_id for name in serving), *trusted_before]))
     rest = rest_api or cluster_peer.current_settings(frontend_folder).rest_api or CLUSTER_REST_LISTEN
     settings = {
         name: PeerSettings(
@@ -105,26 +100,25 @@ def join(
             peers=tuple(sorted({*others, *(members[o] for o in nodes if o != name)})),
             trusted=trusted,
             kubo_api=multiaddr(places.of(name)[2]),
-            rest_api=rest if replies[name].result["peer_id"] in trusted else "",
+            rest_api=rest if created[name].peer_id in trusted else "",
         )
         for name in nodes
     }
-    results = call_all(
-        nodes,
-        "cluster_configure",
-        lambda name: {"folder": places.of(name)[0], "secret": secret, "peer": asdict(settings[name])},
-        progress,
+    configured = results(
+        call_all(
+            nodes,
+            lambda name: p.ConfigurePeer(folder=places.of(name)[0], secret=secret, peer=settings[name]),
+            progress,
+        )
     )
-    _raise_failures(results)
-    return {
-        name: Configured(bool(reply.result.get("changed")), bool(reply.result.get("restart_pending")))
-        for name, reply in results.items()
-    }
+    return {name: Configured(done.changed, done.restart_pending) for name, done in configured.items()}
 
 
-def unit_payload(places: Places, kubo_unit: str) -> Callable[[str], dict[str, str]]:
-    """What ``remote.cluster_unit`` needs besides the unit's name: the peer's folder and Kubo's unit."""
-    return lambda name: {"folder": places.of(name)[0], "kubo_unit": kubo_unit}
+def unit_request(places: Places, unit: str, kubo_unit: str) -> Callable[[str, bool], p.InstallUnit]:
+    """A node's request for the systemd ``unit`` of its peer, started after Kubo's unit ``kubo_unit``."""
+    return lambda name, restart: p.InstallUnit(
+        unit=unit, daemon="cluster", folder=places.of(name)[0], after=kubo_unit, restart=restart
+    )
 
 
 @dataclass(frozen=True)
@@ -202,13 +196,7 @@ def _short(pin: ClusterPin, minimum: int) -> list[str]:
     return [f"{pin.cid} ({pin.name}) is held by {held} of the {minimum} peers it needs"]
 
 
-def _raise_failures(replies: dict[str, Reply]) -> None:
-    failed = [str(reply.error) for reply in replies.values() if reply.error]
-    if failed:
-        raise HostError("; ".join(failed))
-
-
-def _listen_address(name: str, reply: Reply, address: str | None, frontend_folder: Path) -> str:
+def _listen_address(name: str, kubo: p.Repository, address: str | None, frontend_folder: Path) -> str:
     """Where a peer listens: the frontend at ``--address`` or where it listened before; any node on the
     storage-network address its Kubo node listens on, else (a host) the one ssh reaches it at."""
     if name == FRONTEND:
@@ -217,7 +205,7 @@ def _listen_address(name: str, reply: Reply, address: str | None, frontend_folde
         before = cluster_peer.current_settings(frontend_folder).listen_address
         if CONCRETE.match(before):
             return before
-    swarm = [a for a in (reply.result.get("kubo") or {}).get("swarm_addresses") or [] if CONCRETE.match(a)]
+    swarm = [a for a in kubo.swarm_addresses if CONCRETE.match(a)]
     ipv4 = [a.split("/")[2] for a in swarm if a.startswith("/ip4/")]
     if ipv4:
         return f"/ip4/{ipv4[0]}/tcp/{CLUSTER_SWARM_PORT}"

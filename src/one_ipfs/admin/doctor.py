@@ -1,7 +1,7 @@
 """``one-ipfs doctor``: everything that keeps images from reaching VMs, on the frontend and on every host.
 
-Each node answers one ``remote.probe`` (hosts over ssh, as the drivers reach them); the verdicts are drawn
-here, so a host needs nothing but python3.
+Each node answers one ``protocol.Probe`` (hosts over the drivers' channel, which runs it without the host
+bundle); the verdicts are drawn here, so a host needs nothing but python3.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from one_ipfs.admin import images as image_catalog
 from one_ipfs.admin.nodes import FRONTEND, Reply, Site, call, call_all, ssh_destination
-from one_ipfs.admin.remote import restart_pending
 from one_ipfs.config import read_defaults
 from one_ipfs.defaults import SETTINGS
 from one_ipfs.errors import OneIpfsError, OpenNebulaError
+from one_ipfs.host.protocol import NodeFacts, Probe
 from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, remote_lib
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, interpreter_problem
 
@@ -76,46 +76,43 @@ class Target:
             self.host_api or defaults.get("IPFS_HOST_API", SETTINGS["IPFS_HOST_API"]),
         )
 
-    def secrets(self) -> tuple[dict[str, str], dict[str, str]]:
-        """What ``remote.probe`` needs to send the frontend's and the hosts' secrets (empty file: none)."""
+    def secrets(self) -> tuple[str, str]:
+        """The files with the frontend's and the hosts' secrets (empty: none)."""
         defaults = read_defaults(self.site.remotes / DEFAULTS)
-        frontend, host = (
+        return (
             self.api_auth_file if self.api_auth_file is not None else defaults.get(API_AUTH_SETTING, ""),
             self.host_api_auth_file
             if self.host_api_auth_file is not None
             else defaults.get(HOST_API_AUTH_SETTING, ""),
         )
-        return (
-            {"auth_file": frontend, "auth_setting": API_AUTH_SETTING},
-            {"auth_file": host, "auth_setting": HOST_API_AUTH_SETTING},
-        )
 
 
 def probe_all(
-    target: Target, hosts: list[str], progress: Callable[[Reply], None] | None = None
-) -> dict[str, Reply]:
+    target: Target, hosts: list[str], progress: Callable[[Reply[NodeFacts]], None] | None = None
+) -> dict[str, Reply[NodeFacts]]:
     """The frontend's probe, then every host's."""
     api, host_api = target.apis()
     secret, host_secret = target.secrets()
-    host_bundle = {
-        "bundle": f"{remote_lib()}/{BUNDLE_STAMP}",
-        "frontend_bundle": _frontend_bundle(target.site),
+    replies = {
+        FRONTEND: call(
+            FRONTEND, Probe(repo=target.repo, api=api, auth_file=secret, auth_setting=API_AUTH_SETTING)
+        )
     }
-    replies = {FRONTEND: call(FRONTEND, "probe", {"repo": target.repo, "api": api, **secret})}
     if progress is not None:
         progress(replies[FRONTEND])
-    replies.update(
-        call_all(
-            hosts,
-            "probe",
-            lambda _: {"repo": target.host_repo, "api": host_api, **host_bundle, **host_secret},
-            progress,
-        )
+    on_hosts = Probe(
+        repo=target.host_repo,
+        api=host_api,
+        auth_file=host_secret,
+        auth_setting=HOST_API_AUTH_SETTING,
+        lib=remote_lib(),
+        frontend_bundle=_frontend_bundle(target.site),
     )
+    replies.update(call_all(hosts, lambda _: on_hosts, progress))
     return replies
 
 
-def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
+def diagnose(target: Target, replies: dict[str, Reply[NodeFacts]]) -> Report:
     report = Report()
     _check_remotes(target.site, report)
     _check_interpreter(target.site, report)
@@ -130,7 +127,7 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
                 f"install python3 (>= 3.9) on {name}",
             )
             continue
-        if not reply.result:
+        if reply.result is None:
             report.add(
                 name,
                 "ssh",
@@ -138,7 +135,7 @@ def diagnose(target: Target, replies: dict[str, Reply]) -> Report:
                 f"check that oneadmin can `ssh {ssh_destination(name)}` without a password",
             )
             continue
-        _check_node(name, reply, report, frontend, target)
+        _check_node(name, reply.result, report, frontend, target)
         if name != FRONTEND:
             _check_host(name, reply, report, frontend, target)
     return report
@@ -212,43 +209,44 @@ def _check_interpreter(site: Site, report: Report) -> None:
         )
 
 
-def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any], target: Target) -> None:
-    facts = reply.result
-    daemon, repo = facts["daemon"], facts["repo"]
-    python = tuple(int(part) for part in facts["python"].split(".")[:2])
+def _check_node(
+    name: str, facts: NodeFacts, report: Report, frontend: NodeFacts | None, target: Target
+) -> None:
+    daemon, repo = facts.daemon, facts.repo
+    python = tuple(int(part) for part in facts.python.split(".")[:2])
     if python < MIN_PYTHON:
         report.add(
             name,
             "python3",
-            f"python3 is {facts['python']}, older than 3.9",
+            f"python3 is {facts.python}, older than 3.9",
             f"install python3 >= 3.9 on {name}",
         )
     _check_daemon(name, facts, report)
-    if daemon["up"] and restart_pending(repo):
+    if daemon.up and repo.restart_pending:
         report.add(
             name,
             "restart",
             "the Kubo daemon runs older settings: `one-ipfs network` changed its repository after it started",
             f"restart the Kubo daemon on {name} (systemctl restart ipfs)",
         )
-    if repo.get("error"):
-        report.add(name, "repo", repo["error"], _repo_fix(name, target))
-    elif repo.get("swarm_key") is None:
+    frontend_key = frontend.repo.swarm_key if frontend is not None else None
+    if repo.error:
+        report.add(name, "repo", repo.error, _repo_fix(name, target))
+    elif repo.swarm_key is None:
         report.add(
             name,
             "private",
             "not in private-network mode: the repository has no swarm.key",
             "run `one-ipfs network init`",
         )
-    elif name != FRONTEND and repo["swarm_key"] != frontend.get("repo", {}).get("swarm_key"):
+    elif name != FRONTEND and repo.swarm_key != frontend_key:
         report.add(
             name,
             "private",
-            f"holds another swarm key (fingerprint {repo['swarm_key']}, the frontend's is "
-            f"{frontend.get('repo', {}).get('swarm_key')})",
+            f"holds another swarm key (fingerprint {repo.swarm_key}, the frontend's is {frontend_key})",
             f"run `one-ipfs network join {ssh_destination(name)}` and restart its Kubo daemon",
         )
-    api_address = daemon.get("api_address") if daemon["up"] else repo.get("api_address")
+    api_address = daemon.api_address if daemon.up else repo.api_address
     exposed = [a for a in _as_list(api_address) if not LOOPBACK.match(a)]
     if exposed:
         report.add(
@@ -257,8 +255,8 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             f"the Kubo RPC API listens beyond loopback ({', '.join(exposed)}): it grants full control",
             "set Addresses.API to /ip4/127.0.0.1/tcp/5001 (`ipfs config Addresses.API ...`) and restart Kubo",
         )
-    limit, held = daemon.get("storage_max"), daemon.get("repo_size")
-    if daemon["up"] and limit is not None and held is not None and limit < held:
+    limit, held = daemon.storage_max, daemon.repo_size
+    if daemon.up and limit is not None and held is not None and limit < held:
         report.add(
             name,
             "storage",
@@ -267,45 +265,50 @@ def _check_node(name: str, reply: Reply, report: Report, frontend: dict[str, Any
         )
 
 
-def _check_daemon(name: str, facts: dict[str, Any], report: Report) -> None:
+def _check_daemon(name: str, facts: NodeFacts, report: Report) -> None:
     """Whether the node's daemon answered, and if not, why: its secret, Kubo missing, or a daemon down."""
-    daemon, repo = facts["daemon"], facts["repo"]
-    if daemon["up"]:
-        version = daemon.get("version") or "0"
+    daemon, repo = facts.daemon, facts.repo
+    if daemon.up:
+        version = daemon.version or "0"
         if _version(version) < MIN_KUBO:
             report.add(
                 name, "kubo", f"Kubo {version} is older than 0.40", f"upgrade Kubo on {name} to 0.40 or later"
             )
-    elif daemon.get("unasked"):
+    elif daemon.unasked:
         pass  # the host bundle holds the client that asks: _check_host says what is wrong with it
-    elif daemon.get("auth"):
+    elif daemon.auth:
         setting = API_AUTH_SETTING if name == FRONTEND else HOST_API_AUTH_SETTING
         report.add(
             name,
             "auth",
-            daemon["error"],
+            str(daemon.error),
             f"put the secret of the node's API.Authorizations into the file {setting} names (ipfs.conf)",
         )
-    elif facts.get("ipfs_binary") is None and repo.get("error"):
+    elif facts.ipfs_binary is None and repo.error:
         report.add(
             name,
             "kubo",
-            f"Kubo is missing: no ipfs command, no repository, {daemon['error']}",
+            f"Kubo is missing: no ipfs command, no repository, {daemon.error}",
             f"install Kubo >= 0.40 on {name}",
         )
     else:
         report.add(
             name,
             "daemon",
-            f"the Kubo daemon is down: {daemon['error']}",
+            f"the Kubo daemon is down: {daemon.error}",
             f"start the Kubo daemon on {name} (systemctl start ipfs)",
         )
 
 
-def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any], target: Target) -> None:
-    facts, daemon = reply.result, reply.result["daemon"]
-    frontend_id = frontend.get("daemon", {}).get("peer_id") or frontend.get("repo", {}).get("peer_id")
-    if daemon["up"] and frontend_id and frontend_id not in daemon.get("peers", []):
+def _check_host(
+    name: str, reply: Reply[NodeFacts], report: Report, frontend: NodeFacts | None, target: Target
+) -> None:
+    facts = reply.result
+    if facts is None:
+        return
+    daemon = facts.daemon
+    frontend_id = frontend.daemon.peer_id or frontend.repo.peer_id if frontend is not None else None
+    if daemon.up and frontend_id and frontend_id not in daemon.peers:
         report.add(
             name,
             "peering",
@@ -314,27 +317,27 @@ def _check_host(name: str, reply: Reply, report: Report, frontend: dict[str, Any
             + ssh_destination(name)
             + "`, restart Kubo there, and check that swarm port 4001 is open",
         )
-    if facts.get("bundle") and facts.get("bundle_python"):
+    if facts.bundle and facts.bundle_python:
         report.add(
             name,
             "python3",
-            f"python3 {facts['python']} cannot run the drivers' host bundle: {facts['bundle_python']}",
+            f"python3 {facts.python} cannot run the drivers' host bundle: {facts.bundle_python}",
             f"install python3 (>= 3.9, with its standard library) on {name}",
         )
     expected = _frontend_bundle(target.site)
-    if facts.get("bundle") != expected:
-        held = facts.get("bundle") or "none"
+    if facts.bundle != expected:
+        held = facts.bundle or "none"
         report.add(
             name, "remotes", f"host bundle {held}, the frontend's is {expected}", "run `onehost sync --force`"
         )
-    elif daemon.get("unasked") and not facts.get("bundle_python"):
+    elif daemon.unasked and not facts.bundle_python:
         report.add(  # neither bundle exists: the drivers are not installed yet
             name,
             "daemon",
-            f"the Kubo daemon's state is unknown ({daemon['error']})",
+            f"the Kubo daemon's state is unknown ({daemon.error})",
             "install the drivers (`one-ipfs install`), then run `onehost sync --force`",
         )
-    skew = facts["time"] - (reply.sent_at + reply.received_at) / 2
+    skew = facts.time - (reply.sent_at + reply.received_at) / 2
     allowed = MAX_SKEW + (reply.received_at - reply.sent_at) / 2
     if abs(skew) > allowed:
         report.add(
@@ -352,8 +355,8 @@ def _frontend_bundle(site: Site) -> str | None:
         return None
 
 
-def _public_facts(reply: Reply) -> dict[str, Any]:
-    facts = dict(reply.result)
+def _public_facts(reply: Reply[NodeFacts]) -> dict[str, Any]:
+    facts = asdict(reply.result) if reply.result is not None else {}
     if reply.error:
         facts["error"] = reply.error
     return facts

@@ -19,7 +19,7 @@ from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.defaults import ADMIN_RPC_TIMEOUT, CLUSTER_TIMEOUT, HOST_CALL_SLACK, PRESENCE_TIMEOUT
 from one_ipfs.errors import InvalidInput, OneIpfsError
 from one_ipfs.host.commands import has
-from one_ipfs.host.protocol import Has, Warm
+from one_ipfs.host.protocol import Has, Held, Warm
 from one_ipfs.hosts.calls import call as call_host
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageVersions
@@ -146,12 +146,12 @@ def find_image(id_or_name: str) -> IpfsImage:
 
 
 def holdings(
-    images: list[IpfsImage], hosts: list[str], progress: Callable[[Reply], None] | None = None
+    images: list[IpfsImage], hosts: list[str], progress: Callable[[Reply[Any]], None] | None = None
 ) -> Holdings:
     """Ask the frontend's node (each datastore's IPFS_API) and every host's (IPFS_HOST_API) what it holds."""
     with_cid = {i.cid: i.config for i in images if i.cid is not None}
 
-    def ask(node: str) -> Reply:
+    def ask(node: str) -> Reply[dict[str, dict[str, Any]]]:
         sent = time.time()
         failed: dict[tuple[str, str], dict[str, Any]] = {}
         held: dict[str, dict[str, Any]] = {}
@@ -166,7 +166,7 @@ def holdings(
             held[cid] = failed.get(api) or _presence(node, cid, config)
             if "error" in held[cid]:
                 failed[api] = held[cid]
-        reply = Reply(node, {"held": held}, sent_at=sent, received_at=time.time())
+        reply = Reply(node, held, sent_at=sent, received_at=time.time())
         if progress is not None:
             progress(reply)
         return reply
@@ -176,7 +176,7 @@ def holdings(
         replies.update(zip(hosts, pool.map(ask, hosts), strict=True))
     result = Holdings()
     for node, reply in replies.items():
-        answers = reply.result.get("held", {})
+        answers = reply.result or {}
         for cid in with_cid:
             state = answers.get(cid) or {"error": reply.error or "no answer"}
             if state.get("error"):
@@ -187,8 +187,8 @@ def holdings(
 
 
 def prefetch(
-    image: IpfsImage, hosts: list[str], progress: Callable[[Reply], None] | None = None
-) -> dict[str, Reply]:
+    image: IpfsImage, hosts: list[str], progress: Callable[[Reply[Any]], None] | None = None
+) -> dict[str, Reply[Held]]:
     """Have every host's node hold the image's current content, in its cache as an entry no disk uses yet
     (host ``warm``); per host its result or its error."""
     config = image.config
@@ -200,16 +200,16 @@ def prefetch(
         cache=host_cache(config),
     )
 
-    def warm(host: str) -> Reply:
+    def warm(host: str) -> Reply[Held]:
         sent = time.time()
         destination = ssh_destination(host)
         log.info("%s: one-ipfs-host warm %s, over ssh %s", host, image.cid, destination)
         try:
             held = call_host(destination, request, timeout=config.transfer_timeout + HOST_CALL_SLACK)
         except OneIpfsError as exc:
-            reply = Reply(host, {}, str(exc).removeprefix(f"{destination}: "), sent_at=sent)
+            reply: Reply[Held] = Reply(host, None, str(exc).removeprefix(f"{destination}: "), sent_at=sent)
         else:
-            reply = Reply(host, {"cid": held.cid, "size": held.size}, sent_at=sent, received_at=time.time())
+            reply = Reply(host, held, sent_at=sent, received_at=time.time())
         if progress is not None:
             progress(reply)
         return reply

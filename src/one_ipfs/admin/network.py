@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address
+from one_ipfs.admin.nodes import FRONTEND, Reply, call_all, resolve_address, results
 from one_ipfs.defaults import KUBO_SWARM_PORT
 from one_ipfs.errors import HostError, InvalidInput
+from one_ipfs.host import protocol as p
 from one_ipfs.ipfs.network import NodeSettings, Peer, generate_swarm_key
+
+Progress = Callable[[Reply[Any]], None]
 
 CONCRETE = re.compile(r"^/ip[46]/(?!0\.0\.0\.0/|::/)[^/]+/tcp/\d+$")
 _LOOPBACK = re.compile(r"^/ip4/127\.\d+\.\d+\.\d+/tcp/\d+$")
@@ -52,7 +55,7 @@ def join(
     frontend_address: str | None,
     *,
     new_network: bool,
-    progress: Callable[[Reply], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Configured]:
     """Configure the frontend and ``hosts``; return, per node, what changed.
 
@@ -60,11 +63,8 @@ def join(
     """
     key = _swarm_key(Path(frontend_repo).expanduser(), new_network)
     repos = {FRONTEND: frontend_repo, **dict.fromkeys(hosts, host_repo)}
-    replies = call_all(repos, "init", lambda name: {"repo": repos[name]}, progress)
-    failed = [reply.error for reply in replies.values() if reply.error]
-    if failed:
-        raise HostError("; ".join(str(error) for error in failed))
-    members = [_member(name, reply, frontend_address) for name, reply in replies.items()]
+    created = results(call_all(repos, lambda name: p.InitRepo(repo=repos[name]), progress))
+    members = [_member(name, found.repo, frontend_address) for name, found in created.items()]
     settings = {
         member.name: NodeSettings(
             swarm_addresses=member.swarm_addresses,
@@ -75,40 +75,31 @@ def join(
         )
         for member in members
     }
-    results = call_all(
-        repos,
-        "configure",
-        lambda name: {
-            "repo": repos[name],
-            "swarm_key": key.decode(),
-            "node": asdict(settings[name]),
-        },
-        progress,
+    configured = results(
+        call_all(
+            repos,
+            lambda name: p.ConfigureRepo(repo=repos[name], swarm_key=key.decode(), node=settings[name]),
+            progress,
+        )
     )
-    failed = [reply.error for reply in results.values() if reply.error]
-    if failed:
-        raise HostError("; ".join(str(error) for error in failed))
-    return {
-        name: Configured(bool(reply.result.get("changed")), bool(reply.result.get("restart_pending")))
-        for name, reply in results.items()
-    }
+    return {name: Configured(done.changed, done.restart_pending) for name, done in configured.items()}
 
 
 def restart(
     configured: dict[str, Configured],
     unit: str,
-    progress: Callable[[Reply], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Configured]:
     """Restart the daemon of every node whose restart is pending, where a systemd ``unit`` runs it.
 
     A node without such a unit keeps ``restart_pending`` and says why; nothing else is touched.
     """
     pending = [name for name, state in configured.items() if state.restart_pending]
-    replies = call_all(pending, "restart", lambda _: {"unit": unit}, progress)
+    replies = call_all(pending, lambda _: p.RestartDaemon(unit=unit), progress)
     done = dict(configured)
     for name, reply in replies.items():
-        restarted = bool(reply.result.get("restarted"))
-        reason = reply.error or str(reply.result.get("reason") or "")
+        restarted = reply.result is not None and reply.result.restarted
+        reason = reply.result.reason if reply.result is not None else str(reply.error)
         done[name] = Configured(configured[name].changed, not restarted, reason)
     return done
 
@@ -118,7 +109,7 @@ def install_units(
     frontend_repo: str,
     host_repo: str,
     unit: str,
-    progress: Callable[[Reply], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Configured]:
     """Install the systemd ``unit`` of every node's Kubo daemon and have it run the new settings.
 
@@ -126,37 +117,30 @@ def install_units(
     """
     return daemon_units(
         configured,
-        "unit",
-        lambda name: {"repo": frontend_repo if name == FRONTEND else host_repo},
-        unit,
+        lambda name, restart: p.InstallUnit(
+            unit=unit, daemon="kubo", folder=frontend_repo if name == FRONTEND else host_repo, restart=restart
+        ),
         progress,
     )
 
 
 def daemon_units(
     configured: dict[str, Configured],
-    command: str,
-    payload: Callable[[str], dict[str, Any]],
-    unit: str,
-    progress: Callable[[Reply], None] | None = None,
+    request: Callable[[str, bool], p.InstallUnit],
+    progress: Progress | None = None,
 ) -> dict[str, Configured]:
-    """Run the remote ``command`` that installs a daemon's systemd ``unit`` on every configured node
-    (``payload``: where the daemon's folder is); what happened to each node's daemon."""
-    replies = call_all(
-        configured,
-        command,
-        lambda name: {"unit": unit, "restart": configured[name].restart_pending, **payload(name)},
-        progress,
-    )
+    """Install a daemon's systemd unit on every configured node (``request``: the node's, given whether its
+    daemon must restart); what happened to each node's daemon."""
+    replies = call_all(configured, lambda name: request(name, configured[name].restart_pending), progress)
     done = {}
     for name, reply in replies.items():
         changed = configured[name].changed
-        if reply.error:
-            done[name] = Configured(changed, configured[name].restart_pending, reply.error, failed=True)
+        if reply.result is None:
+            done[name] = Configured(changed, configured[name].restart_pending, str(reply.error), failed=True)
         else:
-            written = "installed" if reply.result.get("changed") else "unchanged"
-            summary = f"systemd unit {unit} {written}, {reply.result.get('done')}"
-            done[name] = Configured(changed, False, summary)
+            unit = request(name, False).unit
+            written = "installed" if reply.result.changed else "unchanged"
+            done[name] = Configured(changed, False, f"systemd unit {unit} {written}, {reply.result.done}")
     return done
 
 
@@ -174,11 +158,10 @@ def _swarm_key(repo: Path, create: bool) -> bytes:
         raise HostError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _member(name: str, reply: Reply, frontend_address: str | None) -> Member:
+def _member(name: str, facts: p.Repository, frontend_address: str | None) -> Member:
     """A node's identity and the addresses it keeps: its concrete swarm addresses, or one made from the
     address ssh reaches it at (the frontend: ``--address``); loopback API and gateway, else the defaults."""
-    facts = reply.result
-    swarm = tuple(a for a in facts.get("swarm_addresses") or [] if CONCRETE.match(a))
+    swarm = tuple(a for a in facts.swarm_addresses if CONCRETE.match(a))
     if name == FRONTEND and frontend_address:
         swarm = (f"/ip4/{frontend_address}/tcp/{KUBO_SWARM_PORT}",)
     if not swarm:
@@ -186,15 +169,15 @@ def _member(name: str, reply: Reply, frontend_address: str | None) -> Member:
             raise InvalidInput("the frontend listens on no storage-network address: give it with --address")
         swarm = (f"/ip4/{resolve_address(name)}/tcp/{KUBO_SWARM_PORT}",)
     defaults = NodeSettings(swarm_addresses=swarm)
-    api = facts.get("api_address")
-    gateway = facts.get("gateway_address")
+    api = facts.api_address
+    gateway = facts.gateway_address
     return Member(
         name=name,
-        peer_id=facts["peer_id"],
+        peer_id=str(facts.peer_id),
         swarm_addresses=swarm,
         api_address=api if isinstance(api, str) and _LOOPBACK.match(api) else defaults.api_address,
         gateway_address=gateway
         if isinstance(gateway, str) and _LOOPBACK.match(gateway)
         else defaults.gateway_address,
-        storage_max=facts.get("storage_max") or defaults.storage_max,
+        storage_max=facts.storage_max or defaults.storage_max,
     )

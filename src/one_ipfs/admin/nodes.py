@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import subprocess
@@ -11,14 +10,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
-from one_ipfs.admin import remote
 from one_ipfs.config import etc_dir, remotes_dir
 from one_ipfs.defaults import ADMIN_SSH_TIMEOUT
-from one_ipfs.errors import HostError, OpenNebulaError
-from one_ipfs.hosts.bundle import installed_digest, remote_lib, ship_bundle
-from one_ipfs.hosts.ssh import SSH_FAILED, ssh_argv
+from one_ipfs.errors import HostError, HostUnreachable, OneIpfsError, OpenNebulaError, PythonMissing
+from one_ipfs.host.__main__ import handle
+from one_ipfs.host.protocol import R, Request, read_request, to_json
+from one_ipfs.hosts.calls import call as call_host
 from one_ipfs.opennebula import oned
 from one_ipfs.opennebula.location import check_host_name
 
@@ -26,7 +25,17 @@ FRONTEND = "frontend"
 """The frontend's own node, in every table and JSON answer."""
 HOST_NAMED_FRONTEND = f"{FRONTEND} (host)"
 """A host OpenNebula calls ``frontend`` is still a host, checked over ssh: it is shown under this name."""
-PYTHON_MISSING = 127
+DOING = {
+    "probe": "reading its Kubo node, repository, interpreter and clock",
+    "init-repo": "creating its Kubo repository if it has none",
+    "configure-repo": "writing its private-network settings into its repository",
+    "restart-daemon": "restarting its Kubo daemon through systemd",
+    "install-unit": "installing the systemd unit of its Kubo daemon or IPFS Cluster peer",
+    "init-peer": "creating its IPFS Cluster peer if it has none",
+    "configure-peer": "writing its IPFS Cluster peer's settings",
+}
+"""What each command the admin tool runs on nodes does, as ``one-ipfs --verbose`` says it."""
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +59,11 @@ class Site:
 
 
 @dataclass(frozen=True)
-class Reply:
-    """A node's answer to a remote command; ``error`` set (and ``result`` empty) when it gave none."""
+class Reply(Generic[T]):
+    """A node's answer to a host command; ``error`` set (and ``result`` None) when it gave none."""
 
     node: str
-    result: dict[str, Any]
+    result: T | None
     error: str | None = None
     python_missing: bool = False
     sent_at: float = 0.0
@@ -83,73 +92,52 @@ def host_names(given: str | None) -> list[str]:
         raise OpenNebulaError(f"cannot list OpenNebula's hosts ({exc}): name the hosts with --hosts") from exc
 
 
-def call(node: str, command: str, payload: dict[str, Any]) -> Reply:  # noqa: PLR0911 - one per way to fail
-    """Run a ``remote`` command: in this process for the frontend, one python3 over ssh on a host."""
+def call(node: str, request: Request[R]) -> Reply[R]:
+    """Run a host command on a node: in this process for the frontend, over the channel (``hosts.call``)
+    on a host. Either way the request is read back from its JSON first, every field checked as a host
+    checks it."""
     sent = time.time()
-    if node == FRONTEND:
-        log.info("%s: %s, in this process", node, remote.DOING[command])
-        result = _local(command, payload)
-        return Reply(node, result, result.get("error"), sent_at=sent, received_at=time.time())
-    host = ssh_destination(node)
-    log.info("%s: %s, over ssh %s python3", node, remote.DOING[command], host)
+    doing = f"{DOING[request.command]} ({request.command})"
     try:
-        bundle = {"bundle": installed_digest()} if command in remote.BUNDLED else {}
-        message = {
-            "script": Path(remote.__file__).read_text(encoding="utf-8"),
-            "lib": remote_lib(),
-            "command": command,
-            "payload": {**payload, **bundle},
-        }
-        done = _ssh(host, message)
-        if done.returncode == remote.STALE_BUNDLE:
-            ship_bundle(host, timeout=ADMIN_SSH_TIMEOUT)
-            done = _ssh(host, message)
-    except subprocess.TimeoutExpired:
-        return Reply(node, {}, f"{node} did not answer within {ADMIN_SSH_TIMEOUT:g} s", sent_at=sent)
-    except HostError as exc:
-        return Reply(node, {}, str(exc), sent_at=sent)
-    received = time.time()
-    reason = _last_line(done.stderr)
-    if done.returncode == PYTHON_MISSING:
-        return Reply(node, {}, f"python3 is missing on {node}", python_missing=True, sent_at=sent)
-    if done.returncode == SSH_FAILED:
-        return Reply(node, {}, f"ssh to {node} failed: {reason or 'no message'}", sent_at=sent)
-    if done.returncode != 0:
-        return Reply(node, {}, f"{node}: {reason or f'exit status {done.returncode}'}", sent_at=sent)
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return Reply(node, {}, f"{node} printed no JSON result", sent_at=sent)
-    return Reply(node, result, result.get("error"), sent_at=sent, received_at=received)
-
-
-def _ssh(host: str, message: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ssh_argv(host, ["python3", "-c", remote.BOOT]),
-        input=json.dumps(message) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=ADMIN_SSH_TIMEOUT,
-        check=False,
-    )
+        if node == FRONTEND:
+            log.info("%s: %s, in this process", node, doing)
+            result = handle(read_request(to_json(request)))
+        else:
+            host = ssh_destination(node)
+            log.info("%s: %s, over ssh %s python3", node, doing, host)
+            result = call_host(host, request, timeout=ADMIN_SSH_TIMEOUT)
+    except PythonMissing:
+        return Reply(node, None, f"python3 is missing on {node}", python_missing=True, sent_at=sent)
+    except HostUnreachable as exc:
+        return Reply(node, None, f"ssh to {node} failed: {_reason(node, exc)}", sent_at=sent)
+    except OneIpfsError as exc:
+        return Reply(node, None, _reason(node, exc), sent_at=sent)
+    return Reply(node, result, sent_at=sent, received_at=time.time())
 
 
 def call_all(
     nodes: Iterable[str],
-    command: str,
-    payload: Callable[[str], dict[str, Any]],
-    progress: Callable[[Reply], None] | None = None,
-) -> dict[str, Reply]:
+    request: Callable[[str], Request[R]],
+    progress: Callable[[Reply[R]], None] | None = None,
+) -> dict[str, Reply[R]]:
     """``call`` on every node in parallel (a few at a time), reporting each reply as it comes."""
     names = list(nodes)
-    replies: dict[str, Reply] = {}
+    replies: dict[str, Reply[R]] = {}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {name: pool.submit(call, name, command, payload(name)) for name in names}
+        futures = {name: pool.submit(call, name, request(name)) for name in names}
         for name in names:
             replies[name] = futures[name].result()
             if progress is not None:
                 progress(replies[name])
     return replies
+
+
+def results(replies: dict[str, Reply[R]]) -> dict[str, R]:
+    """Every node's result, or a HostError naming every failure and its node."""
+    failed = [f"{name}: {reply.error}" for name, reply in replies.items() if reply.result is None]
+    if failed:
+        raise HostError("; ".join(failed))
+    return {name: reply.result for name, reply in replies.items() if reply.result is not None}
 
 
 def resolve_address(node: str) -> str:
@@ -168,20 +156,6 @@ def resolve_address(node: str) -> str:
         raise HostError(f"cannot resolve {host} ({name}): {exc}") from exc
 
 
-def _local(command: str, payload: dict[str, Any]) -> dict[str, Any]:
-    handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-        "probe": remote.probe,
-        "init": remote.init,
-        "configure": remote.configure,
-        "restart": remote.restart,
-        "unit": remote.unit,
-        "cluster_init": remote.cluster_init,
-        "cluster_configure": remote.cluster_configure,
-        "cluster_unit": remote.cluster_unit,
-    }
-    return handlers[command](payload)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def _reason(node: str, error: OneIpfsError) -> str:
+    """A host's own line, without the host name the channel puts first (tables and replies name the node)."""
+    return str(error).removeprefix(f"{ssh_destination(node)}: ")

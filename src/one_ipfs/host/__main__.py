@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from one_ipfs.defaults import RPC_TIMEOUT
 from one_ipfs.errors import HostError, OneIpfsError
-from one_ipfs.host import backups, commands, inputs
+from one_ipfs.host import admin, backups, commands, inputs, probe
 from one_ipfs.host import protocol as p
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs.rpc import KuboClient, authorization_from_file
@@ -46,6 +46,18 @@ def _backup_release(r: p.BackupRelease) -> p.Done:
     return p.Done()
 
 
+def _probe(r: p.Probe) -> p.NodeFacts:
+    facts = probe.probe(
+        r.repo,
+        r.api,
+        auth_file=r.auth_file,
+        auth_setting=r.auth_setting,
+        lib=r.lib,
+        frontend_bundle=r.frontend_bundle,
+    )
+    return p.from_fields(p.NodeFacts, facts, r.command)
+
+
 HANDLERS: dict[type[p.Request[Any]], Callable[[Any], Any]] = {
     p.Fetch: lambda r: commands.fetch(_client(r.node), _cache(r), r),
     p.Prefetch: lambda r: commands.prefetch(_client(r.node), _cache(r), r),
@@ -65,6 +77,13 @@ HANDLERS: dict[type[p.Request[Any]], Callable[[Any], Any]] = {
     p.CacheEvict: lambda r: commands.cache_evict(_client(r.node), _cache(r), r),
     p.BackupAdd: _backup_add,
     p.BackupRelease: _backup_release,
+    p.Probe: _probe,
+    p.InitRepo: admin.init_repo,
+    p.ConfigureRepo: admin.configure_repo,
+    p.RestartDaemon: admin.restart_daemon,
+    p.InstallUnit: admin.install_unit,
+    p.InitPeer: admin.init_peer,
+    p.ConfigurePeer: admin.configure_peer,
 }
 
 

@@ -34,6 +34,8 @@ CHUNKER = re.compile(r"^size-[1-9][0-9]{0,7}$")
 SECONDS = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?(?:e[+-]?[0-9]{1,3})?")
 HASH_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,100}$")
+"""A systemd unit name without ``.service``: a file name and a systemctl argument."""
 LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9+]{0,31}://[A-Za-z0-9._~:@/?=&%+-]{0,200}$")
 
 
@@ -203,6 +205,12 @@ def domain_name(text: str) -> str:
 def libvirt_uri(text: str) -> str:
     if not LIBVIRT_URI.fullmatch(text):
         raise InvalidInput(f"not a libvirt URI: {text[:60]!r}")
+    return text
+
+
+def unit_name(text: str) -> str:
+    if not UNIT_NAME.match(text):
+        raise InvalidInput(f"{text[:80]!r} is not a systemd unit name")
     return text
 
 

@@ -31,6 +31,9 @@ from one_ipfs.defaults import (
 )
 from one_ipfs.errors import InvalidInput
 from one_ipfs.host import backups, inputs
+from one_ipfs.host.probe import restart_pending
+from one_ipfs.ipfs.cluster_peer import PeerSettings
+from one_ipfs.ipfs.network import NodeSettings, Peer
 from one_ipfs.ipfs.rpc import ImportSettings
 
 T = TypeVar("T")
@@ -39,6 +42,8 @@ Reader = Callable[[Any, str], Any]
 
 FORMATS = ("raw", "qcow2")
 MODES = ("copy", "overlay")
+DAEMONS = ("kubo", "cluster")
+"""The daemons of a node that a systemd unit runs: Kubo, and its IPFS Cluster peer."""
 MAX_REQUEST = 1 << 20
 """Bytes of one request: every one is far smaller."""
 
@@ -80,6 +85,19 @@ def seconds(value: Any, name: str) -> float:
     if not math.isfinite(value):
         raise InvalidInput(f"the timeout must be a finite number of seconds, not {value}")
     return inputs.timeout(repr(float(value)))
+
+
+def number(value: Any, name: str) -> float:
+    """A finite JSON number (a time, a file's mtime)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number, not {_kind(value)}")
+    return float(value)
+
+
+def texts(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidInput(f"{name} must be a list of strings")
+    return tuple(value)
 
 
 def flag(value: Any, name: str) -> bool:
@@ -128,6 +146,37 @@ def import_settings(value: Any, name: str) -> ImportSettings:
         "hash": text(inputs.hash_name),
     }
     return ImportSettings(**_read_object(readers, set(), value, name))
+
+
+def node_settings(value: Any, name: str) -> NodeSettings:
+    """Where a Kubo node of the private network listens and whom it peers with."""
+    readers = {
+        "swarm_addresses": texts,
+        "api_address": text(),
+        "gateway_address": text(),
+        "peers": lambda peers, where: tuple(_peer(peer, where) for peer in _list(peers, where)),
+        "storage_max": text(),
+    }
+    return NodeSettings(**_read_object(readers, {"swarm_addresses"}, value, name))
+
+
+def _peer(value: Any, name: str) -> Peer:
+    return Peer(
+        **_read_object({"peer_id": text(), "addresses": texts}, {"peer_id", "addresses"}, value, name)
+    )
+
+
+def peer_settings(value: Any, name: str) -> PeerSettings:
+    """What makes an IPFS Cluster peer a member of the cluster."""
+    readers = {
+        "name": text(),
+        "listen_address": text(),
+        "peers": texts,
+        "trusted": texts,
+        "kubo_api": text(),
+        "rest_api": text(),
+    }
+    return PeerSettings(**_read_object(readers, set(readers) - {"rest_api"}, value, name))
 
 
 # ----------------------------------------------------------------------------------- shared parts
@@ -225,6 +274,100 @@ class CacheListing:
 class Evicted:
     evicted: tuple[str, ...] = given(anything)
     total_bytes: int = given(whole(int))
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A Kubo repository as its files say (``error``: none there, or unreadable); never the swarm key, only
+    its ``probe.fingerprint``."""
+
+    path: str = given(text())
+    exists: bool = given(flag)
+    configured_at: float | None = given(optional(number), None)
+    """When ``ConfigureRepo`` last changed it."""
+    daemon_started_at: float | None = given(optional(number), None)
+    error: str | None = given(optional(text()), None)
+    peer_id: str | None = given(optional(text()), None)
+    api_address: Any = given(anything, None)
+    """As Kubo's config has it: a multiaddr, or a list of them."""
+    gateway_address: Any = given(anything, None)
+    swarm_addresses: tuple[str, ...] = given(texts, ())
+    storage_max: str | None = given(optional(text()), None)
+    swarm_key: str | None = given(optional(text()), None)
+
+    @property
+    def restart_pending(self) -> bool:
+        return restart_pending(self.configured_at, self.daemon_started_at)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """What a Kubo daemon says about itself, or why it did not (``auth``: its secret; ``unasked``: the
+    host bundle that holds the client to ask it is missing, another version, or cannot be loaded)."""
+
+    up: bool = given(flag)
+    error: str | None = given(optional(text()), None)
+    auth: bool = given(flag, False)
+    unasked: bool = given(flag, False)
+    version: str | None = given(optional(text()), None)
+    peer_id: str | None = given(optional(text()), None)
+    peers: tuple[str, ...] = given(texts, ())
+    repo_size: int | None = given(optional(whole(int)), None)
+    storage_max: int | None = given(optional(whole(int)), None)
+    api_address: Any = given(anything, None)
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """Everything doctor judges about a node (``probe.probe``)."""
+
+    time: float = given(number)
+    python: str = given(text())
+    repo: Repository = given(nested(Repository))
+    daemon: Daemon = given(nested(Daemon))
+    ipfs_binary: str | None = given(optional(text()), None)
+    bundle: str | None = given(optional(text()), None)
+    """The digest of the host bundle the node holds (hosts only)."""
+    bundle_python: str | None = given(optional(text()), None)
+    """Why its python3 cannot import that bundle, or None."""
+
+
+@dataclass(frozen=True)
+class RepoCreated:
+    created: bool = given(flag)
+    repo: Repository = given(nested(Repository))
+
+
+@dataclass(frozen=True)
+class PeerCreated:
+    """An IPFS Cluster peer's ID, and the Kubo repository it sits beside (its addresses: where it listens)."""
+
+    created: bool = given(flag)
+    peer_id: str = given(text())
+    kubo: Repository = given(nested(Repository))
+
+
+@dataclass(frozen=True)
+class Reconfigured:
+    """Whether settings changed, and whether the daemon still runs older ones (or none runs)."""
+
+    changed: bool = given(flag)
+    restart_pending: bool = given(flag)
+
+
+@dataclass(frozen=True)
+class Restarted:
+    restarted: bool = given(flag)
+    reason: str = given(text())
+
+
+@dataclass(frozen=True)
+class UnitInstalled:
+    """The systemd unit file, whether it changed, and what became of its daemon."""
+
+    path: str = given(text())
+    changed: bool = given(flag)
+    done: str = given(text())
 
 
 # ----------------------------------------------------------------------------------------- requests
@@ -458,6 +601,89 @@ class BackupRelease(Request[Done]):
     timeout: float = given(seconds, HOUSEKEEPING_TIMEOUT)
 
 
+@dataclass(frozen=True)
+class Probe(Request[NodeFacts]):
+    """A node's facts (``one-ipfs doctor``): ``lib`` (hosts) the host bundle's folder, ``frontend_bundle``
+    the frontend's bundle digest; the daemon is asked only when the host holds that one. The one command that
+    runs without the host bundle (``hosts.calls``)."""
+
+    command = "probe"
+    result = NodeFacts
+    repo: str = given(text())
+    api: str = given(text())
+    auth_file: str = given(text(), "")
+    auth_setting: str = given(text(), "")
+    lib: str | None = given(optional(text()), None)
+    frontend_bundle: str | None = given(optional(text()), None)
+
+
+@dataclass(frozen=True)
+class InitRepo(Request[RepoCreated]):
+    """Create the Kubo repository when there is none (``one-ipfs network``)."""
+
+    command = "init-repo"
+    result = RepoCreated
+    repo: str = given(text())
+
+
+@dataclass(frozen=True)
+class ConfigureRepo(Request[Reconfigured]):
+    """Make the repository a member of the private network: its swarm key (``swarm_key``, the network's own,
+    never logged) and its listening and peering settings; a change leaves a restart pending."""
+
+    command = "configure-repo"
+    result = Reconfigured
+    repo: str = given(text())
+    swarm_key: str = given(text())
+    node: NodeSettings = given(node_settings)
+
+
+@dataclass(frozen=True)
+class RestartDaemon(Request[Restarted]):
+    """Restart the Kubo daemon through the systemd ``unit`` that runs it, if one does."""
+
+    command = "restart-daemon"
+    result = Restarted
+    unit: str = given(text(inputs.unit_name))
+
+
+@dataclass(frozen=True)
+class InstallUnit(Request[UnitInstalled]):
+    """Install the systemd ``unit`` that runs the node's ``daemon`` in ``folder`` (Kubo: its repository;
+    the IPFS Cluster peer: its folder, started after the unit ``after``), and have it run the current
+    settings (``restart``: a running daemon runs older ones)."""
+
+    command = "install-unit"
+    result = UnitInstalled
+    unit: str = given(text(inputs.unit_name))
+    daemon: str = given(one_of(*DAEMONS))
+    folder: str = given(text())
+    after: str | None = given(optional(text(inputs.unit_name)), None)
+    restart: bool = given(flag, False)
+
+
+@dataclass(frozen=True)
+class InitPeer(Request[PeerCreated]):
+    """Create the IPFS Cluster peer in ``folder`` when there is none; ``repo`` is the Kubo repository it sits
+    beside, whose swarm addresses tell where the peer may listen."""
+
+    command = "init-peer"
+    result = PeerCreated
+    folder: str = given(text())
+    repo: str = given(text())
+
+
+@dataclass(frozen=True)
+class ConfigurePeer(Request[Reconfigured]):
+    """Make the peer a member of the cluster (``secret``: the cluster's)."""
+
+    command = "configure-peer"
+    result = Reconfigured
+    folder: str = given(text())
+    secret: str = given(text())
+    peer: PeerSettings = given(peer_settings)
+
+
 REQUESTS: dict[str, type[Request[Any]]] = {
     kind.command: kind
     for kind in (
@@ -479,6 +705,13 @@ REQUESTS: dict[str, type[Request[Any]]] = {
         CacheEvict,
         BackupAdd,
         BackupRelease,
+        Probe,
+        InitRepo,
+        ConfigureRepo,
+        RestartDaemon,
+        InstallUnit,
+        InitPeer,
+        ConfigurePeer,
     )
 }
 
@@ -530,6 +763,12 @@ def _read_object(readers: dict[str, Reader], required: set[str], data: Any, wher
     if missing:
         raise InvalidInput(f"{where}: {missing[0]} is required")
     return {name: readers[name](value, f"{where}: {name}") for name, value in data.items()}
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidInput(f"{name} must be a list, not {_kind(value)}")
+    return value
 
 
 def _object(line: str, what: str) -> dict[str, Any]:
