@@ -168,12 +168,14 @@ def _member(name: str, facts: p.Repository, frontend_address: str | None) -> Mem
         if name == FRONTEND:
             raise InvalidInput("the frontend listens on no storage-network address: give it with --address")
         swarm = (f"/ip4/{resolve_address(name)}/tcp/{KUBO_SWARM_PORT}",)
+    if not facts.peer_id:
+        raise HostError(f"{name}: its Kubo repository at {facts.path} names no peer identity")
     defaults = NodeSettings(swarm_addresses=swarm)
     api = facts.api_address
     gateway = facts.gateway_address
     return Member(
         name=name,
-        peer_id=str(facts.peer_id),
+        peer_id=facts.peer_id,
         swarm_addresses=swarm,
         api_address=api if isinstance(api, str) and _LOOPBACK.match(api) else defaults.api_address,
         gateway_address=gateway
