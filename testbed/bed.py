@@ -64,6 +64,7 @@ from testbed.system import (
     namespace_id,
     netns_list,
     netns_processes,
+    network_clash,
     port_free,
     processes_in_namespace,
     run,
@@ -231,6 +232,13 @@ class Bed:
             if not port_free("127.0.0.1", port):
                 raise HostError(f"test bed: 127.0.0.1:{port} is in use; the frontend's Kubo node needs it")
         self.hosts = [self._describe_host(k) for k in range(1, count + 1)]
+        network = f"{layout.frontend_address}/{layout.prefix_length}"
+        clash = network_clash(network, [layout.frontend_address, *(host.address for host in self.hosts)])
+        if clash is not None:
+            raise HostError(
+                f"test bed: {clash}: another bed is up there; give this one another layout "
+                "(ONE_IPFS_TEST_BED) or take that one down"
+            )
         self._save()
         self._create_repositories(plain)
         self._create_network()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
+import json
 import os
 import pwd
 import signal
@@ -219,6 +221,34 @@ def set_rate(device: str, netns: str | None, mbit: float | None) -> None:
     burst = max(16384, rate_bits // 8 // 100)
     tbf = ["tbf", "rate", f"{rate_bits}bit", "burst", str(burst), "latency", "100ms"]
     run([*inside, "tc", "qdisc", "replace", "dev", device, "root", *tbf])
+
+
+def network_clash(network: str, addresses: Sequence[str]) -> str | None:
+    """Why a bed on ``network`` with nodes at ``addresses`` would clash with a link already up, if it would.
+
+    Beds share the machine by the longest prefix winning: a /27 bed inside the default /24 works as long as
+    neither holds the other's addresses. It breaks when one of ours is already assigned, when a link as
+    specific as ours or more covers one of ours (it would answer for it), or when ours would cover the
+    address of a less specific bed (seen: a bed at 198.18.0.1/27 left up under the default 198.18.0.0/24,
+    whose nodes then never reached each other).
+    """
+    ours = ipaddress.ip_network(network, strict=False)
+    for route in json.loads(run(["ip", "-j", "route", "show"]) or "[]"):
+        if route.get("dst") == "default" or "gateway" in route:
+            continue
+        theirs = ipaddress.ip_network(route["dst"], strict=False)
+        link = route.get("dev", "?")
+        if theirs.prefixlen >= ours.prefixlen:
+            covered = [a for a in addresses if ipaddress.ip_address(a) in theirs]
+            if covered:
+                return f"{covered[0]} is already on the network of {link} ({theirs})"
+        elif "prefsrc" in route and ipaddress.ip_address(route["prefsrc"]) in ours:
+            return f"{ours} holds {route['prefsrc']}, the address of {link}"
+    for address in addresses:
+        found = json.loads(run(["ip", "-j", "route", "get", address], check=False) or "[]")
+        if any(route.get("type") == "local" for route in found):
+            return f"{address} is already an address of this machine"
+    return None
 
 
 def port_free(host: str, port: int) -> bool:

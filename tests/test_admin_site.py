@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from one_ipfs.admin.cli import main
-from one_ipfs.config import remotes_dir
-from one_ipfs.images import state_dir
+from one_ipfs.config import remotes_dir, state_dir
 from tests.support.oned import fake_oned
 from tests.test_admin_install import self_contained_one
 from tests.test_opennebula_input import CID, datastore_xml, image_xml

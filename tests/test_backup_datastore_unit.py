@@ -14,12 +14,12 @@ from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import actions, backups
 from one_ipfs.datastore.backup_chain import BackupId
-from one_ipfs.errors import Cancelled, InvalidInput, InvalidReference, NotSupported, StorageError
+from one_ipfs.errors import Cancelled, InvalidInput, InvalidIpfsPath, NotSupported, StorageError
 from one_ipfs.host import __main__ as host_cli
 from one_ipfs.host import protocol
 from one_ipfs.host.backups import backup_files, token
 from one_ipfs.hosts import calls as host_calls
-from one_ipfs.opennebula.action import DsAction, parse_backed_up_vm, read_ds_action
+from one_ipfs.opennebula.documents import DsAction, parse_backed_up_vm, read_ds_action
 from one_ipfs.opennebula.install import SOURCE_REMOTES
 from tests.hostile.corpus import BILLION_LAUGHS, action, b64, datastore, image
 from tests.hostile.harness import CID
@@ -97,14 +97,14 @@ def test_backup_refuses_a_backup_base_path_it_would_not_read(monkeypatch: pytest
 def test_rm_and_restore_of_a_backup_refuse_a_source_that_names_no_ipfs_backup(source: str) -> None:
     for name in ("rm", "restore"):
         stdin = io.BytesIO(b64(action(image(SOURCE=source, TYPE="6"), BACKUP_DS)))
-        with pytest.raises(InvalidReference):
+        with pytest.raises(InvalidIpfsPath):
             actions.run(name, ["7"], stdin)
 
 
 def test_a_backup_source_names_its_token_and_directory() -> None:
     parsed = BackupId.parse(f"0123456789ab-{CID}")
 
-    assert (parsed.token, parsed.cid, parsed.reference_name) == ("0123456789ab", CID, "backup-0123456789ab")
+    assert (parsed.token, parsed.cid, parsed.hold_name) == ("0123456789ab", CID, "backup-0123456789ab")
     assert str(parsed) == f"0123456789ab-{CID}"
 
 
@@ -130,7 +130,7 @@ def increments(*sources: tuple[str, str], keep_last: int = 2) -> bytes:
     [
         (
             (("0", f"0123456789ab-{CID}"), ("1", "not-a-backup"), ("2", f"0123456789ac-{CID}")),
-            InvalidReference,
+            InvalidIpfsPath,
             "not a backup of an ipfs backup datastore",
         ),
         (

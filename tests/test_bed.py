@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from one_ipfs.errors import IpfsError
+from one_ipfs.errors import HostError, IpfsError
 from one_ipfs.ipfs.network import generate_swarm_key
 from one_ipfs.ipfs.rpc import ImportSettings
 from testbed import cluster, system
@@ -253,6 +253,27 @@ def leftovers(
         f"mount {line}" for line in mounts.splitlines() if f"/{layout.prefix}-" in line or str(root) in line
     ]
     return found
+
+
+def test_a_bed_whose_network_would_answer_for_a_running_beds_addresses_is_refused_and_leaves_nothing(
+    bed: Bed,
+) -> None:
+    """A bed at the running one's address with a longer prefix (as 198.18.0.1/27 under the default /24) would
+    take the running bed's routes: CI's bed once never connected beside a developer's so left up."""
+    clashing = Layout(
+        prefix="oc",
+        frontend_address=bed.layout.frontend_address,
+        prefix_length=bed.layout.prefix_length + 1,
+        frontend_api_port=SECOND.frontend_api_port + 7,
+        frontend_gateway_port=SECOND.frontend_gateway_port + 7,
+    )
+    root = bed.root / "clashing"
+
+    with pytest.raises(HostError, match=r"^test bed: .*another bed is up there"):
+        Bed.up(hosts=1, root=root, layout=clashing)
+
+    assert leftovers(clashing, root, [], []) == []
+    assert {peer for peer, _ in bed.frontend.client().swarm_peers()} >= {h.node.peer_id for h in bed.hosts}
 
 
 def test_teardown_leaves_no_namespace_process_mount_or_link(bed: Bed) -> None:

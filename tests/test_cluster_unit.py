@@ -158,30 +158,30 @@ def test_the_datastore_reads_its_replication_once_and_refuses_it_without_a_clust
 
 
 class HeldNode(KuboClient):
-    """A datastore node on which every CID is already pinned and referenced: only the cluster acts."""
+    """A datastore node on which every CID is already pinned and held: only the cluster acts."""
 
     def __init__(self) -> None:
         super().__init__(transport=FakeNode({}))  # every method used here is replaced
-        self.references: dict[str, list[str]] = {}
+        self.holds: dict[str, list[str]] = {}
         self.unpinned: list[str] = []
 
     def pin_ls(
         self, cid: str | None = None, *, name: str | None = None, type: str = "recursive"
     ) -> list[Pin]:
-        return [Pin(cid or CID, "recursive", ref) for ref in self.references.get(cid or CID, [])]
+        return [Pin(cid or CID, "recursive", held) for held in self.holds.get(cid or CID, [])]
 
     def files_rm(self, path: str, *, force: bool = False) -> None:
         _, _, _, cid, *name = path.split("/")
-        names = self.references.get(cid, [])
+        names = self.holds.get(cid, [])
         if name and name[0] in names:
             names.remove(name[0])
 
     def files_cp(self, source: str, destination: str) -> None:
         parts = destination.split("/")
-        self.references.setdefault(parts[3], []).append(parts[4])
+        self.holds.setdefault(parts[3], []).append(parts[4])
 
     def files_ls(self, path: str) -> list[str]:  # type: ignore[override]
-        return list(self.references.get(path.rsplit("/", 1)[-1], []))
+        return list(self.holds.get(path.rsplit("/", 1)[-1], []))
 
     def pin_rm(self, cid: str) -> None:
         self.unpinned.append(cid)
@@ -191,7 +191,7 @@ def registry(
     tmp_path: Path, fake: Callable[[str, str, float], tuple[int, bytes]]
 ) -> tuple[ContentRegistry, HeldNode]:
     node = HeldNode()
-    node.references[CID] = []
+    node.holds[CID] = []
     replicas = Replicas(ClusterClient("http://127.0.0.1:9094", transport=fake), TWO)
     return ContentRegistry(node, tmp_path, replicas), node
 
@@ -199,7 +199,7 @@ def registry(
 def test_a_version_the_cluster_cannot_replicate_leaves_no_pin_anywhere(tmp_path: Path) -> None:
     fake = FakeCluster([{"p1": "pinned", "p2": "pin_error", "p3": "pin_error"}])
     held, node = registry(tmp_path, fake)
-    node.references[CID] = ["one-ds1-img2-v1"]  # an import pins as it adds
+    node.holds[CID] = ["one-ds1-img2-v1"]  # an import pins as it adds
     with pytest.raises(ClusterError):
         held.hold(CID, "one-ds1-img2-v1", log=lambda _: None, timeout=5, stall_timeout=5)
     assert fake.pinset == set()
@@ -210,7 +210,7 @@ def test_a_cid_two_images_share_leaves_the_cluster_with_the_last_of_them(tmp_pat
     fake = FakeCluster([{"p1": "pinned", "p2": "pinned", "p3": "remote"}])
     held, node = registry(tmp_path, fake)
     for name in ("one-ds1-img2-v1", "one-ds1-img3-v1"):
-        node.references[CID].append(name)
+        node.holds[CID].append(name)
         held.hold(CID, name, log=lambda _: None, timeout=5, stall_timeout=5)
     assert fake.pinset == {CID}
     held.release(CID, "one-ds1-img2-v1")

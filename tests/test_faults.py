@@ -330,7 +330,7 @@ def kill_mvds_at_its_worst_moment(bed: Bed, one: OneSim, ds: Datastore, name: st
     assert kept.template["IPFS_VERSIONS"] == f"1:{first}"
     handle = ImageHandle.parse(kept.source)
     assert handle is not None
-    assert (first, handle.reference_name(1)) in pins(bed.frontend)
+    assert (first, handle.hold_name(1)) in pins(bed.frontend)
     assert sha256(b"".join(bed.frontend.client().cat(f"/ipfs/{first}"))) == sha256(data)
     assert disk_path(bed, one, vm).read_bytes() == changed
     return KilledSave(image, vm, handle, first, changed, before)
@@ -347,7 +347,7 @@ def test_the_driver_killed_mid_mvds_keeps_the_previous_version_and_a_retry_saves
     versions = saved.template["IPFS_VERSIONS"].split()
     assert versions[0] == f"1:{killed.first}" and versions[1].startswith("2:") and len(versions) == 2
     second = saved.template["IPFS_CID"]
-    assert pins(bed.frontend) - killed.pins_before == {(second, killed.handle.reference_name(2))}
+    assert pins(bed.frontend) - killed.pins_before == {(second, killed.handle.hold_name(2))}
     assert not disk_path(bed, one, killed.vm).exists()
     assert leftovers(bed, "h1") == []
     again = one.vm_deploy([killed.image], "h2")
@@ -360,12 +360,12 @@ def test_a_save_killed_and_never_retried_leaves_no_pin_once_its_image_is_deleted
 ) -> None:
     killed = kill_mvds_at_its_worst_moment(bed, one, faults_ds, "mvds-abandoned", seed=177)
     stray = pins(bed.frontend) - killed.pins_before
-    assert len(stray) == 1 and next(iter(stray))[1] == killed.handle.reference_name(2)
+    assert len(stray) == 1 and next(iter(stray))[1] == killed.handle.hold_name(2)
 
     one.vm_recover_delete(killed.vm)
     one.image_delete(killed.image)
 
-    assert pins(bed.frontend) == killed.pins_before - {(killed.first, killed.handle.reference_name(1))}
+    assert pins(bed.frontend) == killed.pins_before - {(killed.first, killed.handle.hold_name(1))}
     assert leftovers(bed, "h1") == []
 
 

@@ -43,7 +43,7 @@ def test_export_names_the_gateway_as_bound_and_the_frontend_when_bound_everywher
 
 def test_only_the_datastores_own_gateway_url_is_taken_as_its_cid(bound: BoundGateway) -> None:
     assert (
-        content.as_reference(f"http://127.0.0.1:8080/ipfs/{CID}/disk.img", CONFIG) == f"/ipfs/{CID}/disk.img"
+        content.as_ipfs_path(f"http://127.0.0.1:8080/ipfs/{CID}/disk.img", CONFIG) == f"/ipfs/{CID}/disk.img"
     )
     for other in (
         f"http://127.0.0.1:8081/ipfs/{CID}",
@@ -52,11 +52,11 @@ def test_only_the_datastores_own_gateway_url_is_taken_as_its_cid(bound: BoundGat
         f"http://127.0.0.1:8080/ipfs/{CID}?format=car",
         "http://127.0.0.1:99999/ipfs/x",
     ):
-        assert content.as_reference(other, CONFIG) == other
+        assert content.as_ipfs_path(other, CONFIG) == other
     bound.bound = ("0.0.0.0", 8080)
-    assert content.as_reference(f"http://{socket.getfqdn()}:8080/ipfs/{CID}", CONFIG) == f"/ipfs/{CID}"
+    assert content.as_ipfs_path(f"http://{socket.getfqdn()}:8080/ipfs/{CID}", CONFIG) == f"/ipfs/{CID}"
     bound.bound = None
     assert (
-        content.as_reference(f"http://127.0.0.1:8080/ipfs/{CID}", CONFIG)
+        content.as_ipfs_path(f"http://127.0.0.1:8080/ipfs/{CID}", CONFIG)
         == f"http://127.0.0.1:8080/ipfs/{CID}"
     )

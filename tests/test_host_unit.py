@@ -25,7 +25,7 @@ from one_ipfs.host import cache as cache_module
 from one_ipfs.host import commands, disks, inputs, protocol
 from one_ipfs.host.cache import HostCache
 from one_ipfs.ipfs import fleet
-from one_ipfs.ipfs.refs import DAG_PB, Cid
+from one_ipfs.ipfs.paths import DAG_PB, Cid
 from one_ipfs.ipfs.rpc import DagLink, ImportSettings, KuboClient
 from one_ipfs.ipfs.transport import Call
 from tests.hostile.harness import CID
@@ -712,10 +712,10 @@ def test_deleting_a_disk_twice_succeeds_and_releases_it(root: Path, kubo: FakeKu
 
     assert list(disk.parent.iterdir()) == []
     entry = cache.entry(cid)
-    assert entry is not None and entry.refs == {}
+    assert entry is not None and entry.uses == {}
 
 
-def test_reference_of_a_disk_that_moved_away_lapses(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
+def test_the_cache_use_of_a_disk_that_moved_away_lapses(root: Path, kubo: FakeKubo, cache: HostCache) -> None:
     disk = disk_of_vm(root, 7)
     disk.parent.mkdir(parents=True)
     disk.write_bytes(os.urandom(MIB))
@@ -779,7 +779,7 @@ def test_warmed_images_stay_with_no_disk_until_newer_content_needs_the_room(
     warm(kubo, cache, second, cache_max_mb=5)
 
     entry = cache.entry(first)
-    assert entry is not None and entry.refs == {} and entry.stored == 2 * MIB
+    assert entry is not None and entry.uses == {} and entry.stored == 2 * MIB
     assert kubo.pins == {first: f"one-cache-{first}", second: f"one-cache-{second}"}
     assert not (root / "datastores" / "0").exists()
 

@@ -16,7 +16,7 @@ from one_ipfs.errors import InvalidInput
 from one_ipfs.ipfs.rpc import DiskSpace, RepoStat
 from one_ipfs.market import actions
 from one_ipfs.market.catalogue import MAX_APPS, SCHEMA, Catalogue, CatalogueApp, parse_catalogue
-from one_ipfs.opennebula.action import ImportInfo, parse_market_action, read_market_action
+from one_ipfs.opennebula.documents import ImportInfo, parse_market_action, read_market_action
 from one_ipfs.opennebula.output import run_action
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"

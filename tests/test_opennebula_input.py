@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from one_ipfs.errors import ContentNotFound, InvalidInput, OneIpfsError
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     MAX_PAYLOAD,
     DsAction,
     parse_datastore_xml,

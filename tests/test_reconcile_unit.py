@@ -1,4 +1,4 @@
-"""Settling a host's references for disks that never arrived, against oned's word, without a bed."""
+"""Settling a host's cache uses by disks that never arrived, against oned's word, without a bed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from one_ipfs.errors import OpenNebulaError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import VmHistory, VmTemplate
+from one_ipfs.opennebula.documents import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
 
 CONFIG = load_config({}, defaults={})
@@ -42,7 +42,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, protocol.Request[o
     return made
 
 
-def test_references_are_released_only_for_vms_oned_places_elsewhere_or_that_are_gone(
+def test_cache_uses_are_released_only_for_vms_oned_places_elsewhere_or_that_are_gone(
     calls: list[tuple[str, protocol.Request[object]]],
 ) -> None:
     result = actions._on_host("h2", FETCH, CONFIG, 7)

@@ -31,10 +31,10 @@ from one_ipfs.errors import (
     StreamBroken,
 )
 from one_ipfs.ipfs import network
+from one_ipfs.ipfs.fetching import Leaf, file_layout, reconnect_peering, scatter_fetch
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.gateway import Gateway, block_reader
-from one_ipfs.ipfs.pinning import Leaf, file_layout, reconnect_peering, scatter_fetch
-from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid
+from one_ipfs.ipfs.paths import RAW, SHA2_256, Cid
 from one_ipfs.ipfs.rpc import ImportSettings, KuboClient, PinProgress
 from testbed.kubo import KUBO, Node, wait_ready
 from testbed.system import Process, spawn, stop_processes
@@ -474,7 +474,7 @@ def test_files_stat_with_local_tells_how_much_a_host_holds(
     assert (after.local, after.size_local) == (True, after.cumulative_size)
 
 
-def test_mfs_references_can_be_made_listed_and_removed(kubo: KuboClient, image: Path) -> None:
+def test_mfs_entries_can_be_made_listed_and_removed(kubo: KuboClient, image: Path) -> None:
     cid = kubo.add(image, settings=SETTINGS, pin=False).cid
     kubo.files_cp(f"/ipfs/{cid}", f"/one-ipfs/refs/{cid}/ds100-img7-v1")
     assert kubo.files_ls(f"/one-ipfs/refs/{cid}") == [("ds100-img7-v1", cid)]
@@ -662,7 +662,7 @@ def test_a_leaf_is_read_from_its_holder_which_never_fetches_for_others_nor_is_as
 
     summary = "1 block(s) came from the other hosts that held them; 1 host(s) failed to send theirs"
     assert any(line.startswith(summary) for line in logged), logged
-    assert brought == kubo.block_get(held)  # stored by the fetch it is for (test_pinning_unit.py)
+    assert brought == kubo.block_get(held)  # stored by the fetch it is for (test_fetching_unit.py)
     assert not_brought is None
     assert not_asked_again is None
     with pytest.raises(subprocess.CalledProcessError):

@@ -768,7 +768,6 @@ def test_on_the_bed_drivers_run_as_oneadmin_and_host_files_belong_to_it(bed: Bed
     state = bed.root / "simulator-test"
     shutil.rmtree(state, ignore_errors=True)
     conf = OnedConf()
-    conf.ds_mad_conf["rec"] = {**conf.ds_mad_conf["ipfs"], "NAME": "rec"}
     conf.tm_mad_conf["rec"] = {**conf.tm_mad_conf["ipfs"], "NAME": "rec"}
     one = OneSim(runner, state=state, conf=conf)
     log = state / "calls.jsonl"

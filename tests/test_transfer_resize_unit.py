@@ -13,7 +13,7 @@ from one_ipfs.config import load_config
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as host_calls
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import VmHistory, VmTemplate
+from one_ipfs.opennebula.documents import VmHistory, VmTemplate
 from one_ipfs.transfer import actions
 
 DISK = "h1:/var/lib/one//datastores/0/7/disk.0"

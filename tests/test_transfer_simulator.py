@@ -27,7 +27,7 @@ pytestmark = pytest.mark.bed
 
 
 def cache_refs(bed: Bed, host: str) -> dict[str, dict[str, dict[str, object]]]:
-    """Every reference in the host's cache: CID -> disk path -> {vm, expected}."""
+    """Every use of the host's cache entries: CID -> disk path -> {vm, expected}."""
     entries = bed.host(host).var_lib_one / "datastores" / ".one-ipfs-cache" / "entries"
     return {path.stem: json.loads(path.read_text())["refs"] for path in entries.glob("*.json")}
 
@@ -67,7 +67,7 @@ def test_a_datastore_location_outside_var_lib_one_deploys_snapshots_and_deletes(
     elsewhere = Path(tempfile.mkdtemp(prefix="one-ipfs-ds-location-", dir="/var/tmp"))
     owner = bed.host("h4").var_lib_one.stat()
     os.chown(elsewhere, owner.st_uid, owner.st_gid)
-    monkeypatch.setattr(one, "lines", TransferLines(one.hostname, f"{elsewhere}//datastores"))
+    monkeypatch.setattr(one.transfers, "lines", TransferLines(one.hostname, f"{elsewhere}//datastores"))
     data = disk_bytes(1 << 20, seed=40)
     image = image_from(bed, one, ipfs_ds, data, "location-elsewhere", persistent=True)
     try:

@@ -16,7 +16,7 @@ from one_ipfs.errors import InvalidInput, NotSupported, StorageError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import ImageTemplate, VmDisk, VmHistory, VmTemplate
+from one_ipfs.opennebula.documents import ImageTemplate, VmDisk, VmHistory, VmTemplate
 from one_ipfs.transfer import actions, system
 
 FOLDER = "/var/lib/one/datastores/100/7"

@@ -1,7 +1,8 @@
 """Driver settings: site defaults from ``ipfs.conf`` overridden by the datastore's own attributes.
 
 OpenNebula's convention is that a driver's settings live in the datastore template, so an admin
-changes one datastore with ``onedatastore update`` and the whole site in the defaults file.
+changes one datastore with ``onedatastore update`` and the whole site in the defaults file. Beside them,
+where things are on the frontend: OpenNebula's var, etc and remotes folders, and the drivers' own state.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def remotes_dir() -> Path:
     """The remotes tree: the one the launcher runs from (``ONE_IPFS_REMOTES``), else OpenNebula's."""
     remotes = os.environ.get("ONE_IPFS_REMOTES", "")
     return Path(remotes) if remotes else var_dir() / "remotes"
+
+
+def state_dir() -> Path:
+    """Where the frontend side keeps its locks, scratch files and ssh sockets: oneadmin's, beside
+    OpenNebula's own state (``ONE_IPFS_STATE``, else ``.one-ipfs`` in OpenNebula's var folder)."""
+    state = os.environ.get("ONE_IPFS_STATE", "")
+    return Path(state) if state else var_dir() / ".one-ipfs"
 
 
 def read_defaults(path: Path) -> dict[str, str]:

@@ -15,8 +15,8 @@ class InvalidInput(OneIpfsError):
     """A template value, argument or driver action that cannot be accepted as given."""
 
 
-class InvalidReference(InvalidInput):
-    """A PATH or SOURCE that names no IPFS content in an accepted form."""
+class InvalidIpfsPath(InvalidInput):
+    """A PATH, SOURCE or CID that names no IPFS content in an accepted form (``ipfs/paths.py``)."""
 
 
 class NotSupported(OneIpfsError):

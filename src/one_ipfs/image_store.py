@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.errors import InvalidInput
-from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas, state_dir
+from one_ipfs.images import ContentRegistry, ImageHandle, ImageVersions, Replicas
 from one_ipfs.ipfs.cluster import ClusterClient
-from one_ipfs.ipfs.refs import parse_reference
+from one_ipfs.ipfs.paths import parse_ipfs_path
 from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import ImageTemplate
+from one_ipfs.opennebula.documents import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 
@@ -56,7 +56,7 @@ def hold(cid: str, name: str, config: DatastoreConfig, total_bytes: int | None =
 
 def release(cid: str, name: str, config: DatastoreConfig) -> None:
     if registry(config).release(cid, name):
-        log_info(f"unpinned {cid}: no image references it any more")
+        log_info(f"unpinned {cid}: nothing holds it any more")
 
 
 def release_unrecorded(handle: ImageHandle, versions: ImageVersions, config: DatastoreConfig) -> None:
@@ -66,16 +66,16 @@ def release_unrecorded(handle: ImageHandle, versions: ImageVersions, config: Dat
 
 def resolve(path: str, config: DatastoreConfig) -> tuple[str, str]:
     """An IPFS PATH to ``(cid, origin)``: IPNS names are resolved once, here, and the CID kept."""
-    ref = parse_reference(path)
+    given = parse_ipfs_path(path)
     node = client(config)
-    ipfs_path = ref.path
-    if ref.is_mutable:
-        ipfs_path = node.name_resolve(ref.path, timeout=config.stall_timeout)
-        log_info(f"{ref.path} resolved to {ipfs_path}")
-    info = node.files_stat(ipfs_path, timeout=config.stall_timeout)
+    resolved = given.path
+    if given.is_mutable:
+        resolved = node.name_resolve(given.path, timeout=config.stall_timeout)
+        log_info(f"{given.path} resolved to {resolved}")
+    info = node.files_stat(resolved, timeout=config.stall_timeout)
     if info.type != "file":
         raise InvalidInput(f"{path[:200]} is a {info.type}, not a disk image file")
-    return info.cid, ref.path
+    return info.cid, given.path
 
 
 @dataclass(frozen=True)

@@ -5,32 +5,31 @@ handle naming the image (``one-ipfs/ds100/img7``), and the image's CIDs, oldest 
 in OpenNebula's own database as image attributes (``IPFS_CID``, ``IPFS_VERSIONS``), where they
 survive the loss of the frontend's IPFS repository and follow OpenNebula HA.
 
-Kubo keeps a single pin per CID, but clones and versions share CIDs, so the datastore's node keeps
-one reference per image version in MFS (``/one-ipfs/refs/<cid>/ds100-img7-v3``) and a CID is unpinned
-only when its last reference goes. A datastore with IPFS Cluster also pins each held CID through the cluster,
-replicated to other peers before the version counts as saved, and unpins it there with the last reference.
+Kubo keeps a single pin per CID, but clones and versions share CIDs, so the datastore's node keeps one
+hold per image version: an MFS entry named for it (``/one-ipfs/refs/<cid>/one-ds100-img7-v3``; snapshots,
+backups, marketplace apps and catalogues are held alike), and a CID is unpinned only when its last hold
+goes. A datastore with IPFS Cluster also pins each held CID through the cluster, replicated to other peers
+before the version counts as saved, and unpins it there with the last hold.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from one_ipfs.config import var_dir
 from one_ipfs.errors import ContentNotFound, InvalidInput, OneIpfsError
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
-from one_ipfs.ipfs.pinning import fetch_patiently, pin_with_progress
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.fetching import fetch_patiently, pin_with_progress
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 HANDLE_PATTERN = re.compile(r"^one-ipfs/ds(\d{1,9})/img(\d{1,9})$")
 VERSION_PATTERN = re.compile(r"^(\d{1,6}):([A-Za-z0-9]{1,128})$")
-REFS_ROOT = "/one-ipfs/refs"
+HOLDS_ROOT = "/one-ipfs/refs"  # the folder nodes have always kept holds in
 MAX_VERSIONS = 10000
 
 
@@ -52,16 +51,16 @@ class ImageHandle:
             return None
         return cls(int(match.group(1)), int(match.group(2)))
 
-    def reference_name(self, version: int) -> str:
-        """The name of one version's pin and MFS reference, unique to this image and version."""
-        return f"{self.reference_prefix}{version}"
+    def hold_name(self, version: int) -> str:
+        """The name of one version's hold (and of its pin), unique to this image and version."""
+        return f"{self.hold_prefix}{version}"
 
     @property
-    def reference_prefix(self) -> str:
+    def hold_prefix(self) -> str:
         return f"one-ds{self.datastore_id}-img{self.image_id}-v"
 
-    def snapshot_reference(self, snapshot_id: int) -> str:
-        """The name of the pin and reference of a disk snapshot saved with the image (``ImageSnapshots``)."""
+    def snapshot_hold_name(self, snapshot_id: int) -> str:
+        """The name of the hold of a disk snapshot saved with the image (``ImageSnapshots``)."""
         return f"one-ds{self.datastore_id}-img{self.image_id}-s{snapshot_id}"
 
 
@@ -147,7 +146,7 @@ class Replicas:
 
 
 class ContentRegistry:
-    """What the datastore's node holds for images, with one reference per image version."""
+    """What the datastore's node holds for images, with one hold per image version."""
 
     def __init__(self, client: KuboClient, lock_dir: Path, replicas: Replicas | None = None) -> None:
         self.client = client
@@ -156,9 +155,9 @@ class ContentRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Reference changes on one frontend are serialised, so a release never races a hold."""
+        """Holds change one at a time on one frontend, so a release never races a hold."""
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.lock_dir / "references.lock", "a+") as lock:
+        with open(self.lock_dir / "holds.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -172,7 +171,7 @@ class ContentRegistry:
         stall_timeout: float,
         total_bytes: int | None = None,
     ) -> None:
-        """Pin ``cid`` completely on the datastore's node and reference it as ``name``.
+        """Pin ``cid`` completely on the datastore's node and hold it as ``name``.
 
         Returns only once every block is local, so an image is READY only when it is safe; with
         ``replicas``, only once the cluster's minimum of peers holds it too, and a version that cannot be
@@ -191,11 +190,11 @@ class ContentRegistry:
                 total_bytes=total_bytes,
             )
         with self._locked():
-            # A retried action finds its reference there already: replace it, the content is the same.
-            self.client.files_rm(f"{REFS_ROOT}/{cid}/{name}", force=True)
-            self.client.files_cp(f"/ipfs/{cid}", f"{REFS_ROOT}/{cid}/{name}")
+            # A retried action finds its hold there already: replace it, the content is the same.
+            self.client.files_rm(f"{HOLDS_ROOT}/{cid}/{name}", force=True)
+            self.client.files_cp(f"/ipfs/{cid}", f"{HOLDS_ROOT}/{cid}/{name}")
             # A release may have unpinned the CID between the fetch and the lock; the blocks are
-            # local, so pinning again is quick and keeps pin and reference together.
+            # local, so pinning again is quick and keeps pin and hold together.
             if not self._pinned_as(cid, name):
                 self.client.pin_add(cid, name=name, timeout=timeout)
         if self.replicas is not None:
@@ -212,16 +211,16 @@ class ContentRegistry:
         return any(pin.name == name for pin in self.client.pin_ls(cid))
 
     def release(self, cid: str, name: str) -> bool:
-        """Drop the reference ``name``; unpin ``cid`` when nothing else references it. True if unpinned."""
+        """Drop the hold ``name``; unpin ``cid`` when nothing else holds it. True if unpinned."""
         with self._locked():
-            self.client.files_rm(f"{REFS_ROOT}/{cid}/{name}", force=True)
+            self.client.files_rm(f"{HOLDS_ROOT}/{cid}/{name}", force=True)
             try:
-                remaining = self.client.files_ls(f"{REFS_ROOT}/{cid}")
+                remaining = self.client.files_ls(f"{HOLDS_ROOT}/{cid}")
             except ContentNotFound:
                 remaining = []
             if remaining:
                 return False
-            self.client.files_rm(f"{REFS_ROOT}/{cid}", force=True)
+            self.client.files_rm(f"{HOLDS_ROOT}/{cid}", force=True)
             if self.replicas is not None:
                 with suppress(ContentNotFound):
                     self.replicas.cluster.unpin(cid)
@@ -232,20 +231,13 @@ class ContentRegistry:
     def release_unrecorded(self, handle: ImageHandle, versions: ImageVersions) -> list[str]:
         """Release the versions of ``handle`` that were pinned but never recorded (a driver killed between
         the two, and the save never retried); return their CIDs. Recorded versions are left alone."""
-        recorded = {(cid, handle.reference_name(number)) for number, cid in versions.entries}
-        version_name = re.compile(re.escape(handle.reference_prefix) + r"\d{1,6}")
+        recorded = {(cid, handle.hold_name(number)) for number, cid in versions.entries}
+        version_name = re.compile(re.escape(handle.hold_prefix) + r"\d{1,6}")
         strays = [
             pin
-            for pin in self.client.pin_ls(name=handle.reference_prefix)
+            for pin in self.client.pin_ls(name=handle.hold_prefix)
             if version_name.fullmatch(pin.name) and (pin.cid, pin.name) not in recorded
         ]
         for pin in strays:
             self.release(pin.cid, pin.name)
         return [pin.cid for pin in strays]
-
-
-def state_dir() -> Path:
-    """Where the frontend side keeps its locks, scratch files and ssh sockets: oneadmin's, beside
-    OpenNebula's own state (``ONE_IPFS_STATE``, else ``.one-ipfs`` in OpenNebula's var folder)."""
-    state = os.environ.get("ONE_IPFS_STATE", "")
-    return Path(state) if state else var_dir() / ".one-ipfs"

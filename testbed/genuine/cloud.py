@@ -23,9 +23,8 @@ from one_ipfs.errors import HostError
 from testbed.genuine.api import Missing, OnedApi
 from testbed.genuine.frontend import Frontend
 from testbed.one import template as tmpl
-from testbed.one.documents import Datastore, Image, VirtualMachine, parse_xml
+from testbed.one.documents import Datastore, DiskSpec, Image, VirtualMachine, parse_xml
 from testbed.one.failure import OneFailure
-from testbed.one.oned import DiskSpec
 
 SYSTEM_DS_ID = 0
 WAIT = 300.0

@@ -8,7 +8,8 @@ small XML-RPC server (``testbed.one.api``) serves to the drivers as oned's API.
 
 It plays only what genuine oned (``testbed.genuine``) cannot be made to do on cue and what the demo and
 benchmarks need without oned: deploy, terminate, recover, cold and live migration, save-as, a snapshot of a
-powered-off disk, and the driver managers' requests by hand (docs/testing.md says which tests use it).
+powered-off disk, and the driver managers' requests by hand (docs/testing.md says which tests use it), one
+module per part of oned it models, wired by ``oned.OneSim``.
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from testbed.one.conf import OnedConf
-    from testbed.one.documents import Datastore, Disk, History, Host, Image, VirtualMachine
+    from testbed.one.documents import Datastore, DiskSpec, Image, VirtualMachine
     from testbed.one.failure import OneFailure
-    from testbed.one.managers import DriverResult, LogLine
-    from testbed.one.oned import DiskSpec, OneSim
-    from testbed.one.runner import Execution, LocalRunner, Runner
+    from testbed.one.oned import OneSim
+    from testbed.one.runner import LocalRunner
 
 _HOME = {
     "OnedConf": "conf",
-    **dict.fromkeys(["Datastore", "Disk", "History", "Host", "Image", "VirtualMachine"], "documents"),
+    **dict.fromkeys(["Datastore", "DiskSpec", "Image", "VirtualMachine"], "documents"),
     "OneFailure": "failure",
-    **dict.fromkeys(["DriverResult", "LogLine"], "managers"),
-    **dict.fromkeys(["DiskSpec", "OneSim"], "oned"),
-    **dict.fromkeys(["Execution", "LocalRunner", "Runner"], "runner"),
+    "OneSim": "oned",
+    "LocalRunner": "runner",
 }
 
 
@@ -43,18 +42,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Datastore",
-    "Disk",
     "DiskSpec",
-    "DriverResult",
-    "Execution",
-    "History",
-    "Host",
     "Image",
     "LocalRunner",
-    "LogLine",
     "OneFailure",
     "OneSim",
     "OnedConf",
-    "Runner",
     "VirtualMachine",
 ]

@@ -1,9 +1,9 @@
 """The parts of ``oned.conf`` (and the driver managers' arguments) the simulator obeys.
 
 Defaults are those of a stock OpenNebula frontend with the one-ipfs registration of
-``docs/opennebula-driver-protocol.md`` §2.e: ``ssh`` and ``shared`` as in ``share/etc/oned.conf``,
-``ipfs`` as the example there. Tests change them to see how the drivers behave under other settings
-(no ``TM_MAD_SYSTEM`` modes, a ``-w`` timeout, a DS_MAD left out of ``-d``...).
+``docs/opennebula-driver-protocol.md`` §2.e: ``ssh`` as in ``share/etc/oned.conf``, ``ipfs`` as the
+example there. Tests change them to see how the drivers behave under other settings (no ``TM_MAD_SYSTEM``
+modes, a ``-w`` timeout, a DS_MAD left out of ``-d``...).
 """
 
 from __future__ import annotations
@@ -11,13 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 Conf = dict[str, str]
-
-
-def _default_ds_mad_conf() -> dict[str, Conf]:
-    return {
-        "fs": {"NAME": "fs", "REQUIRED_ATTRS": "", "PERSISTENT_ONLY": "NO", "MARKETPLACE_ACTIONS": "export"},
-        "ipfs": {"NAME": "ipfs", "REQUIRED_ATTRS": "", "PERSISTENT_ONLY": "NO"},
-    }
 
 
 def _default_tm_mad_conf() -> dict[str, Conf]:
@@ -28,19 +21,6 @@ def _default_tm_mad_conf() -> dict[str, Conf]:
             "CLONE_TARGET": "SYSTEM",
             "SHARED": "NO",
             "DS_MIGRATE": "YES",
-            "DRIVER": "raw",
-        },
-        "shared": {
-            "NAME": "shared",
-            "LN_TARGET": "NONE",
-            "CLONE_TARGET": "SYSTEM",
-            "SHARED": "YES",
-            "DS_MIGRATE": "YES",
-            "TM_MAD_SYSTEM": "ssh",
-            "LN_TARGET_SSH": "SYSTEM",
-            "CLONE_TARGET_SSH": "SYSTEM",
-            "DISK_TYPE_SSH": "FILE",
-            "DRIVER": "raw",
         },
         "ipfs": {
             "NAME": "ipfs",
@@ -69,13 +49,10 @@ class OnedConf:
     selects how DS scripts are called: ``current`` (id in argv, base64 on stdin, 6.8+) or ``pre-6.8``.
     """
 
-    hostname: str | None = None
     datastore_location: str = "/var/lib/one//datastores"
     scripts_remote_dir: str = "/var/tmp/one"
     default_device_prefix: str = "sd"
     default_cdrom_device_prefix: str = "hd"
-    datastore_capacity_check: bool = True
-    ds_mad_conf: dict[str, Conf] = field(default_factory=_default_ds_mad_conf)
     tm_mad_conf: dict[str, Conf] = field(default_factory=_default_tm_mad_conf)
     datastore_mads: tuple[str, ...] | None = None
     system_ds_tms: tuple[str, ...] = ("shared", "ssh", "ceph")

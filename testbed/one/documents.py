@@ -512,11 +512,9 @@ class Image:
     source: str
     path: str
     format: str
-    fs: str
     size_mb: int
     datastore_id: int
     running_vms: int
-    cloning_ops: int
     vms: tuple[int, ...]
     template: dict[str, str]
     xml: str = field(repr=False)
@@ -538,11 +536,9 @@ class Image:
             source=text(root, "SOURCE"),
             path=text(root, "PATH"),
             format=text(root, "FORMAT"),
-            fs=text(root, "FS"),
             size_mb=integer(root, "SIZE"),
             datastore_id=integer(root, "DATASTORE_ID"),
             running_vms=integer(root, "RUNNING_VMS"),
-            cloning_ops=integer(root, "CLONING_OPS"),
             vms=tuple(collection_ids(root, "VMS")),
             template=_single_attributes(root.find("TEMPLATE")),
             xml=xml,
@@ -558,19 +554,6 @@ class Disk:
 
     def __getitem__(self, key: str) -> str:
         return self.attributes.get(key, "")
-
-    @property
-    def image_id(self) -> int | None:
-        value = self.attributes.get("IMAGE_ID")
-        return None if value is None else int(value)
-
-    @property
-    def source(self) -> str:
-        return self["SOURCE"]
-
-    @property
-    def size_mb(self) -> int:
-        return int(self["SIZE"] or 0)
 
 
 @dataclass(frozen=True)
@@ -633,12 +616,10 @@ class VirtualMachine:
 
 
 @dataclass(frozen=True)
-class Host:
-    id: int
-    name: str
-    xml: str = field(repr=False)
+class DiskSpec:
+    """A DISK of a VM template that uses an image, with the options a user may add (genuine oned's)."""
 
-    @classmethod
-    def from_xml(cls, xml: str) -> Host:
-        root = parse_xml(xml)
-        return cls(id=integer(root, "ID"), name=text(root, "NAME"), xml=xml)
+    image: Image | int
+    size_mb: int | None = None
+    target: str | None = None
+    dev_prefix: str | None = None

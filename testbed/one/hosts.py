@@ -109,13 +109,13 @@ def _fail(script: str, message: str) -> Execution:
 
 
 class SimulatedSystemTM:
-    """The ``ssh`` (and ``shared``) system datastore TM, as far as a VM on our image datastore needs it.
+    """The ``ssh`` system datastore TM, as far as a VM on our image datastore needs it.
 
-    Called by the transfer manager as ``(tm, action, args, stdin, vmid)`` for lines whose TM is one of
-    ``NAMES``. ``run_script`` runs another TM's script as the ssh scripts' ``migrate_other`` does.
+    Called by the transfer manager as ``(tm, action, args, stdin, vmid)`` for lines whose TM is ``NAME``.
+    ``run_script`` runs another TM's script as the ssh scripts' ``migrate_other`` does.
     """
 
-    NAMES = ("ssh", "shared")
+    NAME = "ssh"
 
     def __init__(self, files: HostFiles, driver_remotes: str, run_script: ScriptRunner) -> None:
         self.files = files
@@ -172,9 +172,6 @@ class SimulatedSystemTM:
     def _failmigrate(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:
         """``tm/ssh/failmigrate`` and ``tm/local/failmigrate`` link to ``tm/common/failmigrate``:
         ``exit 0``. No other TM hears of the failure, and the target folder stays as it was."""
-        return _ok()
-
-    def _monitor(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:
         return _ok()
 
     def _migrate_other(self, tm: str, action: str, args: list[str], stdin: bytes) -> Execution:

@@ -1,8 +1,7 @@
-"""Disk snapshot bookkeeping as oned keeps it (``src/vm/Snapshots.cc``): SNAPSHOTS documents of a VM
-disk, carried over to a persistent image when its VM is done and back to the disk at the next deploy.
+"""Disk snapshot bookkeeping as oned keeps it (``src/vm/Snapshots.cc``): the SNAPSHOTS of a VM's disk.
 
-Drivers see these in ``onevm show -x`` and ``oneimage show -x``; only their shape and the ids matter to
-them, so this keeps the tree (PARENT, CHILDREN, ACTIVE, NEXT_SNAPSHOT) and sizes, not quota accounting.
+Drivers see it in the VM's document; only its shape and the ids matter to them, so this keeps the tree
+(PARENT, CHILDREN, ACTIVE, NEXT_SNAPSHOT) and sizes, not quota accounting.
 """
 
 from __future__ import annotations
@@ -12,33 +11,31 @@ import xml.etree.ElementTree as ET
 
 from testbed.one.documents import (
     integer,
-    parse_xml,
     set_text,
     snapshots_document,
     text,
-    to_string,
     vector_element,
     vector_remove,
     vector_set,
 )
 
 
-def disk_snapshots(root: ET.Element, disk_id: int, allow_orphans: str) -> ET.Element:
+def disk_snapshots(root: ET.Element, disk_id: int) -> ET.Element:
     """The VM's SNAPSHOTS of one disk, created empty when the disk has none yet."""
     for node in root.findall("SNAPSHOTS"):
         if text(node, "DISK_ID") == str(disk_id):
             return node
-    node = snapshots_document(disk_id, allow_orphans)
+    node = snapshots_document(disk_id, "NO")
     root.append(node)
     return node
 
 
-def find_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> ET.Element | None:
-    """The SNAPSHOT with ``snapshot_id``, or None."""
+def find_snapshot(snapshots: ET.Element, snapshot_id: int) -> ET.Element:
+    """The SNAPSHOT with ``snapshot_id``."""
     for snapshot in snapshots.findall("SNAPSHOT"):
         if text(snapshot, "ID") == str(snapshot_id):
             return snapshot
-    return None
+    raise KeyError(f"disk {text(snapshots, 'DISK_ID')} has no snapshot {snapshot_id}")
 
 
 def create_snapshot(snapshots: ET.Element, name: str, size_mb: int) -> int:
@@ -61,22 +58,7 @@ def create_snapshot(snapshots: ET.Element, name: str, size_mb: int) -> int:
     return snapshot_id
 
 
-def set_image_snapshots(image: ET.Element, disk_snapshots: ET.Element | None) -> None:
-    """``set_image_snapshots``/``clear_snapshots``: the disk's snapshots (without DISK_ID) or none."""
-    current = image.find("SNAPSHOTS")
-    assert current is not None
-    position = list(image).index(current)
-    image.remove(current)
-    if disk_snapshots is None or not disk_snapshots.findall("SNAPSHOT"):
-        replacement = snapshots_document(-1, text(current, "ALLOW_ORPHANS") or "NO")
-    else:
-        replacement = parse_xml(to_string(disk_snapshots))
-        for node in replacement.findall("DISK_ID"):
-            replacement.remove(node)
-    image.insert(position, replacement)
-
-
-def activate_snapshot(snapshots: ET.Element, snapshot_id: int | None) -> None:
+def activate_snapshot(snapshots: ET.Element, snapshot_id: int) -> None:
     """``Snapshots::active_snapshot``: after a create or a revert, this one is the disk's state."""
     for snapshot in snapshots.findall("SNAPSHOT"):
         if text(snapshot, "ID") == str(snapshot_id):

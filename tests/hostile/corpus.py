@@ -18,7 +18,7 @@ from tests.hostile.harness import CID
 GARBAGE = "not valid base64"
 DTD = "DTD or entities"
 MALFORMED = "not well-formed"
-BAD_REFERENCE = "not a valid IPFS reference"
+BAD_IPFS_PATH = "not a valid IPFS path"
 BAD_BACKUP = "is not a backup disk URL OpenNebula writes"
 NOT_HOST = "not a host name"
 
@@ -202,19 +202,19 @@ HOSTILE_PATHS: list[tuple[str, str, str]] = [
     ("proc file", "/proc/self/environ", "restricted folder"),
     ("file url", "file:///etc/passwd", "absolute frontend path"),
     ("ftp url", "ftp://198.51.100.7/disk.img", "absolute frontend path"),
-    ("ipfs path with shell", cdata(f"/ipfs/{CID};reboot"), BAD_REFERENCE),
-    ("ipfs path with dot-dot", f"/ipfs/{CID}/../../etc/passwd", BAD_REFERENCE),
-    ("ipfs path with newline", cdata(f"/ipfs/{CID}\n/ipfs/x"), BAD_REFERENCE),
-    ("ipfs path not a cid", "/ipfs/not-a-cid", BAD_REFERENCE),
-    ("ipfs path empty", "/ipfs/", BAD_REFERENCE),
-    ("ipns option name", "/ipns/-oProxyCommand=x", BAD_REFERENCE),
-    ("ipns local address", "/ipns/127.0.0.1", BAD_REFERENCE),
-    ("fs prefix with garbage", "fs:/ipfs/$(id)", BAD_REFERENCE),
-    ("upper-case scheme", f"IPFS://{CID}", BAD_REFERENCE),
-    ("right-to-left override", f"/ipfs/{CID}/\u202egpj.exe", BAD_REFERENCE),
+    ("ipfs path with shell", cdata(f"/ipfs/{CID};reboot"), BAD_IPFS_PATH),
+    ("ipfs path with dot-dot", f"/ipfs/{CID}/../../etc/passwd", BAD_IPFS_PATH),
+    ("ipfs path with newline", cdata(f"/ipfs/{CID}\n/ipfs/x"), BAD_IPFS_PATH),
+    ("ipfs path not a cid", "/ipfs/not-a-cid", BAD_IPFS_PATH),
+    ("ipfs path empty", "/ipfs/", BAD_IPFS_PATH),
+    ("ipns option name", "/ipns/-oProxyCommand=x", BAD_IPFS_PATH),
+    ("ipns local address", "/ipns/127.0.0.1", BAD_IPFS_PATH),
+    ("fs prefix with garbage", "fs:/ipfs/$(id)", BAD_IPFS_PATH),
+    ("upper-case scheme", f"IPFS://{CID}", BAD_IPFS_PATH),
+    ("right-to-left override", f"/ipfs/{CID}/\u202egpj.exe", BAD_IPFS_PATH),
     ("fullwidth slashes", "\uff0fetc\uff0fpasswd", "absolute frontend path"),
     ("huge path", "/var/tmp/" + "a" * 100_000, "absolute frontend path"),
-    ("huge ipfs path", f"/ipfs/{CID}/" + "a/" * 50_000, BAD_REFERENCE),
+    ("huge ipfs path", f"/ipfs/{CID}/" + "a/" * 50_000, BAD_IPFS_PATH),
     (
         "backup disk with shell",
         cdata("rsync://100//0:ab12/var/lib/one/datastores/100/3/ab12/disk.0';id;'"),
@@ -293,22 +293,22 @@ DS_CASES: list[Case] = [
         "clone",
         "PATH",
         [
-            ("handle with shell", "one-ipfs/ds100/img7;reboot", BAD_REFERENCE),
-            ("handle with newline", cdata("one-ipfs/ds100/img7\n"), BAD_REFERENCE),
-            ("handle with dot-dot", "one-ipfs/ds100/../img7", BAD_REFERENCE),
-            ("handle with huge number", "one-ipfs/ds100/img99999999999", BAD_REFERENCE),
-            ("source is a frontend file", "/etc/passwd", BAD_REFERENCE),
-            ("source is an option", "-oProxyCommand=x", BAD_REFERENCE),
-            ("empty source", "", BAD_REFERENCE),
+            ("handle with shell", "one-ipfs/ds100/img7;reboot", BAD_IPFS_PATH),
+            ("handle with newline", cdata("one-ipfs/ds100/img7\n"), BAD_IPFS_PATH),
+            ("handle with dot-dot", "one-ipfs/ds100/../img7", BAD_IPFS_PATH),
+            ("handle with huge number", "one-ipfs/ds100/img99999999999", BAD_IPFS_PATH),
+            ("source is a frontend file", "/etc/passwd", BAD_IPFS_PATH),
+            ("source is an option", "-oProxyCommand=x", BAD_IPFS_PATH),
+            ("empty source", "", BAD_IPFS_PATH),
         ],
     ),
     *_image_cases(
         "export",
         "SOURCE",
         [
-            ("source with shell", cdata("/ipfs/x;reboot"), BAD_REFERENCE),
-            ("handle with newline", cdata("one-ipfs/ds100/img7\n"), BAD_REFERENCE),
-            ("source is a url", "http://198.51.100.7/x", BAD_REFERENCE),
+            ("source with shell", cdata("/ipfs/x;reboot"), BAD_IPFS_PATH),
+            ("handle with newline", cdata("one-ipfs/ds100/img7\n"), BAD_IPFS_PATH),
+            ("source is a url", "http://198.51.100.7/x", BAD_IPFS_PATH),
         ],
     ),
     _ds(
@@ -482,13 +482,13 @@ TM_CASES: list[Case] = [
         _tm(name, action_name, (value, DISK, "42", "100"), reason)
         for action_name in ("clone", "ln")
         for name, value, reason in [
-            ("source with shell", f"fe:/ipfs/{CID};reboot", BAD_REFERENCE),
-            ("source with command substitution", "fe:$(reboot)", BAD_REFERENCE),
-            ("source is a frontend file", "fe:/etc/shadow", BAD_REFERENCE),
-            ("source with dot-dot", f"fe:/ipfs/{CID}/../x", BAD_REFERENCE),
-            ("source is an option", "-oProxyCommand=x", BAD_REFERENCE),
-            ("handle with newline", f"fe:{HANDLE}\n", BAD_REFERENCE),
-            ("handle with huge number", "fe:one-ipfs/ds100/img99999999999", BAD_REFERENCE),
+            ("source with shell", f"fe:/ipfs/{CID};reboot", BAD_IPFS_PATH),
+            ("source with command substitution", "fe:$(reboot)", BAD_IPFS_PATH),
+            ("source is a frontend file", "fe:/etc/shadow", BAD_IPFS_PATH),
+            ("source with dot-dot", f"fe:/ipfs/{CID}/../x", BAD_IPFS_PATH),
+            ("source is an option", "-oProxyCommand=x", BAD_IPFS_PATH),
+            ("handle with newline", f"fe:{HANDLE}\n", BAD_IPFS_PATH),
+            ("handle with huge number", "fe:one-ipfs/ds100/img99999999999", BAD_IPFS_PATH),
         ]
     ),
     _tm("persistent disk of fixed content", "ln", (SOURCE, DISK, "42", "100"), "cannot be a persistent disk"),

@@ -42,7 +42,7 @@ def clean(bed: Bed) -> Iterator[None]:
     ("path", "reason"),
     [
         (f"-oProxyCommand=touch {MARKER}", "absolute frontend path"),
-        (f"/ipfs/$(touch {MARKER})", "not a valid IPFS reference"),
+        (f"/ipfs/$(touch {MARKER})", "not a valid IPFS path"),
         (f"/var/tmp/x;touch {MARKER}", "does not exist"),
         (f"`touch {MARKER}`", "absolute frontend path"),
         (f"/var/tmp/x\ntouch {MARKER}", "absolute frontend path"),
@@ -74,7 +74,7 @@ def test_deploying_an_image_with_a_hostile_source_fails_before_anything_runs(
         one.vm_deploy([image], "h1")
 
     assert failure.value.action == "TRANSFER"
-    assert "not a valid IPFS reference" in failure.value.info
+    assert "not a valid IPFS path" in failure.value.info
     assert "\n" not in failure.value.info
     assert frontend_pins(bed) == pins
     assert not list((bed.host("h1").var_lib_one / "datastores" / "0").rglob("disk.*"))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import one_ipfs.host.inputs as inputs
 from one_ipfs.errors import InvalidInput
-from one_ipfs.opennebula.action import read_ds_action
+from one_ipfs.opennebula.documents import read_ds_action
 from one_ipfs.opennebula.location import Location, is_host_name
 from one_ipfs.opennebula.output import INTERNAL_ERROR_EXIT
 from tests.hostile.corpus import DS_ACTIONS, HOST_DISK, MIGRATION_ARGS, TM_SHAPES, VM_XML, action, b64, image

@@ -191,8 +191,8 @@ def failed_create(one: GenuineOne, ipfs_ds: Datastore, **kwargs: object) -> str:
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
-        ("/ipfs/not-a-cid", "not a valid IPFS reference"),
-        ("/ipfs/bafy; rm -rf /", "not a valid IPFS reference"),
+        ("/ipfs/not-a-cid", "not a valid IPFS path"),
+        ("/ipfs/bafy; rm -rf /", "not a valid IPFS path"),
         ("/var/tmp/one-ipfs-tests-missing/disk.img", "does not exist"),
         ("/etc/passwd", "restricted folder"),
         ("/var/tmp/../../etc/shadow", "restricted folder"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -9,7 +10,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,9 +110,22 @@ def processes_of(bed: Bed, host: Host | None) -> set[Process]:
     return set(processes_in_namespace("mnt", identity))
 
 
-def settle(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    """Wait, within a bound, for something that follows an action asynchronously (an sshd session ending)."""
+def settle(
+    condition: Callable[[], bool], what: str, limit: float = 60.0, why: Callable[[], str] = str
+) -> None:
+    """Wait, within a bound, for something that follows an action asynchronously (an sshd session ending).
+    ``why`` says, when it did not happen, what stood in its way."""
     deadline = time.monotonic() + limit
     while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {limit:g} s"
+        assert time.monotonic() < deadline, f"{what} did not happen within {limit:g} s {why()}"
         time.sleep(0.2)
+
+
+def command_lines(processes: Iterable[Process]) -> list[str]:
+    """What each process runs, for a failure's message (those gone meanwhile are left out)."""
+    lines = []
+    for process in processes:
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+            lines.append(f"{process.pid}: {b' '.join(argv).decode(errors='replace').strip()}")
+    return lines

@@ -26,7 +26,7 @@ from one_ipfs.images import ImageVersions
 from one_ipfs.ipfs.cluster import ClusterClient
 from one_ipfs.ipfs.rpc import KuboClient
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import DatastoreTemplate, ImageTemplate
+from one_ipfs.opennebula.documents import DatastoreTemplate, ImageTemplate
 
 IPFS_DS_MAD = "ipfs"
 MAX_PARALLEL = 8
@@ -130,16 +130,16 @@ def ipfs_images() -> list[IpfsImage]:
     return sorted(found, key=lambda found_image: found_image.image.id or 0)
 
 
-def find_image(reference: str) -> IpfsImage:
+def find_image(id_or_name: str) -> IpfsImage:
     """The IPFS image named by id or by name (a name must be unique, as with ``oneimage``)."""
     images = ipfs_images()
-    by_id = int(reference) if reference.isdigit() else None
-    matches = [i for i in images if i.image.id == by_id or i.image.name == reference]
+    by_id = int(id_or_name) if id_or_name.isdigit() else None
+    matches = [i for i in images if i.image.id == by_id or i.image.name == id_or_name]
     if not matches:
-        raise InvalidInput(f"no image {reference[:80]!r} in an IPFS datastore (see `one-ipfs images`)")
+        raise InvalidInput(f"no image {id_or_name[:80]!r} in an IPFS datastore (see `one-ipfs images`)")
     if len(matches) > 1:
         ids = ", ".join(str(i.image.id) for i in matches)
-        raise InvalidInput(f"several images are named {reference[:80]!r} ({ids}): give the id")
+        raise InvalidInput(f"several images are named {id_or_name[:80]!r} ({ids}): give the id")
     if matches[0].cid is None:
         raise InvalidInput(f"image {matches[0].image.id} has no content yet (no IPFS_CID recorded)")
     return matches[0]

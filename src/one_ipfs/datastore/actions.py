@@ -17,7 +17,7 @@ from one_ipfs.datastore import backups, content
 from one_ipfs.errors import InvalidInput, NotSupported
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import DsAction, ImageTemplate, read_ds_action
+from one_ipfs.opennebula.documents import DsAction, ImageTemplate, read_ds_action
 from one_ipfs.opennebula.output import dispatch, log_info
 
 SAVE_AS = "save_as"
@@ -27,7 +27,7 @@ def cp(action: DsAction, config: DatastoreConfig) -> str:
     """Register an image: fetch and pin IPFS content, or add a frontend file or URL, under a new handle."""
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
-    imported = content.import_image(image, handle.reference_name(1), config)
+    imported = content.import_image(image, handle.hold_name(1), config)
     attributes = {**imported.attributes, **image_store.format_attributes(imported.format)}
     _record(handle, ImageVersions().with_version(imported.cid), attributes, config)
     log_info(f"image {handle.image_id} is {imported.cid} ({imported.format})")
@@ -40,12 +40,12 @@ def stat(action: DsAction, config: DatastoreConfig) -> str:
 
 
 def clone(action: DsAction, config: DatastoreConfig) -> str:
-    """A new image with the same content: a new handle and reference, zero bytes copied."""
+    """A new image with the same content: a new handle and hold, zero bytes copied."""
     image = _image(action)
     handle = ImageHandle(action.datastore.id, _image_id(image))
     held = image_store.current_content(image.path, config)
     stored = held.format or image.format or content.read_format(held.cid, config)
-    image_store.hold(held.cid, handle.reference_name(1), config)
+    image_store.hold(held.cid, handle.hold_name(1), config)
     attributes = {"IPFS_CLONED_FROM": image.path, **image_store.format_attributes(stored)}
     _record(handle, ImageVersions().with_version(held.cid), attributes, config)
     return f"{handle} {content.announced_format(stored, config)}"
@@ -60,13 +60,13 @@ def mkfs(action: DsAction, config: DatastoreConfig) -> str:
     if image.size_mb is None or image.size_mb <= 0:
         raise InvalidInput("a datablock needs a SIZE in MB greater than 0")
     stored = image.format or "raw"
-    cid = content.create_datablock(image.size_mb, image.fs, stored, handle.reference_name(1), config)
+    cid = content.create_datablock(image.size_mb, image.fs, stored, handle.hold_name(1), config)
     _record(handle, ImageVersions().with_version(cid), image_store.format_attributes(stored), config)
     return str(handle)
 
 
 def rm(action: DsAction, config: DatastoreConfig) -> None:
-    """Release this image's versions; content another image still references stays pinned."""
+    """Release this image's versions; content another image still holds stays pinned."""
     image = _image(action)
     handle = ImageHandle.parse(image.source)
     if handle is None:
@@ -80,10 +80,10 @@ def rm(action: DsAction, config: DatastoreConfig) -> None:
         )
     versions = ImageVersions.from_template(image.template)
     for number, cid in reversed(versions.entries):
-        image_store.release(cid, handle.reference_name(number), config)
+        image_store.release(cid, handle.hold_name(number), config)
     image_store.release_unrecorded(handle, versions, config)
     for snapshot_id, cid in ImageSnapshots.from_template(image.template).entries:
-        image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
+        image_store.release(cid, handle.snapshot_hold_name(snapshot_id), config)
     log_info(f"released {len(versions.entries)} version(s) of image {handle.image_id}")
 
 
@@ -196,5 +196,5 @@ def _record(
             handle.image_id, {**versions.attributes(), **image_store.import_attributes(config), **extra}
         )
     except Exception:
-        image_store.release(current[1], handle.reference_name(current[0]), config)
+        image_store.release(current[1], handle.hold_name(current[0]), config)
         raise

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.datastore import content
-from one_ipfs.errors import InvalidInput, InvalidReference
-from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.opennebula.action import BackupIncrements
+from one_ipfs.errors import InvalidInput, InvalidIpfsPath
+from one_ipfs.ipfs.paths import parse_cid
+from one_ipfs.opennebula.documents import BackupIncrements
 from one_ipfs.opennebula.output import log_info
 
 _BACKUP_ID = re.compile(r"^([0-9a-f]{12})-([A-Za-z0-9]{1,256})$")
@@ -34,7 +33,7 @@ STAGING = "/.one-ipfs-backup-flatten"
 
 @dataclass(frozen=True)
 class BackupId:
-    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own reference, so that two
+    """A backup's SOURCE: ``<token>-<cid>``. The token makes each backup its own hold, so that two
     backups with the very same content are released one at a time."""
 
     token: str
@@ -44,20 +43,20 @@ class BackupId:
         return f"{self.token}-{self.cid}"
 
     @property
-    def reference_name(self) -> str:
+    def hold_name(self) -> str:
         return f"backup-{self.token}"
 
     @classmethod
     def parse(cls, source: str) -> BackupId:
         match = _BACKUP_ID.fullmatch(source)
         if match is None:
-            raise InvalidReference(
+            raise InvalidIpfsPath(
                 f"{source[:200]!r} is not a backup of an ipfs backup datastore (<token>-<cid>)"
             )
         try:
             parse_cid(match.group(2))
         except InvalidInput:
-            raise InvalidReference(f"{source[:200]!r} names no valid CID") from None
+            raise InvalidIpfsPath(f"{source[:200]!r} names no valid CID") from None
         return cls(match.group(1), match.group(2))
 
     @classmethod
@@ -102,7 +101,7 @@ def disk_cid(links: list[Increment], disk_id: int, config: DatastoreConfig) -> s
 
 
 def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreConfig) -> BackupId:
-    """One backup holding what the chain ``links`` ends with, pinned under a reference of its own: its
+    """One backup holding what the chain ``links`` ends with, pinned under a hold of its own: its
     ``vm.xml`` is the last increment's, and each disk the chain flattened, named for the last increment
     (the backups after it rebase on that name). The caller releases the increments it replaces."""
     last = links[-1]
@@ -118,7 +117,7 @@ def merge(links: list[Increment], disk_ids: tuple[int, ...], config: DatastoreCo
                 flat.unlink()
         node.files_cp(f"/ipfs/{last.backup.cid}/vm.xml", f"{staging}/vm.xml")
         backup = BackupId.new(node.files_stat(staging, timeout=config.stall_timeout).cid)
-        image_store.hold(backup.cid, backup.reference_name, config)
+        image_store.hold(backup.cid, backup.hold_name, config)
     finally:
         node.files_rm(staging, force=True)
     log_info(f"increments {links[0].id} to {last.id} are one backup now: {backup}")

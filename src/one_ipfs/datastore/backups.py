@@ -4,7 +4,7 @@ Each backup, and each increment of an incremental one, is one IPFS directory (th
 ``disk.<id>.<increment>`` per disk, as OpenNebula's prebackup wrote them on the host): the host's own node
 adds it, the frontend's node pins it peer to peer, and its SOURCE names it. Backups share every block
 they have in common, whichever VM they are of, so an unchanged disk costs nothing the second time;
-deleting a backup (``rm``, and oned's KEEP_LAST) releases its reference, and Kubo's pin rules keep exactly
+deleting a backup (``rm``, and oned's KEEP_LAST) releases its hold, and Kubo's pin rules keep exactly
 the blocks a remaining backup uses. Increments are put back together by ``backup_chain``.
 The argument and output formats are those of OpenNebula's own ``rsync`` driver (docs/backups.md).
 """
@@ -35,9 +35,9 @@ from one_ipfs.errors import Cancelled, InvalidInput, NotSupported, OneIpfsError
 from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_node
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     MAX_PAYLOAD,
     BackedUpVm,
     DsAction,
@@ -103,7 +103,7 @@ def _store(host: str, folder: str, vm_id: int, config: DatastoreConfig) -> tuple
         backup_id = BackupId(token, added.cid)
         size = added.size
         log_info(f"pinning the backup of VM {vm_id} ({backup_id.cid}) from {host}")
-        image_store.hold(backup_id.cid, backup_id.reference_name, config, total_bytes=size or None)
+        image_store.hold(backup_id.cid, backup_id.hold_name, config, total_bytes=size or None)
     except BaseException:
         if backup_id is not None:
             _let_go(backup_id, config)
@@ -132,9 +132,9 @@ def backup_cancel(args: list[str], stdin: BinaryIO) -> None:
 
 def rm(action: DsAction, config: DatastoreConfig) -> None:
     """Delete a backup, each of its increments (by hand, or oned's KEEP_LAST): their blocks stay only where
-    another backup or an image references them."""
+    another backup or an image holds them."""
     for link in backup_chain.chain(backup_increments(action)):
-        image_store.release(link.backup.cid, link.backup.reference_name, config)
+        image_store.release(link.backup.cid, link.backup.hold_name, config)
         log_info(f"released backup {link.backup}")
 
 
@@ -253,11 +253,11 @@ def _on_host(host: str, request: protocol.Request[protocol.R], config: Datastore
 
 def _let_go(backup_id: BackupId, config: DatastoreConfig) -> None:
     """Release a backup no record keeps (one that did not finish, or increments merged into one): its
-    reference, and its pin unless another backup holds it. A failure is logged: it keeps blocks, never
+    hold, and its pin unless another backup holds it. A failure is logged: it keeps blocks, never
     loses any."""
     with _ignoring_stops():
         try:
-            image_store.release(backup_id.cid, backup_id.reference_name, config)
+            image_store.release(backup_id.cid, backup_id.hold_name, config)
         except OneIpfsError as exc:
             log_info(f"could not release backup {backup_id}: {exc}")
 

@@ -19,14 +19,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.defaults import MKFS_TIMEOUT
 from one_ipfs.diskformat import HEADER_BYTES, detect_format, qcow2_virtual_size, size_mb
 from one_ipfs.errors import InvalidInput, NotSupported, StorageError
-from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import looks_like_reference
+from one_ipfs.ipfs.paths import looks_like_ipfs_path
 from one_ipfs.ipfs.rpc import UNSPECIFIED_TO_LOOPBACK
-from one_ipfs.opennebula.action import ImageTemplate
+from one_ipfs.opennebula.documents import ImageTemplate
 from one_ipfs.opennebula.output import log_info
 
 FILESYSTEMS = ("ext2", "ext3", "ext4", "xfs", "vfat", "btrfs")
@@ -63,7 +62,7 @@ def gateway_root(config: DatastoreConfig) -> str | None:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:
+def own_gateway_path(path: str, config: DatastoreConfig) -> str | None:
     """``/ipfs/<cid>[/path]`` when ``path`` is a URL of the datastore node's own gateway (what ``export``
     gives): the content is taken by its CID, and nothing is downloaded or added."""
     parts = urlsplit(path)
@@ -83,10 +82,10 @@ def own_gateway_reference(path: str, config: DatastoreConfig) -> str | None:
     return parts.path if parts.hostname in {name.lower() for name in names} else None
 
 
-def as_reference(path: str, config: DatastoreConfig) -> str:
+def as_ipfs_path(path: str, config: DatastoreConfig) -> str:
     """PATH as the datastore takes it: a URL of its own gateway becomes the IPFS path it serves."""
     if path[:8].lower().startswith(("http://", "https://")):
-        return own_gateway_reference(path, config) or path
+        return own_gateway_path(path, config) or path
     return path
 
 
@@ -102,8 +101,8 @@ def read_format(cid: str, config: DatastoreConfig) -> str:
 
 def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> ImportedContent:
     """Bring an image's content into the datastore's node, completely, and hold it under ``name``."""
-    path = as_reference(image.path, config)
-    if looks_like_reference(path):
+    path = as_ipfs_path(image.path, config)
+    if looks_like_ipfs_path(path):
         cid, origin = image_store.resolve(path, config)
         size = image_store.client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout).size
         log_info(f"pinning {cid} ({size >> 20} MiB) on the datastore's node")
@@ -118,7 +117,7 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
         image.path, config.safe_dirs, config.restricted_dirs, timeout, checksums
     ) as stream:
         # Pinned as it is added, unless a checksum (or a backup downloader's exit status) may still refuse
-        # it: pinning after the add reads the whole image back. A driver killed before the reference
+        # it: pinning after the add reads the whole image back. A driver killed before the hold
         # leaves a pin ``rm`` releases.
         verified_later = bool(stream.hashes.expected) or sources.is_backup(image.path)
         added = image_store.client(config).add(
@@ -137,8 +136,8 @@ def import_image(image: ImageTemplate, name: str, config: DatastoreConfig) -> Im
 
 def image_size_mb(path: str, config: DatastoreConfig) -> int:
     """MB an image will take, read from IPFS metadata (and a qcow2 header), never the whole image."""
-    path = as_reference(path, config)
-    if looks_like_reference(path):
+    path = as_ipfs_path(path, config)
+    if looks_like_ipfs_path(path):
         cid, _ = image_store.resolve(path, config)
         info = image_store.client(config).files_stat(f"/ipfs/{cid}", timeout=config.stall_timeout)
         virtual = qcow2_virtual_size(read_header(cid, config)) if info.size >= 32 else None

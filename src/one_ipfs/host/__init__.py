@@ -1,4 +1,5 @@
-"""The host side of the transfer driver: what runs on a hypervisor, over ssh, as oneadmin.
+"""The host side of the drivers: what runs on a hypervisor as oneadmin, answering the frontend's requests
+(``protocol``, JSON over the ssh channel of ``hosts``) with the host's own Kubo node through ``ipfs``.
 
 A host has python3, its own Kubo node and qemu-img, nothing more, so this package uses the
 standard library only and must run on python3 >= 3.9. Commands print log lines on stderr

@@ -3,7 +3,7 @@
 Layout of the cache folder (default ``/var/lib/one/datastores/.one-ipfs-cache``)::
 
     entries/<cid>.json   one entry per CID: size, bytes held, last use, whether the cache owns
-                         the pin, and references (disk path -> VM id) of the disks made from it
+                         the pin, and its uses (``refs``: disk path -> VM id) by the disks made from it
     bases/<cid>          the image as a read-only file, which copy and overlay disks are made from
                          (written once per host; it counts toward the cache's size)
     bases/<cid>.boot-<id>  the same, written for copies only and never synced: trusted in the boot
@@ -14,7 +14,7 @@ Layout of the cache folder (default ``/var/lib/one/datastores/.one-ipfs-cache``)
 
 Entries are separate files so that deploys of different CIDs never wait for one another. The
 cache pins content as ``one-cache-<cid>``; a CID some other party pinned first is used but never
-unpinned. Eviction removes only unreferenced entries, least recently used first, so a disk never
+unpinned. Eviction removes only entries no disk uses, least recently used first, so a disk never
 loses the base it is an overlay of.
 """
 
@@ -50,11 +50,11 @@ def cache_pin_name(cid: str) -> str:
 
 
 @dataclass
-class Reference:
-    """A disk made from (or saved as) a cached CID.
+class DiskUse:
+    """A disk made from (or saved as) a cached CID uses its entry: the entry stays while it does.
 
-    ``expected`` marks a disk announced before its file arrives (a migration target): it is kept
-    until released, while other references lapse once their disk file is gone (moved away).
+    ``expected`` marks a disk announced before its file arrives (a migration target): its use is kept
+    until released, while other uses lapse once their disk file is gone (moved away).
     """
 
     vm: int | None
@@ -68,7 +68,7 @@ class CacheEntry:
     stored: int = 0
     owns_pin: bool = False
     last_used: float = 0.0
-    refs: dict[str, Reference] = field(default_factory=dict)
+    uses: dict[str, DiskUse] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,13 +77,14 @@ class CacheEntry:
             "stored": self.stored,
             "owns_pin": self.owns_pin,
             "last_used": self.last_used,
-            "refs": {key: {"vm": ref.vm, "expected": ref.expected} for key, ref in sorted(self.refs.items())},
+            # Stored under "refs", the key entries have always had, so that caches on hosts read unchanged.
+            "refs": {key: {"vm": use.vm, "expected": use.expected} for key, use in sorted(self.uses.items())},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CacheEntry:
-        refs = {
-            str(key): Reference(
+        uses = {
+            str(key): DiskUse(
                 None if value.get("vm") is None else int(value["vm"]), bool(value.get("expected"))
             )
             for key, value in dict(data.get("refs", {})).items()
@@ -94,7 +95,7 @@ class CacheEntry:
             stored=int(data.get("stored", 0)),
             owns_pin=bool(data.get("owns_pin", False)),
             last_used=float(data.get("last_used", 0.0)),
-            refs=refs,
+            uses=uses,
         )
 
 
@@ -179,28 +180,28 @@ class HostCache:
         with self._index():
             self._drop(cid)
 
-    def release(self, matches: Callable[[str, Reference], bool]) -> list[str]:
-        """Remove every reference ``matches`` selects; return the CIDs that lost one."""
+    def release(self, matches: Callable[[str, DiskUse], bool]) -> list[str]:
+        """Remove every use ``matches`` selects; return the CIDs that lost one."""
         touched: list[str] = []
         with self._index():
             for entry in self._all():
-                kept = {key: ref for key, ref in entry.refs.items() if not matches(key, ref)}
-                if len(kept) != len(entry.refs):
-                    entry.refs = kept
+                kept = {key: use for key, use in entry.uses.items() if not matches(key, use)}
+                if len(kept) != len(entry.uses):
+                    entry.uses = kept
                     self._save(entry)
                     touched.append(entry.cid)
         return touched
 
     def awaiting(self) -> list[int]:
-        """VMs holding a reference for a disk announced here that has not arrived (a migration target):
+        """VMs with a use for a disk announced here that has not arrived (a migration target):
         only oned can tell whether the VM is still coming, so the frontend asks it."""
         with self._index():
             return sorted(
                 {
-                    ref.vm
+                    use.vm
                     for entry in self._all()
-                    for key, ref in entry.refs.items()
-                    if ref.expected and ref.vm is not None and not os.path.lexists(key)
+                    for key, use in entry.uses.items()
+                    if use.expected and use.vm is not None and not os.path.lexists(key)
                 }
             )
 
@@ -209,9 +210,9 @@ class HostCache:
             return [EntryStatus(entry, self.base_bytes(entry.cid)) for entry in self._all()]
 
     def evict(self, client: KuboClient, keep_bytes: int, *, gc_timeout: float) -> list[str]:
-        """Evict unreferenced entries, least recently used first, until the cache holds ``keep_bytes``.
+        """Evict entries no disk uses, least recently used first, until the cache holds ``keep_bytes``.
 
-        References whose disk file is gone (the VM moved away) lapse first. Content the cache
+        Uses whose disk file is gone (the VM moved away) lapse first. Content the cache
         unpinned is collected by ``repo/gc`` afterwards, unless an addition is still running.
         """
         evicted: list[str] = []
@@ -219,12 +220,12 @@ class HostCache:
         with self._index():
             statuses = [EntryStatus(entry, self.base_bytes(entry.cid)) for entry in self._all()]
             for status in statuses:
-                self._lapse_stale_references(status.entry)
+                self._lapse_stale_uses(status.entry)
             total = sum(status.cost for status in statuses)
             for status in sorted(statuses, key=lambda s: s.entry.last_used):
                 if total <= keep_bytes:
                     break
-                if status.entry.refs:
+                if status.entry.uses:
                     continue
                 with _try_flock(self.locks_dir / f"{status.entry.cid}.lock") as locked:
                     if not locked:
@@ -250,10 +251,10 @@ class HostCache:
         except IpfsTimeout as exc:
             log_info(f"garbage collection postponed: {exc}")
 
-    def _lapse_stale_references(self, entry: CacheEntry) -> None:
-        kept = {key: ref for key, ref in entry.refs.items() if ref.expected or os.path.lexists(key)}
-        if len(kept) != len(entry.refs):
-            entry.refs = kept
+    def _lapse_stale_uses(self, entry: CacheEntry) -> None:
+        kept = {key: use for key, use in entry.uses.items() if use.expected or os.path.lexists(key)}
+        if len(kept) != len(entry.uses):
+            entry.uses = kept
             self._save(entry)
 
     def _entry_path(self, cid: str) -> Path:

@@ -33,7 +33,7 @@ from one_ipfs.host.deploy import (
 )
 from one_ipfs.host.disks import COPY, OVERLAY
 from one_ipfs.host.sparse import allocated, copy_file, grow, part_path, remove_file
-from one_ipfs.ipfs.pinning import PROGRESS_EVERY
+from one_ipfs.ipfs.fetching import PROGRESS_EVERY
 from one_ipfs.ipfs.rpc import KuboClient
 
 MODES = (COPY, OVERLAY)
@@ -95,7 +95,7 @@ def fetch(client: KuboClient, cache: HostCache, request: p.Fetch) -> p.Deployed:
 def prefetch(client: KuboClient, cache: HostCache, request: p.Prefetch) -> p.Stored:
     """Before a disk moves here (migration): hold its content and, for overlays, its base file.
 
-    The overlay disk arrives later, so its reference is kept until released even while the disk
+    The overlay disk arrives later, so its use is kept until released even while the disk
     file is still missing.
     """
     cid, disk = request.cid, request.disk
@@ -118,7 +118,7 @@ def prefetch(client: KuboClient, cache: HostCache, request: p.Prefetch) -> p.Sto
 def warm(client: KuboClient, cache: HostCache, request: p.Warm) -> p.Held:
     """Hold ``cid`` before any disk needs it (``one-ipfs prefetch`` ahead of a deploy storm).
 
-    The entry has no reference and counts at the content's full size: it stays while the cache has
+    No disk uses the entry and it counts at the content's full size: it stays while the cache has
     room for it and goes least recently used first like any other, never pushing out a disk's base.
     """
     cid, room = request.cid, request.cache.max_mb
@@ -150,7 +150,7 @@ def save(client: KuboClient, cache: HostCache, request: p.Save) -> p.Stored:
     The disk file is what its deploy recorded or, where no deploy on this host recorded it (the disk
     came by a live migration, which carries disks but not our records), ``disk_format``: oned's
     DRIVER, which the hypervisor opened and migrated it as. The result stays pinned as a cache entry
-    referenced by the disk, so the datastore's node can fetch it from here until the disk is deleted.
+    the disk uses, so the datastore's node can fetch it from here until the disk is deleted.
     """
     disk = request.disk
     deadline = Deadline(request.timeout, f"saving {disk}")
@@ -200,7 +200,7 @@ def delete_disk(client: KuboClient, cache: HostCache, request: p.DeleteDisk) -> 
     disks.remove_record(disk)
     cache.prepare()
     snapshots = f"{disks.snapshots_dir(disk)}/"
-    cache.release(lambda key, ref: key == str(disk) or key.startswith(snapshots))
+    cache.release(lambda key, use: key == str(disk) or key.startswith(snapshots))
     owner = f" of VM {request.vm}" if request.vm is not None else ""
     log_info(f"removed {disk}{owner}" if found else f"{disk}{owner} was already removed")
     trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"deleting {disk}"))
@@ -208,20 +208,20 @@ def delete_disk(client: KuboClient, cache: HostCache, request: p.DeleteDisk) -> 
 
 
 def delete_folder(client: KuboClient, cache: HostCache, request: p.DeleteFolder) -> p.Removed:
-    """Remove a VM's folder (disks, snapshots, records) and release every cache reference inside it."""
+    """Remove a VM's folder (disks, snapshots, records) and release every cache use inside it."""
     _remove_tree(request.dir)
     cache.prepare()
     inside = f"{request.dir}/"
-    cache.release(lambda key, ref: key.startswith(inside))
+    cache.release(lambda key, use: key.startswith(inside))
     log_info(f"removed {request.dir}")
     trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"deleting {request.dir}"))
     return p.Removed()
 
 
 def release(client: KuboClient, cache: HostCache, request: p.Release) -> p.Done:
-    """A VM left this host (migrated, or its migration here failed): drop its cache references."""
+    """A VM left this host (migrated, or its migration here failed): drop its disks' cache uses."""
     cache.prepare()
-    touched = cache.release(lambda key, ref: ref.vm == request.vm)
+    touched = cache.release(lambda key, use: use.vm == request.vm)
     log_info(f"released {len(touched)} cached image(s) of VM {request.vm}")
     trim(client, cache, request.cache.max_mb, Deadline(request.timeout, f"releasing VM {request.vm}"))
     return p.Done()
@@ -364,7 +364,7 @@ def cache_status(cache: HostCache) -> p.CacheListing:
 
 
 def cache_evict(client: KuboClient, cache: HostCache, request: p.CacheEvict) -> p.Evicted:
-    """Trim the cache to ``keep_mb`` MiB now; referenced entries stay whatever their size."""
+    """Trim the cache to ``keep_mb`` MiB now; entries a disk uses stay whatever their size."""
     cache.prepare()
     evicted = cache.evict(client, request.keep_mb << 20, gc_timeout=request.timeout)
     return p.Evicted(tuple(evicted), sum(status.cost for status in cache.status()))

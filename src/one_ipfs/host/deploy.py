@@ -2,7 +2,7 @@
 which the disks of that content are then copies of, or overlays on.
 
 ``commands`` calls it for every command that needs content here (fetch, prefetch, warm); it fetches
-through ``one_ipfs.ipfs.pinning`` from the fleet and accounts for what it holds in ``cache``.
+through ``one_ipfs.ipfs.fetching`` from the fleet and accounts for what it holds in ``cache``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from one_ipfs.host import disks, log_info
 from one_ipfs.host.cache import (
     CACHE_PIN_PREFIX,
     CacheEntry,
+    DiskUse,
     HostCache,
-    Reference,
     cache_pin_name,
     pin_owner,
     unpin_cache_pin,
 )
 from one_ipfs.host.disks import COPY, OVERLAY, DiskRecord
 from one_ipfs.host.sparse import SparseFile, Written, copy_file, grow, persist, remove_file
-from one_ipfs.ipfs.gateway import BlockReader, block_reader
-from one_ipfs.ipfs.pinning import (
+from one_ipfs.ipfs.fetching import (
     SCATTER_WORKERS,
     BlockSink,
     FileLayout,
@@ -38,6 +37,7 @@ from one_ipfs.ipfs.pinning import (
     scatter_fetch,
     stat_patiently,
 )
+from one_ipfs.ipfs.gateway import BlockReader, block_reader
 from one_ipfs.ipfs.rpc import FileStat, KuboClient
 
 
@@ -343,8 +343,8 @@ def used_by(
     def change(entry: CacheEntry) -> None:
         entry.stored = max(entry.stored, stored)
         if holds:
-            known = entry.refs.get(str(disk))
-            entry.refs[str(disk)] = Reference(vm if vm is not None or known is None else known.vm, expected)
+            known = entry.uses.get(str(disk))
+            entry.uses[str(disk)] = DiskUse(vm if vm is not None or known is None else known.vm, expected)
 
     return change
 

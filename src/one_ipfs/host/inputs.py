@@ -18,7 +18,7 @@ from pathlib import Path
 
 from one_ipfs.errors import InvalidInput
 from one_ipfs.host.disks import written_beside
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 DEFAULT_ROOT = "/var/lib/one"

@@ -332,7 +332,7 @@ class DeleteFolder(Request[Removed]):
 
 @dataclass(frozen=True)
 class Release(Request[Done]):
-    """Drop the cache references of a VM that left."""
+    """Drop the cache uses of a VM that left."""
 
     command = "release"
     result = Done

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from one_ipfs.config import state_dir
 from one_ipfs.defaults import SSH_ALIVE_INTERVAL, SSH_CONNECT_TIMEOUT, SSH_CONTROL_PERSIST
 from one_ipfs.errors import HostError
-from one_ipfs.images import state_dir
 from one_ipfs.opennebula.output import relay_log
 
 SSH_OPTIONS = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from one_ipfs.errors import ClusterError, ContentNotFound, InvalidInput
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.ipfs.rpc import parse_api
 
 Transport = Callable[[str, str, float], tuple[int, bytes]]

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 
 from one_ipfs.errors import CommandFailed, DaemonUnreachable, InvalidInput, IpfsTimeout, StreamBroken
-from one_ipfs.ipfs.refs import RAW, SHA2_256, Cid, parse_cid
+from one_ipfs.ipfs.paths import RAW, SHA2_256, Cid, parse_cid
 from one_ipfs.ipfs.rpc import KuboClient
 
 RAW_BLOCK = "application/vnd.ipld.raw"

@@ -333,7 +333,7 @@ class KuboClient:
         )
 
     def files_cp(self, source: str, destination: str) -> None:
-        """Copy into MFS (parents created): a reference that keeps content from GC without a pin."""
+        """Copy into MFS (parents created): an entry there keeps content from GC without a pin."""
         self._call("files/cp", (source, destination), {"parents": "true"})
 
     def files_rm(self, path: str, *, force: bool = False) -> None:

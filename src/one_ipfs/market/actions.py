@@ -16,11 +16,11 @@ from typing import BinaryIO
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, load_config
 from one_ipfs.datastore import content
-from one_ipfs.errors import InvalidInput, InvalidReference
-from one_ipfs.ipfs.refs import looks_like_reference, parse_reference
+from one_ipfs.errors import InvalidInput, InvalidIpfsPath
+from one_ipfs.ipfs.paths import looks_like_ipfs_path, parse_ipfs_path
 from one_ipfs.market import publication
 from one_ipfs.market.catalogue import CatalogueApp, parse_app
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     DatastoreTemplate,
     ImportInfo,
     MarketAction,
@@ -38,8 +38,8 @@ def import_app(action: MarketAction, config: DatastoreConfig) -> str:
     app, imported = _app(action), _imported(action)
     market = action.marketplace
     publication.publishing_key(market)
-    reference = _reference_name(market.id, app.id)
-    cid, image_format = _hold_content(imported, action.datastore, reference, config)
+    hold_name = _hold_name(market.id, app.id)
+    cid, image_format = _hold_content(imported, action.datastore, hold_name, config)
     try:
         entry = parse_app(
             asdict(
@@ -64,7 +64,7 @@ def import_app(action: MarketAction, config: DatastoreConfig) -> str:
                 )
             publication.publish(market, catalogue.with_app(entry), config)
     except Exception:
-        image_store.release(cid, reference, config)
+        image_store.release(cid, hold_name, config)
         raise
     log_info(f"app {app.id} is {cid}")
     source = entry.source(content.gateway_root(config))
@@ -79,8 +79,8 @@ def delete(action: MarketAction, config: DatastoreConfig) -> None:
         log_info(f"app {app.id} is listed by another cloud's catalogue: nothing held here to release")
         return
     try:
-        cid = parse_reference(content.as_reference(app.source, config)).root
-    except InvalidReference:
+        cid = parse_ipfs_path(content.as_ipfs_path(app.source, config)).root
+    except InvalidIpfsPath:
         log_info(f"app {app.id} has no SOURCE this marketplace gave: nothing to release")
         return
     with publication.locked(market.id):
@@ -88,7 +88,7 @@ def delete(action: MarketAction, config: DatastoreConfig) -> None:
         listed = catalogue.get(app.name)
         if listed is not None and listed.cid == cid:
             publication.publish(market, catalogue.without(app.name), config)
-    image_store.release(cid, _reference_name(market.id, app.id), config)
+    image_store.release(cid, _hold_name(market.id, app.id), config)
 
 
 def monitor(action: MarketAction, config: DatastoreConfig) -> str:
@@ -120,13 +120,13 @@ def _configured(action: MarketAction) -> tuple[MarketAction, DatastoreConfig]:
 
 
 def _hold_content(
-    imported: ImportInfo, datastore: DatastoreTemplate | None, reference: str, config: DatastoreConfig
+    imported: ImportInfo, datastore: DatastoreTemplate | None, hold_name: str, config: DatastoreConfig
 ) -> tuple[str, str]:
-    """(CID, format) of the exported image, held under ``reference``."""
-    path = content.as_reference(imported.source, config)
-    if looks_like_reference(path):
+    """(CID, format) of the exported image, held under ``hold_name``."""
+    path = content.as_ipfs_path(imported.source, config)
+    if looks_like_ipfs_path(path):
         cid, _ = image_store.resolve(path, config)
-        image_store.hold(cid, reference, config)
+        image_store.hold(cid, hold_name, config)
         log_info(f"taking {cid} by its CID: nothing copied")
         return cid, imported.format or content.read_format(cid, config)
     from one_ipfs.datastore import sources
@@ -139,12 +139,12 @@ def _hold_content(
         added = image_store.client(config).add(stream.reader, settings=config.import_settings, pin=False)
         stream.verify()
         image_format = stream.format
-    image_store.hold(added.cid, reference, config)
+    image_store.hold(added.cid, hold_name, config)
     log_info(f"added {added.size >> 20} MiB as {added.cid}")
     return added.cid, image_format
 
 
-def _reference_name(market_id: int, app_id: int) -> str:
+def _hold_name(market_id: int, app_id: int) -> str:
     """The name an app's content is held under, unique to the marketplace and the app."""
     return f"one-market{market_id}-app{app_id}"
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from one_ipfs.errors import InvalidInput
-from one_ipfs.ipfs.refs import parse_cid
-from one_ipfs.opennebula.action import MAX_SIZE_MB
+from one_ipfs.ipfs.paths import parse_cid
+from one_ipfs.opennebula.documents import MAX_SIZE_MB
 
 SCHEMA = "one-ipfs-marketplace/1"
 MAX_DOCUMENT = 8 << 20

@@ -18,12 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from one_ipfs import image_store
-from one_ipfs.config import DatastoreConfig
+from one_ipfs.config import DatastoreConfig, state_dir
 from one_ipfs.errors import InvalidInput, NotSupported
-from one_ipfs.images import state_dir
-from one_ipfs.ipfs.refs import parse_cid, parse_reference
+from one_ipfs.ipfs.paths import parse_cid, parse_ipfs_path
 from one_ipfs.market.catalogue import MAX_DOCUMENT, Catalogue, parse_catalogue
-from one_ipfs.opennebula.action import MarketplaceTemplate
+from one_ipfs.opennebula.documents import MarketplaceTemplate
 from one_ipfs.opennebula.output import log_error, log_info
 
 KEY_ATTRIBUTE = "IPFS_CATALOGUE_KEY"
@@ -60,10 +59,10 @@ def current(market: MarketplaceTemplate, config: DatastoreConfig) -> Catalogue:
             f"or {NAME_ATTRIBUTE} = /ipns/<name> to list another cloud's"
         )
     name = subscribed if subscribed.startswith("/ipns/") else f"/ipns/{subscribed}"
-    reference = parse_reference(name)
-    if not reference.is_mutable or reference.subpath:
+    given = parse_ipfs_path(name)
+    if not given.is_mutable or given.subpath:
         raise InvalidInput(f"{NAME_ATTRIBUTE} must be an IPNS name, /ipns/<name>")
-    path = image_store.client(config).name_resolve(reference.path, timeout=config.stall_timeout)
+    path = image_store.client(config).name_resolve(given.path, timeout=config.stall_timeout)
     return _read(path, config)
 
 
@@ -75,18 +74,18 @@ def publish(market: MarketplaceTemplate, catalogue: Catalogue, config: Datastore
     key = publishing_key(market)
     node = image_store.client(config)
     added = node.add(io.BytesIO(catalogue.to_bytes()), settings=config.import_settings, pin=False)
-    reference = f"one-market{market.id}-catalogue"
+    hold_name = f"one-market{market.id}-catalogue"
     previous = _read_record(market.id)
-    image_store.hold(added.cid, reference, config)
+    image_store.hold(added.cid, hold_name, config)
     try:
         name = node.name_publish(f"/ipfs/{added.cid}", key=key)
         _write_record(market.id, added.cid)
     except Exception:
         if added.cid != previous:
-            image_store.release(added.cid, reference, config)
+            image_store.release(added.cid, hold_name, config)
         raise
     if previous is not None and previous != added.cid:
-        image_store.release(previous, reference, config)
+        image_store.release(previous, hold_name, config)
     log_info(
         f"catalogue of marketplace {market.id} ({len(catalogue.apps)} apps) is {added.cid}, /ipns/{name}"
     )

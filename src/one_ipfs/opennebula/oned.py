@@ -22,7 +22,7 @@ from typing import Any
 
 from one_ipfs.defaults import ONED_TIMEOUT
 from one_ipfs.errors import ObjectMissing, OnedUnreachable, OpenNebulaError
-from one_ipfs.opennebula.action import (
+from one_ipfs.opennebula.documents import (
     DatastoreTemplate,
     ImageTemplate,
     VmTemplate,

@@ -25,9 +25,9 @@ from one_ipfs.host import protocol
 from one_ipfs.hosts import calls as hosts
 from one_ipfs.hosts.calls import host_cache, host_node
 from one_ipfs.images import ImageHandle, ImageSnapshots, ImageVersions
-from one_ipfs.ipfs.refs import parse_reference
+from one_ipfs.ipfs.paths import parse_ipfs_path
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
+from one_ipfs.opennebula.documents import ImageTemplate, VmDisk, parse_vm_xml, read_ds_action
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import dispatch, log_info
 
@@ -216,7 +216,7 @@ def _deploy_request(args: list[str]) -> DiskRequest:
         integer_argument(ds_id, "the datastore id"),
     )
     if ImageHandle.parse(request.source) is None:
-        parse_reference(request.source)
+        parse_ipfs_path(request.source)
     return request
 
 
@@ -271,7 +271,7 @@ def _save(
     updated = versions.with_version(cid)
     number = updated.entries[-1][0]
     log_info(f"pinning {cid} from {disk.host} on the datastore's node as version {number}")
-    image_store.hold(cid, handle.reference_name(number), config, total_bytes=saved or None)
+    image_store.hold(cid, handle.hold_name(number), config, total_bytes=saved or None)
     try:
         oned.update_image(
             handle.image_id,
@@ -282,7 +282,7 @@ def _save(
             },
         )
     except Exception:
-        image_store.release(cid, handle.reference_name(number), config)
+        image_store.release(cid, handle.hold_name(number), config)
         raise
     log_info(f"image {handle.image_id} is now version {number}: {cid}")
 
@@ -363,12 +363,12 @@ def _save_snapshots(
             config=config,
             parked=parked,
         )
-        image_store.hold(cid, handle.snapshot_reference(snapshot_id), config, total_bytes=size or None)
+        image_store.hold(cid, handle.snapshot_hold_name(snapshot_id), config, total_bytes=size or None)
         entries.append((snapshot_id, cid))
     oned.update_image(handle.image_id, ImageSnapshots(tuple(entries)).attributes())
     for snapshot_id, cid in before.entries:
         if (snapshot_id, cid) not in entries:
-            image_store.release(cid, handle.snapshot_reference(snapshot_id), config)
+            image_store.release(cid, handle.snapshot_hold_name(snapshot_id), config)
     log_info(f"image {handle.image_id} keeps {len(entries)} disk snapshot(s) in IPFS")
 
 
@@ -415,7 +415,7 @@ def cpds(call: TmCall) -> None:
 
 
 def delete(call: TmCall) -> None:
-    """Remove a disk (or a VM folder) from its host and release the host's cache reference."""
+    """Remove a disk (or a VM folder) from its host and release its use of the host's cache."""
     target, vm_id, ds_id = arguments(call.args, 3, "host:remote_system_ds[/disk.i] vmid dsid")
     location = Location.parse(target)
     vm = integer_argument(vm_id, "the VM id")
@@ -423,7 +423,7 @@ def delete(call: TmCall) -> None:
 
 
 def delete_on_host(location: Location, vm: int, config: DatastoreConfig) -> None:
-    """Remove a disk or a VM folder from its host; the host releases its cache references to them (its
+    """Remove a disk or a VM folder from its host; the host releases their uses of its cache (its
     node keeps the blocks until its cache is trimmed, so a later fetch there moves next to nothing)."""
     node, path, cache = host_node(config), Path(location.path), host_cache(config)
     removal: protocol.DeleteDisk | protocol.DeleteFolder = (
@@ -525,7 +525,7 @@ def premigrate(call: TmCall) -> None:
 
 
 def postmigrate(call: TmCall) -> None:
-    """After a live migration the source host lets go of this VM's cache references; as the system
+    """After a live migration the source host releases this VM's cache uses; as the system
     datastore's own TM, this driver also removes the folder the hypervisor left there, as OpenNebula's
     ``ssh`` and ``local`` TMs do."""
     step = MigrationStep.parse(call)
@@ -553,7 +553,7 @@ def _release(host: str, vm_id: int, config: DatastoreConfig) -> None:
 
 
 def _on_host(host: str, request: protocol.Request[Awaited], config: DatastoreConfig, vm_id: int) -> Awaited:
-    """Run a host command for VM ``vm_id``, then settle the references the host holds for other VMs'
+    """Run a host command for VM ``vm_id``, then settle the cache uses the host keeps for other VMs'
     disks that never arrived (``_reconcile``)."""
     result = hosts.call(host, request, timeout=_host_timeout(config))
     for other in result.awaiting:
@@ -563,7 +563,7 @@ def _on_host(host: str, request: protocol.Request[Awaited], config: DatastoreCon
 
 
 def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
-    """Drop the references ``host`` keeps for VM ``vm_id``'s announced disks unless oned still places
+    """Drop the cache uses ``host`` keeps for VM ``vm_id``'s announced disks unless oned still places
     the VM there. OpenNebula's ssh and local TMs end a failed live migration with ``exit 0``, never
     calling this driver's failmigrate: without this, what premigrate fetched stayed pinned for good.
     Best effort: the action that asked has succeeded already."""
@@ -574,7 +574,7 @@ def _reconcile(host: str, vm_id: int, config: DatastoreConfig) -> None:
         log_info(f"VM {vm_id} is not on {host} (a migration there failed): releasing what it holds there")
         _release(host, vm_id, config)
     except OneIpfsError as exc:
-        log_info(f"the cache references of VM {vm_id} on {host} were left for a later action: {exc}")
+        log_info(f"the cache uses of VM {vm_id} on {host} were left for a later action: {exc}")
 
 
 def _snapshot_step(kind: type[protocol.SnapshotCreate]) -> Callable[[TmCall], None]:

@@ -23,10 +23,10 @@ from pathlib import Path
 from one_ipfs import image_store
 from one_ipfs.config import DatastoreConfig, remotes_dir
 from one_ipfs.defaults import UPSTREAM_TIMEOUT
-from one_ipfs.errors import InvalidInput, InvalidReference, OpenNebulaError, StorageError
-from one_ipfs.ipfs.refs import parse_cid
+from one_ipfs.errors import InvalidInput, InvalidIpfsPath, OpenNebulaError, StorageError
+from one_ipfs.ipfs.paths import parse_cid
 from one_ipfs.opennebula import oned
-from one_ipfs.opennebula.action import VmTemplate
+from one_ipfs.opennebula.documents import VmTemplate
 from one_ipfs.opennebula.location import Location, disk_id_of
 from one_ipfs.opennebula.output import log_info, relay_log
 from one_ipfs.transfer import actions
@@ -239,7 +239,7 @@ def _read_manifest(folder: Path) -> list[FolderFile]:
             raise StorageError(f"{path} names {file.name[:80]!r} ({file.format[:20]!r}), not a disk file")
         try:
             parse_cid(file.cid)
-        except InvalidReference as exc:
+        except InvalidIpfsPath as exc:
             raise StorageError(f"{path}: {file.name}'s {exc}") from None
     return files
 

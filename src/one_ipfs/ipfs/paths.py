@@ -1,10 +1,10 @@
-"""IPFS image references: what users may put in an image's PATH or SOURCE, parsed and checked.
+"""IPFS paths and CIDs: what users may put in an image's PATH or SOURCE, parsed and checked.
 
 Everything here comes from an OpenNebula template and is treated as hostile: input is capped, CIDs
 are decoded and checked structurally (multibase, CID version, codec, multihash length) rather than
 matched by pattern, and path segments may not hold anything that could confuse a shell, a URL,
 OpenNebula's ``host:path`` arguments or a later Unicode normalisation. The accepted multibases are
-the ASCII ones Kubo decodes, so a reference that parses here is one the node can resolve.
+the ASCII ones Kubo decodes, so an IPFS path that parses here is one the node can resolve.
 
 Standard library only and Python 3.9 compatible: hosts ship this module too.
 """
@@ -15,9 +15,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from one_ipfs.errors import InvalidReference
+from one_ipfs.errors import InvalidIpfsPath
 
-MAX_REFERENCE = 4096
+MAX_PATH = 4096
 MAX_SEGMENT_BYTES = 255
 MAX_INLINED_KEY = 42
 ACCEPTED_FORMS = (
@@ -132,7 +132,7 @@ class Cid:
 
 
 @dataclass(frozen=True)
-class ImageRef:
+class IpfsPath:
     """IPFS content an image names: ``root`` is a CID (``ipfs``) or an IPNS name (``ipns``), as given."""
 
     namespace: str
@@ -150,33 +150,33 @@ class ImageRef:
         return self.namespace == "ipns"
 
 
-def looks_like_reference(text: str) -> bool:
+def looks_like_ipfs_path(text: str) -> bool:
     """Whether ``text`` is meant as IPFS content rather than a local file or a URL.
 
-    Case-insensitive, so that ``IPFS://...`` is refused as a bad reference instead of being taken
+    Case-insensitive, so that ``IPFS://...`` is refused as a bad IPFS path instead of being taken
     for a file name.
     """
     return text[:9].lower().startswith(_PREFIXES)
 
 
-def parse_reference(text: str) -> ImageRef:
-    """Parse an IPFS reference in any accepted form into its canonical parts."""
+def parse_ipfs_path(text: str) -> IpfsPath:
+    """Parse an IPFS path in any accepted form into its canonical parts."""
     try:
-        return _parse_reference(text)
+        return _parse_ipfs_path(text)
     except ValueError as exc:
-        raise InvalidReference(
-            f"{_shown(text)} is not a valid IPFS reference ({exc}); accepted forms: {ACCEPTED_FORMS}"
+        raise InvalidIpfsPath(
+            f"{_shown(text)} is not a valid IPFS path ({exc}); accepted forms: {ACCEPTED_FORMS}"
         ) from None
 
 
 def parse_cid(text: str) -> Cid:
     """Decode and check a CID in any accepted multibase, or a 46-character CIDv0."""
     try:
-        if len(text) > MAX_REFERENCE:
-            raise ValueError(f"it is longer than {MAX_REFERENCE} characters")
+        if len(text) > MAX_PATH:
+            raise ValueError(f"it is longer than {MAX_PATH} characters")
         return _decode_cid(text)
     except ValueError as exc:
-        raise InvalidReference(f"{_shown(text)} is not a valid CID: {exc}") from None
+        raise InvalidIpfsPath(f"{_shown(text)} is not a valid CID: {exc}") from None
 
 
 def _shown(text: str) -> str:
@@ -184,24 +184,24 @@ def _shown(text: str) -> str:
     return ascii(text[:80]) + ("..." if len(text) > 80 else "")
 
 
-def _parse_reference(text: str) -> ImageRef:
-    if len(text) > MAX_REFERENCE:
-        raise ValueError(f"it is longer than {MAX_REFERENCE} characters")
+def _parse_ipfs_path(text: str) -> IpfsPath:
+    if len(text) > MAX_PATH:
+        raise ValueError(f"it is longer than {MAX_PATH} characters")
     for prefix, namespace in _FORMS:
         if text.startswith(prefix):
             return _parse_parts(namespace, text[len(prefix) :])
-    if looks_like_reference(text):
+    if looks_like_ipfs_path(text):
         raise ValueError("the prefix must be written in lower case")
     raise ValueError("it does not start with /ipfs/, /ipns/, fs:/ipfs/, fs:/ipns/, ipfs:// or ipns://")
 
 
-def _parse_parts(namespace: str, rest: str) -> ImageRef:
+def _parse_parts(namespace: str, rest: str) -> IpfsPath:
     root, slash, tail = rest.partition("/")
     if namespace == "ipfs":
         _content_root(root)
     else:
         root = _ipns_name(root)
-    return ImageRef(namespace, root, _subpath(slash + tail))
+    return IpfsPath(namespace, root, _subpath(slash + tail))
 
 
 def _content_root(root: str) -> None:

@@ -1,7 +1,7 @@
-"""Image references as users write them in ``oneimage create --path`` / ``--source``.
+"""IPFS paths as users write them in ``oneimage create --path`` / ``--source``.
 
 Known-answer vectors were printed by Kubo 0.43 (``ipfs cid format -b <base> <cid>``), so the
-decoders here are checked against the node that later resolves the references. Property tests use
+decoders here are checked against the node that later resolves the paths. Property tests use
 the standard library's base32/base64/base16 codecs as an independent oracle.
 """
 
@@ -14,19 +14,19 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from one_ipfs.errors import InvalidReference
-from one_ipfs.ipfs.refs import (
+from one_ipfs.errors import InvalidIpfsPath
+from one_ipfs.ipfs.paths import (
     ACCEPTED_FORMS,
     CODECS,
     HASHES,
     LIBP2P_KEY,
-    MAX_REFERENCE,
+    MAX_PATH,
     MULTIBASES,
     Cid,
-    ImageRef,
-    looks_like_reference,
+    IpfsPath,
+    looks_like_ipfs_path,
     parse_cid,
-    parse_reference,
+    parse_ipfs_path,
 )
 
 EMPTY_DIR_V0 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
@@ -146,9 +146,9 @@ def test_ipns_key_as_cid_and_as_legacy_peer_id_are_the_same_key() -> None:
     assert key.codec == LIBP2P_KEY
     assert key.hash_code == 0x00
     assert key.digest == b"\x08\x01\x12\x20" + bytes(range(32))
-    assert parse_reference(f"/ipns/{KEY_K51}").root == KEY_K51
-    assert parse_reference(f"/ipns/{KEY_PEER_ID}").root == KEY_PEER_ID
-    assert parse_reference(f"ipns://{EMPTY_DIR_V0}").root == EMPTY_DIR_V0
+    assert parse_ipfs_path(f"/ipns/{KEY_K51}").root == KEY_K51
+    assert parse_ipfs_path(f"/ipns/{KEY_PEER_ID}").root == KEY_PEER_ID
+    assert parse_ipfs_path(f"ipns://{EMPTY_DIR_V0}").root == EMPTY_DIR_V0
 
 
 @pytest.mark.parametrize(
@@ -178,11 +178,11 @@ def test_ipns_key_as_cid_and_as_legacy_peer_id_are_the_same_key() -> None:
         (BLAKE_PADDED["c"][:-1], "padding"),
         (BLAKE_PADDED["M"] + "=", "padding"),
         (BLAKE_PADDED["m"] + "=", "not a base64 character"),
-        ("f" + "0" * (2 * MAX_REFERENCE), "longer than"),
+        ("f" + "0" * (2 * MAX_PATH), "longer than"),
     ],
 )
 def test_malformed_cids_are_refused_with_the_reason(text: str, reason: str) -> None:
-    with pytest.raises(InvalidReference, match="is not a valid CID") as caught:
+    with pytest.raises(InvalidIpfsPath, match="is not a valid CID") as caught:
         parse_cid(text)
     assert reason in str(caught.value)
 
@@ -223,16 +223,16 @@ def test_cids_written_by_an_independent_encoder_parse_to_their_fields(digest: by
 @example("Qm" + "1" * 44)
 @example("k" + "0" * 50)
 @example("b")
-def test_no_text_breaks_parse_cid_with_anything_but_invalid_reference(text: str) -> None:
+def test_no_text_breaks_parse_cid_with_anything_but_invalid_ipfs_path(text: str) -> None:
     try:
         cid = parse_cid(text)
-    except InvalidReference as exc:
+    except InvalidIpfsPath as exc:
         assert "\n" not in str(exc)
     else:
         assert parse_cid(cid.v1_base32()) == cid
 
 
-# ----------------------------------------------------------------------------- image references
+# ---------------------------------------------------------------------------------- IPFS paths
 
 
 @pytest.mark.parametrize(
@@ -245,11 +245,11 @@ def test_no_text_breaks_parse_cid_with_anything_but_invalid_reference(text: str)
     ],
 )
 def test_every_ipfs_form_gives_the_same_canonical_path(text: str) -> None:
-    ref = parse_reference(text)
-    assert ref == ImageRef("ipfs", EMPTY_DIR_V1, "/debian/disk.qcow2")
+    ref = parse_ipfs_path(text)
+    assert ref == IpfsPath("ipfs", EMPTY_DIR_V1, "/debian/disk.qcow2")
     assert ref.path == f"/ipfs/{EMPTY_DIR_V1}/debian/disk.qcow2"
     assert not ref.is_mutable
-    assert looks_like_reference(text)
+    assert looks_like_ipfs_path(text)
 
 
 @pytest.mark.parametrize(
@@ -257,30 +257,30 @@ def test_every_ipfs_form_gives_the_same_canonical_path(text: str) -> None:
     [f"/ipns/{KEY_K51}/img", f"fs:/ipns/{KEY_K51}/img", f"ipns://{KEY_K51}/img", f"ipns://{KEY_K51}/img/"],
 )
 def test_every_ipns_form_gives_the_same_canonical_path(text: str) -> None:
-    ref = parse_reference(text)
-    assert ref == ImageRef("ipns", KEY_K51, "/img")
+    ref = parse_ipfs_path(text)
+    assert ref == IpfsPath("ipns", KEY_K51, "/img")
     assert ref.path == f"/ipns/{KEY_K51}/img"
     assert ref.is_mutable
 
 
 def test_cid_is_kept_as_the_user_wrote_it() -> None:
-    ref = parse_reference(f"/ipfs/{EMPTY_DIR_V0}/")
+    ref = parse_ipfs_path(f"/ipfs/{EMPTY_DIR_V0}/")
     assert ref.root == EMPTY_DIR_V0
     assert ref.subpath == ""
     assert ref.path == f"/ipfs/{EMPTY_DIR_V0}"
     upper = EMPTY_FILE_IN_EVERY_BASE["K"]
-    assert parse_reference(f"ipfs://{upper}").path == f"/ipfs/{upper}"
+    assert parse_ipfs_path(f"ipfs://{upper}").path == f"/ipfs/{upper}"
 
 
 def test_dnslink_domain_is_checked_and_lower_cased() -> None:
-    ref = parse_reference("/ipns/Docs.IPFS.tech/install/")
-    assert ref == ImageRef("ipns", "docs.ipfs.tech", "/install")
-    assert parse_reference("ipns://xn--bcher-kva.example").root == "xn--bcher-kva.example"
+    ref = parse_ipfs_path("/ipns/Docs.IPFS.tech/install/")
+    assert ref == IpfsPath("ipns", "docs.ipfs.tech", "/install")
+    assert parse_ipfs_path("ipns://xn--bcher-kva.example").root == "xn--bcher-kva.example"
 
 
 def test_unicode_letters_are_fine_in_file_names() -> None:
     assert (
-        parse_reference(f"/ipfs/{EMPTY_DIR_V1}/imágenes/débian-12.raw").subpath == "/imágenes/débian-12.raw"
+        parse_ipfs_path(f"/ipfs/{EMPTY_DIR_V1}/imágenes/débian-12.raw").subpath == "/imágenes/débian-12.raw"
     )
 
 
@@ -298,7 +298,7 @@ def test_unicode_letters_are_fine_in_file_names() -> None:
     ],
 )
 def test_looks_like_reference_tells_ipfs_from_files_and_urls(text: str, expected: bool) -> None:
-    assert looks_like_reference(text) is expected
+    assert looks_like_ipfs_path(text) is expected
 
 
 @pytest.mark.parametrize(
@@ -359,19 +359,19 @@ def test_looks_like_reference_tells_ipfs_from_files_and_urls(text: str, expected
         (f"/ipfs/{EMPTY_DIR_V1}/host:path", "':'"),
         (f"/ipfs/{EMPTY_DIR_V1}/" + "a" * 256, "more than 255 bytes"),
         (f"/ipfs/{EMPTY_DIR_V1}/" + "é" * 128, "more than 255 bytes"),
-        (f"/ipfs/{EMPTY_DIR_V1}/" + "a/" * MAX_REFERENCE, "longer than 4096"),
+        (f"/ipfs/{EMPTY_DIR_V1}/" + "a/" * MAX_PATH, "longer than 4096"),
     ],
 )
 def test_bad_references_are_refused_with_the_reason(text: str, reason: str) -> None:
-    with pytest.raises(InvalidReference) as caught:
-        parse_reference(text)
+    with pytest.raises(InvalidIpfsPath) as caught:
+        parse_ipfs_path(text)
     assert reason in str(caught.value)
 
 
 def test_refusal_is_one_safe_line_naming_the_accepted_forms() -> None:
     hostile = "/ipfs/x\n\x1b[2J\u202eERROR: fake\r\n" + "A" * 10_000
-    with pytest.raises(InvalidReference) as caught:
-        parse_reference(hostile)
+    with pytest.raises(InvalidIpfsPath) as caught:
+        parse_ipfs_path(hostile)
     message = str(caught.value)
     assert message.isascii()
     assert message.isprintable()
@@ -384,20 +384,20 @@ def test_refusal_is_one_safe_line_naming_the_accepted_forms() -> None:
 @example(f"/ipfs/{EMPTY_DIR_V1}/\ud800")
 @example(f"/ipns/{KEY_PEER_ID}/a")
 @example("fs:/ipns/a.b")
-def test_no_text_breaks_parse_reference_with_anything_but_invalid_reference(text: str) -> None:
-    looks_like_reference(text)
+def test_no_text_breaks_parse_ipfs_path_with_anything_but_invalid_ipfs_path(text: str) -> None:
+    looks_like_ipfs_path(text)
     try:
-        ref = parse_reference(text)
-    except InvalidReference as exc:
+        ref = parse_ipfs_path(text)
+    except InvalidIpfsPath as exc:
         assert str(exc).isascii()
         assert "\n" not in str(exc)
     else:
-        assert parse_reference(ref.path) == ref
+        assert parse_ipfs_path(ref.path) == ref
 
 
 @st.composite
-def references(draw: st.DrawFn) -> tuple[str, ImageRef]:
-    """A valid reference in a random accepted form, and the ImageRef it must parse to."""
+def ipfs_paths(draw: st.DrawFn) -> tuple[str, IpfsPath]:
+    """A valid IPFS path in a random accepted form, and the IpfsPath it must parse to."""
     namespace = draw(st.sampled_from(["ipfs", "ipns"]))
     digest = draw(st.binary(min_size=32, max_size=32))
     if namespace == "ipfs":
@@ -425,17 +425,17 @@ def references(draw: st.DrawFn) -> tuple[str, ImageRef]:
     subpath = "".join("/" + s for s in segments)
     prefix = draw(st.sampled_from(["/{ns}/", "fs:/{ns}/", "{ns}://"])).format(ns=namespace)
     slash = draw(st.sampled_from(["", "/"]))
-    return prefix + root + subpath + slash, ImageRef(namespace, root, subpath)
+    return prefix + root + subpath + slash, IpfsPath(namespace, root, subpath)
 
 
-@given(references())
+@given(ipfs_paths())
 def test_any_valid_reference_parses_to_its_parts_and_its_canonical_path_round_trips(
-    case: tuple[str, ImageRef],
+    case: tuple[str, IpfsPath],
 ) -> None:
     text, expected = case
-    ref = parse_reference(text)
+    ref = parse_ipfs_path(text)
     assert ref.namespace == expected.namespace
     assert ref.root == expected.root
     assert ref.subpath == expected.subpath
-    assert parse_reference(ref.path) == ref
-    assert looks_like_reference(text)
+    assert parse_ipfs_path(ref.path) == ref
+    assert looks_like_ipfs_path(text)

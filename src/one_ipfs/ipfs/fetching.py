@@ -1,6 +1,8 @@
-"""Pinning whole images with progress and two bounds, on the frontend and on hosts alike.
+"""Fetching a whole image's blocks to a node, on the frontend and on hosts alike: leaf by leaf from the
+node's peers and the fleet (``fetch_patiently``, ``scatter_fetch``), then pinned with progress
+(``pin_with_progress``), each with two bounds.
 
-Standard library only: hosts ship it. A pin of a large image can take long and legitimately, so
+Standard library only: hosts ship it. A fetch of a large image can take long and legitimately, so
 the bound that catches content nobody provides is a stall (no new block for a while), not a short
 total deadline; Kubo reports pin progress about twice a second, so counts that stop growing are
 seen here.

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from one_ipfs.errors import ContentNotFound, IpfsTimeout
-from one_ipfs.ipfs import pinning
+from one_ipfs.ipfs import fetching
+from one_ipfs.ipfs.fetching import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
-from one_ipfs.ipfs.pinning import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
 from one_ipfs.ipfs.transport import Call
 from tests.support.kubo_wire import FakeNode, Reply
@@ -113,7 +113,7 @@ def dag(nodes: dict[str, list[DagLink]]) -> FakeNode:
 
 @pytest.fixture(autouse=True)
 def quick_reasking(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pinning, "REASK_AFTER", 0.05)
+    monkeypatch.setattr(fetching, "REASK_AFTER", 0.05)
 
 
 def fetch(peer: Peer, stall_timeout: float) -> None:
@@ -269,7 +269,7 @@ class Member(KuboClient):
 
 def test_a_node_dials_the_peering_peers_it_lost_and_goes_on_if_one_stays_out_of_reach() -> None:
     node = Member()
-    pinning.redial_peering(node)
+    fetching.redial_peering(node)
     assert node.dialled == [
         ("/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWDown", "/ip6/fd00::3/tcp/4001/p2p/12D3KooWDown"),
         ("/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWGone",),
@@ -309,7 +309,7 @@ class Deaf(Member):
 
 
 def stat(node: KuboClient, stall_timeout: float) -> FileStat:
-    return pinning.stat_patiently(node, ROOT, stall_timeout=stall_timeout, deadline=time.monotonic() + 30)
+    return fetching.stat_patiently(node, ROOT, stall_timeout=stall_timeout, deadline=time.monotonic() + 30)
 
 
 def test_a_node_that_moved_no_block_while_the_root_went_unanswered_reconnects_its_peers_once() -> None:
@@ -359,7 +359,7 @@ def test_a_warm_host_reads_from_other_hosts_only_the_leaves_its_own_node_lacks()
     order.heard("other", (1 << len(leaves)) - 1)
     fleet = HoldingFleet()
     fleet_member: Any = fleet
-    fetch = pinning._LeafFetch(
+    fetch = fetching._LeafFetch(
         node, layout, order, fleet_member, log=lambda _: None, timeout=30, stall_timeout=5, sink=None
     )
 
@@ -401,8 +401,8 @@ def test_a_want_waiting_behind_the_hosts_others_is_not_asked_again_so_no_block_c
 ) -> None:
     # Eight wants at once, 0.03 s a block: the eighth block comes after 0.24 s, later than one want's
     # 0.2 s, well within eight wants' wait. Asked again at 0.2 s, a want in flight gets its block twice.
-    monkeypatch.setattr(pinning, "REASK_AFTER", 0.2)
-    monkeypatch.setattr(pinning, "REASK_LONGEST", 0.6)
+    monkeypatch.setattr(fetching, "REASK_AFTER", 0.2)
+    monkeypatch.setattr(fetching, "REASK_LONGEST", 0.6)
     peer = Line(block_seconds=0.03)
     leaves = [f"bafkreileaf{i}" for i in range(24)]
     layout = FileLayout(ROOT, 24 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
@@ -465,7 +465,7 @@ def test_a_leaf_read_from_another_host_that_the_node_is_slow_to_store_is_put_aga
     fleet._gateway = gateway  # type: ignore[assignment]  # as if it had joined the image's topic
     arrived: Counter[str] = Counter()
     layout = FileLayout(ROOT, 8 * MIB, [Leaf(cid, MIB, (i * MIB,)) for i, cid in enumerate(leaves)], True)
-    fetch = pinning._LeafFetch(
+    fetch = fetching._LeafFetch(
         node,
         layout,
         order,
