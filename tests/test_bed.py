@@ -27,7 +27,7 @@ from testbed import cluster, system
 from testbed.bed import REPO, Bed, Layout, clear
 from testbed.kubo import KUBO, Node
 from tests.conftest import _layout
-from tests.test_admin_network import fresh_layout
+from tests.support.beds import fresh_layout
 
 pytestmark = pytest.mark.bed
 

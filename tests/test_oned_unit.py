@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from one_ipfs.defaults import ONED_TIMEOUT
 from one_ipfs.errors import ObjectMissing, OnedUnreachable, OpenNebulaError
 from one_ipfs.opennebula import oned
-from testbed.one.api import NO_EXISTS, ApiFailure, Method
+from testbed.one.api import NO_EXISTS, ApiFailure, ApiServer, Method
 from tests.support.oned import SESSION, fake_oned
 from tests.test_opennebula_input import datastore_xml, image_xml
 
@@ -114,3 +115,29 @@ def test_each_failure_of_oned_is_one_line_naming_what_is_wrong(
     assert str(unreachable.value).startswith(f"oned does not answer at {nothing.url} (one.vm.info): ")
     assert str(no_session.value).startswith("no OpenNebula credentials: ONE_AUTH names no file")
     assert all("\n" not in str(e.value) for e in (gone, refused, oversize, unreachable, no_session))
+
+
+def test_each_request_waits_as_long_as_one_xmlrpc_timeout_says_or_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ApiServer({"one.vm.info": lambda oid, decrypt: "<VM/>"}, SESSION)
+    auth = tmp_path / "one_auth"
+    auth.write_text(f"{SESSION}\n")
+    for name, value in {"ONE_XMLRPC": server.url, "ONE_AUTH": str(auth), "ONE_XMLRPC_TIMEOUT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        with server.holding("one.vm.info"), pytest.raises(OnedUnreachable) as late:
+            oned.show_vm(42)
+    finally:
+        server.close()
+    default = oned.endpoint({"ONE_AUTH": str(auth)})
+    refused = []
+    for value in ("soon", "0", "-5", "1.5"):
+        with pytest.raises(OpenNebulaError) as bad:
+            oned.endpoint({"ONE_AUTH": str(auth), "ONE_XMLRPC_TIMEOUT": value})
+        refused.append(str(bad.value))
+
+    assert str(late.value) == f"oned at {server.url} did not answer one.vm.info within 1 s"
+    assert default.timeout == ONED_TIMEOUT
+    assert refused[0] == "ONE_XMLRPC_TIMEOUT is 'soon', not a whole number of seconds above 0"
+    assert all(line.startswith("ONE_XMLRPC_TIMEOUT is ") and "\n" not in line for line in refused)

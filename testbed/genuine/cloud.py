@@ -228,6 +228,10 @@ class GenuineOne:
         """What oneadmin's shell on the frontend has, for commands that call OpenNebula's CLI."""
         return self.frontend.environment()
 
+    def onehost_sync(self) -> None:
+        """``onehost sync --force``: every host gets the frontend's remotes tree again."""
+        self.frontend.cli(["onehost", "sync", "--force"], timeout=120)
+
     def _image_settled(self, oid: int, action: str) -> Image:
         image = self._wait(lambda: self.image(oid), lambda i: i.state in _IMAGE_SETTLED, f"image {oid}")
         if image.state == "ERROR":
@@ -280,12 +284,26 @@ class GenuineOne:
     ) -> VirtualMachine:
         """``onevm create --hold`` + ``onevm deploy``; returns the VM RUNNING, or raises with its ERROR
         (the VM is left where oned left it, e.g. PROLOG_FAILURE)."""
-        oid = self.vm_hold(disks, context=context, name=name)
-        self._command(["onevm", "deploy", str(oid), host, str(system_ds)], "one.vm.deploy")
-        return self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="")
+        (vm,) = self.vms_deploy([self.vm_hold(disks, context=context, name=name)], host, system_ds=system_ds)
+        return vm
+
+    def vms_deploy(
+        self, oids: Sequence[int], host: str, *, system_ds: int = SYSTEM_DS_ID
+    ) -> list[VirtualMachine]:
+        """``onevm deploy`` of held VMs in one command (the CLI takes a list of IDs), so that their transfers
+        start at once; returns them RUNNING, or raises with the first ERROR."""
+        self._command(["onevm", "deploy", _id_list(oids), host, str(system_ds)], "one.vm.deploy")
+        return [self._vm_operation(oid, "TRANSFER", ("RUNNING",), before="") for oid in oids]
 
     def vm_hold(self, disks: Sequence[DiskRef], *, context: bool = True, name: str | None = None) -> int:
         """``onevm create --hold``: the new VM's ID; it waits in HOLD for an ``onevm deploy``."""
+        (oid,) = self.vms_hold(disks, 1, context=context, name=name)
+        return oid
+
+    def vms_hold(
+        self, disks: Sequence[DiskRef], count: int, *, context: bool = True, name: str | None = None
+    ) -> list[int]:
+        """``onevm create --hold --multiple count``: the new VMs' IDs, in HOLD for an ``onevm deploy``."""
         # The scheduler runs as on any frontend; "ID = -1" matches no host, so it never places a VM of the
         # tests' behind their back (a resumed one, say): each goes where ``onevm deploy`` puts it.
         attributes: list[tmpl.Attribute] = [
@@ -298,12 +316,26 @@ class GenuineOne:
         attributes += [("DISK", _disk(spec)) for spec in disks]
         if context:
             attributes.append(("CONTEXT", {"NETWORK": "NO", "TOKEN": "NO"}))
-        return self._create(["onevm", "create", "--hold"], "one.vm.allocate", dict(), attributes)
+        with self.frontend.template(tmpl.render(attributes)) as path:
+            argv = ["onevm", "create", "--hold", "--multiple", str(count), path]
+            done = self._command(argv, "one.vm.allocate")
+        oids = [int(oid) for oid in _ID.findall(done.stdout)]
+        if len(oids) != count:
+            raise HostError(f"test bed: onevm create printed {len(oids)} IDs, not {count}: {done.stdout!r}")
+        return oids
 
     def vm_terminate(self, vm: VmRef, *, hard: bool = False) -> None:
         """``onevm terminate``: the VM is DONE, or raises with its ERROR (e.g. EPILOG_FAILURE)."""
         oid = _oid(vm)
         self._run_vm(oid, ["onevm", "terminate", *(["--hard"] if hard else []), str(oid)], ("DONE",))
+
+    def vms_terminate(self, vms: Sequence[VmRef]) -> None:
+        """``onevm terminate`` of many VMs in one command: each is DONE, or raises with the first ERROR."""
+        oids = [_oid(vm) for vm in vms]
+        before = {oid: self.vm(oid).error for oid in oids}
+        self._command(["onevm", "terminate", _id_list(oids)], "one.vm.terminate")
+        for oid in oids:
+            self._vm_operation(oid, "TRANSFER", ("DONE",), before[oid])
 
     def vm_poweroff(self, vm: VmRef) -> VirtualMachine:
         return self._run_vm(_oid(vm), ["onevm", "poweroff", str(_oid(vm))], ("POWEROFF",))
@@ -623,6 +655,11 @@ def _snapshot_ids(vm: VirtualMachine, disk_id: int) -> list[int]:
         if snapshots.findtext("DISK_ID") == str(disk_id)
         for snapshot in snapshots.findall("SNAPSHOT")
     ]
+
+
+def _id_list(oids: Sequence[int]) -> str:
+    """IDs as the CLI's VM commands take a list of them: ``3,4,7``."""
+    return ",".join(map(str, oids))
 
 
 def _message(output: bytes) -> str:

@@ -104,16 +104,18 @@ class Frontend:
 
     # Bring-up -------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, drivers: bool = True) -> None:
         """Assemble ONE_LOCATION, install the drivers, start oned and add every bed host, MONITORED and
-        synced."""
+        synced. Without ``drivers``, a cloud that has never seen one-ipfs: the admin installs them, then
+        ``restart()``s oned."""
         user = ensure_oneadmin()
         self._assemble()
         self._configure()
         self._install_standin()
         for folder in (self.location, self.bed.frontend_var_lib_one / ".one"):
             _give(folder, user.pw_uid, user.pw_gid)
-        self.run(["one-ipfs", "install", "--one-location", str(self.location), "--python", self.python])
+        if drivers:
+            self.run(["one-ipfs", "install", "--one-location", str(self.location), "--python", self.python])
         self.bed.serve_frontend_ssh(socket.gethostname())
         self._share_ssh()
         self._lock_folder(user.pw_uid, user.pw_gid)
@@ -129,6 +131,13 @@ class Frontend:
         """Stop oned (and 6.x's scheduler): SIGTERM, as ``one stop`` does."""
         for name in ("frontend/mm_sched", "frontend/oned"):
             self.bed.stop_service(name)
+
+    def restart(self) -> None:
+        """``systemctl restart opennebula``, as ``one-ipfs install`` tells the admin: oned reads oned.conf
+        only when it starts. Its hosts are kept in its database and monitored again."""
+        self.stop()
+        self._start_daemons()
+        self._wait_hosts_monitored()
 
     def _assemble(self) -> None:
         if self.location.exists():

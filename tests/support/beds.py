@@ -1,10 +1,29 @@
-"""One bed at a time for the test session: the simulator's, then one per genuine OpenNebula version."""
+"""One bed at a time for the test session (the simulator's, then one per genuine OpenNebula version), and the
+layout of a bed beside it."""
 
 from __future__ import annotations
+
+import ipaddress
 
 from testbed.bed import Bed, Layout
 
 HOSTS = 4
+PORT_SHIFT = 50
+
+
+def fresh_layout(session: Layout) -> Layout:
+    """A bed beside the session's: the last /28 of its network, its prefix with a ``p``, its frontend
+    ports + 50 (a more specific route, so both run side by side)."""
+    network = ipaddress.IPv4Network(f"{session.frontend_address}/{session.prefix_length}", strict=False)
+    last = list(network.subnets(new_prefix=28))[-1]
+    return Layout(
+        prefix=f"{session.prefix}p",
+        frontend_address=str(last.network_address + 1),
+        prefix_length=28,
+        extra_offset=13,
+        frontend_api_port=session.frontend_api_port + PORT_SHIFT,
+        frontend_gateway_port=session.frontend_gateway_port + PORT_SHIFT,
+    )
 
 
 class BedKeeper:

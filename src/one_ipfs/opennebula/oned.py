@@ -55,19 +55,21 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Endpoint:
     """oned's XML-RPC ``url`` and the ``session`` (``user:password``) sent with every call; ``auth`` says
-    where the session was read, for the message when oned refuses it."""
+    where the session was read, for the message when oned refuses it; ``timeout`` bounds each request."""
 
     url: str
     session: str
     auth: str = "the caller"
+    timeout: float = ONED_TIMEOUT
 
 
 def endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
     """Read as OpenNebula's CLI and Ruby drivers read them (``OpenNebula::Client``): the URL from
     ``ONE_XMLRPC``, else ``~/.one/one_endpoint``, else ``/var/lib/one/.one/one_endpoint``, else
     localhost:2633; the session from the file ``ONE_AUTH`` names, else ``~/.one/one_auth``, else
-    ``/var/lib/one/.one/one_auth``. oned's drivers inherit its environment, so under oned (running as
-    oneadmin, HOME /var/lib/one) they read what oneadmin's CLI reads."""
+    ``/var/lib/one/.one/one_auth``; each request's bound from ``ONE_XMLRPC_TIMEOUT`` (whole seconds), else
+    ``ONED_TIMEOUT``. oned's drivers inherit its environment, so under oned (running as oneadmin, HOME
+    /var/lib/one) they read what oneadmin's CLI reads."""
     env = os.environ if env is None else env
     home = Path(env["HOME"]) / ".one" if env.get("HOME") else None
     url = env.get("ONE_XMLRPC") or _first_file("one_endpoint", home) or DEFAULT_ENDPOINT
@@ -79,7 +81,7 @@ def endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
             "no OpenNebula credentials: ONE_AUTH names no file and there is no ~/.one/one_auth or "
             f"{ONEADMIN_FILES / 'one_auth'}"
         )
-    return Endpoint(url.strip(), _read(auth).strip(), str(auth))
+    return Endpoint(url.strip(), _read(auth).strip(), str(auth), _timeout(env.get("ONE_XMLRPC_TIMEOUT")))
 
 
 def call(method: str, *params: object, at: Endpoint | None = None) -> object:
@@ -90,11 +92,11 @@ def call(method: str, *params: object, at: Endpoint | None = None) -> object:
     if not at.url.startswith("http://"):
         raise OpenNebulaError(f"oned's endpoint {at.url[:80]!r} is not an http:// URL (ONE_XMLRPC)")
     log.info("oned %s %s", method, " ".join(map(str, params)))
-    proxy = xmlrpc.client.ServerProxy(at.url, transport=_Transport())
+    proxy = xmlrpc.client.ServerProxy(at.url, transport=_Transport(at.timeout))
     try:
         answer = getattr(proxy, method)(at.session, *params)
     except TimeoutError:
-        raise OnedUnreachable(f"oned at {at.url} did not answer {method} within {ONED_TIMEOUT:g} s") from None
+        raise OnedUnreachable(f"oned at {at.url} did not answer {method} within {at.timeout:g} s") from None
     except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
         raise OnedUnreachable(f"oned does not answer at {at.url} ({method}): {exc}") from None
     except xmlrpc.client.Fault as exc:
@@ -205,6 +207,16 @@ def _allocated(value: object) -> int:
     return value
 
 
+def _timeout(value: str | None) -> float:
+    """``ONE_XMLRPC_TIMEOUT``: whole seconds, as OpenNebula's Ruby client takes it; unset or empty, the
+    default."""
+    if not value:
+        return ONED_TIMEOUT
+    if not value.strip().isdecimal() or int(value) == 0:
+        raise OpenNebulaError(f"ONE_XMLRPC_TIMEOUT is {value[:20]!r}, not a whole number of seconds above 0")
+    return float(int(value))
+
+
 def _candidates(name: str, home: Path | None) -> list[Path]:
     return [*([home / name] if home else []), ONEADMIN_FILES / name]
 
@@ -226,9 +238,13 @@ class _Transport(xmlrpc.client.Transport):
 
     accept_gzip_encoding = False
 
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
     def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
         connection = super().make_connection(host)
-        connection.timeout = ONED_TIMEOUT
+        connection.timeout = self.timeout
         return connection
 
     def parse_response(self, response: http.client.HTTPResponse) -> tuple[Any, ...]:
