@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from one_ipfs.admin import cluster as replication
+from one_ipfs.admin.nodes import Reply
 from one_ipfs.config import load_config
 from one_ipfs.errors import ClusterError, ContentNotFound, InvalidInput
 from one_ipfs.images import ContentRegistry, Replicas
-from one_ipfs.ipfs import cluster
+from one_ipfs.ipfs import cluster, cluster_peer
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
 from one_ipfs.ipfs.rpc import KuboClient, Pin
 from tests.support.kubo_wire import FakeNode
@@ -296,3 +299,78 @@ def test_recover_names_each_pin_still_short_once_its_time_is_up() -> None:
     asked, left = replication.restore(ClusterClient("http://127.0.0.1:9094", transport=fake), timeout=0.1)
 
     assert (asked, left) == ([OTHER], [f"{OTHER} (one-{OTHER[-4:]}) is held by 1 of the 2 peers it needs"])
+
+
+PEER_IDS = {name: f"12D3KooW{name}" for name in ("frontend", "h1", "h2", "h3", "fe2")}
+KUBO = "http://127.0.0.1:5001"
+PLACES = replication.Places("", "/var/lib/one/.ipfs-cluster", "", "/var/lib/one/.ipfs", KUBO, KUBO)
+
+
+def a_joined_cluster(tmp_path: Path) -> replication.Places:
+    """The frontend's peer of a cluster ``init`` made of h1, h2 and the second frontend fe2."""
+    folder = tmp_path / "frontend-peer"
+    folder.mkdir()
+    config = {
+        "cluster": {
+            "secret": "ab" * 32,
+            "listen_multiaddress": ["/ip4/10.0.0.1/tcp/9096"],
+            "peer_addresses": [f"/ip4/10.0.0.{n}/tcp/9096/p2p/{PEER_IDS[f'h{n}']}" for n in (1, 2)]
+            + [f"/ip4/10.0.0.9/tcp/9096/p2p/{PEER_IDS['fe2']}"],
+        },
+        "consensus": {"crdt": {"trusted_peers": [PEER_IDS["frontend"], PEER_IDS["fe2"]]}},
+        "api": {"restapi": {"http_listen_multiaddress": "/ip4/127.0.0.1/tcp/9094"}},
+    }
+    (folder / cluster_peer.CONFIG).write_text(json.dumps(config))
+    return replace(PLACES, folder=str(folder), repo=str(tmp_path / "ipfs"))
+
+
+def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    """Every node answers ``cluster_init`` with its peer ID and records the settings it is configured with."""
+    configured: dict[str, dict[str, Any]] = {}
+
+    def call_all(
+        nodes: list[str], command: str, payload: Callable[[str], dict[str, Any]], progress: object = None
+    ) -> dict[str, Reply]:
+        replies: dict[str, Reply] = {}
+        for name in nodes:
+            sent = payload(name)
+            if command == "cluster_init":
+                swarm = [f"/ip4/10.0.1.{len(replies)}/tcp/4001"]
+                replies[name] = Reply(name, {"peer_id": PEER_IDS[name], "kubo": {"swarm_addresses": swarm}})
+            else:
+                configured[name] = sent["peer"]
+                replies[name] = Reply(name, {"changed": True})
+        return replies
+
+    monkeypatch.setattr(replication, "call_all", call_all)
+    return configured
+
+
+def test_cluster_join_adds_a_storage_host_keeping_the_peers_and_the_trust_the_frontends_peer_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    places = a_joined_cluster(tmp_path)
+    configured = fake_nodes(monkeypatch)
+
+    assert set(replication.join(places, ["h3"], None, None, new_cluster=False)) == {"frontend", "h3"}
+
+    new, frontend = configured["h3"], configured["frontend"]
+    known = {*cluster_peer.current_settings(Path(places.folder)).peers}
+    assert set(new["peers"]) == {*known, f"/ip4/10.0.0.1/tcp/9096/p2p/{PEER_IDS['frontend']}"}
+    assert set(frontend["peers"]) == {*known, f"/ip4/10.0.1.1/tcp/9096/p2p/{PEER_IDS['h3']}"}
+    assert new["trusted"] == frontend["trusted"] == (PEER_IDS["frontend"], PEER_IDS["fe2"])
+    assert (new["rest_api"], frontend["rest_api"]) == ("", "/ip4/127.0.0.1/tcp/9094")
+    # A second frontend joined again keeps serving its drivers.
+    replication.join(places, ["fe2"], None, None, new_cluster=False)
+    assert configured["fe2"]["rest_api"] == "/ip4/127.0.0.1/tcp/9094"
+
+
+def test_cluster_join_without_the_frontends_peer_is_one_line_and_touches_no_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = fake_nodes(monkeypatch)
+    places = replace(PLACES, folder=str(tmp_path / "none"))
+
+    with pytest.raises(InvalidInput, match="run `one-ipfs cluster init` first"):
+        replication.join(places, ["h3"], None, None, new_cluster=False)
+    assert configured == {}
