@@ -252,9 +252,10 @@ SECOND_FRONTEND = "h2"
 """The bed has no spare machine: h2's node doubles as a second frontend's node (and stays a storage peer)."""
 
 
-# In `make test-long` only: it stops the first frontend's node and restarts every cluster peer trusting
-# h2, and in one session with the test that rebuilds the frontend's repository one of the two then fails
-# (the rebuilt node's `cluster recover` did not end in 300 s in a fresh-clone run): not understood yet.
+# In `make test-long` only: run before the test that rebuilds the frontend's repository, that test's
+# `cluster recover` on the rebuilt node does not end in 300 s (reproduced, not understood yet). Run after
+# it, it passes since members ask every connected member for blocks (`network init` turns Kubo's bitswap
+# broadcast control off): before, h2 never asked the rebuilt node, which its Peering.Peers did not name.
 @pytest.mark.long
 @pytest.mark.current_version  # IPFS Cluster does not depend on OpenNebula's version
 def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_once_the_firsts_node_is_lost(
@@ -303,7 +304,10 @@ def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_
             assert sha256(b"".join(fetcher.cat(f"/ipfs/{cid}"))) == sha256(content), cid
     finally:
         bed.start_node(bed.frontend)
-        bed.restart_cluster()  # formed again, the first frontend's peer in it, for the tests after this one
+        # The cluster the module's other tests know again: the first frontend's peer in it, h2 a storage peer
+        # (checked by the next `cluster init`, which must then change nothing).
+        cluster_init(bed, one)
+        bed.restart_cluster()
 
 
 def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_no_persistent_version(
@@ -351,8 +355,9 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
 
     # The new frontend node's cluster peer joins again as the admin tool makes it; its Kubo node holds
     # nothing of what the cluster allocated to it until the admin asks the cluster to recover.
-    code, _, err = cluster_init(bed, one)
+    code, out, err = cluster_init(bed, one)
     assert code == 0, err
+    assert "changed" not in out.replace("unchanged", "")
     code, out, err = one_ipfs(bed, one, "cluster", "recover", "--cluster-api", cluster_api, "--json")
     assert code == 0, (out, err)
     assert on_every_peer_cid in json.loads(out)["recovered"]

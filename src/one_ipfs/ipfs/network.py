@@ -164,6 +164,12 @@ def private_network_config(settings: NodeSettings) -> dict[str, Any]:
         # travel over pubsub between connected peers, which works for any address; hosts fetching one image
         # at once also tell each other their progress over pubsub (one_ipfs.ipfs.fleet).
         "Routing.Type": "dhtserver",
+        # Kubo's broadcast control sends a node's want-haves only to peers in its own Peering.Peers, on
+        # private or loopback addresses, or that gave it blocks before. A member whose identity another
+        # member's Peering does not name yet (a rebuilt frontend's node before every host is restarted
+        # with `network init`'s settings; any member outside 10/8, 172.16/12, 192.168/16) would never be
+        # asked: a replica of what only it holds never arrived. Every connected member is in the network.
+        "Internal.Bitswap.BroadcastControl.Enable": False,
         # Such hosts read each other's blocks through their gateways over libp2p streams, so that a block
         # one of them holds is not sent by the frontend as well; a gateway serves only what its node holds
         # (it never fetches for a peer), and one-ipfs reads no other content through it.
