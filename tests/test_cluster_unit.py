@@ -17,9 +17,11 @@ from one_ipfs.admin import cluster as replication
 from one_ipfs.admin.nodes import Reply
 from one_ipfs.config import load_config
 from one_ipfs.errors import ClusterError, ContentNotFound, InvalidInput
+from one_ipfs.host import protocol as p
 from one_ipfs.images import ContentRegistry, Replicas
 from one_ipfs.ipfs import cluster, cluster_peer
 from one_ipfs.ipfs.cluster import ClusterClient, Replication
+from one_ipfs.ipfs.cluster_peer import PeerSettings
 from one_ipfs.ipfs.rpc import KuboClient, Pin
 from tests.support.kubo_wire import FakeNode
 
@@ -324,22 +326,24 @@ def a_joined_cluster(tmp_path: Path) -> replication.Places:
     return replace(PLACES, folder=str(folder), repo=str(tmp_path / "ipfs"))
 
 
-def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
-    """Every node answers ``cluster_init`` with its peer ID and records the settings it is configured with."""
-    configured: dict[str, dict[str, Any]] = {}
+def fake_nodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, PeerSettings]:
+    """Every node answers ``InitPeer`` with its peer ID and records the settings it is configured with."""
+    configured: dict[str, PeerSettings] = {}
 
     def call_all(
-        nodes: list[str], command: str, payload: Callable[[str], dict[str, Any]], progress: object = None
-    ) -> dict[str, Reply]:
-        replies: dict[str, Reply] = {}
+        nodes: list[str], request: Callable[[str], p.Request[Any]], progress: object = None
+    ) -> dict[str, Reply[Any]]:
+        replies: dict[str, Reply[Any]] = {}
         for name in nodes:
-            sent = payload(name)
-            if command == "cluster_init":
-                swarm = [f"/ip4/10.0.1.{len(replies)}/tcp/4001"]
-                replies[name] = Reply(name, {"peer_id": PEER_IDS[name], "kubo": {"swarm_addresses": swarm}})
-            else:
-                configured[name] = sent["peer"]
-                replies[name] = Reply(name, {"changed": True})
+            sent = request(name)
+            if isinstance(sent, p.InitPeer):
+                kubo = p.Repository(
+                    path=sent.repo, exists=True, swarm_addresses=(f"/ip4/10.0.1.{len(replies)}/tcp/4001",)
+                )
+                replies[name] = Reply(name, p.PeerCreated(created=False, peer_id=PEER_IDS[name], kubo=kubo))
+            elif isinstance(sent, p.ConfigurePeer):
+                configured[name] = sent.peer
+                replies[name] = Reply(name, p.Reconfigured(changed=True, restart_pending=True))
         return replies
 
     monkeypatch.setattr(replication, "call_all", call_all)
@@ -356,13 +360,13 @@ def test_cluster_join_adds_a_storage_host_keeping_the_peers_and_the_trust_the_fr
 
     new, frontend = configured["h3"], configured["frontend"]
     known = {*cluster_peer.current_settings(Path(places.folder)).peers}
-    assert set(new["peers"]) == {*known, f"/ip4/10.0.0.1/tcp/9096/p2p/{PEER_IDS['frontend']}"}
-    assert set(frontend["peers"]) == {*known, f"/ip4/10.0.1.1/tcp/9096/p2p/{PEER_IDS['h3']}"}
-    assert new["trusted"] == frontend["trusted"] == (PEER_IDS["frontend"], PEER_IDS["fe2"])
-    assert (new["rest_api"], frontend["rest_api"]) == ("", "/ip4/127.0.0.1/tcp/9094")
+    assert set(new.peers) == {*known, f"/ip4/10.0.0.1/tcp/9096/p2p/{PEER_IDS['frontend']}"}
+    assert set(frontend.peers) == {*known, f"/ip4/10.0.1.1/tcp/9096/p2p/{PEER_IDS['h3']}"}
+    assert new.trusted == frontend.trusted == (PEER_IDS["frontend"], PEER_IDS["fe2"])
+    assert (new.rest_api, frontend.rest_api) == ("", "/ip4/127.0.0.1/tcp/9094")
     # A second frontend joined again keeps serving its drivers.
     replication.join(places, ["fe2"], None, None, new_cluster=False)
-    assert configured["fe2"]["rest_api"] == "/ip4/127.0.0.1/tcp/9094"
+    assert configured["fe2"].rest_api == "/ip4/127.0.0.1/tcp/9094"
 
 
 def test_cluster_join_without_the_frontends_peer_is_one_line_and_touches_no_node(
