@@ -13,7 +13,7 @@ from one_ipfs.defaults import ONED_TIMEOUT
 from one_ipfs.errors import ObjectMissing, OnedUnreachable, OpenNebulaError
 from one_ipfs.opennebula import oned
 from testbed.one.api import NO_EXISTS, ApiFailure, ApiServer, Method
-from tests.support.oned import SESSION, fake_oned
+from tests.support.oned import SESSION, fake_oned, self_signed
 from tests.test_opennebula_input import datastore_xml, image_xml
 
 
@@ -141,3 +141,33 @@ def test_each_request_waits_as_long_as_one_xmlrpc_timeout_says_or_the_default(
     assert default.timeout == ONED_TIMEOUT
     assert refused[0] == "ONE_XMLRPC_TIMEOUT is 'soon', not a whole number of seconds above 0"
     assert all(line.startswith("ONE_XMLRPC_TIMEOUT is ") and "\n" not in line for line in refused)
+
+
+def test_an_https_endpoint_is_trusted_with_the_ca_in_one_cert_dir_or_unchecked_when_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As OpenNebula's Ruby client: the system's CAs and ONE_CERT_DIR's files, or ONE_DISABLE_SSL_VERIFY."""
+    monkeypatch.setattr(oned, "ONEADMIN_FILES", tmp_path / "no-oneadmin")
+    methods = {"one.vm.info": lambda oid, decrypt: f"<VM><ID>{oid}</ID></VM>"}
+    with fake_oned(tmp_path, methods, self_signed(tmp_path)) as env:
+        trusted = oned.endpoint({**env, "ONE_CERT_DIR": str(tmp_path / "ca")})
+        unchecked = oned.endpoint({**env, "ONE_DISABLE_SSL_VERIFY": "yes"})
+        shown = [oned.call("one.vm.info", 7, False, at=at) for at in (trusted, unchecked)]
+        with pytest.raises(OpenNebulaError) as untrusted:
+            oned.call("one.vm.info", 7, False, at=oned.endpoint(env))
+    refused = []
+    for url in ("ftp://127.0.0.1/RPC2", "127.0.0.1:2633/RPC2", "HTTPS://x\nevil"):
+        with pytest.raises(OpenNebulaError) as bad:
+            oned.call("one.vm.info", 7, False, at=oned.Endpoint(url, SESSION))
+        refused.append(str(bad.value))
+
+    assert env["ONE_XMLRPC"].startswith("https://127.0.0.1:")
+    assert shown == ["<VM><ID>7</ID></VM>"] * 2
+    assert str(untrusted.value) == (
+        f"oned's certificate at {env['ONE_XMLRPC']} is not trusted (self-signed certificate): put its CA in "
+        "the folder ONE_CERT_DIR names, or set ONE_DISABLE_SSL_VERIFY"
+    )
+    assert (
+        refused[0] == "oned's endpoint 'ftp://127.0.0.1/RPC2' is not an http:// or https:// URL (ONE_XMLRPC)"
+    )
+    assert all("\n" not in line and "is not an http:// or https:// URL" in line for line in refused)

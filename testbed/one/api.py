@@ -12,6 +12,7 @@ template text is parsed with oned's rules (``testbed.one.template``).
 from __future__ import annotations
 
 import socketserver
+import ssl
 import sys
 import threading
 import xml.etree.ElementTree as ET
@@ -47,12 +48,18 @@ class ApiFailure(Exception):
 
 class ApiServer:
     """An XML-RPC server on 127.0.0.1 answering ``methods`` (name: function of the parameters after the
-    session) for callers presenting ``session``, each request in a thread of its own as oned's are."""
+    session) for callers presenting ``session``, each request in a thread of its own as oned's are; over
+    https with ``tls`` (oned behind a TLS proxy, as an admin may serve it)."""
 
-    def __init__(self, methods: Mapping[str, Method], session: str) -> None:
+    def __init__(
+        self, methods: Mapping[str, Method], session: str, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.session = session
         self._doors: dict[str, _Door] = {}
         self._server = _Server(("127.0.0.1", 0), requestHandler=_Handler, logRequests=False, allow_none=False)
+        self._scheme = "http" if tls is None else "https"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         for name, method in methods.items():
             self._server.register_function(self._answering(name, method), name)
         self._thread = threading.Thread(
@@ -63,7 +70,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/RPC2"
+        return f"{self._scheme}://{host!s}:{port}/RPC2"
 
     @contextmanager
     def holding(self, name: str) -> Iterator[_Door]:

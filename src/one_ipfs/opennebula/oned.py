@@ -13,6 +13,7 @@ import http.client
 import logging
 import os
 import re
+import ssl
 import xml.parsers.expat
 import xmlrpc.client
 from collections.abc import Mapping
@@ -55,12 +56,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Endpoint:
     """oned's XML-RPC ``url`` and the ``session`` (``user:password``) sent with every call; ``auth`` says
-    where the session was read, for the message when oned refuses it; ``timeout`` bounds each request."""
+    where the session was read, for the message when oned refuses it; ``timeout`` bounds each request. An
+    https ``url``'s certificate is checked against the system's CAs and those in ``cert_dir``, or not at
+    all without ``verify``."""
 
     url: str
     session: str
     auth: str = "the caller"
     timeout: float = ONED_TIMEOUT
+    cert_dir: str = ""
+    verify: bool = True
 
 
 def endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
@@ -68,8 +73,10 @@ def endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
     ``ONE_XMLRPC``, else ``~/.one/one_endpoint``, else ``/var/lib/one/.one/one_endpoint``, else
     localhost:2633; the session from the file ``ONE_AUTH`` names, else ``~/.one/one_auth``, else
     ``/var/lib/one/.one/one_auth``; each request's bound from ``ONE_XMLRPC_TIMEOUT`` (whole seconds), else
-    ``ONED_TIMEOUT``. oned's drivers inherit its environment, so under oned (running as oneadmin, HOME
-    /var/lib/one) they read what oneadmin's CLI reads."""
+    ``ONED_TIMEOUT``; for an https URL, extra CA certificates from the files in ``ONE_CERT_DIR``, and no
+    check of oned's certificate at all when ``ONE_DISABLE_SSL_VERIFY`` is set (to anything, as Ruby reads
+    it). oned's drivers inherit its environment, so under oned (running as oneadmin, HOME /var/lib/one)
+    they read what oneadmin's CLI reads."""
     env = os.environ if env is None else env
     home = Path(env["HOME"]) / ".one" if env.get("HOME") else None
     url = env.get("ONE_XMLRPC") or _first_file("one_endpoint", home) or DEFAULT_ENDPOINT
@@ -81,7 +88,14 @@ def endpoint(env: Mapping[str, str] | None = None) -> Endpoint:
             "no OpenNebula credentials: ONE_AUTH names no file and there is no ~/.one/one_auth or "
             f"{ONEADMIN_FILES / 'one_auth'}"
         )
-    return Endpoint(url.strip(), _read(auth).strip(), str(auth), _timeout(env.get("ONE_XMLRPC_TIMEOUT")))
+    return Endpoint(
+        url.strip(),
+        _read(auth).strip(),
+        str(auth),
+        _timeout(env.get("ONE_XMLRPC_TIMEOUT")),
+        cert_dir=env.get("ONE_CERT_DIR", ""),
+        verify="ONE_DISABLE_SSL_VERIFY" not in env,
+    )
 
 
 def call(method: str, *params: object, at: Endpoint | None = None) -> object:
@@ -89,14 +103,17 @@ def call(method: str, *params: object, at: Endpoint | None = None) -> object:
     OpenNebulaError with one line (``ObjectMissing`` when the object does not exist, ``OnedUnreachable``
     when nothing answers in time)."""
     at = at or endpoint()
-    if not at.url.startswith("http://"):
-        raise OpenNebulaError(f"oned's endpoint {at.url[:80]!r} is not an http:// URL (ONE_XMLRPC)")
     log.info("oned %s %s", method, " ".join(map(str, params)))
-    proxy = xmlrpc.client.ServerProxy(at.url, transport=_Transport(at.timeout))
+    proxy = xmlrpc.client.ServerProxy(at.url, transport=_transport(at))
     try:
         answer = getattr(proxy, method)(at.session, *params)
     except TimeoutError:
         raise OnedUnreachable(f"oned at {at.url} did not answer {method} within {at.timeout:g} s") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise OpenNebulaError(
+            f"oned's certificate at {at.url} is not trusted ({exc.verify_message}): put its CA in the "
+            "folder ONE_CERT_DIR names, or set ONE_DISABLE_SSL_VERIFY"
+        ) from None
     except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as exc:
         raise OnedUnreachable(f"oned does not answer at {at.url} ({method}): {exc}") from None
     except xmlrpc.client.Fault as exc:
@@ -233,16 +250,42 @@ def _read(path: Path) -> str:
         raise OpenNebulaError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _transport(at: Endpoint) -> xmlrpc.client.Transport:
+    """The transport of the endpoint's scheme: http, or https checked as OpenNebula's Ruby client does."""
+    if at.url.startswith("http://"):
+        return _Transport(at.timeout)
+    if at.url.startswith("https://"):
+        return _SafeTransport(at.timeout, context=_tls(at))
+    raise OpenNebulaError(f"oned's endpoint {at.url[:80]!r} is not an http:// or https:// URL (ONE_XMLRPC)")
+
+
+def _tls(at: Endpoint) -> ssl.SSLContext:
+    """The system's CAs and every file in ``cert_dir``; no check at all without ``verify``."""
+    context = ssl.create_default_context()
+    if not at.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    for path in sorted(Path(at.cert_dir).glob("*")) if at.cert_dir else []:
+        if not path.is_file():
+            continue
+        try:
+            context.load_verify_locations(cafile=path)
+        except (OSError, ValueError) as exc:
+            raise OpenNebulaError(f"cannot read a CA certificate from {path} (ONE_CERT_DIR): {exc}") from None
+    return context
+
+
 class _Transport(xmlrpc.client.Transport):
     """xmlrpc.client's transport with a bound on each request's time and on the size of its answer."""
 
     accept_gzip_encoding = False
 
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
+    def __init__(self, timeout: float, **settings: Any) -> None:
+        super().__init__(**settings)
         self.timeout = timeout
 
-    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
+    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> Any:  # HTTP(S)Connection
         connection = super().make_connection(host)
         connection.timeout = self.timeout
         return connection
@@ -255,3 +298,7 @@ class _Transport(xmlrpc.client.Transport):
         parser.feed(body)
         parser.close()
         return unmarshaller.close()
+
+
+class _SafeTransport(_Transport, xmlrpc.client.SafeTransport):
+    """The same over TLS (``settings``: the ``context``)."""
