@@ -135,8 +135,13 @@ class Layout:
     def netns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        """The bed's network, the frontend's address with its host bits cleared (198.18.0.64/27)."""
+        return ipaddress.IPv4Network(f"{self.frontend_address}/{self.prefix_length}", strict=False)
+
     def address(self, offset: int) -> str:
-        net = ipaddress.ip_network(f"{self.frontend_address}/{self.prefix_length}", strict=False)
+        net = self.network
         address = net.network_address + offset
         if address not in net or address in (net.network_address, net.broadcast_address):
             raise HostError(f"test bed: offset {offset} falls outside {net}")
@@ -232,8 +237,9 @@ class Bed:
             if not port_free("127.0.0.1", port):
                 raise HostError(f"test bed: 127.0.0.1:{port} is in use; the frontend's Kubo node needs it")
         self.hosts = [self._describe_host(k) for k in range(1, count + 1)]
-        network = f"{layout.frontend_address}/{layout.prefix_length}"
-        clash = network_clash(network, [layout.frontend_address, *(host.address for host in self.hosts)])
+        clash = network_clash(
+            layout.network, [layout.frontend_address, *(host.address for host in self.hosts)]
+        )
         if clash is not None:
             raise HostError(
                 f"test bed: {clash}: another bed is up there; give this one another layout "

@@ -223,8 +223,8 @@ def set_rate(device: str, netns: str | None, mbit: float | None) -> None:
     run([*inside, "tc", "qdisc", "replace", "dev", device, "root", *tbf])
 
 
-def network_clash(network: str, addresses: Sequence[str]) -> str | None:
-    """Why a bed on ``network`` with nodes at ``addresses`` would clash with a link already up, if it would.
+def network_clash(ours: ipaddress.IPv4Network, addresses: Sequence[str]) -> str | None:
+    """Why a bed on the network ``ours`` with nodes at ``addresses`` would clash with a link already up.
 
     Beds share the machine by the longest prefix winning: a /27 bed inside the default /24 works as long as
     neither holds the other's addresses. It breaks when one of ours is already assigned, when a link as
@@ -232,7 +232,6 @@ def network_clash(network: str, addresses: Sequence[str]) -> str | None:
     address of a less specific bed (seen: a bed at 198.18.0.1/27 left up under the default 198.18.0.0/24,
     whose nodes then never reached each other).
     """
-    ours = ipaddress.ip_network(network, strict=False)
     for route in json.loads(run(["ip", "-j", "route", "show"]) or "[]"):
         if route.get("dst") == "default" or "gateway" in route:
             continue

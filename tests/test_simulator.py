@@ -1,10 +1,9 @@
 """The OpenNebula simulator behaves as oned and its driver managers do.
 
-The first half reproduces, one test each, the observations of docs/opennebula-driver-protocol.md §3 (made
-with the genuine Ruby driver managers and recording drivers); the second half checks the image and VM
-life cycles: which actions oned sends, in which transfer files, with which arguments, and the states it
-leaves behind. Everything runs locally with recording drivers: no bed, no Kubo.
-"""
+The first half reproduces, one test each, the observations of ../shared/docs/opennebula-driver-protocol.md §3
+(made with the genuine Ruby driver managers and recording drivers); the second half checks the image and VM
+life cycles: which actions oned sends, in which transfer files, with which arguments, and the states it leaves
+behind. Everything runs locally with recording drivers: no bed, no Kubo."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The OpenNebula simulator: oned and its datastore and transfer driver managers, for tests.
 
 Tests read like OpenNebula operations (``one.image_create(ds, path=...)``, ``one.vm_deploy([image], "h1")``,
-``one.vm_migrate(vm, "h2", live=True)``) and drive the real driver scripts exactly as oned would: same
-command lines, stdin, environment, transfer files and result mapping (see
-``/docs/opennebula-driver-protocol.md``). The state lives in a folder of OpenNebula XML documents that a
-small XML-RPC server (``testbed.one.api``) serves to the drivers as oned's API.
+``one.vm_migrate(vm, "h2", live=True)``) and drive the real driver scripts exactly as oned would: same command
+lines, stdin, environment, transfer files and result mapping (see
+``../shared/docs/opennebula-driver-protocol.md``). The state lives in a folder of OpenNebula XML documents
+that a small XML-RPC server (``testbed.one.api``) serves to the drivers as oned's API.
 
 It plays only what genuine oned (``testbed.genuine``) cannot be made to do on cue and what the demo and
 benchmarks need without oned: deploy, terminate, recover, cold and live migration, save-as, a snapshot of a

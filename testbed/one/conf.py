@@ -1,7 +1,7 @@
 """The parts of ``oned.conf`` (and the driver managers' arguments) the simulator obeys.
 
 Defaults are those of a stock OpenNebula frontend with the one-ipfs registration of
-``docs/opennebula-driver-protocol.md`` §2.e: ``ssh`` as in ``share/etc/oned.conf``, ``ipfs`` as the
+``../shared/docs/opennebula-driver-protocol.md`` §2.e: ``ssh`` as in ``share/etc/oned.conf``, ``ipfs`` as the
 example there. Tests change them to see how the drivers behave under other settings (no ``TM_MAD_SYSTEM``
 modes, a ``-w`` timeout, a DS_MAD left out of ``-d``...).
 """

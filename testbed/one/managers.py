@@ -3,7 +3,7 @@
 What a driver script experiences, and what oned reads back, is decided here: the command line, the
 stdin, the process group and timeout, and the mapping of exit code and stderr to ``SUCCESS``/``FAILURE``
 info and ``LOG`` lines (``DriverExecHelper#get_info_from_execution`` and ``GenericCommand#run`` of
-OpenNebula master, see ``docs/opennebula-driver-protocol.md`` §2.a, §2.b, §3). Each call returns a
+OpenNebula master, see ``../shared/docs/opennebula-driver-protocol.md`` §2.a, §2.b, §3). Each call returns a
 ``DriverResult`` carrying both the decoded outcome and the exact protocol lines, so tests can assert on
 either.
 """

@@ -1,7 +1,7 @@
 """Tiny recording drivers: scripts that note how they were called and answer as told.
 
-This is how the observations of ``docs/opennebula-driver-protocol.md`` §3 were made against the genuine
-Ruby driver managers, and how the simulator's tests check that it calls scripts the same way, without
+This is how the observations of ``../shared/docs/opennebula-driver-protocol.md`` §3 were made against the
+genuine Ruby driver managers, and how the simulator's tests check that it calls scripts the same way, without
 IPFS: each script appends one JSON line (argv, stdin, cwd, selected environment) to a log, optionally
 runs commands (``{1}`` in an argument is replaced by its own argv[1]), sleeps, then prints the stdout
 and stderr it was given and exits with the given code.

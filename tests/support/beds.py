@@ -3,8 +3,6 @@ layout of a bed beside it."""
 
 from __future__ import annotations
 
-import ipaddress
-
 from testbed.bed import Bed, Layout
 
 HOSTS = 4
@@ -14,8 +12,7 @@ PORT_SHIFT = 50
 def fresh_layout(session: Layout) -> Layout:
     """A bed beside the session's: the last /28 of its network, its prefix with a ``p``, its frontend
     ports + 50 (a more specific route, so both run side by side)."""
-    network = ipaddress.IPv4Network(f"{session.frontend_address}/{session.prefix_length}", strict=False)
-    last = list(network.subnets(new_prefix=28))[-1]
+    last = list(session.network.subnets(new_prefix=28))[-1]
     return Layout(
         prefix=f"{session.prefix}p",
         frontend_address=str(last.network_address + 1),
