@@ -195,8 +195,12 @@ def _import(
 
 
 def _deploy(cloud: GenuineOne, system: System, image: Image, hosts: Sequence[str]) -> float:
-    """Makespan of deploying one VM of ``image`` per host at once; the VMs are terminated afterwards."""
-    vms = [cloud.vm_hold([image], context=False) for _ in hosts]
+    """Makespan of deploying one VM of ``image`` per host at once; the VMs are terminated afterwards. They
+    are held by one ``onevm create --multiple``; each goes to a host of its own, so each gets an ``onevm
+    deploy`` of its own (``GenuineOne.vms_deploy`` sends many to one host), all at once. Failed VMs of
+    OpenNebula's systems are counted, not raised, so they are waited for and cleaned here, not by
+    ``vms_deploy``/``vms_terminate``, which raise on the first."""
+    vms = cloud.vms_hold([image], len(hosts), context=False)
     frontend = cloud.frontend
     try:
         calls: list[Callable[[], object]] = [
