@@ -163,9 +163,9 @@ def test_an_https_endpoint_is_trusted_with_the_ca_in_one_cert_dir_or_unchecked_w
 
     assert env["ONE_XMLRPC"].startswith("https://127.0.0.1:")
     assert shown == ["<VM><ID>7</ID></VM>"] * 2
-    assert str(untrusted.value) == (
-        f"oned's certificate at {env['ONE_XMLRPC']} is not trusted (self-signed certificate): put its CA in "
-        "the folder ONE_CERT_DIR names, or set ONE_DISABLE_SSL_VERIFY"
+    assert str(untrusted.value).startswith(f"oned's certificate at {env['ONE_XMLRPC']} is not trusted (self")
+    assert str(untrusted.value).endswith(
+        "certificate): put its CA in the folder ONE_CERT_DIR names, or set ONE_DISABLE_SSL_VERIFY"
     )
     assert (
         refused[0] == "oned's endpoint 'ftp://127.0.0.1/RPC2' is not an http:// or https:// URL (ONE_XMLRPC)"
