@@ -299,6 +299,9 @@ def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_
         settle(lambda: first_peer not in second.allocatable_peers(), "the first frontend's loss noticed")
         vm = deploy_checked(bed, one, [(image, data), (persistent, kept)], "h3")
         changed = guest_change(bed, one, vm, 1, 2 << 20, b"saved through the second frontend" * 100)
+        copied = guest_change(bed, one, vm, 0, 1 << 20, b"copied through the second frontend" * 100)
+        saved_as = one.image(one.disk_saveas(vm, 0, "ha-saved-as")).template["IPFS_CID"]
+        held_everywhere(bed, second_cluster_api, saved_as, copied)
         one.vm_terminate(vm)
 
         saved = one.image(persistent).template
@@ -307,8 +310,8 @@ def test_with_two_frontends_the_second_deploys_every_version_and_saves_new_ones_
         held_everywhere(bed, second_cluster_api, saved["IPFS_CID"], changed)
         # Every version, the one before the loss too, reaches a host that never held it, byte-identical.
         fetcher = bed.host("h4").node.client()
-        cids = [one.image(image).template["IPFS_CID"], *versions]
-        for cid, content in zip(cids, [data, kept, changed], strict=True):
+        cids = [one.image(image).template["IPFS_CID"], *versions, saved_as]
+        for cid, content in zip(cids, [data, kept, changed, copied], strict=True):
             assert sha256(b"".join(fetcher.cat(f"/ipfs/{cid}"))) == sha256(content), cid
     finally:
         bed.start_node(bed.frontend)
