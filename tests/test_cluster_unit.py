@@ -233,6 +233,8 @@ class FakePinset:
         self.allocations = allocations
         self.calls: list[tuple[str, str]] = []
         self.heals = True
+        self.unlisted: set[str] = set()
+        """Pins the peers report but the answering peer's own pinset lacks."""
 
     def __call__(self, method: str, path: str, timeout: float) -> tuple[int, bytes]:
         url = urlsplit(path)
@@ -241,6 +243,7 @@ class FakePinset:
             pins = [
                 {"cid": cid, "replication_factor_min": 2, "replication_factor_max": 2}
                 for cid in self.statuses
+                if cid not in self.unlisted
             ]
             return 200, "\n".join(json.dumps(pin) for pin in pins).encode()
         if url.path == "/peers":
@@ -301,6 +304,24 @@ def test_recover_names_each_pin_still_short_once_its_time_is_up() -> None:
     asked, left = replication.restore(ClusterClient("http://127.0.0.1:9094", transport=fake), timeout=0.1)
 
     assert (asked, left) == ([OTHER], [f"{OTHER} (one-{OTHER[-4:]}) is held by 1 of the 2 peers it needs"])
+
+
+def test_recover_names_at_once_a_pin_other_peers_hold_that_the_frontend_peers_pinset_lacks() -> None:
+    fake = FakePinset(
+        {OTHER: {"p1": "unexpectedly_unpinned", "p3": "pinned"}, HELD: {"p2": "pinned", "p3": "pinned"}},
+        {OTHER: ["p1", "p3"], HELD: ["p2", "p3"]},
+    )
+    fake.unlisted = {HELD}  # pinned by a second frontend while this peer was stopped, then distrusted
+    client = ClusterClient("http://127.0.0.1:9094", transport=fake)
+    unlisted = (
+        f"{HELD} (one-{HELD[-4:]}) is held by h2, h3 but is not in this peer's pinset: another frontend's "
+        "peer pinned it, an update this one has not taken (keep that frontend at `cluster init --frontends`, "
+        "its peer running, until this one lists it; if that peer is gone, `ipfs-cluster-ctl pin add` it here)"
+    )
+
+    assert unlisted in replication.health(client).problems()
+    assert replication.restore(client, timeout=60.0) == ([OTHER], [unlisted])
+    assert not [call for call in fake.calls if HELD in call[1]]
 
 
 PEER_IDS = {name: f"12D3KooW{name}" for name in ("frontend", "h1", "h2", "h3", "fe2")}

@@ -31,7 +31,7 @@ from one_ipfs.ipfs.rpc import parse_api
 
 log = logging.getLogger(__name__)
 EVERYWHERE = Replication(-1, -1)
-"""A pin on every peer (or one the pinset no longer has): needed by every peer that answers."""
+"""A pin on every peer: needed by every peer that answers."""
 
 
 @dataclass(frozen=True)
@@ -123,30 +123,53 @@ def unit_request(places: Places, unit: str, kubo_unit: str) -> Callable[[str, bo
 
 @dataclass(frozen=True)
 class Health:
-    """The cluster as its frontend peer sees it: its peers, and each pin with its ``replication-min``."""
+    """The cluster as its frontend peer sees it: its peers, each pin of its pinset with its
+    ``replication-min``, and the pins other peers hold that its pinset lacks (``unlisted``)."""
 
     members: list[Member]
     pins: list[tuple[ClusterPin, int]]
+    unlisted: list[ClusterPin]
 
     def problems(self) -> list[str]:
-        """One line per peer in error and per pin held by fewer peers than its minimum."""
+        """One line per peer in error, per pin held by fewer peers than its minimum and per unlisted pin."""
         lines = [
             f"peer {member.name or member.peer}: {member.error}" for member in self.members if member.error
         ]
-        return lines + [line for pin, minimum in self.pins for line in _short(pin, minimum)]
+        return [
+            *lines,
+            *(line for pin, minimum in self.pins for line in _short(pin, minimum)),
+            *self.unlisted_problems(),
+        ]
+
+    def unlisted_problems(self) -> list[str]:
+        return [
+            f"{pin.cid} ({pin.name}) is held by {', '.join(pin.holders())} but is not in this peer's pinset: "
+            "another frontend's peer pinned it, an update this one has not taken (keep that frontend at "
+            "`cluster init --frontends`, its peer running, until this one lists it; if that peer is gone, "
+            "`ipfs-cluster-ctl pin add` it here)"
+            for pin in self.unlisted
+        ]
 
 
 def health(client: ClusterClient) -> Health:
     """Ask the frontend's peer (``client``: its REST API); a pin the cluster puts on every peer (minimum -1)
     counts as needing all of them. A peer the frontend's no longer reaches is named as the pins' statuses
-    last named it (``/peers`` knows only its ID)."""
+    last named it (``/peers`` knows only its ID).
+
+    Each peer reports the pins of its own copy of the pinset. A pin that other peers hold but the frontend
+    peer's copy lacks was written by another frontend's peer whose update this one has not taken: one that
+    pinned it while this peer was stopped (taken once that peer rebroadcasts, if this one still trusts it).
+    """
     pinset = client.pinset()
     members = client.members()
     statuses = client.statuses()
     names = {peer.peer: peer.name for pin in statuses for peer in pin.peers if peer.name}
     members = [replace(member, name=member.name or names.get(member.peer, "")) for member in members]
-    pins = [(pin, pinset[pin.cid].minimum if pin.cid in pinset else -1) for pin in statuses]
-    return Health(members, [(pin, len(members) if minimum < 1 else minimum) for pin, minimum in pins])
+    pins = [(pin, pinset[pin.cid].minimum) for pin in statuses if pin.cid in pinset]
+    unlisted = [pin for pin in statuses if pin.cid not in pinset and pin.count(PINNED)]
+    return Health(
+        members, [(pin, len(members) if minimum < 1 else minimum) for pin, minimum in pins], unlisted
+    )
 
 
 def restore(client: ClusterClient, timeout: float) -> tuple[list[str], list[str]]:
@@ -157,7 +180,8 @@ def restore(client: ClusterClient, timeout: float) -> tuple[list[str], list[str]
     A pin allocated to a peer in error is pinned again with its own replication, so that the cluster
     allocates live peers in place of the lost ones (by itself it does so only as the peer's metrics expire,
     and only when another peer is free then). Every such pin is also recovered, so that an allocated peer
-    whose Kubo node lost it (a wiped or new repository) pins it again (by itself: every 12 minutes).
+    whose Kubo node lost it (a wiped or new repository) pins it again (by itself: every 12 minutes). A pin
+    the frontend peer's pinset lacks is none of its own to recover: it is named at once, not waited for.
     """
     found = health(client)
     pinset = client.pinset()
@@ -184,7 +208,7 @@ def restore(client: ClusterClient, timeout: float) -> tuple[list[str], list[str]
             for line in _short(pin, minimum if pinset.get(pin.cid, EVERYWHERE).minimum > 0 else live)
         ]
         if not left or time.monotonic() >= deadline:
-            return sorted(asked), left
+            return sorted(asked), left + found.unlisted_problems()
         time.sleep(POLL_EVERY)
 
 
