@@ -166,6 +166,7 @@ def test_a_cloud_lists_exports_and_deploys_the_app_another_cloud_published_over_
     assert (listed.name, listed.md5, listed.size_mb) == ("shared-alpine", app.md5, 4)
     assert listed.source.startswith(f"{theirs.gateway}/ipfs/"), "not the URL on the cloud's own market node"
     assert sha256(disk_path(other_bed, other_cloud, vm).read_bytes()) == sha256(data)
+    assert other_bed.swarm_key != bed.swarm_key
     own_network = {node.peer_id for node in bed.nodes}
     for node in other_bed.nodes:
         assert not own_network & {peer for peer, _ in node.client().swarm_peers()}, "private networks met"
