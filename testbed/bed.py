@@ -767,6 +767,33 @@ class Bed:
         kubo.wait_ready(node, self._processes[f"{name}/kubo"], time.monotonic() + START_TIMEOUT)
         return node
 
+    def add_frontend_node(self, name: str) -> Node:
+        """A second Kubo repository on the frontend, made (``ipfs init``) but neither configured nor started
+        (``start_node``): a node of another network than the bed's, such as the marketplace network the
+        frontends of several clouds share (``testbed.market``). It listens on the frontend's address at
+        the next swarm port, its RPC API and gateway on the loopback ports after the frontend node's."""
+        if name in {n.name for n in [*self.nodes, *self.extras]}:
+            raise HostError(f"test bed: a node named {name} is already running")
+        layout = self.layout
+        node = Node(
+            name=name,
+            repo=self.root / "frontend" / name / "ipfs",
+            api=f"http://127.0.0.1:{layout.frontend_api_port + 1}",
+            gateway=f"http://127.0.0.1:{layout.frontend_gateway_port + 1}",
+            peer_id="",
+            swarm_address=f"/ip4/{layout.frontend_address}/tcp/{kubo.SWARM_PORT + 1}",
+            netns=None,
+        )
+        for port in (node.api_port, layout.frontend_gateway_port + 1):
+            if not port_free("127.0.0.1", port):
+                raise HostError(f"test bed: 127.0.0.1:{port} is in use; the frontend's {name} node needs it")
+        shutil.rmtree(node.repo.parent, ignore_errors=True)
+        node.repo.parent.mkdir(parents=True)
+        node.peer_id = network.init_repository(kubo.KUBO, node.repo)
+        self.extras.append(node)
+        self._save()
+        return node
+
     def remove_node(self, node: Node) -> None:
         """Stop a node added with ``add_node`` and remove its namespace and link."""
         if node not in self.extras or node.netns is None:

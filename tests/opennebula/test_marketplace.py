@@ -2,34 +2,38 @@
 marketplace with ``onemarket create``, publishes an image with ``onemarketapp create``, exports the app into
 a datastore and deploys it, and deletes it, each through OpenNebula's own CLI and one_market. And
 OpenNebula's ``http`` marketplace publishing an image of an ``ipfs`` datastore, which reads what our
-datastore driver's ``export`` hands it with OpenNebula's own ``downloader.sh``.
+datastore driver's ``export`` hands it with OpenNebula's own ``downloader.sh``. And two clouds sharing a
+catalogue over a marketplace network they both join, as docs/marketplace.md sets them up.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from one_ipfs.market.catalogue import Catalogue, parse_catalogue
 from testbed.bed import Bed
-from testbed.genuine import GenuineOne
-from testbed.kubo import KUBO
+from testbed.genuine import GenuineOne, start_cloud
+from testbed.kubo import KUBO, Node
+from testbed.market import ipns_name, join_market_network
 from testbed.one import Datastore
+from tests.support.beds import fresh_layout
+from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
 from tests.support.vms import add_on, disk_path
 
 pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 
 
-def catalogue_key(bed: Bed) -> str:
-    """A key of the frontend's Kubo, made as an admin makes it: ``ipfs key gen``."""
+def catalogue_key(node: Node) -> str:
+    """A key of a frontend's Kubo node, made as an admin makes it: ``ipfs key gen``."""
     name = f"market-{secrets.token_hex(4)}"
-    env = {"IPFS_PATH": str(bed.frontend.repo), "PATH": "/usr/bin:/bin"}
+    env = {"IPFS_PATH": str(node.repo), "PATH": "/usr/bin:/bin"}
     subprocess.run([str(KUBO), "key", "gen", name], env=env, check=True, capture_output=True, timeout=60)
     return name
 
@@ -47,7 +51,7 @@ def test_an_app_published_from_an_ipfs_image_copies_nothing_lists_exports_deploy
     image = one.image_create(ipfs_ds, name="to-publish", path=f"/ipfs/{add_on(bed, 'h1', data)}")
     cid = image.template["IPFS_CID"]
     node = bed.frontend.client()
-    key = catalogue_key(bed)
+    key = catalogue_key(bed.frontend)
     market = one.market_create(
         {"NAME": f"ipfs-{key}", "MARKET_MAD": "ipfs", "IPFS_API": bed.frontend.api, "IPFS_CATALOGUE_KEY": key}
     )
@@ -116,6 +120,62 @@ def test_an_http_marketplace_publishes_an_ipfs_image_through_its_export_and_expo
     one.market_delete(market)
 
 
+@pytest.fixture(scope="module")
+def other_cloud(one: GenuineOne) -> Iterator[GenuineOne]:
+    """A second cloud of the same version beside the version's: a bed of its own (the last /28 of the session
+    bed's network) with one host, its own oned and its own private network (swarm key, nodes)."""
+    layout = fresh_layout(one.frontend.bed.layout)
+    with Bed.up(hosts=1, root=layout.root, layout=layout) as bed:
+        cloud = start_cloud(lambda: bed, one.version)
+        try:
+            yield cloud
+        finally:
+            cloud.frontend.stop()
+
+
+@pytest.mark.current_version
+def test_a_cloud_lists_exports_and_deploys_the_app_another_cloud_published_over_their_market_network(
+    bed: Bed, one: GenuineOne, ipfs_ds: Datastore, other_cloud: GenuineOne
+) -> None:
+    other_bed = other_cloud.frontend.bed
+    data = disk_bytes(4 << 20, seed=187)
+    image = one.image_create(ipfs_ds, name="to-share", path=f"/ipfs/{add_on(bed, 'h1', data)}")
+    ours, theirs = join_market_network([bed, other_bed])
+    key = catalogue_key(ours)
+    market = one.market_create(
+        {"NAME": "shared-apps", "MARKET_MAD": "ipfs", "IPFS_API": ours.api, "IPFS_CATALOGUE_KEY": key}
+    )
+    app = one.market_app_create(market, image, "shared-alpine")
+    assert app.state == "READY", app
+
+    listing = other_cloud.market_create(
+        {
+            "NAME": "cloud-a-apps",
+            "MARKET_MAD": "ipfs",
+            "IPFS_API": theirs.api,
+            "IPFS_CATALOGUE": f"/ipns/{ipns_name(ours, key)}",
+        }
+    )
+    (listed,) = other_cloud._wait(
+        lambda: other_cloud.market_apps(listing), bool, f"marketplace {listing} to list cloud A's app"
+    )
+    ds = other_cloud.datastore_create(ipfs_datastore_template(other_bed, "ipfs"))
+    exported = other_cloud.market_app_export(listed.id, ds, "from-cloud-a")
+    vm = other_cloud.vm_deploy([exported], "h1")
+
+    assert (listed.name, listed.md5, listed.size_mb) == ("shared-alpine", app.md5, 4)
+    assert listed.source.startswith(f"{theirs.gateway}/ipfs/"), "not the URL on the cloud's own market node"
+    assert sha256(disk_path(other_bed, other_cloud, vm).read_bytes()) == sha256(data)
+    assert other_bed.swarm_key != bed.swarm_key
+    own_network = {node.peer_id for node in bed.nodes}
+    for node in other_bed.nodes:
+        assert not own_network & {peer for peer, _ in node.client().swarm_peers()}, "private networks met"
+    one.market_app_delete(app.id)
+    one.market_delete(market)
+    one.image_delete(image)
+    bed.stop_node(ours)
+
+
 def _monitored(one: GenuineOne, market: int) -> bool:
     """Whether oned has recorded a monitor of the marketplace (its TOTAL_MB, from the driver's answer)."""
     shown = one.frontend.run(["onemarket", "show", str(market), "-x"]).stdout.decode()
@@ -125,10 +185,7 @@ def _monitored(one: GenuineOne, market: int) -> bool:
 def _published(bed: Bed, key: str) -> tuple[str, Catalogue]:
     """The catalogue's CID and apps, resolved from the key's IPNS name as another cloud resolves it."""
     env = {"IPFS_PATH": str(bed.frontend.repo), "PATH": "/usr/bin:/bin"}
-    listed = subprocess.run(
-        [str(KUBO), "key", "list", "-l", "--enc=json"], env=env, check=True, capture_output=True, timeout=60
-    )
-    name = next(k["Id"] for k in json.loads(listed.stdout)["Keys"] if k["Name"] == key)
+    name = ipns_name(bed.frontend, key)
     resolved = subprocess.run(
         [str(KUBO), "name", "resolve", "--nocache", f"/ipns/{name}"], env=env, check=True, capture_output=True
     )
