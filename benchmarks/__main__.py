@@ -35,6 +35,7 @@ from testbed.bed import Bed, Layout
 
 SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "fleet": fleet.run,
+    "fleet_experimental": fleet.run_without_experimental,
     "single_host": single_host.run,
     "warm": warm.run,
     "update": update.run,
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
     suites = options.only or list(SUITES)
     layout = Layout.parse(options.bed_layout) if options.bed_layout else Layout()
     hosts = max(
-        max(params.fleet_hosts) if "fleet" in suites else 1,
+        max(params.fleet_hosts) if {"fleet", "fleet_experimental"} & set(suites) else 1,
         baselines.hosts_needed(params) if "baselines" in suites else 1,
         replication.HOSTS if "replication" in suites else 1,
         backups.HOSTS if "backups" in suites else 1,

@@ -13,8 +13,10 @@ from functools import partial
 
 from benchmarks.common import Bench, Check, Figure, Params, concurrently, write_image
 from one_ipfs.errors import HostError
+from testbed.kubo import EXPERIMENTAL
 
 SSH_TARGET = "/var/lib/one/bench-ssh.img"
+EXPERIMENTAL_HOSTS = 4
 
 
 def run(bench: Bench, params: Params) -> Figure:
@@ -57,6 +59,52 @@ def run(bench: Bench, params: Params) -> Figure:
         Check(f"makespan at N={top} <= 1.5x the N=1 time", f"ipfs N={top} / ipfs N=1", 1.5),
         Check(f"ipfs >= 4x faster than ssh at N={top}", f"ssh / ipfs, N={top}", 4.0, at_most=False),
     ]
+    return figure
+
+
+def run_without_experimental(bench: Bench, params: Params) -> Figure:
+    """The fleet deploy at N = 4 (or the largest N below) with all of Kubo's experimental features on, then
+    with each off, then all off: what each one buys (a future Kubo may drop any of them). Three runs of
+    each at most: five cases a run, each restarting every node."""
+    count = min(EXPERIMENTAL_HOSTS, max(params.fleet_hosts))
+    hosts = [f"h{k}" for k in range(1, count + 1)]
+    cases: list[tuple[str, tuple[str, ...]]] = [
+        ("all on", ()),
+        *((f"without {feature}", (feature,)) for feature in EXPERIMENTAL),
+        ("all off", tuple(EXPERIMENTAL)),
+    ]
+    figure = Figure(
+        "fleet_experimental",
+        f"Fleet deploy of one {params.fleet_mib} MiB image to {count} hosts without Kubo's experimental "
+        f"features, links at {params.fleet_rate_mbit:g} Mbit/s",
+        "As the fleet figure's ipfs deploy, at one N, with every node (frontend's included) restarted with "
+        "`Pubsub.Enabled` and `Ipns.UsePubsub` (pubsub), `Experimental.Libp2pStreamMounting` (p2p) or "
+        "`Experimental.P2pHttpProxy` (http-proxy) false (`Bed.switch_off`); each repetition runs every "
+        "case in turn, so the ratios to all on come from the same minutes of a shared machine.",
+    )
+    targets = ["frontend", *hosts]
+    for target in targets:
+        bench.bed.set_rate(target, params.fleet_rate_mbit)
+    try:
+        for _ in range(min(params.repetitions, 3)):
+            makespans = {}
+            for case, off in cases:
+                bench.bed.switch_off(off)
+                sent = _frontend_sent(bench)
+                makespans[case] = _ipfs_makespan(bench, params.fleet_mib, hosts)
+                sent = _frontend_sent(bench) - sent
+                figure.measure(f"makespan, {case}", "s").samples.append(makespans[case])
+                figure.measure(f"frontend sent / image, {case}", "x").samples.append(
+                    sent / (params.fleet_mib << 20)
+                )
+                if off:
+                    figure.measure(f"makespan {case} / all on", "x").samples.append(
+                        makespans[case] / makespans["all on"]
+                    )
+    finally:
+        bench.bed.switch_off(())
+        for target in targets:
+            bench.bed.set_rate(target, None)
     return figure
 
 

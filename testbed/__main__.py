@@ -1,4 +1,5 @@
-"""``python -m testbed up [--hosts N] [--rate MBIT] | status | down``: a bed that outlives the command."""
+"""``python -m testbed up [--hosts N] [--rate MBIT] [--without FEATURE ...] | status | down``: a bed that
+outlives the command."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from one_ipfs.errors import OneIpfsError
 from testbed.bed import DEFAULT_ROOT, Bed, Layout, clear
+from testbed.kubo import EXPERIMENTAL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--rate", type=float, default=None, metavar="MBIT", help="limit every link to MBIT Mbit/s"
     )
+    up.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=sorted(EXPERIMENTAL),
+        help="run every node without this experimental Kubo feature (repeat for several)",
+    )
     commands.add_parser("status", help="show the nodes of the running bed")
     commands.add_parser("down", help="stop everything and remove namespaces and links")
     args = parser.parse_args(argv)
@@ -28,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             bed = Bed.up(hosts=args.hosts, rate_mbit=args.rate, root=root)
+            if args.without:
+                bed.switch_off(args.without)
             bed.detach()
             print(bed.status())
         elif args.command == "status":

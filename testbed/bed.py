@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -690,19 +690,43 @@ class Bed:
     def lock_apis(self, secret: str | None) -> None:
         """Make every bed node's RPC API require ``secret`` (Kubo's ``API.Authorizations`` AuthSecret, such as
         ``bearer:<token>``), or no secret again (None); the nodes restart. Their ``client()`` sends it."""
-        for node in self.nodes:
-            self.stop_node(node)
-        for node in self.nodes:
-            path = node.repo / "config"
-            config = json.loads(path.read_text())
+
+        def lock(node: Node, config: dict[str, Any]) -> None:
             if secret is None:
                 config["API"].pop("Authorizations", None)
             else:
                 config["API"]["Authorizations"] = {
                     "oneadmin": {"AuthSecret": secret, "AllowedPaths": ["/api/v0"]}
                 }
-            path.write_text(json.dumps(config, indent=2) + "\n")
             node.auth = None if secret is None else authorization(secret)
+
+        self._restart_nodes(lock)
+
+    def switch_off(self, features: Collection[str]) -> None:
+        """Make every bed node run without Kubo's experimental ``features`` (names of
+        ``kubo.EXPERIMENTAL``), and with the others on as ``one-ipfs network init`` sets them; the nodes
+        restart. ``switch_off(())`` turns everything back on."""
+        unknown = set(features) - set(kubo.EXPERIMENTAL)
+        if unknown:
+            raise HostError(f"test bed: no experimental Kubo feature named {', '.join(sorted(unknown))}")
+
+        def switch(node: Node, config: dict[str, Any]) -> None:
+            for feature, keys in kubo.EXPERIMENTAL.items():
+                for key in keys:
+                    section, name = key.split(".")
+                    config.setdefault(section, {})[name] = feature not in features
+
+        self._restart_nodes(switch)
+
+    def _restart_nodes(self, edit: Callable[[Node, dict[str, Any]], None]) -> None:
+        """Stop every node, ``edit`` each one's Kubo config in place, start them again and reconnect."""
+        for node in self.nodes:
+            self.stop_node(node)
+        for node in self.nodes:
+            path = node.repo / "config"
+            config = json.loads(path.read_text())
+            edit(node, config)
+            path.write_text(json.dumps(config, indent=2) + "\n")
         for node in self.nodes:
             self._start_daemon(node)
         deadline = time.monotonic() + START_TIMEOUT

@@ -19,6 +19,13 @@ KUBO = Path(__file__).resolve().parent.parent / ".cache" / "kubo" / "bin" / "ipf
 API_PORT = 5001
 GATEWAY_PORT = 8080
 SWARM_PORT = 4001
+EXPERIMENTAL: dict[str, tuple[str, ...]] = {
+    "pubsub": ("Pubsub.Enabled", "Ipns.UsePubsub"),
+    "p2p": ("Experimental.Libp2pStreamMounting",),
+    "http-proxy": ("Experimental.P2pHttpProxy",),
+}
+"""Kubo's experimental features the fleet uses (``one_ipfs.ipfs.fleet``), by the config keys that turn each
+on: a future Kubo may drop any of them (``Bed.switch_off``). ``Ipns.UsePubsub`` alone starts pubsub too."""
 
 
 @dataclass

@@ -23,13 +23,12 @@ from pathlib import Path
 import pytest
 
 from one_ipfs.images import ImageHandle
-from testbed.bed import Bed, Host
+from testbed.bed import Bed
 from testbed.kubo import Node
 from testbed.one import Datastore, Image, OneFailure, OneSim, VirtualMachine
-from testbed.system import netns_processes
 from tests.support.datastores import ipfs_datastore_template
 from tests.support.images import disk_bytes, sha256
-from tests.support.nodes import all_pins, bitswap_received, pins
+from tests.support.nodes import all_pins, bitswap_received, host_commands, pins
 from tests.support.vms import SETTINGS, disk_path, image_from, leftovers, vm_disks, write_into
 
 pytestmark = pytest.mark.bed
@@ -187,19 +186,6 @@ def test_a_host_node_killed_mid_deploy_resumes_on_retry_instead_of_starting_over
 
 
 # The network and ssh ---------------------------------------------------------------------------------
-
-
-def host_commands(host: Host) -> list[int]:
-    """Pids of one-ipfs host commands running on ``host``."""
-    found = []
-    for process in netns_processes(host.netns):
-        try:
-            command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"one-ipfs-host" in command:
-            found.append(process.pid)
-    return found
 
 
 def test_a_partition_between_frontend_and_host_mid_transfer_fails_in_bounded_time_and_a_retry_succeeds(

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http
+import http.server
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from one_ipfs.errors import ContentNotFound, IpfsTimeout
-from one_ipfs.ipfs import fetching
+from one_ipfs.errors import CommandFailed, ContentNotFound, IpfsTimeout
+from one_ipfs.ipfs import fetching, fleet
 from one_ipfs.ipfs.fetching import FileLayout, Leaf, fetch_patiently, file_layout, scatter_fetch
 from one_ipfs.ipfs.fleet import FetchOrder, Fleet
 from one_ipfs.ipfs.rpc import DagLink, FileStat, KuboClient
 from one_ipfs.ipfs.transport import Call
-from tests.support.kubo_wire import FakeNode, Reply
+from tests.support.kubo_wire import NOT_ENABLED, Answer, FakeNode, Reply
 
 ROOT = "bafybeiroot"
 MIB = 1 << 20
@@ -484,3 +487,88 @@ def test_a_leaf_read_from_another_host_that_the_node_is_slow_to_store_is_put_aga
     assert arrived == Counter(leaves)
     assert storing.puts == len(gateway.read) + 1
     assert order.failed_count == 0
+
+
+class GatewayWithoutProxy(http.server.BaseHTTPRequestHandler):
+    """A Kubo gateway without ``Experimental.P2pHttpProxy``: it has no ``/p2p/`` paths."""
+
+    def do_GET(self) -> None:
+        self.send_error(http.HTTPStatus.NOT_FOUND)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+WHY_ALONE = {
+    "pubsub": "fetching without knowing of other hosts: ",
+    "p2p": "blocks from other hosts come by bitswap: ",
+    "http-proxy": "reading blocks from another host failed: ",
+}
+
+
+@pytest.mark.parametrize("off", ["pubsub", "p2p", "http-proxy"])
+def test_a_fleet_host_without_one_of_kubos_experimental_features_fetches_every_leaf_by_bitswap_once(
+    off: str,
+) -> None:
+    blocks = {raw_cid(bytes([i]) * 1024): bytes([i]) * 1024 for i in range(16)}
+    leaves = list(blocks)
+    report = base64.urlsafe_b64encode(fleet._encode_held((1 << len(leaves)) - 1, len(leaves))).decode()
+    heard = threading.Event()
+
+    def reports() -> Iterator[dict[str, Any]]:
+        """Another host holding every leaf reports so; then the subscription ends."""
+        yield {"from": "12D3KooWother", "data": "u" + report.rstrip("=")}
+        heard.set()
+
+    def subscribe(call: Call) -> Answer:
+        if off == "pubsub":
+            heard.set()  # of nobody
+            raise CommandFailed(NOT_ENABLED[off])
+        return Answer.streamed(reports())
+
+    def listen(call: Call) -> dict[str, object]:
+        if off == "p2p":
+            raise CommandFailed(NOT_ENABLED[off])
+        return {}
+
+    def block_stat(call: Call) -> dict[str, object]:
+        if call.params.get("offline") == "true":
+            raise ContentNotFound(f"ipfs block stat: block was not found locally (offline): {call.args[0]}")
+        heard.wait(5)  # every leaf is asked for once this host knows the other holds it
+        return {"Key": call.args[0], "Size": 1024}
+
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GatewayWithoutProxy)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    node = FakeNode(
+        {
+            "id": {"ID": "12D3KooWme", "AgentVersion": "kubo/0.43.0"},
+            "pubsub/sub": subscribe,
+            "pubsub/pub": {},
+            "config": {"Key": "Addresses.Gateway", "Value": f"/ip4/127.0.0.1/tcp/{gateway.server_port}"},
+            "p2p/listen": listen,
+            "block/stat": block_stat,
+        }
+    )
+    layout = FileLayout(ROOT, 16 * 1024, [Leaf(cid, 1024, (i * 1024,)) for i, cid in enumerate(leaves)], True)
+    logged: list[str] = []
+    arrived: Counter[str] = Counter()
+
+    try:
+        scatter_fetch(
+            node.client(),
+            layout,
+            log=logged.append,
+            timeout=30,
+            stall_timeout=10,
+            sink=lambda leaf, data: arrived.update([leaf.cid]),
+            fleet=True,
+        )
+    finally:
+        gateway.shutdown()
+
+    assert arrived == Counter(leaves)
+    wanted = Counter(call.args[0] for call in node.asked("block/stat") if "offline" not in call.params)
+    assert wanted == Counter(leaves)
+    assert not node.asked("block/put")
+    assert any(line.startswith(WHY_ALONE[off]) for line in logged), logged
+    assert bool(node.asked("p2p/listen")) is (off != "pubsub")

@@ -48,6 +48,15 @@ class Answer:
         pass
 
 
+NOT_ENABLED = {
+    "pubsub": "experimental pubsub feature not enabled, run daemon with --enable-pubsub-experiment to use",
+    "p2p": "libp2p stream mounting not enabled",
+    "http-proxy": "answered HTTP 404",
+}
+"""What a Kubo 0.43 node without one of its experimental features (``testbed.kubo.EXPERIMENTAL``) answers
+``pubsub/sub``, ``p2p/listen``, or a read through its gateway's ``/p2p/`` path with (tests/
+test_fleet_without_experimental.py checks it against real Kubo)."""
+
 Reply: TypeAlias = Answer | dict[str, Any] | Callable[[Call], "Answer | dict[str, Any]"]
 """How the fake answers an endpoint: always the same object, or a function of the call (which may raise
 the error Kubo's answer would be)."""

@@ -110,6 +110,19 @@ def processes_of(bed: Bed, host: Host | None) -> set[Process]:
     return set(processes_in_namespace("mnt", identity))
 
 
+def host_commands(host: Host) -> list[int]:
+    """Pids of one-ipfs host commands running on ``host``."""
+    found = []
+    for process in netns_processes(host.netns):
+        try:
+            command = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"one-ipfs-host" in command:
+            found.append(process.pid)
+    return found
+
+
 def settle(
     condition: Callable[[], bool], what: str, limit: float = 60.0, why: Callable[[], str] = str
 ) -> None:
