@@ -27,6 +27,7 @@ from benchmarks import (
     replication,
     report,
     single_host,
+    sizes,
     update,
     warm,
 )
@@ -45,6 +46,7 @@ SUITES: dict[str, Callable[[Bench, Params], Figure]] = {
     "replication": replication.run,
     "backups": backups.run,
     "market": market.run,
+    "sizes": sizes.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUT_ENV = "ONE_IPFS_BENCH_BED"

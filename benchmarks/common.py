@@ -137,6 +137,8 @@ class Params:
     import_mib: int
     repetitions: int
     latency_runs: int
+    size_mibs: tuple[int, ...]
+    """Image sizes of the sizes suite, smallest first."""
 
     @classmethod
     def choose(
@@ -145,9 +147,9 @@ class Params:
         """The quick or full set; ``repetitions`` instead of its own count and ``hosts`` instead of its
         fleet sizes, if given (a run that must fit in the time there is)."""
         chosen = (
-            cls(True, 64, (1, 2, 4), 100.0, 128, 256, 3, 10)
+            cls(True, 64, (1, 2, 4), 100.0, 128, 256, 3, 10, (64, 256, 1024))
             if quick
-            else cls(False, 256, (1, 2, 4, 8), 100.0, 256, 1024, 5, 30)
+            else cls(False, 256, (1, 2, 4, 8), 100.0, 256, 1024, 5, 30, (64, 256, 1024, 4096))
         )
         if repetitions:
             chosen = dataclasses.replace(chosen, repetitions=repetitions)

@@ -211,6 +211,36 @@ def _backups_plot(results: dict[str, Any]) -> str | None:
     return _save(f"{'quick' if _params(results, figure)['quick'] else 'full'}-backups.png")
 
 
+SIZED = re.compile(r"(.+?)(?: peak)?, (\d+) (MiB|GiB)")
+"""A sizes figure's measure: ``tm clone, 1 GiB`` (seconds) or ``host side peak, 64 MiB`` (MiB)."""
+
+
+def _sizes_plot(results: dict[str, Any]) -> str | None:
+    """Time and peak memory against the image size, one line per action and per process."""
+    figure = next((f for f in results["figures"] if f["id"] == "sizes"), None)
+    if figure is None:
+        return None
+    _, (times, memory) = plt.subplots(1, 2, figsize=(11, 4))
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for m in figure["measures"]:
+        match = SIZED.fullmatch(m["name"])
+        if match and m["unit"] in ("s", "MiB"):
+            mib = int(match[2]) << (10 if match[3] == "GiB" else 0)
+            lines.setdefault((m["unit"], match[1]), []).append((mib, m["median"]))
+    for (unit, name), points in sorted(lines.items()):
+        points.sort()
+        axes = times if unit == "s" else memory
+        axes.plot([x for x, _ in points], [y for _, y in points], "o-", label=name)
+    for axes, label in ((times, "time (s), median"), (memory, "peak resident memory (MiB), median")):
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("image size (MiB)")
+        axes.set_ylabel(label)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    return _save(f"{'quick' if _params(results, figure)['quick'] else 'full'}-sizes.png")
+
+
 def _targets_plot(results: dict[str, Any]) -> str:
     """Each target's median as a share of its limit (inverted for 'at least' targets): < 1 is met."""
     labels, shares, colours = [], [], []
@@ -246,9 +276,9 @@ def write(results: dict[str, Any]) -> str:
     if fleet is not None:
         plots["fleet"] = fleet
     plots.update(_baselines_plots(results))
-    backups = _backups_plot(results)
-    if backups is not None:
-        plots["backups"] = backups
+    for name, plot in (("backups", _backups_plot(results)), ("sizes", _sizes_plot(results))):
+        if plot is not None:
+            plots[name] = plot
 
     def replace(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from benchmarks import __main__ as bench_main
-from benchmarks import report
+from benchmarks import report, sizes
 from benchmarks.baselines import CHANGED
+from benchmarks.common import Figure
 
 COUNTS = [1, 2]
 PARAMS: dict[str, Any] = {
@@ -97,3 +98,42 @@ def test_a_backups_figure_plots_each_datastore_day_by_day_beside_the_other_figur
     assert "**Backups.**" in page and "| stored after day 7, increments: restic | 448 |" in page
     assert "(benchmarks/quick-backups.png)" in page
     assert (tmp_path / "benchmarks" / "quick-backups.png").stat().st_size > 0
+
+
+def test_a_sizes_figure_plots_time_and_peak_memory_against_the_image_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "DOCS", tmp_path)
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "benchmarks")
+    labels = {64: "64 MiB", 256: "256 MiB", 1024: "1 GiB"}
+    sizes = {
+        "id": "sizes",
+        "title": "Sizes",
+        "method": "each size",
+        "command": "python -m benchmarks --only sizes",
+        "measures": [
+            measure(f"{action}, {label}", mib / 100)
+            for action in ("ds cp", "tm clone")
+            for mib, label in labels.items()
+        ]
+        + [
+            {**measure(f"{role} peak, {label}", 40.0), "unit": "MiB"}
+            for role in ("ds cp", "host side", "frontend kubo")
+            for label in labels.values()
+        ],
+        "checks": [],
+        "notes": ["tm clone: 0.20 s + 10.2 s per GiB"],
+    }
+    report.write(run_of(sizes, "now"))
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "**Sizes.**" in page and "tm clone: 0.20 s + 10.2 s per GiB" in page
+    assert "(benchmarks/quick-sizes.png)" in page
+    assert (tmp_path / "benchmarks" / "quick-sizes.png").stat().st_size > 0
+
+
+def test_the_size_law_is_the_least_squares_line_through_the_medians() -> None:
+    figure = Figure("sizes", "Sizes", "")
+    for mib, seconds in ((64, 1.5), (256, 3.0), (1024, 9.0)):
+        figure.measure(f"tm clone, {sizes._size(mib)}", "s").samples.append(seconds)
+    law = sizes._law(figure, "tm clone", (64, 256, 1024))
+    assert law.startswith("tm clone: 1.00 s + 8.0 s per GiB"), law

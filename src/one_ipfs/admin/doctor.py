@@ -18,7 +18,7 @@ from one_ipfs.config import read_defaults
 from one_ipfs.defaults import SETTINGS
 from one_ipfs.errors import OneIpfsError, OpenNebulaError
 from one_ipfs.host.protocol import NodeFacts, Probe
-from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, remote_lib
+from one_ipfs.hosts.bundle import BUNDLE_STAMP, HOST_LIB, bundle_digest, remote_lib
 from one_ipfs.opennebula.install import DEFAULTS, DRIVER_DIRS, interpreter_problem
 
 MIN_KUBO = (0, 40)
@@ -106,7 +106,7 @@ def probe_all(
         auth_file=host_secret,
         auth_setting=HOST_API_AUTH_SETTING,
         lib=remote_lib(),
-        frontend_bundle=_frontend_bundle(target.site),
+        frontend_bundle=bundle_digest(target.site.remotes),
     )
     replies.update(call_all(hosts, lambda _: on_hosts, progress))
     return replies
@@ -324,7 +324,7 @@ def _check_host(
             f"python3 {facts.python} cannot run the drivers' host bundle: {facts.bundle_python}",
             f"install python3 (>= 3.9, with its standard library) on {name}",
         )
-    expected = _frontend_bundle(target.site)
+    expected = bundle_digest(target.site.remotes)
     if facts.bundle != expected:
         held = facts.bundle or "none"
         report.add(
@@ -346,13 +346,6 @@ def _check_host(
             f"the clock is {skew:+.1f} s off the frontend's",
             f"run NTP (chrony) on {name} and the frontend",
         )
-
-
-def _frontend_bundle(site: Site) -> str | None:
-    try:
-        return (site.remotes / HOST_LIB / BUNDLE_STAMP).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
 
 
 def _public_facts(reply: Reply[NodeFacts]) -> dict[str, Any]:

@@ -112,15 +112,20 @@ def local_lib() -> Path:
     return remotes_dir() / HOST_LIB
 
 
+def bundle_digest(remotes: Path) -> str | None:
+    """The digest of the host bundle installed in the remotes tree ``remotes``, or None without one."""
+    try:
+        return (remotes / HOST_LIB / BUNDLE_STAMP).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
 def installed_digest() -> str:
     """The digest of the host bundle in this frontend's remotes tree (what every host must run)."""
-    stamp = local_lib() / BUNDLE_STAMP
-    try:
-        return stamp.read_text(encoding="utf-8").strip()
-    except OSError:
-        raise HostError(
-            f"the drivers are not installed in {stamp.parents[3]}: run `one-ipfs install`"
-        ) from None
+    digest = bundle_digest(remotes_dir())
+    if digest is None:
+        raise HostError(f"the drivers are not installed in {remotes_dir()}: run `one-ipfs install`")
+    return digest
 
 
 def launcher_argv() -> list[str]:
