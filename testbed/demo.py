@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from one_ipfs.errors import OneIpfsError
+from testbed import package
 from testbed.bed import Bed, Layout
 from testbed.genuine import VERSIONS, Cloud, Frontend, GenuineOne, Installation, Unavailable, installation
 from testbed.one import Image, OneSim, VirtualMachine
@@ -159,7 +160,10 @@ def start_cloud(story: Story, bed: Bed, found: Installation | None) -> Cloud:
             simulator.install_drivers()
             simulator.onehost_sync()
         return simulator
-    frontend = Frontend(bed, found)
+    with story.step("pip install the wheel into a clean venv") as line:
+        python = package.installed()
+        line.note = f"{python.parent.parent}, built from this checkout"
+    frontend = Frontend(bed, found, str(python))
     names = ", ".join(host.name for host in bed.hosts)
     with story.step(f"oned {found.version}, one-ipfs install") as line:
         frontend.start()

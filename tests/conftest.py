@@ -3,9 +3,10 @@
 ``bed``: one test bed (frontend + 4 hosts, see ``testbed.bed``) for the simulator's tests, brought up on
 first use; ``one``: the OpenNebula simulator on it; ``ipfs_ds``: an IPFS datastore; ``cloud``: a genuine
 oned (``testbed.genuine``) on a bed of its own, once per tested OpenNebula version (the test ids name it,
-``[7.4.0]``); ``local_dir``: a folder for image files the datastore driver may read; ``outsider``: a Kubo
-node on the bed outside its private network. Tests that take a bed are marked ``@pytest.mark.bed``, those
-of genuine oned ``@pytest.mark.opennebula`` as well.
+``[7.4.0]``), its drivers installed from the wheel in ``admin_python``'s venv; ``local_dir``: a folder for
+image files the datastore driver may read; ``outsider``: a Kubo node on the bed outside its private
+network. Tests that take a bed are marked ``@pytest.mark.bed``, those of genuine oned
+``@pytest.mark.opennebula`` as well.
 
 The beds share one layout, so only one is up at a time: the simulator's tests run first, then each
 version's genuine ones (``pytest_collection_modifyitems``), and each bed replaces the one before it. A bed
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from one_ipfs.ipfs.network import generate_swarm_key
+from testbed import package
 from testbed.bed import Bed, Layout
 from testbed.genuine import VERSIONS, GenuineOne, Unavailable, start_cloud
 from testbed.kubo import Node
@@ -78,12 +80,20 @@ def outsider(bed: Bed) -> Iterator[Node]:
         bed.remove_node(node)
 
 
+@pytest.fixture(scope="session")
+def admin_python() -> Path:
+    """The Python of a clean venv holding the wheel built from this checkout, as an admin installs it: the
+    genuine clouds' ``one-ipfs`` and drivers run from it, not from the checkout."""
+    return package.installed()
+
+
 @pytest.fixture(scope="session", params=VERSIONS)
-def cloud(request: pytest.FixtureRequest, beds: BedKeeper) -> Iterator[GenuineOne]:
-    """Genuine oned of one version on a bed of its own, the drivers installed as docs/install.md says."""
+def cloud(request: pytest.FixtureRequest, beds: BedKeeper, admin_python: Path) -> Iterator[GenuineOne]:
+    """Genuine oned of one version on a bed of its own, the drivers installed as docs/install.md says, from
+    the wheel."""
     version: str = request.param
     try:
-        genuine = start_cloud(lambda: beds.take(f"oned-{version}"), version)
+        genuine = start_cloud(lambda: beds.take(f"oned-{version}"), version, str(admin_python))
     except Unavailable as missing:
         GENUINE_RUNS[version] = f"not run: {missing}"
         pytest.skip(f"genuine OpenNebula {version} not run: {missing}")

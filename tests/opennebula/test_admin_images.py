@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import secrets
-import sys
 from typing import Any
 
 import pytest
@@ -27,14 +26,10 @@ pytestmark = [pytest.mark.bed, pytest.mark.opennebula]
 HOSTS = "h1,h2,h3"
 
 
-def one_ipfs(bed: Bed, one: GenuineOne, *args: str) -> tuple[int, str, str]:
-    """``one-ipfs ARGS`` as oneadmin on the frontend, with OpenNebula's commands on PATH (in a wide
-    terminal, so that table rows stay on one line)."""
-    result = bed.frontend_command(
-        [sys.executable, "-m", "one_ipfs.admin", *args],
-        env={**one.environment(), "COLUMNS": "250"},
-        timeout=300,
-    )
+def one_ipfs(one: GenuineOne, *args: str) -> tuple[int, str, str]:
+    """``one-ipfs ARGS`` as oneadmin on the frontend, the admin tool of the venv the drivers run from, with
+    OpenNebula's commands on PATH (in a wide terminal, so that table rows stay on one line)."""
+    result = one.frontend.run(["one-ipfs", *args], env={"COLUMNS": "250"}, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
@@ -47,7 +42,7 @@ def image_on_h3(
 
 
 def listed(bed: Bed, one: GenuineOne) -> dict[int, dict[str, Any]]:
-    code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS, "--json")
+    code, out, err = one_ipfs(one, "images", "--hosts", HOSTS, "--json")
     assert code == 0, err
     return {row["id"]: row for row in json.loads(out)["images"]}
 
@@ -100,7 +95,7 @@ def test_images_lists_every_saved_version_of_a_persistent_image(
 def test_images_table_names_the_image_and_its_holders(bed: Bed, one: GenuineOne, ipfs_ds: Datastore) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=52), "tabled")
 
-    code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS)
+    code, out, err = one_ipfs(one, "images", "--hosts", HOSTS)
 
     assert code == 0, err
     line = next(line for line in out.splitlines() if "tabled" in line)
@@ -114,7 +109,7 @@ def test_prefetch_makes_a_host_hold_the_image_so_its_deploy_fetches_nothing(
     data = disk_bytes(8 << 20, seed=53)
     image = image_on_h3(bed, one, ipfs_ds, data, "warmed")
 
-    code, out, err = one_ipfs(bed, one, "prefetch", "warmed", "--hosts", "h1", "--json")
+    code, out, err = one_ipfs(one, "prefetch", "warmed", "--hosts", "h1", "--json")
 
     assert code == 0, err
     result = json.loads(out)
@@ -137,7 +132,7 @@ def test_prefetch_warms_every_host_of_onehost_list_by_default(
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=54), "everywhere")
 
-    code, out, err = one_ipfs(bed, one, "prefetch", str(image.id))
+    code, out, err = one_ipfs(one, "prefetch", str(image.id))
 
     assert code == 0, err
     for host in ("h1", "h2", "h3"):
@@ -149,7 +144,7 @@ def test_prefetch_warms_every_host_of_onehost_list_by_default(
 def test_prefetch_of_an_unknown_image_fails_with_one_line_and_touches_no_host(
     bed: Bed, one: GenuineOne, ipfs_ds: Datastore
 ) -> None:
-    code, out, err = one_ipfs(bed, one, "prefetch", "no-such-image", "--hosts", HOSTS)
+    code, out, err = one_ipfs(one, "prefetch", "no-such-image", "--hosts", HOSTS)
 
     assert code == 1
     assert out == ""
@@ -164,7 +159,7 @@ def test_prefetch_to_an_unknown_host_fails_for_that_host_only(
 ) -> None:
     image = image_on_h3(bed, one, ipfs_ds, disk_bytes(1 << 20, seed=55), "partly")
 
-    code, out, _ = one_ipfs(bed, one, "prefetch", "partly", "--hosts", "h2,nohost", "--json")
+    code, out, _ = one_ipfs(one, "prefetch", "partly", "--hosts", "h2,nohost", "--json")
 
     assert code == 1
     hosts = json.loads(out)["hosts"]
@@ -201,7 +196,7 @@ def test_prefetch_of_an_image_larger_than_the_host_cache_fails_and_fetches_nothi
     image = image_on_h3(bed, one, small, disk_bytes(2 << 20, seed=59), "too-big")
     cid = one.image(image).template["IPFS_CID"]
 
-    code, out, _ = one_ipfs(bed, one, "prefetch", "too-big", "--hosts", "h1", "--json")
+    code, out, _ = one_ipfs(one, "prefetch", "too-big", "--hosts", "h1", "--json")
 
     assert code == 1
     error = json.loads(out)["hosts"]["h1"]["error"]
@@ -225,7 +220,7 @@ def test_images_asks_nodes_with_the_secret_of_each_datastore(bed: Bed, one: Genu
         )
         image = image_on_h3(bed, one, ds, disk_bytes(1 << 20, seed=59), "images-locked")
 
-        code, out, err = one_ipfs(bed, one, "images", "--hosts", HOSTS, "--json")
+        code, out, err = one_ipfs(one, "images", "--hosts", HOSTS, "--json")
 
         assert code == 0, err
         row = next(row for row in json.loads(out)["images"] if row["id"] == image.id)

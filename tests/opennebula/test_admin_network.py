@@ -49,8 +49,9 @@ def chown_tree(top: Path, uid: int, gid: int) -> None:
 
 
 @pytest.fixture(scope="module", params=VERSIONS[:1])
-def fresh(request: pytest.FixtureRequest) -> Iterator[GenuineOne]:
-    """genuine oned of the current version without the drivers, on a bed of frontend, h1 and h2."""
+def fresh(request: pytest.FixtureRequest, admin_python: Path) -> Iterator[GenuineOne]:
+    """genuine oned of the current version without the drivers, on a bed of frontend, h1 and h2; the admin
+    has installed the wheel (``admin_python``'s venv) but not run ``one-ipfs install`` yet."""
     if os.geteuid() != 0:
         pytest.skip("the test bed needs root (network namespaces, mounts, sshd); run the tests as root")
     try:
@@ -66,7 +67,7 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[GenuineOne]:
         (bed.frontend_var_lib_one / ".ipfs").symlink_to(bed.frontend.repo)
         for host in bed.hosts:
             (host.var_lib_one / ".ipfs").symlink_to(host.node.repo)
-        frontend = Frontend(bed, found)
+        frontend = Frontend(bed, found, str(admin_python))
         try:
             frontend.start(drivers=False)
             yield GenuineOne(frontend)
@@ -77,7 +78,7 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[GenuineOne]:
 def doctor(one: GenuineOne, *args: str) -> tuple[int, dict[str, Any]]:
     """``one-ipfs doctor --json`` on the hosts oned lists."""
     bed = one.frontend.bed
-    code, out, err = one_ipfs(bed, one, "doctor", "--api", bed.frontend.api, "--json", *args)
+    code, out, err = one_ipfs(one, "doctor", "--api", bed.frontend.api, "--json", *args)
     assert out, err
     return code, json.loads(out)
 
@@ -113,17 +114,17 @@ def test_doctor_on_a_cloud_without_one_ipfs_says_what_to_do(fresh: GenuineOne) -
 def test_install_network_init_and_join_bring_doctor_to_green_and_a_vm_deploys(fresh: GenuineOne) -> None:
     one, bed = fresh, fresh.frontend.bed
 
-    code, out, err = one_ipfs(bed, one, "install")
+    code, out, err = one_ipfs(one, "install")
     assert code == 0, err
     assert "onehost sync" in out
     one.frontend.restart()
-    code, out, err = one_ipfs(bed, one, "network", "init", "--hosts", "h1")
+    code, out, err = one_ipfs(one, "network", "init", "--hosts", "h1")
     assert code == 0, err
     assert restart_named(out) == {"frontend", "h1"}
-    code, out, err = one_ipfs(bed, one, "network", "join", "h2")
+    code, out, err = one_ipfs(one, "network", "join", "h2")
     assert code == 0, err
     assert restart_named(out) == {"frontend", "h1", "h2"}
-    code, out, err = one_ipfs(bed, one, "network", "status", "--api", bed.frontend.api, "--json")
+    code, out, err = one_ipfs(one, "network", "status", "--api", bed.frontend.api, "--json")
     assert code == 1, err  # every daemon is still down
     assert {row["node"]: row["restart_pending"] for row in json.loads(out)} == {
         "frontend": True,
@@ -156,7 +157,7 @@ def test_doctor_names_each_broken_node_and_its_fix_until_the_cloud_is_green_agai
     each found on its node alone, and doctor green once it is mended."""
     one, bed = fresh, fresh.frontend.bed
     h1, h2 = bed.host("h1"), bed.host("h2")
-    code, out, err = one_ipfs(bed, one, "network", "status", "--api", bed.frontend.api, "--json")
+    code, out, err = one_ipfs(one, "network", "status", "--api", bed.frontend.api, "--json")
     assert code == 0, err
     rows = {row["node"]: row for row in json.loads(out)}
     for node in bed.nodes:
@@ -207,7 +208,7 @@ def test_doctor_names_each_broken_node_and_its_fix_until_the_cloud_is_green_agai
     config = json.loads(kept_config)
     config["Peering"]["Peers"] = config["Peering"]["Peers"][:1]
     config_path.write_text(json.dumps(config, indent=2))
-    code, out, err = one_ipfs(bed, one, "network", "init", "--hosts", "h1,h2")
+    code, out, err = one_ipfs(one, "network", "init", "--hosts", "h1,h2")
     assert code == 0, err
     named = restart_named(out)  # h2, and the frontend, whose peers init lists anew after init h1, join h2
     assert "h2" in named
@@ -228,7 +229,6 @@ def test_doctor_names_each_broken_node_and_its_fix_until_the_cloud_is_green_agai
         assert set(found(report)) == {(node.name, "auth") for node in bed.nodes}
         assert "refused no secret" in report["problems"][0]["what"]
         code, out, err = one_ipfs(
-            bed,
             one,
             "doctor",
             "--api",
@@ -248,12 +248,11 @@ def test_systemd_unit_on_nodes_that_systemd_does_not_run_fails_per_node_and_writ
     fresh: GenuineOne,
 ) -> None:
     """The bed's nodes are a machine without a running systemd (a systemctl binary may still be there)."""
-    bed = fresh.frontend.bed
-    code, _, err = one_ipfs(bed, fresh, "install")
+    code, _, err = one_ipfs(fresh, "install")
     assert code == 0, err
 
     code, out, err = one_ipfs(
-        bed, fresh, "network", "init", "--hosts", "h1,h2", "--systemd-unit", "--unit", "one-ipfs-bed-test"
+        fresh, "network", "init", "--hosts", "h1,h2", "--systemd-unit", "--unit", "one-ipfs-bed-test"
     )
 
     assert code == 1, err

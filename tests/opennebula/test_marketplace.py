@@ -126,7 +126,7 @@ def other_cloud(one: GenuineOne) -> Iterator[GenuineOne]:
     bed's network) with one host, its own oned and its own private network (swarm key, nodes)."""
     layout = fresh_layout(one.frontend.bed.layout)
     with Bed.up(hosts=1, root=layout.root, layout=layout) as bed:
-        cloud = start_cloud(lambda: bed, one.version)
+        cloud = start_cloud(lambda: bed, one.version, one.frontend.python)
         try:
             yield cloud
         finally:

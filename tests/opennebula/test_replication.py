@@ -42,7 +42,6 @@ CLUSTER_FOLDER = ".ipfs-cluster"
 def cluster_init(bed: Bed, one: GenuineOne, *options: str) -> tuple[int, str, str]:
     hosts = ",".join(STORAGE_HOSTS)
     return one_ipfs(
-        bed,
         one,
         "cluster",
         "init",
@@ -115,16 +114,16 @@ def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until
         ("--rest-api", "/ip4/0.0.0.0/tcp/9094"),
         ("--unit", "../x"),
     ):
-        code, out, err = one_ipfs(bed, one, "cluster", "init", "--hosts", "h1", *bad)
+        code, out, err = one_ipfs(one, "cluster", "init", "--hosts", "h1", *bad)
         assert (code, out, len(err.strip().splitlines())) == (1, "", 1), err
     code, out, err = cluster_init(bed, one)
     assert code == 0, err
     assert "changed" not in out.replace("unchanged", "")
-    code, out, err = one_ipfs(bed, one, "cluster", "join", "h2", "--api", bed.frontend.api)
+    code, out, err = one_ipfs(one, "cluster", "join", "h2", "--api", bed.frontend.api)
     assert code == 0, err
     assert "changed" not in out.replace("unchanged", "")
     assert (bed.frontend_var_lib_one / CLUSTER_FOLDER / "service.json").read_bytes() == service
-    code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+    code, out, err = one_ipfs(one, "cluster", "status", "--cluster-api", cluster_api, "--json")
     assert code == 0, err
     assert sorted((peer["name"], peer["error"]) for peer in json.loads(out)["peers"]) == [
         ("frontend", ""),
@@ -142,7 +141,7 @@ def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until
     everywhere = one.image_create(everywhere_ds, name="replicated-everywhere", type="DATABLOCK", size_mb=1)
     everywhere_cid = one.image(everywhere).template["IPFS_CID"]
     before = holders(cluster_api, cid)
-    code, out, err = one_ipfs(bed, one, "images", "--hosts", "h3", "--json")
+    code, out, err = one_ipfs(one, "images", "--hosts", "h3", "--json")
     assert code == 0, err
     row = next(row for row in json.loads(out)["images"] if row["id"] == image.id)
     assert (row["replication_min"], set(row["versions"][0]["replicas"])) == (2, before)
@@ -153,12 +152,12 @@ def test_cluster_admin_status_doctor_and_images_follow_a_lost_storage_peer_until
     bed.stop_node(bed.host(lost).node)
     try:
         # The version on every peer has no peer to go to: it stays under-replicated while the peer is lost.
-        code, out, err = one_ipfs(bed, one, "doctor", "--hosts", "h3", "--api", bed.frontend.api, "--json")
+        code, out, err = one_ipfs(one, "doctor", "--hosts", "h3", "--api", bed.frontend.api, "--json")
         named = [p["what"] for p in json.loads(out)["problems"] if p["check"] == "replication"]
         assert code == 1
         held = f"image {everywhere.id} (replicated-everywhere) version 1 ({everywhere_cid}) is held by 2 of"
         assert any(what.startswith(f"{held} the 3") for what in named), named
-        code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+        code, out, err = one_ipfs(one, "cluster", "status", "--cluster-api", cluster_api, "--json")
         assert code == 1
         assert any(everywhere_cid in problem for problem in json.loads(out)["problems"])
 
@@ -374,7 +373,7 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     code, out, err = cluster_init(bed, one)
     assert code == 0, err
     assert "changed" not in out.replace("unchanged", "")
-    code, out, err = one_ipfs(bed, one, "cluster", "recover", "--cluster-api", cluster_api, "--json")
+    code, out, err = one_ipfs(one, "cluster", "recover", "--cluster-api", cluster_api, "--json")
     assert code == 0, (out, err)
     assert on_every_peer_cid in json.loads(out)["recovered"]
     held_everywhere(bed, cluster_api, on_every_peer_cid, bytes(1 << 20), minimum=3)
@@ -382,5 +381,5 @@ def test_with_replication_2_losing_the_frontends_repository_loses_no_image_and_n
     contents = [data, data, bytes(8 << 20), kept, changed, changed_again]
     for cid, content in zip([*recorded[:3], *versions], contents, strict=True):
         held_everywhere(bed, cluster_api, cid, content)
-    code, out, err = one_ipfs(bed, one, "cluster", "status", "--cluster-api", cluster_api, "--json")
+    code, out, err = one_ipfs(one, "cluster", "status", "--cluster-api", cluster_api, "--json")
     assert (code, json.loads(out)["problems"]) == (0, []), err
