@@ -117,6 +117,8 @@ def test_install_network_init_and_join_bring_doctor_to_green_and_a_vm_deploys(fr
     code, out, err = one_ipfs(one, "install")
     assert code == 0, err
     assert "onehost sync" in out
+    defaults = (one.frontend.remotes / "etc" / "datastore" / "ipfs" / "ipfs.conf").read_text()
+    assert f'ONE_IPFS_PYTHON="{one.frontend.python}"' in defaults  # the wheel's venv, not the checkout
     one.frontend.restart()
     code, out, err = one_ipfs(one, "network", "init", "--hosts", "h1")
     assert code == 0, err
