@@ -231,8 +231,8 @@ def _sizes_plot(results: dict[str, Any]) -> str | None:
         points.sort()
         axes = times if unit == "s" else memory
         axes.plot([x for x, _ in points], [y for _, y in points], "o-", label=name)
+    memory.set_xscale("log", base=2)  # a line here would be memory growing with the log of the size
     for axes, label in ((times, "time (s), median"), (memory, "peak resident memory (MiB), median")):
-        axes.set_xscale("log", base=2)
         axes.set_xlabel("image size (MiB)")
         axes.set_ylabel(label)
         axes.set_ylim(bottom=0)
