@@ -139,16 +139,22 @@ def _kubo_pid(bench: Bench, node: Node) -> int:
 
 
 def _law(figure: Figure, action: str, sizes: tuple[int, ...]) -> str:
-    """The least-squares line through the medians of ``action``'s time against the size."""
+    """The line through the medians of ``action``'s time against the size that is off by the least relative
+    error (least squares weighted by 1/time²: a plain fit would serve the largest size and miss the fixed
+    cost that rules the smallest)."""
     points = [(size / 1024, figure.measure(f"{action}, {_size(size)}", "s").median) for size in sizes]
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    weights = [1 / y**2 for _, y in points]
+    total = sum(weights)
+    mean_x = sum(w * x for w, (x, _) in zip(weights, points, strict=True)) / total
+    mean_y = sum(w * y for w, (_, y) in zip(weights, points, strict=True)) / total
+    slope = sum(w * (x - mean_x) * (y - mean_y) for w, (x, y) in zip(weights, points, strict=True)) / sum(
+        w * (x - mean_x) ** 2 for w, (x, _) in zip(weights, points, strict=True)
+    )
     fixed = mean_y - slope * mean_x
     worst = max(abs(y - (fixed + slope * x)) / y for x, y in points)
     return (
-        f"{action}: {fixed:.2f} s + {slope:.1f} s per GiB (least squares through the medians; the farthest "
-        f"median is {100 * worst:.0f}% off the line)"
+        f"{action}: {fixed:.2f} s + {slope:.1f} s per GiB (the line off the medians by the least relative "
+        f"error; the farthest is {100 * worst:.0f}% off)"
     )
 
 

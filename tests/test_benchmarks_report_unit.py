@@ -131,7 +131,7 @@ def test_a_sizes_figure_plots_time_and_peak_memory_against_the_image_size(
     assert (tmp_path / "benchmarks" / "quick-sizes.png").stat().st_size > 0
 
 
-def test_the_size_law_is_the_least_squares_line_through_the_medians() -> None:
+def test_the_size_law_is_the_line_through_the_medians_with_the_least_relative_error() -> None:
     figure = Figure("sizes", "Sizes", "")
     for mib, seconds in ((64, 1.5), (256, 3.0), (1024, 9.0)):
         figure.measure(f"tm clone, {sizes._size(mib)}", "s").samples.append(seconds)
