@@ -97,24 +97,15 @@ def main(argv: list[str]) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     figures = []
     with Bed.up(hosts=hosts, root=layout.root, layout=layout) as bed:
-        bench = Bench(bed)
+        bench = Bench(bed, partial_saver(argv, params, started))
         try:
             for name in suites:
                 print(f"== {name}", flush=True)
                 figure_started = time.strftime("%Y-%m-%dT%H:%M:%S")
                 figure = SUITES[name](bench, params)
                 figure.command = command_line(argv, name)
-                figures.append(
-                    {
-                        **figure.to_json(),
-                        "run": {
-                            "started": figure_started,
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "load_average": os.getloadavg(),
-                            "params": vars(params),
-                        },
-                    }
-                )
+                finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+                figures.append({**figure.to_json(), "run": _run_note(figure_started, finished, params)})
                 print(report.figure_table(figures[-1]), flush=True)
         finally:
             bench.close()
@@ -135,6 +126,35 @@ def main(argv: list[str]) -> int:
     print(f"results: {path}")
     print(report.write(results))
     return 0
+
+
+def partial_saver(argv: list[str], params: Params, started: str) -> Callable[[Figure], None]:
+    """Write a figure as it stands to ``results/partial-<mode>-<time>.json`` (results of one figure, which
+    ``--report`` reads like any other; the name keeps it out of the newest results a later run merges)."""
+    mode = "quick" if params.quick else "full"
+    path = RESULTS / f"partial-{mode}-{started.replace(':', '')}.json"
+
+    def save(figure: Figure) -> None:
+        figure.command = command_line(argv, figure.id)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        results = {
+            "mode": mode,
+            "started": started,
+            "finished": now,
+            "argv": argv,
+            "params": vars(params),
+            "machine": environment_note(),
+            "figures": [{**figure.to_json(), "run": _run_note(started, now, params)}],
+        }
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"kept so far: {path}", flush=True)
+
+    return save
+
+
+def _run_note(started: str, finished: str, params: Params) -> dict[str, Any]:
+    return {"started": started, "finished": finished, "load_average": os.getloadavg(), "params": vars(params)}
 
 
 def host_counts(text: str) -> list[int]:

@@ -72,24 +72,6 @@ def run(bench: Bench, params: Params) -> Figure:
         "median over the fleet, over the image size. Between rounds VMs are terminated, images deleted, "
         "and every cache (IPFS pins, OpenNebula's image cache and replica copies) emptied.",
     )
-    cloud = start_cloud(lambda: bench.bed, VERSION)
-    try:
-        systems = _systems(bench, cloud)
-        links = ["frontend", *(host.name for host in bench.bed.hosts)]
-        for link in links:
-            bench.bed.set_rate(link, params.fleet_rate_mbit)
-        try:
-            for _ in range(min(params.repetitions, REPETITIONS)):
-                for count in params.fleet_hosts:
-                    makespans = {
-                        system.name: _round(bench, cloud, system, params, count, figure) for system in systems
-                    }
-                    _ratios(figure, count, makespans)
-        finally:
-            for link in links:
-                bench.bed.set_rate(link, None)
-    finally:
-        cloud.frontend.stop()
     top = max(params.fleet_hosts)
     figure.checks += [
         Check(
@@ -108,6 +90,25 @@ def run(bench: Bench, params: Params) -> Figure:
             at_most=False,
         )
     )
+    cloud = start_cloud(lambda: bench.bed, VERSION)
+    try:
+        systems = _systems(bench, cloud)
+        links = ["frontend", *(host.name for host in bench.bed.hosts)]
+        for link in links:
+            bench.bed.set_rate(link, params.fleet_rate_mbit)
+        try:
+            for _ in range(min(params.repetitions, REPETITIONS)):
+                for count in params.fleet_hosts:
+                    makespans = {
+                        system.name: _round(bench, cloud, system, params, count, figure) for system in systems
+                    }
+                    _ratios(figure, count, makespans)
+                bench.checkpoint(figure)
+        finally:
+            for link in links:
+                bench.bed.set_rate(link, None)
+    finally:
+        cloud.frontend.stop()
     return figure
 
 

@@ -240,8 +240,11 @@ class TimedRunner(BedRunner):
 class Bench:
     """A bed, the simulator on it with the drivers installed, a copy and an overlay datastore."""
 
-    def __init__(self, bed: Bed) -> None:
+    def __init__(self, bed: Bed, checkpoint: Callable[[Figure], None] = lambda figure: None) -> None:
         self.bed = bed
+        self.checkpoint = checkpoint
+        """Keeps a figure as it stands, called by long suites after each repetition: a run stopped before
+        its end keeps what it measured."""
         self.runner = TimedRunner(bed)
         state = bed.root / "one"
         shutil.rmtree(state, ignore_errors=True)

@@ -46,7 +46,7 @@ def run(bench: Bench, params: Params) -> Figure:
             monitor.samples.append(1000 * monitor_seconds)
     bench.drop(image)
     figure.checks += [
-        Check("stat median < 200 ms", "stat", 200.0, strict=True),
-        Check("monitor median < 200 ms", "monitor", 200.0, strict=True),
+        Check("stat median < 100 ms", "stat", 100.0, strict=True),
+        Check("monitor median < 100 ms", "monitor", 100.0, strict=True),
     ]
     return figure

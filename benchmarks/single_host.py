@@ -40,7 +40,7 @@ def run(bench: Bench, params: Params) -> Figure:
         figure.measure("allocated / size", "%").samples.append(100 * sparse / size)
         bench.drop(image)
     figure.checks += [
-        Check("tm clone <= 1.10x ipfs pin add + cat", "clone / raw", 1.10),
+        Check("tm clone <= 1.05x ipfs pin add + cat", "clone / raw", 1.05),
         Check("allocated bytes <= 55% of the size (half-zero image)", "allocated / size", 55.0),
     ]
     return figure

@@ -45,7 +45,7 @@ def run(bench: Bench, params: Params) -> Figure:
             bench.forget_on_hosts(bench.cid(overlay), [HOST])
             bench.drop(overlay)
     figure.checks += [
-        Check("warm copy <= 20% of the cold time", "warm copy / cold", 20.0),
+        Check("warm copy <= 10% of the cold time", "warm copy / cold", 10.0),
         Check(
             f"warm overlay < 1 s ({params.image_mib} MiB)",
             f"warm overlay, {params.image_mib} MiB",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from benchmarks import __main__ as bench_main
 from benchmarks import report, sizes
 from benchmarks.baselines import CHANGED
-from benchmarks.common import Figure
+from benchmarks.common import Figure, Params
 
 COUNTS = [1, 2]
 PARAMS: dict[str, Any] = {
@@ -137,3 +138,22 @@ def test_the_size_law_is_the_line_through_the_medians_with_the_least_relative_er
         figure.measure(f"tm clone, {sizes._size(mib)}", "s").samples.append(seconds)
     law = sizes._law(figure, "tm clone", (64, 256, 1024))
     assert law.startswith("tm clone: 1.00 s + 8.0 s per GiB"), law
+
+
+def test_a_figure_kept_after_a_repetition_is_a_results_file_the_report_reads_and_later_runs_do_not_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench_main, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(report, "DOCS", tmp_path)
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "benchmarks")
+    params = Params.choose(quick=True, repetitions=3, hosts=[1, 8])
+    save = bench_main.partial_saver(["--quick", "--only", "latency"], params, "2026-12-07T23:00:00")
+    figure = Figure("latency", "Latency", "so far")
+    figure.measure("stat", "ms").samples.append(50.0)
+
+    save(figure)
+
+    kept = next((tmp_path / "results").glob("partial-quick-*.json"))
+    report.write(json.loads(kept.read_text()))
+    assert "| stat | 50 | 50 | 50 | ms | 1 |" in (tmp_path / "benchmarks.md").read_text()
+    assert bench_main.latest_results("quick") is None
