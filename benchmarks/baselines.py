@@ -37,6 +37,8 @@ SPARE_HOSTS = 2
 """Bed hosts beyond the fleet: the cache's two upstreams, the first of them also the replica host."""
 WAIT = 900.0
 POLL = 0.1
+TERMINATE_AGAIN = 5.0
+"""Seconds before a VM still RUNNING while the round is cleaned up is sent ``terminate`` again."""
 RUNNING, DONE = ("3", "3"), "6"
 FAILED_LCM = {"36", "39", "40", "44", "45", "46", "47", "48", "49", "50"}
 """oned's LCM states ending in _FAILURE: a deploy that stops there never becomes RUNNING."""
@@ -229,11 +231,14 @@ def _wait(
     cleaning: bool = False,
 ) -> None:
     """Until every VM of ``vms`` has ``reached`` a state, by oned's VM pool over XML-RPC (one call a poll);
-    a VM that failed raises, unless ``cleaning`` (it is then deleted with ``onevm recover --delete``)."""
+    a VM that failed raises, unless ``cleaning``: it is then deleted with ``onevm recover --delete``, and a
+    VM RUNNING is terminated again (oned refuses ``terminate`` while a VM is still in PROLOG, which is where
+    its fleet-mates are when another fails)."""
     frontend = cloud.frontend
     server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{frontend.ports.oned}/RPC2")
     elapsed = stopwatch()
     wanted = {str(vm) for vm in vms}
+    terminated: dict[str, float] = {}
     while True:
         answer = server.one.vmpool.info(frontend.auth, -2, min(vms), max(vms), -2)
         if not isinstance(answer, list) or not answer[0]:
@@ -248,6 +253,11 @@ def _wait(
             raise HostError(f"oned: VM {failed[0]} failed: {cloud.vm(int(failed[0])).error}")
         for oid in failed if cleaning else []:
             frontend.run(["onevm", "recover", "--delete", oid], check=False)
+        running = [oid for oid, state in mine.items() if state == RUNNING]
+        for oid in running if cleaning else []:
+            if elapsed() - terminated.get(oid, -TERMINATE_AGAIN) >= TERMINATE_AGAIN:
+                terminated[oid] = elapsed()
+                frontend.run(["onevm", "terminate", "--hard", oid], check=False)
         if all(reached(*state) for state in mine.values()):
             return
         if elapsed() > WAIT:
