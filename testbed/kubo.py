@@ -75,18 +75,23 @@ class Node:
             self._forwarder = None
 
 
+def environment(node: Node) -> dict[str, str]:
+    """What ``ipfs`` runs with for ``node``, the daemon and the CLI alike: its repository, and the swarm
+    key enforced."""
+    return {"PATH": BASE_PATH, **network.daemon_environment(node.repo)}
+
+
 def start_daemon(node: Node, prefix: Sequence[str], marker: str) -> tuple[Process, subprocess.Popen[bytes]]:
     """Start ``ipfs daemon`` behind ``prefix`` (the nsenter that puts it into its namespaces).
 
     No ``--enable-gc``: the bed keeps every block until a test removes it, so that what a host holds is
     decided by pins and never by when GC happened to run.
     """
-    env = {"PATH": BASE_PATH, **network.daemon_environment(node.repo)}
     return spawn(
         f"{node.name}/kubo",
         [*prefix, KUBO, "daemon"],
         log=node.log,
-        env=env,
+        env=environment(node),
         marker=marker,
         cwd=node.repo.parent,
     )

@@ -39,9 +39,14 @@ def configure(node: Node, swarm_key: bytes, peers: Sequence[Node]) -> None:
     key = node.repo / "swarm.key"
     key.write_bytes(swarm_key)
     key.chmod(0o600)
-    env = {"PATH": "/usr/bin:/bin", **network.daemon_environment(node.repo)}
     for argv in settings(node, peers):
-        subprocess.run([str(KUBO), "config", *argv], env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [str(KUBO), "config", *argv],
+            env=kubo.environment(node),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
 
 def settings(node: Node, peers: Sequence[Node]) -> list[list[str]]:
@@ -68,9 +73,12 @@ def settings(node: Node, peers: Sequence[Node]) -> list[list[str]]:
 
 def ipns_name(node: Node, key: str) -> str:
     """The IPNS name of ``key`` of the node (``ipfs key list -l``), which the other clouds are given."""
-    env = {"PATH": "/usr/bin:/bin", **network.daemon_environment(node.repo)}
     listed = subprocess.run(
-        [str(KUBO), "key", "list", "-l", "--enc=json"], env=env, check=True, capture_output=True, timeout=60
+        [str(KUBO), "key", "list", "-l", "--enc=json"],
+        env=kubo.environment(node),
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return str(next(k["Id"] for k in json.loads(listed.stdout)["Keys"] if k["Name"] == key))
 
