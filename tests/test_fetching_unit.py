@@ -28,23 +28,24 @@ from one_ipfs.ipfs.transport import Call
 from tests.support.kubo_wire import NOT_ENABLED, Answer, FakeNode, Reply
 
 ROOT = "bafybeiroot"
+SOURCE = "12D3KooWSource"
 MIB = 1 << 20
 
 
 class Peer(KuboClient):
     """A node whose only source is one peer: ``serve`` decides whether a want of a block is answered."""
 
-    def __init__(self, leaves: int, serve_after: float = 0.0, ignored_wants: int = 0) -> None:
+    def __init__(
+        self, leaves: int, serve_after: float = 0.0, ignored_wants: int = 0, deaf_to_leaves: bool = False
+    ) -> None:
         super().__init__(
             transport=FakeNode(
                 {
                     "dag/get": self._dag_get,
                     "files/stat": self._files_stat,
                     "block/stat": self._block_stat,
-                    "swarm/peers": {"Peers": [{"Peer": "12D3KooWSource", "Addr": "/ip4/10.0.0.1/tcp/4001"}]},
-                    "swarm/peering/ls": {
-                        "Peers": [{"ID": "12D3KooWSource", "Addrs": ["/ip4/10.0.0.1/tcp/4001"]}]
-                    },
+                    "swarm/peers": {"Peers": [{"Peer": SOURCE, "Addr": "/ip4/10.0.0.1/tcp/4001"}]},
+                    "swarm/peering/ls": {"Peers": [{"ID": SOURCE, "Addrs": ["/ip4/10.0.0.1/tcp/4001"]}]},
                     "bitswap/stat": {"BlocksReceived": 0, "BlocksSent": 0},
                     "swarm/disconnect": lambda call: self._count(
                         f"disconnect {call.args[0].removeprefix('/p2p/')}"
@@ -56,6 +57,7 @@ class Peer(KuboClient):
         self.leaves = [f"bafkreileaf{i}" for i in range(leaves)]
         self.serve_after = serve_after
         self.ignored_wants = ignored_wants
+        self.deaf_to_leaves = deaf_to_leaves  # until the node reconnects it, as Kubo's bitswap can
         self.asked: Counter[str] = Counter()
         self.link = threading.Lock()
         self.guard = threading.Lock()
@@ -96,7 +98,9 @@ class Peer(KuboClient):
         """Count a want of ``cid``; one the peer ignores ends in Kubo's timeout."""
         with self.guard:
             self.asked[cid] += 1
-            ignored = self.asked[cid] <= self.ignored_wants
+            ignored = self.asked[cid] <= self.ignored_wants or (
+                self.deaf_to_leaves and cid in self.leaves and not self.asked[f"disconnect {SOURCE}"]
+            )
         wait = timeout if timeout is not None else 60.0
         if ignored:
             time.sleep(wait)
@@ -231,6 +235,7 @@ def test_leaves_no_peer_sends_end_the_fetch_at_the_stall_timeout() -> None:
 
     with pytest.raises(IpfsTimeout, match=f"^no block of {ROOT} arrived for 0.3 s"):
         scatter_fetch(peer, layout, log=lambda _: None, timeout=30, stall_timeout=0.3)
+    assert peer.asked[f"disconnect {SOURCE}"] == 1  # halfway through the spell, to no avail
 
 
 def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_image() -> None:
@@ -243,6 +248,16 @@ def test_no_block_at_all_for_the_stall_timeout_fails_with_one_line_naming_the_im
         f"no block of {ROOT} arrived for 0.3 s: no reachable node seems to provide it"
     )
     assert min(peer.asked.values()) >= 2
+
+
+def test_leaves_a_peer_stopped_answering_after_the_root_came_arrive_once_the_node_reconnects_it() -> None:
+    peer = Peer(leaves=6, deaf_to_leaves=True)
+
+    fetch(peer, stall_timeout=1)
+
+    assert peer.asked[f"disconnect {SOURCE}"] == 1
+    assert peer.asked[f"connect /ip4/10.0.0.1/tcp/4001/p2p/{SOURCE}"] == 1
+    assert all(peer.asked[leaf] >= 2 for leaf in peer.leaves)
 
 
 class Member(KuboClient):

@@ -136,9 +136,11 @@ class _IdleBitswap:
     def __init__(self, client: KuboClient) -> None:
         self._client = client
         self._moved = _blocks_moved(client)
+        self._once = threading.Lock()
 
     def reconnect_peering_once(self) -> None:
-        moved, self._moved = self._moved, None
+        with self._once:
+            moved, self._moved = self._moved, None
         if moved is not None and _blocks_moved(self._client) == moved:
             reconnect_peering(self._client)
 
@@ -335,6 +337,7 @@ class _LeafFetch:
         self._last_block = self._logged = time.monotonic()
         self._fetched = 0
         self._wanting = 0
+        self._idle: _IdleBitswap | None = None
         self._counting = threading.Lock()
 
     def work(self) -> None:
@@ -362,6 +365,7 @@ class _LeafFetch:
                 try:
                     self._client.block_stat(leaf.cid, timeout=wait)
                 except IpfsTimeout:
+                    self._unanswered()
                     continue
                 self._arrived(leaf, None)
                 return
@@ -391,6 +395,23 @@ class _LeafFetch:
             raise _stalled(self._layout.cid, self._stall_timeout)
         return min(longest, REASK_LONGEST, self._stall_timeout - quiet_for, self._deadline - now)
 
+    def _unanswered(self) -> None:
+        """A want ran out. The first to do so in a quiet spell (no block for REASK_AFTER) notes what the
+        node's bitswap moved; one running out once the spell lasted half the stall timeout reconnects the
+        peering peers if bitswap moved nothing meanwhile, leaving the other half for blocks to come over
+        the new connections: a peer Kubo's bitswap stopped asking after the root came would otherwise
+        stall the leaves (``stat_patiently`` covers the root)."""
+        quiet_for = time.monotonic() - self._last_block
+        if quiet_for < REASK_AFTER:
+            return
+        with self._counting:
+            idle = self._idle
+            if idle is None:
+                self._idle = _IdleBitswap(self._client)
+                return
+        if quiet_for >= self._stall_timeout / 2:
+            idle.reconnect_peering_once()
+
     def _held_here(self, leaf: Leaf) -> bool:
         """Whether this node holds the leaf already (an unchanged block of a warm deploy), so that no
         other host sends it again."""
@@ -405,6 +426,7 @@ class _LeafFetch:
         if self._sink is not None:
             self._sink(leaf, data)
         with self._counting:
+            self._idle = None  # the quiet spell, if any, is over
             self._fetched += leaf.size * len(leaf.offsets)
             if time.monotonic() - self._logged >= PROGRESS_EVERY:
                 self._logged = time.monotonic()
