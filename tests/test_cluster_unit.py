@@ -44,6 +44,8 @@ class FakeCluster:
         url = urlsplit(path)
         self.calls.append((method, url.path, parse_qs(url.query)))
         cid = url.path.rsplit("/", 1)[-1]
+        if method == "POST" and cid == "recover":
+            return 200, json.dumps({"cid": url.path.split("/")[2], "peer_map": {}}).encode()
         if method == "POST":
             self.pinset.add(cid)
             return 200, json.dumps({"cid": cid, "allocations": list(self.allocations)}).encode()
@@ -94,10 +96,29 @@ def test_a_version_counts_as_replicated_once_the_minimum_of_peers_pinned_it() ->
 
 
 def test_replication_gives_up_at_once_when_too_many_allocated_peers_failed() -> None:
-    fake = FakeCluster([{"p1": "pinned", "p2": "pin_error", "p3": "cluster_error"}])
+    fake = FakeCluster([{"p1": "pinned", "p2": "cluster_error", "p3": "cluster_error"}])
     with pytest.raises(ClusterError, match=r"cannot hold .* on 2 peers"):
         replicate(fake)
     assert len(fake.calls) == 2
+
+
+def test_a_peer_back_from_a_partition_that_lost_the_pin_is_asked_once_to_pin_it_again() -> None:
+    fake = FakeCluster(
+        [
+            {"p1": "pinned", "p2": "unexpectedly_unpinned", "p3": "cluster_error"},
+            {"p1": "pinned", "p2": "pinning", "p3": "cluster_error"},
+            {"p1": "pinned", "p2": "pinned", "p3": "cluster_error"},
+        ]
+    )
+    assert replicate(fake).holders() == ["peer-p1", "peer-p2"]
+    assert [(method, path) for method, path, _ in fake.calls].count(("POST", f"/pins/{CID}/recover")) == 1
+
+
+def test_a_peer_that_fails_again_once_asked_to_pin_again_counts_as_failed() -> None:
+    fake = FakeCluster([{"p1": "pinned", "p2": "pin_error", "p3": "cluster_error"}])
+    with pytest.raises(ClusterError, match=r"cannot hold .* on 2 peers \(peer-p2: pin_error; peer-p3"):
+        replicate(fake)
+    assert [method for method, _, _ in fake.calls] == ["POST", "GET", "POST", "GET"]
 
 
 def test_replication_that_does_not_reach_the_minimum_in_time_is_one_error_line() -> None:

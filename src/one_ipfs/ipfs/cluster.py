@@ -26,6 +26,11 @@ LOG_EVERY = 5.0
 PINNED = "pinned"
 PENDING = ("pinning", "pin_queued", "queued")
 FAILED = ("pin_error", "cluster_error", "error", "unexpectedly_unpinned")
+RECOVERABLE = ("pin_error", "unexpectedly_unpinned")
+"""Failures a peer may mend when asked to pin again. A peer back from a partition can hold a pin in its
+state with no pin operation queued for it (seen when the same CID was pinned, unpinned and pinned again
+around the partition): it reports ``unexpectedly_unpinned`` until asked, which IPFS Cluster does by itself
+only every ``pin_recover_interval``."""
 MAX_BODY = 16 << 20
 
 
@@ -167,17 +172,24 @@ class ClusterClient:
         """Pin ``cid`` and return once ``replication.minimum`` peers hold every block of it.
 
         ClusterError once so many allocated peers failed that the minimum cannot be reached, or when it is
-        not reached within ``timeout``; the pin itself is left for the caller to keep or remove.
+        not reached within ``timeout``; the pin itself is left for the caller to keep or remove. A peer
+        whose failure is RECOVERABLE is asked to pin again, once, before its failure counts.
         """
         deadline = time.monotonic() + timeout
         allocations = self.pin(cid, name=name, replication=replication)
         logged = time.monotonic()
+        recovered: set[str] = set()
         while True:
             state = self.status(cid)
             pinned = state.count(PINNED)
             if pinned >= replication.minimum:
                 return state
             failures = state.failures()
+            mendable = {f.peer for f in failures if f.status in RECOVERABLE} - recovered
+            if mendable:
+                self.recover(cid)
+                recovered |= mendable
+                failures = [f for f in failures if f.peer not in mendable]
             if len(allocations or state.allocations) - len(failures) < replication.minimum:
                 reasons = "; ".join(f"{f.name or f.peer[-8:]}: {f.error or f.status}" for f in failures[:3])
                 raise ClusterError(
