@@ -357,7 +357,8 @@ def network_init(
 def network_join(
     *, new_hosts: tuple[str, ...], hosts: str | None, repo: str, host_repo: str, unit: str, systemd_unit: bool
 ) -> None:
-    """Bring NEW_HOSTS into the existing network (every member learns about them)."""
+    """Bring NEW_HOSTS into the existing network: they, the frontend and the hosts named peer with every
+    member (these and the peers the frontend's node already has)."""
     _run(lambda: _unit_name(unit))
     names = _run(lambda: host_names(hosts))
     joining = _run(lambda: [host_label(name) for name in new_hosts])

@@ -1,9 +1,12 @@
 """``one-ipfs network init|join``: the frontend and every host become one private IPFS network.
 
-The swarm key is created once, on the frontend, and then only copied; every node peers with every other
-at its storage-network address. Kubo reads its config at start, so every changed node needs a restart:
-``restart`` does it through the daemon's systemd unit where one runs it, and names the others;
-``install_units`` first writes that unit (``--systemd-unit``) and starts or restarts it.
+The swarm key is created once, on the frontend, and then only copied. The network's members are the peers
+the frontend's node already has and the nodes of this call: every node configured peers with every other
+member at its storage-network address; an earlier member left out of the call keeps its settings (the new
+nodes peer with it, so their connections are made from their side). Kubo reads its config at start, so
+every changed node needs a restart: ``restart`` does it through the daemon's systemd unit where one runs
+it, and names the others; ``install_units`` first writes that unit (``--systemd-unit``) and starts or
+restarts it.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def join(
     new_network: bool,
     progress: Progress | None = None,
 ) -> dict[str, Configured]:
-    """Configure the frontend and ``hosts``; return, per node, what changed.
+    """Configure the frontend and ``hosts``, members of one network with the peers the frontend's node
+    already has; return, per node, what changed.
 
     ``new_network`` (``init``) creates the swarm key when the frontend has none; ``join`` insists on one.
     """
@@ -65,12 +69,13 @@ def join(
     repos = {FRONTEND: frontend_repo, **dict.fromkeys(hosts, host_repo)}
     created = results(call_all(repos, lambda name: p.InitRepo(repo=repos[name]), progress))
     members = [_member(name, found.repo, frontend_address) for name, found in created.items()]
+    network = _network(members, created[FRONTEND].repo.peers)
     settings = {
         member.name: NodeSettings(
             swarm_addresses=member.swarm_addresses,
             api_address=member.api_address,
             gateway_address=member.gateway_address,
-            peers=tuple(Peer(o.peer_id, o.swarm_addresses) for o in members if o is not member),
+            peers=tuple(peer for peer in network if peer.peer_id != member.peer_id),
             storage_max=member.storage_max,
         )
         for member in members
@@ -156,6 +161,21 @@ def _swarm_key(repo: Path, create: bool) -> bytes:
         return generate_swarm_key()
     except OSError as exc:
         raise HostError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _network(members: list[Member], known: tuple[Peer, ...]) -> list[Peer]:
+    """Every member of the network: the frontend, the peers its node has (``known``: earlier hosts, in its
+    order), then the other nodes of this call. A node of this call is a member at the addresses it has
+    now, also in place of a known peer at exactly those addresses (its identity before a rebuild)."""
+    now = {member.peer_id: Peer(member.peer_id, member.swarm_addresses) for member in members}
+    claimed = {address for member in members for address in member.swarm_addresses}
+    network = {member.peer_id: now[member.peer_id] for member in members if member.name == FRONTEND}
+    for peer in known:
+        if peer.peer_id in now or not (peer.addresses and set(peer.addresses) <= claimed):
+            network.setdefault(peer.peer_id, now.get(peer.peer_id, peer))
+    for peer_id, peer in now.items():
+        network.setdefault(peer_id, peer)
+    return list(network.values())
 
 
 def _member(name: str, facts: p.Repository, frontend_address: str | None) -> Member:

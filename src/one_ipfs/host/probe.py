@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -28,6 +29,10 @@ RESTART_MARKER = ".one-ipfs-restart"
 API_FILE = "api"
 """Kubo writes ``$IPFS_PATH/api`` when its daemon starts (and removes it at exit)."""
 BUNDLE_STAMP = "BUNDLE"
+PEER_ID = re.compile(r"^[A-Za-z0-9]{1,128}$")
+"""A libp2p peer ID as Kubo's config holds one: a base58btc multihash or a base32 CID."""
+MULTIADDR = re.compile(r"^/[!-~]{1,1023}$")
+"""A multiaddr as text: printable ASCII, no space."""
 
 
 def probe(
@@ -100,6 +105,7 @@ def read_repository(repo: str) -> dict[str, Any]:
         gateway_address=addresses.get("Gateway"),
         swarm_addresses=addresses.get("Swarm") or [],
         storage_max=(config.get("Datastore") or {}).get("StorageMax"),
+        peers=peering(config.get("Peering")),
     )
     try:
         with open(os.path.join(repo, "swarm.key"), "rb") as f:
@@ -109,6 +115,24 @@ def read_repository(repo: str) -> dict[str, Any]:
     except OSError as exc:
         facts["error"] = f"cannot read {repo}/swarm.key: {exc}"
     return facts
+
+
+def peering(section: Any) -> list[dict[str, Any]]:
+    """The peers a repository's node keeps connected (Kubo ``Peering.Peers``), leaving out every entry that
+    is not one (no peer ID, or addresses that are no multiaddrs: Kubo would not even start with it)."""
+    entries = section.get("Peers") if isinstance(section, dict) else None
+    peers = []
+    for entry in entries if isinstance(entries, list) else ():
+        peer_id = entry.get("ID") if isinstance(entry, dict) else None
+        addresses = (entry.get("Addrs") or []) if isinstance(entry, dict) else None
+        if (
+            isinstance(peer_id, str)
+            and PEER_ID.match(peer_id)
+            and isinstance(addresses, list)
+            and all(isinstance(a, str) and MULTIADDR.match(a) for a in addresses)
+        ):
+            peers.append({"peer_id": peer_id, "addresses": addresses})
+    return peers
 
 
 def fingerprint(swarm_key: bytes) -> str:

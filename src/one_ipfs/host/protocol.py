@@ -154,10 +154,15 @@ def node_settings(value: Any, name: str) -> NodeSettings:
         "swarm_addresses": texts,
         "api_address": text(),
         "gateway_address": text(),
-        "peers": lambda peers, where: tuple(_peer(peer, where) for peer in _list(peers, where)),
+        "peers": peer_list,
         "storage_max": text(),
     }
     return NodeSettings(**_read_object(readers, {"swarm_addresses"}, value, name))
+
+
+def peer_list(value: Any, name: str) -> tuple[Peer, ...]:
+    """Members of the private network a Kubo node peers with (``Peering.Peers``)."""
+    return tuple(_peer(peer, name) for peer in _list(value, name))
 
 
 def _peer(value: Any, name: str) -> Peer:
@@ -294,6 +299,8 @@ class Repository:
     swarm_addresses: tuple[str, ...] = given(texts, ())
     storage_max: str | None = given(optional(text()), None)
     swarm_key: str | None = given(optional(text()), None)
+    peers: tuple[Peer, ...] = given(peer_list, ())
+    """Whom its node peers with (``Peering.Peers``), every entry that is not a peer left out."""
 
     @property
     def restart_pending(self) -> bool:
