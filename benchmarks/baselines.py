@@ -12,6 +12,7 @@ on a host while it asks the upstreams, so two upstreams that deploy at the same 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 import xmlrpc.client
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from benchmarks.common import WORKDIR, Bench, Check, Figure, Params, concurrentl
 from one_ipfs.errors import HostError
 from testbed.genuine import GenuineOne, start_cloud
 from testbed.one import Image
+from testbed.one.documents import History
 
 VERSION = "7.4.0"
 IMAGE_MIB = 64
@@ -37,6 +39,8 @@ SPARE_HOSTS = 2
 """Bed hosts beyond the fleet: the cache's two upstreams, the first of them also the replica host."""
 WAIT = 900.0
 POLL = 0.1
+END_TO_END = "create to RUNNING"
+"""A cold round's time from ``oneimage create`` to the last VM RUNNING (issue 20's end to end)."""
 TERMINATE_AGAIN = 5.0
 """Seconds before a VM still RUNNING while the round is cleaned up is sent ``terminate`` again."""
 RUNNING, DONE = ("3", "3"), "6"
@@ -54,6 +58,34 @@ class System:
     ipfs: bool
 
 
+@dataclass(frozen=True)
+class Deploy:
+    """One fleet deploy on the wall clock (seconds since the epoch): the first ``onevm deploy`` sent, each
+    VM's prolog as oned's history records it (whole seconds), and the last VM seen RUNNING."""
+
+    ordered: float
+    prologs: tuple[History, ...]
+    running: float
+
+    @property
+    def makespan(self) -> float:
+        return self.running - self.ordered
+
+    def profile(self) -> dict[str, float]:
+        """What the makespan is made of: oned's dispatch of the deploys (to the first prolog start, and
+        the spread of the starts), the prologs (the TM's transfers), and the boot after the last one."""
+        starts = [history.prolog_start for history in self.prologs]
+        ends = [history.prolog_end for history in self.prologs]
+        durations = [end - start for start, end in zip(starts, ends, strict=True)]
+        return {
+            "deploy to first prolog start": min(starts) - self.ordered,
+            "prolog starts spread": max(starts) - min(starts),
+            "prolog median": statistics.median(durations),
+            "prolog max": max(durations),
+            "last prolog end to RUNNING": self.running - max(ends),
+        }
+
+
 def hosts_needed(params: Params) -> int:
     return max(params.fleet_hosts) + SPARE_HOSTS
 
@@ -69,10 +101,17 @@ def run(bench: Bench, params: Params) -> Figure:
         "RUNNING (oned's own state, polled over XML-RPC every 0.1 s; it includes the KVM stand-in's boot, "
         "the same for every system). Cold: the first image; warm: right after, a second version of it "
         f"({CHANGED:.0%} of its 1 MiB blocks changed) imported as a new image and deployed to the same N "
-        "hosts. Frontend sent: bytes out of the frontend's link (its bridge port's counters, TCP/IP and "
-        "cipher overhead included) over the image size; per host: bytes into each fleet host's link, "
-        "median over the fleet, over the image size. Between rounds VMs are terminated, images deleted, "
-        "and every cache (IPFS pins, OpenNebula's image cache and replica copies) emptied.",
+        "hosts. Create to RUNNING (cold): from `oneimage create` of the fresh image (file already written) "
+        "to the last of the N VMs RUNNING: the import until the image is READY, `onevm create --hold`, "
+        "then the deploy. The deploy's profile, from each VM's history in oned (PSTIME, PETIME: whole "
+        "seconds, so each is +-1 s): deploy to first prolog start (the `onevm deploy` commands reaching "
+        "oned), prolog starts spread (first to last PSTIME: oned's dispatch), prolog median and max "
+        "(PSTIME to PETIME: the TM's clone and the rest of the prolog), last prolog end to RUNNING (the "
+        "boot and oned's seeing it). Frontend sent: bytes out of the frontend's link (its bridge port's "
+        "counters, TCP/IP and cipher overhead included) over the image size; per host: bytes into each "
+        "fleet host's link, median over the fleet, over the image size. Between rounds VMs are "
+        "terminated, images deleted, and every cache (IPFS pins, OpenNebula's image cache and replica "
+        "copies) emptied.",
     )
     top = max(params.fleet_hosts)
     figure.checks += [
@@ -84,6 +123,14 @@ def run(bench: Bench, params: Params) -> Figure:
         )
         for other in ("ssh cache", "ssh replica")
     ]
+    figure.checks.append(
+        Check(
+            f"ipfs copy faster than ssh, oneimage create to {top} VMs RUNNING",
+            f"ssh / ipfs copy, create to RUNNING, N={top}",
+            1.0,
+            at_most=False,
+        )
+    )
     figure.checks.append(
         Check(
             f"ipfs copy >= 3x faster than the cache, warm, N={top}",
@@ -146,9 +193,10 @@ def _round(
     bench: Bench, cloud: GenuineOne, system: System, params: Params, count: int, figure: Figure
 ) -> dict[str, float]:
     """A cold deploy of a fresh image to ``count`` hosts, then a warm one of its second version; their
-    makespans by phase. A deploy of OpenNebula's that fails (its replica mode's ``tar`` reading a replica
-    being rewritten under it, seen at N = 8) is counted, and leaves its phase without a makespan rather than
-    ending the run; one of ours ends it."""
+    makespans by phase, and the cold one's from ``oneimage create`` (``END_TO_END``). A deploy of
+    OpenNebula's that fails (its replica mode's ``tar`` reading a replica being rewritten under it, seen at
+    N = 8) is counted, and leaves its phase without a makespan rather than ending the run; one of ours
+    ends it."""
     hosts = [f"h{k}" for k in range(1, count + 1)]
     seed, later = bench.next_seed(), bench.next_seed()
     blocks = random.Random(seed).sample(range(IMAGE_MIB), max(1, round(CHANGED * IMAGE_MIB)))
@@ -156,12 +204,12 @@ def _round(
     makespans: dict[str, float] = {}
     try:
         for phase, changed in (("cold", None), ("warm", dict.fromkeys(blocks, later))):
-            image = _import(bench, cloud, system, IMAGE_MIB, seed, changed)
+            image, created = _import(bench, cloud, system, IMAGE_MIB, seed, changed)
             images.append(image)
             sent, received = _frontend_sent(bench), _received(bench, hosts)
             label = f"{system.name}, {phase}, N={count}"
             try:
-                makespan = makespans[phase] = _deploy(cloud, system, image, hosts)
+                deploy = _deploy(cloud, system, image, hosts)
             except HostError as exc:
                 if system.ipfs:
                     raise
@@ -173,12 +221,20 @@ def _round(
                 after - before for after, before in zip(_received(bench, hosts), received, strict=True)
             ]
             size = IMAGE_MIB << 20
+            makespan = makespans[phase] = deploy.makespan
             figure.measure(f"makespan: {label}", "s").samples.append(makespan)
+            if phase == "cold":
+                makespans[END_TO_END] = deploy.running - created
+                figure.measure(f"{END_TO_END}: {label}", "s").samples.append(makespans[END_TO_END])
+            profile = deploy.profile()
+            for part, seconds in profile.items():
+                figure.measure(f"{part}: {label}", "s").samples.append(seconds)
             figure.measure(f"frontend sent / image: {label}", "x").samples.append(sent / size)
             per_host = sorted(received)[len(received) // 2] / size
             figure.measure(f"per host / image: {label}", "x").samples.append(per_host)
             print(
-                f"{label}: {makespan:.1f} s, frontend sent {sent / size:.2f}x, per host {per_host:.2f}x",
+                f"{label}: {makespan:.1f} s, frontend sent {sent / size:.2f}x, per host {per_host:.2f}x; "
+                + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in profile.items()),
                 flush=True,
             )
         return makespans
@@ -188,17 +244,19 @@ def _round(
 
 def _import(
     bench: Bench, cloud: GenuineOne, system: System, size_mib: int, seed: int, changed: dict[int, int] | None
-) -> Image:
+) -> tuple[Image, float]:
+    """The image READY, and when its ``oneimage create`` was sent (seconds since the epoch)."""
     path = write_image(WORKDIR / f"baseline-{seed}-{len(changed or {})}.img", size_mib, seed, changed)
     try:
         name = f"{system.name.replace(' ', '-')}-{seed}-{'v2' if changed else 'v1'}"
-        return cloud.image_create(system.image_ds, name=name, path=str(path))
+        created = time.time()
+        return cloud.image_create(system.image_ds, name=name, path=str(path)), created
     finally:
         path.unlink()
 
 
-def _deploy(cloud: GenuineOne, system: System, image: Image, hosts: Sequence[str]) -> float:
-    """Makespan of deploying one VM of ``image`` per host at once; the VMs are terminated afterwards. They
+def _deploy(cloud: GenuineOne, system: System, image: Image, hosts: Sequence[str]) -> Deploy:
+    """Deploying one VM of ``image`` per host at once, timed; the VMs are terminated afterwards. They
     are held by one ``onevm create --multiple``; each goes to a host of its own, so each gets an ``onevm
     deploy`` of its own (``GenuineOne.vms_deploy`` sends many to one host), all at once. Failed VMs of
     OpenNebula's systems are counted, not raised, so they are waited for and cleaned here, not by
@@ -210,10 +268,11 @@ def _deploy(cloud: GenuineOne, system: System, image: Image, hosts: Sequence[str
             partial(frontend.cli, ["onevm", "deploy", str(vm), host, str(system.system_ds)])
             for vm, host in zip(vms, hosts, strict=True)
         ]
-        elapsed = stopwatch()
+        ordered = time.time()
         concurrently(calls)
         _wait(cloud, vms, lambda state, lcm: (state, lcm) == RUNNING, "RUNNING")
-        return elapsed()
+        running = time.time()
+        return Deploy(ordered, tuple(cloud.vm(vm).history[-1] for vm in vms), running)
     finally:
         terminate = [
             partial(frontend.run, ["onevm", "terminate", "--hard", str(vm)], check=False) for vm in vms
@@ -298,7 +357,8 @@ def _clean(
 
 
 def _ratios(figure: Figure, count: int, makespans: dict[str, dict[str, float]]) -> None:
-    """Each other system's makespan over ours (COPY), per phase, within one repetition."""
+    """Each other system's makespan over ours (COPY), per phase and create to RUNNING, within one
+    repetition."""
     ours = makespans["ipfs copy"]
     for name, theirs in makespans.items():
         if name != "ipfs copy":

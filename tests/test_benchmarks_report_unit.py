@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import __main__ as bench_main
 from benchmarks import report, sizes
-from benchmarks.baselines import CHANGED
+from benchmarks.baselines import CHANGED, END_TO_END
 from benchmarks.common import Figure, Params
 
 COUNTS = [1, 2]
@@ -47,7 +47,7 @@ def test_a_baselines_run_merged_over_an_earlier_page_keeps_its_figures_and_plots
 ) -> None:
     monkeypatch.setattr(report, "DOCS", tmp_path)
     monkeypatch.setattr(report, "PLOTS", tmp_path / "benchmarks")
-    quantities = ("makespan", "frontend sent / image", "per host / image")
+    quantities = ("makespan", END_TO_END, "frontend sent / image", "per host / image")
     baselines = {
         "id": "baselines",
         "title": "Baselines",

@@ -562,6 +562,10 @@ class History:
     hostname: str
     ds_id: int
     tm_mad: str
+    prolog_start: int
+    """PSTIME: when oned ordered the prolog (it took the deploy), whole seconds since the epoch; 0 before."""
+    prolog_end: int
+    """PETIME: when the prolog succeeded and oned ordered the boot; 0 before."""
 
 
 @dataclass(frozen=True)
@@ -600,7 +604,14 @@ class VirtualMachine:
             attributes = {child.tag: child.text or "" for child in node}
             disks.append(Disk(int(attributes.get("DISK_ID", "-1")), attributes))
         history = tuple(
-            History(integer(h, "SEQ"), text(h, "HOSTNAME"), integer(h, "DS_ID"), text(h, "TM_MAD"))
+            History(
+                integer(h, "SEQ"),
+                text(h, "HOSTNAME"),
+                integer(h, "DS_ID"),
+                text(h, "TM_MAD"),
+                integer(h, "PSTIME"),
+                integer(h, "PETIME"),
+            )
             for h in root.findall("HISTORY_RECORDS/HISTORY")
         )
         return cls(
